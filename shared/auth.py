@@ -1,0 +1,100 @@
+"""Who is calling: bearer tokens mapped to a principal with a role and, for issuers, a tenant.
+
+Tokens are compared by SHA-256 digest (they are high-entropy secrets, not passwords), so a
+registry holds only digests. Every endpoint names the roles it accepts (ARCHITECTURE.md,
+security boundaries); issuer-scoped endpoints also check the tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import Depends, HTTPException, Request, status
+
+Role = Literal["issuer", "station", "operator", "custodian", "auditor", "admin", "service"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    name: str
+    issuer_id: str | None = None
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+Authenticator = Callable[[str], Awaitable[Principal | None]]
+
+
+class StaticTokens:
+    """Principals configured from settings: `role:name[:issuer]=token,...`."""
+
+    def __init__(self, spec: str) -> None:
+        self._by_digest: dict[str, Principal] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            who, _, token = item.partition("=")
+            parts = who.split(":")
+            if len(parts) not in (2, 3) or not token:
+                raise ValueError(f"bad principal spec {who!r}: want role:name[:issuer]=token")
+            role = parts[0]
+            if role not in (
+                "issuer",
+                "station",
+                "operator",
+                "custodian",
+                "auditor",
+                "admin",
+                "service",
+            ):
+                raise ValueError(f"unknown role {role!r} in principal spec")
+            issuer = parts[2] if len(parts) == 3 else None
+            self._by_digest[token_digest(token)] = Principal(role, parts[1], issuer)  # type: ignore[arg-type]
+
+    async def __call__(self, token: str) -> Principal | None:
+        digest = token_digest(token)
+        for known, principal in self._by_digest.items():
+            if hmac.compare_digest(known, digest):
+                return principal
+        return None
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing bearer token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """FastAPI dependency: authenticate through app.state.authenticators and check the role."""
+    allowed = set(roles)
+
+    async def dependency(request: Request, token: str = Depends(bearer_token)) -> Principal:
+        authenticators: Iterable[Authenticator] = request.app.state.authenticators
+        for authenticate in authenticators:
+            principal = await authenticate(token)
+            if principal is not None:
+                if principal.role not in allowed:
+                    raise HTTPException(
+                        status.HTTP_403_FORBIDDEN,
+                        detail=f"role {principal.role!r} may not call this endpoint",
+                    )
+                return principal
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="unknown or revoked credentials",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    return dependency

@@ -1,0 +1,238 @@
+"""The Kafka bus: an idempotent acks=all producer and a consumer that commits offsets only
+after each event's effect is durable (ARCHITECTURE.md, delivery guarantees).
+
+Per record: decode -> inbox insert (by event_id) + handler effect + emitted events, all in ONE
+transaction -> commit offsets after the whole fetched batch. An undecodable record, or one a
+handler declares poison, goes to the dead-letter topic through the outbox, with a
+`dead_letter.recorded` event that audit counts. Nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import checked_identifier
+from shared.events import DeadLetterRecorded, Event, UndecodableEvent, decode_event, encode_event
+from shared.outbox import OutboxRelay, UnitOfWork, add_outbox_rows
+from shared.telemetry import continue_trace, tracer
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
+HandlerTable = Mapping[type[Event], Sequence[Handler]]
+
+DEAD_LETTER_STREAM = "dlq"
+_DLQ_NAMESPACE = uuid.UUID("5f1d3a52-1c1e-4c1b-9d35-0d6c7e5b0001")
+
+
+class PoisonEvent(Exception):
+    """A handler's verdict that this event can never be processed; it goes to the DLQ."""
+
+
+def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=30000,
+    )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Infrastructure faults are retried without limit; they say nothing about the event."""
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
+
+
+class EventConsumer:
+    """Applies a service's HANDLERS table to the topics it subscribes to."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        schema: str,
+        relay: OutboxRelay,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handlers: HandlerTable,
+        emit_topic: str,
+        dead_letter_topic: str,
+        max_attempts: int = 5,
+        max_records: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._schema = checked_identifier(schema)
+        self._relay = relay
+        self._group_id = group_id
+        self._topics = list(topics)
+        self._handlers = handlers
+        self._emit_topic = emit_topic
+        self._dlq_topic = dead_letter_topic
+        self._max_attempts = max_attempts
+        self._max_records = max_records
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+        self.processed = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+        self.ready = asyncio.Event()
+        self._tracer = tracer(f"bus.{group_id}")
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self._max_records,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                if consumer.assignment():
+                    self.ready.set()
+                if not batches:
+                    continue
+                for records in batches.values():
+                    for record in records:
+                        await self._apply_with_retries(record)
+                await consumer.commit()
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _apply_with_retries(self, record: Any) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._apply(record)
+                return
+            except asyncio.CancelledError:
+                raise
+            except PoisonEvent as exc:
+                await self._dead_letter(record, f"poison: {exc}")
+                return
+            except Exception as exc:
+                if _is_transient(exc):
+                    log.warning("transient failure, retrying", extra={"error": repr(exc)})
+                elif attempt >= self._max_attempts:
+                    log.exception("handler failed %d times; dead-lettering", attempt)
+                    await self._dead_letter(record, f"handler failed: {exc!r}")
+                    return
+                else:
+                    log.warning("handler failed, retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 5.0))
+
+    async def _apply(self, record: Any) -> None:
+        try:
+            event = decode_event(record.value)
+        except UndecodableEvent as exc:
+            await self._dead_letter(record, f"undecodable: {exc}")
+            return
+        handlers = self._handlers.get(type(event), ())
+        if not handlers:
+            return
+        with (
+            continue_trace(event.trace),
+            self._tracer.start_as_current_span(
+                f"consume {event.type}",
+                attributes={"event.type": event.type, "event.id": str(event.event_id)},
+            ),
+        ):
+            async with self._engine.begin() as conn:
+                first_time = await self._record_in_inbox(conn, event, record)
+                if not first_time:
+                    self.duplicates += 1
+                    return
+                uow = UnitOfWork(conn, self._schema, self._emit_topic)
+                for handler in handlers:
+                    await handler(uow, event)
+        self.processed += 1
+        if uow.emitted:
+            self._relay.wake()
+
+    async def _record_in_inbox(self, conn: Any, event: Event, record: Any) -> bool:
+        row = (
+            await conn.execute(
+                text(
+                    f"INSERT INTO {self._schema}.inbox"
+                    ' (event_id, event_type, topic, partition, "offset")'
+                    " VALUES (:id, :type, :topic, :partition, :offset)"
+                    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+                ),
+                {
+                    "id": event.event_id,
+                    "type": event.type,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+        ).first()
+        return row is not None
+
+    async def _dead_letter(self, record: Any, reason: str) -> None:
+        """Raw record to the DLQ topic and a counted event, in one transaction, at most once."""
+        coordinates = f"{self._group_id}/{record.topic}/{record.partition}/{record.offset}"
+        dlq_id = uuid.uuid5(_DLQ_NAMESPACE, coordinates)
+        notice = DeadLetterRecorded(
+            event_id=uuid.uuid5(_DLQ_NAMESPACE, "notice/" + coordinates),
+            issuer_id="bureau",
+            actor=self._group_id,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            consumer=self._group_id,
+            reason=reason[:2000],
+        )
+        headers = {
+            "dlq.reason": reason[:2000],
+            "dlq.source": coordinates,
+            "dlq.consumer": self._group_id,
+        }
+        async with self._engine.begin() as conn:
+            await add_outbox_rows(
+                conn,
+                self._schema,
+                [
+                    (
+                        dlq_id,
+                        self._dlq_topic,
+                        record.key.decode() if record.key else coordinates,
+                        bytes(record.value or b""),
+                        headers,
+                    ),
+                    (
+                        notice.event_id,
+                        self._emit_topic,
+                        notice.partition_key(),
+                        encode_event(notice),
+                        {},
+                    ),
+                ],
+            )
+        self.dead_lettered += 1
+        log.error("event dead-lettered", extra={"source": coordinates, "reason": reason[:300]})
+        self._relay.wake()

@@ -1,0 +1,123 @@
+"""Database access: one async engine per service, its own schema, ordered SQL migrations.
+
+Each service owns one Postgres schema (ARCHITECTURE.md) and keeps its migrations as numbered
+`.sql` files in `services/<name>/migrations/`. The runner applies the missing ones in order,
+each in its own transaction, under an advisory lock so replicas starting together do not race.
+The outbox and inbox tables every service needs come first, from shared/migrations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def checked_identifier(name: str) -> str:
+    """Schema names are interpolated into SQL, so only plain identifiers pass."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+def make_engine(url: str, schema: str, pool_size: int = 5) -> AsyncEngine:
+    checked_identifier(schema)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"search_path": f"{schema},public"}},
+    )
+
+
+def _migration_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix == ".sql")
+
+
+def _statements(sql: str) -> list[str]:
+    """Split on semicolons at line ends, keeping $$-quoted function bodies whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    in_dollar = False
+    for line in sql.splitlines():
+        if line.count("$$") % 2 == 1:
+            in_dollar = not in_dollar
+        current.append(line)
+        if not in_dollar and line.rstrip().endswith(";"):
+            statement = "\n".join(current).strip()
+            if statement.strip(";").strip():
+                statements.append(statement)
+            current = []
+    rest = "\n".join(current).strip()
+    if rest:
+        statements.append(rest)
+    return statements
+
+
+async def migrate(engine: AsyncEngine, schema: str, service_migrations: Path) -> list[str]:
+    """Create the schema and apply missing migrations. Returns the names applied now."""
+    checked_identifier(schema)
+    lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:7], "big")
+    applied_now: list[str] = []
+    files = [("shared", p) for p in _migration_files(SHARED_MIGRATIONS)]
+    files += [("service", p) for p in _migration_files(service_migrations)]
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
+        try:
+            await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+            await conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+                    " name text PRIMARY KEY, checksum text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            )
+            await conn.commit()
+            for origin, path in files:
+                name = f"{origin}/{path.name}"
+                sql = path.read_text(encoding="utf-8").replace("{schema}", schema)
+                checksum = hashlib.sha256(sql.encode()).hexdigest()
+                row = (
+                    await conn.execute(
+                        text(f"SELECT checksum FROM {schema}.schema_migrations WHERE name = :n"),
+                        {"n": name},
+                    )
+                ).first()
+                if row is not None:
+                    if row[0] != checksum:
+                        raise RuntimeError(f"migration {name} changed after it was applied")
+                    continue
+                await _apply(conn, schema, name, sql, checksum)
+                applied_now.append(name)
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key})
+            await conn.commit()
+    return applied_now
+
+
+async def _apply(conn: AsyncConnection, schema: str, name: str, sql: str, checksum: str) -> None:
+    for statement in _statements(sql):
+        await conn.execute(text(statement))
+    await conn.execute(
+        text(f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES (:n, :c)"),
+        {"n": name, "c": checksum},
+    )
+    await conn.commit()
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """The unit of work: one connection, one transaction, committed by the entrypoint."""
+    async with engine.begin() as conn:
+        yield conn

@@ -1,0 +1,126 @@
+"""Event contracts and the one decoder every consumer uses."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from shared.events.base import Event, TraceContext, utc_now
+from shared.events.lifecycle import (
+    BatchClosed,
+    BatchDiscrepancy,
+    BatchReconciled,
+    CardDestroyed,
+    CardEncoded,
+    CardOrdered,
+    CardPacked,
+    CardPrepared,
+    CardPrinted,
+    CardQaFailed,
+    CardQaPassed,
+    CardSpoiled,
+    DeadLetterRecorded,
+    LogCheckpoint,
+    OrderAccepted,
+    OrderReceived,
+    OrderRejected,
+    PinMailerPrinted,
+    ShipmentDispatched,
+    StockIssued,
+    StockReceived,
+    StockReturned,
+)
+
+AnyEvent = Annotated[
+    OrderReceived
+    | OrderAccepted
+    | OrderRejected
+    | CardOrdered
+    | StockReceived
+    | StockIssued
+    | StockReturned
+    | CardPrepared
+    | CardEncoded
+    | CardSpoiled
+    | CardPrinted
+    | CardQaPassed
+    | CardQaFailed
+    | CardPacked
+    | PinMailerPrinted
+    | ShipmentDispatched
+    | CardDestroyed
+    | BatchReconciled
+    | BatchDiscrepancy
+    | BatchClosed
+    | LogCheckpoint
+    | DeadLetterRecorded,
+    Field(discriminator="type"),
+]
+
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+class UndecodableEvent(ValueError):
+    """The bytes are not a known event contract; the reason names what is wrong."""
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Decode any lifecycle event. Raises UndecodableEvent with the validation errors."""
+    try:
+        event: Event = _ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise UndecodableEvent(problems) from exc
+    return event
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def event_types() -> list[str]:
+    """Every dotted type name the contracts define."""
+    names: list[str] = []
+    for model in Event.__subclasses__():
+        field = model.model_fields["type"]
+        if isinstance(field.default, str):
+            names.append(field.default)
+    return sorted(names)
+
+
+__all__ = [
+    "AnyEvent",
+    "BatchClosed",
+    "BatchDiscrepancy",
+    "BatchReconciled",
+    "CardDestroyed",
+    "CardEncoded",
+    "CardOrdered",
+    "CardPacked",
+    "CardPrepared",
+    "CardPrinted",
+    "CardQaFailed",
+    "CardQaPassed",
+    "CardSpoiled",
+    "DeadLetterRecorded",
+    "Event",
+    "LogCheckpoint",
+    "OrderAccepted",
+    "OrderReceived",
+    "OrderRejected",
+    "PinMailerPrinted",
+    "ShipmentDispatched",
+    "StockIssued",
+    "StockReceived",
+    "StockReturned",
+    "TraceContext",
+    "UndecodableEvent",
+    "decode_event",
+    "encode_event",
+    "event_types",
+    "utc_now",
+]

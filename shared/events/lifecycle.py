@@ -1,0 +1,202 @@
+"""Every event of a card's life. Defined once; services import, never redefine.
+
+Departures from ../shared/ARCHITECTURE.md, on purpose:
+- `card.ordered` (one per card, keyed by card id) carries what order.accepted would otherwise
+  have to carry for every card; a 100,000-card order would not fit one Kafka record.
+- `batch.closed` marks the end of a batch's life: every card dispatched or destroyed, after the
+  production reconciliation (`batch.reconciled`) released it for dispatch.
+- `dead_letter.recorded` lets audit count events that no consumer could process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from shared.events.base import Event
+
+MaskedPan = str  # first 6 + last 4, the rest '*' (never the clear PAN)
+
+
+class OrderReceived(Event):
+    type: Literal["order.received"] = "order.received"
+    order_id: UUID
+    product_id: str
+    card_count: int = Field(ge=1)
+    external_ref: str
+
+
+class OrderAccepted(Event):
+    type: Literal["order.accepted"] = "order.accepted"
+    order_id: UUID
+    batch_id: UUID
+    product_id: str
+    card_count: int = Field(ge=1)
+
+
+class OrderRejected(Event):
+    type: Literal["order.rejected"] = "order.rejected"
+    order_id: UUID
+    reason: str
+
+
+class CardOrdered(Event):
+    type: Literal["card.ordered"] = "card.ordered"
+    card_id: UUID
+    order_id: UUID
+    batch_id: UUID
+    product_id: str
+    pan_token: str = Field(description="vault reference; the PAN itself stays in keymgmt")
+    masked_pan: MaskedPan
+    expiry: str = Field(pattern=r"^\d{4}$", description="YYMM")
+    sequence: int = Field(ge=0, description="position of the card in its batch")
+
+
+class StockReceived(Event):
+    type: Literal["stock.received"] = "stock.received"
+    lot_id: str
+    product_id: str
+    quantity: int = Field(ge=1)
+
+
+class StockIssued(Event):
+    type: Literal["stock.issued"] = "stock.issued"
+    batch_id: UUID
+    product_id: str
+    quantity: int = Field(ge=1)
+
+
+class StockReturned(Event):
+    type: Literal["stock.returned"] = "stock.returned"
+    batch_id: UUID
+    product_id: str
+    quantity: int = Field(ge=1)
+
+
+class CardPrepared(Event):
+    type: Literal["card.prepared"] = "card.prepared"
+    card_id: UUID
+    batch_id: UUID
+    product_id: str
+    masked_pan: MaskedPan
+    dgis: list[str] = Field(description="DGI tags prepared, e.g. ['0101', '8000']")
+    key_scheme: str = Field(description="e.g. 'EMV-OPTION-A'")
+
+
+class CardEncoded(Event):
+    type: Literal["card.encoded"] = "card.encoded"
+    card_id: UUID
+    batch_id: UUID
+    chip_serial: str
+    station_id: str
+    reader: str
+    apdu_count: int = Field(ge=0)
+
+
+class CardSpoiled(Event):
+    type: Literal["card.spoiled"] = "card.spoiled"
+    card_id: UUID
+    batch_id: UUID
+    stage: Literal["electrical", "graphical"]
+    reason: str
+    chip_serial: str | None = None
+    station_id: str | None = None
+    apdu_trace: list[str] = Field(
+        default_factory=list, description="APDU headers and status words only, never data"
+    )
+
+
+class CardPrinted(Event):
+    type: Literal["card.printed"] = "card.printed"
+    card_id: UUID
+    batch_id: UUID
+    chip_serial: str
+    printer: str
+    image_sha256: str
+
+
+class CardQaPassed(Event):
+    type: Literal["card.qa_passed"] = "card.qa_passed"
+    card_id: UUID
+    batch_id: UUID
+    chip_serial: str
+    checks: list[str]
+
+
+class CardQaFailed(Event):
+    type: Literal["card.qa_failed"] = "card.qa_failed"
+    card_id: UUID
+    batch_id: UUID
+    chip_serial: str | None
+    reason: str
+
+
+class CardPacked(Event):
+    type: Literal["card.packed"] = "card.packed"
+    card_id: UUID
+    batch_id: UUID
+    carrier_id: str
+
+
+class PinMailerPrinted(Event):
+    type: Literal["pin_mailer.printed"] = "pin_mailer.printed"
+    card_id: UUID
+    batch_id: UUID
+    mailer_id: str
+
+
+class ShipmentDispatched(Event):
+    type: Literal["shipment.dispatched"] = "shipment.dispatched"
+    shipment_id: UUID
+    batch_id: UUID
+    kind: Literal["cards", "pin_mailers"]
+    card_ids: list[UUID]
+    courier: str
+    manifest_sha256: str
+
+
+class CardDestroyed(Event):
+    type: Literal["card.destroyed"] = "card.destroyed"
+    card_id: UUID
+    batch_id: UUID
+    reason: str
+    witnesses: tuple[str, str]
+
+
+class BatchReconciled(Event):
+    type: Literal["batch.reconciled"] = "batch.reconciled"
+    batch_id: UUID
+    counts: dict[str, int]
+
+
+class BatchDiscrepancy(Event):
+    type: Literal["batch.discrepancy"] = "batch.discrepancy"
+    batch_id: UUID
+    counts: dict[str, int]
+    missing: dict[str, list[UUID]] = Field(description="stage -> card ids not accounted for")
+    problems: list[str]
+
+
+class BatchClosed(Event):
+    type: Literal["batch.closed"] = "batch.closed"
+    batch_id: UUID
+    dispatched: int
+    destroyed: int
+
+
+class LogCheckpoint(Event):
+    type: Literal["log.checkpoint"] = "log.checkpoint"
+    tree_size: int
+    root_hash: str
+    signature: str
+
+
+class DeadLetterRecorded(Event):
+    type: Literal["dead_letter.recorded"] = "dead_letter.recorded"
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    consumer: str
+    reason: str

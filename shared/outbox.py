@@ -1,0 +1,147 @@
+"""Transactional outbox (ARCHITECTURE.md, delivery guarantees).
+
+A handler's state change and the events it emits are written in ONE transaction through a
+UnitOfWork; the relay publishes outbox rows to Kafka (acks=all, idempotent producer) and only
+then deletes them. A crash between publish and delete republishes, and consumers' inboxes drop
+the duplicate by event_id: effectively once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.db import checked_identifier
+from shared.events import Event, encode_event
+from shared.telemetry import current_trace_context
+
+log = logging.getLogger(__name__)
+
+
+class UnitOfWork:
+    """One transaction of one service: its connection plus the events it emits."""
+
+    def __init__(self, conn: AsyncConnection, schema: str, default_topic: str) -> None:
+        self.conn = conn
+        self.schema = checked_identifier(schema)
+        self.default_topic = default_topic
+        self.emitted: list[Event] = []
+
+    async def emit(self, event: Event, topic: str | None = None) -> None:
+        if event.trace is None:
+            trace_ctx = current_trace_context()
+            if trace_ctx is not None:
+                event = event.model_copy(update={"trace": trace_ctx})
+        await add_outbox_rows(
+            self.conn,
+            self.schema,
+            [
+                (
+                    event.event_id,
+                    topic or self.default_topic,
+                    event.partition_key(),
+                    encode_event(event),
+                    {},
+                )
+            ],
+        )
+        self.emitted.append(event)
+
+
+OutboxRow = tuple[UUID, str, str, bytes, dict[str, str]]
+
+
+async def add_outbox_rows(conn: AsyncConnection, schema: str, rows: list[OutboxRow]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        text(
+            f"INSERT INTO {checked_identifier(schema)}.outbox"
+            " (event_id, topic, key, payload, headers)"
+            " VALUES (:event_id, :topic, :key, :payload, CAST(:headers AS jsonb))"
+            " ON CONFLICT (event_id) DO NOTHING"
+        ),
+        [
+            {"event_id": e, "topic": t, "key": k, "payload": p, "headers": json.dumps(h)}
+            for e, t, k, p, h in rows
+        ],
+    )
+
+
+class OutboxRelay:
+    """Publishes a service's outbox. Woken at once after a local commit, else it polls."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        schema: str,
+        producer: Any,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self._engine = engine
+        self._schema = checked_identifier(schema)
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wakeup = asyncio.Event()
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                sent = await self.publish_once()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; rows stay in the outbox and are retried")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if sent < self._batch_size:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+                except TimeoutError:
+                    pass
+                self._wakeup.clear()
+
+    async def publish_once(self) -> int:
+        """Claim up to a batch of rows, publish them all, delete them. Returns rows sent."""
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        f"SELECT id, topic, key, payload, headers FROM {self._schema}.outbox"
+                        " ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                    ),
+                    {"n": self._batch_size},
+                )
+            ).all()
+            if not rows:
+                return 0
+            futures = []
+            for _id, topic, key, payload, headers in rows:
+                kafka_headers = [(k, str(v).encode()) for k, v in (headers or {}).items()]
+                futures.append(
+                    await self._producer.send(
+                        topic, value=bytes(payload), key=key.encode(), headers=kafka_headers
+                    )
+                )
+            await asyncio.gather(*futures)
+            await conn.execute(
+                text(f"DELETE FROM {self._schema}.outbox WHERE id = ANY(:ids)"),
+                {"ids": [row[0] for row in rows]},
+            )
+        self.published += len(rows)
+        return len(rows)
