@@ -1,0 +1,205 @@
+"""All of intake's SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class IntakeRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def issuer_for_digest(self, digest: str) -> str | None:
+        row = (
+            await self.conn.execute(
+                text(
+                    "SELECT issuer_id FROM issuer_credentials"
+                    " WHERE digest = :d AND revoked_at IS NULL"
+                ),
+                {"d": digest},
+            )
+        ).first()
+        return None if row is None else str(row[0])
+
+    async def add_issuer(self, issuer_id: str, name: str) -> bool:
+        result = await self.conn.execute(
+            text(
+                "INSERT INTO issuers (issuer_id, name) VALUES (:i, :n)"
+                " ON CONFLICT (issuer_id) DO NOTHING RETURNING issuer_id"
+            ),
+            {"i": issuer_id, "n": name},
+        )
+        return result.first() is not None
+
+    async def issuer_exists(self, issuer_id: str) -> bool:
+        row = await self.conn.execute(
+            text("SELECT 1 FROM issuers WHERE issuer_id = :i"), {"i": issuer_id}
+        )
+        return row.first() is not None
+
+    async def add_credential(self, issuer_id: str, digest: str) -> None:
+        await self.conn.execute(
+            text("INSERT INTO issuer_credentials (digest, issuer_id) VALUES (:d, :i)"),
+            {"d": digest, "i": issuer_id},
+        )
+
+    async def revoke_credentials(self, issuer_id: str) -> int:
+        result = await self.conn.execute(
+            text(
+                "UPDATE issuer_credentials SET revoked_at = now()"
+                " WHERE issuer_id = :i AND revoked_at IS NULL RETURNING digest"
+            ),
+            {"i": issuer_id},
+        )
+        return len(result.all())
+
+    async def add_product(self, issuer_id: str, product_id: str, name: str, kind: str) -> bool:
+        result = await self.conn.execute(
+            text(
+                "INSERT INTO products (issuer_id, product_id, name, kind)"
+                " VALUES (:i, :p, :n, :k) ON CONFLICT DO NOTHING RETURNING product_id"
+            ),
+            {"i": issuer_id, "p": product_id, "n": name, "k": kind},
+        )
+        return result.first() is not None
+
+    async def product_kind(self, issuer_id: str, product_id: str) -> str | None:
+        row = (
+            await self.conn.execute(
+                text("SELECT kind FROM products WHERE issuer_id = :i AND product_id = :p"),
+                {"i": issuer_id, "p": product_id},
+            )
+        ).first()
+        return None if row is None else str(row[0])
+
+    async def lock_stock(self, issuer_id: str, product_id: str) -> None:
+        """Serialise stock decisions per product so two orders cannot spend the same blanks."""
+        await self.conn.execute(
+            text("SELECT 1 FROM products WHERE issuer_id = :i AND product_id = :p FOR UPDATE"),
+            {"i": issuer_id, "p": product_id},
+        )
+
+    async def stock_on_hand(self, issuer_id: str, product_id: str) -> int:
+        row = (
+            await self.conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(CASE WHEN kind IN ('received', 'returned') THEN quantity"
+                    " ELSE -quantity END), 0) FROM stock_movements"
+                    " WHERE issuer_id = :i AND product_id = :p"
+                ),
+                {"i": issuer_id, "p": product_id},
+            )
+        ).one()
+        return int(row[0])
+
+    async def stock_levels(self, issuer_id: str | None) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT issuer_id, product_id, kind, SUM(quantity) FROM stock_movements"
+                " WHERE (CAST(:i AS text) IS NULL OR issuer_id = :i)"
+                " GROUP BY issuer_id, product_id, kind ORDER BY 1, 2, 3"
+            ),
+            {"i": issuer_id},
+        )
+        levels: dict[tuple[str, str], dict[str, Any]] = {}
+        for issuer, product, kind, quantity in rows:
+            entry = levels.setdefault(
+                (issuer, product), {"issuer_id": issuer, "product_id": product}
+            )
+            entry[kind] = int(quantity)
+        for entry in levels.values():
+            entry["on_hand"] = (
+                entry.get("received", 0)
+                + entry.get("returned", 0)
+                - entry.get("issued", 0)
+                - entry.get("destroyed", 0)
+            )
+        return list(levels.values())
+
+    async def add_stock_movement(
+        self,
+        *,
+        issuer_id: str,
+        product_id: str,
+        kind: str,
+        quantity: int,
+        actor: str,
+        lot_id: str | None = None,
+        batch_id: UUID | None = None,
+    ) -> bool:
+        result = await self.conn.execute(
+            text(
+                "INSERT INTO stock_movements"
+                " (issuer_id, product_id, kind, quantity, lot_id, batch_id, actor)"
+                " VALUES (:i, :p, :k, :q, :l, :b, :a) ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            {
+                "i": issuer_id,
+                "p": product_id,
+                "k": kind,
+                "q": quantity,
+                "l": lot_id,
+                "b": batch_id,
+                "a": actor,
+            },
+        )
+        return result.first() is not None
+
+    async def order_by_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
+        row = (
+            (
+                await self.conn.execute(
+                    text("SELECT * FROM orders WHERE issuer_id = :i AND idempotency_key = :k"),
+                    {"i": issuer_id, "k": key},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else dict(row)
+
+    async def order(self, issuer_id: str, order_id: UUID) -> dict[str, Any] | None:
+        row = (
+            (
+                await self.conn.execute(
+                    text("SELECT * FROM orders WHERE issuer_id = :i AND order_id = :o"),
+                    {"i": issuer_id, "o": order_id},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else dict(row)
+
+    async def cards_of(self, order_id: UUID) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT card_id, sequence, masked_pan, expiry FROM cards"
+                " WHERE order_id = :o ORDER BY sequence"
+            ),
+            {"o": order_id},
+        )
+        return [dict(r) for r in rows.mappings()]
+
+    async def add_order(self, order: dict[str, Any], cards: list[dict[str, Any]]) -> None:
+        await self.conn.execute(
+            text(
+                "INSERT INTO orders (order_id, issuer_id, external_ref, idempotency_key,"
+                " request_mac, product_id, card_count, batch_id, status)"
+                " VALUES (:order_id, :issuer_id, :external_ref, :idempotency_key,"
+                " :request_mac, :product_id, :card_count, :batch_id, :status)"
+            ),
+            order,
+        )
+        await self.conn.execute(
+            text(
+                "INSERT INTO cards (card_id, order_id, issuer_id, batch_id, sequence,"
+                " masked_pan, pan_token, expiry) VALUES (:card_id, :order_id, :issuer_id,"
+                " :batch_id, :sequence, :masked_pan, :pan_token, :expiry)"
+            ),
+            cards,
+        )
