@@ -17,7 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import Authenticator, StaticTokens
-from shared.bus import DEAD_LETTER_STREAM, EventConsumer, HandlerTable, make_producer
+from shared.bus import (
+    DEAD_LETTER_STREAM,
+    EventConsumer,
+    HandlerTable,
+    ensure_topics,
+    make_producer,
+)
 from shared.db import make_engine, migrate
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
@@ -67,6 +73,10 @@ class ServiceRuntime:
         applied = await migrate(self.engine, self.schema, self.migrations)
         if applied:
             log.info("migrations applied", extra={"applied": applied})
+        await ensure_topics(
+            self.settings.kafka_bootstrap,
+            [*self.subscribe, self.emit_topic, self.settings.topic(DEAD_LETTER_STREAM)],
+        )
         await self.producer.start()
         self._spawn(self.relay.run(), "outbox-relay")
         if self.subscribe:

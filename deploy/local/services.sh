@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Start and stop the bureau's services (and the card feeder) as private processes on the local
+# stack. Each logs JSON to .run/logs/<name>.log and keeps its pid in .run/pids/<name>.pid.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RUN="${BUREAU_RUN_DIR:-$REPO/.run}"
+PY="$REPO/.venv/bin/python"
+SERVICES=(audit keymgmt intake electrical graphical qa fulfillment)
+declare -A PORTS=([intake]=8101 [keymgmt]=8102 [electrical]=8103 [graphical]=8104 [qa]=8105
+                  [fulfillment]=8106 [audit]=8107 [feeder]=8110)
+
+mkdir -p "$RUN/logs" "$RUN/pids"
+
+alive() { [[ -f "$RUN/pids/$1.pid" ]] && kill -0 "$(cat "$RUN/pids/$1.pid")" 2>/dev/null; }
+
+wait_ready() {  # name port
+    local deadline=$((SECONDS + 60))
+    until curl -fsS "http://127.0.0.1:$2/ready" >/dev/null 2>&1; do
+        if ! alive "$1"; then
+            echo "services: $1 exited while starting; last log lines:" >&2
+            tail -n 20 "$RUN/logs/$1.log" >&2
+            return 1
+        fi
+        if (( SECONDS > deadline )); then
+            echo "services: $1 not ready on port $2 after 60 s:" >&2
+            curl -sS "http://127.0.0.1:$2/ready" >&2 || true
+            tail -n 20 "$RUN/logs/$1.log" >&2
+            return 1
+        fi
+        sleep 0.3
+    done
+}
+
+start_one() {  # name command...
+    local name=$1; shift
+    if alive "$name"; then echo "services: $name already running"; return 0; fi
+    (cd "$REPO" && exec "$@") >>"$RUN/logs/$name.log" 2>&1 &
+    echo $! >"$RUN/pids/$name.pid"
+}
+
+up() {
+    [[ -f "$RUN/env.sh" ]] || { echo "services: no $RUN/env.sh; run 'make stack-up' first" >&2; exit 1; }
+    # shellcheck disable=SC1091
+    source "$RUN/env.sh"
+    export BUREAU_TRACE_FILE="${BUREAU_TRACE_FILE:-$RUN/traces.jsonl}"
+    start_one feeder "$PY" -m vcard.feeder --readers "$BUREAU_PCSC_READERS" \
+        --state-dir "$RUN/vcard" --port "${PORTS[feeder]}"
+    for name in "${SERVICES[@]}"; do
+        start_one "$name" "$PY" -m "services.$name"
+    done
+    for name in "${SERVICES[@]}"; do
+        wait_ready "$name" "${PORTS[$name]}"
+    done
+    echo "services: all ready (logs in $RUN/logs)"
+}
+
+down() {
+    local name
+    for name in "${SERVICES[@]}" feeder; do
+        if alive "$name"; then
+            local pid; pid=$(cat "$RUN/pids/$name.pid")
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+        rm -f "$RUN/pids/$name.pid"
+    done
+}
+
+status() {
+    local name
+    for name in feeder "${SERVICES[@]}"; do
+        if alive "$name"; then
+            printf '%-12s running pid %-7s port %s\n' "$name" "$(cat "$RUN/pids/$name.pid")" "${PORTS[$name]}"
+        else
+            printf '%-12s stopped\n' "$name"
+        fi
+    done
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

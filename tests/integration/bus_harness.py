@@ -1,0 +1,108 @@
+"""A small real service for bus tests: it records one row per effect and emits a follow-up."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+
+from shared import events
+from shared.bus import PoisonEvent
+from shared.outbox import UnitOfWork
+from shared.service import ServiceRuntime
+from shared.settings import BureauSettings
+
+MIGRATIONS = Path(__file__).parent / "bus_migrations"
+POISON_ISSUER = "poison-issuer"
+
+
+async def record_effect(uow: UnitOfWork, event: events.CardPrepared) -> None:
+    if event.issuer_id == POISON_ISSUER:
+        raise PoisonEvent(f"issuer {event.issuer_id} is not served here")
+    await uow.conn.execute(
+        text("INSERT INTO effects (card_id, event_id) VALUES (:c, :e)"),
+        {"c": event.card_id, "e": event.event_id},
+    )
+    await uow.emit(
+        events.CardEncoded(
+            issuer_id=event.issuer_id,
+            actor="test-station",
+            card_id=event.card_id,
+            batch_id=event.batch_id,
+            chip_serial="A1B2C3D4E5F6",
+            station_id="s1",
+            reader="r1",
+            apdu_count=7,
+        )
+    )
+
+
+def harness_runtime(settings: BureauSettings, schema: str) -> ServiceRuntime:
+    return ServiceRuntime(
+        name="electrical",
+        settings=settings,
+        migrations=MIGRATIONS,
+        handlers={events.CardPrepared: [record_effect]},
+        subscribe=["keymgmt"],
+        schema=schema,
+        consumer_group=f"{settings.topic_prefix}.bus-test",
+    )
+
+
+def prepared_event(issuer_id: str = "acme") -> events.CardPrepared:
+    return events.CardPrepared(
+        issuer_id=issuer_id,
+        actor="keymgmt",
+        card_id=uuid.uuid4(),
+        batch_id=uuid.uuid4(),
+        product_id="acme-visa",
+        masked_pan="411111******1111",
+        dgis=["0101", "8000"],
+        key_scheme="EMV-OPTION-A",
+    )
+
+
+async def effect_count(runtime: ServiceRuntime, card_id: uuid.UUID) -> int:
+    async with runtime.engine.connect() as conn:
+        row = await conn.execute(
+            text("SELECT count(*) FROM effects WHERE card_id = :c"), {"c": card_id}
+        )
+        return int(row.scalar_one())
+
+
+async def collect(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Read a topic from the beginning until the predicate holds over the records seen."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    seen: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not until(seen):
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    seen.extend(records)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.1)
