@@ -1,0 +1,172 @@
+"""The graphical service: wiring (bootstrap) and its HTTP API (designs, print jobs)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+
+from services.graphical.handlers import GraphicalDeps, PrintDataSource, build_handlers
+from services.graphical.keymgmt_client import KeymgmtClient
+from services.graphical.printer import Printer, SpoolPrinter
+from services.graphical.render import FaceRenderer, RenderError
+from services.graphical.repository import GraphicalRepository
+from services.graphical.service import CardDesign, FaceData, default_design
+from services.graphical.settings import GraphicalSettings
+from shared.auth import Principal, require
+from shared.service import ServiceRuntime, Worker, create_app
+
+NAME = "graphical"
+MIGRATIONS = Path(__file__).parent / "migrations"
+SAMPLE_FACE = FaceData("JANE Q SAMPLE", "400000******0002", "3012")
+
+
+def bootstrap(
+    settings: GraphicalSettings,
+    *,
+    schema: str | None = None,
+    consumer_group: str | None = None,
+    keymgmt: PrintDataSource | None = None,
+    printer: Printer | None = None,
+) -> ServiceRuntime:
+    """Wire keymgmt, renderer and printer into the runtime. Tests pass their own schema."""
+    workers: list[Worker] = []
+    if keymgmt is None:
+        client = KeymgmtClient(
+            settings.keymgmt_url,
+            settings.token_for(NAME),
+            timeout_s=settings.keymgmt_timeout_s,
+            attempts=settings.keymgmt_attempts,
+        )
+        workers.append(_closes_on_stop(client))
+        keymgmt = client
+    deps = GraphicalDeps(
+        keymgmt=keymgmt,
+        renderer=FaceRenderer(settings.graphical_font),
+        printer=printer or SpoolPrinter(settings.graphical_printer, settings.spool_dir),
+        actor=NAME,
+    )
+    runtime = ServiceRuntime(
+        name=NAME,
+        settings=settings,
+        migrations=MIGRATIONS,
+        handlers=build_handlers(deps),
+        subscribe=["electrical"],
+        workers=workers,
+        schema=schema,
+        consumer_group=consumer_group,
+    )
+    runtime.state["deps"] = deps
+    return runtime
+
+
+def _closes_on_stop(client: KeymgmtClient) -> Worker:
+    async def keymgmt_client_lifetime(runtime: ServiceRuntime) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await client.aclose()
+
+    return keymgmt_client_lifetime
+
+
+def build_app(runtime: ServiceRuntime) -> FastAPI:
+    app = create_app(
+        runtime,
+        title="cardbureau graphical",
+        description="Card faces from issuer designs, printed to the spool (the printer).",
+    )
+    app.include_router(router)
+    return app
+
+
+router = APIRouter(prefix="/v1", tags=["graphical"])
+DesignReader = Annotated[Principal, Depends(require("operator", "admin", "issuer"))]
+Operator = Annotated[Principal, Depends(require("operator", "auditor", "admin"))]
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def _check_tenant(principal: Principal, issuer_id: str) -> None:
+    if principal.role == "issuer" and principal.issuer_id != issuer_id:
+        # Another issuer's design does not exist as far as this caller can tell.
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such issuer")
+
+
+@router.get("/designs/{issuer_id}", summary="The issuer's card design (or the default)")
+async def get_design(issuer_id: str, principal: DesignReader, request: Request) -> dict[str, Any]:
+    _check_tenant(principal, issuer_id)
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        design = await GraphicalRepository(conn, runtime.schema).design_for(issuer_id)
+    source = "issuer" if design is not None else "default"
+    design = design or default_design(issuer_id)
+    return {"issuer_id": issuer_id, "source": source, "design": design.model_dump(mode="json")}
+
+
+@router.put("/designs/{issuer_id}", summary="Store the issuer's card design")
+async def put_design(
+    issuer_id: str, design: CardDesign, principal: DesignReader, request: Request
+) -> dict[str, Any]:
+    _check_tenant(principal, issuer_id)
+    try:
+        await asyncio.to_thread(_renderer(request).render, design, SAMPLE_FACE)
+    except RenderError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
+    runtime = _runtime(request)
+    async with runtime.engine.begin() as conn:
+        await GraphicalRepository(conn, runtime.schema).save_design(
+            issuer_id, design, f"{principal.role}:{principal.name}"
+        )
+    return {"issuer_id": issuer_id, "source": "issuer", "design": design.model_dump(mode="json")}
+
+
+@router.post(
+    "/designs/{issuer_id}/preview",
+    summary="Render the issuer's design with sample data (PNG)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def preview_design(issuer_id: str, principal: DesignReader, request: Request) -> Response:
+    _check_tenant(principal, issuer_id)
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        design = await GraphicalRepository(conn, runtime.schema).design_for(issuer_id)
+    design = design or default_design(issuer_id)
+    try:
+        png = await asyncio.to_thread(_renderer(request).render, design, SAMPLE_FACE)
+    except RenderError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
+    return Response(content=png, media_type="image/png")
+
+
+@router.get("/print-jobs/{card_id}", summary="The print job of one card")
+async def get_print_job(card_id: UUID, _: Operator, request: Request) -> dict[str, Any]:
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        job = await GraphicalRepository(conn, runtime.schema).job_for_card(card_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no print job for card {card_id}")
+    return {
+        "job_id": str(job.job_id),
+        "card_id": str(job.card_id),
+        "batch_id": str(job.batch_id),
+        "issuer_id": job.issuer_id,
+        "status": job.status,
+        "printer": job.printer,
+        "design_id": job.design_id,
+        "image_sha256": job.image_sha256,
+        "reason": job.reason,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+    }
+
+
+def _renderer(request: Request) -> FaceRenderer:
+    deps: GraphicalDeps = _runtime(request).state["deps"]
+    return deps.renderer

@@ -1,0 +1,120 @@
+"""Event handlers of the graphical service: card.encoded -> card face printed (or spoiled)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from typing import Protocol
+from uuid import UUID
+
+from services.graphical.keymgmt_client import CardNotInVault, PrintData
+from services.graphical.printer import Printer
+from services.graphical.render import FaceRenderer, RenderError
+from services.graphical.repository import GraphicalRepository, PrintJob
+from services.graphical.service import FaceData, default_design
+from shared.bus import HandlerTable, PoisonEvent
+from shared.events import CardEncoded, CardPrinted, CardSpoiled
+from shared.outbox import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class PrintDataSource(Protocol):
+    async def print_data(self, card_id: UUID) -> PrintData: ...
+
+
+@dataclass(frozen=True)
+class GraphicalDeps:
+    keymgmt: PrintDataSource
+    renderer: FaceRenderer
+    printer: Printer
+    actor: str = "graphical"
+
+
+def build_handlers(deps: GraphicalDeps) -> HandlerTable:
+    async def print_card_face(uow: UnitOfWork, event: CardEncoded) -> None:
+        """Render the face from the issuer's design, spool it, record the job, emit printed.
+
+        The consumer's inbox drops a redelivered event; the unique job per card also stops a
+        second card.encoded for the same card (a re-encode) from printing it twice.
+        """
+        repo = GraphicalRepository(uow.conn, uow.schema)
+        await repo.lock_card(event.card_id)
+        existing = await repo.job_for_card(event.card_id)
+        if existing is not None:
+            log.warning(
+                "card already has a print job; printing nothing",
+                extra={"card_id": str(event.card_id), "status": existing.status},
+            )
+            return
+        try:
+            data = await deps.keymgmt.print_data(event.card_id)
+        except CardNotInVault as exc:
+            raise PoisonEvent(str(exc)) from exc
+        if data.issuer_id != event.issuer_id:
+            raise PoisonEvent(
+                f"card {event.card_id} belongs to another issuer in keymgmt than in the event"
+            )
+        design = await repo.design_for(event.issuer_id) or default_design(event.issuer_id)
+        face = FaceData(data.cardholder_name, data.masked_pan, data.expiry)
+        job = PrintJob(
+            job_id=uuid.uuid4(),
+            card_id=event.card_id,
+            batch_id=event.batch_id,
+            issuer_id=event.issuer_id,
+            chip_serial=event.chip_serial,
+            printer=deps.printer.name,
+            design_id=design.design_id,
+            status="printed",
+            image_sha256=None,
+            location=None,
+            reason=None,
+            source_event_id=event.event_id,
+        )
+        try:
+            png = await asyncio.to_thread(deps.renderer.render, design, face)
+        except RenderError as exc:
+            await _spoil(uow, repo, job, f"render failed: {exc}", deps.actor)
+            return
+        # A printer fault (OSError) propagates: the consumer retries it, the card is not spoiled.
+        receipt = await asyncio.to_thread(deps.printer.submit, event.batch_id, event.card_id, png)
+        digest = hashlib.sha256(png).hexdigest()
+        await repo.add_job(
+            replace(job, image_sha256=digest, location=receipt.location, printer=receipt.printer)
+        )
+        await uow.emit(
+            CardPrinted(
+                issuer_id=event.issuer_id,
+                actor=deps.actor,
+                card_id=event.card_id,
+                batch_id=event.batch_id,
+                chip_serial=event.chip_serial,
+                printer=receipt.printer,
+                image_sha256=digest,
+            )
+        )
+        log.info("card face printed", extra={"card_id": str(event.card_id), "sha256": digest})
+
+    return {CardEncoded: [print_card_face]}
+
+
+async def _spoil(
+    uow: UnitOfWork, repo: GraphicalRepository, job: PrintJob, reason: str, actor: str
+) -> None:
+    await repo.add_job(replace(job, status="spoiled", reason=reason[:500]))
+    await uow.emit(
+        CardSpoiled(
+            issuer_id=job.issuer_id,
+            actor=actor,
+            card_id=job.card_id,
+            batch_id=job.batch_id,
+            stage="graphical",
+            reason=reason[:500],
+            chip_serial=job.chip_serial,
+        )
+    )
+    log.warning("card spoiled at graphical", extra={"card_id": str(job.card_id), "reason": reason})
+

@@ -1,0 +1,91 @@
+"""Card-face rendering with Pillow: a laid-out face to PNG bytes at 300 dpi."""
+
+from __future__ import annotations
+
+import io
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from services.graphical.service import (
+    CARD_HEIGHT_PX,
+    CARD_WIDTH_PX,
+    DPI,
+    Background,
+    CardDesign,
+    FaceData,
+    lay_out_face,
+)
+
+log = logging.getLogger(__name__)
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+SAFE_MARGIN_PX = 24  # about 2 mm from the edge, where cutting and printing tolerances bite
+MIN_FONT_PX = 12
+
+
+class RenderError(Exception):
+    """The face cannot be rendered for this card: the card is spoiled, not retried."""
+
+
+class FaceRenderer:
+    def __init__(self, font_path: Path) -> None:
+        self._font_path = font_path
+        self._warned = False
+
+    def render(self, design: CardDesign, data: FaceData) -> bytes:
+        try:
+            placed = lay_out_face(design, data)
+            image = background(design.background)
+            draw = ImageDraw.Draw(image)
+            for item in placed:
+                font = self._fitting_font(item.text, item.font_size, CARD_WIDTH_PX - item.x)
+                draw.text((item.x, item.y), item.text, font=font, fill=item.colour)
+            out = io.BytesIO()
+            image.save(out, format="PNG", dpi=(DPI, DPI))
+        except (ValueError, OSError, TypeError) as exc:
+            raise RenderError(f"{exc.__class__.__name__}: {exc}") from exc
+        return out.getvalue()
+
+    def _fitting_font(self, text: str, size: int, room_px: int) -> Font:
+        """The design's size, shrunk until the text ends inside the card's safe margin."""
+        font = self._font(size)
+        while size > MIN_FONT_PX and font.getlength(text) > room_px - SAFE_MARGIN_PX:
+            size -= 2
+            font = self._font(size)
+        return font
+
+    def _font(self, size: int) -> Font:
+        font = _truetype(str(self._font_path), size)
+        if font is not None:
+            return font
+        if not self._warned:
+            log.warning(
+                "TrueType font missing; falling back to Pillow's default font",
+                extra={"font": str(self._font_path), "hint": "apt-get install fonts-dejavu-core"},
+            )
+            self._warned = True
+        return ImageFont.load_default(size)
+
+
+@lru_cache(maxsize=64)
+def _truetype(path: str, size: int) -> ImageFont.FreeTypeFont | None:
+    try:
+        return ImageFont.truetype(path, size)
+    except OSError:
+        return None
+
+
+def background(spec: Background) -> Image.Image:
+    """A solid colour, or a linear gradient from `colour` to `gradient_to`."""
+    size = (CARD_WIDTH_PX, CARD_HEIGHT_PX)
+    start = Image.new("RGB", size, spec.colour)
+    if spec.gradient_to is None:
+        return start
+    end = Image.new("RGB", size, spec.gradient_to)
+    mask = Image.linear_gradient("L")  # 256 x 256, black at the top, white at the bottom
+    if spec.direction == "horizontal":
+        mask = mask.rotate(90)  # the top (start colour) turns to the left
+    return Image.composite(end, start, mask.resize(size))
