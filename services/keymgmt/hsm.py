@@ -1,0 +1,269 @@
+"""One PKCS#11 session per process, serialised through one worker thread.
+
+SoftHSM 2 is not thread-safe once python-pkcs11 has called C_Initialize(NULL) (it turns its
+locking off; /work/shared/INFRA.md), so every PKCS#11 call of this process, including loading
+the module and opening the session, runs on the single thread of ``Hsm._executor``. Code that
+touches PKCS#11 objects is written as plain functions taking the ``Hsm`` and is run with
+``await hsm.call(fn, ...)`` (asyncio services) or ``hsm.run(fn, ...)`` (sync callers);
+``Hsm.session`` refuses to be used from any other thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey
+
+from services.keymgmt.kcv import Kcv, KcvMethod, kcv_of
+from services.keymgmt.p11 import SymKey, as_key, load_openssl_config
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_LABEL_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class HsmError(Exception):
+    """A key-management rule was broken (not a PKCS#11 library error)."""
+
+
+class KeyNotFoundError(HsmError):
+    pass
+
+
+class KeyExistsError(HsmError):
+    pass
+
+
+def key_label(issuer: str, usage: str, version: int = 1) -> str:
+    """Token object label scoped by issuer: ``<issuer>/<usage>/<version>``."""
+    for part in (issuer, usage):
+        if not _LABEL_PART.match(part):
+            raise ValueError(f"invalid label part {part!r}")
+    if version < 1:
+        raise ValueError("key version starts at 1")
+    return f"{issuer}/{usage}/{version}"
+
+
+class BureauKeyKind(StrEnum):
+    """Keys the bureau generates itself inside the HSM."""
+
+    KMC_AES128 = "KMC"  # card-manager master key, CPG202-AES diversification (derive only)
+    VAULT_AES256 = "VAULT"  # PAN vault encryption key (AES-GCM)
+    PAN_HMAC = "PANHASH"  # HMAC-SHA256 key for keyed PAN lookup hashes
+
+
+_KIND_SPEC: dict[BureauKeyKind, tuple[KeyType, int, MechanismFlag]] = {
+    BureauKeyKind.KMC_AES128: (KeyType.AES, 128, MechanismFlag.DERIVE),
+    BureauKeyKind.VAULT_AES256: (
+        KeyType.AES,
+        256,
+        MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+    ),
+    BureauKeyKind.PAN_HMAC: (KeyType.GENERIC_SECRET, 256, MechanismFlag.SIGN),
+}
+
+
+# DES keys carry no CKA_VALUE_LEN; their length is fixed by the key type (parity bits included).
+_FIXED_BITS = {KeyType.DES2: 128, KeyType.DES3: 192}
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the key inventory may know about a key: never its value."""
+
+    label: str
+    key_type: str
+    bits: int
+    kcvs: tuple[Kcv, ...]
+    sensitive: bool
+    extractable: bool
+    token: bool
+
+
+def key_info(key: SymKey, label: str, extra: tuple[Kcv, ...] = ()) -> KeyInfo:
+    """Inventory record of a key object (run on the HSM worker)."""
+    attrs = key.get_attributes(
+        [Attribute.KEY_TYPE, Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.TOKEN]
+    )
+    kt = KeyType(attrs[Attribute.KEY_TYPE])
+    kcvs: tuple[Kcv, ...] = ()
+    if kt in (KeyType.DES2, KeyType.DES3):
+        kcvs = (kcv_of(key, KcvMethod.DES),)
+    elif kt == KeyType.AES:
+        kcvs = (kcv_of(key, KcvMethod.AES_ZERO_BLOCK),)
+    return KeyInfo(
+        label=label,
+        key_type=kt.name,
+        bits=_FIXED_BITS.get(kt) or key.key_length,
+        kcvs=kcvs + extra,
+        sensitive=bool(attrs[Attribute.SENSITIVE]),
+        extractable=bool(attrs[Attribute.EXTRACTABLE]),
+        token=bool(attrs[Attribute.TOKEN]),
+    )
+
+
+class Hsm:
+    """The process' single PKCS#11 session with its own worker thread and key-handle cache."""
+
+    def __init__(
+        self,
+        module_path: str,
+        token_label: str,
+        user_pin: str,
+        openssl_conf: str | None = None,
+    ) -> None:
+        """``openssl_conf``: a config activating OpenSSL's default and legacy providers, applied
+        before the module is loaded (single DES for the retail MAC; see load_openssl_config)."""
+        self._module_path = module_path
+        self._openssl_conf = openssl_conf
+        self._token_label = token_label
+        self._pin = user_pin
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hsm")
+        self._worker_ident: int | None = None
+        self._session: pkcs11.Session | None = None
+        self._keys: dict[str, SymKey] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _open(self) -> None:
+        self._worker_ident = threading.get_ident()
+        if self._session is not None:
+            return
+        if self._openssl_conf:
+            load_openssl_config(self._openssl_conf)
+        lib = pkcs11.lib(self._module_path)
+        token = lib.get_token(token_label=self._token_label)
+        self._session = token.open(rw=True, user_pin=self._pin)
+        log.info("hsm session open", extra={"token": self._token_label})
+
+    def __repr__(self) -> str:  # never show the PIN
+        return f"Hsm(module={self._module_path!r}, token={self._token_label!r})"
+
+    def _close(self) -> None:
+        self._keys.clear()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def open(self) -> None:
+        self._executor.submit(self._open).result()
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+
+    def close(self) -> None:
+        if self._worker_ident is not None:
+            self._executor.submit(self._close).result()
+        self._executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    # -- running work on the worker --------------------------------------------------------
+    def _on_worker(self) -> bool:
+        return threading.get_ident() == self._worker_ident
+
+    def run(self, fn: Callable[Concatenate[Hsm, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """Run ``fn(self, ...)`` on the HSM worker and wait (sync callers, tests)."""
+        if self._on_worker():
+            return fn(self, *args, **kw)
+        if self._session is None:
+            self.open()
+        return self._executor.submit(fn, self, *args, **kw).result()
+
+    async def call(self, fn: Callable[Concatenate[Hsm, P], T], *args: P.args, **kw: P.kwargs) -> T:
+        """Run ``fn(self, ...)`` on the HSM worker without blocking the event loop."""
+        if self._session is None:
+            await self.start()
+        bound = functools.partial(fn, self, *args, **kw)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
+
+    # -- worker-only helpers ---------------------------------------------------------------
+    @property
+    def session(self) -> pkcs11.Session:
+        if not self._on_worker():
+            raise RuntimeError("PKCS#11 used outside the HSM worker thread")
+        if self._session is None:
+            raise RuntimeError("HSM session not open")
+        return self._session
+
+    def find_key(self, label: str) -> SymKey | None:
+        cached = self._keys.get(label)
+        if cached is not None:
+            return cached
+        try:
+            key = self.session.get_key(object_class=ObjectClass.SECRET_KEY, label=label)
+        except NoSuchKey:
+            return None
+        except MultipleObjectsReturned as exc:
+            raise HsmError(f"more than one key labelled {label}") from exc
+        self._keys[label] = as_key(key)
+        return self._keys[label]
+
+    def key(self, label: str) -> SymKey:
+        key = self.find_key(label)
+        if key is None:
+            raise KeyNotFoundError(label)
+        return key
+
+    def forget(self, label: str) -> None:
+        self._keys.pop(label, None)
+
+    def ensure_absent(self, label: str) -> None:
+        if self.find_key(label) is not None:
+            raise KeyExistsError(label)
+
+    def random(self, nbytes: int) -> bytes:
+        return self.session.generate_random(nbytes * 8)
+
+    def count_objects(self, attrs: dict[Attribute, Any] | None = None) -> int:
+        return sum(1 for _ in self.session.get_objects(attrs or {}))
+
+
+def generate_bureau_key(hsm: Hsm, label: str, kind: BureauKeyKind) -> KeyInfo:
+    """Generate a sensitive, non-extractable token key inside the HSM (worker function)."""
+    hsm.ensure_absent(label)
+    key_type, bits, caps = _KIND_SPEC[kind]
+    extra: tuple[Kcv, ...] = ()
+    template: dict[Attribute, Any] = {
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+    }
+    if key_type == KeyType.AES:
+        # SIGN is on only long enough to compute the X9.24-1:2017 CMAC KCV, then cleared.
+        template[Attribute.SIGN] = True
+    key = as_key(
+        hsm.session.generate_key(
+            key_type, bits, label=label, store=True, capabilities=caps, template=template
+        )
+    )
+    if key_type == KeyType.AES:
+        extra = (kcv_of(key, KcvMethod.AES_CMAC),)
+        if not caps & MechanismFlag.SIGN:
+            key[Attribute.SIGN] = False
+    hsm.forget(label)
+    log.info("generated bureau key", extra={"label": label, "kind": kind.value})
+    return key_info(key, label, extra)
+
+
+async def agenerate_bureau_key(hsm: Hsm, label: str, kind: BureauKeyKind) -> KeyInfo:
+    return await hsm.call(generate_bureau_key, label, kind)
+
+
+def describe_key(hsm: Hsm, label: str) -> KeyInfo:
+    return key_info(hsm.key(label), label)

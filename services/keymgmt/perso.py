@@ -1,0 +1,267 @@
+"""EMV CPS personalization script for one card, exactly as docs/perso-protocol.md specifies.
+
+Card static keys, scheme CPG202-AES (docs/perso-protocol.md): the GlobalPlatform EMV CPG 2.02
+diversification layout applied with AES-128-ECB under the bureau KMC,
+    K_i = AES-128-ECB(KMC, d[4:10] || F0 || i || d[4:10] || 0F || i),  i = 01 ENC, 02 MAC, 03 DEK,
+derived in the HSM with CKM_AES_ECB_ENCRYPT_DATA. The per-card master keys (EMV Option A) are
+derived in the HSM as sensitive session objects and leave it only wrapped under K_DEK.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag
+from pkcs11.exceptions import AttributeReadOnly
+
+from services.keymgmt.emv import ImkLabels, MkDerivation, derive_icc_mk
+from services.keymgmt.hsm import Hsm, HsmError
+from services.keymgmt.kcv import Kcv, KcvMethod, kcv_of
+from services.keymgmt.p11 import SymKey, as_key
+from services.keymgmt.vault import mask_pan
+
+log = logging.getLogger(__name__)
+
+AID = bytes.fromhex("A0000000031010")
+SCHEME = "CPG202-AES"
+STATIC_KEYS = {"ENC": 1, "MAC": 2, "DEK": 3}
+P1_DGI, P1_LAST = 0x08, 0x88  # EMV CPS / GP 2.3.1 table 11-89: DGI format, b8 = last block
+
+
+@dataclass(frozen=True)
+class CardRecord:
+    pan: str
+    psn: str  # 2 digits, "00" when the issuer has none
+    expiry: str  # YYMM
+    cardholder_name: str
+    service_code: str  # 3 digits
+
+    def __post_init__(self) -> None:
+        if not self.pan.isdigit() or not 12 <= len(self.pan) <= 19:
+            raise ValueError("PAN must be 12-19 digits")
+        if not self.psn.isdigit() or len(self.psn) != 2:
+            raise ValueError("PSN must be 2 digits")
+        if (
+            not self.expiry.isdigit()
+            or len(self.expiry) != 4
+            or not 1 <= int(self.expiry[2:]) <= 12
+        ):
+            raise ValueError("expiry must be YYMM")
+        if not self.service_code.isdigit() or len(self.service_code) != 3:
+            raise ValueError("service code must be 3 digits")
+        if not 2 <= len(self.cardholder_name) <= 26 or not self.cardholder_name.isascii():
+            raise ValueError("cardholder name must be 2-26 ASCII characters")
+
+    def __repr__(self) -> str:  # never print a full PAN
+        return f"CardRecord(pan={mask_pan(self.pan)}, psn={self.psn}, expiry={self.expiry})"
+
+
+@dataclass(frozen=True)
+class PersoSummary:
+    chip_serial: str
+    pan_masked: str
+    dgis: tuple[str, ...]
+    mk_derivation: MkDerivation
+    static_key_scheme: str
+    kdek_kcv: Kcv
+    mk_kcvs: tuple[tuple[str, Kcv], ...]  # (MK-AC|MK-SMI|MK-SMC, DES KCV)
+
+
+@dataclass(frozen=True)
+class PersoScript:
+    apdus: tuple[bytes, ...]
+    summary: PersoSummary
+
+
+# -- card identity (docs/perso-protocol.md "Card identity") -----------------------------------
+def chip_serial(cplc: bytes) -> str:
+    return cplc[12:18].hex().upper()
+
+
+def diversification_data(cplc: bytes) -> bytes:
+    if len(cplc) != 42:
+        raise ValueError("CPLC is 42 bytes")
+    return cplc[0:2] + cplc[2:4] + cplc[12:18]
+
+
+def cpg202_aes_block(div: bytes, i: int) -> bytes:
+    if len(div) != 10:
+        raise ValueError("key diversification data is 10 bytes")
+    return div[4:10] + bytes([0xF0, i]) + div[4:10] + bytes([0x0F, i])
+
+
+def derive_static_key(
+    hsm: Hsm,
+    kmc_label: str,
+    div: bytes,
+    i: int,
+    caps: MechanismFlag,
+    extra: dict[Attribute, Any] | None = None,
+) -> SymKey:
+    template: dict[Attribute, Any] = {
+        Attribute.TOKEN: False,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+    }
+    template.update(extra or {})
+    key = hsm.key(kmc_label).derive_key(
+        KeyType.AES,
+        128,
+        capabilities=caps,
+        mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+        mechanism_param=cpg202_aes_block(div, i),
+        template=template,
+    )
+    return as_key(key)
+
+
+def card_static_key_kcvs(hsm: Hsm, kmc_label: str, div: bytes) -> dict[str, tuple[Kcv, Kcv]]:
+    """KCVs (CMAC and zero-block methods) of the card's ENC/MAC/DEK keys, for tests and QA."""
+    out: dict[str, tuple[Kcv, Kcv]] = {}
+    for name, i in STATIC_KEYS.items():
+        key = derive_static_key(hsm, kmc_label, div, i, MechanismFlag.SIGN)
+        try:
+            out[name] = (kcv_of(key, KcvMethod.AES_CMAC), kcv_of(key, KcvMethod.AES_ZERO_BLOCK))
+        finally:
+            key.destroy()
+    return out
+
+
+# -- encodings ---------------------------------------------------------------------------------
+def tlv(tag: bytes, value: bytes) -> bytes:
+    """BER-TLV (EMV Book 3 Annex B) with definite length."""
+    n = len(value)
+    if n < 0x80:
+        length = bytes([n])
+    elif n < 0x100:
+        length = bytes([0x81, n])
+    else:
+        length = bytes([0x82]) + n.to_bytes(2, "big")
+    return tag + length + value
+
+
+def dgi(tag: int, value: bytes) -> bytes:
+    """EMV CPS DGI: 2-byte tag, length in 1 byte, or FF + 2 bytes when 255 or more."""
+    n = len(value)
+    length = bytes([n]) if n < 0xFF else b"\xff" + n.to_bytes(2, "big")
+    return tag.to_bytes(2, "big") + length + value
+
+
+def _bcd(digits: str, pad: str = "F") -> bytes:
+    return bytes.fromhex(digits + pad * (len(digits) % 2))
+
+
+def track2(record: CardRecord) -> bytes:
+    """Tag 57: PAN || D || YYMM || service code, F-padded (EMV Book 3, Annex A)."""
+    return _bcd(f"{record.pan}D{record.expiry}{record.service_code}")
+
+
+def expiry_yymmdd(yymm: str) -> bytes:
+    year, month = 2000 + int(yymm[:2]), int(yymm[2:])
+    return _bcd(f"{yymm}{calendar.monthrange(year, month)[1]:02d}")
+
+
+def record_dgis(record: CardRecord, app_label: str) -> list[bytes]:
+    r1 = tlv(
+        b"\x70", tlv(b"\x57", track2(record)) + tlv(b"\x5f\x20", record.cardholder_name.encode())
+    )
+    r2 = tlv(
+        b"\x70",
+        tlv(b"\x5a", _bcd(record.pan))
+        + tlv(b"\x5f\x24", expiry_yymmdd(record.expiry))
+        + tlv(b"\x5f\x34", bytes.fromhex(record.psn))
+        + tlv(b"\x9f\x07", b"\xff\x00"),
+    )
+    fci = tlv(b"\x50", app_label.encode("ascii")) + tlv(b"\x87", b"\x01")
+    return [dgi(0x0101, r1), dgi(0x0102, r2), dgi(0x9102, fci)]
+
+
+def store_data_apdus(dgis: list[bytes]) -> list[bytes]:
+    """STORE DATA 80 E2 P1 P2 Lc data: one DGI per command, P2 = block number."""
+    apdus = []
+    for block, data in enumerate(dgis):
+        if len(data) > 255 or block > 255:
+            raise ValueError("a DGI must fit one short STORE DATA command")
+        p1 = P1_LAST if block == len(dgis) - 1 else P1_DGI
+        apdus.append(bytes([0x80, 0xE2, p1, block, len(data)]) + data)
+    return apdus
+
+
+def select_apdu() -> bytes:
+    return bytes([0x00, 0xA4, 0x04, 0x00, len(AID)]) + AID + b"\x00"
+
+
+# -- the script --------------------------------------------------------------------------------
+def build_perso_script(
+    hsm: Hsm,
+    record: CardRecord,
+    div: bytes,
+    imks: ImkLabels,
+    kmc_label: str,
+    app_label: str = "CARDBUREAU",
+    option: MkDerivation = MkDerivation.OPTION_A,
+    trusted_wrap: bool = False,
+) -> PersoScript:
+    """SELECT + STORE DATA commands for one card (HSM worker). No clear key leaves the HSM.
+
+    ``trusted_wrap``: derive the per-card keys with CKA_WRAP_WITH_TRUSTED and K_DEK with
+    CKA_TRUSTED. SoftHSM 2.6.1 lets only the SO set CKA_TRUSTED (and an SO session cannot use
+    private keys), so there it fails with HsmError; enable it on HSMs that allow it.
+    """
+    created: list[SymKey] = []
+    try:
+        kdek_extra: dict[Attribute, Any] = {Attribute.TRUSTED: True} if trusted_wrap else {}
+        try:
+            kdek = derive_static_key(
+                hsm, kmc_label, div, STATIC_KEYS["DEK"], MechanismFlag.WRAP, kdek_extra
+            )
+        except AttributeReadOnly as exc:
+            raise HsmError("this token refuses CKA_TRUSTED for the key-manager user") from exc
+        created.append(kdek)
+        mk_extra = {Attribute.EXTRACTABLE: True, Attribute.WRAP_WITH_TRUSTED: trusted_wrap}
+        wrapped = b""
+        kcvs: list[tuple[str, Kcv]] = []
+        for name, label in (("MK-AC", imks.ac), ("MK-SMI", imks.smi), ("MK-SMC", imks.smc)):
+            # Sensitive session object with no usage at all: it can only be wrapped.
+            mk = derive_icc_mk(
+                hsm, label, record.pan, record.psn, option, MechanismFlag(0), mk_extra
+            )
+            created.append(mk)
+            kcvs.append((name, kcv_of(mk, KcvMethod.DES)))
+            # ENC = AES-128-ECB(K_DEK, MK). SoftHSM 2.6.1 has no CKM_AES_ECB wrap; CKM_AES_CBC
+            # with a zero IV over a single 16-byte block is the same computation.
+            wrapped += kdek.wrap_key(mk, mechanism=Mechanism.AES_CBC, mechanism_param=bytes(16))
+        dgis = record_dgis(record, app_label) + [dgi(0x8000, wrapped)]
+        summary = PersoSummary(
+            chip_serial=div[4:10].hex().upper(),
+            pan_masked=mask_pan(record.pan),
+            dgis=tuple(d[:2].hex().upper() for d in dgis),
+            mk_derivation=option,
+            static_key_scheme=SCHEME,
+            kdek_kcv=kcv_of(kdek, KcvMethod.AES_ZERO_BLOCK),
+            mk_kcvs=tuple(kcvs),
+        )
+        apdus = (select_apdu(), *store_data_apdus(dgis))
+        log.debug("perso script built", extra={"chip_serial": summary.chip_serial})
+        return PersoScript(apdus, summary)
+    finally:
+        for obj in created:
+            obj.destroy()
+
+
+async def abuild_perso_script(
+    hsm: Hsm,
+    record: CardRecord,
+    div: bytes,
+    imks: ImkLabels,
+    kmc_label: str,
+    app_label: str = "CARDBUREAU",
+    option: MkDerivation = MkDerivation.OPTION_A,
+    trusted_wrap: bool = False,
+) -> PersoScript:
+    return await hsm.call(
+        build_perso_script, record, div, imks, kmc_label, app_label, option, trusted_wrap
+    )
