@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
@@ -24,37 +26,45 @@ from shared.telemetry import current_trace_context
 log = logging.getLogger(__name__)
 
 
+OutboxRow = tuple[UUID, str, str, bytes, dict[str, str]]
+
+
 class UnitOfWork:
     """One transaction of one service: its connection plus the events it emits."""
 
-    def __init__(self, conn: AsyncConnection, schema: str, default_topic: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection, schema: str, default_topic: str, *, buffered: bool = False
+    ) -> None:
         self.conn = conn
         self.schema = checked_identifier(schema)
         self.default_topic = default_topic
         self.emitted: list[Event] = []
+        # Buffered units (the consumer's batches) write their rows in one statement at flush();
+        # unbuffered ones write at once, so an entrypoint cannot lose an event by not flushing.
+        self._buffered = buffered
+        self._pending: list[OutboxRow] = []
 
     async def emit(self, event: Event, topic: str | None = None) -> None:
         if event.trace is None:
             trace_ctx = current_trace_context()
             if trace_ctx is not None:
                 event = event.model_copy(update={"trace": trace_ctx})
-        await add_outbox_rows(
-            self.conn,
-            self.schema,
-            [
-                (
-                    event.event_id,
-                    topic or self.default_topic,
-                    event.partition_key(),
-                    encode_event(event),
-                    {},
-                )
-            ],
+        row: OutboxRow = (
+            event.event_id,
+            topic or self.default_topic,
+            event.partition_key(),
+            encode_event(event),
+            {},
         )
         self.emitted.append(event)
+        if self._buffered:
+            self._pending.append(row)
+        else:
+            await add_outbox_rows(self.conn, self.schema, [row])
 
-
-OutboxRow = tuple[UUID, str, str, bytes, dict[str, str]]
+    async def flush(self) -> None:
+        rows, self._pending = self._pending, []
+        await add_outbox_rows(self.conn, self.schema, rows)
 
 
 async def add_outbox_rows(conn: AsyncConnection, schema: str, rows: list[OutboxRow]) -> None:
@@ -72,6 +82,17 @@ async def add_outbox_rows(conn: AsyncConnection, schema: str, rows: list[OutboxR
             for e, t, k, p, h in rows
         ],
     )
+
+
+@asynccontextmanager
+async def unit_of_work(
+    engine: AsyncEngine, schema: str, default_topic: str
+) -> AsyncIterator[UnitOfWork]:
+    """An entrypoint's transaction: state changes and emitted events commit together."""
+    async with engine.begin() as conn:
+        uow = UnitOfWork(conn, schema, default_topic, buffered=True)
+        yield uow
+        await uow.flush()
 
 
 class OutboxRelay:

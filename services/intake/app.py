@@ -242,7 +242,7 @@ def build_app(settings: IntakeSettings | None = None, schema: str | None = None)
                 batch_id=batch_id,
                 actor=actor,
             )
-            uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)
+            uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic, buffered=True)
             common = {"issuer_id": issuer_id, "actor": actor}
             await uow.emit(
                 events.OrderReceived(
