@@ -281,6 +281,7 @@ def build_app(settings: IntakeSettings | None = None, schema: str | None = None)
                         sequence=card["sequence"],
                     )
                 )
+            await uow.flush()
         runtime.relay.wake()
         return _order_response(
             {
