@@ -117,4 +117,3 @@ async def _spoil(
         )
     )
     log.warning("card spoiled at graphical", extra={"card_id": str(job.card_id), "reason": reason})
-

@@ -74,7 +74,7 @@ class KeymgmtClient:
         try:
             return PrintData.model_validate(body)
         except ValidationError as exc:
-            raise KeymgmtBadResponse(f"print-data for card {card_id}: {exc}") from exc
+            raise KeymgmtBadResponse(f"print-data for card {card_id}: {_problems(exc)}") from exc
 
     async def _get_json(self, path: str, card_id: UUID) -> object:
         last_problem = ""
@@ -109,3 +109,11 @@ class KeymgmtClient:
                 )
                 await asyncio.sleep(delay)
         raise KeymgmtUnavailable(f"GET {path} failed {self._attempts} times: {last_problem}")
+
+
+def _problems(exc: ValidationError) -> str:
+    """Which fields are wrong, without their values: they are cardholder data."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        for err in exc.errors(include_input=False)[:5]
+    )

@@ -108,4 +108,3 @@ class GraphicalRepository:
             )
         ).all()
         return {str(status): int(n) for status, n in rows}
-

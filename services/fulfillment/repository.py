@@ -1,0 +1,246 @@
+"""All SQL of the fulfillment service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.fulfillment.keymgmt_client import MailingData
+from services.fulfillment.service import CardState, Manifest, ManifestItem
+from shared.db import checked_identifier
+
+
+@dataclass(frozen=True)
+class CardRow:
+    card_id: UUID
+    batch_id: UUID
+    issuer_id: str
+    state: CardState
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    json_path: str
+    csv_path: str
+    manifest_sha256: str
+    csv_sha256: str
+
+
+class FulfillmentRepository:
+    def __init__(self, conn: AsyncConnection, schema: str) -> None:
+        self._conn = conn
+        self._s = checked_identifier(schema)
+
+    async def _run(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        return await self._conn.execute(text(sql.replace("{s}", self._s)), params or {})
+
+    async def lock(self, kind: str, key: UUID) -> None:
+        """A transaction-scoped advisory lock: one card, or one batch, at a time. Packing and
+        dispatch both lock the batch, so a card packed while audit reconciles its batch is
+        either in the shipment or sees the batch reconciled and ships after it."""
+        await self._run(
+            "SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))",
+            {"k": f"{self._s}/{kind}/{key}"},
+        )
+
+    async def card_state(self, card_id: UUID) -> CardState | None:
+        row = (
+            await self._run("SELECT state FROM {s}.cards WHERE card_id = :c", {"c": card_id})
+        ).first()
+        return None if row is None else cast(CardState, row[0])
+
+    async def pack_card(
+        self,
+        *,
+        batch_id: UUID,
+        issuer_id: str,
+        chip_serial: str,
+        carrier_id: str,
+        mailing: MailingData,
+    ) -> None:
+        await self._run(
+            "INSERT INTO {s}.carriers (carrier_id, card_id, batch_id, cardholder_name, address)"
+            " VALUES (:carrier, :card, :batch, :name, CAST(:address AS jsonb))",
+            {
+                "carrier": carrier_id,
+                "card": mailing.card_id,
+                "batch": batch_id,
+                "name": mailing.cardholder_name,
+                "address": mailing.address.model_dump_json(),
+            },
+        )
+        await self._run(
+            "INSERT INTO {s}.cards (card_id, batch_id, issuer_id, state, chip_serial, carrier_id)"
+            " VALUES (:card, :batch, :issuer, 'packed', :chip, :carrier)",
+            {
+                "card": mailing.card_id,
+                "batch": batch_id,
+                "issuer": issuer_id,
+                "chip": chip_serial,
+                "carrier": carrier_id,
+            },
+        )
+
+    async def await_destruction(
+        self,
+        *,
+        card_id: UUID,
+        batch_id: UUID,
+        issuer_id: str,
+        chip_serial: str | None,
+        reason: str,
+    ) -> None:
+        await self._run(
+            "INSERT INTO {s}.cards (card_id, batch_id, issuer_id, state, chip_serial, reason)"
+            " VALUES (:card, :batch, :issuer, 'awaiting_destruction', :chip, :reason)"
+            " ON CONFLICT (card_id) DO UPDATE SET state = 'awaiting_destruction',"
+            " reason = EXCLUDED.reason, chip_serial = coalesce(EXCLUDED.chip_serial,"
+            " {s}.cards.chip_serial), updated_at = now()",
+            {
+                "card": card_id,
+                "batch": batch_id,
+                "issuer": issuer_id,
+                "chip": chip_serial,
+                "reason": reason[:500],
+            },
+        )
+
+    async def cards_for_update(self, card_ids: Sequence[UUID]) -> dict[UUID, CardRow]:
+        rows = await self._run(
+            "SELECT card_id, batch_id, issuer_id, state, reason FROM {s}.cards"
+            " WHERE card_id = ANY(:ids) ORDER BY card_id FOR UPDATE",
+            {"ids": list(card_ids)},
+        )
+        return {row[0]: CardRow(*row) for row in rows}
+
+    async def mark_destroyed(
+        self, card_ids: Sequence[UUID], witnesses: Sequence[str], by: str
+    ) -> None:
+        await self._run(
+            "UPDATE {s}.cards SET state = 'destroyed', witnesses = :w, destroyed_by = :by,"
+            " updated_at = now() WHERE card_id = ANY(:ids) AND state = 'awaiting_destruction'",
+            {"ids": list(card_ids), "w": list(witnesses), "by": by},
+        )
+        await self._purge_carriers(card_ids)
+
+    async def set_batch_status(
+        self,
+        batch_id: UUID,
+        issuer_id: str,
+        status: str,
+        counts: dict[str, int],
+        problems: Sequence[str] = (),
+    ) -> None:
+        await self._run(
+            "INSERT INTO {s}.batches (batch_id, issuer_id, status, counts, problems)"
+            " VALUES (:b, :i, :st, CAST(:c AS jsonb), CAST(:p AS jsonb))"
+            " ON CONFLICT (batch_id) DO UPDATE SET status = EXCLUDED.status,"
+            " counts = EXCLUDED.counts, problems = EXCLUDED.problems, updated_at = now()",
+            {
+                "b": batch_id,
+                "i": issuer_id,
+                "st": status,
+                "c": json.dumps(counts),
+                "p": json.dumps(list(problems)),
+            },
+        )
+
+    async def batch_status(self, batch_id: UUID) -> str | None:
+        row = (
+            await self._run("SELECT status FROM {s}.batches WHERE batch_id = :b", {"b": batch_id})
+        ).first()
+        return None if row is None else str(row[0])
+
+    async def packed_not_dispatched(self, batch_id: UUID) -> list[ManifestItem]:
+        rows = await self._run(
+            "SELECT card_id, carrier_id FROM {s}.cards WHERE batch_id = :b AND state = 'packed'"
+            " ORDER BY carrier_id",
+            {"b": batch_id},
+        )
+        return [ManifestItem(card_id, carrier_id) for card_id, carrier_id in rows]
+
+    async def record_dispatch(self, manifest: Manifest, stored: StoredManifest) -> None:
+        await self._run(
+            "INSERT INTO {s}.shipments (shipment_id, batch_id, issuer_id, kind, courier,"
+            " card_count, manifest_sha256, csv_sha256, json_path, csv_path)"
+            " VALUES (:id, :b, :i, :k, :c, :n, :ms, :cs, :jp, :cp)",
+            {
+                "id": manifest.shipment_id,
+                "b": manifest.batch_id,
+                "i": manifest.issuer_id,
+                "k": manifest.kind,
+                "c": manifest.courier,
+                "n": len(manifest.items),
+                "ms": stored.manifest_sha256,
+                "cs": stored.csv_sha256,
+                "jp": stored.json_path,
+                "cp": stored.csv_path,
+            },
+        )
+        ids = manifest.card_ids
+        await self._run(
+            "UPDATE {s}.cards SET state = 'dispatched', shipment_id = :sid, updated_at = now()"
+            " WHERE card_id = ANY(:ids) AND state = 'packed'",
+            {"sid": manifest.shipment_id, "ids": ids},
+        )
+        # The address went out on the envelope; the bureau keeps no copy after dispatch.
+        await self._purge_carriers(ids)
+
+    async def _purge_carriers(self, card_ids: Sequence[UUID]) -> None:
+        await self._run(
+            "UPDATE {s}.carriers SET cardholder_name = NULL, address = NULL, purged_at = now()"
+            " WHERE card_id = ANY(:ids) AND purged_at IS NULL",
+            {"ids": list(card_ids)},
+        )
+
+    async def batch_view(self, batch_id: UUID) -> dict[str, Any] | None:
+        status = await self.batch_status(batch_id)
+        rows = (
+            await self._run(
+                "SELECT card_id, state, issuer_id FROM {s}.cards WHERE batch_id = :b"
+                " ORDER BY card_id",
+                {"b": batch_id},
+            )
+        ).all()
+        if status is None and not rows:
+            return None
+        by_state: dict[str, list[str]] = {
+            "packed": [],
+            "awaiting_destruction": [],
+            "destroyed": [],
+            "dispatched": [],
+        }
+        for card_id, state, _ in rows:
+            by_state[state].append(str(card_id))
+        shipments = (
+            await self._run(
+                "SELECT shipment_id, kind, courier, card_count, manifest_sha256, created_at"
+                " FROM {s}.shipments WHERE batch_id = :b ORDER BY created_at",
+                {"b": batch_id},
+            )
+        ).all()
+        return {
+            "batch_id": str(batch_id),
+            "issuer_id": rows[0][2] if rows else None,
+            "release": status or "awaiting reconciliation",
+            "counts": {state: len(ids) for state, ids in by_state.items()},
+            **by_state,
+            "shipments": [
+                {
+                    "shipment_id": str(s),
+                    "kind": k,
+                    "courier": c,
+                    "cards": n,
+                    "manifest_sha256": sha,
+                    "created_at": at.isoformat(),
+                }
+                for s, k, c, n, sha, at in shipments
+            ],
+        }
