@@ -47,14 +47,29 @@ def normalise_kcv(text: str) -> str:
 
 
 def kcv_of(key: SymKey, method: KcvMethod) -> Kcv:
-    """KCV of a key object (run on the HSM worker).
+    """KCV of a created or generated key object (run on the HSM worker).
 
     The zero-block methods read CKA_CHECK_VALUE, which the token computes itself at creation
     (so they work for derive-only keys); the CMAC method needs a key that may sign with
-    CKM_AES_CMAC.
+    CKM_AES_CMAC. Do NOT use this for keys made by C_DeriveKey: SoftHSM 2.6.1 stores a
+    CKA_CHECK_VALUE for *_ENCRYPT_DATA-derived keys that does not match the key (measured);
+    use kcv_computed for those.
     """
     if method is KcvMethod.AES_CMAC:
         value = key.sign(bytes(16), mechanism=Mechanism.AES_CMAC)[:KCV_LEN]
     else:
         value = bytes(key[Attribute.CHECK_VALUE])[:KCV_LEN]
     return Kcv(value.hex().upper(), method)
+
+
+def kcv_computed(key: SymKey, method: KcvMethod) -> Kcv:
+    """KCV computed by the HSM with the key itself: needs ENCRYPT (or SIGN for CMAC)."""
+    if method is KcvMethod.AES_CMAC:
+        return kcv_of(key, method)
+    if method is KcvMethod.DES:
+        out = key.encrypt(bytes(8), mechanism=Mechanism.DES3_ECB)
+    else:
+        out = key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+    if not isinstance(out, bytes):
+        raise TypeError("expected a one-shot result")
+    return Kcv(out[:KCV_LEN].hex().upper(), method)

@@ -19,7 +19,7 @@ from pkcs11.exceptions import AttributeReadOnly
 
 from services.keymgmt.emv import ImkLabels, MkDerivation, derive_icc_mk
 from services.keymgmt.hsm import Hsm, HsmError
-from services.keymgmt.kcv import Kcv, KcvMethod, kcv_of
+from services.keymgmt.kcv import Kcv, KcvMethod, kcv_computed
 from services.keymgmt.p11 import SymKey, as_key
 from services.keymgmt.vault import mask_pan
 
@@ -122,9 +122,12 @@ def card_static_key_kcvs(hsm: Hsm, kmc_label: str, div: bytes) -> dict[str, tupl
     """KCVs (CMAC and zero-block methods) of the card's ENC/MAC/DEK keys, for tests and QA."""
     out: dict[str, tuple[Kcv, Kcv]] = {}
     for name, i in STATIC_KEYS.items():
-        key = derive_static_key(hsm, kmc_label, div, i, MechanismFlag.SIGN)
+        key = derive_static_key(hsm, kmc_label, div, i, MechanismFlag.SIGN | MechanismFlag.ENCRYPT)
         try:
-            out[name] = (kcv_of(key, KcvMethod.AES_CMAC), kcv_of(key, KcvMethod.AES_ZERO_BLOCK))
+            out[name] = (
+                kcv_computed(key, KcvMethod.AES_CMAC),
+                kcv_computed(key, KcvMethod.AES_ZERO_BLOCK),
+            )
         finally:
             key.destroy()
     return out
@@ -210,17 +213,22 @@ def build_perso_script(
     ``trusted_wrap``: derive the per-card keys with CKA_WRAP_WITH_TRUSTED and K_DEK with
     CKA_TRUSTED. SoftHSM 2.6.1 lets only the SO set CKA_TRUSTED (and an SO session cannot use
     private keys), so there it fails with HsmError; enable it on HSMs that allow it.
+
+    KCVs: SoftHSM's CKA_CHECK_VALUE of derived keys is wrong, so each KCV is computed by a
+    second, encrypt-only derivation of the same key; the wrap-only keys keep no other usage.
     """
     created: list[SymKey] = []
+    dek = STATIC_KEYS["DEK"]
     try:
-        kdek_extra: dict[Attribute, Any] = {Attribute.TRUSTED: True} if trusted_wrap else {}
-        try:
-            kdek = derive_static_key(
-                hsm, kmc_label, div, STATIC_KEYS["DEK"], MechanismFlag.WRAP, kdek_extra
-            )
-        except AttributeReadOnly as exc:
-            raise HsmError("this token refuses CKA_TRUSTED for the key-manager user") from exc
+        kdek = derive_static_key(hsm, kmc_label, div, dek, MechanismFlag.WRAP)
         created.append(kdek)
+        if trusted_wrap:
+            try:  # set after derivation: a refused template would leave an orphan object
+                kdek[Attribute.TRUSTED] = True
+            except AttributeReadOnly as exc:
+                raise HsmError("this token refuses CKA_TRUSTED for the key-manager user") from exc
+        created.append(derive_static_key(hsm, kmc_label, div, dek, MechanismFlag.SIGN))
+        kdek_kcv = kcv_computed(created[-1], KcvMethod.AES_CMAC)
         mk_extra = {Attribute.EXTRACTABLE: True, Attribute.WRAP_WITH_TRUSTED: trusted_wrap}
         wrapped = b""
         kcvs: list[tuple[str, Kcv]] = []
@@ -230,7 +238,9 @@ def build_perso_script(
                 hsm, label, record.pan, record.psn, option, MechanismFlag(0), mk_extra
             )
             created.append(mk)
-            kcvs.append((name, kcv_of(mk, KcvMethod.DES)))
+            check = derive_icc_mk(hsm, label, record.pan, record.psn, option, MechanismFlag.ENCRYPT)
+            created.append(check)
+            kcvs.append((name, kcv_computed(check, KcvMethod.DES)))
             # ENC = AES-128-ECB(K_DEK, MK). SoftHSM 2.6.1 has no CKM_AES_ECB wrap; CKM_AES_CBC
             # with a zero IV over a single 16-byte block is the same computation.
             wrapped += kdek.wrap_key(mk, mechanism=Mechanism.AES_CBC, mechanism_param=bytes(16))
@@ -241,7 +251,7 @@ def build_perso_script(
             dgis=tuple(d[:2].hex().upper() for d in dgis),
             mk_derivation=option,
             static_key_scheme=SCHEME,
-            kdek_kcv=kcv_of(kdek, KcvMethod.AES_ZERO_BLOCK),
+            kdek_kcv=kdek_kcv,
             mk_kcvs=tuple(kcvs),
         )
         apdus = (select_apdu(), *store_data_apdus(dgis))
