@@ -1,0 +1,133 @@
+"""SQL of the append-only event log (projections are in repository.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.audit.chain import (
+    GENESIS_HASH,
+    ChainEntry,
+    chain_hash,
+    event_document,
+    leaf_hash,
+)
+from services.audit.repository import json_value
+from shared.db import checked_identifier
+from shared.events import Event
+
+_EVENT_COLUMNS = (
+    "seq, log_index, event_id, type, version, issuer_id, actor, occurred_at, recorded_at,"
+    " card_id, batch_id, order_id, payload, leaf_hash, prev_hash, entry_hash"
+)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    card_id: UUID | None = None
+    batch_id: UUID | None = None
+    type: str | None = None
+    issuer_id: str | None = None
+    after_seq: int = 0
+    limit: int = 100
+
+
+class EventLog:
+    def __init__(self, conn: AsyncConnection, schema: str) -> None:
+        self._conn = conn
+        self._s = checked_identifier(schema)
+
+    async def append_event(self, event: Event) -> int:
+        """Chain the event after the head (locked, so appends have one order). Returns seq."""
+        size, prev_hash = (
+            await self._conn.execute(
+                text(f"SELECT size, entry_hash FROM {self._s}.chain_head FOR UPDATE")
+            )
+        ).one()
+        document = event_document(event)
+        leaf = leaf_hash(document)
+        entry = chain_hash(prev_hash, leaf)
+        seq = (
+            await self._conn.execute(
+                text(
+                    f"INSERT INTO {self._s}.events (log_index, event_id, type, version,"
+                    " issuer_id, actor, occurred_at, card_id, batch_id, order_id, payload,"
+                    " leaf_hash, prev_hash, entry_hash) VALUES (:ix, :id, :type, :v, :issuer,"
+                    " :actor, :at, :card, :batch, :order, CAST(:doc AS jsonb), :leaf, :prev,"
+                    " :entry) RETURNING seq"
+                ),
+                {
+                    "ix": size,
+                    "id": event.event_id,
+                    "type": event.type,
+                    "v": event.version,
+                    "issuer": event.issuer_id,
+                    "actor": event.actor,
+                    "at": event.occurred_at,
+                    "card": getattr(event, "card_id", None),
+                    "batch": getattr(event, "batch_id", None),
+                    "order": getattr(event, "order_id", None),
+                    "doc": json.dumps(document),
+                    "leaf": leaf,
+                    "prev": prev_hash,
+                    "entry": entry,
+                },
+            )
+        ).scalar_one()
+        await self._conn.execute(
+            text(f"UPDATE {self._s}.chain_head SET size = :n, entry_hash = :h"),
+            {"n": size + 1, "h": entry},
+        )
+        return int(seq)
+
+    async def find_events(self, query: EventQuery) -> list[dict[str, Any]]:
+        where = ["seq > :after"]
+        params: dict[str, Any] = {"after": query.after_seq, "n": query.limit}
+        if query.card_id is not None:
+            # shipment.dispatched names its cards in a list (GIN-indexed).
+            where.append(
+                "(card_id = :card OR payload -> 'card_ids' @> jsonb_build_array(CAST(:cs AS text)))"
+            )
+            params |= {"card": query.card_id, "cs": str(query.card_id)}
+        for column in ("batch_id", "type", "issuer_id"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value
+        rows = await self._conn.execute(
+            text(
+                f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)}"
+                " ORDER BY seq LIMIT :n"
+            ),
+            params,
+        )
+        return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
+
+    async def chain_entries(self, after_seq: int, limit: int) -> list[ChainEntry]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT seq, log_index, payload, leaf_hash, prev_hash, entry_hash"
+                f" FROM {self._s}.events WHERE seq > :after ORDER BY seq LIMIT :n"
+            ),
+            {"after": after_seq, "n": limit},
+        )
+        return [ChainEntry(r[0], r[1], json_value(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def chain_position(self, seq: int) -> tuple[str, int]:
+        """(entry_hash, next log index) of the entry at `seq`; the genesis for seq 0."""
+        if seq <= 0:
+            return GENESIS_HASH, 0
+        row = (
+            await self._conn.execute(
+                text(f"SELECT entry_hash, log_index FROM {self._s}.events WHERE seq = :s"),
+                {"s": seq},
+            )
+        ).first()
+        if row is None:
+            raise LookupError(f"no log entry with seq {seq}")
+        return str(row[0]), int(row[1]) + 1
