@@ -1,0 +1,264 @@
+"""The graphical service on the real stack: card.encoded in, a PNG in the spool and
+card.printed out; redelivery, keymgmt outages, unknown cards and bad print data.
+
+keymgmt is another process: `KeymgmtDouble` stands in for it over real HTTP on 127.0.0.1,
+serving the vault read endpoints of docs/services.md from test data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import socket
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException
+from PIL import Image
+
+from services.graphical.app import bootstrap, build_app
+from services.graphical.settings import GraphicalSettings
+from shared import events
+from shared.bus import make_producer
+from shared.service import ServiceRuntime
+from tests.conftest import running
+from tests.integration.bus_harness import collect, wait_for
+
+pytestmark = pytest.mark.integration
+
+CLEAR_PAN = "4111111111111111"
+MASKED_PAN = "411111******1111"
+SERVICE_TOKEN = "graphical-test-token"
+
+
+class KeymgmtDouble:
+    """Test double of the keymgmt process: print-data and mailing over real HTTP."""
+
+    def __init__(self, token: str) -> None:
+        self.cards: dict[uuid.UUID, dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+        self.outage_left = 0  # answer 503 to this many calls first
+        app = FastAPI()
+
+        def card(card_id: uuid.UUID, authorization: str, endpoint: str) -> dict[str, Any]:
+            self.calls[endpoint] += 1
+            if authorization != f"Bearer {token}":
+                raise HTTPException(401)
+            if self.outage_left > 0:
+                self.outage_left -= 1
+                raise HTTPException(503, "HSM busy")
+            if card_id not in self.cards:
+                raise HTTPException(404, "no such card")
+            return self.cards[card_id]
+
+        @app.get("/v1/vault/cards/{card_id}/print-data")
+        async def print_data(card_id: uuid.UUID, authorization: str = Header("")) -> Any:
+            record = card(card_id, authorization, "print-data")
+            keys = ("card_id", "issuer_id", "cardholder_name", "masked_pan", "expiry")
+            return {k: record[k] for k in keys}
+
+        @app.get("/v1/vault/cards/{card_id}/mailing")
+        async def mailing(card_id: uuid.UUID, authorization: str = Header("")) -> Any:
+            record = card(card_id, authorization, "mailing")
+            return {k: record[k] for k in ("card_id", "cardholder_name", "address")}
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+    def add_card(self, issuer_id: str, masked_pan: str = MASKED_PAN) -> uuid.UUID:
+        card_id = uuid.uuid4()
+        self.cards[card_id] = {
+            "card_id": str(card_id),
+            "issuer_id": issuer_id,
+            "cardholder_name": "Jane Q Public",
+            "masked_pan": masked_pan,
+            "expiry": "2812",
+            "address": {
+                "lines": ["1 Test Street"],
+                "postcode": "T1 1ST",
+                "city": "Testville",
+                "country": "GB",
+            },
+        }
+        return card_id
+
+    async def __aenter__(self) -> KeymgmtDouble:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        await wait_for(self._started, timeout=10)
+        return self
+
+    async def _started(self) -> bool:
+        return self._server.started
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+@pytest.fixture
+async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
+    async with KeymgmtDouble(SERVICE_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
+def settings(
+    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+) -> GraphicalSettings:
+    return GraphicalSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        service_tokens=f"graphical={SERVICE_TOKEN}",
+        principals=f"operator:olga=op-{unique}",
+        keymgmt_url=keymgmt.url,
+        keymgmt_attempts=2,
+        graphical_spool_dir=tmp_path / "spool",
+        graphical_printer="test-spool",
+    )
+
+
+def encoded(card_id: uuid.UUID, issuer_id: str = "acme") -> events.CardEncoded:
+    return events.CardEncoded(
+        issuer_id=issuer_id,
+        actor="station-a",
+        card_id=card_id,
+        batch_id=uuid.uuid4(),
+        chip_serial=f"CS{card_id.hex[:10].upper()}",
+        station_id="station-a",
+        reader="reader-0",
+        apdu_count=12,
+    )
+
+
+async def publish(settings: GraphicalSettings, stream: str, *items: events.Event) -> None:
+    producer = make_producer(settings.kafka_bootstrap, "graphical-test")
+    await producer.start()
+    try:
+        for item in items:
+            await producer.send_and_wait(
+                settings.topic(stream), events.encode_event(item), key=item.partition_key().encode()
+            )
+    finally:
+        await producer.stop()
+
+
+async def emitted(settings: GraphicalSettings, count: int) -> list[events.Event]:
+    records = await collect(
+        settings.kafka_bootstrap, settings.topic("graphical"), lambda seen: len(seen) >= count
+    )
+    return [events.decode_event(r.value) for r in records]
+
+
+async def settled(runtime: ServiceRuntime, count: int) -> None:
+    consumer = runtime.consumer
+    assert consumer is not None
+
+    async def seen_all() -> bool:
+        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
+
+    await wait_for(seen_all)
+
+
+def graphical(settings: GraphicalSettings, unique: str) -> ServiceRuntime:
+    return bootstrap(settings, schema=f"graphical_{unique}")
+
+
+async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+) -> None:
+    card_id = keymgmt.add_card("acme")
+    event = encoded(card_id)
+    re_encoded = event.model_copy(update={"event_id": uuid.uuid4()})
+    async with running(graphical(settings, unique)) as runtime:
+        await publish(settings, "electrical", event, event, re_encoded)
+        await settled(runtime, 3)
+        assert runtime.consumer is not None
+        assert runtime.consumer.duplicates == 1
+        out = await emitted(settings, 1)
+        await asyncio.sleep(1.0)  # give a wrong second print the time to show up
+        out = await emitted(settings, 1)
+    assert [e.type for e in out] == ["card.printed"]
+    printed = out[0]
+    assert isinstance(printed, events.CardPrinted)
+    assert printed.card_id == card_id
+    assert printed.chip_serial == event.chip_serial
+    assert printed.printer == "test-spool"
+    png = (settings.spool_dir / str(event.batch_id) / f"{card_id}.png").read_bytes()
+    assert hashlib.sha256(png).hexdigest() == printed.image_sha256
+    image = Image.open(io.BytesIO(png))
+    assert (image.format, image.size) == ("PNG", (1011, 638))
+    assert keymgmt.calls["print-data"] == 1
+    assert CLEAR_PAN.encode() not in events.encode_event(printed)
+
+
+async def test_keymgmt_outage_delays_the_card_without_losing_it(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+) -> None:
+    card_id = keymgmt.add_card("acme")
+    keymgmt.outage_left = 5  # outlasts the client's own retries: the consumer retries too
+    async with running(graphical(settings, unique)) as runtime:
+        await publish(settings, "electrical", encoded(card_id))
+        out = await emitted(settings, 1)
+        assert runtime.consumer is not None
+        assert runtime.consumer.dead_lettered == 0
+    assert [(e.type, getattr(e, "card_id", None)) for e in out] == [("card.printed", card_id)]
+    assert keymgmt.calls["print-data"] == 6
+
+
+async def test_a_card_keymgmt_does_not_know_goes_to_the_dead_letter_topic(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+) -> None:
+    unknown = uuid.uuid4()
+    async with running(graphical(settings, unique)):
+        await publish(settings, "electrical", encoded(unknown))
+        dead = await collect(
+            settings.kafka_bootstrap, settings.topic("dlq"), lambda seen: len(seen) >= 1
+        )
+        out = await emitted(settings, 1)
+    assert dict(dead[0].headers)["dlq.reason"].decode().startswith("poison: keymgmt holds no")
+    assert [e.type for e in out] == ["dead_letter.recorded"]
+    assert not settings.spool_dir.exists() or not any(settings.spool_dir.rglob("*.png"))
+
+
+async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+) -> None:
+    design = {
+        "design_id": "acme-gold",
+        "issuer_name": "Acme Gold",
+        "background": {"colour": "#c9a227"},
+        "fields": [{"kind": "pan", "x": 60, "y": 300, "font_size": 50, "pan_display": "last4"}],
+    }
+    good = keymgmt.add_card("acme")
+    leaky = keymgmt.add_card("acme", masked_pan=CLEAR_PAN)  # keymgmt breaking its contract
+    runtime = graphical(settings, unique)
+    async with running(runtime):
+        transport = httpx.ASGITransport(app=build_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
+            auth = {"Authorization": f"Bearer op-{unique}"}
+            answer = await http.put("/v1/designs/acme", json=design, headers=auth)
+            assert answer.status_code == 200, answer.text
+            assert (await http.put("/v1/designs/acme", json=design)).status_code == 401
+        good_event, leaky_event = encoded(good), encoded(leaky)
+        await publish(settings, "electrical", good_event, leaky_event)
+        out = {e.type: e for e in await emitted(settings, 2)}
+    printed, spoiled = out["card.printed"], out["card.spoiled"]
+    assert isinstance(printed, events.CardPrinted)
+    assert printed.card_id == good
+    assert isinstance(spoiled, events.CardSpoiled)
+    assert spoiled.card_id == leaky
+    assert spoiled.stage == "graphical"
+    assert "not masked" in spoiled.reason
+    assert CLEAR_PAN not in spoiled.reason
+    face = Image.open(settings.spool_dir / str(good_event.batch_id) / f"{good}.png")
+    assert face.convert("RGB").getpixel((5, 5)) == (0xC9, 0xA2, 0x27)
+    assert not (settings.spool_dir / str(leaky_event.batch_id)).exists()
