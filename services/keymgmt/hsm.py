@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -136,6 +137,18 @@ class Hsm:
         self._worker_ident: int | None = None
         self._session: pkcs11.Session | None = None
         self._keys: dict[str, SymKey] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Hsm:
+        """From the local stack's variables (docs/local-stack.md): BUREAU_PKCS11_MODULE,
+        BUREAU_HSM_TOKEN, BUREAU_HSM_PIN and OPENSSL_CONF."""
+        e = os.environ if env is None else env
+        return cls(
+            e["BUREAU_PKCS11_MODULE"],
+            e["BUREAU_HSM_TOKEN"],
+            e["BUREAU_HSM_PIN"],
+            e.get("OPENSSL_CONF"),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def _open(self) -> None:
@@ -267,3 +280,11 @@ async def agenerate_bureau_key(hsm: Hsm, label: str, kind: BureauKeyKind) -> Key
 
 def describe_key(hsm: Hsm, label: str) -> KeyInfo:
     return key_info(hsm.key(label), label)
+
+
+def destroy_key(hsm: Hsm, label: str) -> None:
+    """Destroy a token key (key inventory state "destroyed"); the caller logs who and why."""
+    key = hsm.key(label)
+    hsm.forget(label)
+    key.destroy()
+    log.info("destroyed key", extra={"label": label})

@@ -16,6 +16,7 @@ from services.keymgmt.hsm import (
     KeyNotFoundError,
     agenerate_bureau_key,
     describe_key,
+    destroy_key,
     generate_bureau_key,
     key_label,
 )
@@ -132,3 +133,19 @@ async def test_async_calls_are_serialised(hsm: Hsm) -> None:  # noqa: F811
     assert [i.label for i in infos] == labels
     randoms = await asyncio.gather(*(hsm.call(lambda h: h.random(16)) for _ in range(20)))
     assert len(set(randoms)) == 20
+
+
+def test_destroy_key(hsm: Hsm) -> None:  # noqa: F811
+    label = key_label("gonebank", "VAULT")
+    hsm.run(generate_bureau_key, label, BureauKeyKind.VAULT_AES256)
+    hsm.run(destroy_key, label)
+    with pytest.raises(KeyNotFoundError):
+        hsm.run(describe_key, label)
+
+
+def test_from_env() -> None:
+    env = {"BUREAU_PKCS11_MODULE": "/x.so", "BUREAU_HSM_TOKEN": "bureau", "BUREAU_HSM_PIN": "1"}
+    h = Hsm.from_env(env)
+    assert "bureau" in repr(h)
+    assert "'1'" not in repr(h)
+    h.close()
