@@ -108,7 +108,7 @@ async def destroy_cards(
     try:
         witnesses = check_witnesses(body.witnesses)
     except DestructionRefused as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=exc.problems) from exc
+        raise HTTPException(422, detail=exc.problems) from exc
     runtime = _runtime(request)
     async with runtime.engine.begin() as conn:
         uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)

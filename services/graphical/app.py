@@ -118,7 +118,7 @@ async def put_design(
     try:
         await asyncio.to_thread(_renderer(request).render, design, SAMPLE_FACE)
     except RenderError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
+        raise HTTPException(422, detail=str(exc)) from exc
     runtime = _runtime(request)
     async with runtime.engine.begin() as conn:
         await GraphicalRepository(conn, runtime.schema).save_design(
@@ -142,7 +142,7 @@ async def preview_design(issuer_id: str, principal: DesignReader, request: Reque
     try:
         png = await asyncio.to_thread(_renderer(request).render, design, SAMPLE_FACE)
     except RenderError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
+        raise HTTPException(422, detail=str(exc)) from exc
     return Response(content=png, media_type="image/png")
 
 

@@ -78,6 +78,7 @@ class KeymgmtDouble:
         card_id = uuid.uuid4()
         self.cards[card_id] = {
             "card_id": str(card_id),
+            "pan": CLEAR_PAN,  # the vault holds it; neither endpoint hands it out
             "issuer_id": issuer_id,
             "cardholder_name": "Jane Q Public",
             "masked_pan": masked_pan,

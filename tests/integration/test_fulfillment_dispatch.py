@@ -1,0 +1,275 @@
+"""The fulfillment service on the real stack: packing, witnessed destruction, and dispatch
+only after audit reconciles the batch; no PAN and no address leave in events or manifests.
+
+keymgmt is another process: the KeymgmtDouble of the graphical tests serves it over HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.fulfillment.app import bootstrap, build_app
+from services.fulfillment.settings import FulfillmentSettings
+from shared import events
+from shared.bus import make_producer
+from shared.service import ServiceRuntime
+from tests.conftest import running
+from tests.integration.bus_harness import collect, wait_for
+from tests.integration.test_graphical_printing import CLEAR_PAN, KeymgmtDouble
+
+pytestmark = pytest.mark.integration
+
+SERVICE_TOKEN = "fulfillment-test-token"
+ISSUER = "acme"
+
+
+@pytest.fixture
+async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
+    async with KeymgmtDouble(SERVICE_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
+def settings(
+    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+) -> FulfillmentSettings:
+    return FulfillmentSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        service_tokens=f"fulfillment={SERVICE_TOKEN}",
+        principals=f"operator:olga=op-{unique},auditor:ann=aud-{unique}",
+        keymgmt_url=keymgmt.url,
+        fulfillment_manifest_dir=tmp_path / "manifests",
+        fulfillment_courier="swift-post",
+    )
+
+
+@pytest.fixture
+async def runtime(settings: FulfillmentSettings, unique: str) -> AsyncIterator[ServiceRuntime]:
+    async with running(bootstrap(settings, schema=f"fulfillment_{unique}")) as started:
+        yield started
+
+
+@pytest.fixture
+async def http(runtime: ServiceRuntime, unique: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(runtime))
+    headers = {"Authorization": f"Bearer op-{unique}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://fulfillment", headers=headers
+    ) as client:
+        yield client
+
+
+def passed(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardQaPassed:
+    return events.CardQaPassed(
+        issuer_id=ISSUER,
+        actor="qa",
+        card_id=card_id,
+        batch_id=batch_id,
+        chip_serial="CS" + card_id.hex[:8],
+        checks=["readback", "arqc"],
+    )
+
+
+async def publish(settings: FulfillmentSettings, *items: tuple[str, events.Event]) -> None:
+    producer = make_producer(settings.kafka_bootstrap, "fulfillment-test")
+    await producer.start()
+    try:
+        for stream, item in items:
+            await producer.send_and_wait(
+                settings.topic(stream),
+                events.encode_event(item),
+                key=item.partition_key().encode(),
+            )
+    finally:
+        await producer.stop()
+
+
+async def emitted(settings: FulfillmentSettings, until: Any) -> list[events.Event]:
+    def enough(seen: list[Any]) -> bool:
+        return bool(until([events.decode_event(r.value) for r in seen]))
+
+    records = await collect(settings.kafka_bootstrap, settings.topic("fulfillment"), enough)
+    return [events.decode_event(r.value) for r in records]
+
+
+def count_of(kind: str, n: int) -> Any:
+    return lambda seen: sum(e.type == kind for e in seen) >= n
+
+
+async def settled(runtime: ServiceRuntime, count: int) -> None:
+    consumer = runtime.consumer
+    assert consumer is not None
+
+    async def seen_all() -> bool:
+        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
+
+    await wait_for(seen_all)
+
+
+async def test_batch_is_packed_rejects_destroyed_by_two_witnesses_and_dispatched_after_audit(
+    settings: FulfillmentSettings,
+    runtime: ServiceRuntime,
+    http: httpx.AsyncClient,
+    keymgmt: KeymgmtDouble,
+    unique: str,
+) -> None:
+    batch = uuid.uuid4()
+    a, b = keymgmt.add_card(ISSUER), keymgmt.add_card(ISSUER)
+    c, d, e = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    passed_a = passed(a, batch)
+    rejects: list[tuple[str, events.Event]] = [
+        (
+            "qa",
+            events.CardQaFailed(
+                issuer_id=ISSUER,
+                actor="qa",
+                card_id=c,
+                batch_id=batch,
+                chip_serial="CSc",
+                reason="ARQC mismatch",
+            ),
+        ),
+        (
+            "graphical",
+            events.CardSpoiled(
+                issuer_id=ISSUER,
+                actor="graphical",
+                card_id=d,
+                batch_id=batch,
+                stage="graphical",
+                reason="smudge",
+            ),
+        ),
+        (
+            "electrical",
+            events.CardSpoiled(
+                issuer_id=ISSUER,
+                actor="station-a",
+                card_id=e,
+                batch_id=batch,
+                stage="electrical",
+                reason="6A80",
+            ),
+        ),
+    ]
+    await publish(settings, ("qa", passed_a), ("qa", passed(b, batch)), ("qa", passed_a), *rejects)
+    await settled(runtime, 6)
+    packed = await emitted(settings, count_of("card.packed", 2))
+    assert sorted(p.card_id for p in packed if isinstance(p, events.CardPacked)) == sorted([a, b])
+    assert keymgmt.calls["mailing"] == 2
+
+    view = (await http.get(f"/v1/batches/{batch}")).json()
+    assert sorted(view["packed"]) == sorted([str(a), str(b)])
+    assert sorted(view["awaiting_destruction"]) == sorted([str(c), str(d), str(e)])
+    assert view["dispatched"] == []
+    assert view["release"] == "awaiting reconciliation"
+    assert not settings.manifest_dir.exists() or not any(settings.manifest_dir.iterdir())
+
+    async def destroy(cards: list[uuid.UUID], witnesses: list[str], **kw: Any) -> httpx.Response:
+        body = {"card_ids": [str(x) for x in cards], "witnesses": witnesses}
+        return await http.post("/v1/destructions", json=body, **kw)
+
+    assert (await destroy([c], ["olga", "olga"])).status_code == 422
+    assert (await destroy([c], [" Olga", "OLGA "])).status_code == 422
+    assert (await destroy([c], ["olga"])).status_code == 422
+    assert (await destroy([c, a], ["ann", "bob"])).status_code == 409  # a is packed: nothing
+    auditor = {"Authorization": f"Bearer aud-{unique}"}
+    assert (await destroy([c], ["ann", "bob"], headers=auditor)).status_code == 403
+    done = await destroy([c, d], ["ann", "bob"])
+    assert done.status_code == 201, done.text
+    assert (await destroy([c], ["ann", "bob"])).status_code == 409  # already destroyed
+
+    await publish(
+        settings,
+        (
+            "audit",
+            events.BatchReconciled(
+                issuer_id=ISSUER, actor="audit", batch_id=batch, counts={"in": 5, "good": 2}
+            ),
+        ),
+    )
+    out = await emitted(settings, count_of("shipment.dispatched", 1))
+    assert Counter(x.type for x in out) == Counter(
+        {"card.packed": 2, "card.destroyed": 2, "shipment.dispatched": 1}
+    )
+    destroyed = [x for x in out if isinstance(x, events.CardDestroyed)]
+    assert sorted(x.card_id for x in destroyed) == sorted([c, d])
+    assert {x.witnesses for x in destroyed} == {("ann", "bob")}
+    (shipment,) = [x for x in out if isinstance(x, events.ShipmentDispatched)]
+    assert sorted(shipment.card_ids) == sorted([a, b])
+    assert (shipment.kind, shipment.courier) == ("cards", "swift-post")
+    manifest = settings.manifest_dir / f"{shipment.shipment_id}.json"
+    assert manifest.exists()
+    assert (settings.manifest_dir / f"{shipment.shipment_id}.csv").exists()
+    assert hashlib.sha256(manifest.read_bytes()).hexdigest() == shipment.manifest_sha256
+    assert {i["card_id"] for i in json.loads(manifest.read_bytes())["items"]} == {str(a), str(b)}
+
+    view = (await http.get(f"/v1/batches/{batch}")).json()
+    assert sorted(view["dispatched"]) == sorted([str(a), str(b)])
+    assert sorted(view["destroyed"]) == sorted([str(c), str(d)])
+    assert view["awaiting_destruction"] == [str(e)]
+    assert view["release"] == "reconciled"
+
+    everything = b"".join(events.encode_event(x) for x in out)
+    everything += b"".join(p.read_bytes() for p in settings.manifest_dir.iterdir())
+    for secret in (CLEAR_PAN, "1 Test Street", "T1 1ST", "Jane Q Public"):
+        assert secret.encode() not in everything
+    async with runtime.engine.connect() as conn:
+        kept = await conn.execute(
+            text(f"SELECT count(*) FROM {runtime.schema}.carriers WHERE address IS NOT NULL")
+        )
+        assert kept.scalar_one() == 0  # addresses purged once the shipment left
+
+
+async def test_held_batch_ships_nothing_and_a_late_card_ships_on_its_own(
+    settings: FulfillmentSettings, runtime: ServiceRuntime, keymgmt: KeymgmtDouble
+) -> None:
+    batch = uuid.uuid4()
+    first, late = keymgmt.add_card(ISSUER), keymgmt.add_card(ISSUER)
+    discrepancy = events.BatchDiscrepancy(
+        issuer_id=ISSUER,
+        actor="audit",
+        batch_id=batch,
+        counts={"in": 2},
+        missing={"qa": [late]},
+        problems=["1 card not accounted for at qa"],
+    )
+    await publish(settings, ("qa", passed(first, batch)), ("audit", discrepancy))
+    await settled(runtime, 2)
+    out = await emitted(settings, count_of("card.packed", 1))
+    assert [x.type for x in out] == ["card.packed"]
+    assert not settings.manifest_dir.exists() or not any(settings.manifest_dir.iterdir())
+
+    reconciled = events.BatchReconciled(
+        issuer_id=ISSUER, actor="audit", batch_id=batch, counts={"in": 2}
+    )
+    await publish(settings, ("audit", reconciled))
+    out = await emitted(settings, count_of("shipment.dispatched", 1))
+    await publish(settings, ("qa", passed(late, batch)))
+    out = await emitted(settings, count_of("shipment.dispatched", 2))
+    shipments = [x for x in out if isinstance(x, events.ShipmentDispatched)]
+    assert [s.card_ids for s in shipments] == [[first], [late]]
+    assert shipments[0].shipment_id != shipments[1].shipment_id
+
+
+async def test_a_card_keymgmt_does_not_know_is_dead_lettered_not_packed(
+    settings: FulfillmentSettings, runtime: ServiceRuntime
+) -> None:
+    await publish(settings, ("qa", passed(uuid.uuid4(), uuid.uuid4())))
+    dead = await collect(
+        settings.kafka_bootstrap, settings.topic("dlq"), lambda seen: len(seen) >= 1
+    )
+    assert dict(dead[0].headers)["dlq.reason"].decode().startswith("poison: keymgmt holds no")
+    out = await emitted(settings, lambda seen: len(seen) >= 1)
+    assert [x.type for x in out] == ["dead_letter.recorded"]
