@@ -1,0 +1,64 @@
+"""docs/perso-protocol.md from both ends: our HSM-built script personalises the virtual card
+(written independently against the same text), and the card's ARQC verifies in the HSM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.keymgmt.emv import verify_arqc
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.perso import CardRecord, build_perso_script, diversification_data
+from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
+    TEST_KMC,
+    IssuerKeys,
+    hsm,
+    hsm_token,
+    test_keys,
+)
+
+vcard_card = pytest.importorskip("vcard.card")
+vcard_store = pytest.importorskip("vcard.store")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
+]
+
+RECORD = CardRecord("4761739001010010", "01", "2512", "DOE/JANE", "201")
+CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400")
+
+
+def test_script_personalises_the_virtual_card_and_arqc_verifies(
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = vcard_store.CardStore(tmp_path)
+    card = vcard_card.VirtualCard(store.manufacture(TEST_KMC), store.save)
+    card.power_on()
+    cplc_resp = card.process(bytes.fromhex("80CA9F7F00"))
+    assert cplc_resp[:3] == bytes.fromhex("9F7F2A")
+    assert cplc_resp[-2:] == b"\x90\x00"
+    div = diversification_data(cplc_resp[3:45])
+
+    script = hsm.run(build_perso_script, RECORD, div, test_keys.imks, test_keys.kmc_label)
+    assert script.summary.chip_serial == card.chip_serial
+    for apdu in script.apdus:
+        response = card.process(apdu)
+        assert response[-2:] == b"\x90\x00", (apdu[:4].hex(), response.hex())
+    assert card.state.lifecycle == "personalized"
+
+    card.process(bytes.fromhex("00A4040007A000000003101000"))
+    record1 = card.process(bytes.fromhex("00B2010C00"))
+    assert record1[:-2] == script.apdus[1][8:]  # the `70` template exactly as stored
+    for un in (b"\x38\x04\x82\x3e", b"\x00\x00\x00\x01"):
+        cdol1 = CDOL1 + un
+        resp = card.process(bytes.fromhex("80AE80001D") + cdol1 + b"\x00")
+        assert resp[:3] == bytes.fromhex("800B80")
+        assert resp[-2:] == b"\x90\x00"
+        atc, arqc = resp[3:5], resp[5:13]
+        args = (test_keys.imks.ac, RECORD.pan, RECORD.psn, atc, cdol1)
+        assert hsm.run(verify_arqc, *args, arqc)
+        assert not hsm.run(verify_arqc, *args, bytes(8))
