@@ -96,15 +96,3 @@ class GraphicalRepository:
             text(f"INSERT INTO {self._s}.print_jobs ({_JOB_COLUMNS}) VALUES ({placeholders})"),
             values,
         )
-
-    async def batch_summary(self, batch_id: UUID) -> dict[str, int]:
-        rows = (
-            await self._conn.execute(
-                text(
-                    f"SELECT status, count(*) FROM {self._s}.print_jobs"
-                    " WHERE batch_id = :b GROUP BY status"
-                ),
-                {"b": batch_id},
-            )
-        ).all()
-        return {str(status): int(n) for status, n in rows}

@@ -249,9 +249,17 @@ async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
             answer = await http.put("/v1/designs/acme", json=design, headers=auth)
             assert answer.status_code == 200, answer.text
             assert (await http.put("/v1/designs/acme", json=design)).status_code == 401
+            stored = (await http.get("/v1/designs/acme", headers=auth)).json()
+            assert stored["source"] == "issuer"
+            assert stored["design"]["design_id"] == "acme-gold"
         good_event, leaky_event = encoded(good), encoded(leaky)
         await publish(settings, "electrical", good_event, leaky_event)
         out = {e.type: e for e in await emitted(settings, 2)}
+        async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
+            job = (await http.get(f"/v1/print-jobs/{good}", headers=auth)).json()
+            spoiled_job = (await http.get(f"/v1/print-jobs/{leaky}", headers=auth)).json()
+    assert (job["status"], job["design_id"]) == ("printed", "acme-gold")
+    assert spoiled_job["status"] == "spoiled"
     printed, spoiled = out["card.printed"], out["card.spoiled"]
     assert isinstance(printed, events.CardPrinted)
     assert printed.card_id == good
