@@ -78,14 +78,16 @@ class PaymentApplication:
         # P1 b5-b4 = 01 (DGI format) is the only structure this applet takes; b3-b1 are RFU.
         if cmd.p1 & 0x18 != 0x08 or cmd.p1 & 0x07:
             return _sw(SW_INCORRECT_P1P2)
+        failure_at = self.state.memory_failure_at_block
+        if failure_at is not None and (cmd.p2 >= failure_at or self._next_block >= failure_at):
+            # Injected defect: the NVM write fails (ISO 7816-4 6581), now and for every later
+            # block of this card.
+            return _sw(SW_MEMORY_FAILURE)
         if cmd.p2 != self._next_block:
             log.info("STORE DATA block %02X out of sequence (want %02X)", cmd.p2, self._next_block)
             return _sw(SW_INCORRECT_P1P2)
         if not cmd.data:
             return _sw(SW_WRONG_LENGTH)
-        failure_at = self.state.memory_failure_at_block
-        if failure_at is not None and cmd.p2 >= failure_at:
-            return _sw(SW_MEMORY_FAILURE)  # injected fault: NVM write failed (ISO 7816-4 6581)
         try:
             dgis = decode_dgis(cmd.data)
         except ValueError:

@@ -1,0 +1,281 @@
+"""The virtual card OS in-process: a full personalization built here, checked against pyemv.
+
+Card keys (CPG202-AES K_DEK) and the ARQC are computed independently of vcard.crypto: AES from
+`cryptography` for K_DEK, pyemv for EMV Option A master keys, session keys and the MAC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from pyemv import ac, kd
+
+from shared.iso7816 import decode_tlv, store_data_script, tlv
+from vcard.card import ATR_T0, ATR_T1, Faults, VirtualCard
+from vcard.crypto import TEST_KMC, cpg202_aes_diversify
+from vcard.store import CardStore
+
+IMK_AC = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+IMK_SMI = bytes.fromhex("11111111111111112222222222222222")
+IMK_SMC = bytes.fromhex("33333333333333334444444444444444")
+PAN, PSN, EXPIRY = "5413330089010012", "01", "281231"
+AID = bytes.fromhex("A0000000031010")
+CDOL1 = bytes.fromhex(
+    "000000001000"  # amount authorised
+    "000000000000"  # amount other
+    "0826"  # terminal country
+    "0000000000"  # TVR
+    "0978"  # currency
+    "251124"  # date
+    "00"  # type
+    "CAFEBABE"  # unpredictable number
+)
+
+
+def _aes_ecb(key: bytes, data: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return enc.update(data) + enc.finalize()
+
+
+def k_dek_of(kmc: bytes, cplc: bytes) -> bytes:
+    """CPG202-AES from docs/perso-protocol.md, re-coded here on purpose (not vcard.crypto)."""
+    d = cplc[0:4] + cplc[12:18]
+    return _aes_ecb(kmc, d[4:10] + b"\xf0\x03" + d[4:10] + b"\x0f\x03")
+
+
+@dataclass
+class Perso:
+    dgis: list[tuple[int, bytes]]
+    mk_ac: bytes
+    record1: bytes
+    record2: bytes
+    select_data: bytes
+
+
+def build_perso(cplc: bytes, kmc: bytes = TEST_KMC, pan: str = PAN) -> Perso:
+    """What keymgmt + data prep produce for one card, computed with pyemv and plain AES."""
+    mk_ac = kd.derive_icc_mk_a(IMK_AC, pan, PSN)
+    mk_smi = kd.derive_icc_mk_a(IMK_SMI, pan, PSN)
+    mk_smc = kd.derive_icc_mk_a(IMK_SMC, pan, PSN)
+    track2 = bytes.fromhex(pan + "D" + EXPIRY[:4] + "201000000000F")
+    record1 = tlv(0x70, tlv(0x57, track2) + tlv(0x5F20, b"DOE/JANE"))
+    record2 = tlv(
+        0x70,
+        tlv(0x5A, bytes.fromhex(pan))
+        + tlv(0x5F24, bytes.fromhex(EXPIRY))
+        + tlv(0x5F34, bytes.fromhex(PSN))
+        + tlv(0x9F07, bytes.fromhex("FF00")),
+    )
+    select_data = tlv(0x50, b"BUREAU DEBIT") + tlv(0x87, b"\x01")
+    keys = _aes_ecb(k_dek_of(kmc, cplc), mk_ac + mk_smi + mk_smc)
+    dgis = [(0x0101, record1), (0x0102, record2), (0x9102, select_data), (0x8000, keys)]
+    return Perso(dgis, mk_ac, record1, record2, select_data)
+
+
+def expected_arqc(mk_ac: bytes, atc: int, cdol1: bytes = CDOL1) -> bytes:
+    atc_b = atc.to_bytes(2, "big")
+    session_key = kd.derive_common_sk(mk_ac, atc_b + bytes(6))
+    return bytes(ac.generate_ac(session_key, cdol1 + bytes.fromhex("3800") + atc_b))
+
+
+def apdu(card: VirtualCard, hex_apdu: str | bytes) -> tuple[bytes, int]:
+    raw = bytes.fromhex(hex_apdu) if isinstance(hex_apdu, str) else hex_apdu
+    response = card.process(raw)
+    return response[:-2], int.from_bytes(response[-2:], "big")
+
+
+def select(card: VirtualCard) -> tuple[bytes, int]:
+    return apdu(card, bytes.fromhex("00A40400") + bytes((len(AID),)) + AID + b"\x00")
+
+
+def generate_ac(card: VirtualCard, p1: int = 0x80) -> tuple[bytes, int]:
+    return apdu(card, bytes((0x80, 0xAE, p1, 0x00, len(CDOL1))) + CDOL1 + b"\x00")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CardStore:
+    return CardStore(tmp_path / "cards")
+
+
+def new_card(store: CardStore, **kwargs: object) -> VirtualCard:
+    state = store.manufacture(TEST_KMC, **kwargs)  # type: ignore[arg-type]
+    card = VirtualCard(state, store.save)
+    card.power_on()
+    return card
+
+
+def personalize(card: VirtualCard, perso: Perso) -> list[int]:
+    assert select(card)[1] == 0x9000
+    return [apdu(card, cmd.to_bytes())[1] for cmd in store_data_script(perso.dgis)]
+
+
+def test_cpg202_aes_test_vector() -> None:
+    """Pinned vector for keymgmt: KMC 40..4F, d = 4342 5643 A1B2C3D4 0001."""
+    div = bytes.fromhex("43425643A1B2C3D40001")
+    block = bytes.fromhex("A1B2C3D40001F003A1B2C3D400010F03")
+    assert cpg202_aes_diversify(TEST_KMC, div, 3) == _aes_ecb(TEST_KMC, block)
+    assert cpg202_aes_diversify(TEST_KMC, div, 3).hex().upper() == (
+        "0C9FFCC79E269B0B5DF3CCDABC3C0300"
+    )
+
+
+def test_cplc_and_unique_serials(store: CardStore) -> None:
+    cards = [new_card(store) for _ in range(20)]
+    assert len({c.chip_serial for c in cards}) == 20
+    data, sw = apdu(cards[0], "80CA9F7F00")
+    assert sw == 0x9000
+    assert data[:3] == bytes.fromhex("9F7F2A")
+    assert len(data) == 45
+    cplc = data[3:]
+    assert cplc[12:18].hex().upper() == cards[0].chip_serial
+    assert cards[0].atr == ATR_T1
+
+
+def test_full_personalization_then_terminal_arqc_matches_pyemv(store: CardStore) -> None:
+    card = new_card(store)
+    cplc = apdu(card, "80CA9F7F00")[0][3:]
+    perso = build_perso(cplc)
+    fci, sw = select(card)
+    assert sw == 0x9000
+    assert decode_tlv(fci)[0].tag == 0x6F
+    assert personalize(card, perso) == [0x9000] * 4
+    assert card.state.lifecycle == "personalized"
+
+    card.power_on()  # a new session, as QA would start it
+    fci, sw = select(card)
+    assert sw == 0x9000
+    assert fci == tlv(0x6F, tlv(0x84, AID) + tlv(0xA5, perso.select_data))
+    assert apdu(card, "00B2010C00") == (perso.record1, 0x9000)
+    assert apdu(card, "00B2020C00") == (perso.record2, 0x9000)
+    for atc in (1, 2, 3):
+        data, sw = generate_ac(card)
+        assert sw == 0x9000
+        assert data[:3] == bytes.fromhex("800B80")
+        assert int.from_bytes(data[3:5], "big") == atc
+        assert data[5:] == expected_arqc(perso.mk_ac, atc)
+
+
+def test_state_persists_by_serial_and_atc_continues(store: CardStore) -> None:
+    card = new_card(store)
+    perso = build_perso(card.state.cplc)
+    personalize(card, perso)
+    generate_ac(card)
+    again = VirtualCard(store.load(card.chip_serial), store.save)  # the same card, another reader
+    again.power_on()
+    select(again)
+    assert apdu(again, "00B2020C00") == (perso.record2, 0x9000)
+    data, _ = generate_ac(again)
+    assert int.from_bytes(data[3:5], "big") == 2
+    assert data[5:] == expected_arqc(perso.mk_ac, 2)
+    assert apdu(again, "80CA9F3600") == (bytes.fromhex("9F36020002"), 0x9000)
+
+
+def test_aac_request_and_p1_checks(store: CardStore) -> None:
+    card = new_card(store)
+    perso = build_perso(card.state.cplc)
+    personalize(card, perso)
+    data, sw = generate_ac(card, p1=0x00)
+    assert sw == 0x9000
+    assert data[2] == 0x00
+    assert data[5:] == expected_arqc(perso.mk_ac, 1)
+    assert generate_ac(card, p1=0xC0)[1] == 0x6A86
+    assert generate_ac(card, p1=0x90)[1] == 0x6A86  # CDA not supported
+    assert apdu(card, "80AE80000300000000")[1] == 0x6700
+
+
+@pytest.mark.parametrize(
+    ("command", "sw"),
+    [
+        ("00EE000000", 0x6D00),  # unknown INS
+        ("80A4040007A000000003101000", 0x6E00),  # SELECT is an ISO command
+        ("00E2080003010100", 0x6E00),  # STORE DATA is GlobalPlatform (CLA 80)
+        ("FFCA9F7F00", 0x6E00),
+        ("00A4040007A000000003101100", 0x6A82),  # unknown AID
+        ("00A4000002 3F00".replace(" ", ""), 0x6A81),  # select by file id: unsupported
+        ("00A4040403A00000", 0x6A86),  # P2 04 (last occurrence) is not supported
+        ("00A4040002A000", 0x6700),
+        ("80E20800050101027000", 0x6985),  # STORE DATA with nothing selected
+        ("00B2010C00", 0x6985),
+        ("80CA9F5000", 0x6A88),
+        ("81CA9F7F00", 0x6881),  # logical channel 1
+        ("84E20800050101027000", 0x6882),  # secure messaging: SCP03 comes later
+        ("90CA9F7F00", 0x6884),  # command chaining
+        ("00A4", 0x6700),  # shorter than a header
+        ("80E2080005010102", 0x6700),  # Lc larger than the data
+        ("00C0000010", 0x6985),  # GET RESPONSE with nothing pending
+    ],
+)
+def test_wrong_commands_get_iso_status_words(store: CardStore, command: str, sw: int) -> None:
+    card = new_card(store)
+    assert apdu(card, command)[1] == sw
+
+
+def test_store_data_rules(store: CardStore) -> None:
+    card = new_card(store)
+    perso = build_perso(card.state.cplc)
+    select(card)
+    script = [c.to_bytes() for c in store_data_script(perso.dgis)]
+    assert apdu(card, script[1])[1] == 0x6A86  # block 01 before block 00
+    assert apdu(card, "80E2080005ABCD027000")[1] == 0x6A88  # DGI ABCD unknown
+    assert apdu(card, "80E2100005010102700000")[1] == 0x6A86  # BER-TLV format not taken
+    assert apdu(card, "80E20800040101025A00")[1] == 0x6A80  # DGI length overruns
+    assert apdu(card, "80E20800050101025A00")[1] == 0x6A80  # a record must be a 70 template
+    assert apdu(card, script[0])[1] == 0x9000
+    last = bytes.fromhex("80E28801") + bytes((len(script[1]) - 5,)) + script[1][5:]
+    assert apdu(card, last)[1] == 0x6985  # last block but 9102 and 8000 missing
+    assert card.state.lifecycle == "blank"
+    select(card)
+    assert [apdu(card, c)[1] for c in script] == [0x9000] * 4
+    select(card)
+    assert apdu(card, script[0])[1] == 0x6985  # personalized: perso phase closed
+
+
+def test_memory_failure_fault(store: CardStore) -> None:
+    card = new_card(store, memory_failure_at_block=2)
+    perso = build_perso(card.state.cplc)
+    assert personalize(card, perso) == [0x9000, 0x9000, 0x6581, 0x6581]
+    assert store.load(card.chip_serial).lifecycle == "blank"
+    assert store.load(card.chip_serial).memory_failure_at_block == 2
+
+
+def test_wrong_factory_kmc_gives_wrong_arqc(store: CardStore) -> None:
+    state = store.manufacture(bytes(16))  # a chip maker that used another KMC
+    card = VirtualCard(state, store.save)
+    perso = build_perso(state.cplc)  # the bureau encrypts under K_DEK from *its* KMC
+    assert personalize(card, perso) == [0x9000] * 4  # the card cannot tell...
+    data, sw = generate_ac(card)
+    assert sw == 0x9000
+    assert data[5:] != expected_arqc(perso.mk_ac, 1)
+
+
+def test_removal_fault_counts_apdus(store: CardStore) -> None:
+    state = store.manufacture(TEST_KMC)
+    card = VirtualCard(state, store.save, Faults(remove_after_apdus=3))
+    for _ in range(2):
+        apdu(card, "80CA9F7F00")
+        assert not card.removal_due
+    apdu(card, "80CA9F7F00")
+    assert card.removal_due
+
+
+def test_t0_card_uses_61xx_and_6cxx(store: CardStore) -> None:
+    card = new_card(store, protocol="T=0")
+    assert card.atr == ATR_T0
+    data, sw = apdu(card, "80CA9F7F00")
+    assert (data, sw) == (b"", 0x6C2D)  # P3=00 means 256 under T=0: wrong Le, 2D is right
+    data, sw = apdu(card, "80CA9F7F2D")
+    assert sw == 0x9000
+    assert len(data) == 0x2D
+    fci, sw = select(card)
+    assert fci == b""
+    assert sw >> 8 == 0x61
+    part, sw2 = apdu(card, "00C0000004")
+    assert len(part) == 4
+    assert sw2 == 0x6100 | ((sw & 0xFF) - 4)
+    rest, sw3 = apdu(card, bytes.fromhex("00C00000") + bytes((sw2 & 0xFF,)))
+    assert sw3 == 0x9000
+    assert decode_tlv(part + rest)[0].tag == 0x6F
+    assert apdu(card, "00C0000004")[1] == 0x6985  # nothing pending any more
