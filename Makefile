@@ -39,8 +39,13 @@ services-up: stack-up ## start every bureau service and the card feeder
 services-down: ## stop the bureau services
 	bash $(SVCS) down
 
-demo: services-up ## a demo batch of cards through the whole bureau, ending in reconciliation
-	$(PY) deploy/local/demo.py
+DEMO_ISSUER ?= demo-bank
+DEMO_CARDS  ?= 50
+
+demo: stack-up ## a demo batch of cards through the whole bureau, ending in reconciliation
+	source .run/env.sh && $(PY) -m services.keymgmt ceremony demo-keys --issuer $(DEMO_ISSUER)
+	bash $(SVCS) up
+	$(PY) -m demo --issuer $(DEMO_ISSUER) --cards $(DEMO_CARDS)
 
 # The test run starts the components it needs and stops, after, those it started.
 test: deps ## unit, integration and e2e tests on the real local stack
@@ -62,7 +67,7 @@ test-e2e: stack-up ## the whole bureau end to end
 lint: ## ruff and mypy strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy services shared vcard tests bench
+	$(VENV)/bin/mypy services shared vcard tests bench demo
 
 format: ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,154 @@
+"""A thin client of the bureau's HTTP APIs, as an issuer, an operator and an auditor use them.
+The demo and the e2e test drive the bureau through it, never through its tables."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from shared.pan import luhn_check_digit
+
+DEMO_BIN = "476173"  # an EMV test-card BIN: never a live account range
+FIRST = ["ADA", "ALAN", "GRACE", "EDSGER", "BARBARA", "DONALD", "FRANCES", "KEN", "RADIA", "TIM"]
+LAST = ["LOVELACE", "TURING", "HOPPER", "DIJKSTRA", "LISKOV", "KNUTH", "ALLEN", "THOMPSON"]
+
+
+@dataclass
+class Urls:
+    intake: str = "http://127.0.0.1:8101"
+    audit: str = "http://127.0.0.1:8107"
+    fulfillment: str = "http://127.0.0.1:8106"
+
+
+@dataclass
+class Tokens:
+    admin: str = "admin-dev-token"
+    operator: str = "operator-dev-token"
+    auditor: str = "auditor-dev-token"
+
+
+def demo_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Cardholder records with Luhn-valid PANs in the test BIN, distinct per card."""
+    rng = random.Random(seed)
+    cards = []
+    accounts = rng.sample(range(10**8, 10**9), count)
+    for account in accounts:
+        partial = f"{DEMO_BIN}{account:09d}"
+        cards.append(
+            {
+                "pan": partial + luhn_check_digit(partial),
+                "psn": "00",
+                "expiry": "3011",
+                "cardholder_name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                "address": {
+                    "lines": [f"{rng.randint(1, 250)} Bureau Street"],
+                    "postcode": f"{rng.randint(1000, 9999)}",
+                    "city": "Brussels",
+                    "country": "BE",
+                },
+            }
+        )
+    return cards
+
+
+@dataclass
+class Bureau:
+    urls: Urls = field(default_factory=Urls)
+    tokens: Tokens = field(default_factory=Tokens)
+
+    def _client(self, base: str, token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
+        )
+
+    async def onboard_issuer(self, issuer_id: str, name: str, product_id: str) -> str:
+        """Create the issuer and its product if missing; return a fresh issuer API token."""
+        async with self._client(self.urls.intake, self.tokens.admin) as admin:
+            response = await admin.post(
+                "/v1/admin/issuers", json={"issuer_id": issuer_id, "name": name}
+            )
+            if response.status_code not in (201, 409):
+                response.raise_for_status()
+            response = await admin.post(
+                f"/v1/admin/issuers/{issuer_id}/products",
+                json={"product_id": product_id, "name": f"{name} debit", "kind": "emv"},
+            )
+            if response.status_code not in (201, 409):
+                response.raise_for_status()
+            response = await admin.post(f"/v1/admin/issuers/{issuer_id}/credentials")
+            response.raise_for_status()
+            return str(response.json()["token"])
+
+    async def receive_stock(self, issuer_id: str, product_id: str, quantity: int) -> None:
+        async with self._client(self.urls.intake, self.tokens.operator) as operator:
+            response = await operator.post(
+                "/v1/stock/receipts",
+                json={
+                    "issuer_id": issuer_id,
+                    "product_id": product_id,
+                    "lot_id": f"LOT-{uuid.uuid4().hex[:8].upper()}",
+                    "quantity": quantity,
+                },
+            )
+            response.raise_for_status()
+
+    async def post_order(
+        self, issuer_token: str, product_id: str, cards: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        async with self._client(self.urls.intake, issuer_token) as issuer:
+            response = await issuer.post(
+                "/v1/orders",
+                json={
+                    "external_ref": f"DEMO-{uuid.uuid4().hex[:8].upper()}",
+                    "product_id": product_id,
+                    "cards": cards,
+                },
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    async def reconciliation(self, batch_id: str) -> dict[str, Any] | None:
+        async with self._client(self.urls.audit, self.tokens.auditor) as auditor:
+            response = await auditor.get(f"/v1/batches/{batch_id}/reconciliation")
+            if response.status_code == 404:
+                return None
+            response.raise_for_status()
+            result: dict[str, Any] = response.json()
+            return result
+
+    async def events_of_card(self, card_id: str) -> list[dict[str, Any]]:
+        async with self._client(self.urls.audit, self.tokens.auditor) as auditor:
+            response = await auditor.get("/v1/events", params={"card_id": card_id, "limit": 100})
+            response.raise_for_status()
+            found: list[dict[str, Any]] = response.json()["events"]
+            return found
+
+    async def wait_for_batch(
+        self,
+        batch_id: str,
+        until: set[str],
+        timeout: float,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll audit's view of the batch until its status is one of `until`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        last: dict[str, Any] | None = None
+        while True:
+            view = await self.reconciliation(batch_id)
+            if view is not None:
+                last = view
+                if progress is not None:
+                    progress(view)
+                if view["status"] in until:
+                    return view
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"batch {batch_id} not {sorted(until)} in {timeout}s: {last}")
+            await asyncio.sleep(1.0)
