@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,11 +60,29 @@ class ServiceRuntime:
         self.workers = list(workers)
         self.consumer_group = consumer_group or f"{settings.topic_prefix}.{name}"
         self.engine: AsyncEngine = make_engine(settings.database_url, self.schema)
-        self.producer = make_producer(settings.kafka_bootstrap, client_id=name)
-        self.relay = OutboxRelay(self.engine, self.schema, self.producer)
+        # aiokafka clients bind to the running loop, so they are made in start(), not here.
+        self._producer: AIOKafkaProducer | None = None
+        self._relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
         self.state: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError(f"{self.name}: the runtime is not started")
+        return self._producer
+
+    @property
+    def relay(self) -> OutboxRelay:
+        if self._relay is None:
+            raise RuntimeError(f"{self.name}: the runtime is not started")
+        return self._relay
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Register a cleanup (an HTTP client, the HSM session) run when the service stops."""
+        self._on_stop.append(callback)
 
     @property
     def emit_topic(self) -> str:
@@ -77,8 +96,10 @@ class ServiceRuntime:
             self.settings.kafka_bootstrap,
             [*self.subscribe, self.emit_topic, self.settings.topic(DEAD_LETTER_STREAM)],
         )
-        await self.producer.start()
-        self._spawn(self.relay.run(), "outbox-relay")
+        self._producer = make_producer(self.settings.kafka_bootstrap, client_id=self.name)
+        self._relay = OutboxRelay(self.engine, self.schema, self._producer)
+        await self._producer.start()
+        self._spawn(self._relay.run(), "outbox-relay")
         if self.subscribe:
             self.consumer = EventConsumer(
                 engine=self.engine,
@@ -115,7 +136,14 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.producer.stop()
+        for callback in reversed(self._on_stop):
+            try:
+                await callback()
+            except Exception:
+                log.exception("cleanup failed while stopping %s", self.name)
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
         await self.engine.dispose()
 
     def dead_tasks(self) -> list[str]:

@@ -52,7 +52,7 @@ def build_app(settings: IntakeSettings | None = None, schema: str | None = None)
         description="Issuers post card orders and follow them; operators count blank stock.",
         authenticators=[issuer_credentials],
     )
-    app.router.on_shutdown.append(vault.close)
+    runtime.on_stop(vault.close)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
