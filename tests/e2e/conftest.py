@@ -1,0 +1,44 @@
+"""The whole bureau as separate processes on the local stack, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from demo.client import Bureau
+from tests.conftest import REPO, load_stack_env
+
+SERVICES = REPO / "deploy" / "local" / "services.sh"
+
+
+@pytest.fixture(scope="session")
+def e2e_env() -> dict[str, str]:
+    values = load_stack_env()
+    if not values:
+        pytest.fail("the local stack is not up: run `make stack-up`")
+    env = {**os.environ, **values}
+    env["BUREAU_TOPIC_PREFIX"] = f"e2e{os.getpid()}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def bureau(e2e_env: dict[str, str]) -> Iterator[Bureau]:
+    """Load the e2e issuers' test keys by ceremony, start every service, stop them after."""
+    for issuer in ("e2e-bank", "e2e-faults"):
+        subprocess.run(
+            [sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", "--issuer", issuer],
+            env=e2e_env,
+            cwd=REPO,
+            check=True,
+            timeout=120,
+        )
+    subprocess.run(["bash", str(SERVICES), "down"], env=e2e_env, check=True, timeout=120)
+    subprocess.run(["bash", str(SERVICES), "up"], env=e2e_env, check=True, timeout=300)
+    try:
+        yield Bureau()
+    finally:
+        subprocess.run(["bash", str(SERVICES), "down"], env=e2e_env, check=False, timeout=120)
