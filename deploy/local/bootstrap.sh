@@ -35,7 +35,7 @@ for arg in "$@"; do
     case $arg in
         --no-apt) DO_APT=0 ;;
         -h | --help)
-            sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         *) die "unknown argument: $arg (see --help)" ;;
@@ -173,18 +173,19 @@ install_uv() {
         "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip ||
             die "apt-get install python3-pip failed"
     fi
-    # --user puts uv in ~/.local/bin; Debian's python marks itself externally managed (PEP 668),
-    # which only guards the system site-packages.
-    local -a extra=()
+    # As root: into the interpreter's prefix (Debian's pip puts scripts in /usr/local/bin, on
+    # everyone's PATH); otherwise --user (~/.local/bin). uv is one static binary that touches no
+    # other package, so Debian's externally-managed marker (PEP 668) is overridden for it.
+    local -a opts=(--disable-pip-version-check --root-user-action=ignore)
     if python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED")) else 1)' 2>/dev/null; then
-        extra+=(--break-system-packages)
+        opts+=(--break-system-packages)
     fi
-    local -a user=(--user)
-    # Inside a virtualenv (or a pyenv interpreter owned by us) --user is refused or pointless.
-    if python3 -c 'import sys; sys.exit(0 if sys.prefix != sys.base_prefix else 1)'; then user=(); fi
-    "${pip[@]}" install -q "${user[@]}" "${extra[@]}" uv || die "pip install uv failed"
+    if [[ $(id -u) -ne 0 ]] && python3 -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else 1)'; then
+        opts+=(--user)
+    fi
+    "${pip[@]}" install -q "${opts[@]}" uv || die "pip install uv failed"
     hash -r
-    UV=$(find_uv) || die "uv installed, but not found on PATH nor in ~/.local/bin"
+    UV=$(find_uv) || die "uv installed, but found neither on PATH nor in ~/.local/bin (add ~/.local/bin to PATH)"
     log "uv: installed $("$UV" --version) ($UV)"
 }
 

@@ -8,6 +8,7 @@
 #   deploy/local/stack.sh up       start everything (idempotent), write <run>/env.sh
 #   deploy/local/stack.sh down     stop Kafka, then PostgreSQL, then pcscd (idempotent)
 #   deploy/local/stack.sh status   one line per component; exit 0 only when all are up
+#                                  (--quiet: no output, the exit code only)
 #   deploy/local/stack.sh env      print the `export` lines the services and tests read
 #   deploy/local/stack.sh reset    down, then wipe all data (keeps the downloaded Kafka jars)
 #
@@ -216,6 +217,11 @@ emit_env() {
             seen[$name]=1
         done < <(BUREAU_RUN_DIR=$RUN_DIR timeout 20 bash "$PCSCD_SCRIPT" env 2>/dev/null || true)
     fi
+}
+
+write_env_file() {
+    emit_env >"$ENV_FILE.tmp"
+    mv -f -- "$ENV_FILE.tmp" "$ENV_FILE"
 }
 
 with_lock() { # serialise up/down/reset between concurrent callers
@@ -596,9 +602,9 @@ cmd_up() {
     softhsm_up
     kafka_wait
     if ((KAFKA_STARTED)); then log "kafka: ready (pid $(kafka_pid))"; fi
+    write_env_file # before pcscd: a pcscd failure leaves the rest usable
     pcscd_call up || die "pcscd: $PCSCD_SCRIPT up failed"
-    emit_env >"$ENV_FILE.tmp"
-    mv -f -- "$ENV_FILE.tmp" "$ENV_FILE"
+    write_env_file # again, with what pcscd.sh adds
     log "stack up in $((SECONDS - t0))s; environment: source $ENV_FILE (or eval \"\$($0 env)\")"
 }
 
@@ -610,6 +616,10 @@ cmd_down() {
 }
 
 cmd_status() {
+    if [[ ${1:-} == --quiet || ${1:-} == -q ]]; then
+        cmd_status >/dev/null 2>&1
+        return
+    fi
     local rc=0 pid
     if pg_running; then
         printf '%-9s %-8s pid %-7s 127.0.0.1:%s  db %s, socket %s\n' postgres running "$(pg_pid)" \
@@ -657,14 +667,14 @@ cmd_reset() {
 }
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
 }
 
 main() {
     case ${1:-} in
         up) cmd_up ;;
         down) cmd_down ;;
-        status) cmd_status ;;
+        status) cmd_status "${2:-}" ;;
         env) emit_env ;;
         reset) cmd_reset ;;
         -h | --help | help) usage ;;
