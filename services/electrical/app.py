@@ -1,0 +1,115 @@
+"""The electrical station agent: wiring (bootstrap), readiness with the readers it sees."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.electrical.feeder_client import FeederClient
+from services.electrical.handlers import build_handlers
+from services.electrical.keymgmt_client import KeymgmtClient
+from services.electrical.settings import ElectricalSettings
+from services.electrical.station import ScriptSource, StationAgent, Transport
+from shared.pcsc import PcscClient, PcscError
+from shared.service import ServiceRuntime, Worker, create_app
+
+NAME = "electrical"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StationRuntime(ServiceRuntime):
+    """A service runtime whose readiness also reports the station's readers."""
+
+    agent: StationAgent
+
+    async def check_ready(self) -> dict[str, Any]:
+        report = await super().check_ready()
+        try:
+            seen = set(await self.agent.pcsc.list_readers())
+        except PcscError as exc:
+            seen = set()
+            report["problems"].append(f"pcscd: {exc.__class__.__name__}")
+        readers = []
+        for name, activity in self.agent.activity.items():
+            readers.append({**asdict(activity), "known_to_pcscd": name in seen})
+            if name not in seen:
+                report["problems"].append(f"reader not known to pcscd: {name}")
+        report.update(
+            station_id=self.agent.station_id,
+            readers=readers,
+            readers_seen=sorted(seen),
+            ready=not report["problems"],
+        )
+        return report
+
+
+def bootstrap(
+    settings: ElectricalSettings,
+    *,
+    schema: str | None = None,
+    consumer_group: str | None = None,
+    readers: list[str] | None = None,
+    keymgmt: ScriptSource | None = None,
+    transport: Transport | None = None,
+    pcsc: PcscClient | None = None,
+) -> StationRuntime:
+    """Wire readers, keymgmt and the feeder into the runtime. Tests pass their own parts."""
+    closers: list[Any] = []
+    if keymgmt is None:
+        client = KeymgmtClient(
+            settings.keymgmt_url,
+            settings.station_token,
+            timeout_s=settings.keymgmt_timeout_s,
+            backoff_s=settings.keymgmt_backoff_s,
+            backoff_max_s=settings.keymgmt_backoff_max_s,
+        )
+        closers.append(client)
+        keymgmt = client
+    if transport is None:
+        feeder = FeederClient(settings.feeder_url, timeout_s=settings.feeder_timeout_s)
+        closers.append(feeder)
+        transport = feeder
+    agent = StationAgent(
+        station_id=settings.station_id,
+        readers=readers if readers is not None else settings.reader_names(),
+        pcsc=pcsc or PcscClient(),
+        keymgmt=keymgmt,
+        transport=transport,
+        queue_poll_s=settings.queue_poll_s,
+    )
+    runtime = StationRuntime(
+        name=NAME,
+        settings=settings,
+        migrations=MIGRATIONS,
+        handlers=build_handlers(agent.notify_queued),
+        subscribe=["keymgmt"],
+        workers=[*agent.workers(), _closes_on_stop(closers)],
+        schema=schema,
+        consumer_group=consumer_group,
+    )
+    runtime.agent = agent
+    runtime.state["agent"] = agent
+    return runtime
+
+
+def _closes_on_stop(clients: list[Any]) -> Worker:
+    async def http_clients_lifetime(runtime: ServiceRuntime) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    return http_clients_lifetime
+
+
+def build_app(runtime: StationRuntime) -> FastAPI:
+    return create_app(
+        runtime,
+        title="cardbureau electrical",
+        description="Station agent: personalises the chips in one encoding station's readers.",
+    )

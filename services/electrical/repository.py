@@ -1,0 +1,134 @@
+"""All SQL of the station agent: the queue of prepared cards and each card's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.electrical.service import CLAIM_ORDER_COLUMNS, QueuedCard
+from shared.db import checked_identifier
+
+_QUEUED = "card_id, batch_id, batch_seq, seq, issuer_id, product_id"
+
+
+@dataclass(frozen=True)
+class UnfinishedCard:
+    card: QueuedCard
+    state: str  # assigned | encoding
+    chip_serial: str | None
+    reader: str | None
+
+
+class StationRepository:
+    def __init__(self, conn: AsyncConnection, schema: str) -> None:
+        self._conn = conn
+        self._s = checked_identifier(schema)
+
+    async def enqueue(
+        self, card_id: UUID, batch_id: UUID, issuer_id: str, product_id: str, event_id: UUID
+    ) -> bool:
+        """A prepared card joins the queue; False if it is already known (any state)."""
+        await self._conn.execute(
+            text(f"INSERT INTO {self._s}.batches (batch_id) VALUES (:b) ON CONFLICT DO NOTHING"),
+            {"b": batch_id},
+        )
+        row = (
+            await self._conn.execute(
+                text(
+                    f"INSERT INTO {self._s}.station_cards"
+                    " (card_id, batch_id, batch_seq, issuer_id, product_id, source_event_id)"
+                    f" SELECT :c, :b, seq, :i, :p, :e FROM {self._s}.batches WHERE batch_id = :b"
+                    " ON CONFLICT (card_id) DO NOTHING RETURNING card_id"
+                ),
+                {"c": card_id, "b": batch_id, "i": issuer_id, "p": product_id, "e": event_id},
+            )
+        ).first()
+        return row is not None
+
+    async def claim_next(self, chip_serial: str, station_id: str, reader: str) -> QueuedCard | None:
+        """Bind the next queued card to this chip and reader; concurrent readers skip the rows
+        others hold locked, so each card goes to exactly one reader."""
+        order = ", ".join(CLAIM_ORDER_COLUMNS)
+        row = (
+            await self._conn.execute(
+                text(
+                    f"UPDATE {self._s}.station_cards SET state = 'assigned',"
+                    " chip_serial = :chip, station_id = :station, reader = :reader,"
+                    " assigned_at = now()"
+                    f" WHERE card_id = (SELECT card_id FROM {self._s}.station_cards"
+                    f" WHERE state = 'queued' ORDER BY {order} LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                    f" RETURNING {_QUEUED}"
+                ),
+                {"chip": chip_serial, "station": station_id, "reader": reader},
+            )
+        ).first()
+        return None if row is None else QueuedCard(*row)
+
+    async def has_queued(self) -> bool:
+        row = await self._conn.execute(
+            text(f"SELECT EXISTS (SELECT 1 FROM {self._s}.station_cards WHERE state = 'queued')")
+        )
+        return bool(row.scalar_one())
+
+    async def chip_bound(self, chip_serial: str) -> str | None:
+        """The state of the card this chip is bound to, if any (a used chip is never reused)."""
+        row = await self._conn.execute(
+            text(f"SELECT state FROM {self._s}.station_cards WHERE chip_serial = :chip"),
+            {"chip": chip_serial},
+        )
+        return row.scalar_one_or_none()
+
+    async def _move(self, card_id: UUID, to: str, frm: tuple[str, ...], **values: object) -> bool:
+        sets = "".join(f", {name} = :{name}" for name in values)
+        finished = ", finished_at = now()" if to in ("encoded", "spoiled") else ""
+        row = (
+            await self._conn.execute(
+                text(
+                    f"UPDATE {self._s}.station_cards SET state = :to{sets}{finished}"
+                    " WHERE card_id = :card_id AND state = ANY(:frm) RETURNING card_id"
+                ),
+                {"card_id": card_id, "to": to, "frm": list(frm), **values},
+            )
+        ).first()
+        return row is not None
+
+    async def start_encoding(self, card_id: UUID) -> bool:
+        """Committed before the first personalisation APDU: from here on a crash spoils it."""
+        return await self._move(card_id, "encoding", ("assigned",))
+
+    async def mark_encoded(self, card_id: UUID, apdu_count: int) -> bool:
+        return await self._move(card_id, "encoded", ("encoding",), apdu_count=apdu_count)
+
+    async def mark_spoiled(self, card_id: UUID, reason: str, chip_consumed: bool) -> bool:
+        """A card that never touched its chip releases the chip for the next card."""
+        if chip_consumed:
+            return await self._move(card_id, "spoiled", ("assigned", "encoding"), reason=reason)
+        return await self._move(
+            card_id, "spoiled", ("assigned",), reason=reason, chip_serial=None, reader=None
+        )
+
+    async def release(self, card_id: UUID) -> bool:
+        """Back to the queue: only an `assigned` card, whose chip was never written."""
+        return await self._move(
+            card_id, "queued", ("assigned",), chip_serial=None, station_id=None, reader=None
+        )
+
+    async def unfinished(self, station_id: str) -> list[UnfinishedCard]:
+        rows = await self._conn.execute(
+            text(
+                f"SELECT {_QUEUED}, state, chip_serial, reader FROM {self._s}.station_cards"
+                " WHERE station_id = :station AND state IN ('assigned', 'encoding')"
+                " ORDER BY seq FOR UPDATE"
+            ),
+            {"station": station_id},
+        )
+        return [UnfinishedCard(QueuedCard(*row[:6]), *row[6:]) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._conn.execute(
+            text(f"SELECT state, count(*) FROM {self._s}.station_cards GROUP BY state")
+        )
+        return {state: int(n) for state, n in rows}

@@ -1,0 +1,99 @@
+"""Station domain logic, no I/O: chip identity from the CPLC, the redacted APDU trace, the
+claim order, and the errors that spoil a card (docs/perso-protocol.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+from uuid import UUID
+
+from shared.iso7816 import SW_OK, sw_hex
+
+GET_CPLC: Final = bytes.fromhex("80CA9F7F00")  # GET DATA, tag 9F7F (GlobalPlatform CPLC)
+CPLC_TAG: Final = bytes.fromhex("9F7F")
+CPLC_LENGTH: Final = 42
+TRACE_LIMIT: Final = 64  # entries kept on a card.spoiled event; the newest matter most
+
+
+class CardError(Exception):
+    """The chip (or what sits in the reader) cannot be personalised; the reason carries no
+    card data, only headers, status words and chip serials."""
+
+
+class WrongCard(CardError):
+    """The reader holds a card that is not a blank chip this station may personalise."""
+
+
+@dataclass(frozen=True)
+class ChipIdentity:
+    """From the CPLC (docs/perso-protocol.md, Card identity)."""
+
+    chip_serial: str  # CPLC[12:18] upper-case hex: IC serial || IC batch id
+    diversification_data: bytes  # CPLC[0:2] || CPLC[2:4] || CPLC[12:18]
+
+
+def parse_cplc_response(data: bytes, sw: int) -> ChipIdentity:
+    """GET DATA 9F7F answers `9F7F 2A` + 42 bytes CPLC."""
+    if sw != SW_OK:
+        raise WrongCard(f"card answered {sw_hex(sw)} to GET DATA CPLC")
+    if len(data) != 3 + CPLC_LENGTH or data[:2] != CPLC_TAG or data[2] != CPLC_LENGTH:
+        raise WrongCard(f"CPLC answer is not 9F7F 2A + 42 bytes ({len(data)} bytes)")
+    cplc = data[3:]
+    return ChipIdentity(cplc[12:18].hex().upper(), cplc[0:4] + cplc[12:18])
+
+
+def apdu_header(apdu: bytes) -> str:
+    """CLA INS P1 P2 only: the body of a STORE DATA carries keys and cardholder data."""
+    return apdu[:4].hex().upper()
+
+
+@dataclass
+class ApduTrace:
+    """What a spoiled card's event may say about its APDUs: headers and status words."""
+
+    entries: list[str] = field(default_factory=list)
+
+    def record(self, apdu: bytes, sw: int | None) -> None:
+        outcome = "no-answer" if sw is None else sw_hex(sw)
+        self.entries.append(f"{apdu_header(apdu)} {outcome}")
+
+    def tail(self, limit: int = TRACE_LIMIT) -> list[str]:
+        return self.entries[-limit:]
+
+
+def describe_failure(apdu: bytes, sw: int) -> str:
+    """The reason a card is spoiled for a status word other than 9000."""
+    return f"card answered {sw_hex(sw)} to {describe_command(apdu)} ({apdu_header(apdu)})"
+
+
+def describe_command(apdu: bytes) -> str:
+    ins = apdu[1] if len(apdu) > 1 else -1
+    if ins == 0xE2 and len(apdu) >= 4:
+        last = " (last)" if apdu[2] & 0x80 else ""
+        return f"STORE DATA block {apdu[3]:02X}{last}"
+    return {0xA4: "SELECT", 0xCA: "GET DATA"}.get(ins, f"INS {ins:02X}")
+
+
+# -- the claim order ---------------------------------------------------------------------------
+# The queue hands out the oldest batch first (the batch that reached this station first), then
+# cards in arrival order. repository.claim_next() implements the same order in SQL over the
+# columns named here; the unit tests pin the order, the integration tests the SQL.
+CLAIM_ORDER_COLUMNS: Final = ("batch_seq", "seq")
+
+
+@dataclass(frozen=True)
+class QueuedCard:
+    card_id: UUID
+    batch_id: UUID
+    batch_seq: int
+    seq: int
+    issuer_id: str
+    product_id: str
+
+
+def claim_order(card: QueuedCard) -> tuple[int, int]:
+    return (card.batch_seq, card.seq)
+
+
+def next_to_claim(queued: list[QueuedCard]) -> QueuedCard | None:
+    return min(queued, key=claim_order, default=None)

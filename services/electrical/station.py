@@ -1,0 +1,294 @@
+"""The station's readers at work: each reader personalises the chips put into it, one card at a
+time, all readers concurrently (docs/perso-protocol.md; ARCHITECTURE.md, delivery guarantees).
+
+Per chip: wait for it, read its CPLC, claim the next queued card (binding chip and reader),
+fetch the card's script from keymgmt, send every APDU (each must answer 9000), then mark the
+card encoded and emit card.encoded in one transaction, and eject the card. A chip that fails is
+spoiled (card.spoiled with headers and status words only) and ejected; the next chip goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+from uuid import UUID
+
+from services.electrical import outcomes
+from services.electrical.keymgmt_client import KeymgmtRefused, PersoScript
+from services.electrical.repository import StationRepository
+from services.electrical.service import (
+    GET_CPLC,
+    ApduTrace,
+    CardError,
+    ChipIdentity,
+    QueuedCard,
+    describe_command,
+    describe_failure,
+    parse_cplc_response,
+)
+from shared.iso7816 import SW_OK
+from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
+from shared.service import ServiceRuntime, Worker
+
+log = logging.getLogger(__name__)
+
+
+class ScriptSource(Protocol):
+    async def perso_script(self, card_id: UUID, diversification_data: bytes) -> PersoScript: ...
+
+
+class Transport(Protocol):
+    async def eject(self, reader: str) -> str | None: ...
+
+
+@dataclass
+class ReaderActivity:
+    """What one reader is doing, for /ready and for tests."""
+
+    reader: str
+    activity: str = "starting"
+    encoded: int = 0
+    spoiled: int = 0
+    chips_rejected: int = 0
+    busy_s: float = 0.0  # time spent on encoded cards, from claim to commit
+    last_problem: str | None = None
+    last_ejected: str | None = None
+
+
+class StationAgent:
+    def __init__(
+        self,
+        *,
+        station_id: str,
+        readers: list[str],
+        pcsc: PcscClient,
+        keymgmt: ScriptSource,
+        transport: Transport,
+        queue_poll_s: float = 0.5,
+    ) -> None:
+        self.station_id = station_id
+        self.readers = list(readers)
+        self.pcsc = pcsc
+        self.keymgmt = keymgmt
+        self.transport = transport
+        self.queue_poll_s = queue_poll_s
+        self.activity = {reader: ReaderActivity(reader) for reader in readers}
+        self._queue_changed = asyncio.Event()
+        self._recovered = False
+        self._recovery_lock = asyncio.Lock()
+
+    def notify_queued(self) -> None:
+        self._queue_changed.set()  # wakes every waiting reader at once
+        self._queue_changed.clear()
+
+    def workers(self) -> list[Worker]:
+        def reader_worker(reader: str) -> Worker:
+            async def worker(runtime: ServiceRuntime) -> None:
+                await self.run_reader(runtime, reader)
+
+            worker.__name__ = f"reader[{reader}]"
+            return worker
+
+        return [reader_worker(reader) for reader in self.readers]
+
+    # -- startup ----------------------------------------------------------------------------
+    async def recover(self, runtime: ServiceRuntime) -> None:
+        """Once, before any reader claims: settle what a previous run left unfinished."""
+        async with self._recovery_lock:
+            if not self._recovered:
+                requeued, spoiled = await outcomes.recover_station(runtime, self.station_id)
+                if requeued or spoiled:
+                    log.warning("recovered", extra={"requeued": requeued, "spoiled": spoiled})
+                self._recovered = True
+
+    # -- a reader's loop ----------------------------------------------------------------------
+    async def run_reader(self, runtime: ServiceRuntime, reader: str) -> None:
+        await self.recover(runtime)
+        act = self.activity[reader]
+        pause = 0.05
+        while True:
+            try:
+                await self._serve_chip(runtime, reader, act)
+                pause = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (CardRemoved, PcscError) as exc:
+                # No card was claimed: a chip that left early, or pcscd restarting.
+                act.last_problem = f"{exc.__class__.__name__}: {exc}"
+                log.info(
+                    "reader problem before a claim", extra={"reader": reader, "error": str(exc)}
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            except Exception as exc:
+                # The database away, or a fault: the reader goes on after a pause. A claimed card
+                # was released (never written) or its outcome recorded before this point.
+                act.last_problem = exc.__class__.__name__
+                log.exception("reader loop failed; going on", extra={"reader": reader})
+                await asyncio.sleep(1.0)
+
+    async def _serve_chip(self, runtime: ServiceRuntime, reader: str, act: ReaderActivity) -> None:
+        act.activity = "waiting for a card"
+        await self.pcsc.wait_for_card(reader)
+        act.activity = "waiting for a queued card"
+        await self._wait_for_work(runtime)
+        act.activity = "reading the chip"
+        conn = await self.pcsc.connect(reader)
+        chip: ChipIdentity | None = None
+        eject = False  # a stopped or failing agent leaves the card where it is
+        try:
+            trace = ApduTrace()
+            try:
+                chip = await self._identify(conn, trace)
+            except (CardError, CardRemoved) as exc:
+                eject = True
+                act.chips_rejected += 1
+                log.warning("chip rejected unclaimed", extra={"reader": reader, "why": str(exc)})
+                return
+            if chip.chip_serial == act.last_ejected:
+                await asyncio.sleep(0.05)  # pcscd has not seen the ejected card go yet
+                return
+            async with runtime.engine.begin() as db:
+                repo = StationRepository(db, runtime.schema)
+                bound = await repo.chip_bound(chip.chip_serial)
+                card = (
+                    None
+                    if bound
+                    else await repo.claim_next(chip.chip_serial, self.station_id, reader)
+                )
+            if bound:
+                eject = True
+                act.chips_rejected += 1
+                log.warning(
+                    "used chip in the reader: ejected, not claimed",
+                    extra={"reader": reader, "chip_serial": chip.chip_serial, "state": bound},
+                )
+                return
+            if card is None:
+                return  # another reader took the last card; this chip waits
+            act.activity = f"personalising card {card.card_id}"
+            started = time.monotonic()
+            eject = await self._personalise(runtime, reader, conn, chip, card, trace)
+            if eject:
+                act.busy_s += time.monotonic() - started
+        finally:
+            await conn.disconnect("leave")
+            if eject:
+                act.activity = "ejecting"
+                act.last_ejected = chip.chip_serial if chip else None
+                await self.transport.eject(reader)
+
+    async def _wait_for_work(self, runtime: ServiceRuntime) -> None:
+        while True:
+            async with runtime.engine.connect() as db:
+                if await StationRepository(db, runtime.schema).has_queued():
+                    return
+            try:
+                await asyncio.wait_for(self._queue_changed.wait(), self.queue_poll_s)
+            except TimeoutError:
+                pass
+
+    async def _identify(self, conn: CardConnection, trace: ApduTrace) -> ChipIdentity:
+        try:
+            data, sw = await conn.transmit(GET_CPLC)
+        except CardRemoved:
+            trace.record(GET_CPLC, None)
+            raise
+        trace.record(GET_CPLC, sw)
+        return parse_cplc_response(data, sw)
+
+    async def _personalise(
+        self,
+        runtime: ServiceRuntime,
+        reader: str,
+        conn: CardConnection,
+        chip: ChipIdentity,
+        card: QueuedCard,
+        trace: ApduTrace,
+    ) -> bool:
+        """Personalise one claimed card; True when the chip was used (encoded or spoiled)."""
+        act = self.activity[reader]
+        serial = chip.chip_serial
+        try:
+            script = await self.keymgmt.perso_script(card.card_id, chip.diversification_data)
+        except KeymgmtRefused as exc:
+            await self._spoiled(runtime, act, card, serial, str(exc), trace, consumed=False)
+            return False  # the chip was never written: it takes the next card
+        except BaseException:
+            await outcomes.release(runtime, card)  # stopped, or a fault: never written
+            raise
+        if script.chip_serial != serial:
+            reason = f"keymgmt's script is for chip {script.chip_serial}, not {serial}"
+            await self._spoiled(runtime, act, card, serial, reason, trace, consumed=False)
+            return False
+        if not await outcomes.start_encoding(runtime, card):
+            log.error("claimed card changed state under the reader", extra=_ids(card))
+            return False
+        try:
+            await self._transmit_script(conn, script, trace)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, CardError | PcscError) else _fault(exc)
+            await self._spoiled(runtime, act, card, serial, reason, trace, consumed=True)
+            return True
+        # Cancelled while sending: the card stays `encoding` and the next start spoils it.
+        count = len(script.apdus)
+        if await outcomes.record_encoded(runtime, self.station_id, reader, card, serial, count):
+            act.encoded += 1
+            log.info("card encoded", extra={**_ids(card), "chip_serial": serial})
+        return True
+
+    async def _spoiled(
+        self,
+        runtime: ServiceRuntime,
+        act: ReaderActivity,
+        card: QueuedCard,
+        chip_serial: str,
+        reason: str,
+        trace: ApduTrace,
+        *,
+        consumed: bool,
+    ) -> None:
+        done = await outcomes.record_spoiled(
+            runtime,
+            self.station_id,
+            card,
+            chip_serial,
+            reason,
+            trace.tail(),
+            chip_consumed=consumed,
+        )
+        if done:
+            act.spoiled += 1
+            act.last_problem = reason
+            log.warning(
+                "card spoiled", extra={**_ids(card), "chip_serial": chip_serial, "reason": reason}
+            )
+
+    async def _transmit_script(
+        self, conn: CardConnection, script: PersoScript, trace: ApduTrace
+    ) -> None:
+        for apdu in script.apdus:
+            try:
+                _data, sw = await conn.transmit(apdu)
+            except CardRemoved as exc:
+                trace.record(apdu, None)
+                raise CardError(
+                    f"card removed from the reader during {describe_command(apdu)}"
+                ) from exc
+            except PcscError as exc:
+                trace.record(apdu, None)
+                raise CardError(f"reader failed during {describe_command(apdu)}: {exc}") from exc
+            trace.record(apdu, sw)
+            if sw != SW_OK:
+                raise CardError(describe_failure(apdu, sw))
+
+
+def _fault(exc: Exception) -> str:
+    return f"station fault while writing the chip: {exc.__class__.__name__}"
+
+
+def _ids(card: QueuedCard) -> dict[str, str]:
+    return {"card_id": str(card.card_id), "batch_id": str(card.batch_id)}

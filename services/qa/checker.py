@@ -1,0 +1,278 @@
+"""The QA machine at work: one printed card at a time, print check then chip checks.
+
+Per card: the spooled image must be the one card.printed announced; the feeder puts the card
+into the QA reader by chip serial; the chip must be that chip, answer SELECT and READ RECORD
+SFI 1 records 1-2 (keymgmt compares them with what it prepared), and answer GENERATE AC with
+an ARQC that keymgmt verifies in the HSM. The verdict and its event commit in one transaction.
+A fault of the machine (feeder, reader, pcscd) puts the card back in the queue instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID
+
+from services.qa.feeder_client import CardNotFound, FeederClient, FeederUnavailable
+from services.qa.keymgmt_client import KeymgmtRefused
+from services.qa.repository import QaCard, QaRepository
+from services.qa.service import (
+    CHECK_ARQC,
+    CHECK_CHIP_READBACK,
+    CHECK_PRINT_IMAGE,
+    GET_CPLC,
+    SELECT_AID,
+    QaFailure,
+    Transaction,
+    chip_serial_from_cplc,
+    generate_ac,
+    parse_generate_ac,
+    print_image_problem,
+    read_record,
+    require_ok,
+    spool_path,
+    unpredictable_number,
+)
+from shared.events import CardQaFailed, CardQaPassed
+from shared.outbox import UnitOfWork, unit_of_work
+from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
+from shared.service import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+class ChipOracle(Protocol):
+    async def readback(self, card_id: UUID, records: dict[int, bytes]) -> list[str]: ...
+
+    async def verify_arqc(self, card_id: UUID, cdol1: bytes, atc: bytes, arqc: bytes) -> bool: ...
+
+
+class MachineFault(Exception):
+    """The QA machine, not the card, failed: the card goes back in the queue."""
+
+
+@dataclass
+class QaActivity:
+    activity: str = "starting"
+    passed: int = 0
+    failed: int = 0
+    machine_faults: int = 0
+    last_problem: str | None = None
+
+
+class QaMachine:
+    def __init__(
+        self,
+        *,
+        reader: str,
+        pcsc: PcscClient,
+        feeder: FeederClient,
+        keymgmt: ChipOracle,
+        spool_dir: Path,
+        transaction: Transaction,
+        card_timeout_s: float = 5.0,
+        fault_backoff_s: float = 1.0,
+        queue_poll_s: float = 0.5,
+    ) -> None:
+        self.reader = reader
+        self.pcsc = pcsc
+        self.feeder = feeder
+        self.keymgmt = keymgmt
+        self.spool_dir = spool_dir
+        self.transaction = transaction
+        self.card_timeout_s = card_timeout_s
+        self.fault_backoff_s = fault_backoff_s
+        self.queue_poll_s = queue_poll_s
+        self.status = QaActivity()
+        self._queue_changed = asyncio.Event()
+
+    def notify_queued(self) -> None:
+        self._queue_changed.set()
+        self._queue_changed.clear()
+
+    async def run(self, runtime: ServiceRuntime) -> None:
+        await self._in_transaction(runtime, lambda _uow, repo: repo.release_all_checking())
+        while True:
+            self.status.activity = "waiting for a printed card"
+            try:
+                card = await self._claim(runtime)
+            except Exception as exc:  # the database away: QA waits for it
+                self.status.last_problem = f"database: {exc.__class__.__name__}"
+                log.warning("cannot claim a card", extra={"error": repr(exc)})
+                await asyncio.sleep(self.fault_backoff_s)
+                continue
+            if card is None:
+                try:
+                    await asyncio.wait_for(self._queue_changed.wait(), self.queue_poll_s)
+                except TimeoutError:
+                    pass
+                continue
+            self.status.activity = f"checking card {card.card_id}"
+            try:
+                checks, failure = await self.check(card)
+            except BaseException as exc:
+                await self._release(runtime, card.card_id)
+                if not isinstance(exc, Exception):
+                    raise  # stopped: the card waits in the queue for the next start
+                self.status.machine_faults += 1
+                self.status.last_problem = f"{exc.__class__.__name__}: {exc}"
+                if not isinstance(exc, MachineFault):
+                    log.exception(
+                        "QA check failed unexpectedly", extra={"card_id": str(card.card_id)}
+                    )
+                else:
+                    log.warning("QA machine fault; card re-queued", extra={"problem": str(exc)})
+                await asyncio.sleep(self.fault_backoff_s)
+                continue
+            await self._record(runtime, card, checks, failure)
+
+    async def _release(self, runtime: ServiceRuntime, card_id: UUID) -> None:
+        await self._in_transaction(runtime, lambda _uow, repo: repo.release(card_id))
+
+    async def _claim(self, runtime: ServiceRuntime) -> QaCard | None:
+        async with runtime.engine.begin() as db:
+            return await QaRepository(db, runtime.schema).claim_next()
+
+    async def check(self, card: QaCard) -> tuple[list[str], str | None]:
+        """The checks passed and the failure, if any. Raises MachineFault."""
+        path = spool_path(self.spool_dir, card.batch_id, card.card_id)
+        problem = await asyncio.to_thread(print_image_problem, path, card.image_sha256)
+        if problem is not None:
+            return [], problem  # a misprinted card is rejected without reading its chip
+        try:
+            checks = await self._check_chip(card)
+        except QaFailure as exc:
+            return [], str(exc)
+        return [*checks, CHECK_PRINT_IMAGE], None
+
+    async def _check_chip(self, card: QaCard) -> list[str]:
+        try:
+            await self.feeder.insert(self.reader, card.chip_serial)
+        except CardNotFound as exc:
+            raise QaFailure(f"chip: {exc}") from exc
+        except FeederUnavailable as exc:
+            raise MachineFault(str(exc)) from exc
+        try:
+            conn = await self._connect_to(card.chip_serial)
+            try:
+                return await self._chip_checks(conn, card)
+            except CardRemoved as exc:
+                raise QaFailure("chip: the card left the QA reader during the checks") from exc
+            except PcscError as exc:
+                raise MachineFault(f"QA reader: {exc}") from exc
+            finally:
+                await conn.disconnect("unpower")
+        finally:
+            try:
+                await self.feeder.eject(self.reader)
+            except FeederUnavailable as exc:
+                log.warning("could not eject from the QA reader", extra={"problem": str(exc)})
+
+    async def _connect_to(self, chip_serial: str) -> CardConnection:
+        """Connect to the inserted card, and make sure it is that card: right after an eject
+        pcscd may still report the previous card for up to one presence poll."""
+        deadline = asyncio.get_running_loop().time() + self.card_timeout_s
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise MachineFault(f"chip {chip_serial} did not answer in the QA reader")
+            try:
+                await self.pcsc.wait_for_card(self.reader, timeout=left)
+                conn = await self.pcsc.connect(self.reader)
+            except PcscError:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                data, sw = await conn.transmit(GET_CPLC)
+                if chip_serial_from_cplc(data, sw) == chip_serial:
+                    return conn
+            except (PcscError, QaFailure):
+                pass
+            await conn.disconnect("leave")
+            await asyncio.sleep(0.05)
+
+    async def _chip_checks(self, conn: CardConnection, card: QaCard) -> list[str]:
+        _fci, sw = await conn.transmit(SELECT_AID)
+        require_ok("SELECT", SELECT_AID, sw)
+        records: dict[int, bytes] = {}
+        for number in (1, 2):
+            apdu = read_record(number)
+            records[number], sw = await conn.transmit(apdu)
+            require_ok(f"READ RECORD SFI 1 record {number}", apdu, sw)
+        try:
+            problems = await self.keymgmt.readback(card.card_id, records)
+        except KeymgmtRefused as exc:
+            raise QaFailure(f"chip-readback: {exc}") from exc
+        finally:
+            records.clear()  # cardholder data: held no longer than the comparison
+        if problems:
+            raise QaFailure(f"chip-readback: {'; '.join(problems)}")
+        cdol1 = self.transaction.cdol1(unpredictable_number())
+        apdu = generate_ac(cdol1)
+        answer, sw = await conn.transmit(apdu)
+        require_ok("GENERATE AC", apdu, sw)
+        cryptogram = parse_generate_ac(answer)
+        try:
+            ok = await self.keymgmt.verify_arqc(
+                card.card_id, cdol1, cryptogram.atc, cryptogram.arqc
+            )
+        except KeymgmtRefused as exc:
+            raise QaFailure(f"arqc: {exc}") from exc
+        if not ok:
+            raise QaFailure(
+                f"arqc: the chip's ARQC (ATC {cryptogram.atc.hex().upper()}) does not verify"
+            )
+        return [CHECK_CHIP_READBACK, CHECK_ARQC]
+
+    async def _record(
+        self, runtime: ServiceRuntime, card: QaCard, checks: list[str], failure: str | None
+    ) -> None:
+        async def verdict(uow: UnitOfWork, repo: QaRepository) -> bool:
+            if failure is None:
+                if not await repo.mark_passed(card.card_id, checks):
+                    return False
+                await uow.emit(
+                    CardQaPassed(
+                        issuer_id=card.issuer_id,
+                        actor="qa",
+                        card_id=card.card_id,
+                        batch_id=card.batch_id,
+                        chip_serial=card.chip_serial,
+                        checks=checks,
+                    )
+                )
+                return True
+            if not await repo.mark_failed(card.card_id, checks, failure[:500]):
+                return False
+            await uow.emit(
+                CardQaFailed(
+                    issuer_id=card.issuer_id,
+                    actor="qa",
+                    card_id=card.card_id,
+                    batch_id=card.batch_id,
+                    chip_serial=card.chip_serial,
+                    reason=failure[:500],
+                )
+            )
+            return True
+
+        await self._in_transaction(runtime, verdict)
+        if failure is None:
+            self.status.passed += 1
+            log.info("card passed QA", extra={"card_id": str(card.card_id), "checks": checks})
+        else:
+            self.status.failed += 1
+            self.status.last_problem = failure
+            log.warning("card failed QA", extra={"card_id": str(card.card_id), "reason": failure})
+
+    async def _in_transaction(
+        self, runtime: ServiceRuntime, work: Callable[[UnitOfWork, QaRepository], Awaitable[object]]
+    ) -> None:
+        async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
+            await work(uow, QaRepository(uow.conn, uow.schema))
+        if uow.emitted:
+            runtime.relay.wake()

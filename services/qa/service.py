@@ -1,0 +1,127 @@
+"""QA domain logic, no I/O: the terminal APDUs of docs/perso-protocol.md, CDOL1 building, the
+GENERATE AC answer, and the print-image check against the printer's spool."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Final
+from uuid import UUID
+
+from shared.iso7816 import SW_OK, sw_hex
+
+AID: Final = bytes.fromhex("A0000000031010")
+SELECT_AID: Final = bytes((0x00, 0xA4, 0x04, 0x00, len(AID))) + AID + b"\x00"
+GET_CPLC: Final = bytes.fromhex("80CA9F7F00")
+CDOL1_LENGTH: Final = 29
+CID_ARQC: Final = 0x80
+TX_TYPE_PURCHASE: Final = 0x00  # ISO 8583 processing code, first two digits: goods and services
+
+CHECK_PRINT_IMAGE: Final = "print-image"
+CHECK_CHIP_READBACK: Final = "chip-readback"
+CHECK_ARQC: Final = "arqc"
+
+
+class QaFailure(Exception):
+    """The card fails QA; the reason names the check and carries no card data."""
+
+
+def read_record(record: int, sfi: int = 1) -> bytes:
+    """READ RECORD (EMV Book 3 §6.5.11): P1 record number, P2 = SFI << 3 | 100."""
+    return bytes((0x00, 0xB2, record, (sfi << 3) | 0x04, 0x00))
+
+
+def require_ok(what: str, apdu: bytes, sw: int) -> None:
+    if sw != SW_OK:
+        raise QaFailure(f"card answered {sw_hex(sw)} to {what} ({apdu[:4].hex().upper()})")
+
+
+def chip_serial_from_cplc(data: bytes, sw: int) -> str:
+    """GET DATA 9F7F answers `9F7F 2A` + 42 bytes; the serial is CPLC[12:18]."""
+    require_ok("GET DATA CPLC", GET_CPLC, sw)
+    if len(data) != 45 or data[:3] != bytes.fromhex("9F7F2A"):
+        raise QaFailure("the chip's CPLC answer is not 9F7F 2A + 42 bytes")
+    return data[3 + 12 : 3 + 18].hex().upper()
+
+
+def _bcd(value: int, digits: int) -> bytes:
+    if value < 0 or len(str(value)) > digits:
+        raise ValueError(f"{value} does not fit {digits} BCD digits")
+    return bytes.fromhex(f"{value:0{digits}d}")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """The test transaction QA asks the chip to authorise online."""
+
+    amount_minor: int = 100
+    terminal_country: str = "0826"
+    currency: str = "0826"
+    day: date | None = None  # default today
+
+    def cdol1(self, unpredictable_number: bytes) -> bytes:
+        """CDOL1 data (docs/perso-protocol.md, 29 bytes): amount authorised n12 (6) || amount
+        other n12 (6) || terminal country n3 (2) || TVR (5) || currency n3 (2) || date YYMMDD
+        (3) || transaction type n2 (1) || unpredictable number (4)."""
+        if len(unpredictable_number) != 4:
+            raise ValueError("the unpredictable number is 4 bytes")
+        day = self.day or date.today()
+        data = (
+            _bcd(self.amount_minor, 12)
+            + _bcd(0, 12)
+            + bytes.fromhex(self.terminal_country)
+            + bytes(5)  # TVR: every terminal check passed
+            + bytes.fromhex(self.currency)
+            + _bcd(day.year % 100 * 10000 + day.month * 100 + day.day, 6)
+            + bytes((TX_TYPE_PURCHASE,))
+            + unpredictable_number
+        )
+        assert len(data) == CDOL1_LENGTH
+        return data
+
+
+def unpredictable_number() -> bytes:
+    """EMV Book 4 §6.5.6: unpredictable, so a chip cannot replay an earlier cryptogram."""
+    return secrets.token_bytes(4)
+
+
+def generate_ac(cdol1: bytes) -> bytes:
+    """GENERATE AC requesting an ARQC (P1 80), response format 1 (EMV Book 3 §6.5.5)."""
+    if len(cdol1) != CDOL1_LENGTH:
+        raise ValueError("CDOL1 data is 29 bytes")
+    return bytes((0x80, 0xAE, 0x80, 0x00, CDOL1_LENGTH)) + cdol1 + b"\x00"
+
+
+@dataclass(frozen=True)
+class Cryptogram:
+    cid: int
+    atc: bytes
+    arqc: bytes
+
+
+def parse_generate_ac(data: bytes) -> Cryptogram:
+    """Format 1: `80 0B` || CID || ATC (2) || cryptogram (8)."""
+    if len(data) != 13 or data[:2] != b"\x80\x0b":
+        raise QaFailure("GENERATE AC answer is not format 1 (80 0B, 11 bytes)")
+    if data[2] != CID_ARQC:
+        raise QaFailure(f"the chip answered cryptogram type {data[2]:02X}, not an ARQC (80)")
+    return Cryptogram(data[2], data[3:5], data[5:13])
+
+
+def spool_path(spool_dir: Path, batch_id: UUID, card_id: UUID) -> Path:
+    """Where services/graphical's printer puts a card face: <spool>/<batch>/<card>.png."""
+    return spool_dir / str(batch_id) / f"{card_id}.png"
+
+
+def print_image_problem(path: Path, expected_sha256: str) -> str | None:
+    """None when the spooled image exists and is the one card.printed announced."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return "print-image: the printed image is not in the spool"
+    if digest != expected_sha256.lower():
+        return "print-image: the spooled image does not match card.printed's sha256"
+    return None
