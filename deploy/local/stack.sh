@@ -656,6 +656,7 @@ cmd_reset() {
     esac
     [[ -d $RUN_DIR ]] || return 0
     log "wiping $RUN_DIR (keeping $RUN_DIR/opt)"
+    if [[ $PG_SOCKET_DIR != "$RUN_DIR"/* ]]; then rm -rf -- "$PG_SOCKET_DIR"; fi
     local entry
     shopt -s dotglob nullglob
     for entry in "$RUN_DIR"/*; do
