@@ -138,6 +138,19 @@ def _odd_parity(buf: bytearray) -> None:
         buf[i] = (b & 0xFE) | (1 ^ (bin(b >> 1).count("1") & 1))
 
 
+def check_component(hsm: Hsm, key_type: CeremonyKeyType, comp: Component) -> Kcv:
+    """Check one component as its custodian enters it (HSM worker): length, then its KCV
+    against the declared one (ComponentKcvError). The value is left for the combination."""
+    kt, length = _TYPES[key_type]
+    if len(comp.value) != length:
+        raise CeremonyError(f"{key_type} components are {length} bytes")
+    method = KcvMethod.DES if kt != KeyType.AES else (comp.kcv_method or _default_method(kt))
+    kcv = _component_kcv(hsm, kt, comp, method)
+    if not kcv.matches(comp.kcv):
+        raise ComponentKcvError(f"component of {comp.custodian}: KCV mismatch")
+    return kcv
+
+
 def import_key_from_components(
     hsm: Hsm,
     label: str,

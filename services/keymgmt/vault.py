@@ -91,6 +91,33 @@ def decrypt_pan(hsm: Hsm, blob: bytes, context: bytes = b"") -> str:
     return clear.decode("ascii")
 
 
+def seal_bytes(hsm: Hsm, key_label: str, data: bytes, context: bytes) -> bytes:
+    """Seal any non-empty bytes (e.g. a cardholder record) exactly as a PAN is sealed: the
+    same blob layout, AES-GCM under a VAULT key, ``context`` bound as extra AAD (HSM worker).
+    Callers give records and PANs different contexts, so one cannot be opened as the other."""
+    if not data:
+        raise ValueError("nothing to seal")
+    if len(key_label.encode()) > 255:
+        raise ValueError("key label too long")
+    nonce = hsm.random(NONCE_LEN)
+    draft = SealedPan(key_label, nonce, b"")
+    params = GCMParams(nonce, _aad(draft, context), TAG_BITS)
+    ct = encrypt(hsm.key(key_label), data, Mechanism.AES_GCM, params)
+    return SealedPan(key_label, nonce, ct).to_bytes()
+
+
+def open_sealed(hsm: Hsm, blob: bytes, context: bytes) -> bytes:
+    """Open a blob made by seal_bytes (HSM worker); tampering or a wrong context raises."""
+    sealed = SealedPan.from_bytes(blob)
+    if sealed.key_label.split("/")[1:2] != ["VAULT"]:
+        raise VaultError("a sealed blob must name a VAULT key")
+    params = GCMParams(sealed.nonce, _aad(sealed, context), TAG_BITS)
+    try:
+        return decrypt(hsm.key(sealed.key_label), sealed.ciphertext, Mechanism.AES_GCM, params)
+    except PKCS11Error as exc:
+        raise VaultError("sealed blob failed authentication") from exc
+
+
 def pan_hash(hsm: Hsm, hmac_label: str, pan: str) -> bytes:
     """Keyed lookup hash HMAC-SHA256(key, PAN) computed in the HSM (generic secret key)."""
     if not pan.isdigit():

@@ -1,0 +1,39 @@
+"""`python -m services.keymgmt`: serve keymgmt on its port (8102);
+`python -m services.keymgmt ceremony ...`: the key custodians' CLI (cli.py).
+"""
+
+import asyncio
+import sys
+
+import uvicorn
+
+from services.keymgmt.settings import KeymgmtSettings
+
+
+async def serve_keymgmt(settings: KeymgmtSettings) -> None:
+    # Built inside the running loop: ServiceRuntime makes its aiokafka producer in __init__,
+    # which needs one (as in services/graphical/__main__.py).
+    from services.keymgmt.app import build_app, build_runtime
+    from shared.logs import configure_logging
+    from shared.telemetry import configure_tracing
+
+    configure_logging("keymgmt", settings.log_level)
+    configure_tracing("keymgmt", settings.trace_file)
+    app = build_app(build_runtime(settings))
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=settings.port, log_config=None, access_log=False
+    )
+    await uvicorn.Server(config).serve()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["ceremony"]:
+        from services.keymgmt.cli import main as ceremony
+
+        return ceremony(argv[1:])
+    asyncio.run(serve_keymgmt(KeymgmtSettings()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,91 @@
+"""Settings of the keymgmt service (BUREAU_* environment variables, plus OPENSSL_CONF)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.keymgmt.hsm import Hsm
+from shared.settings import BureauSettings
+
+# PINs that come with the local stack or SoftHSM examples: never acceptable outside dev/test.
+DEV_HSM_PINS = frozenset({"1234", "0000", "123456", "12345678", "24681357"})
+
+
+class KeymgmtSettings(BureauSettings):
+    model_config = SettingsConfigDict(env_prefix="BUREAU_", extra="ignore", populate_by_name=True)
+
+    port: int = Field(default=8102, validation_alias=AliasChoices("BUREAU_KEYMGMT_PORT", "port"))
+    keymgmt_schema: str = Field(default="keymgmt", description="the Postgres schema it owns")
+    pkcs11_module: str = Field(
+        default="/usr/lib/softhsm/libsofthsm2.so", description="BUREAU_PKCS11_MODULE"
+    )
+    hsm_token: str = Field(default="bureau", description="BUREAU_HSM_TOKEN: token label")
+    hsm_pin: str = Field(default="1234", repr=False, description="BUREAU_HSM_PIN: user PIN")
+    openssl_conf: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENSSL_CONF", "openssl_conf"),
+        description="OpenSSL config activating the legacy provider (single DES, retail MAC)",
+    )
+    # Bureau-owned keys: generated inside the HSM at startup when absent.
+    vault_key_label: str = "bureau/VAULT/1"
+    pan_hash_key_label: str = "bureau/PANHASH/1"
+    # Shared with the card manufacturer, so it is loaded by key ceremony, never generated.
+    kmc_label: str = "bureau/KMC/1"
+    app_label: str = Field(default="CARDBUREAU", description="EMV application label (tag 50)")
+    service_code: str = Field(
+        default="201", pattern=r"^\d{3}$", description="track 2 service code of EMV cards"
+    )
+    hsm_retry_seconds: float = Field(default=5.0, gt=0, description="wait between HSM opens")
+    hsm_ping_timeout_seconds: float = Field(default=5.0, gt=0, description="readiness probe")
+
+    @model_validator(mode="after")
+    def _check_hsm_settings(self) -> KeymgmtSettings:
+        if self.environment not in ("dev", "test") and (
+            self.hsm_pin in DEV_HSM_PINS or "dev" in self.hsm_pin
+        ):
+            raise ValueError(f"hsm_pin is still a development PIN in {self.environment}")
+        if self.vault_key_label.split("/")[1:2] != ["VAULT"]:
+            raise ValueError("vault_key_label must look like <owner>/VAULT/<version>")
+        return self
+
+    def make_hsm(self) -> Hsm:
+        return Hsm(self.pkcs11_module, self.hsm_token, self.hsm_pin, self.openssl_conf)
+
+
+@dataclass
+class _SharedHsm:
+    hsm: Hsm
+    users: int = 0
+
+
+_OPEN: dict[tuple[str, str], _SharedHsm] = {}
+
+
+@contextlib.asynccontextmanager
+async def process_hsm(settings: KeymgmtSettings) -> AsyncIterator[Hsm]:
+    """The process' one open Hsm for the configured module and token.
+
+    A PKCS#11 module is initialised once per process (C_Initialize) and SoftHSM is not
+    thread-safe (INFRA.md), so every user in one process (the service runtime, an in-process
+    ceremony of the demo driver) shares one Hsm and its single worker thread. The last user
+    to leave closes the session.
+    """
+    key = (settings.pkcs11_module, settings.hsm_token)
+    entry = _OPEN.get(key)
+    if entry is None:
+        entry = _OPEN[key] = _SharedHsm(settings.make_hsm())
+    entry.users += 1
+    try:
+        await entry.hsm.start()  # idempotent; serialised on the HSM worker
+        yield entry.hsm
+    finally:
+        entry.users -= 1
+        if entry.users == 0:
+            if _OPEN.get(key) is entry:
+                del _OPEN[key]
+            await entry.hsm.aclose()
