@@ -1,0 +1,229 @@
+"""keymgmt's key inventory and ceremonies on the real stack: issuer scoping, retirement,
+refused ceremonies that leave no key but a record, the custodians' CLI; and readiness while
+the HSM session cannot open."""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.keymgmt import cli
+from services.keymgmt.app import MIGRATIONS, KeymgmtRuntime, build_app, build_runtime
+from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.cli import CeremonyRefused, CeremonySpec, KeyCeremony, load_demo_keys
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.settings import KeymgmtSettings
+from shared.db import make_engine, migrate
+from tests.conftest import running
+from tests.integration.bus_harness import wait_for
+from tests.integration.hsm_fixtures import (
+    hsm_token,  # noqa: F401  (fixture)
+    soft_des_kcv,
+)
+from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+    ADDRESS,
+    PAN16,
+    auth,
+    keymgmt,
+    keymgmt_hsm,
+    keymgmt_module,
+    settings,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
+]
+
+CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PARTS = [bytes.fromhex(p) for p in ("1F1F1F1F0E0E0E0E0101010101010101", "E0E0E0E0F1F1F1F1" * 2)]
+PARTS.append(bytes(a ^ b ^ c for a, b, c in zip(CVK, *PARTS, strict=True)))
+
+
+async def test_issuers_see_only_their_own_keys_and_custodians_retire_them(
+    settings: KeymgmtSettings,  # noqa: F811
+    unique: str,
+    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+) -> None:
+    _, http = keymgmt
+    a, b = f"ia{unique}", f"ib{unique}"
+    await load_demo_keys(settings, a)
+    await load_demo_keys(settings, b)
+    as_a, custodian = auth(f"ia-{unique}"), auth(f"cu-{unique}")
+
+    own = (await http.get("/v1/keys", headers=as_a)).json()["keys"]
+    assert {k["label"] for k in own} == {f"{a}/IMK-AC/1", f"{a}/IMK-SMI/1", f"{a}/IMK-SMC/1"}
+    assert all(k["custodians"] == ["demo-custodian-1", "demo-custodian-2"] for k in own)
+    assert (await http.get(f"/v1/keys?issuer_id={b}", headers=as_a)).status_code == 404
+    assert (await http.get(f"/v1/keys/{b}/IMK-AC/1", headers=as_a)).status_code == 404
+    assert (await http.get(f"/v1/keys/{a}/IMK-AC/1", headers=as_a)).json()["kcv"] == "08D7B4"
+    everything = (await http.get("/v1/keys", headers=custodian)).json()["keys"]
+    labels = {k["label"]: k for k in everything}
+    assert {f"{b}/IMK-AC/1", settings.kmc_label, settings.vault_key_label} <= set(labels)
+    assert labels[settings.vault_key_label]["origin"] == "generated"
+    assert labels[settings.pan_hash_key_label]["kcv_method"] == "HMAC-SHA256-ZERO-BLOCK"
+    assert (await http.get("/v1/keys", headers=auth(f"st-{unique}"))).status_code == 403
+
+    retire = f"/v1/keys/{a}/IMK-AC/1/retire"
+    assert (await http.post(retire, headers=as_a)).status_code == 403
+    retired = await http.post(retire, headers=custodian)
+    assert (retired.status_code, retired.json()["state"]) == (200, "retired")
+    assert retired.json()["retired_by"] == "custodian:carol"
+    assert (await http.post(retire, headers=custodian)).status_code == 409
+    assert (await http.post(f"/v1/keys/{a}/NOPE/1/retire", headers=custodian)).status_code == 404
+    vault_key = f"/v1/keys/{settings.vault_key_label}/retire"
+    assert (await http.post(vault_key, headers=auth(f"ad-{unique}"))).status_code == 409
+
+
+@pytest.fixture
+async def engine(settings: KeymgmtSettings) -> AsyncIterator[AsyncEngine]:  # noqa: F811
+    engine = make_engine(settings.database_url, settings.keymgmt_schema)
+    await migrate(engine, settings.keymgmt_schema, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+async def run(engine: AsyncEngine, hsm: Hsm, spec: CeremonySpec, *steps: Any) -> str | None:
+    """Run a ceremony; each step is (custodian, component, declared KCV). Returns the refusal."""
+    ceremony = KeyCeremony(engine, hsm, spec)
+    try:
+        await ceremony.open()
+        for custodian, part, kcv in steps:
+            await ceremony.add_component(custodian, part.hex(), kcv)
+        await ceremony.complete()
+    except CeremonyRefused as exc:
+        return str(exc)
+    return None
+
+
+async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
+    settings: KeymgmtSettings,  # noqa: F811
+    unique: str,
+    engine: AsyncEngine,
+    keymgmt_hsm: Hsm,  # noqa: F811
+) -> None:
+    label = f"ia{unique}/CVK/1"
+    spec = CeremonySpec(label, f"ia{unique}", CeremonyKeyType.DES2, KeyUsage.ENCRYPT, 3, "test")
+    alice, bob, carol = (
+        (who, part, soft_des_kcv(part))
+        for who, part in zip(("alice", "bob", "carol"), PARTS, strict=True)
+    )
+    twice = await run(engine, keymgmt_hsm, spec, alice, ("alice", *bob[1:]))
+    wrong_kcv = await run(engine, keymgmt_hsm, spec, alice, (bob[0], bob[1], "123456"))
+    missing = await run(engine, keymgmt_hsm, spec, alice, bob)
+    blank = await run(engine, keymgmt_hsm, spec, alice, ("bob", b"", bob[2]))
+    expected = replace(spec, expected_kcv="000000")
+    other_key = await run(engine, keymgmt_hsm, expected, alice, bob, carol)
+    async with engine.connect() as conn:
+        assert await KeymgmtRepository(conn).key(label) is None
+    assert await keymgmt_hsm.call(Hsm.find_key, label) is None
+    assert twice == "alice already entered a component: dual control"
+    assert wrong_kcv == "component of bob: KCV mismatch"
+    assert missing == "component missing: 2 of 3"
+    assert blank == "component missing"
+    assert other_key == "combined key KCV differs from the expected KCV"
+
+    right = replace(spec, expected_kcv=soft_des_kcv(CVK))
+    assert await run(engine, keymgmt_hsm, right, alice, bob, carol) is None
+    async with engine.connect() as conn:
+        repo = KeymgmtRepository(conn)
+        key = await repo.key(label)
+        history = await repo.ceremonies(label)
+    assert key is not None
+    assert (key["kcv"], key["state"]) == ("08D7B4", "active")
+    assert key["custodians"] == ["alice", "bob", "carol"]
+    outcomes = [(c["outcome"], c["reason"]) for c in history]
+    assert outcomes[:-1] == [("refused", r) for r in (twice, wrong_kcv, missing, blank, other_key)]
+    assert outcomes[-1] == ("completed", None)
+    assert [s["custodian"] for s in history[-1]["steps"]] == [None, "alice", "bob", "carol", None]
+    recorded = json.dumps(history, default=str).upper()
+    assert all(part.hex().upper() not in recorded for part in PARTS)
+    again = await run(engine, keymgmt_hsm, spec, alice, bob, carol)
+    assert again == f"{label} is already in the inventory"
+
+
+@pytest.fixture
+def cli_env(
+    settings: KeymgmtSettings,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[str]:
+    """The CLI reads its settings from the environment; prompts are answered from a list."""
+    env = {
+        "BUREAU_ENVIRONMENT": "test",
+        "BUREAU_PKCS11_MODULE": settings.pkcs11_module,
+        "BUREAU_HSM_TOKEN": settings.hsm_token,
+        "BUREAU_HSM_PIN": settings.hsm_pin,
+        "OPENSSL_CONF": str(settings.openssl_conf),
+        "BUREAU_KEYMGMT_SCHEMA": settings.keymgmt_schema,
+        "BUREAU_KMC_LABEL": settings.kmc_label,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    answers: list[str] = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": answers.pop(0))
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": answers.pop(0))
+    monkeypatch.setattr(cli, "configure_logging", lambda *a: None)
+    return answers
+
+
+def test_cli_prompts_each_custodian_and_refuses_one_person_acting_as_two(
+    cli_env: list[str], unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issuer = f"ia{unique}"
+    args = ["--issuer", issuer, "--type", "DES2", "--usage", "derive", "--components", "2"]
+    second = bytes(a ^ b for a, b in zip(CVK, PARTS[0], strict=True))
+    kcvs = [soft_des_kcv(PARTS[0]), soft_des_kcv(second)]
+    cli_env[:] = ["alice", PARTS[0].hex(), kcvs[0], "alice", second.hex(), kcvs[1]]
+    assert cli.main(["import", "--label", "IMK-CVK", *args]) == 2
+    assert "REFUSED: alice already entered a component" in capsys.readouterr().err
+    cli_env[:] = ["alice", PARTS[0].hex(), kcvs[0], "bob", second.hex(), kcvs[1]]
+    assert cli.main(["import", "--label", "IMK-CVK", *args, "--expected-kcv", "08D7B4"]) == 0
+    out = capsys.readouterr().out
+    assert f"{issuer}/IMK-CVK/1 loaded, KCV 08D7B4 (DES-3DES-ECB-ZERO)" in out
+    assert PARTS[0].hex() not in out
+    assert second.hex() not in out
+    assert cli.main(["demo-keys", "--issuer", issuer]) == 0
+    assert f"imported: {issuer}/IMK-AC/1" in capsys.readouterr().out
+
+
+async def test_readiness_fails_while_the_hsm_session_cannot_open(
+    stack_env: dict[str, str], unique: str
+) -> None:
+    no_hsm = KeymgmtSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        keymgmt_schema=f"keymgmt_{unique}",
+        pkcs11_module=f"/nonexistent/{unique}/libpkcs11.so",
+        service_tokens=f"intake=in-{unique}",
+        hsm_retry_seconds=0.2,
+    )
+    runtime = build_runtime(no_hsm)
+    async with running(runtime):
+        transport = httpx.ASGITransport(app=build_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://k") as http:
+
+            async def reported() -> bool:
+                return runtime.gate.problem.startswith("cannot use the HSM")
+
+            await wait_for(reported)
+            ready = await http.get("/ready")
+            card: dict[str, Any] = {"card_id": str(uuid.uuid4()), "pan": PAN16}
+            card |= {"expiry": "2812", "cardholder_name": "DOE/JANE", "address": ADDRESS}
+            store = await http.post(
+                "/v1/vault/cards",
+                json={"issuer_id": "x", "cards": [card]},
+                headers=auth(f"in-{unique}"),
+            )
+    assert ready.status_code == 503
+    assert any(p.startswith("hsm: cannot use the HSM") for p in ready.json()["problems"])
+    assert store.status_code == 503
