@@ -1,0 +1,168 @@
+"""keymgmt service logic without the HSM: read-back comparison, settings, ceremony helpers."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from services.keymgmt.ceremony import CeremonyKeyType
+from services.keymgmt.cli import DEMO_IMKS, DEMO_KMC, resolve_label, software_kcv
+from services.keymgmt.emv import MkDerivation
+from services.keymgmt.handlers import HsmGate, HsmUnavailable
+from services.keymgmt.perso import CardRecord, record_dgis, tlv, track2
+from services.keymgmt.repository import key_row
+from services.keymgmt.service import (
+    OpenedCard,
+    VaultCardIn,
+    mk_option,
+    new_pan_token,
+    pan_context,
+    readback_problems,
+    record_context,
+)
+from services.keymgmt.settings import KeymgmtSettings
+from shared.bus import _is_transient
+
+PAN = "4761739001010010"
+RECORD = CardRecord(PAN, "01", "2512", "DOE/JANE", "201")
+
+
+def expected() -> dict[str, bytes]:
+    dgis = record_dgis(RECORD, "CARDBUREAU")
+    return {"1": dgis[0][3:], "2": dgis[1][3:]}
+
+
+def test_identical_records_read_back_clean() -> None:
+    want = expected()
+    assert readback_problems(want, {n: v.hex() for n, v in want.items()}) == []
+
+
+def test_read_back_problems_name_record_and_field_never_the_value() -> None:
+    want = expected()
+    other = CardRecord("4761739001019999", "02", "2512", "DOE/JOHN", "201")
+    got = {"1": record_dgis(other, "CARDBUREAU")[0][3:].hex(), "2": ""}
+    problems = readback_problems(want, got)
+    assert problems == [
+        "record 1: tag 57 (track 2 equivalent data) differs",
+        "record 1: tag 5F20 (cardholder name) differs",
+        "record 2: not a single `70` record template",
+    ]
+    wrong = record_dgis(other, "CARDBUREAU")[1][3:].hex()
+    assert readback_problems(want, {"1": want["1"].hex(), "2": wrong}) == [
+        "record 2: tag 5A (PAN) differs",
+        "record 2: tag 5F34 (PAN sequence number) differs",
+    ]
+    for problem in problems:
+        assert PAN not in problem
+        assert PAN[-4:] not in problem
+
+
+def test_missing_extra_and_malformed_records_are_named() -> None:
+    want = expected()
+    no_name = tlv(b"\x70", tlv(b"\x57", track2(RECORD)))
+    extra = tlv(b"\x70", want["2"][2:] + tlv(b"\x9f\x36", b"\x01"))
+    read = {"1": no_name.hex(), "2": extra.hex(), "3": "zz"}
+    assert readback_problems(want, read) == [
+        "record 1: tag 5F20 (cardholder name) missing",
+        "record 2: unexpected tag 9F36",
+        "record 3: not a record keymgmt prepares",
+    ]
+    padded = {"1": want["1"].hex() + "00", "2": "9F3601"}
+    assert readback_problems(want, padded) == [
+        "record 1: encoding differs",
+        "record 2: not a single `70` record template",
+    ]
+    assert readback_problems(want, {"1": "not hex"}) == [
+        "record 1: not hex",
+        "record 2: not read back",
+    ]
+
+
+def test_option_b_only_for_pans_over_16_digits() -> None:
+    assert mk_option(PAN) is MkDerivation.OPTION_A
+    assert mk_option("6799998900000060018") is MkDerivation.OPTION_B
+
+
+def test_pan_and_record_blobs_are_bound_to_different_contexts() -> None:
+    card_id = uuid.uuid4()
+    assert pan_context(card_id, "acme") != record_context(card_id, "acme")
+    assert pan_context(card_id, "acme") != pan_context(card_id, "other")
+    token = new_pan_token()
+    assert token.startswith("pt_")
+    assert token != new_pan_token()
+
+
+def test_cardholder_data_stays_out_of_reprs() -> None:
+    address = {"lines": ["1 Test Street"], "postcode": "T1", "city": "X", "country": "GB"}
+    card = VaultCardIn.model_validate(
+        {"card_id": uuid.uuid4(), "pan": PAN, "expiry": "2512", "cardholder_name": "DOE/JANE"}
+        | {"address": address}
+    )
+    assert PAN not in repr(card)
+    opened = OpenedCard(PAN, "01", "2512", "DOE/JANE", address)
+    assert repr(opened) == "OpenedCard(pan=476173******0010)"
+    with pytest.raises(ValidationError):
+        VaultCardIn.model_validate(card.model_dump() | {"expiry": "2513"})
+
+
+def test_a_closed_hsm_is_a_transient_fault_for_the_consumer() -> None:
+    with pytest.raises(HsmUnavailable) as caught:
+        HsmGate().get()
+    assert _is_transient(caught.value)
+
+
+def test_settings_refuse_a_development_hsm_pin_outside_dev() -> None:
+    def prod(pin: str) -> KeymgmtSettings:
+        return KeymgmtSettings(
+            environment="prod",
+            database_url="postgresql+asyncpg://k:s3cret@db/bureau",
+            service_tokens="intake=a1",
+            principals="admin:root=b2",
+            hsm_pin=pin,
+        )
+
+    with pytest.raises(ValidationError, match="hsm_pin is still a development PIN"):
+        prod("1234")
+    assert prod("Xk4-91-qq").hsm_pin == "Xk4-91-qq"
+    assert KeymgmtSettings(environment="test").hsm_pin == "1234"
+    with pytest.raises(ValidationError, match="vault_key_label"):
+        KeymgmtSettings(vault_key_label="bureau/AES/1")
+
+
+def test_settings_read_the_stack_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUREAU_PKCS11_MODULE", "/opt/hsm/lib.so")
+    monkeypatch.setenv("BUREAU_HSM_TOKEN", "partition-7")
+    monkeypatch.setenv("OPENSSL_CONF", "/etc/ssl/legacy.cnf")
+    monkeypatch.setenv("BUREAU_KEYMGMT_PORT", "9102")
+    settings = KeymgmtSettings()
+    assert (settings.pkcs11_module, settings.hsm_token) == ("/opt/hsm/lib.so", "partition-7")
+    assert (settings.openssl_conf, settings.port) == ("/etc/ssl/legacy.cnf", 9102)
+    assert "1234" not in repr(settings)
+
+
+def test_ceremony_labels_belong_to_their_issuer() -> None:
+    assert resolve_label("IMK-AC", "acme") == "acme/IMK-AC/1"
+    assert resolve_label("acme/IMK-AC/2", "acme") == "acme/IMK-AC/2"
+    with pytest.raises(ValueError, match="does not belong"):
+        resolve_label("other/IMK-AC/1", "acme")
+    with pytest.raises(ValueError, match="invalid label part"):
+        resolve_label("IMK AC", "acme")
+
+
+def test_demo_components_combine_to_the_published_test_keys() -> None:
+    for key, first in [*DEMO_IMKS.values(), DEMO_KMC]:
+        part1 = bytes.fromhex(first)
+        part2 = bytes(a ^ b for a, b in zip(bytes.fromhex(key), part1, strict=True))
+        assert bytes(a ^ b for a, b in zip(part1, part2, strict=True)).hex().upper() == key
+        assert part1 != part2
+    # The classic EMV test IMK 0123456789ABCDEF FEDCBA9876543210 has the published KCV 08D7B4.
+    assert software_kcv(bytes.fromhex(DEMO_IMKS["IMK-AC"][0]), CeremonyKeyType.DES2) == "08D7B4"
+
+
+def test_inventory_rows_keep_the_first_kcv_as_main_and_the_rest_named() -> None:
+    row = key_row("b/VAULT/1", "b", "AES-256", "vault", [("AAAAAA", "m1"), ("BBBBBB", "m2")], "g")
+    assert (row["kcv"], row["kcv_method"]) == ("AAAAAA", "m1")
+    assert row["other_kcvs"] == [{"kcv": "BBBBBB", "method": "m2"}]
+    assert (row["custodians"], row["ceremony_id"]) == ([], None)
