@@ -32,7 +32,10 @@ readonly READERS_JSON=$PCSC_DIR/readers.json
 readonly ENV_FILE=$PCSC_DIR/env.sh
 readonly VPCD_LIB=${VPCD_LIB:-/usr/lib/pcsc/drivers/serial/libifdvpcd.so}
 # Each vpcd entry serves 2 readers on TCP ports CHANNELID and CHANNELID+1: 35963-35968.
-readonly CHANNELS=(0x8C7B 0x8C7D 0x8C7F)
+# BUREAU_VPCD_CHANNELS overrides them, for a second private pcscd beside the stack's (another
+# work tree, or tests that must not share readers), e.g. "0x9C7B 0x9C7D 0x9C7F".
+read -r -a CHANNELS <<<"${BUREAU_VPCD_CHANNELS:-0x8C7B 0x8C7D 0x8C7F}"
+readonly CHANNELS
 readonly FRIENDLY_PREFIX="Bureau VPCD"
 
 # AF_UNIX paths are limited to 108 bytes; a deep run directory gets its socket under /tmp.
@@ -51,13 +54,20 @@ die() {
     exit 1
 }
 
+# Alive and not a zombie: an exited pcscd stays a zombie until its (re)parent reaps it.
+alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
 # The pid in our pid file, if that process is alive and is a pcscd.
 running_pid() {
     [[ -f $PID_FILE ]] || return 1
     local pid
     pid=$(<"$PID_FILE")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
+    alive "$pid" || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == pcscd ]] || return 1
     printf '%s\n' "$pid"
 }
@@ -196,10 +206,10 @@ cmd_down() {
     if pid=$(running_pid); then
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             log "pcscd $pid ignored SIGTERM; killing"
             kill -KILL "$pid" 2>/dev/null || true
         fi
