@@ -36,10 +36,16 @@ def build_runtime(settings: IntakeSettings, schema: str | None = None) -> Servic
     return ServiceRuntime(name="intake", settings=settings, migrations=MIGRATIONS, schema=schema)
 
 
-def build_app(settings: IntakeSettings | None = None, schema: str | None = None) -> FastAPI:
+def build_app(
+    settings: IntakeSettings | None = None,
+    schema: str | None = None,
+    vault: VaultClient | None = None,
+) -> FastAPI:
+    """The intake app. Tests pass their own schema, or a vault client bound to another
+    transport (the real keymgmt app in-process)."""
     settings = settings or IntakeSettings()
     runtime = build_runtime(settings, schema)
-    vault = VaultClient(settings.keymgmt_url, settings.token_for("intake"))
+    vault = vault or VaultClient(settings.keymgmt_url, settings.token_for("intake"))
 
     async def issuer_credentials(token: str) -> Principal | None:
         async with runtime.engine.connect() as conn:

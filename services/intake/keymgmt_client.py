@@ -16,12 +16,17 @@ class VaultUnavailable(Exception):
 
 
 class VaultClient:
-    def __init__(self, base_url: str, token: str, attempts: int = 3) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=httpx.Timeout(60.0, connect=5.0),
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        attempts: int = 3,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._client = client or httpx.AsyncClient(
+            base_url=base_url, timeout=httpx.Timeout(60.0, connect=5.0)
         )
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._attempts = attempts
 
     async def close(self) -> None:
@@ -32,7 +37,9 @@ class VaultClient:
         body = {"issuer_id": issuer_id, "cards": cards}
         for attempt in range(1, self._attempts + 1):
             try:
-                response = await self._client.post("/v1/vault/cards", json=body)
+                response = await self._client.post(
+                    "/v1/vault/cards", json=body, headers=self._headers
+                )
             except httpx.TransportError as exc:
                 log.warning("vault unreachable (attempt %d): %s", attempt, exc.__class__.__name__)
             else:
