@@ -1,9 +1,8 @@
 """ISO/IEC 7816-4 building blocks shared by the virtual cards, station agents and QA.
 
-Short APDUs only (ISO 7816-4 §5.1: Lc and Le on one byte); extended length is refused so that a
-caller never silently builds something a T=0 reader cannot carry. BER-TLV follows ISO 7816-4 §5.2
-/ ISO 8825-1 (multi-byte tags, definite long lengths). DGIs follow EMV CPS: a 2-byte tag and a
-1-byte length, or FF followed by 2 bytes when the value is 255 bytes or more.
+Short APDUs only (Lc and Le on one byte): extended length is refused, so nothing a T=0 reader
+cannot carry gets built. BER-TLV per ISO 7816-4 §5.2 / ISO 8825-1 (multi-byte tags, long
+lengths). DGIs per EMV CPS: 2-byte tag, 1-byte length or FF + 2 bytes from 255 bytes on.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ class CommandAPDU:
 
     @property
     def case(self) -> int:
-        """ISO 7816-3 §12.1.2 command case: 1 no data, 2 Le only, 3 Lc only, 4 both."""
+        """ISO 7816-3 §12.1 command case: 1 no data, 2 Le only, 3 Lc only, 4 both."""
         if self.data:
             return 4 if self.le is not None else 3
         return 2 if self.le is not None else 1
@@ -76,11 +75,10 @@ class CommandAPDU:
 
     @classmethod
     def parse(cls, raw: bytes) -> CommandAPDU:
-        """Decode a short APDU (ISO 7816-3 §12.1.3); Lc=00 would mean extended length."""
+        """Decode a short APDU (ISO 7816-3 §12.1); Lc=00 would mean extended length."""
         if len(raw) < 4:
             raise ApduError("command APDU shorter than its 4-byte header")
-        cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
-        body = raw[4:]
+        (cla, ins, p1, p2), body = raw[:4], raw[4:]
         if not body:
             return cls(cla, ins, p1, p2)
         if len(body) == 1:
@@ -126,14 +124,17 @@ def sw_hex(sw: int) -> str:
     return f"{sw:04X}"
 
 
-# ---------------------------------------------------------------------------------------------
-# BER-TLV (ISO 7816-4 §5.2, ISO/IEC 8825-1 §8.1.2-8.1.3). Tags are ints of their bytes: 0x9F7F.
+# -- BER-TLV (ISO 7816-4 §5.2, ISO/IEC 8825-1 §8.1.2-8.1.3). Tags are ints of their bytes: 0x9F7F.
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
 
 
 def _tag_bytes(tag: int) -> bytes:
     if tag < 0:
         raise ValueError("negative tag")
-    raw = tag.to_bytes(max(1, (tag.bit_length() + 7) // 8), "big")
+    raw = _int_bytes(tag)
     if len(raw) == 1 and raw[0] & 0x1F == 0x1F:
         raise ValueError(f"tag {tag:X} announces subsequent bytes but has none")
     if len(raw) > 1:
@@ -148,7 +149,7 @@ def encode_length(length: int) -> bytes:
         raise ValueError("negative length")
     if length < 0x80:
         return bytes((length,))
-    raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    raw = _int_bytes(length)
     if len(raw) > 4:
         raise ValueError("length too large")
     return bytes((0x80 | len(raw),)) + raw
@@ -166,8 +167,7 @@ class Tlv:
 
     @property
     def constructed(self) -> bool:
-        first = self.tag.to_bytes(max(1, (self.tag.bit_length() + 7) // 8), "big")[0]
-        return bool(first & 0x20)
+        return bool(_int_bytes(self.tag)[0] & 0x20)  # b6 of the first tag byte
 
     def find(self, tag: int) -> Tlv | None:
         return find_tlv(self.children, tag)
@@ -176,17 +176,11 @@ class Tlv:
 def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
     if pos >= len(data):
         raise ValueError("truncated tag")
-    tag = data[pos]
-    pos += 1
-    if tag & 0x1F == 0x1F:
-        while True:
-            if pos >= len(data):
-                raise ValueError("truncated multi-byte tag")
-            byte = data[pos]
-            tag = (tag << 8) | byte
-            pos += 1
-            if not byte & 0x80:
-                break
+    tag, more, pos = data[pos], data[pos] & 0x1F == 0x1F, pos + 1
+    while more:  # subsequent tag bytes carry b8 = 1 except the last
+        if pos >= len(data):
+            raise ValueError("truncated multi-byte tag")
+        tag, more, pos = (tag << 8) | data[pos], bool(data[pos] & 0x80), pos + 1
     return tag, pos
 
 
@@ -206,26 +200,20 @@ def _read_length(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def decode_tlv(data: bytes, *, recursive: bool = True) -> list[Tlv]:
-    """Decode a sequence of BER-TLV objects; constructed ones are parsed into children.
-
-    00 and FF bytes between objects are padding (ISO 7816-4 §5.2.2) and are skipped.
-    """
+    """Decode BER-TLV objects, constructed ones into children; 00/FF padding is skipped."""
     out: list[Tlv] = []
     pos = 0
     while pos < len(data):
-        if data[pos] in (0x00, 0xFF):
+        if data[pos] in (0x00, 0xFF):  # inter-object padding
             pos += 1
             continue
         tag, pos = _read_tag(data, pos)
         length, pos = _read_length(data, pos)
         if pos + length > len(data):
             raise ValueError(f"value of tag {tag:X} overruns the data")
-        value = bytes(data[pos : pos + length])
-        pos += length
-        item = Tlv(tag, value)
-        if recursive and item.constructed:
-            item = Tlv(tag, value, decode_tlv(value))
-        out.append(item)
+        value, pos = bytes(data[pos : pos + length]), pos + length
+        constructed = recursive and bool(_int_bytes(tag)[0] & 0x20)
+        out.append(Tlv(tag, value, decode_tlv(value) if constructed else []))
     return out
 
 
@@ -240,8 +228,7 @@ def find_tlv(items: list[Tlv], tag: int) -> Tlv | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# DGIs (EMV CPS §2.2 data grouping): tag (2 bytes) || length (1 byte, or FF || 2 bytes) || value.
+# -- DGIs (EMV CPS data grouping): tag (2 bytes) || length (1 byte, or FF || 2 bytes) || value.
 
 
 def encode_dgi(tag: int, value: bytes) -> bytes:
@@ -277,8 +264,7 @@ def decode_dgis(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# STORE DATA (GlobalPlatform Card Spec 2.3.1 §11.11, table 11-89 for P1).
+# -- STORE DATA (GlobalPlatform Card Spec 2.3.1 §11.11, table 11-89 for P1).
 
 STORE_DATA_LAST_BLOCK: Final = 0x80  # P1 b8
 STORE_DATA_ENC_APPLICATION: Final = 0x20  # P1 b7-b6 = 01: application dependent encryption

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from smartcard import scard as sc
 
+import shared.pcsc.config as pcsc_config
 from shared import pcsc
 from shared.pcsc import (
     CardConnection,
@@ -21,6 +22,7 @@ from shared.pcsc import (
     ReaderStatus,
     error_for,
 )
+from shared.pcsc.wait import Wait
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore
@@ -84,14 +86,14 @@ def _status(present: bool, events: int) -> ReaderStatus:
 
 def test_wait_accepts_a_swap_seen_only_through_the_event_count() -> None:
     before = _status(True, 7)
-    wait_card = pcsc._Wait("r", True, 1, 0.1, 0.0, since=before)
+    wait_card = Wait("r", True, 1, 0.1, 0.0, since=before)
     assert not wait_card._satisfied(_status(True, 7))  # still the old card
     assert not wait_card._satisfied(_status(False, 8))
     assert wait_card._satisfied(_status(True, 9))
-    wait_gone = pcsc._Wait("r", False, 1, 0.1, 0.0, since=before)
+    wait_gone = Wait("r", False, 1, 0.1, 0.0, since=before)
     assert not wait_gone._satisfied(_status(True, 7))
     assert wait_gone._satisfied(_status(True, 9))  # the empty moment was missed: still a swap
-    assert pcsc._Wait("r", False, 1, 0.1, 0.0)._satisfied(_status(False, 8))
+    assert Wait("r", False, 1, 0.1, 0.0)._satisfied(_status(False, 8))
 
 
 def test_load_readers_sets_the_private_socket(
@@ -101,7 +103,7 @@ def test_load_readers_sets_the_private_socket(
     path = tmp_path / "readers.json"
     entry = {"name": "Bureau VPCD 8C7B 00 00", "port": 35963, "pcsc_socket": "/x/pcscd.comm"}
     path.write_text(json.dumps([entry]))
-    monkeypatch.setattr(pcsc, "_socket_used", None)
+    monkeypatch.setattr(pcsc_config, "_socket_used", None)
     readers = pcsc.load_readers(path)
     assert readers == [pcsc.ReaderConfig("Bureau VPCD 8C7B 00 00", 35963, "/x/pcscd.comm")]
     assert os.environ["PCSCLITE_CSOCK_NAME"] == "/x/pcscd.comm"
