@@ -25,7 +25,7 @@ from vcard.crypto import TEST_KMC
 from vcard.store import CardState, CardStore, Protocol
 from vcard.wire import CardLink
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("vcard.feeder")  # not __main__ under python -m
 Mode = Literal["hopper", "manual"]
 
 
