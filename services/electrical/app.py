@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from services.electrical.feeder_client import FeederClient
 from services.electrical.handlers import build_handlers
 from services.electrical.keymgmt_client import KeymgmtClient
+from services.electrical.ports import ScriptSource, Transport
 from services.electrical.settings import ElectricalSettings
-from services.electrical.station import ScriptSource, StationAgent, Transport
+from services.electrical.station import StationAgent
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, Worker, create_app
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Protocol
-from uuid import UUID
 
 from services.electrical import outcomes
 from services.electrical.keymgmt_client import KeymgmtRefused, PersoScript
+from services.electrical.ports import ReaderActivity, ScriptSource, Transport
 from services.electrical.repository import StationRepository
 from services.electrical.service import (
     GET_CPLC,
@@ -30,32 +28,13 @@ from services.electrical.service import (
     parse_cplc_response,
 )
 from shared.iso7816 import SW_OK
-from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
+from shared.pcsc import CardConnection, CardRemoved, Disposition, PcscClient, PcscError
 from shared.service import ServiceRuntime, Worker
 
 log = logging.getLogger(__name__)
 
-
-class ScriptSource(Protocol):
-    async def perso_script(self, card_id: UUID, diversification_data: bytes) -> PersoScript: ...
-
-
-class Transport(Protocol):
-    async def eject(self, reader: str) -> str | None: ...
-
-
-@dataclass
-class ReaderActivity:
-    """What one reader is doing, for /ready and for tests."""
-
-    reader: str
-    activity: str = "starting"
-    encoded: int = 0
-    spoiled: int = 0
-    chips_rejected: int = 0
-    busy_s: float = 0.0  # time spent on encoded cards, from claim to commit
-    last_problem: str | None = None
-    last_ejected: str | None = None
+REMOVAL_TIMEOUT_S = 1.0  # vpcd polls presence every 400 ms
+IDENTIFY_ATTEMPTS = 3  # a chip that never answers GET DATA after resets is ejected
 
 
 class StationAgent:
@@ -139,15 +118,30 @@ class StationAgent:
         conn = await self.pcsc.connect(reader)
         chip: ChipIdentity | None = None
         eject = False  # a stopped or failing agent leaves the card where it is
+        disposition: Disposition = "leave"
         try:
             trace = ApduTrace()
             try:
                 chip = await self._identify(conn, trace)
-            except (CardError, CardRemoved) as exc:
+            except CardRemoved:
+                eject = True  # it fell out: the transport brings the next blank
+                return
+            except CardError as exc:
                 eject = True
                 act.chips_rejected += 1
                 log.warning("chip rejected unclaimed", extra={"reader": reader, "why": str(exc)})
                 return
+            except PcscError as exc:
+                # Mostly pcscd still tracking the card that left before this one came in (it
+                # saw no removal between them): a warm reset brings the reader back in step.
+                disposition = "reset"
+                act.identify_failures += 1
+                if act.identify_failures >= IDENTIFY_ATTEMPTS:
+                    eject, act.identify_failures = True, 0
+                    act.chips_rejected += 1
+                log.info("chip did not answer; reset", extra={"reader": reader, "why": str(exc)})
+                return
+            act.identify_failures = 0
             if chip.chip_serial == act.last_ejected:
                 await asyncio.sleep(0.05)  # pcscd has not seen the ejected card go yet
                 return
@@ -175,11 +169,25 @@ class StationAgent:
             if eject:
                 act.busy_s += time.monotonic() - started
         finally:
-            await conn.disconnect("leave")
+            await conn.disconnect(disposition)
             if eject:
                 act.activity = "ejecting"
                 act.last_ejected = chip.chip_serial if chip else None
                 await self.transport.eject(reader)
+                await self._removal_seen(reader)
+
+    async def _removal_seen(self, reader: str) -> None:
+        """pcscd reports an ejected card until vpcd's next presence poll (400 ms); a card put in
+        before pcscd saw the reader empty would not answer at first."""
+        if not await self._card_gone(reader):
+            log.info("no removal seen after an eject", extra={"reader": reader})
+
+    async def _card_gone(self, reader: str) -> bool:
+        try:
+            await self.pcsc.wait_for_removal(reader, timeout=REMOVAL_TIMEOUT_S)
+        except PcscError:
+            return False
+        return True
 
     async def _wait_for_work(self, runtime: ServiceRuntime) -> None:
         while True:
@@ -273,13 +281,13 @@ class StationAgent:
         for apdu in script.apdus:
             try:
                 _data, sw = await conn.transmit(apdu)
-            except CardRemoved as exc:
-                trace.record(apdu, None)
-                raise CardError(
-                    f"card removed from the reader during {describe_command(apdu)}"
-                ) from exc
             except PcscError as exc:
                 trace.record(apdu, None)
+                # A card pulled mid-exchange may surface as any transmit error: ask the reader.
+                if isinstance(exc, CardRemoved) or await self._card_gone(conn.reader):
+                    raise CardError(
+                        f"card removed from the reader during {describe_command(apdu)}"
+                    ) from exc
                 raise CardError(f"reader failed during {describe_command(apdu)}: {exc}") from exc
             trace.record(apdu, sw)
             if sw != SW_OK:

@@ -10,6 +10,7 @@ A fault of the machine (feeder, reader, pcscd) puts the card back in the queue i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -171,6 +172,11 @@ class QaMachine:
                 await self.feeder.eject(self.reader)
             except FeederUnavailable as exc:
                 log.warning("could not eject from the QA reader", extra={"problem": str(exc)})
+            else:
+                # pcscd sees the reader empty only at vpcd's next poll (400 ms); until then the
+                # next card inserted would not answer.
+                with contextlib.suppress(PcscError):
+                    await self.pcsc.wait_for_removal(self.reader, timeout=2.0)
 
     async def _connect_to(self, chip_serial: str) -> CardConnection:
         """Connect to the inserted card, and make sure it is that card: right after an eject
@@ -191,7 +197,10 @@ class QaMachine:
                 if chip_serial_from_cplc(data, sw) == chip_serial:
                     return conn
             except (PcscError, QaFailure):
-                pass
+                # pcscd may still track the card before this one: a warm reset resyncs it.
+                await conn.disconnect("reset")
+                await asyncio.sleep(0.05)
+                continue
             await conn.disconnect("leave")
             await asyncio.sleep(0.05)
 

@@ -1,0 +1,248 @@
+"""The station agent on the real stack: pcscd + vpcd readers with virtual cards from the real
+feeder, Kafka, Postgres, and keymgmt's real HSM core behind a test double (see
+test_electrical_support.py). Four readers personalise concurrently; every chip then passes QA;
+removed and failing chips are spoiled while the next card goes on."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.electrical.app import StationRuntime, bootstrap
+from services.electrical.settings import ElectricalSettings
+from services.keymgmt.hsm import Hsm
+from services.qa.app import QaRuntime
+from services.qa.app import bootstrap as qa_bootstrap
+from services.qa.settings import QaSettings
+from shared import events
+from shared.pcsc import PcscClient
+from tests.conftest import running
+from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
+    IssuerKeys,
+    hsm,
+    hsm_token,
+    test_keys,
+)
+from tests.integration.test_electrical_support import (
+    FeederProcess,
+    KeymgmtTestDouble,
+    assert_no_clear_pan,
+    feeder_process,
+    next_card_with,
+    pcsc_readers,
+    prepared,
+    print_face,
+    publish,
+    read_events,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
+]
+log = logging.getLogger(__name__)
+
+STATION_TOKEN = "station-a-test-token"
+QA_TOKEN = "qa-test-token"
+PER_READER = 5
+
+
+@pytest.fixture(scope="module")
+async def pcsc(stack_env: dict[str, str]) -> AsyncIterator[PcscClient]:
+    pcsc_readers()  # points libpcsclite at the local pcscd
+    client = PcscClient()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+async def feeder(
+    pcsc: PcscClient, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FeederProcess]:
+    async with feeder_process(
+        tmp_path_factory.mktemp("feeder"), pcsc, stations=4, with_qa=True
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:  # noqa: F811
+    async with KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN) as double:
+        yield double
+
+
+def station(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, readers: int
+) -> StationRuntime:
+    settings = ElectricalSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        station_token=STATION_TOKEN,
+        keymgmt_url=keymgmt.url,
+        feeder_url=feeder.url,
+        keymgmt_backoff_s=0.05,
+        keymgmt_backoff_max_s=0.3,
+        queue_poll_s=0.2,
+    )
+    readers_used = feeder.station_readers[:readers]
+    return bootstrap(settings, schema=f"electrical_{unique}", readers=readers_used, pcsc=pcsc)
+
+
+def qa_machine(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, spool: Path
+) -> QaRuntime:
+    settings = QaSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        service_tokens=f"qa={QA_TOKEN}",
+        keymgmt_url=keymgmt.url,
+        feeder_url=feeder.url,
+        graphical_spool_dir=spool,
+        queue_poll_s=0.2,
+    )
+    return qa_bootstrap(settings, schema=f"qa_{unique}", reader=feeder.qa_reader, pcsc=pcsc)
+
+
+def encoded_count(n: int) -> Callable[[list[events.Event]], bool]:
+    return lambda seen: sum(isinstance(e, events.CardEncoded) for e in seen) >= n
+
+
+async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
+    unique: str,
+    keymgmt: KeymgmtTestDouble,
+    feeder: FeederProcess,
+    pcsc: PcscClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    record_property: Callable[[str, Any], None],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    total = 4 * PER_READER
+    batches = [uuid.uuid4(), uuid.uuid4()]
+    cards = {keymgmt.add_card(): batches[i * 2 // total] for i in range(total)}
+    electrical = station(unique, keymgmt, feeder, pcsc, readers=4)
+    qa = qa_machine(unique, keymgmt, feeder, pcsc, tmp_path / "spool")
+    async with running(electrical), running(qa):
+        started = time.monotonic()
+        await publish(electrical.settings, "keymgmt", *(prepared(c, b) for c, b in cards.items()))
+        out, raw_electrical = await read_events(
+            electrical.settings, "electrical", encoded_count(total), timeout=180
+        )
+        elapsed = time.monotonic() - started
+        encoded = [e for e in out if isinstance(e, events.CardEncoded)]
+        faces = [
+            print_face(tmp_path / "spool", e.card_id, e.batch_id, e.chip_serial) for e in encoded
+        ]
+        await publish(qa.settings, "graphical", *faces)
+        verdicts, raw_qa = await read_events(
+            qa.settings, "qa", lambda seen: len(seen) >= total, timeout=180
+        )
+        activity = dict(electrical.agent.activity)
+
+    assert [e.type for e in out] == ["card.encoded"] * total
+    assert {e.card_id for e in encoded} == set(cards)
+    assert len({e.chip_serial for e in encoded}) == total
+    assert {e.station_id for e in encoded} == {"station-a"}
+    assert all(e.apdu_count == 5 for e in encoded)  # SELECT + 4 STORE DATA
+    per_reader = Counter(e.reader for e in encoded)
+    assert set(per_reader) == set(feeder.station_readers)  # every reader took cards
+    assert all(keymgmt.scripts[c] == 1 for c in cards)
+    for event in encoded:
+        assert (await feeder.card(event.chip_serial))["lifecycle"] == "personalized"
+
+    passed = [v for v in verdicts if isinstance(v, events.CardQaPassed)]
+    assert len(passed) == len(verdicts)
+    assert {v.card_id for v in passed} == set(cards)
+    assert {tuple(v.checks) for v in passed} == {("chip-readback", "arqc", "print-image")}
+    pans = [keymgmt.records[c].pan for c in cards]
+    assert_no_clear_pan(pans, raw_electrical + raw_qa, caplog.records)
+
+    rate = total / elapsed
+    busy = {r: round(a.busy_s / max(a.encoded, 1), 3) for r, a in activity.items()}
+    record_property("cards_per_s_station", round(rate, 2))
+    record_property("cards_per_s_per_reader", round(rate / 4, 2))
+    log.warning(
+        "station: %d cards in %.1f s on 4 readers: %.2f cards/s, %.2f per reader;"
+        " claim-to-commit seconds per card %s; per reader %s",
+        total,
+        elapsed,
+        rate,
+        rate / 4,
+        busy,
+        dict(per_reader),
+    )
+
+
+async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+) -> None:
+    reader = feeder.station_readers[0]
+    # The next card leaves the reader after its 3rd APDU (GET DATA, SELECT, STORE DATA 00) ...
+    await next_card_with(feeder, pcsc, reader, remove_after_apdus=3)
+    # ... and the one after it has a defective NVM from STORE DATA block 02 on.
+    await feeder.arm(reader, store_data_memory_failure_at_block=2)
+    cards = [keymgmt.add_card() for _ in range(3)]
+    batch = uuid.uuid4()
+    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    async with running(electrical):
+        await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in cards))
+        out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 3)
+
+    by_card: dict[uuid.UUID, events.Event] = {}
+    for event in out:
+        assert isinstance(event, events.CardEncoded | events.CardSpoiled)
+        by_card[event.card_id] = event
+    removed, failing, good = (by_card[c] for c in cards)
+    assert isinstance(removed, events.CardSpoiled)
+    assert removed.stage == "electrical"
+    assert removed.reason.startswith("card removed from the reader during STORE DATA block")
+    assert removed.apdu_trace[-1].endswith(" no-answer")
+    # Headers (8 hex digits) and status words only: no APDU data ever reaches the event.
+    assert all(len(entry.split()[0]) == 8 for entry in removed.apdu_trace)
+    assert "80E20800 9000" in removed.apdu_trace
+    assert removed.station_id == "station-a"
+    assert isinstance(failing, events.CardSpoiled)
+    assert failing.reason == "card answered 6581 to STORE DATA block 02 (80E20802)"
+    assert failing.apdu_trace[-1] == "80E20802 6581"
+    assert failing.chip_serial not in (None, removed.chip_serial)
+    assert isinstance(good, events.CardEncoded)
+    assert good.reader == reader
+    assert (await feeder.card(good.chip_serial))["lifecycle"] == "personalized"
+    assert (await feeder.card(failing.chip_serial))["lifecycle"] == "blank"
+
+
+async def test_a_chip_with_another_kmc_answers_9000_so_only_qa_catches_it(
+    unique: str,
+    keymgmt: KeymgmtTestDouble,
+    feeder: FeederProcess,
+    pcsc: PcscClient,
+    tmp_path: Path,
+) -> None:
+    """A chip made with another KMC decrypts DGI 8000 under the wrong K_DEK: without a secure
+    channel or key check values in the script it has no way to notice, and answers 9000 to every
+    command. So the station encodes it, and QA fails it: its ARQC does not verify."""
+    reader = feeder.station_readers[0]
+    await next_card_with(feeder, pcsc, reader, wrong_kmc=True)
+    card = keymgmt.add_card()
+    batch = uuid.uuid4()
+    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    qa = qa_machine(unique, keymgmt, feeder, pcsc, tmp_path / "spool")
+    async with running(electrical), running(qa):
+        await publish(electrical.settings, "keymgmt", prepared(card, batch))
+        out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 1)
+        encoded = out[0]
+        assert isinstance(encoded, events.CardEncoded)
+        face = print_face(tmp_path / "spool", card, batch, encoded.chip_serial)
+        await publish(qa.settings, "graphical", face)
+        verdicts, _ = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
+    verdict = verdicts[0]
+    assert isinstance(verdict, events.CardQaFailed)
+    assert verdict.reason.startswith("arqc: the chip's ARQC (ATC 0001) does not verify")
+    assert verdict.chip_serial == encoded.chip_serial

@@ -1,0 +1,332 @@
+"""Test doubles and helpers shared by the electrical and QA integration tests (no tests here;
+the file name keeps it inside the electrical/QA tests' room).
+
+- `KeymgmtTestDouble`: a TEST DOUBLE of the keymgmt process, whose service layer is being written
+  concurrently. It serves the three endpoints of docs/services.md the station and QA call
+  (/v1/perso/scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1, computed by
+  the REAL HSM core (services/keymgmt/perso.py, emv.py) on a fresh SoftHSM token.
+- `FeederProcess`: the real card feeder (`python -m vcard.feeder`) as a subprocess on a free
+  port, driving the real vpcd readers of the local pcscd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import BaseModel
+
+from services.keymgmt.emv import verify_arqc
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.perso import CardRecord, build_perso_script, record_dgis
+from shared import events
+from shared.bus import make_producer
+from shared.pan import luhn_check_digit
+from shared.pcsc import PcscClient, PcscError, ReaderConfig, load_readers
+from shared.settings import BureauSettings
+from tests.conftest import REPO
+from tests.integration.bus_harness import collect, wait_for
+from tests.integration.hsm_fixtures import IssuerKeys
+
+ISSUER = "testbank"
+APP_LABEL = "CARDBUREAU"
+
+
+def new_record(name: str = "TEST/CARDHOLDER") -> CardRecord:
+    body = "476173" + "".join(secrets.choice("0123456789") for _ in range(9))
+    return CardRecord(body + luhn_check_digit(body), "01", "2812", name, "201")
+
+
+def expected_records(record: CardRecord) -> dict[str, str]:
+    """SFI 1 records 1 and 2 as the card must answer them: DGIs 0101/0102 without DGI header."""
+    r1, r2, _fci = record_dgis(record, APP_LABEL)
+    return {"1": r1[3:].hex().upper(), "2": r2[3:].hex().upper()}
+
+
+class _ScriptRequest(BaseModel):
+    card_id: uuid.UUID
+    diversification_data: str
+
+
+class _Readback(BaseModel):
+    card_id: uuid.UUID
+    records: dict[str, str]
+
+
+class _Arqc(BaseModel):
+    card_id: uuid.UUID
+    cdol1: str
+    atc: str
+    arqc: str
+
+
+class KeymgmtTestDouble:
+    """TEST DOUBLE of keymgmt over real HTTP; the cryptography is the real HSM core."""
+
+    def __init__(self, hsm: Hsm, keys: IssuerKeys, station_token: str, qa_token: str) -> None:
+        self.hsm, self.keys = hsm, keys
+        self.records: dict[uuid.UUID, CardRecord] = {}
+        self.scripts: Counter[uuid.UUID] = Counter()
+        self.available = True
+        self.refused_while_down = 0
+        app = FastAPI()
+
+        def check(authorization: str, token: str) -> None:
+            if authorization != f"Bearer {token}":
+                raise HTTPException(401, "unknown credentials")
+            if not self.available:
+                self.refused_while_down += 1
+                raise HTTPException(503, "keymgmt test double: down on purpose")
+
+        def record_of(card_id: uuid.UUID) -> CardRecord:
+            if card_id not in self.records:
+                raise HTTPException(404, "no such card")
+            return self.records[card_id]
+
+        @app.post("/v1/perso/scripts")
+        async def perso_scripts(body: _ScriptRequest, authorization: str = Header("")) -> Any:
+            check(authorization, station_token)
+            record, div = record_of(body.card_id), bytes.fromhex(body.diversification_data)
+            if len(div) != 10:
+                raise HTTPException(422, "diversification data is 10 bytes")
+            script = await hsm.call(build_perso_script, record, div, keys.imks, keys.kmc_label)
+            self.scripts[body.card_id] += 1
+            return {
+                "card_id": str(body.card_id),
+                "chip_serial": script.summary.chip_serial,
+                "apdus": [apdu.hex().upper() for apdu in script.apdus],
+                "dgis": list(script.summary.dgis),
+            }
+
+        @app.post("/v1/qa/readback")
+        async def readback(body: _Readback, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)
+            want = expected_records(record_of(body.card_id))
+            got = {k: v.upper() for k, v in body.records.items()}
+            problems = [
+                f"record {n} differs from what was prepared" for n in want if got.get(n) != want[n]
+            ]
+            return {"ok": not problems, "problems": problems}
+
+        @app.post("/v1/arqc/verify")
+        async def arqc(body: _Arqc, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)
+            record = record_of(body.card_id)
+            args = (bytes.fromhex(body.atc), bytes.fromhex(body.cdol1), bytes.fromhex(body.arqc))
+            ok = await hsm.call(verify_arqc, keys.imks.ac, record.pan, record.psn, *args)
+            return {"ok": ok}
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+    def add_card(self, record: CardRecord | None = None) -> uuid.UUID:
+        card_id = uuid.uuid4()
+        self.records[card_id] = record or new_record()
+        return card_id
+
+    async def __aenter__(self) -> KeymgmtTestDouble:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        await wait_for(self._started, timeout=10)
+        return self
+
+    async def _started(self) -> bool:
+        return self._server.started
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FeederProcess:
+    url: str
+    state_dir: Path
+    station_readers: list[str]
+    qa_reader: str
+    http: httpx.AsyncClient
+
+    async def arm(self, reader: str, **faults: Any) -> None:
+        answer = await self.http.post(f"/readers/{quote(reader, safe='')}/faults", json=faults)
+        answer.raise_for_status()
+
+    async def eject(self, reader: str) -> dict[str, Any]:
+        answer = await self.http.post(f"/readers/{quote(reader, safe='')}/eject", json={})
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    async def card(self, chip_serial: str) -> dict[str, Any]:
+        answer = await self.http.get(f"/cards/{chip_serial}")
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+
+async def next_card_with(
+    feeder: FeederProcess, pcsc: PcscClient, reader: str, **faults: Any
+) -> None:
+    """Arm faults and eject, so the next card (the one carrying the faults) enters `reader`.
+    pcscd may not report the swap when nobody spoke to the old card: the agent copes."""
+    await feeder.arm(reader, **faults)
+    await feeder.eject(reader)
+    with contextlib.suppress(PcscError):
+        await pcsc.wait_for_removal(reader, timeout=1.5)
+    await pcsc.wait_for_card(reader, timeout=5)
+
+
+def pcsc_readers() -> list[ReaderConfig]:
+    readers = load_readers(os.environ["BUREAU_PCSC_READERS"])
+    if len(readers) < 5:
+        pytest.fail("the local pcscd must offer 6 readers (deploy/local/pcscd.sh)")
+    return readers
+
+
+async def wait_until_readers_free(client: PcscClient, readers: list[str], patience: float) -> None:
+    """The vpcd readers are shared by everyone on this machine: wait for other tests' cards
+    to leave before our feeder attaches its own."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            busy = [r for r in readers if (await client.status(r)).present]
+        except PcscError as exc:
+            pytest.fail(f"pcscd is not usable ({exc}); run deploy/local/stack.sh up")
+        if not busy:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"readers hold cards of another process (another feeder?): {busy}")
+        await asyncio.sleep(1.0)
+
+
+@asynccontextmanager
+async def feeder_process(
+    tmp: Path, client: PcscClient, *, stations: int, with_qa: bool
+) -> AsyncIterator[FeederProcess]:
+    readers = pcsc_readers()
+    chosen = readers[:stations] + ([readers[4]] if with_qa else [])
+    await wait_until_readers_free(client, [r.name for r in chosen], patience=180)
+    port, log_file = free_port(), (tmp / "feeder.log").open("wb")
+    spec = json.dumps([{"name": r.name, "port": r.port} for r in chosen])
+    argv = [sys.executable, "-m", "vcard.feeder", "--readers", spec]
+    argv += ["--state-dir", str(tmp / "cards"), "--port", str(port)]
+    argv += ["--manual", readers[4].name] if with_qa else []
+    process = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+
+        async def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"the feeder exited ({process.returncode}); see {tmp / 'feeder.log'}")
+            try:
+                return (await http.get("/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(healthy, timeout=20)
+        station_names = [r.name for r in readers[:stations]]
+        for name in station_names:
+            await client.wait_for_card(name, timeout=10)
+        yield FeederProcess(str(http.base_url), tmp / "cards", station_names, readers[4].name, http)
+    finally:
+        await http.aclose()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_file.close()
+
+
+async def publish(settings: BureauSettings, stream: str, *items: events.Event) -> None:
+    producer = make_producer(settings.kafka_bootstrap, "electrical-qa-tests")
+    await producer.start()
+    try:
+        for item in items:
+            await producer.send_and_wait(
+                settings.topic(stream), events.encode_event(item), key=item.partition_key().encode()
+            )
+    finally:
+        await producer.stop()
+
+
+async def read_events(
+    settings: BureauSettings,
+    stream: str,
+    until: Callable[[list[events.Event]], bool],
+    timeout: float = 60.0,
+) -> tuple[list[events.Event], list[bytes]]:
+    """Events on a topic from the start, until the predicate holds; also the raw values."""
+    records = await collect(
+        settings.kafka_bootstrap,
+        settings.topic(stream),
+        lambda seen: until([events.decode_event(r.value) for r in seen]),
+        timeout=timeout,
+    )
+    return [events.decode_event(r.value) for r in records], [bytes(r.value) for r in records]
+
+
+def prepared(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardPrepared:
+    return events.CardPrepared(
+        issuer_id=ISSUER,
+        actor="keymgmt",
+        card_id=card_id,
+        batch_id=batch_id,
+        product_id="testbank-visa",
+        masked_pan="476173******0000",
+        dgis=["0101", "0102", "9102", "8000"],
+        key_scheme="EMV-OPTION-A",
+    )
+
+
+def print_face(
+    spool_dir: Path, card_id: uuid.UUID, batch_id: uuid.UUID, chip_serial: str
+) -> events.CardPrinted:
+    """Play the graphical service: spool a face as <spool>/<batch>/<card>.png, announce it."""
+    face = b"\x89PNG test face " + card_id.bytes
+    target = spool_dir / str(batch_id) / f"{card_id}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(face)
+    return events.CardPrinted(
+        issuer_id=ISSUER,
+        actor="graphical",
+        card_id=card_id,
+        batch_id=batch_id,
+        chip_serial=chip_serial,
+        printer="test-spool",
+        image_sha256=hashlib.sha256(face).hexdigest(),
+    )
+
+
+def assert_no_clear_pan(pans: list[str], raw_events: list[bytes], logs: list[Any]) -> None:
+    """Neither the events our services emit nor their log records carry a clear PAN (nor the
+    chip's records, whose track 2 hex holds the PAN's digits)."""
+    for pan in pans:
+        assert not [raw for raw in raw_events if pan.encode() in raw]
+        assert not [r for r in logs if pan in str(r.__dict__)]
