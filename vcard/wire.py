@@ -24,6 +24,7 @@ CTRL_OFF: Final = 0x00
 CTRL_ON: Final = 0x01
 CTRL_RESET: Final = 0x02
 CTRL_ATR: Final = 0x04
+CONNECT_TIMEOUT: Final = 0.5
 
 
 class VpcdCardProtocol(asyncio.Protocol):
@@ -140,18 +141,33 @@ class CardLink:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), self.retry_interval)
 
-    async def _run(self) -> None:
+    async def _connect(self) -> tuple[asyncio.BaseTransport, VpcdCardProtocol] | None:
+        """One attempt, bounded in time. vpcd listens with a backlog of 0: while an earlier
+        card's connection waits there for vpcd's next accept, the kernel drops our SYN and a
+        plain connect() would sleep through TCP's 1 s, 3 s, 7 s retransmissions."""
         loop = asyncio.get_running_loop()
+        attempt = loop.create_task(
+            loop.create_connection(lambda: VpcdCardProtocol(self.card), self.host, self.port)
+        )
+        await asyncio.wait({attempt}, timeout=CONNECT_TIMEOUT)
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.wait({attempt})
+        if attempt.cancelled():
+            return None
+        if attempt.exception() is not None:
+            await self._pause()  # refused: vpcd not listening, pcscd is down or restarting
+            return None
+        return attempt.result()
+
+    async def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                transport, protocol = await loop.create_connection(
-                    lambda: VpcdCardProtocol(self.card), self.host, self.port
-                )
-            except OSError:
-                await self._pause()  # vpcd not listening: pcscd is down or restarting
+            connected = await self._connect()
+            if connected is None:
                 continue
-            if self._stop.is_set():  # detached while connecting: never cancel mid-connect,
-                transport.close()  # or a connected socket could leak as a phantom card
+            transport, protocol = connected
+            if self._stop.is_set():  # detached while connecting: close, never leave it
+                transport.close()  # connected, or it would answer vpcd as a phantom card
                 break
             self._protocol = protocol
             self.connections += 1

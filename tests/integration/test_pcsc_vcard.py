@@ -68,10 +68,24 @@ async def feeder(
 ) -> AsyncIterator[Feeder]:
     specs = [{"name": r.name, "port": r.port} for r in readers]
     specs[-1]["mode"] = "manual"  # the last reader is the QA reader
+    await readers_free(readers)
     instance = Feeder(specs, CardStore(tmp_path_factory.mktemp("cards")))
     await instance.start()
     yield instance
     await instance.stop()
+
+
+async def readers_free(readers: list[ReaderConfig], patience: float = 60.0) -> None:
+    """The vpcd readers are shared on this machine: let another process's cards leave first."""
+    probe = PcscClient()
+    deadline = time.monotonic() + patience
+    try:
+        while busy := [r.name for r in readers if (await probe.status(r.name)).present]:
+            if time.monotonic() > deadline:
+                pytest.fail(f"readers hold cards of another process (a feeder?): {busy}")
+            await asyncio.sleep(0.5)
+    finally:
+        await probe.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +188,22 @@ async def test_personalize_then_qa_in_another_reader(
         assert data[5:] == expected_arqc(perso.mk_ac, 2)
     await feeder.eject(qa)
     await client.wait_for_removal(qa, timeout=5)
+
+
+async def test_quick_swaps_each_bring_a_new_card(
+    feeder: Feeder, client: PcscClient, readers: list[ReaderConfig]
+) -> None:
+    """Ejects faster than vpcd's 400 ms poll: `since` still tells each new card apart."""
+    reader = readers[0].name
+    seen: list[str] = []
+    for _ in range(4):
+        await fresh_card(feeder, client, reader)
+        async with await connect(client, reader) as conn:
+            data, sw = await conn.transmit(GET_CPLC)
+        assert sw == 0x9000
+        seen.append(data[15:21].hex().upper())
+        assert seen[-1] == feeder.slot(reader).snapshot()["card"]
+    assert len(set(seen)) == 4
 
 
 async def test_card_removal_is_detected(
