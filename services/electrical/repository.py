@@ -67,6 +67,16 @@ class StationRepository:
         ).first()
         return None if row is None else QueuedCard(*row)
 
+    async def claim_for_chip(
+        self, chip_serial: str, station_id: str, reader: str
+    ) -> tuple[str | None, QueuedCard | None]:
+        """(state of the card the chip is already bound to, None) for a used chip, which is
+        never reused; else (None, the card claimed for it, if any is queued)."""
+        bound = await self.chip_bound(chip_serial)
+        if bound is not None:
+            return bound, None
+        return None, await self.claim_next(chip_serial, station_id, reader)
+
     async def has_queued(self) -> bool:
         row = await self._conn.execute(
             text(f"SELECT EXISTS (SELECT 1 FROM {self._s}.station_cards WHERE state = 'queued')")

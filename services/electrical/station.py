@@ -147,12 +147,7 @@ class StationAgent:
                 return
             async with runtime.engine.begin() as db:
                 repo = StationRepository(db, runtime.schema)
-                bound = await repo.chip_bound(chip.chip_serial)
-                card = (
-                    None
-                    if bound
-                    else await repo.claim_next(chip.chip_serial, self.station_id, reader)
-                )
+                bound, card = await repo.claim_for_chip(chip.chip_serial, self.station_id, reader)
             if bound:
                 eject = True
                 act.chips_rejected += 1
@@ -174,13 +169,9 @@ class StationAgent:
                 act.activity = "ejecting"
                 act.last_ejected = chip.chip_serial if chip else None
                 await self.transport.eject(reader)
-                await self._removal_seen(reader)
-
-    async def _removal_seen(self, reader: str) -> None:
-        """pcscd reports an ejected card until vpcd's next presence poll (400 ms); a card put in
-        before pcscd saw the reader empty would not answer at first."""
-        if not await self._card_gone(reader):
-            log.info("no removal seen after an eject", extra={"reader": reader})
+                # pcscd reports the ejected card until vpcd's next presence poll (400 ms); a
+                # card that comes in before pcscd saw the reader empty does not answer at first.
+                await self._card_gone(reader)
 
     async def _card_gone(self, reader: str) -> bool:
         try:

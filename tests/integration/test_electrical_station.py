@@ -15,32 +15,28 @@ from typing import Any
 
 import pytest
 
-from services.electrical.app import StationRuntime, bootstrap
-from services.electrical.settings import ElectricalSettings
-from services.keymgmt.hsm import Hsm
-from services.qa.app import QaRuntime
-from services.qa.app import bootstrap as qa_bootstrap
-from services.qa.settings import QaSettings
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IssuerKeys,
     hsm,
     hsm_token,
     test_keys,
 )
-from tests.integration.test_electrical_support import (
+from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
     FeederProcess,
     KeymgmtTestDouble,
     assert_no_clear_pan,
     feeder_process,
+    keymgmt_double,
     next_card_with,
-    pcsc_readers,
+    pcsc_client,
     prepared,
     print_face,
     publish,
+    qa_machine,
     read_events,
+    station,
 )
 
 pytestmark = [
@@ -49,17 +45,7 @@ pytestmark = [
 ]
 log = logging.getLogger(__name__)
 
-STATION_TOKEN = "station-a-test-token"
-QA_TOKEN = "qa-test-token"
 PER_READER = 5
-
-
-@pytest.fixture(scope="module")
-async def pcsc(stack_env: dict[str, str]) -> AsyncIterator[PcscClient]:
-    pcsc_readers()  # points libpcsclite at the local pcscd
-    client = PcscClient()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -70,44 +56,6 @@ async def feeder(
         tmp_path_factory.mktemp("feeder"), pcsc, stations=4, with_qa=True
     ) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:  # noqa: F811
-    async with KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN) as double:
-        yield double
-
-
-def station(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, readers: int
-) -> StationRuntime:
-    settings = ElectricalSettings(
-        environment="test",
-        topic_prefix=f"t{unique}",
-        station_token=STATION_TOKEN,
-        keymgmt_url=keymgmt.url,
-        feeder_url=feeder.url,
-        keymgmt_backoff_s=0.05,
-        keymgmt_backoff_max_s=0.3,
-        queue_poll_s=0.2,
-    )
-    readers_used = feeder.station_readers[:readers]
-    return bootstrap(settings, schema=f"electrical_{unique}", readers=readers_used, pcsc=pcsc)
-
-
-def qa_machine(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, spool: Path
-) -> QaRuntime:
-    settings = QaSettings(
-        environment="test",
-        topic_prefix=f"t{unique}",
-        service_tokens=f"qa={QA_TOKEN}",
-        keymgmt_url=keymgmt.url,
-        feeder_url=feeder.url,
-        graphical_spool_dir=spool,
-        queue_poll_s=0.2,
-    )
-    return qa_bootstrap(settings, schema=f"qa_{unique}", reader=feeder.qa_reader, pcsc=pcsc)
 
 
 def encoded_count(n: int) -> Callable[[list[events.Event]], bool]:

@@ -35,9 +35,14 @@ import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel
 
+from services.electrical.app import StationRuntime, bootstrap
+from services.electrical.settings import ElectricalSettings
 from services.keymgmt.emv import verify_arqc
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.perso import CardRecord, build_perso_script, record_dgis
+from services.qa.app import QaRuntime
+from services.qa.app import bootstrap as qa_bootstrap
+from services.qa.settings import QaSettings
 from shared import events
 from shared.bus import make_producer
 from shared.pan import luhn_check_digit
@@ -48,6 +53,8 @@ from tests.integration.bus_harness import collect, wait_for
 from tests.integration.hsm_fixtures import IssuerKeys
 
 ISSUER = "testbank"
+STATION_TOKEN = "station-a-test-token"
+QA_TOKEN = "qa-test-token"
 APP_LABEL = "CARDBUREAU"
 
 
@@ -330,3 +337,49 @@ def assert_no_clear_pan(pans: list[str], raw_events: list[bytes], logs: list[Any
     for pan in pans:
         assert not [raw for raw in raw_events if pan.encode() in raw]
         assert not [r for r in logs if pan in str(r.__dict__)]
+
+
+def station(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, readers: int
+) -> StationRuntime:
+    settings = ElectricalSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        station_token=STATION_TOKEN,
+        keymgmt_url=keymgmt.url,
+        feeder_url=feeder.url,
+        keymgmt_backoff_s=0.05,
+        keymgmt_backoff_max_s=0.3,
+        queue_poll_s=0.2,
+    )
+    readers_used = feeder.station_readers[:readers]
+    return bootstrap(settings, schema=f"electrical_{unique}", readers=readers_used, pcsc=pcsc)
+
+
+def qa_machine(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, spool: Path
+) -> QaRuntime:
+    settings = QaSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        service_tokens=f"qa={QA_TOKEN}",
+        keymgmt_url=keymgmt.url,
+        feeder_url=feeder.url,
+        graphical_spool_dir=spool,
+        queue_poll_s=0.2,
+    )
+    return qa_bootstrap(settings, schema=f"qa_{unique}", reader=feeder.qa_reader, pcsc=pcsc)
+
+
+@pytest.fixture(scope="module", name="pcsc")
+async def pcsc_client(stack_env: dict[str, str]) -> AsyncIterator[PcscClient]:
+    pcsc_readers()  # points libpcsclite at the local pcscd
+    client = PcscClient()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="module", name="keymgmt")
+async def keymgmt_double(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    async with KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN) as double:
+        yield double
