@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-# Status words (ISO 7816-4 §5.6, tables 5-6; GlobalPlatform 2.3.1 §11.1.3).
+# Status words (ISO 7816-4 §5.1.3, tables 5 and 6).
 SW_OK: Final = 0x9000
 SW_MEMORY_FAILURE: Final = 0x6581
 SW_WRONG_LENGTH: Final = 0x6700

@@ -117,7 +117,8 @@ class VirtualCard:
         self._reset_volatile()
 
     def _reset_volatile(self) -> None:
-        # A reset (cold or warm) deselects everything: ISO 7816-4 §7.1.1, implicit selection none.
+        # After a reset no application is selected: this card has no default application, the
+        # terminal selects one (EMV 4.3 Book 1 §12, application selection).
         self._selected = None
         self._pending = b""
 
@@ -195,7 +196,8 @@ class VirtualCard:
         return ResponseAPDU(value, 0x9000)
 
     def _shape(self, cmd: CommandAPDU, response: ResponseAPDU) -> ResponseAPDU:
-        """Apply the transmission rules for response data (ISO 7816-3 §10.3.5, 7816-4 §5.1.3).
+        """Apply the transmission rules for response data (ISO 7816-3 APDU transport by T=0;
+        ISO 7816-4 status words 61xx and 6Cxx).
 
         A command that only fetches data (case 2) with a wrong Le gets 6Cxx with the exact
         length. Under T=0 a command that sent data cannot carry Le, so response data waits

@@ -55,7 +55,7 @@ def des_cbc_encrypt(key8: bytes, data: bytes, iv: bytes = bytes(8)) -> bytes:
 
 
 def adjust_odd_parity(key: bytes) -> bytes:
-    """DES keys carry odd parity in bit 1 of every byte (FIPS 46-3 §2)."""
+    """DES keys carry odd parity in the low bit of every byte (FIPS 46-3)."""
     return bytes((b & 0xFE) | ((bin(b & 0xFE).count("1") + 1) & 1) for b in key)
 
 

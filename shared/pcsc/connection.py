@@ -137,7 +137,7 @@ class CardConnection:
         return not status.present
 
     def transmit_sync(self, apdu: bytes) -> tuple[bytes, int]:
-        """Exchange with ISO 7816-4 §5.1.3 handling: 6Cxx resends with Le=xx, 61xx fetches
+        """Exchange with ISO 7816-4 status word handling: 6Cxx resends with Le=xx, 61xx fetches
         the rest with GET RESPONSE (T=0 case 4, or chained long answers)."""
         response = self.transmit_raw_sync(apdu)
         if response[-2] == SW1_WRONG_LE:
