@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -22,6 +22,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import metrics
 from shared.db import checked_identifier
 from shared.events import DeadLetterRecorded, Event, UndecodableEvent, decode_event, encode_event
 from shared.outbox import OutboxRelay, UnitOfWork, add_outbox_rows
@@ -84,6 +85,11 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
 
 
+def _count_consumed(events: Iterable[Event]) -> None:
+    for event in events:
+        metrics.EVENTS_CONSUMED.inc(service=metrics.service_name(), type=event.type)
+
+
 class EventConsumer:
     """Applies a service's HANDLERS table to the topics it subscribes to."""
 
@@ -119,6 +125,7 @@ class EventConsumer:
         self.dead_lettered = 0
         self.ready = asyncio.Event()
         self._tracer = tracer(f"bus.{group_id}")
+        self._lag_measured_at = 0.0
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -138,6 +145,7 @@ class EventConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
                 if consumer.assignment():
                     self.ready.set()
+                await self._measure_lag(consumer)
                 if not batches:
                     continue
                 for records in batches.values():
@@ -148,6 +156,29 @@ class EventConsumer:
         finally:
             self._consumer = None
             await consumer.stop()
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records behind each assigned partition's end (metrics), at most once a second."""
+        now = asyncio.get_running_loop().time()
+        if now - self._lag_measured_at < 1.0:
+            return
+        self._lag_measured_at = now
+        try:
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue  # no fetch answered for it yet
+                behind = max(highwater - await consumer.position(tp), 0)
+                metrics.CONSUMER_LAG.set(
+                    behind,
+                    service=metrics.service_name(),
+                    topic=tp.topic,
+                    partition=str(tp.partition),
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a rebalance in between: a metric never stops the consumer
+            log.debug("consumer lag not measured: %r", exc)
 
     async def _apply_batch(self, records: Sequence[Any]) -> bool:
         """Fast path: a partition's fetched records in ONE transaction (one fsync, one inbox
@@ -192,6 +223,8 @@ class EventConsumer:
             return False
         self.processed += len(fresh)
         self.duplicates += len(decoded) - len(fresh)
+        _count_consumed(event for _r, event in decoded if event.event_id in fresh)
+        metrics.EVENTS_DUPLICATE.inc(len(decoded) - len(fresh), service=metrics.service_name())
         if uow.emitted:
             self._relay.wake()
         return True
@@ -260,11 +293,13 @@ class EventConsumer:
                 first_time = await self._record_in_inbox(conn, event, record)
                 if not first_time:
                     self.duplicates += 1
+                    metrics.EVENTS_DUPLICATE.inc(service=metrics.service_name())
                     return
                 uow = UnitOfWork(conn, self._schema, self._emit_topic)
                 for handler in handlers:
                     await handler(uow, event)
         self.processed += 1
+        _count_consumed([event])
         if uow.emitted:
             self._relay.wake()
 
@@ -329,5 +364,8 @@ class EventConsumer:
                 ],
             )
         self.dead_lettered += 1
+        metrics.EVENTS_DEAD_LETTERED.inc(
+            service=metrics.service_name(), reason=metrics.dead_letter_reason(reason)
+        )
         log.error("event dead-lettered", extra={"source": coordinates, "reason": reason[:300]})
         self._relay.wake()

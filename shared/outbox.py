@@ -19,6 +19,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared import metrics
 from shared.db import checked_identifier
 from shared.events import Event, encode_event
 from shared.telemetry import current_trace_context
@@ -165,4 +166,6 @@ class OutboxRelay:
                 {"ids": [row[0] for row in rows]},
             )
         self.published += len(rows)
+        for row in rows:
+            metrics.EVENTS_PUBLISHED.inc(service=metrics.service_name(), topic=row[1])
         return len(rows)

@@ -14,9 +14,11 @@ from typing import Any
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import metrics
 from shared.auth import Authenticator, StaticTokens
 from shared.bus import (
     DEAD_LETTER_STREAM,
@@ -194,6 +196,14 @@ def create_app(
         if not report["ready"]:
             response.status_code = 503
         return report
+
+    metrics.set_service_name(runtime.name)
+
+    @app.get(
+        "/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse
+    )
+    async def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     return app
 
