@@ -38,6 +38,7 @@ from services.keymgmt.service import (
     verify_card_arqc,
 )
 from services.keymgmt.settings import KeymgmtSettings
+from services.keymgmt.signing import router as signing_router
 from shared.auth import Principal, require
 from shared.service import ServiceRuntime, create_app
 
@@ -291,4 +292,5 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
             raise HTTPException(409, f"cannot verify: {exc}") from exc
         return {"ok": ok}
 
+    app.include_router(signing_router)  # the audit checkpoint-signing key (issue 6)
     return app
