@@ -39,6 +39,7 @@ class ComponentKcvError(CeremonyError):
 
 
 class CeremonyKeyType(StrEnum):
+    DES1 = "DES1"  # single DES: the halves of a Visa CVK pair, one HSM step each (cvv.py)
     DES2 = "DES2"
     DES3 = "DES3"
     AES128 = "AES128"
@@ -47,6 +48,7 @@ class CeremonyKeyType(StrEnum):
 
 
 _TYPES: dict[CeremonyKeyType, tuple[KeyType, int]] = {
+    CeremonyKeyType.DES1: (KeyType._DES, 8),
     CeremonyKeyType.DES2: (KeyType.DES2, 16),
     CeremonyKeyType.DES3: (KeyType.DES3, 24),
     CeremonyKeyType.AES128: (KeyType.AES, 16),
@@ -59,7 +61,8 @@ class KeyUsage(StrEnum):
     """What an imported key may do in the HSM (one usage per key)."""
 
     DERIVE = "derive"  # IMK-AC/SMI/SMC, KMC
-    ENCRYPT = "encrypt"  # CVK pairs, PIN keys
+    ENCRYPT = "encrypt"  # CVK-A/CVK-B (the CVV needs a DES decrypt under CVK-B)
+    ENCRYPT_ONLY = "encrypt-only"  # PIN block keys, PVK: nothing here ever decrypts a PIN
     MAC = "mac"
     WRAP = "wrap"  # transport/zone master keys
 
@@ -67,6 +70,7 @@ class KeyUsage(StrEnum):
 _USAGE: dict[KeyUsage, MechanismFlag] = {
     KeyUsage.DERIVE: MechanismFlag.DERIVE,
     KeyUsage.ENCRYPT: MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+    KeyUsage.ENCRYPT_ONLY: MechanismFlag.ENCRYPT,
     KeyUsage.MAC: MechanismFlag.SIGN | MechanismFlag.VERIFY,
     KeyUsage.WRAP: MechanismFlag.WRAP | MechanismFlag.UNWRAP,
 }

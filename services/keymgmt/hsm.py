@@ -79,7 +79,7 @@ _KIND_SPEC: dict[BureauKeyKind, tuple[KeyType, int, MechanismFlag]] = {
 
 
 # DES keys carry no CKA_VALUE_LEN; their length is fixed by the key type (parity bits included).
-_FIXED_BITS = {KeyType.DES2: 128, KeyType.DES3: 192}
+_FIXED_BITS = {KeyType._DES: 64, KeyType.DES2: 128, KeyType.DES3: 192}
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def key_info(key: SymKey, label: str, extra: tuple[Kcv, ...] = ()) -> KeyInfo:
     )
     kt = KeyType(attrs[Attribute.KEY_TYPE])
     kcvs: tuple[Kcv, ...] = ()
-    if kt in (KeyType.DES2, KeyType.DES3):
+    if kt in _FIXED_BITS:
         kcvs = (kcv_of(key, KcvMethod.DES),)
     elif kt == KeyType.AES:
         kcvs = (kcv_of(key, KcvMethod.AES_ZERO_BLOCK),)
