@@ -23,6 +23,7 @@ from services.keymgmt.handlers import (
 )
 from services.keymgmt.hsm import HsmError, KeyNotFoundError
 from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.routers import router as keys_and_products_router
 from services.keymgmt.service import (
     ArqcRequest,
     PersoRequest,
@@ -293,4 +294,5 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
         return {"ok": ok}
 
     app.include_router(signing_router)  # the audit checkpoint-signing key (issue 6)
+    app.include_router(keys_and_products_router)  # ceremonies, PIN/CVV product profiles
     return app

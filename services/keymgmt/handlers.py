@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pkcs11 import Mechanism
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +21,8 @@ from services.keymgmt.hsm import (
     generate_bureau_key,
 )
 from services.keymgmt.repository import KeymgmtRepository, key_row
+from services.keymgmt.repository_security import SecurityRepository
+from services.keymgmt.security import prepare_card_security, profile_key_labels, security_rows
 from services.keymgmt.service import PREPARED_DGIS, prepare_card_keys
 from services.keymgmt.settings import KeymgmtSettings, process_hsm
 from services.keymgmt.vault import VaultError
@@ -99,6 +102,7 @@ def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
             raise PoisonEvent(f"{card}: key {exc} is in the inventory but not in the HSM") from exc
         except (ValueError, VaultError) as exc:
             raise PoisonEvent(f"{card}: the vault record cannot be prepared: {exc}") from exc
+        security = await _card_security(uow, deps, vaulted, event)
         await repo.add_prepared(
             {
                 "card_id": event.card_id,
@@ -115,6 +119,8 @@ def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
                 "source_event_id": event.event_id,
             }
         )
+        if security:
+            await SecurityRepository(uow.conn).add_card_security(security)
         await repo.record_access([(event.card_id, f"service:{deps.actor}", "prepare")])
         await uow.emit(
             CardPrepared(
@@ -134,6 +140,26 @@ def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
         )
 
     return {CardOrdered: [prepare_card]}
+
+
+async def _card_security(
+    uow: UnitOfWork, deps: KeymgmtDeps, vaulted: dict[str, Any], event: CardOrdered
+) -> dict[str, Any]:
+    """PIN and CVV rows when the issuer's product profile asks for them (else nothing)."""
+    profile = await SecurityRepository(uow.conn).product(event.issuer_id, event.product_id)
+    if profile is None:
+        return {}
+    card = f"card {event.card_id} ({event.product_id})"
+    needed = profile_key_labels(event.issuer_id, profile)
+    missing = sorted(set(needed) - await KeymgmtRepository(uow.conn).active_labels(needed))
+    if missing:
+        raise PoisonEvent(f"{card}: keys not active: {', '.join(missing)}")
+    hsm = deps.gate.get()
+    try:
+        sec = await hsm.call(prepare_card_security, vaulted, profile, deps.service_code)
+    except HsmError as exc:  # KeyNotFoundError included: in the inventory, not in the HSM
+        raise PoisonEvent(f"{card}: cannot make its PIN or CVV: {exc}") from exc
+    return security_rows(event.card_id, event.issuer_id, sec)
 
 
 # -- the HSM keeper ---------------------------------------------------------------------------

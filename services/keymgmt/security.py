@@ -1,0 +1,154 @@
+"""A card's PIN and card verification values at data preparation, per the product profile.
+
+``prepare_card_security`` is an HSM-worker function: it opens the vault record, issues a PIN
+(pin.py) and computes CVV/iCVV/CVV2 (cvv.py) with the issuer's keys, and returns only what
+keymgmt's tables may hold: encrypted PIN blocks, PVV or offset, and the three values sealed
+under the card's own vault key (bound to card and issuer as GCM AAD).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.keymgmt.cvv import CvkLabels, card_verification_values
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.pin import (
+    IssuedPin,
+    PinBlockFormat,
+    PinKeys,
+    PinPolicy,
+    PinVerification,
+    issue_pin,
+)
+from services.keymgmt.service import open_card
+from services.keymgmt.vault import SealedPan, open_sealed, seal_bytes
+
+
+class ProductProfile(BaseModel):
+    """The issuer's choices for an EMV product (keymgmt's card_products table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pin_length: int = Field(default=4, ge=4, le=12)
+    pin_formats: list[PinBlockFormat] = Field(
+        default_factory=list, description="empty: no PIN for this product"
+    )
+    pin_verification: PinVerification = PinVerification.NONE
+    pvki: str = Field(default="1", pattern=r"^\d$")
+    decimalisation: str = Field(default="0123456789012345", pattern=r"^\d{16}$")
+    validation_offset: int | None = Field(default=None, ge=0, le=18)
+    validation_length: int = Field(default=12, ge=1, le=16)
+    cvv: bool = Field(default=False, description="CVV, iCVV and CVV2 from the CVK pair")
+
+    def pin_policy(self) -> PinPolicy | None:
+        if not self.pin_formats:
+            return None
+        return PinPolicy(
+            length=self.pin_length,
+            formats=tuple(dict.fromkeys(self.pin_formats)),
+            verification=self.pin_verification,
+            pvki=self.pvki,
+            decimalisation=self.decimalisation,
+            validation_offset=self.validation_offset,
+            validation_length=self.validation_length,
+        )
+
+
+@dataclass(frozen=True)
+class CardSecurity:
+    pin: IssuedPin | None
+    pvki: str | None
+    cvk: CvkLabels | None
+    sealed_values: bytes | None
+
+
+def profile_key_labels(issuer_id: str, profile: ProductProfile) -> list[str]:
+    """The issuer keys a product profile needs (checked active in the inventory first)."""
+    policy, labels = profile.pin_policy(), []
+    if policy is not None:
+        keys = PinKeys.for_issuer(issuer_id)
+        labels += [keys.iso0] if PinBlockFormat.ISO0 in policy.formats else []
+        labels += [keys.iso4] if PinBlockFormat.ISO4 in policy.formats else []
+        labels += [keys.pvk] if policy.verification is not PinVerification.NONE else []
+    if profile.cvv:
+        cvk = CvkLabels.for_issuer(issuer_id)
+        labels += [cvk.a, cvk.b]
+    return [label for label in labels if label is not None]
+
+
+def values_context(card_id: UUID, issuer_id: str) -> bytes:
+    return f"cvv|{card_id}|{issuer_id}".encode()
+
+
+def prepare_card_security(
+    hsm: Hsm, vaulted: Mapping[str, Any], profile: ProductProfile, service_code: str
+) -> CardSecurity:
+    """PIN and CVVs of a vaulted card (HSM worker). KeyNotFoundError: an issuer key is
+    missing from the HSM; HsmError: the profile needs a key the issuer does not have."""
+    card = open_card(hsm, vaulted)
+    issuer, card_id = vaulted["issuer_id"], vaulted["card_id"]
+    policy = profile.pin_policy()
+    pin, pvki = None, None
+    if policy is not None:
+        pin = issue_card_pin(hsm, card.pan, policy, PinKeys.for_issuer(issuer))
+        pvki = policy.pvki if pin.pvv is not None else None
+    cvk, sealed = None, None
+    if profile.cvv:
+        cvk = CvkLabels.for_issuer(issuer)
+        values = card_verification_values(hsm, cvk, card.pan, card.expiry, service_code)
+        clear = json.dumps({"cvv": values.cvv, "icvv": values.icvv, "cvv2": values.cvv2})
+        vault_label = SealedPan.from_bytes(bytes(vaulted["pan_blob"])).key_label
+        sealed = seal_bytes(hsm, vault_label, clear.encode(), values_context(card_id, issuer))
+    return CardSecurity(pin, pvki, cvk, sealed)
+
+
+def issue_card_pin(hsm: Hsm, pan: str, policy: PinPolicy, keys: PinKeys) -> IssuedPin:
+    """Only the keys the policy uses: a product without PVV needs no PVK."""
+    needs_pvk = policy.verification is not PinVerification.NONE
+    used = PinKeys(
+        keys.iso0 if PinBlockFormat.ISO0 in policy.formats else None,
+        keys.iso4 if PinBlockFormat.ISO4 in policy.formats else None,
+        keys.pvk if needs_pvk else None,
+    )
+    return issue_pin(hsm, pan, policy, used)
+
+
+def open_card_values(hsm: Hsm, row: Mapping[str, Any]) -> dict[str, str]:
+    """The sealed CVV/iCVV/CVV2 of a card (HSM worker; for the personalisation path only)."""
+    context = values_context(row["card_id"], row["issuer_id"])
+    values: dict[str, str] = json.loads(open_sealed(hsm, bytes(row["sealed"]), context))
+    return values
+
+
+def security_rows(card_id: UUID, issuer_id: str, sec: CardSecurity) -> dict[str, Any]:
+    """Rows for card_pins and card_verification_values (either may be absent)."""
+    rows: dict[str, Any] = {}
+    if sec.pin is not None:
+        iso0 = sec.pin.blocks.get(PinBlockFormat.ISO0)
+        iso4 = sec.pin.blocks.get(PinBlockFormat.ISO4)
+        rows["pin"] = {
+            "card_id": card_id,
+            "issuer_id": issuer_id,
+            "iso0_block": iso0[1] if iso0 else None,
+            "iso0_key_label": iso0[0] if iso0 else None,
+            "iso4_block": iso4[1] if iso4 else None,
+            "iso4_key_label": iso4[0] if iso4 else None,
+            "pvki": sec.pvki,
+            "pvv": sec.pin.pvv,
+            "ibm_offset": sec.pin.offset,
+        }
+    if sec.cvk is not None and sec.sealed_values is not None:
+        rows["cvv"] = {
+            "card_id": card_id,
+            "issuer_id": issuer_id,
+            "cvk_a_label": sec.cvk.a,
+            "cvk_b_label": sec.cvk.b,
+            "sealed": sec.sealed_values,
+        }
+    return rows

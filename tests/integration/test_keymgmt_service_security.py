@@ -1,0 +1,141 @@
+"""keymgmt on the real stack: an issuer's product profile turns card.ordered into a card
+with an HSM-generated PIN (encrypted ISO 9564 blocks + PVV) and CVV/iCVV/CVV2 sealed in the
+vault; what is stored is checked against psec with the test-known issuer keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from psec import cvv as psec_cvv
+from psec import pin as psec_pin
+from psec import pinblock
+from sqlalchemy import text
+
+from services.keymgmt.app import KeymgmtRuntime
+from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.cli import CeremonySpec, load_demo_keys, run_demo_ceremony
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.repository_security import SecurityRepository
+from services.keymgmt.security import open_card_values
+from services.keymgmt.settings import KeymgmtSettings
+from shared import events
+from tests.integration.bus_harness import collect
+from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
+from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+    PAN16,
+    auth,
+    keymgmt,
+    keymgmt_hsm,
+    keymgmt_module,
+    ordered,
+    pan_hits,
+    publish,
+    settings,
+    vault,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
+]
+
+PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PIN_AES = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+PVK = bytes.fromhex("89ABCDEF01234567FEDCBA9876543210")
+CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PROFILE = {
+    "pin_length": 4,
+    "pin_formats": ["ISO-9564-1-FORMAT-0", "ISO-9564-1-FORMAT-4"],
+    "pin_verification": "visa-pvv",
+    "pvki": "2",
+    "cvv": True,
+}
+
+
+async def load_security_keys(runtime: KeymgmtRuntime, hsm: Hsm, issuer: str) -> None:
+    des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
+    enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
+    for usage, kt, key_usage, value in (
+        ("PIN-3DES", des2, enc_only, PIN_3DES),
+        ("PIN-AES", aes, enc_only, PIN_AES),
+        ("PVK", des2, enc_only, PVK),
+        ("CVK-A", des1, enc, CVK[:8]),
+        ("CVK-B", des1, enc, CVK[8:]),
+    ):
+        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kt, key_usage, 2, "test")
+        first = bytes(range(0x31, 0x31 + len(value))).hex()
+        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
+
+
+async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Event]:
+    records = await collect(
+        config.kafka_bootstrap, config.topic("keymgmt"), lambda seen: len(seen) >= count
+    )
+    return [events.decode_event(r.value) for r in records]
+
+
+async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
+    settings: KeymgmtSettings,  # noqa: F811
+    unique: str,
+    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt_hsm: Hsm,  # noqa: F811
+) -> None:
+    runtime, http = keymgmt
+    issuer, other = f"ia{unique}", f"ib{unique}"
+    await load_demo_keys(settings, issuer)
+    await load_security_keys(runtime, keymgmt_hsm, issuer)
+    path = f"/v1/products/{issuer}/visa-classic"
+    put = await http.put(path, json=PROFILE, headers=auth(f"cu-{unique}"))
+    assert put.status_code == 200, put.text
+    refused = await http.put(path, json=PROFILE, headers=auth(f"ia-{unique}"))
+    own = await http.get(path, headers=auth(f"ia-{unique}"))
+    foreign = await http.get(path, headers=auth(f"ib-{unique}"))
+    assert (refused.status_code, own.status_code, foreign.status_code) == (403, 200, 404)
+    assert own.json()["pin_verification"] == "visa-pvv"
+
+    card = await vault(http, unique, issuer)
+    await publish(settings, ordered(card, issuer))
+    assert len(await prepared_events(settings, 1)) == 1
+    async with runtime.engine.connect() as conn:
+        pin_row = await SecurityRepository(conn).card_pin(card["card_id"])
+        values_row = await SecurityRepository(conn).card_values(card["card_id"])
+    assert pin_row is not None
+    assert values_row is not None
+    clear0 = Cipher(TripleDES(PIN_3DES), modes.ECB()).decryptor().update(pin_row["iso0_block"])
+    pin = pinblock.decode_pinblock_iso_0(clear0, PAN16)
+    assert pinblock.decipher_pinblock_iso_4(PIN_AES, pin_row["iso4_block"], PAN16) == pin
+    assert pin_row["pvki"] == "2"
+    assert pin_row["pvv"] == psec_pin.generate_visa_pvv(PVK, "2", pin, PAN16)
+    assert pin_row["iso0_key_label"] == f"{issuer}/PIN-3DES/1"
+    values = await keymgmt_hsm.call(open_card_values, values_row)
+    assert values == {
+        "cvv": psec_cvv.generate_cvv(CVK, PAN16, "2812", "201"),
+        "icvv": psec_cvv.generate_cvv(CVK, PAN16, "2812", "999"),
+        "cvv2": psec_cvv.generate_cvv(CVK, PAN16, "2812", "000"),
+    }
+    assert await pan_hits(runtime, [PAN16]) == []
+    async with runtime.engine.connect() as conn:  # the clear format 0 block is nowhere
+        found = await conn.execute(
+            text("SELECT count(*) FROM card_pins WHERE position(:b in iso0_block) > 0"),
+            {"b": clear0},
+        )
+        assert found.scalar_one() == 0
+
+    mailer = await http.get(f"/v1/cards/{card['card_id']}/pin", headers=auth(f"fu-{unique}"))
+    not_graphical = await http.get(f"/v1/cards/{card['card_id']}/pin", headers=auth(f"gr-{unique}"))
+    assert not_graphical.status_code == 403
+    blocks = {b["format"]: b for b in mailer.json()["pin_blocks"]}
+    assert blocks["ISO-9564-1-FORMAT-4"]["block"] == bytes(pin_row["iso4_block"]).hex().upper()
+
+    # An issuer whose product asks for a PIN but who has no PIN keys: dead-lettered.
+    await load_demo_keys(settings, other)
+    no_keys = {"pin_formats": ["ISO-9564-1-FORMAT-0"]}
+    await http.put(f"/v1/products/{other}/visa-classic", json=no_keys, headers=auth(f"cu-{unique}"))
+    stray = await vault(http, unique, other)
+    await publish(settings, ordered(stray, other))
+    dead = await collect(settings.kafka_bootstrap, settings.topic("dlq"), lambda s: len(s) >= 1)
+    reason = dict(dead[0].headers)["dlq.reason"].decode()
+    assert f"keys not active: {other}/PIN-3DES/1" in reason
