@@ -65,6 +65,8 @@ class BureauKeyKind(StrEnum):
     KMC_AES128 = "KMC"  # card-manager master key, CPG202-AES diversification (derive only)
     VAULT_AES256 = "VAULT"  # PAN vault encryption key (AES-GCM)
     PAN_HMAC = "PANHASH"  # HMAC-SHA256 key for keyed PAN lookup hashes
+    SIM_KEK_AES256 = "SIMKEK"  # wraps each SIM's Ki and OPc for keymgmt's own table
+    TRANSPORT_AES256 = "TRANSPORT"  # a transport key the bureau issues to a partner
 
 
 _KIND_SPEC: dict[BureauKeyKind, tuple[KeyType, int, MechanismFlag]] = {
@@ -75,6 +77,8 @@ _KIND_SPEC: dict[BureauKeyKind, tuple[KeyType, int, MechanismFlag]] = {
         MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
     ),
     BureauKeyKind.PAN_HMAC: (KeyType.GENERIC_SECRET, 256, MechanismFlag.SIGN),
+    BureauKeyKind.SIM_KEK_AES256: (KeyType.AES, 256, MechanismFlag.WRAP | MechanismFlag.UNWRAP),
+    BureauKeyKind.TRANSPORT_AES256: (KeyType.AES, 256, MechanismFlag.WRAP | MechanismFlag.UNWRAP),
 }
 
 
