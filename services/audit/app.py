@@ -9,12 +9,15 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 
 from services.audit.chain import verify_chain
+from services.audit.checkpointer import merkle_keeper
 from services.audit.handlers import build_handlers, evaluate_batch
 from services.audit.log_repository import EventLog, EventQuery
 from services.audit.repository import AuditRepository, BatchRow
 from services.audit.service import Reconciliation, check_closure, reconcile_batch
 from services.audit.settings import AuditSettings
+from services.audit.signer import KeymgmtSigner
 from services.audit.sweep import stale_batch_sweeper
+from services.audit.tree_api import router as tree_router
 from shared.auth import Principal, require
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, create_app
@@ -27,19 +30,26 @@ STREAMS = ("intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", 
 
 
 def bootstrap(
-    settings: AuditSettings, *, schema: str | None = None, consumer_group: str | None = None
+    settings: AuditSettings,
+    *,
+    schema: str | None = None,
+    consumer_group: str | None = None,
+    signer: KeymgmtSigner | None = None,
 ) -> ServiceRuntime:
-    """Wire the audit runtime. Tests pass their own schema and consumer group."""
-    return ServiceRuntime(
+    """Wire the audit runtime. Tests pass their own schema, consumer group and signer."""
+    signer = signer or KeymgmtSigner(settings.keymgmt_url, settings.token_for("audit"))
+    runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
         migrations=MIGRATIONS,
         handlers=build_handlers(),
         subscribe=STREAMS,
-        workers=[stale_batch_sweeper(settings)],
+        workers=[stale_batch_sweeper(settings), merkle_keeper(settings, signer)],
         schema=schema,
         consumer_group=consumer_group,
     )
+    runtime.state["signer"] = signer
+    return runtime
 
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:
@@ -49,6 +59,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
         description="Append-only, hash-chained event log; zero-loss batch reconciliation.",
     )
     app.include_router(router)
+    app.include_router(tree_router)
     return app
 
 

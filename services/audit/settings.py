@@ -20,3 +20,18 @@ class AuditSettings(BureauSettings):
     sweep_batch_limit: int = Field(
         default=100, ge=1, description="stale batches evaluated per sweep round"
     )
+    keymgmt_url: str = Field(
+        default="http://127.0.0.1:8102", description="keymgmt, which signs checkpoints"
+    )
+    log_origin: str = Field(
+        default="cardbureau/audit", description="the log's name inside every signed checkpoint"
+    )
+    bureau_issuer_id: str = Field(
+        default="bureau", description="issuer_id of the bureau's own events (log.checkpoint)"
+    )
+    tree_interval_seconds: float = Field(
+        default=1.0, gt=0, description="how often the Merkle tree is extended over new entries"
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=60.0, ge=0, description="how often a checkpoint is signed (0: never)"
+    )

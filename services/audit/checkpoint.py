@@ -1,0 +1,101 @@
+"""Signed checkpoints of the log (no I/O): the text that is signed, and checking a signature.
+
+A checkpoint commits to the tree at one size, in the spirit of an RFC 9162 signed tree head
+(section 4.10) written as text, one field per line:
+
+    cardbureau audit checkpoint v1
+    origin <the log's name>
+    tree_size <n>
+    root_hash <MTH of the first n entries, hex>
+    timestamp <UTC, ISO 8601 with milliseconds>
+
+keymgmt signs SHA-256 of that text with an HSM-held EC P-256 key, i.e. an ordinary
+ECDSA-with-SHA256 signature over it (DER, base64 in the API). An auditor rebuilds the text from
+the fields and checks the signature with the public key alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
+
+HEADER = "cardbureau audit checkpoint v1"
+ALGORITHM = "ecdsa-p256-sha256"
+
+
+def signing_time(at: datetime) -> datetime:
+    """Checkpoint times carry milliseconds, so they survive storage and JSON unchanged."""
+    at = at.astimezone(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def checkpoint_note(origin: str, tree_size: int, root_hash: str, at: datetime) -> bytes:
+    if "\n" in origin or not origin:
+        raise ValueError("the origin is one non-empty line")
+    stamp = signing_time(at).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    lines = [HEADER, f"origin {origin}", f"tree_size {tree_size}"]
+    lines += [f"root_hash {root_hash}", f"timestamp {stamp}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def note_digest(note: bytes) -> bytes:
+    return hashlib.sha256(note).digest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The signed fields, as an auditor reads them from the API."""
+
+    origin: str
+    tree_size: int
+    root_hash: str
+    timestamp: datetime
+    signature: str  # base64 DER
+    key_id: str = ""
+
+    @classmethod
+    def from_view(cls, view: dict[str, Any]) -> Checkpoint:
+        return cls(
+            origin=str(view["origin"]),
+            tree_size=int(view["tree_size"]),
+            root_hash=str(view["root_hash"]),
+            timestamp=datetime.fromisoformat(str(view["timestamp"]).replace("Z", "+00:00")),
+            signature=str(view["signature"]),
+            key_id=str(view.get("key_id", "")),
+        )
+
+    def note(self) -> bytes:
+        return checkpoint_note(self.origin, self.tree_size, self.root_hash, self.timestamp)
+
+
+def public_key_id(pem: str) -> str:
+    """SHA-256 of the key's SubjectPublicKeyInfo (DER), the id keymgmt reports."""
+    key = load_pem_public_key(pem.encode())
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+
+
+def signature_valid(checkpoint: Checkpoint, public_key_pem: str) -> bool:
+    """ECDSA P-256 with SHA-256 over the rebuilt checkpoint text; nothing else is trusted."""
+    key = load_pem_public_key(public_key_pem.encode())
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("the checkpoint key is not an EC P-256 public key")
+    try:
+        signature = base64.b64decode(checkpoint.signature, validate=True)
+        key.verify(signature, checkpoint.note(), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -1,0 +1,204 @@
+"""The auditor API of the Merkle log: entries, tree head, checkpoints, inclusion and
+consistency proofs (RFC 9162 section 2.1), and the checkpoint status the auditor page shows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+
+from services.audit.checkpoint import Checkpoint, signature_valid
+from services.audit.merkle import consistency_ranges, inclusion_ranges, verify_consistency
+from services.audit.signer import KeymgmtSigner, SignerError
+from services.audit.tree_repository import MerkleStore, StoredCheckpoint, TreeGapError
+from shared.auth import Principal, require
+from shared.service import ServiceRuntime
+
+router = APIRouter(prefix="/v1/log", tags=["log"])
+Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
+MAX_ENTRIES = 1000
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def _bureau_wide(principal: Principal) -> None:
+    """The log spans every issuer: its entries are for bureau auditors only."""
+    if principal.issuer_id is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="issuer auditors cannot read this")
+
+
+def _gap(exc: TreeGapError) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, detail=f"the log is damaged: {exc}")
+
+
+async def _tree_covers(store: MerkleStore, *sizes: int) -> None:
+    built = await store.tree_size()
+    for size in sizes:
+        if size > built:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, detail=f"the tree covers {built} entries, not {size}"
+            )
+
+
+@router.get("/tree", summary="The log and tree sizes, and the current (unsigned) root")
+async def tree_head(principal: Auditor, request: Request) -> dict[str, Any]:
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        store = MerkleStore(conn, runtime.schema)
+        size = await store.tree_size()
+        try:
+            root = await store.root(size)
+        except TreeGapError as exc:
+            raise _gap(exc) from exc
+        return {"tree_size": size, "root_hash": root.hex(), "log_size": await store.log_size()}
+
+
+@router.get("/entries", summary="Log entries [start, end) as stored (at most 1000)")
+async def log_entries(
+    principal: Auditor,
+    request: Request,
+    start: Annotated[int, Query(ge=0)],
+    end: Annotated[int, Query(ge=0)],
+) -> dict[str, Any]:
+    _bureau_wide(principal)
+    if not start <= end <= start + MAX_ENTRIES:
+        raise HTTPException(422, detail=f"want start <= end <= start + {MAX_ENTRIES}")
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        return {"entries": await MerkleStore(conn, runtime.schema).entries(start, end)}
+
+
+@router.get("/checkpoints", summary="Signed checkpoints, newest first")
+async def list_checkpoints(
+    principal: Auditor,
+    request: Request,
+    before: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        found = await MerkleStore(conn, runtime.schema).checkpoints(before=before, limit=limit)
+    return {"checkpoints": [c.view() for c in found]}
+
+
+async def _checkpoint(request: Request, tree_size: int | None) -> StoredCheckpoint:
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        store = MerkleStore(conn, runtime.schema)
+        if tree_size is None:
+            found = await store.checkpoints(limit=1)
+            checkpoint = found[0] if found else None
+        else:
+            checkpoint = await store.checkpoint(tree_size)
+    if checkpoint is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such checkpoint")
+    return checkpoint
+
+
+@router.get("/checkpoints/latest", summary="The newest signed checkpoint")
+async def latest_checkpoint(principal: Auditor, request: Request) -> dict[str, Any]:
+    return (await _checkpoint(request, None)).view()
+
+
+@router.get("/checkpoints/{tree_size}", summary="The checkpoint of one tree size")
+async def get_checkpoint(tree_size: int, principal: Auditor, request: Request) -> dict[str, Any]:
+    return (await _checkpoint(request, tree_size)).view()
+
+
+@router.get("/proofs/inclusion", summary="Audit path of an entry in the tree of tree_size")
+async def inclusion_proof(
+    principal: Auditor,
+    request: Request,
+    tree_size: Annotated[int, Query(ge=1)],
+    log_index: Annotated[int | None, Query(ge=0)] = None,
+    event_id: UUID | None = None,
+) -> dict[str, Any]:
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        store = MerkleStore(conn, runtime.schema)
+        if event_id is not None:
+            found = await store.log_index_of(event_id)
+            if found is None or principal.issuer_id not in (None, found[1]):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such log entry")
+            log_index = found[0]
+        elif log_index is None:
+            raise HTTPException(422, detail="give log_index or event_id")
+        else:
+            _bureau_wide(principal)
+        if log_index >= tree_size:
+            raise HTTPException(422, detail=f"entry {log_index} is not in a tree of {tree_size}")
+        await _tree_covers(store, tree_size)
+        try:
+            path = await store.range_hashes(inclusion_ranges(log_index, tree_size))
+        except TreeGapError as exc:
+            raise _gap(exc) from exc
+    return {
+        "log_index": log_index,
+        "tree_size": tree_size,
+        "audit_path": [h.hex() for h in path],
+    }
+
+
+@router.get("/proofs/consistency", summary="Proof that tree `first` is a prefix of `second`")
+async def consistency_proof(
+    principal: Auditor,
+    request: Request,
+    first: Annotated[int, Query(ge=0)],
+    second: Annotated[int, Query(ge=0)],
+) -> dict[str, Any]:
+    if first > second:
+        raise HTTPException(422, detail="first must not exceed second")
+    runtime = _runtime(request)
+    async with runtime.engine.connect() as conn:
+        store = MerkleStore(conn, runtime.schema)
+        await _tree_covers(store, second)
+        try:
+            proof = await store.range_hashes(consistency_ranges(first, second))
+        except TreeGapError as exc:
+            raise _gap(exc) from exc
+    return {"first": first, "second": second, "proof": [h.hex() for h in proof]}
+
+
+@router.get("/checkpoints/latest/status", summary="Is the newest checkpoint sound? (page)")
+async def checkpoint_status(principal: Auditor, request: Request) -> dict[str, Any]:
+    """The service's own check, for the auditor page: signature with keymgmt's public key,
+    the signed root against the stored tree, consistency with the checkpoint before. Auditors
+    who trust nothing run `python -m services.audit.verify` instead."""
+    runtime = _runtime(request)
+    signer: KeymgmtSigner = runtime.state["signer"]
+    async with runtime.engine.connect() as conn:
+        store = MerkleStore(conn, runtime.schema)
+        latest = await store.checkpoints(limit=2)
+        if not latest:
+            return {"checkpoint": None, "ok": False, "problems": ["no checkpoint yet"]}
+        newest, previous = latest[0], (latest[1] if len(latest) > 1 else None)
+        problems: list[str] = []
+        try:
+            key = await signer.public_key()
+            if not signature_valid(Checkpoint.from_view(newest.view()), key.public_key_pem):
+                problems.append("the signature does not verify with keymgmt's public key")
+        except SignerError as exc:
+            problems.append(f"public key unavailable: {exc}")
+        try:
+            if (await store.root(newest.tree_size)).hex() != newest.root_hash:
+                problems.append("the stored tree does not have the signed root")
+            if previous is not None:
+                ranges = consistency_ranges(previous.tree_size, newest.tree_size)
+                proof = await store.range_hashes(ranges)
+                old, new = (bytes.fromhex(c.root_hash) for c in (previous, newest))
+                if not verify_consistency(previous.tree_size, newest.tree_size, old, new, proof):
+                    problems.append("not consistent with the checkpoint before")
+        except TreeGapError as exc:
+            problems.append(f"the log is damaged: {exc}")
+        log_size = await store.log_size()
+    return {
+        "checkpoint": newest.view(),
+        "previous_tree_size": None if previous is None else previous.tree_size,
+        "log_size": log_size,
+        "ok": not problems,
+        "problems": problems,
+    }

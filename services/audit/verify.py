@@ -1,0 +1,226 @@
+"""`python -m services.audit.verify`: the auditors' verifier. It trusts the public key it is
+given (PEM, obtained out of band) and nothing the audit service says: every checkpoint's
+signature is checked, every leaf hash is recomputed from the entry itself, and every proof is
+verified with the RFC 9162 algorithms (merkle.py).
+
+    verify --url URL --public-key key.pem checkpoint [--tree-size N]
+    verify ... inclusion (--log-index I | --event-id UUID) [--tree-size N]
+    verify ... consistency --first M [--second N]
+    verify ... audit [--tree-size N]     every entry of a checkpoint, and every older checkpoint
+
+The bearer token comes from --token or BUREAU_AUDITOR_TOKEN. Prints a JSON report; exit status
+0 when everything verified, 1 when anything did not, 2 when the API could not be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.audit.chain import canonical_json
+from services.audit.checkpoint import Checkpoint, public_key_id, signature_valid
+from services.audit.merkle import extend, fold, hash_leaf, verify_consistency, verify_inclusion
+
+PAGE = 1000
+
+
+class ApiError(RuntimeError):
+    """The API did not answer usably (not a verification failure in itself)."""
+
+
+@dataclass
+class Report:
+    checks: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and bool(self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+class Verifier:
+    def __init__(self, api: httpx.AsyncClient, public_key_pem: str) -> None:
+        self.api = api
+        self.pem = public_key_pem
+        self.key_id = public_key_id(public_key_pem)
+        self.report = Report()
+
+    async def get(self, path: str, **params: Any) -> dict[str, Any]:
+        query = {k: v for k, v in params.items() if v is not None}
+        response = await self.api.get(path, params=query)
+        if response.status_code == 404:
+            raise LookupError(f"{path} {query}: not found")
+        if response.status_code != 200:
+            raise ApiError(f"{path} answered {response.status_code}: {response.text[:300]}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _fail(self, problem: str) -> None:
+        self.report.problems.append(problem)
+
+    async def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
+        path = (
+            "/v1/log/checkpoints/latest"
+            if tree_size is None
+            else f"/v1/log/checkpoints/{tree_size}"
+        )
+        checkpoint = Checkpoint.from_view(await self.get(path))
+        where = f"checkpoint {checkpoint.tree_size}"
+        if checkpoint.key_id and checkpoint.key_id != self.key_id:
+            self._fail(f"{where}: signed by key {checkpoint.key_id}, not the given key")
+            return None
+        if not signature_valid(checkpoint, self.pem):
+            self._fail(f"{where}: the signature does not verify")
+            return None
+        self.report.checks.append(f"{where}: signature valid (root {checkpoint.root_hash})")
+        return checkpoint
+
+    async def entry_leaf(self, log_index: int) -> tuple[bytes, dict[str, Any]] | None:
+        entries = (await self.get("/v1/log/entries", start=log_index, end=log_index + 1))["entries"]
+        if not entries or entries[0]["log_index"] != log_index:
+            self._fail(f"entry {log_index} is missing from the log")
+            return None
+        payload = entries[0]["payload"]
+        return hash_leaf(canonical_json(payload)), payload
+
+    async def inclusion(
+        self, *, log_index: int | None, event_id: str | None, tree_size: int | None
+    ) -> None:
+        checkpoint = await self.checkpoint(tree_size)
+        if checkpoint is None:
+            return
+        proof = await self.get(
+            "/v1/log/proofs/inclusion",
+            tree_size=checkpoint.tree_size,
+            log_index=log_index,
+            event_id=event_id,
+        )
+        index = int(proof["log_index"])
+        found = await self.entry_leaf(index)
+        if found is None:
+            return
+        leaf, payload = found
+        if event_id is not None and payload.get("event_id") != event_id:
+            self._fail(f"entry {index} is event {payload.get('event_id')}, not {event_id}")
+            return
+        path = [bytes.fromhex(h) for h in proof["audit_path"]]
+        root = bytes.fromhex(checkpoint.root_hash)
+        if verify_inclusion(index, checkpoint.tree_size, leaf, path, root):
+            self.report.checks.append(
+                f"entry {index} ({payload.get('type')}) is in checkpoint {checkpoint.tree_size}"
+            )
+        else:
+            self._fail(f"entry {index} as stored is not in checkpoint {checkpoint.tree_size}")
+
+    async def consistency(self, first: int, second: int | None) -> None:
+        old, new = await self.checkpoint(first), await self.checkpoint(second)
+        if old is None or new is None:
+            return
+        proof = await self.get(
+            "/v1/log/proofs/consistency", first=old.tree_size, second=new.tree_size
+        )
+        hashes = [bytes.fromhex(h) for h in proof["proof"]]
+        roots = bytes.fromhex(old.root_hash), bytes.fromhex(new.root_hash)
+        if verify_consistency(old.tree_size, new.tree_size, *roots, hashes):
+            self.report.checks.append(f"checkpoint {old.tree_size} is a prefix of {new.tree_size}")
+        else:
+            self._fail(f"checkpoint {old.tree_size} is not consistent with {new.tree_size}")
+
+    async def audit(self, tree_size: int | None) -> None:
+        """Every entry of the checkpoint, rehashed into the root; then every older checkpoint
+        proved a prefix of it. Memory stays O(log n) however long the log."""
+        checkpoint = await self.checkpoint(tree_size)
+        if checkpoint is None:
+            return
+        n, frontier, size = checkpoint.tree_size, list[bytes](), 0
+        while size < n:
+            page = await self.get("/v1/log/entries", start=size, end=min(size + PAGE, n))
+            leaves: list[bytes] = []
+            for entry in page["entries"]:
+                if entry["log_index"] != size + len(leaves):
+                    break
+                leaves.append(hash_leaf(canonical_json(entry["payload"])))
+            if not leaves:
+                self._fail(f"entry {size} is missing: the log holds fewer than {n} entries")
+                return
+            frontier, size, _ = extend(frontier, size, leaves)
+        if fold(frontier).hex() != checkpoint.root_hash:
+            self._fail(f"the {n} entries do not hash to the signed root: the log was altered")
+            return
+        self.report.checks.append(f"all {n} entries hash to the signed root")
+        before: int | None = n
+        while before:
+            page = (await self.get("/v1/log/checkpoints", before=before, limit=100))["checkpoints"]
+            for older in page:
+                await self.consistency(int(older["tree_size"]), n)
+            before = int(page[-1]["tree_size"]) if page else None
+
+
+async def run(
+    api: httpx.AsyncClient, public_key_pem: str, command: str, args: argparse.Namespace
+) -> Report:
+    verifier = Verifier(api, public_key_pem)
+    try:
+        if command == "checkpoint":
+            await verifier.checkpoint(args.tree_size)
+        elif command == "inclusion":
+            await verifier.inclusion(
+                log_index=args.log_index, event_id=args.event_id, tree_size=args.tree_size
+            )
+        elif command == "consistency":
+            await verifier.consistency(args.first, args.second)
+        else:
+            await verifier.audit(args.tree_size)
+    except LookupError as exc:
+        verifier.report.problems.append(str(exc))
+    return verifier.report
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.audit.verify", description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8107", help="the audit service")
+    parser.add_argument("--token", default=os.environ.get("BUREAU_AUDITOR_TOKEN"))
+    parser.add_argument("--public-key", type=Path, required=True, help="checkpoint key (PEM)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("checkpoint", "audit"):
+        commands.add_parser(name).add_argument("--tree-size", type=int)
+    inclusion = commands.add_parser("inclusion")
+    inclusion.add_argument("--tree-size", type=int)
+    which = inclusion.add_mutually_exclusive_group(required=True)
+    which.add_argument("--log-index", type=int)
+    which.add_argument("--event-id")
+    consistency = commands.add_parser("consistency")
+    consistency.add_argument("--first", type=int, required=True)
+    consistency.add_argument("--second", type=int)
+    return parser.parse_args(argv)
+
+
+async def amain(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    if not args.token:
+        raise SystemExit("give --token or set BUREAU_AUDITOR_TOKEN")
+    headers = {"Authorization": f"Bearer {args.token}"}
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=30.0) as api:
+        try:
+            report = await run(api, args.public_key.read_text(), args.command, args)
+        except (ApiError, httpx.HTTPError) as exc:
+            print(json.dumps({"ok": False, "error": str(exc)}))  # noqa: T201 (CLI output)
+            return 2
+    print(json.dumps(report.as_dict(), indent=2))  # noqa: T201 (CLI output)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(amain(sys.argv[1:])))
