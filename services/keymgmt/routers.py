@@ -1,9 +1,12 @@
 """keymgmt's HTTP routers beyond app.py's core: product profiles and PIN data
-(products_api.py), and key ceremonies run through the API (ceremony_api.py)."""
+(products_api.py), SIM products and batches (sim_api.py), key ceremonies through the API
+(ceremony_api.py)."""
 
 from fastapi import APIRouter
 
 from services.keymgmt.products_api import router as products_router
+from services.keymgmt.sim_api import router as sim_router
 
 router = APIRouter()
 router.include_router(products_router)
+router.include_router(sim_router)

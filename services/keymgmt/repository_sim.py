@@ -1,0 +1,89 @@
+"""keymgmt's SQL for SIM products, batches and cards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class SimRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
+        row = (await self.conn.execute(text(sql), params)).mappings().first()
+        return None if row is None else dict(row)
+
+    async def put_product(self, product: dict[str, Any]) -> None:
+        """Create or update a SIM product; the serial counter survives an update."""
+        await self.conn.execute(
+            text(
+                "INSERT INTO sim_products (issuer_id, product_id, op_sealed, transport_key_label,"
+                " iccid_prefix, iccid_length, imsi_prefix, first_serial, last_serial,"
+                " next_serial, updated_by) VALUES (:issuer_id, :product_id, :op_sealed,"
+                " :transport_key_label, :iccid_prefix, :iccid_length, :imsi_prefix,"
+                " :first_serial, :last_serial, :first_serial, :updated_by)"
+                " ON CONFLICT (issuer_id, product_id) DO UPDATE SET op_sealed ="
+                " EXCLUDED.op_sealed, transport_key_label = EXCLUDED.transport_key_label,"
+                " last_serial = EXCLUDED.last_serial, updated_by = EXCLUDED.updated_by,"
+                " updated_at = now()"
+            ),
+            product,
+        )
+
+    async def product(self, issuer_id: str, product_id: str) -> dict[str, Any] | None:
+        return await self._one(
+            "SELECT * FROM sim_products WHERE issuer_id = :i AND product_id = :p",
+            i=issuer_id,
+            p=product_id,
+        )
+
+    async def take_serials(self, issuer_id: str, product_id: str, count: int) -> int | None:
+        """Reserve ``count`` serials (row-locked); the first one, or None when exhausted."""
+        row = await self._one(
+            "UPDATE sim_products SET next_serial = next_serial + :n WHERE issuer_id = :i"
+            " AND product_id = :p AND next_serial + :n <= last_serial + 1"
+            " RETURNING next_serial - :n AS first",
+            i=issuer_id,
+            p=product_id,
+            n=count,
+        )
+        return None if row is None else int(row["first"])
+
+    async def add_batch(self, batch: dict[str, Any], cards: Sequence[dict[str, Any]]) -> None:
+        await self.conn.execute(
+            text(
+                "INSERT INTO sim_batches (batch_id, issuer_id, product_id, count, first_iccid,"
+                " last_iccid, transport_key_label, transport_kcv, created_by) VALUES"
+                " (:batch_id, :issuer_id, :product_id, :count, :first_iccid, :last_iccid,"
+                " :transport_key_label, :transport_kcv, :created_by)"
+            ),
+            batch,
+        )
+        await self.conn.execute(
+            text(
+                "INSERT INTO sim_cards (iccid, imsi, batch_id, issuer_id, product_id,"
+                " storage_key_label, ki_stored, opc_stored, transport_key_label, ki_transport,"
+                " opc_transport) VALUES (:iccid, :imsi, :batch_id, :issuer_id, :product_id,"
+                " :storage_key_label, :ki_stored, :opc_stored, :transport_key_label,"
+                " :ki_transport, :opc_transport)"
+            ),
+            list(cards),
+        )
+
+    async def batch(self, batch_id: UUID) -> dict[str, Any] | None:
+        return await self._one("SELECT * FROM sim_batches WHERE batch_id = :b", b=batch_id)
+
+    async def batch_cards(self, batch_id: UUID) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT iccid, imsi, ki_transport, opc_transport FROM sim_cards"
+                " WHERE batch_id = :b ORDER BY iccid"
+            ),
+            {"b": batch_id},
+        )
+        return [dict(r) for r in rows.mappings()]

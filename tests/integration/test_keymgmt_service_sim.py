@@ -1,0 +1,128 @@
+"""keymgmt's SIM API on the real stack: a SIM product (OP sealed, ranges, operator transport
+key), a batch whose Ki are made in the HSM, and the operator's output file read back with the
+test-known transport key: OPc = AES_Ki(OP) xor OP (TS 35.206), Luhn-valid ICCIDs, IMSIs from
+the range, no clear Ki or OP in any table, issuers scoped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+from sqlalchemy import text
+
+from services.keymgmt.app import KeymgmtRuntime
+from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.cli import CeremonySpec, run_demo_ceremony
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.settings import KeymgmtSettings
+from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
+from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+    auth,
+    keymgmt,
+    keymgmt_hsm,
+    keymgmt_module,
+    settings,
+)
+
+pytestmark = pytest.mark.integration
+
+OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")  # TS 35.208 test set 1
+TRANSPORT = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")  # test operator transport key
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = int(c) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+async def _bytea_hits(runtime: KeymgmtRuntime, needles: list[bytes]) -> list[str]:
+    hits = []
+    async with runtime.engine.connect() as conn:
+        cols = await conn.execute(
+            text(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = :s AND data_type = 'bytea'"
+            ),
+            {"s": runtime.schema},
+        )
+        for table, column in cols.all():
+            for needle in needles:
+                found = await conn.execute(
+                    text(f'SELECT count(*) FROM {table} WHERE position(:n in "{column}") > 0'),
+                    {"n": needle},
+                )
+                if found.scalar_one():
+                    hits.append(f"{table}.{column}")
+    return hits
+
+
+async def test_sim_batch_and_operator_output_file(
+    settings: KeymgmtSettings,  # noqa: F811
+    unique: str,
+    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt_hsm: Hsm,  # noqa: F811
+) -> None:
+    runtime, http = keymgmt
+    issuer, custodian = f"ia{unique}", auth(f"cu-{unique}")
+    transport = f"{issuer}/TRANSPORT/1"
+    spec = CeremonySpec(transport, issuer, CeremonyKeyType.AES128, KeyUsage.WRAP, 2, "test")
+    await run_demo_ceremony(runtime.engine, keymgmt_hsm, spec, TRANSPORT.hex(), "11" * 16)
+    product: dict[str, Any] = {
+        "op": OP.hex(),
+        "transport_key_label": transport,
+        "iccid_prefix": "8944990",
+        "imsi_prefix": "00101",
+        "first_serial": 1000,
+        "last_serial": 1004,
+    }
+    path = f"/v1/sim/products/{issuer}/usim-test"
+    wrong_key = await http.put(
+        path, json=product | {"transport_key_label": "x/Y/1"}, headers=custodian
+    )
+    not_custodian = await http.put(path, json=product, headers=auth(f"ia-{unique}"))
+    put = await http.put(path, json=product, headers=custodian)
+    assert (wrong_key.status_code, not_custodian.status_code) == (409, 403)
+    assert put.status_code == 200, put.text
+    assert OP.hex() not in put.text
+
+    body = {"issuer_id": issuer, "product_id": "usim-test", "count": 3}
+    made = await http.post("/v1/sim/batches", json=body, headers=custodian)
+    assert made.status_code == 200, made.text
+    batch_id = made.json()["batch_id"]
+    exhausted = await http.post("/v1/sim/batches", json=body, headers=custodian)
+    assert exhausted.status_code == 409
+
+    file_path = f"/v1/sim/batches/{batch_id}/output-file"
+    foreign = await http.get(file_path, headers=auth(f"ib-{unique}"))
+    assert foreign.status_code == 404
+    output = await http.get(file_path, headers=auth(f"ia-{unique}"))
+    assert output.status_code == 200
+    lines = [line for line in output.text.splitlines() if not line.startswith(("*", "var_"))]
+    assert f"AES-KEY-WRAP-RFC3394 under {transport}" in output.text
+    kis = []
+    for line in lines:
+        iccid, imsi, ki_hex, opc_hex = line.split()
+        ki = aes_key_unwrap(TRANSPORT, bytes.fromhex(ki_hex))
+        opc = aes_key_unwrap(TRANSPORT, bytes.fromhex(opc_hex))
+        aes_ki = Cipher(algorithms.AES(ki), modes.ECB()).encryptor().update(OP)
+        assert opc == bytes(a ^ b for a, b in zip(aes_ki, OP, strict=True))
+        assert _luhn_ok(iccid)
+        assert iccid.startswith("8944990")
+        assert len(iccid) == 19
+        assert imsi.startswith("00101")
+        assert len(imsi) == 15
+        kis.append(ki)
+    assert [line.split()[1] for line in lines] == [f"00101000000{n}" for n in (1000, 1001, 1002)]
+    assert len(set(kis)) == 3
+    assert await _bytea_hits(runtime, [*kis, OP]) == []
+    async with runtime.engine.connect() as conn:
+        inventory = await conn.execute(
+            text("SELECT usage, origin FROM keys WHERE label = :l"),
+            {"l": settings.sim_kek_label},
+        )
+        assert inventory.one() == ("wrap", "generated")
