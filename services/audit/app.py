@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 
+from services.audit.access import scoped_issuer
 from services.audit.chain import verify_chain
 from services.audit.checkpointer import merkle_keeper
+from services.audit.export_api import router as export_router
 from services.audit.handlers import build_handlers, evaluate_batch
 from services.audit.log_repository import EventLog, EventQuery
 from services.audit.repository import AuditRepository, BatchRow
@@ -60,6 +63,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(tree_router)
+    app.include_router(export_router)
     return app
 
 
@@ -93,12 +97,22 @@ async def list_events(
     issuer_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     after_seq: Annotated[int, Query(ge=0)] = 0,
+    actor: str | None = None,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
 ) -> dict[str, Any]:
-    if principal.issuer_id is not None:
-        if issuer_id not in (None, principal.issuer_id):
-            raise _not_found("issuer")
-        issuer_id = principal.issuer_id
-    query = EventQuery(card_id, batch_id, event_type, issuer_id, after_seq, limit)
+    issuer_id = scoped_issuer(principal, issuer_id)
+    query = EventQuery(
+        card_id,
+        batch_id,
+        event_type,
+        issuer_id,
+        after_seq,
+        limit,
+        actor,
+        occurred_from,
+        occurred_to,
+    )
     runtime = _runtime(request)
     async with runtime.engine.connect() as conn:
         found = await EventLog(conn, runtime.schema).find_events(query)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +36,9 @@ class EventQuery:
     issuer_id: str | None = None
     after_seq: int = 0
     limit: int = 100
+    actor: str | None = None
+    occurred_from: datetime | None = None  # inclusive
+    occurred_to: datetime | None = None  # exclusive
 
 
 class EventLog:
@@ -94,11 +98,17 @@ class EventLog:
                 "(card_id = :card OR payload -> 'card_ids' @> jsonb_build_array(CAST(:cs AS text)))"
             )
             params |= {"card": query.card_id, "cs": str(query.card_id)}
-        for column in ("batch_id", "type", "issuer_id"):
+        for column in ("batch_id", "type", "issuer_id", "actor"):
             value = getattr(query, column)
             if value is not None:
                 where.append(f"{column} = :{column}")
                 params[column] = value
+        if query.occurred_from is not None:
+            where.append("occurred_at >= :occurred_from")
+            params["occurred_from"] = query.occurred_from
+        if query.occurred_to is not None:
+            where.append("occurred_at < :occurred_to")
+            params["occurred_to"] = query.occurred_to
         rows = await self._conn.execute(
             text(
                 f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)}"
