@@ -98,7 +98,7 @@ EOF
 install_packages() {
     command -v dpkg-query >/dev/null || die "this script needs a Debian or Ubuntu system (dpkg/apt)"
     local -a wanted=(
-        postgresql softhsm2 opensc pcscd libpcsclite-dev vsmartcard-vpcd swig
+        postgresql softhsm2 opensc pcscd libpcsclite-dev vsmartcard-vpcd swig chromium chromium-driver
         cups-ipp-utils avahi-daemon dbus maven build-essential pkg-config
         ca-certificates iproute2 procps util-linux
     )
