@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.keymgmt.app import MIGRATIONS
 from services.keymgmt.ceremony import (
     CeremonyKeyType,
     Component,
@@ -34,7 +33,7 @@ from services.keymgmt.emv import ImkLabels
 from services.keymgmt.hsm import Hsm, HsmError, destroy_key, key_label
 from services.keymgmt.kcv import KcvMethod, normalise_kcv
 from services.keymgmt.repository import KeymgmtRepository, key_row
-from services.keymgmt.settings import KeymgmtSettings, process_hsm
+from services.keymgmt.settings import MIGRATIONS, KeymgmtSettings, process_hsm
 from shared.db import make_engine, migrate
 from shared.logs import configure_logging
 

@@ -4,9 +4,11 @@
 
 from fastapi import APIRouter
 
+from services.keymgmt.ceremony_api import router as ceremony_router
 from services.keymgmt.products_api import router as products_router
 from services.keymgmt.sim_api import router as sim_router
 
 router = APIRouter()
+router.include_router(ceremony_router)
 router.include_router(products_router)
 router.include_router(sim_router)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.keymgmt.hsm import Hsm
 from shared.settings import BureauSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"  # also app.MIGRATIONS; here for the CLI
 
 # PINs that come with the local stack or SoftHSM examples: never acceptable outside dev/test.
 DEV_HSM_PINS = frozenset({"1234", "0000", "123456", "12345678", "24681357"})
