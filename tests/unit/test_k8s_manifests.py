@@ -1,0 +1,304 @@
+"""deploy/k8s: every overlay renders with kustomize, every object passes the Kubernetes schemas
+offline (kubernetes-validate; Strimzi and CloudNativePG objects against the shapes in
+test_k8s_crds.py), and the deployment policies of issue 8 hold. No cluster needed.
+
+kustomize comes from `kubectl kustomize` when kubectl is installed, else from .run/bin/kustomize,
+built with `go install` on first use; the tests skip, saying so, only when neither exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from shared.settings import BureauSettings
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"
+KUBERNETES_VERSION = "1.32.0"  # the oldest minor the manifests promise to apply on
+
+Obj = dict[str, Any]
+CRD_GROUPS = ("kafka.strimzi.io/", "postgresql.cnpg.io/")
+CONSUMERS = {  # Deployment -> topics it follows (docs/services.md); intake consumes nothing
+    "keymgmt": ["intake"],
+    "graphical": ["electrical"],
+    "fulfillment": ["electrical", "graphical", "qa", "audit"],
+    "audit": ["intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit"],
+}
+# Variables read by code other than the services' settings classes.
+NON_SETTINGS_ENV = {"DB_USER", "DB_PASSWORD", "SOFTHSM2_CONF", "PCSCLITE_CSOCK_NAME"}
+SECRET_NAME = re.compile(r"(?i)(pin|password|passwd|token|secret|private|credential)")
+NOT_SECRET = {"BUREAU_HSM_TOKEN"}  # the HSM token's label, not a credential
+
+
+@cache
+def kustomize() -> list[str] | None:
+    """The kustomize command: kubectl's built-in one, else one go-installed into .run/bin."""
+    if kubectl := shutil.which("kubectl"):
+        return [kubectl, "kustomize"]
+    built = REPO / ".run" / "bin" / "kustomize"
+    if built.exists():
+        return [str(built)]
+    go = shutil.which("go") or next(
+        (p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None
+    )
+    if go is None:
+        return None
+    built.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(built.parent), "GOFLAGS": "-mod=mod"}
+    subprocess.run([go, "install", KUSTOMIZE_MODULE], check=True, env=env, timeout=900)
+    return [str(built)]
+
+
+@cache
+def render(overlay: str) -> tuple[Obj, ...]:
+    command = kustomize()
+    if command is None:
+        pytest.skip("neither kubectl nor go is installed: cannot get kustomize to render")
+    out = subprocess.run(
+        [*command, str(K8S / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+@pytest.fixture(params=OVERLAYS)
+def objects(request: pytest.FixtureRequest) -> tuple[Obj, ...]:
+    return render(request.param)
+
+
+def of_kind(objects: tuple[Obj, ...], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def named(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:
+    (found,) = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
+    return found
+
+
+def pod_specs(objects: tuple[Obj, ...]) -> Iterator[tuple[str, Obj]]:
+    for workload in of_kind(objects, "Deployment"):
+        yield workload["metadata"]["name"], workload["spec"]["template"]["spec"]
+
+
+def containers(pod: Obj) -> list[Obj]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def bureau_deployments(objects: tuple[Obj, ...]) -> list[Obj]:
+    return [
+        d
+        for d in of_kind(objects, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "service"
+    ]
+
+
+def test_every_overlay_renders_the_whole_bureau() -> None:
+    assert OVERLAYS == ["dev", "prod"]
+    for overlay in OVERLAYS:
+        kinds = {o["kind"] for o in render(overlay)}
+        assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} <= kinds
+        assert {"NetworkPolicy", "ConfigMap", "Kafka", "KafkaTopic", "KafkaUser"} <= kinds
+        assert {"Cluster", "KafkaNodePool"} <= kinds
+
+
+def test_builtin_objects_pass_the_kubernetes_schemas_strictly(objects: tuple[Obj, ...]) -> None:
+    validated = 0
+    for obj in objects:
+        if obj["apiVersion"].startswith(CRD_GROUPS):
+            continue  # test_k8s_crds.py
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        validated += 1
+    assert validated > 40
+
+
+def test_pods_run_as_non_root_on_a_read_only_root_fs(objects: tuple[Obj, ...]) -> None:
+    for name, pod in pod_specs(objects):
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True, name
+        assert security.get("runAsUser", 1) != 0, name
+        assert security["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in containers(pod):
+            where = f"{name}/{container['name']}"
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, where
+            assert ctx["allowPrivilegeEscalation"] is False, where
+            assert ctx["capabilities"]["drop"] == ["ALL"], where
+            assert not ctx.get("privileged", False), where
+            assert ctx.get("runAsUser", 1) != 0, where
+        assert not any("hostPath" in volume for volume in pod.get("volumes", [])), name
+
+
+def test_every_container_has_requests_and_limits(objects: tuple[Obj, ...]) -> None:
+    for name, pod in pod_specs(objects):
+        for container in containers(pod):
+            resources = container["resources"]
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(resources[bound]), f"{name}: {bound}"
+
+
+def test_services_probe_health_and_ready_on_their_port(objects: tuple[Obj, ...]) -> None:
+    deployments = bureau_deployments(objects)
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "intake",
+        "keymgmt",
+        "graphical",
+        "fulfillment",
+        "audit",
+    }
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [f"services.{name}"]
+        assert (REPO / "services" / name / "__main__.py").exists()
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+        assert container["startupProbe"]["httpGet"]["path"] == "/health"
+        (port,) = container["ports"]
+        service = named(objects, "Service", name)
+        assert service["spec"]["selector"] == {"app.kubernetes.io/name": name}
+        assert service["spec"]["ports"][0]["targetPort"] == port["name"] == "http"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port["containerPort"])
+        assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_disruption_budgets_and_autoscalers(objects: tuple[Obj, ...]) -> None:
+    partitions = {
+        t["spec"]["topicName"]: t["spec"]["partitions"] for t in of_kind(objects, "KafkaTopic")
+    }
+    budgets = {p["metadata"]["name"] for p in of_kind(objects, "PodDisruptionBudget")}
+    scalers = {
+        h["spec"]["scaleTargetRef"]["name"]: h for h in of_kind(objects, "HorizontalPodAutoscaler")
+    }
+    for deployment in of_kind(objects, "Deployment"):
+        assert deployment["metadata"]["name"] in budgets
+    assert set(scalers) == set(CONSUMERS)
+    for name, follows in CONSUMERS.items():
+        # More consumers than partitions would sit idle: the HPA stops at the smallest topic.
+        most_useful = min(partitions[f"bureau.{stream}"] for stream in follows)
+        assert scalers[name]["spec"]["maxReplicas"] <= most_useful, name
+
+
+def test_no_secret_values_in_the_manifests(objects: tuple[Obj, ...]) -> None:
+    assert not of_kind(objects, "Secret"), "Secrets are referenced, never shipped"
+    dev_secrets = {
+        token
+        for value in BureauSettings(environment="dev").secret_values().values()
+        for token in re.split(r"[,=:@/]", value)
+        if "dev" in token
+    }
+    text = yaml.safe_dump_all(objects)
+    for secret in dev_secrets:
+        assert secret not in text
+    for config in of_kind(objects, "ConfigMap"):
+        for key in config.get("data", {}):
+            assert key in NOT_SECRET or not SECRET_NAME.search(key), key
+    for name, pod in pod_specs(objects):
+        for container in containers(pod):
+            for var in container.get("env", []):
+                if (
+                    var["name"] not in NOT_SECRET
+                    and SECRET_NAME.search(var["name"])
+                    and "value" in var
+                ):
+                    pytest.fail(f"{name}: {var['name']} has a literal value")
+                # A value may only refer to secret variables, never spell them out.
+                if "value" in var and "PASSWORD" in var["value"]:
+                    assert "$(DB_PASSWORD)" in var["value"], var["name"]
+
+
+def test_every_referenced_secret_is_documented(objects: tuple[Obj, ...]) -> None:
+    referenced: set[str] = set()
+    for _name, pod in pod_specs(objects):
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                referenced.add(volume["secret"]["secretName"])
+        for container in containers(pod):
+            for var in container.get("env", []):
+                if ref := var.get("valueFrom", {}).get("secretKeyRef"):
+                    referenced.add(ref["name"])
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    assert referenced
+    for secret in referenced:
+        assert f"`{secret}`" in guide, f"docs/deploy.md does not say how to create {secret}"
+
+
+def test_default_deny_and_only_keymgmt_reaches_the_hsm(objects: tuple[Obj, ...]) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(objects, "NetworkPolicy")}
+    deny = policies["default-deny"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    hsm = policies["keymgmt-to-hsm"]
+    assert hsm["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "keymgmt"}}
+    hsm_blocks = {peer["ipBlock"]["cidr"] for rule in hsm["egress"] for peer in rule["to"]}
+    for name, spec in policies.items():
+        for rule in spec.get("egress", []):
+            for peer in rule.get("to", []):
+                if peer.get("ipBlock", {}).get("cidr") in hsm_blocks:
+                    assert spec["podSelector"] == hsm["podSelector"], name
+    # Pods outside the bureau's reach nothing but DNS and their own peers: no blanket egress.
+    for name, spec in policies.items():
+        for rule in spec.get("egress", []):
+            assert rule.get("to") or rule.get("ports"), f"{name}: egress to anything"
+
+
+def test_the_hsm_module_is_mounted_into_keymgmt_alone(objects: tuple[Obj, ...]) -> None:
+    for name, pod in pod_specs(objects):
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        mounts = {m["mountPath"] for c in containers(pod) for m in c.get("volumeMounts", [])}
+        hsm_mounts = {m for m in mounts if m.startswith(("/opt/hsm", "/etc/hsm"))}
+        if name == "keymgmt":
+            assert "hsm-module" in volumes
+            assert "/opt/hsm" in hsm_mounts
+        else:
+            assert not any(v.startswith("hsm") for v in volumes), name
+            assert not hsm_mounts, name
+
+
+def settings_env_names(service: str) -> set[str]:
+    module = importlib.import_module(f"services.{service}.settings")
+    (cls,) = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, BureauSettings) and c is not BureauSettings
+    ]
+    assert issubclass(cls, BaseSettings)
+    names = set()
+    for field, info in cls.model_fields.items():
+        names.add(f"BUREAU_{field.upper()}")
+        alias = info.validation_alias
+        for choice in getattr(alias, "choices", []):
+            if isinstance(choice, str):
+                names.add(choice.upper())
+    return names
+
+
+def test_every_variable_given_to_a_service_is_a_setting_it_reads(
+    objects: tuple[Obj, ...],
+) -> None:
+    configs = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(objects, "ConfigMap")}
+    for deployment in bureau_deployments(objects):
+        name = deployment["metadata"]["name"]
+        known = settings_env_names(name) | NON_SETTINGS_ENV
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        given = {var["name"] for var in container["env"]}
+        for source in container["envFrom"]:
+            given |= set(configs[source["configMapRef"]["name"]])
+        assert given - known == set(), name
