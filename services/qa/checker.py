@@ -166,7 +166,7 @@ class QaMachine:
             except PcscError as exc:
                 raise MachineFault(f"QA reader: {exc}") from exc
             finally:
-                await conn.disconnect("unpower")
+                await conn.disconnect("leave")  # the card is ejected next; unpower can hang vpcd
         finally:
             try:
                 await self.feeder.eject(self.reader)

@@ -5,7 +5,7 @@ the file name keeps it inside the electrical/QA tests' room).
   concurrently. It serves the three endpoints of docs/services.md the station and QA call
   (/v1/perso/scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1, computed by
   the REAL HSM core (services/keymgmt/perso.py, emv.py) on a fresh SoftHSM token.
-- `FeederProcess`: the real card feeder (`python -m vcard.feeder`) as a subprocess on a free
+- `FeederProcess`: the real card feeder (vcard.feeder's main) as a subprocess on a free
   port, driving the real vpcd readers of the local pcscd.
 """
 
@@ -240,7 +240,11 @@ async def feeder_process(
     await wait_until_readers_free(client, [r.name for r in chosen], patience=180)
     port, log_file = free_port(), (tmp / "feeder.log").open("wb")
     spec = json.dumps([{"name": r.name, "port": r.port} for r in chosen])
-    argv = [sys.executable, "-m", "vcard.feeder", "--readers", spec]
+    # Not `-m vcard.feeder`: run that way the module is loaded twice (__main__ and
+    # vcard.feeder), the API's FeederError handler misses the errors __main__ raises, and a 404
+    # or 409 arrives as a 500.
+    entry = "import sys; from vcard.feeder import main; main(sys.argv[1:])"
+    argv = [sys.executable, "-c", entry, "--readers", spec]
     argv += ["--state-dir", str(tmp / "cards"), "--port", str(port)]
     argv += ["--manual", readers[4].name] if with_qa else []
     process = subprocess.Popen(argv, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)

@@ -1,0 +1,168 @@
+"""The QA service on the real stack: printed cards are put into the QA reader (real pcscd, vpcd
+and feeder) by chip serial; keymgmt's test double compares the records and verifies the ARQC
+with the real HSM core. Chips are personalised here in software through the same HSM-built
+script a station relays (the spine test runs them through the station agent instead)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.perso import CardRecord, build_perso_script, diversification_data
+from shared import events
+from shared.pcsc import PcscClient
+from tests.conftest import running
+from tests.integration.bus_harness import wait_for
+from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
+    TEST_KMC,
+    IssuerKeys,
+    hsm,
+    hsm_token,
+    test_keys,
+)
+from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
+    FeederProcess,
+    KeymgmtTestDouble,
+    assert_no_clear_pan,
+    feeder_process,
+    keymgmt_double,
+    new_record,
+    pcsc_client,
+    print_face,
+    publish,
+    qa_machine,
+    read_events,
+)
+from vcard.api import WRONG_KMC_HEX
+from vcard.card import VirtualCard
+from vcard.store import CardStore
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
+]
+GET_CPLC = bytes.fromhex("80CA9F7F00")
+
+
+@pytest.fixture(scope="module")
+async def feeder(
+    pcsc: PcscClient, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FeederProcess]:
+    async with feeder_process(
+        tmp_path_factory.mktemp("feeder"), pcsc, stations=0, with_qa=True
+    ) as process:
+        yield process
+
+
+async def personalised_chip(
+    hsm: Hsm,  # noqa: F811
+    keys: IssuerKeys,
+    feeder: FeederProcess,
+    record: CardRecord,
+    kmc: bytes = TEST_KMC,
+) -> str:
+    """A chip from the virtual card factory (in the feeder's card store), personalised with the
+    script keymgmt's HSM core builds for `record`, exactly as a station would relay it."""
+    store = CardStore(feeder.state_dir)
+    card = VirtualCard(store.manufacture(kmc), store.save)
+    card.power_on()
+    div = diversification_data(card.process(GET_CPLC)[3:45])
+    script = await hsm.call(build_perso_script, record, div, keys.imks, keys.kmc_label)
+    for apdu in script.apdus:
+        assert card.process(apdu)[-2:] == b"\x90\x00"
+    return card.chip_serial
+
+
+async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
+    unique: str,
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+    keymgmt: KeymgmtTestDouble,
+    feeder: FeederProcess,
+    pcsc: PcscClient,
+    tmp_path: Path,
+) -> None:
+    spool, batch = tmp_path / "spool", uuid.uuid4()
+    cards: dict[str, uuid.UUID] = {}
+    faces: list[events.CardPrinted] = []
+    for case in ("good", "wrong-kmc", "readback", "image-mismatch", "image-missing", "no-chip"):
+        card_id = keymgmt.add_card()
+        record = keymgmt.records[card_id]
+        if case == "readback":  # the chip holds another cardholder's records
+            record = new_record("OTHER/CARDHOLDER")
+        kmc = bytes.fromhex(WRONG_KMC_HEX) if case == "wrong-kmc" else TEST_KMC
+        chip = await personalised_chip(hsm, test_keys, feeder, record, kmc)
+        if case == "no-chip":
+            chip = "0000DEAD0001"
+        face = print_face(spool, card_id, batch, chip)
+        if case == "image-mismatch":
+            (spool / str(batch) / f"{card_id}.png").write_bytes(b"a face printed for someone else")
+        if case == "image-missing":
+            (spool / str(batch) / f"{card_id}.png").unlink()
+        cards[case] = card_id
+        faces.append(face)
+    qa = qa_machine(unique, keymgmt, feeder, pcsc, spool)
+    async with running(qa):
+        await publish(qa.settings, "graphical", *faces)
+        verdicts, raw = await read_events(qa.settings, "qa", lambda s: len(s) >= len(faces))
+
+    by_card = {getattr(v, "card_id", None): v for v in verdicts}
+    good = by_card[cards["good"]]
+    assert isinstance(good, events.CardQaPassed)
+    assert good.checks == ["chip-readback", "arqc", "print-image"]
+    reasons = {}
+    for case in cards:
+        if case != "good":
+            verdict = by_card[cards[case]]
+            assert isinstance(verdict, events.CardQaFailed), case
+            reasons[case] = verdict.reason
+    assert reasons["wrong-kmc"].startswith("arqc: the chip's ARQC (ATC 0001) does not verify")
+    assert reasons["readback"] == (
+        "chip-readback: record 1 differs from what was prepared;"
+        " record 2 differs from what was prepared"
+    )
+    assert reasons["image-mismatch"] == (
+        "print-image: the spooled image does not match card.printed's sha256"
+    )
+    assert reasons["image-missing"] == "print-image: the printed image is not in the spool"
+    assert reasons["no-chip"] == "chip: the feeder has no chip 0000DEAD0001"
+    pans = [record.pan for record in keymgmt.records.values()]
+    assert_no_clear_pan(pans, raw, [])
+    qa_reader = (await feeder.http.get(f"/readers/{feeder.qa_reader}")).json()
+    assert qa_reader["card"] is None  # every checked card was ejected
+    assert qa_reader["cards_inserted"] == 3  # the misprinted cards never went in
+
+
+async def test_keymgmt_away_delays_qa_without_failing_the_card(
+    unique: str,
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+    keymgmt: KeymgmtTestDouble,
+    feeder: FeederProcess,
+    pcsc: PcscClient,
+    tmp_path: Path,
+) -> None:
+    card_id = keymgmt.add_card()
+    chip = await personalised_chip(hsm, test_keys, feeder, keymgmt.records[card_id])
+    face = print_face(tmp_path / "spool", card_id, uuid.uuid4(), chip)
+    qa = qa_machine(unique, keymgmt, feeder, pcsc, tmp_path / "spool")
+    keymgmt.available = False
+    try:
+        async with running(qa):
+            await publish(qa.settings, "graphical", face, face)  # and once redelivered
+
+            async def retried() -> bool:
+                return keymgmt.refused_while_down >= 3
+
+            await wait_for(retried)
+            keymgmt.available = True
+            verdicts, _raw = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
+            assert qa.consumer is not None
+            assert qa.consumer.duplicates == 1
+    finally:
+        keymgmt.available = True
+    assert [type(v) for v in verdicts] == [events.CardQaPassed]

@@ -1,0 +1,65 @@
+"""QA's keymgmt client against a fake transport: read-back problems come back without card data,
+the ARQC answer must be a boolean, and keymgmt being away is retried."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from services.qa.keymgmt_client import KeymgmtClient, KeymgmtRefused
+
+CARD = uuid.uuid4()
+
+
+def client(*replies: httpx.Response) -> tuple[KeymgmtClient, list[httpx.Request]]:
+    queue, seen = list(replies), []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return queue.pop(0)
+
+    keymgmt = KeymgmtClient(
+        "http://keymgmt", "qa-token", backoff_s=0.001, transport=httpx.MockTransport(handle)
+    )
+    return keymgmt, seen
+
+
+async def test_readback_sends_the_records_and_returns_problems_without_pans() -> None:
+    problem = "record 2: PAN 4761739001010010 differs"
+    keymgmt, seen = client(httpx.Response(200, json={"ok": False, "problems": [problem]}))
+    problems = await keymgmt.readback(CARD, {1: b"\x70\x01\x00", 2: b"\x70\x00"})
+    assert problems == ["record 2: PAN 476173******0010 differs"]
+    assert json.loads(seen[0].content) == {
+        "card_id": str(CARD),
+        "records": {"1": "700100", "2": "7000"},
+    }
+    assert seen[0].headers["authorization"] == "Bearer qa-token"
+
+
+async def test_a_matching_readback_has_no_problems_after_keymgmt_came_back() -> None:
+    keymgmt, seen = client(httpx.Response(503), httpx.Response(200, json={"ok": True}))
+    assert await keymgmt.readback(CARD, {1: b"\x70\x00"}) == []
+    assert len(seen) == 2
+    assert keymgmt.failures == 1
+
+
+async def test_arqc_verdicts() -> None:
+    keymgmt, seen = client(
+        httpx.Response(200, json={"ok": True}),
+        httpx.Response(200, json={"ok": "yes"}),
+        httpx.Response(404, text="no such card"),
+    )
+    assert await keymgmt.verify_arqc(CARD, bytes(29), b"\x00\x01", bytes(8))
+    assert json.loads(seen[0].content) == {
+        "card_id": str(CARD),
+        "cdol1": "00" * 29,
+        "atc": "0001",
+        "arqc": "00" * 8,
+    }
+    with pytest.raises(KeymgmtRefused, match="boolean"):
+        await keymgmt.verify_arqc(CARD, bytes(29), b"\x00\x01", bytes(8))
+    with pytest.raises(KeymgmtRefused, match="404"):
+        await keymgmt.verify_arqc(CARD, bytes(29), b"\x00\x01", bytes(8))
