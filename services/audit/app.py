@@ -15,6 +15,7 @@ from services.audit.checkpointer import merkle_keeper
 from services.audit.export_api import router as export_router
 from services.audit.handlers import build_handlers, evaluate_batch
 from services.audit.log_repository import EventLog, EventQuery
+from services.audit.page import router as page_router
 from services.audit.repository import AuditRepository, BatchRow
 from services.audit.service import Reconciliation, check_closure, reconcile_batch
 from services.audit.settings import AuditSettings
@@ -64,6 +65,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
     app.include_router(router)
     app.include_router(tree_router)
     app.include_router(export_router)
+    app.include_router(page_router)
     return app
 
 
