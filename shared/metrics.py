@@ -207,6 +207,9 @@ class Registry:
         self._metrics[metric.name] = metric
         return metric
 
+    def metrics(self) -> list[_Metric]:
+        return list(self._metrics.values())
+
     def render(self) -> str:
         lines: list[str] = []
         for metric in self._metrics.values():
