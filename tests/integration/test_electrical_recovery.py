@@ -20,11 +20,13 @@ from shared.pcsc import PcscClient
 from tests.conftest import running
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import hsm, hsm_token, test_keys  # noqa: F401  (fixtures)
+from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
+    KeymgmtTestDouble,
+    keymgmt_double,
+)
 from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
     FeederProcess,
-    KeymgmtTestDouble,
     feeder_process,
-    keymgmt_double,
     pcsc_client,
     prepared,
     publish,

@@ -23,12 +23,14 @@ from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm_token,
     test_keys,
 )
+from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
+    KeymgmtTestDouble,
+    keymgmt_double,
+)
 from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
     FeederProcess,
-    KeymgmtTestDouble,
     assert_no_clear_pan,
     feeder_process,
-    keymgmt_double,
     next_card_with,
     pcsc_client,
     prepared,

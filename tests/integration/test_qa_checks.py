@@ -24,13 +24,15 @@ from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm_token,
     test_keys,
 )
-from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
-    FeederProcess,
+from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
     KeymgmtTestDouble,
-    assert_no_clear_pan,
-    feeder_process,
     keymgmt_double,
     new_record,
+)
+from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
+    FeederProcess,
+    assert_no_clear_pan,
+    feeder_process,
     pcsc_client,
     print_face,
     publish,

@@ -1,0 +1,144 @@
+"""TEST DOUBLE of the keymgmt process for the electrical and QA integration tests (no tests here;
+the file name keeps it inside their room). keymgmt's service layer is being written
+concurrently; this double serves the three endpoints of docs/services.md the station and QA
+call (/v1/perso/scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1,
+computed by the REAL HSM core (services/keymgmt/perso.py, emv.py) on a fresh SoftHSM token."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import BaseModel
+
+from services.keymgmt.emv import verify_arqc
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.perso import CardRecord, build_perso_script, record_dgis
+from shared.pan import luhn_check_digit
+from tests.integration.bus_harness import wait_for
+from tests.integration.hsm_fixtures import IssuerKeys
+
+STATION_TOKEN = "station-a-test-token"
+QA_TOKEN = "qa-test-token"
+APP_LABEL = "CARDBUREAU"
+
+
+def new_record(name: str = "TEST/CARDHOLDER") -> CardRecord:
+    body = "476173" + "".join(secrets.choice("0123456789") for _ in range(9))
+    return CardRecord(body + luhn_check_digit(body), "01", "2812", name, "201")
+
+
+def expected_records(record: CardRecord) -> dict[str, str]:
+    """SFI 1 records 1 and 2 as the card must answer them: DGIs 0101/0102 without DGI header."""
+    r1, r2, _fci = record_dgis(record, APP_LABEL)
+    return {"1": r1[3:].hex().upper(), "2": r2[3:].hex().upper()}
+
+
+class _ScriptRequest(BaseModel):
+    card_id: uuid.UUID
+    diversification_data: str
+
+
+class _Readback(BaseModel):
+    card_id: uuid.UUID
+    records: dict[str, str]
+
+
+class _Arqc(BaseModel):
+    card_id: uuid.UUID
+    cdol1: str
+    atc: str
+    arqc: str
+
+
+class KeymgmtTestDouble:
+    """TEST DOUBLE of keymgmt over real HTTP; the cryptography is the real HSM core."""
+
+    def __init__(self, hsm: Hsm, keys: IssuerKeys, station_token: str, qa_token: str) -> None:
+        self.hsm, self.keys = hsm, keys
+        self.records: dict[uuid.UUID, CardRecord] = {}
+        self.scripts: Counter[uuid.UUID] = Counter()
+        self.available = True
+        self.refused_while_down = 0
+        app = FastAPI()
+
+        def check(authorization: str, token: str) -> None:
+            if authorization != f"Bearer {token}":
+                raise HTTPException(401, "unknown credentials")
+            if not self.available:
+                self.refused_while_down += 1
+                raise HTTPException(503, "keymgmt test double: down on purpose")
+
+        def record_of(card_id: uuid.UUID) -> CardRecord:
+            if card_id not in self.records:
+                raise HTTPException(404, "no such card")
+            return self.records[card_id]
+
+        @app.post("/v1/perso/scripts")
+        async def perso_scripts(body: _ScriptRequest, authorization: str = Header("")) -> Any:
+            check(authorization, station_token)
+            record, div = record_of(body.card_id), bytes.fromhex(body.diversification_data)
+            if len(div) != 10:
+                raise HTTPException(422, "diversification data is 10 bytes")
+            script = await hsm.call(build_perso_script, record, div, keys.imks, keys.kmc_label)
+            self.scripts[body.card_id] += 1
+            return {
+                "card_id": str(body.card_id),
+                "chip_serial": script.summary.chip_serial,
+                "apdus": [apdu.hex().upper() for apdu in script.apdus],
+                "dgis": list(script.summary.dgis),
+            }
+
+        @app.post("/v1/qa/readback")
+        async def readback(body: _Readback, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)
+            want = expected_records(record_of(body.card_id))
+            got = {k: v.upper() for k, v in body.records.items()}
+            problems = [
+                f"record {n} differs from what was prepared" for n in want if got.get(n) != want[n]
+            ]
+            return {"ok": not problems, "problems": problems}
+
+        @app.post("/v1/arqc/verify")
+        async def arqc(body: _Arqc, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)
+            record = record_of(body.card_id)
+            args = (bytes.fromhex(body.atc), bytes.fromhex(body.cdol1), bytes.fromhex(body.arqc))
+            ok = await hsm.call(verify_arqc, keys.imks.ac, record.pan, record.psn, *args)
+            return {"ok": ok}
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+    def add_card(self, record: CardRecord | None = None) -> uuid.UUID:
+        card_id = uuid.uuid4()
+        self.records[card_id] = record or new_record()
+        return card_id
+
+    async def __aenter__(self) -> KeymgmtTestDouble:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        await wait_for(self._started, timeout=10)
+        return self
+
+    async def _started(self) -> bool:
+        return self._server.started
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+@pytest.fixture(scope="module", name="keymgmt")
+async def keymgmt_double(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    async with KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN) as double:
+        yield double
