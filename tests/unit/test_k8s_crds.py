@@ -17,6 +17,7 @@ from tests.unit.test_k8s_manifests import OVERLAYS, Obj, of_kind, render
 
 STRIMZI = "kafka.strimzi.io/v1beta2"
 CNPG = "postgresql.cnpg.io/v1"
+pytestmark = pytest.mark.timeout(900)  # see test_k8s_manifests.py
 SERVICE_STREAMS = ["intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit"]
 
 

@@ -32,6 +32,8 @@ KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"
 KUBERNETES_VERSION = "1.32.0"  # the oldest minor the manifests promise to apply on
 
 Obj = dict[str, Any]
+# The first run on a machine without kubectl builds kustomize (go install): minutes, once.
+pytestmark = pytest.mark.timeout(900)
 CRD_GROUPS = ("kafka.strimzi.io/", "postgresql.cnpg.io/")
 CONSUMERS = {  # Deployment -> topics it follows (docs/services.md); intake consumes nothing
     "keymgmt": ["intake"],
@@ -52,7 +54,7 @@ def kustomize() -> list[str] | None:
         return [kubectl, "kustomize"]
     built = REPO / ".run" / "bin" / "kustomize"
     if built.exists():
-        return [str(built)]
+        return [str(built), "build"]
     go = shutil.which("go") or next(
         (p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None
     )
@@ -61,7 +63,7 @@ def kustomize() -> list[str] | None:
     built.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOBIN": str(built.parent), "GOFLAGS": "-mod=mod"}
     subprocess.run([go, "install", KUSTOMIZE_MODULE], check=True, env=env, timeout=900)
-    return [str(built)]
+    return [str(built), "build"]
 
 
 @cache
@@ -69,14 +71,11 @@ def render(overlay: str) -> tuple[Obj, ...]:
     command = kustomize()
     if command is None:
         pytest.skip("neither kubectl nor go is installed: cannot get kustomize to render")
-    out = subprocess.run(
-        [*command, str(K8S / "overlays" / overlay)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout
-    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+    done = subprocess.run(
+        [*command, str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, f"kustomize failed on {overlay}:\n{done.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
 
 
 @pytest.fixture(params=OVERLAYS)
