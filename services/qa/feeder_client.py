@@ -42,7 +42,10 @@ class FeederClient:
             if response.status_code == 404:
                 raise CardNotFound(f"the feeder has no chip {chip_serial}")
             holder = await self._call(f"/readers/{quote(reader, safe='')}", None, get=True)
-            if response.status_code == 409 and holder.status_code == 200 and holder.json()["card"]:
+            # 409: the reader still holds a card. (A feeder started as `python -m vcard.feeder`
+            # answers its own errors with 500: the reader's state tells which it was.)
+            busy = holder.status_code == 200 and holder.json().get("card")
+            if response.status_code in (409, 500) and busy:
                 await self.eject(reader)  # the reader still holds another card: clear it
                 continue
             break

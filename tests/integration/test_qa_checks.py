@@ -9,10 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.perso import CardRecord, build_perso_script, diversification_data
+from services.qa.app import build_app
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
@@ -165,6 +167,12 @@ async def test_keymgmt_away_delays_qa_without_failing_the_card(
             verdicts, _raw = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
             assert qa.consumer is not None
             assert qa.consumer.duplicates == 1
+            transport = httpx.ASGITransport(app=build_app(qa))
+            async with httpx.AsyncClient(transport=transport, base_url="http://qa") as http:
+                ready = (await http.get("/ready")).json()
     finally:
         keymgmt.available = True
     assert [type(v) for v in verdicts] == [events.CardQaPassed]
+    assert ready["ready"] is True, ready
+    assert ready["reader"] == feeder.qa_reader
+    assert ready["machine"]["passed"] == 1
