@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.audit.chain import (
     GENESIS_HASH,
     ChainEntry,
-    chain_hash,
     event_document,
     leaf_hash,
 )
@@ -47,26 +46,26 @@ class EventLog:
         self._s = checked_identifier(schema)
 
     async def append_event(self, event: Event) -> int:
-        """Chain the event after the head (locked, so appends have one order). Returns seq."""
-        size, prev_hash = (
-            await self._conn.execute(
-                text(f"SELECT size, entry_hash FROM {self._s}.chain_head FOR UPDATE")
-            )
-        ).one()
+        """Chain the event after the head (locked, so appends have one order). Returns seq.
+
+        One statement: lock the head, move it, insert the entry. The chain step is computed
+        by Postgres as SHA-256(prev_hash || leaf_hash), the same as chain.chain_hash."""
         document = event_document(event)
-        leaf = leaf_hash(document)
-        entry = chain_hash(prev_hash, leaf)
         seq = (
             await self._conn.execute(
                 text(
-                    f"INSERT INTO {self._s}.events (log_index, event_id, type, version,"
+                    f"WITH old AS (SELECT size, entry_hash FROM {self._s}.chain_head FOR UPDATE),"
+                    f" head AS (UPDATE {self._s}.chain_head h SET size = old.size + 1,"
+                    " entry_hash = encode(sha256(decode(old.entry_hash, 'hex')"
+                    " || decode(:leaf, 'hex')), 'hex') FROM old"
+                    " RETURNING old.size AS ix, old.entry_hash AS prev, h.entry_hash AS entry)"
+                    f" INSERT INTO {self._s}.events (log_index, event_id, type, version,"
                     " issuer_id, actor, occurred_at, card_id, batch_id, order_id, payload,"
-                    " leaf_hash, prev_hash, entry_hash) VALUES (:ix, :id, :type, :v, :issuer,"
-                    " :actor, :at, :card, :batch, :order, CAST(:doc AS jsonb), :leaf, :prev,"
-                    " :entry) RETURNING seq"
+                    " leaf_hash, prev_hash, entry_hash) SELECT head.ix, :id, :type, :v, :issuer,"
+                    " :actor, :at, :card, :batch, :order, CAST(:doc AS jsonb), :leaf, head.prev,"
+                    " head.entry FROM head RETURNING seq"
                 ),
                 {
-                    "ix": size,
                     "id": event.event_id,
                     "type": event.type,
                     "v": event.version,
@@ -77,16 +76,10 @@ class EventLog:
                     "batch": getattr(event, "batch_id", None),
                     "order": getattr(event, "order_id", None),
                     "doc": json.dumps(document),
-                    "leaf": leaf,
-                    "prev": prev_hash,
-                    "entry": entry,
+                    "leaf": leaf_hash(document),
                 },
             )
         ).scalar_one()
-        await self._conn.execute(
-            text(f"UPDATE {self._s}.chain_head SET size = :n, entry_hash = :h"),
-            {"n": size + 1, "h": entry},
-        )
         return int(seq)
 
     async def find_events(self, query: EventQuery) -> list[dict[str, Any]]:
