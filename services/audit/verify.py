@@ -207,12 +207,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def amain(argv: Sequence[str]) -> int:
+async def amain(argv: Sequence[str], transport: httpx.AsyncBaseTransport | None = None) -> int:
     args = parse_args(argv)
     if not args.token:
         raise SystemExit("give --token or set BUREAU_AUDITOR_TOKEN")
     headers = {"Authorization": f"Bearer {args.token}"}
-    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=30.0) as api:
+    client = httpx.AsyncClient(
+        base_url=args.url, headers=headers, timeout=30.0, transport=transport
+    )
+    async with client as api:
         try:
             report = await run(api, args.public_key.read_text(), args.command, args)
         except (ApiError, httpx.HTTPError) as exc:
