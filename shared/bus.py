@@ -223,7 +223,8 @@ class EventConsumer:
             return False
         self.processed += len(fresh)
         self.duplicates += len(decoded) - len(fresh)
-        _count_consumed(event for _r, event in decoded if event.event_id in fresh)
+        # Each fresh event once, even when the batch held it twice.
+        _count_consumed({e.event_id: e for _r, e in decoded if e.event_id in fresh}.values())
         metrics.EVENTS_DUPLICATE.inc(len(decoded) - len(fresh), service=metrics.service_name())
         if uow.emitted:
             self._relay.wake()
