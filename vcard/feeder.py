@@ -294,4 +294,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Under `python -m` this file runs as __main__, a second copy of the module whose
+    # exception classes the API's handlers do not know; run the importable module instead.
+    from vcard.feeder import main as importable_main
+
+    importable_main()

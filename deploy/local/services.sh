@@ -43,8 +43,12 @@ up() {
     # shellcheck disable=SC1091
     source "$RUN/env.sh"
     export BUREAU_TRACE_FILE="${BUREAU_TRACE_FILE:-$RUN/traces.jsonl}"
+    # The 5th reader is the QA station's (manual: cards are inserted by chip serial); the
+    # first four are the encoding station's hopper-fed readers.
+    local qa_port
+    qa_port=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[4]["port"])' "$BUREAU_PCSC_READERS")
     start_one feeder "$PY" -m vcard.feeder --readers "$BUREAU_PCSC_READERS" \
-        --state-dir "$RUN/vcard" --port "${PORTS[feeder]}"
+        --state-dir "$RUN/vcard" --port "${PORTS[feeder]}" --manual "$qa_port"
     for name in "${SERVICES[@]}"; do
         start_one "$name" "$PY" -m "services.$name"
     done
