@@ -162,7 +162,7 @@ DEMO_KMC = ("404142434445464748494A4B4C4D4E4F", "A0A1A2A3A4A5A6A7A8A9AAABACADAEA
 def software_kcv(key: bytes, key_type: CeremonyKeyType) -> str:
     """What a custodian's component form says: DES method, or AES-CMAC (X9.24-1:2017)."""
     if key_type in (CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.DES3):
-        k = key + key[:8] if len(key) == 16 else key
+        k = (key * 3)[:24]  # 8, 16 or 24 bytes: K1 K2 K3 with K3 = K1 (and K2 = K1)
         return Cipher(TripleDES(k), modes.ECB()).encryptor().update(bytes(8))[:3].hex().upper()
     mac = CMAC(algorithms.AES(key))
     mac.update(bytes(16))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from pkcs11 import Mechanism
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,18 +15,14 @@ from services.keymgmt.hsm import (
     BureauKeyKind,
     Hsm,
     HsmError,
-    KeyNotFoundError,
     describe_key,
     generate_bureau_key,
 )
+from services.keymgmt.preparation import ConfigCache, prepare_ordered_card
 from services.keymgmt.repository import KeymgmtRepository, key_row
-from services.keymgmt.repository_security import SecurityRepository
-from services.keymgmt.security import prepare_card_security, profile_key_labels, security_rows
-from services.keymgmt.service import PREPARED_DGIS, prepare_card_keys
 from services.keymgmt.settings import KeymgmtSettings, process_hsm
-from services.keymgmt.vault import VaultError
-from shared.bus import HandlerTable, PoisonEvent
-from shared.events import CardOrdered, CardPrepared
+from shared.bus import HandlerTable
+from shared.events import CardOrdered
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, Worker
 
@@ -67,99 +62,13 @@ class KeymgmtDeps:
 
 
 def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
-    async def prepare_card(uow: UnitOfWork, event: CardOrdered) -> None:
-        """Derive the card's MK-AC/SMI/SMC in the HSM, keep their KCVs, emit card.prepared.
+    cache = ConfigCache()
 
-        The consumer's inbox drops a redelivered event; a second card.ordered for a card
-        already prepared (another event id) prepares nothing and emits nothing.
-        """
-        repo = KeymgmtRepository(uow.conn)
-        card = f"card {event.card_id}"
-        vaulted = await repo.vault_card(event.card_id)
-        if vaulted is None:
-            raise PoisonEvent(f"{card} is not in the vault")
-        if vaulted["issuer_id"] != event.issuer_id or vaulted["pan_token"] != event.pan_token:
-            raise PoisonEvent(f"{card}: issuer or pan_token differ from the vault's record")
-        if await repo.prepared(event.card_id) is not None:
-            log.warning("card already prepared; nothing to do", extra={"card_id": card})
-            return
-        try:
-            imks = imks_of(event.issuer_id)
-        except HsmError as exc:
-            raise PoisonEvent(str(exc)) from exc
-        labels = {"IMK-AC": imks.ac, "IMK-SMI": imks.smi, "IMK-SMC": imks.smc}
-        active = await repo.active_labels(list(labels.values()))
-        missing = [name for name, label in labels.items() if label not in active]
-        if missing:
-            raise PoisonEvent(
-                f"issuer {event.issuer_id} has no active {', '.join(missing)}"
-                f" ({', '.join(labels[m] for m in missing)}): load them by key ceremony"
-            )
-        hsm = deps.gate.get()  # HsmUnavailable is a ConnectionError: retried, never poison
-        try:
-            prep = await hsm.call(prepare_card_keys, vaulted, imks, deps.service_code)
-        except KeyNotFoundError as exc:
-            raise PoisonEvent(f"{card}: key {exc} is in the inventory but not in the HSM") from exc
-        except (ValueError, VaultError) as exc:
-            raise PoisonEvent(f"{card}: the vault record cannot be prepared: {exc}") from exc
-        security = await _card_security(uow, deps, vaulted, event)
-        await repo.add_prepared(
-            {
-                "card_id": event.card_id,
-                "issuer_id": event.issuer_id,
-                "batch_id": event.batch_id,
-                "order_id": event.order_id,
-                "product_id": event.product_id,
-                "masked_pan": vaulted["masked_pan"],
-                "key_scheme": prep.key_scheme,
-                "dgis": list(PREPARED_DGIS),
-                "mk_ac_kcv": prep.mk_kcvs[0],
-                "mk_smi_kcv": prep.mk_kcvs[1],
-                "mk_smc_kcv": prep.mk_kcvs[2],
-                "source_event_id": event.event_id,
-            }
-        )
-        if security:
-            await SecurityRepository(uow.conn).add_card_security(security)
-        await repo.record_access([(event.card_id, f"service:{deps.actor}", "prepare")])
-        await uow.emit(
-            CardPrepared(
-                issuer_id=event.issuer_id,
-                actor=deps.actor,
-                card_id=event.card_id,
-                batch_id=event.batch_id,
-                product_id=event.product_id,
-                masked_pan=vaulted["masked_pan"],
-                dgis=list(PREPARED_DGIS),
-                key_scheme=prep.key_scheme,
-            )
-        )
-        log.info(
-            "card prepared",
-            extra={"card_id": str(event.card_id), "key_scheme": prep.key_scheme},
-        )
+    async def prepare_card(uow: UnitOfWork, event: CardOrdered) -> None:
+        """card.ordered -> MK KCVs, PIN and CVVs per the product -> card.prepared."""
+        await prepare_ordered_card(uow, event, deps.gate.get, deps.service_code, deps.actor, cache)
 
     return {CardOrdered: [prepare_card]}
-
-
-async def _card_security(
-    uow: UnitOfWork, deps: KeymgmtDeps, vaulted: dict[str, Any], event: CardOrdered
-) -> dict[str, Any]:
-    """PIN and CVV rows when the issuer's product profile asks for them (else nothing)."""
-    profile = await SecurityRepository(uow.conn).product(event.issuer_id, event.product_id)
-    if profile is None:
-        return {}
-    card = f"card {event.card_id} ({event.product_id})"
-    needed = profile_key_labels(event.issuer_id, profile)
-    missing = sorted(set(needed) - await KeymgmtRepository(uow.conn).active_labels(needed))
-    if missing:
-        raise PoisonEvent(f"{card}: keys not active: {', '.join(missing)}")
-    hsm = deps.gate.get()
-    try:
-        sec = await hsm.call(prepare_card_security, vaulted, profile, deps.service_code)
-    except HsmError as exc:  # KeyNotFoundError included: in the inventory, not in the HSM
-        raise PoisonEvent(f"{card}: cannot make its PIN or CVV: {exc}") from exc
-    return security_rows(event.card_id, event.issuer_id, sec)
 
 
 # -- the HSM keeper ---------------------------------------------------------------------------

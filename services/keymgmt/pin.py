@@ -143,7 +143,7 @@ def iso0_block(pin: bytearray, pan: str) -> bytearray:
     _check_pin(pin)
     nib = [0, len(pin), *pin] + [0xF] * (14 - len(pin))
     block = _nibbles(nib)
-    pan_field = bytes.fromhex("0000" + _pan_digits(pan)[-13:-1])
+    pan_field = bytes.fromhex("0000" + _pan_digits(pan)[:-1][-12:].rjust(12, "0"))
     for i, b in enumerate(pan_field):
         block[i] ^= b
     return block

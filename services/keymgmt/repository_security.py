@@ -49,26 +49,50 @@ class SecurityRepository:
             params,
         )
 
-    async def add_card_security(self, rows: dict[str, Any]) -> None:
-        if "pin" in rows:
-            await self.conn.execute(
-                text(
-                    "INSERT INTO card_pins (card_id, issuer_id, iso0_block, iso0_key_label,"
-                    " iso4_block, iso4_key_label, pvki, pvv, ibm_offset) VALUES (:card_id,"
-                    " :issuer_id, :iso0_block, :iso0_key_label, :iso4_block, :iso4_key_label,"
-                    " :pvki, :pvv, :ibm_offset) ON CONFLICT (card_id) DO NOTHING"
-                ),
-                rows["pin"],
+    async def active_issuer_labels(self, issuer_id: str) -> set[str]:
+        rows = await self.conn.execute(
+            text("SELECT label FROM keys WHERE issuer_id = :i AND state = 'active'"),
+            {"i": issuer_id},
+        )
+        return {str(r[0]) for r in rows}
+
+    async def vault_card_to_prepare(self, card_id: UUID) -> dict[str, Any] | None:
+        """The vault row and whether the card is already prepared, in one round trip."""
+        row = (
+            (
+                await self.conn.execute(
+                    text(
+                        "SELECT v.card_id, v.issuer_id, v.pan_token, v.pan_blob, v.record_blob,"
+                        " v.masked_pan, EXISTS (SELECT 1 FROM prepared_cards p WHERE"
+                        " p.card_id = v.card_id) AS prepared FROM vault_cards v"
+                        " WHERE v.card_id = :c"
+                    ),
+                    {"c": card_id},
+                )
             )
-        if "cvv" in rows:
-            await self.conn.execute(
-                text(
-                    "INSERT INTO card_verification_values (card_id, issuer_id, cvk_a_label,"
-                    " cvk_b_label, sealed) VALUES (:card_id, :issuer_id, :cvk_a_label,"
-                    " :cvk_b_label, :sealed) ON CONFLICT (card_id) DO NOTHING"
-                ),
-                rows["cvv"],
-            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else dict(row)
+
+    async def record_preparation(
+        self, prepared: dict[str, Any], security: dict[str, Any], accessor: str
+    ) -> None:
+        """prepared_cards, card_pins, card_verification_values and the vault access row in
+        ONE statement (data-modifying CTEs); ``security`` is security.security_rows()."""
+        ctes = [_PREPARED]
+        params = dict(prepared) | {"accessor": accessor}
+        for name, sql in (("pin", _PIN), ("cvv", _CVV)):
+            if name in security:
+                ctes.append(sql)
+                params |= security[name]
+        await self.conn.execute(
+            text(
+                "WITH " + ", ".join(ctes) + " INSERT INTO vault_access (card_id, accessor,"
+                " purpose) VALUES (:card_id, :accessor, 'prepare')"
+            ),
+            params,
+        )
 
     async def card_pin(self, card_id: UUID) -> dict[str, Any] | None:
         row = (
@@ -94,3 +118,20 @@ class SecurityRepository:
             .first()
         )
         return None if row is None else dict(row)
+
+
+_PREPARED = (
+    "p AS (INSERT INTO prepared_cards (card_id, issuer_id, batch_id, order_id, product_id,"
+    " masked_pan, key_scheme, dgis, mk_ac_kcv, mk_smi_kcv, mk_smc_kcv, source_event_id) VALUES"
+    " (:card_id, :issuer_id, :batch_id, :order_id, :product_id, :masked_pan, :key_scheme,"
+    " :dgis, :mk_ac_kcv, :mk_smi_kcv, :mk_smc_kcv, :source_event_id))"
+)
+_PIN = (
+    "pin AS (INSERT INTO card_pins (card_id, issuer_id, iso0_block, iso0_key_label, iso4_block,"
+    " iso4_key_label, pvki, pvv, ibm_offset) VALUES (:card_id, :issuer_id, :iso0_block,"
+    " :iso0_key_label, :iso4_block, :iso4_key_label, :pvki, :pvv, :ibm_offset))"
+)
+_CVV = (
+    "cvv AS (INSERT INTO card_verification_values (card_id, issuer_id, cvk_a_label,"
+    " cvk_b_label, sealed) VALUES (:card_id, :issuer_id, :cvk_a_label, :cvk_b_label, :sealed))"
+)

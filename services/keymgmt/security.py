@@ -17,6 +17,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.keymgmt.cvv import CvkLabels, card_verification_values
+from services.keymgmt.emv import ImkLabels
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.pin import (
     IssuedPin,
@@ -26,7 +27,14 @@ from services.keymgmt.pin import (
     PinVerification,
     issue_pin,
 )
-from services.keymgmt.service import open_card
+from services.keymgmt.service import (
+    KEY_SCHEMES,
+    OpenedCard,
+    Preparation,
+    mk_kcv,
+    mk_option,
+    open_card,
+)
 from services.keymgmt.vault import SealedPan, open_sealed, seal_bytes
 
 
@@ -91,7 +99,16 @@ def prepare_card_security(
 ) -> CardSecurity:
     """PIN and CVVs of a vaulted card (HSM worker). KeyNotFoundError: an issuer key is
     missing from the HSM; HsmError: the profile needs a key the issuer does not have."""
-    card = open_card(hsm, vaulted)
+    return card_security(hsm, open_card(hsm, vaulted), vaulted, profile, service_code)
+
+
+def card_security(
+    hsm: Hsm,
+    card: OpenedCard,
+    vaulted: Mapping[str, Any],
+    profile: ProductProfile,
+    service_code: str,
+) -> CardSecurity:
     issuer, card_id = vaulted["issuer_id"], vaulted["card_id"]
     policy = profile.pin_policy()
     pin, pvki = None, None
@@ -106,6 +123,28 @@ def prepare_card_security(
         vault_label = SealedPan.from_bytes(bytes(vaulted["pan_blob"])).key_label
         sealed = seal_bytes(hsm, vault_label, clear.encode(), values_context(card_id, issuer))
     return CardSecurity(pin, pvki, cvk, sealed)
+
+
+def prepare_card_data(
+    hsm: Hsm,
+    vaulted: Mapping[str, Any],
+    imks: ImkLabels,
+    service_code: str,
+    profile: ProductProfile | None,
+) -> tuple[Preparation, CardSecurity | None]:
+    """Data preparation of one card in ONE HSM-worker call, the vault record opened once:
+    MK-AC/SMI/SMC KCVs (service.prepare_card_keys) and, when the product asks, PIN and CVVs.
+    ValueError: the record cannot make an EMV card."""
+    card = open_card(hsm, vaulted)
+    card.emv_record(service_code)  # validates every field the perso script will need
+    option = mk_option(card.pan)
+    ac, smi, smc = (
+        mk_kcv(hsm, label, card.pan, card.psn, option) for label in (imks.ac, imks.smi, imks.smc)
+    )
+    prep = Preparation(KEY_SCHEMES[option], (ac, smi, smc))
+    if profile is None:
+        return prep, None
+    return prep, card_security(hsm, card, vaulted, profile, service_code)
 
 
 def issue_card_pin(hsm: Hsm, pan: str, policy: PinPolicy, keys: PinKeys) -> IssuedPin:
