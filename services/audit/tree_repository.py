@@ -57,7 +57,7 @@ class MerkleStore:
         return int((await self._conn.execute(text(sql))).scalar_one())
 
     async def log_size(self) -> int:
-        sql = f"SELECT size FROM {self._s}.chain_head"
+        sql = f"SELECT coalesce(max(log_index) + 1, 0) FROM {self._s}.events"
         return int((await self._conn.execute(text(sql))).scalar_one())
 
     async def leaves(self, start: int, limit: int) -> list[bytes]:

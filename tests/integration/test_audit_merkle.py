@@ -156,3 +156,19 @@ async def test_altering_deleting_or_inserting_a_row_is_detected_in_every_trial(
         assert not audit.ok, (kind, index, audit)
         assert not inclusion.ok, (kind, index, inclusion)
         assert (await verify(log, "audit")).ok, (kind, index, "restored")
+
+
+async def test_only_the_audit_service_has_checkpoints_signed(signed_log: SignedLog) -> None:
+    u = signed_log.unique
+    for token, refused in ((f"qa-{u}", 403), (f"an-{u}", 403), ("nobody", 401)):
+        async with signed_log.keymgmt() as keymgmt:
+            asked = await keymgmt.post(
+                "/v1/signing/audit-checkpoints",
+                json={"digest": "00" * 32},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert asked.status_code == refused, asked.text
+    async with signed_log.keymgmt() as keymgmt:
+        inventory = view(await keymgmt.get("/v1/keys", headers={"Authorization": f"Bearer cu-{u}"}))
+    (key,) = [k for k in inventory["keys"] if k["usage"] == "audit-checkpoint"]
+    assert (key["key_type"], key["state"], key["origin"]) == ("EC-P256", "active", "generated")

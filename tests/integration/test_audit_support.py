@@ -4,7 +4,7 @@ API client, and the checkpoint key's PEM as keymgmt publishes it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,8 @@ class SignedLog:
     signer: KeymgmtSigner
     api: httpx.AsyncClient  # as the auditor
     public_key_pem: str
+    keymgmt: Callable[[], httpx.AsyncClient]  # keymgmt's API, in process
+    unique: str  # keymgmt tokens: qa-<unique> (service qa), an-/cu-<unique> (auditor, custodian)
 
 
 @pytest.fixture
@@ -53,8 +55,8 @@ async def signed_log(
         keymgmt_schema=f"keymgmt_{u}",
         vault_key_label=f"b{u}/VAULT/1",
         pan_hash_key_label=f"b{u}/PANHASH/1",
-        service_tokens=f"audit=au-{u}",
-        principals=f"auditor:ann=an-{u}",
+        service_tokens=f"audit=au-{u},qa=qa-{u}",
+        principals=f"auditor:ann=an-{u},custodian:carol=cu-{u}",
     )
     keymgmt = build_keymgmt_runtime(keymgmt_settings)
     keymgmt.subscribe = []  # only its HTTP API here: card.ordered events are not for it
@@ -88,7 +90,8 @@ async def signed_log(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://audit", headers=AUDITOR
         ) as api:
-            yield SignedLog(audit, settings, signer, api, answer.json()["public_key_pem"])
+            pem = answer.json()["public_key_pem"]
+            yield SignedLog(audit, settings, signer, api, pem, keymgmt_client, u)
     engine = make_engine(settings.database_url, schema)
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
