@@ -301,3 +301,16 @@ def test_every_variable_given_to_a_service_is_a_setting_it_reads(
         for source in container["envFrom"]:
             given |= set(configs[source["configMapRef"]["name"]])
         assert given - known == set(), name
+
+
+def test_services_start_after_the_replicated_topics_exist(objects: tuple[Obj, ...]) -> None:
+    topics = {t["spec"]["topicName"] for t in of_kind(objects, "KafkaTopic")}
+    for deployment in bureau_deployments(objects):
+        name = deployment["metadata"]["name"]
+        inits = deployment["spec"]["template"]["spec"]["initContainers"]
+        (wait,) = [c for c in inits if c["name"] == "wait-for-topics"]
+        assert wait["args"] == ["deploy.image.wait_for_topics"]
+        env = {var["name"]: var["value"] for var in wait["env"]}
+        streams = set(env["BUREAU_WAIT_FOR_TOPICS"].split(","))
+        assert {*CONSUMERS.get(name, []), name, "dlq"} <= streams, name
+        assert {f"bureau.{s}" for s in streams} <= topics, name
