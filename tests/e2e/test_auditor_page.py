@@ -21,10 +21,10 @@ from services.audit.app import build_app
 from services.audit.checkpointer import checkpoint_once
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_audit_service import publish
+from tests.integration.test_audit_harness import publish
 from tests.integration.test_audit_support import SignedLog, log_size_reaches, signed_log
 from tests.integration.test_keymgmt_service import keymgmt_hsm, keymgmt_module  # noqa: F401
-from tests.unit.test_audit_reconciliation import BatchStory
+from tests.unit.test_audit_story import BatchStory
 
 pytestmark = pytest.mark.e2e
 __all__ = ["signed_log"]

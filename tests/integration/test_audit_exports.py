@@ -14,7 +14,7 @@ import pytest
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.test_audit_service import (
+from tests.integration.test_audit_harness import (
     AUDITOR,
     OPERATOR,
     OTHER_ISSUERS_AUDITOR,
@@ -25,7 +25,7 @@ from tests.integration.test_audit_service import (
     logged,
     publish,
 )
-from tests.unit.test_audit_reconciliation import BatchStory
+from tests.unit.test_audit_story import BatchStory
 
 pytestmark = pytest.mark.integration
 __all__ = ["api", "audit", "audit_settings"]

@@ -15,10 +15,10 @@ from services.audit.checkpointer import checkpoint_once
 from services.audit.verify import Report, run
 from shared import events
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_audit_service import publish, read_stream
+from tests.integration.test_audit_harness import publish, read_stream
 from tests.integration.test_audit_support import SignedLog, log_size_reaches, signed_log, view
 from tests.integration.test_keymgmt_service import keymgmt_hsm, keymgmt_module  # noqa: F401
-from tests.unit.test_audit_reconciliation import BatchStory
+from tests.unit.test_audit_story import BatchStory
 
 pytestmark = pytest.mark.integration
 __all__ = ["signed_log"]

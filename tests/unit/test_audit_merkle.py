@@ -76,7 +76,8 @@ def test_the_compact_range_gives_the_rfc_root(size: int) -> None:
 
 
 def test_extending_in_steps_equals_extending_at_once() -> None:
-    frontier, size, stored = [], 0, []
+    frontier: list[bytes] = []
+    size, stored = 0, []
     for step in (1, 2, 7, 1, 30, 29):
         frontier, size, nodes = extend(frontier, size, LEAVES[size : size + step])
         stored.extend(nodes)
