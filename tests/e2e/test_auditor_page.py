@@ -1,16 +1,21 @@
 """The auditor page in headless Chromium (Debian chromium + chromedriver, driven through the
 W3C WebDriver protocol): an auditor searches a card and sees its whole timeline, checks the
-latest checkpoint and a batch's reconciliation. The audit service runs on the real stack, its
+latest checkpoint and a batch's reconciliation; then the verifier CLI, as its own process over
+HTTP, proves the same log with the public key alone. The audit service runs on the real stack, its
 checkpoints signed by an in-process keymgmt on a real SoftHSM token."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -140,8 +145,26 @@ async def served(signed_log: SignedLog) -> AsyncIterator[str]:
         await task
 
 
+async def run_verifier(url: str, key: Path, *command: str) -> tuple[int, dict[str, Any]]:
+    """The auditors' CLI as its own process, over HTTP, with only the public key."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.audit.verify",
+        "--url",
+        url,
+        "--public-key",
+        str(key),
+        *command,
+        env={**os.environ, "BUREAU_AUDITOR_TOKEN": "auditor-dev-token"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return int(process.returncode or 0), json.loads(out)
+
+
 async def test_an_auditor_searches_a_card_and_sees_its_whole_timeline(
-    signed_log: SignedLog, served: str, browser: Browser
+    signed_log: SignedLog, served: str, browser: Browser, tmp_path: Path
 ) -> None:
     story = BatchStory(2)
     batch = [*story.good_batch(), story.dispatch(story.card_ids)]
@@ -186,3 +209,13 @@ async def test_an_auditor_searches_a_card_and_sees_its_whole_timeline(
 
     await wait_for(batch_shown, timeout=20)
     assert await browser.texts("#batch-status") == ["closed"]
+
+    # What the page says, the auditors' own verifier proves from the public key alone.
+    key = tmp_path / "checkpoint-key.pem"
+    key.write_text(signed_log.public_key_pem)
+    status, report = await run_verifier(served, key, "audit")
+    assert status == 0, report
+    assert f"all {size} entries hash to the signed root" in report["checks"]
+    first = str(batch[0].event_id)
+    status, report = await run_verifier(served, key, "inclusion", "--event-id", first)
+    assert status == 0, report
