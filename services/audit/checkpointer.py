@@ -17,7 +17,12 @@ from services.audit.checkpoint import (
 )
 from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner, SignerError
-from services.audit.tree_repository import MerkleStore, StoredCheckpoint, build_tree
+from services.audit.tree_repository import (
+    MerkleStore,
+    StoredCheckpoint,
+    TreeGapError,
+    build_tree,
+)
 from shared.events import LogCheckpoint
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, Worker
@@ -73,6 +78,7 @@ def merkle_keeper(settings: AuditSettings, signer: KeymgmtSigner) -> Worker:
     async def keep_merkle_tree(runtime: ServiceRuntime) -> None:
         loop = asyncio.get_running_loop()
         next_checkpoint = loop.time() + settings.tree_interval_seconds
+        reported = ""
         while True:
             await asyncio.sleep(settings.tree_interval_seconds)
             try:
@@ -82,6 +88,12 @@ def merkle_keeper(settings: AuditSettings, signer: KeymgmtSigner) -> Worker:
                     await checkpoint_once(runtime, settings, signer)
             except asyncio.CancelledError:
                 raise
+            except TreeGapError as exc:
+                # Someone removed an entry behind the service's back: say so (once per gap),
+                # never build over it; auditors' verifiers will find the same.
+                if str(exc) != reported:
+                    log.error("the audit log is damaged: %s", exc)
+                    reported = str(exc)
             except SignerError as exc:
                 # keymgmt down or refusing: the tree keeps growing, the next round signs it.
                 log.warning("checkpoint not signed: %s", exc)

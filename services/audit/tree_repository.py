@@ -208,6 +208,8 @@ async def build_tree(engine: AsyncEngine, schema: str, chunk: int = 20_000) -> i
             size = await store.tree_size(lock=True)
             leaves = await store.leaves(size, chunk)
             if not leaves:
+                if await store.log_size() > size:
+                    raise TreeGapError(f"log entry {size} is missing: the tree stops before it")
                 return size
             compact = await store.node_hashes(perfect_subtrees(0, size))
             frontier = [compact[node] for node in perfect_subtrees(0, size)]
