@@ -42,10 +42,19 @@ services-down: ## stop the bureau services
 DEMO_ISSUER ?= demo-bank
 DEMO_CARDS  ?= 50
 
-demo: stack-up ## a demo batch of cards through the whole bureau, ending in reconciliation
-	source .run/env.sh && $(PY) -m services.keymgmt ceremony demo-keys --issuer $(DEMO_ISSUER)
-	bash $(SVCS) up
-	$(PY) -m demo --issuer $(DEMO_ISSUER) --cards $(DEMO_CARDS)
+# The demo stops what it started afterwards; KEEP_RUNNING=1 leaves the bureau up to explore
+# (then `make stack-down`).
+demo: deps ## a demo batch of cards through the whole bureau, ending in reconciliation
+	@started=0; \
+	if ! bash $(STACK) status --quiet; then bash $(STACK) up; started=1; fi; \
+	rc=0; { source .run/env.sh \
+	  && $(PY) -m services.keymgmt ceremony demo-keys --issuer $(DEMO_ISSUER) \
+	  && bash $(SVCS) up \
+	  && $(PY) -m demo --issuer $(DEMO_ISSUER) --cards $(DEMO_CARDS); } || rc=$$?; \
+	if [ "$(KEEP_RUNNING)" != 1 ]; then \
+	  bash $(SVCS) down; if [ $$started = 1 ]; then bash $(STACK) down; fi; \
+	else echo "bureau left running: logs in .run/logs, 'make stack-down' stops it"; fi; \
+	exit $$rc
 
 # The test run starts the components it needs and stops, after, those it started.
 test: deps ## unit, integration and e2e tests on the real local stack

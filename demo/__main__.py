@@ -17,6 +17,19 @@ from typing import Any
 from demo.client import Bureau, demo_cards
 
 PRODUCT = "demo-debit"
+STAGES = [
+    "ordered",
+    "prepared",
+    "encoded",
+    "printed",
+    "qa_passed",
+    "packed",
+    "dispatched",
+    "spoiled_electrical",
+    "spoiled_graphical",
+    "qa_failed",
+    "destroyed",
+]
 
 
 def say(text: str) -> None:
@@ -30,7 +43,8 @@ def progress_printer() -> Any:
 
     def show(view: dict[str, Any]) -> None:
         counts = view.get("counts", {})
-        line = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if isinstance(v, int))
+        ordered = [k for k in STAGES if k in counts] + sorted(set(counts) - set(STAGES))
+        line = " ".join(f"{k}={counts[k]}" for k in ordered if isinstance(counts[k], int))
         text = f"  [{time.monotonic() - started:5.1f}s] {view['status']:<10} {line}"
         if not last or last[-1] != text.split("]", 1)[1]:
             say(text)
@@ -59,7 +73,9 @@ async def run(cards: int, issuer: str) -> int:
     view = await bureau.wait_for_batch(batch, {"closed"}, 300, show)
     say("")
     say(f"Batch {batch} reconciliation ({view['status']}):")
-    for stage, count in sorted(view["counts"].items()):
+    counts = view["counts"]
+    for stage in [k for k in STAGES if k in counts] + sorted(set(counts) - set(STAGES)):
+        count = counts[stage]
         say(f"  {stage:<28} {count}")
     discrepancies = len(view["problems"]) + sum(len(v) for v in view["missing"].values())
     say(f"  discrepancies: {discrepancies}")
