@@ -133,8 +133,8 @@ def prepare_card_data(
     profile: ProductProfile | None,
 ) -> tuple[Preparation, CardSecurity | None]:
     """Data preparation of one card in ONE HSM-worker call, the vault record opened once:
-    MK-AC/SMI/SMC KCVs (service.prepare_card_keys) and, when the product asks, PIN and CVVs.
-    ValueError: the record cannot make an EMV card."""
+    the MK-AC/SMI/SMC KCVs (each MK derived for the check only, service.mk_kcv) and, when
+    the product asks, PIN and CVVs. ValueError: the record cannot make an EMV card."""
     card = open_card(hsm, vaulted)
     card.emv_record(service_code)  # validates every field the perso script will need
     option = mk_option(card.pan)

@@ -184,22 +184,6 @@ def mk_kcv(hsm: Hsm, imk_label: str, pan: str, psn: str, option: MkDerivation) -
         check.destroy()
 
 
-def prepare_card_keys(
-    hsm: Hsm, vaulted: Mapping[str, Any], imks: ImkLabels, service_code: str
-) -> Preparation:
-    """Derive MK-AC/SMI/SMC for a vaulted card (HSM worker); only their KCVs come back.
-
-    Raises ValueError when the record cannot make an EMV card (the message names the field).
-    """
-    card = open_card(hsm, vaulted)
-    card.emv_record(service_code)  # validates every field the perso script will need
-    option = mk_option(card.pan)
-    ac, smi, smc = (
-        mk_kcv(hsm, label, card.pan, card.psn, option) for label in (imks.ac, imks.smi, imks.smc)
-    )
-    return Preparation(KEY_SCHEMES[option], (ac, smi, smc))
-
-
 def expected_records(
     hsm: Hsm, vaulted: Mapping[str, Any], service_code: str, app_label: str
 ) -> dict[str, bytes]:
