@@ -2,7 +2,8 @@
 inbox -> vault record opened -> MK-AC/SMI/SMC derived, PIN blocks + PVV, CVV/iCVV/CVV2 ->
 Postgres + outbox -> card.prepared) with one and with two keymgmt processes, against the raw
 HSM-bound limit measured in the same run: a plain python-pkcs11 loop doing the same HSM
-operations per card, in one and in two processes. Prints JSON figures and the ratios.
+operations per card, in one and in two processes, before and after the service run (the
+higher is the limit). Prints JSON figures and the ratios.
 
     .venv/bin/python -m bench.dataprep [--cards 10000]     (the local stack must be up)
 """
@@ -280,16 +281,15 @@ def main() -> None:
     for processes in (1, 2):
         tag = f"{run}{processes}"
         asyncio.run(setup(tag, args.cards))
-        figures[f"raw_hsm_cards_per_s_{processes}p"] = round(
-            raw_rate(tag, args.cards, processes), 1
-        )
+        time.sleep(5)  # let Kafka and Postgres settle after the setup's writes
+        before = raw_rate(tag, args.cards, processes)
         for proc in spawn(["--serve", tag, "--cards", str(args.cards)], processes):
             proc.wait()
         rate = asyncio.run(service_rate(tag, args.cards))
+        raw = max(before, raw_rate(tag, args.cards, processes))  # the better of two: fair
+        figures[f"raw_hsm_cards_per_s_{processes}p"] = round(raw, 1)
         figures[f"prepared_cards_per_s_{processes}p"] = round(rate, 1)
-        figures[f"ratio_{processes}p"] = round(
-            rate / figures[f"raw_hsm_cards_per_s_{processes}p"], 3
-        )
+        figures[f"ratio_{processes}p"] = round(rate / raw, 3)
         asyncio.run(cleanup(tag))
     print(json.dumps(figures, indent=2))  # noqa: T201 - a benchmark prints its figures
 
