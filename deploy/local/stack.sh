@@ -453,9 +453,11 @@ kafka_render_props() {
 }
 
 kafka_cluster_id() { # a Kafka cluster id: 16 random bytes, base64url without padding
-    if [[ ! -s $KAFKA_CLUSTER_ID_FILE ]]; then
+    # An id starting with '-' reads as an option to StorageTool's argument parser (1 in 64
+    # draws), so such an id is drawn again.
+    while [[ ! -s $KAFKA_CLUSTER_ID_FILE || $(head -c 1 -- "$KAFKA_CLUSTER_ID_FILE") == - ]]; do
         head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$KAFKA_CLUSTER_ID_FILE"
-    fi
+    done
     cat -- "$KAFKA_CLUSTER_ID_FILE"
 }
 
@@ -486,7 +488,7 @@ kafka_start() { # start the broker in the background (no waiting); sets KAFKA_ST
         local cid
         cid=$(kafka_cluster_id)
         log "kafka: formatting storage $KAFKA_DATA (cluster id $cid)"
-        if ! "${jvm[@]}" kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_PROPS" --standalone \
+        if ! "${jvm[@]}" kafka.tools.StorageTool format "--cluster-id=$cid" -c "$KAFKA_PROPS" --standalone \
             >"$LOG_DIR/kafka-format.log" 2>&1; then
             die "kafka: storage format failed$(tail_of "$LOG_DIR/kafka-format.log")"
         fi
