@@ -25,9 +25,10 @@ def e2e_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bureau(e2e_env: dict[str, str]) -> Iterator[Bureau]:
-    """Load the e2e issuers' test keys by ceremony, start every service, stop them after."""
+    """Load the e2e issuers' test keys by ceremony, start every service, and stop them when the
+    module is done: the feeder holds the shared readers, which later suites need free."""
     for issuer in ("e2e-bank", "e2e-faults"):
         subprocess.run(
             [sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", "--issuer", issuer],
