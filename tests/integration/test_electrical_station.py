@@ -145,12 +145,16 @@ async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
         await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in cards))
         out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 3)
 
-    by_card: dict[uuid.UUID, events.Event] = {}
-    for event in out:
-        assert isinstance(event, events.CardEncoded | events.CardSpoiled)
-        by_card[event.card_id] = event
-    removed, failing, good = (by_card[c] for c in cards)
-    assert isinstance(removed, events.CardSpoiled)
+    # Cards are claimed in arrival order, and card.prepared records of one batch spread over
+    # partitions, so which card meets which chip is not fixed: the chips' order is.
+    assert all(isinstance(e, events.CardEncoded | events.CardSpoiled) for e in out)
+    spoiled = sorted((e for e in out if isinstance(e, events.CardSpoiled)), key=lambda e: e.reason)
+    encoded = [e for e in out if isinstance(e, events.CardEncoded)]
+    assert len(spoiled) == 2
+    assert len(encoded) == 1
+    failing, removed = spoiled  # "card answered ..." sorts before "card removed ..."
+    good = encoded[0]
+    assert {failing.card_id, removed.card_id, good.card_id} == set(cards)
     assert removed.stage == "electrical"
     assert removed.reason.startswith("card removed from the reader during STORE DATA block")
     assert removed.apdu_trace[-1].endswith(" no-answer")

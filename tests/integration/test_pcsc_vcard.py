@@ -104,8 +104,9 @@ async def fresh_card(feeder: Feeder, client: PcscClient, reader: str, **faults: 
     before = await client.status(reader)
     feeder.arm(reader, ArmedFaults(**faults))  # type: ignore[arg-type]
     await feeder.eject(reader)
-    await client.wait_for_removal(reader, timeout=5, since=before)
-    await client.wait_for_card(reader, timeout=5, since=before)
+    # 15 s, not one poll: on a loaded 2-core CI machine a swap has been seen to take seconds.
+    await client.wait_for_removal(reader, timeout=15, since=before)
+    await client.wait_for_card(reader, timeout=15, since=before)
 
 
 async def test_readers_are_listed(readers: list[ReaderConfig], client: PcscClient) -> None:

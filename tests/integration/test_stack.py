@@ -56,14 +56,16 @@ def _read_env_file(path: Path) -> dict[str, str]:
 # Named apart from tests/conftest.py's `stack_env`: this module reads the stack's own contract.
 @pytest.fixture(scope="session")
 def stack_vars() -> Mapping[str, str]:
-    if os.environ.get("BUREAU_DATABASE_URL"):
+    # The stack's own env.sh wins over os.environ: other suites in the same pytest process
+    # point SOFTHSM2_CONF at their fresh test tokens for the whole session.
+    run_dir = Path(os.environ.get("BUREAU_RUN_DIR", REPO_ROOT / ".run"))
+    env_file = run_dir / "env.sh"
+    if env_file.is_file():
+        env = _read_env_file(env_file)
+    elif os.environ.get("BUREAU_DATABASE_URL"):
         env = {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
     else:
-        run_dir = Path(os.environ.get("BUREAU_RUN_DIR", REPO_ROOT / ".run"))
-        env_file = run_dir / "env.sh"
-        if not env_file.is_file():
-            pytest.fail(f"{env_file} is missing: run deploy/local/stack.sh up first")
-        env = _read_env_file(env_file)
+        pytest.fail(f"{env_file} is missing: run deploy/local/stack.sh up first")
     missing = [k for k in ENV_KEYS if not env.get(k)]
     assert not missing, f"stack environment lacks {missing}"
     return env
