@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from services.electrical.ports import ScriptSource, Transport
 from services.electrical.settings import ElectricalSettings
 from services.electrical.station import StationAgent
 from shared.pcsc import PcscClient, PcscError
-from shared.service import ServiceRuntime, Worker, create_app
+from shared.service import ServiceRuntime, create_app
 
 NAME = "electrical"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -88,24 +87,15 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=build_handlers(agent.notify_queued),
         subscribe=["keymgmt"],
-        workers=[*agent.workers(), _closes_on_stop(closers)],
+        workers=agent.workers(),
         schema=schema,
         consumer_group=consumer_group,
     )
+    for closer in closers:
+        runtime.on_stop(closer.aclose)
     runtime.agent = agent
     runtime.state["agent"] = agent
     return runtime
-
-
-def _closes_on_stop(clients: list[Any]) -> Worker:
-    async def http_clients_lifetime(runtime: ServiceRuntime) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            for client in clients:
-                await client.aclose()
-
-    return http_clients_lifetime
 
 
 def build_app(runtime: StationRuntime) -> FastAPI:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -19,7 +18,7 @@ from services.fulfillment.settings import FulfillmentSettings
 from shared.auth import Principal, require
 from shared.events import CardDestroyed
 from shared.outbox import UnitOfWork
-from shared.service import ServiceRuntime, Worker, create_app
+from shared.service import ServiceRuntime, create_app
 
 NAME = "fulfillment"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,7 +32,7 @@ def bootstrap(
     keymgmt: MailingSource | None = None,
 ) -> ServiceRuntime:
     """Wire keymgmt and the manifest writer into the runtime. Tests pass their own schema."""
-    workers: list[Worker] = []
+    owned: KeymgmtClient | None = None
     if keymgmt is None:
         client = KeymgmtClient(
             settings.keymgmt_url,
@@ -41,8 +40,7 @@ def bootstrap(
             timeout_s=settings.keymgmt_timeout_s,
             attempts=settings.keymgmt_attempts,
         )
-        workers.append(_closes_on_stop(client))
-        keymgmt = client
+        keymgmt = owned = client
     deps = FulfillmentDeps(
         keymgmt=keymgmt,
         manifests=ManifestWriter(settings.manifest_dir),
@@ -55,22 +53,13 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=build_handlers(deps),
         subscribe=["qa", "electrical", "graphical", "audit"],
-        workers=workers,
         schema=schema,
         consumer_group=consumer_group,
     )
+    if owned is not None:
+        runtime.on_stop(owned.aclose)
     runtime.state["deps"] = deps
     return runtime
-
-
-def _closes_on_stop(client: KeymgmtClient) -> Worker:
-    async def keymgmt_client_lifetime(runtime: ServiceRuntime) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await client.aclose()
-
-    return keymgmt_client_lifetime
 
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:

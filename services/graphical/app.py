@@ -17,7 +17,7 @@ from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
 from services.graphical.settings import GraphicalSettings
 from shared.auth import Principal, require
-from shared.service import ServiceRuntime, Worker, create_app
+from shared.service import ServiceRuntime, create_app
 
 NAME = "graphical"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,7 +33,7 @@ def bootstrap(
     printer: Printer | None = None,
 ) -> ServiceRuntime:
     """Wire keymgmt, renderer and printer into the runtime. Tests pass their own schema."""
-    workers: list[Worker] = []
+    owned: KeymgmtClient | None = None
     if keymgmt is None:
         client = KeymgmtClient(
             settings.keymgmt_url,
@@ -41,8 +41,7 @@ def bootstrap(
             timeout_s=settings.keymgmt_timeout_s,
             attempts=settings.keymgmt_attempts,
         )
-        workers.append(_closes_on_stop(client))
-        keymgmt = client
+        keymgmt = owned = client
     deps = GraphicalDeps(
         keymgmt=keymgmt,
         renderer=FaceRenderer(settings.graphical_font),
@@ -55,22 +54,13 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=build_handlers(deps),
         subscribe=["electrical"],
-        workers=workers,
         schema=schema,
         consumer_group=consumer_group,
     )
+    if owned is not None:
+        runtime.on_stop(owned.aclose)
     runtime.state["deps"] = deps
     return runtime
-
-
-def _closes_on_stop(client: KeymgmtClient) -> Worker:
-    async def keymgmt_client_lifetime(runtime: ServiceRuntime) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await client.aclose()
-
-    return keymgmt_client_lifetime
 
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:

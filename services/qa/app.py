@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.service import Transaction
 from services.qa.settings import QaSettings
 from shared.pcsc import PcscClient, PcscError
-from shared.service import ServiceRuntime, Worker, create_app
+from shared.service import ServiceRuntime, create_app
 
 NAME = "qa"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -83,24 +82,15 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=build_handlers(machine.notify_queued),
         subscribe=["graphical"],
-        workers=[machine.run, _closes_on_stop(closers)],
+        workers=[machine.run],
         schema=schema,
         consumer_group=consumer_group,
     )
+    for closer in closers:
+        runtime.on_stop(closer.aclose)
     runtime.machine = machine
     runtime.state["machine"] = machine
     return runtime
-
-
-def _closes_on_stop(clients: list[Any]) -> Worker:
-    async def http_clients_lifetime(runtime: ServiceRuntime) -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            for client in clients:
-                await client.aclose()
-
-    return http_clients_lifetime
 
 
 def build_app(runtime: QaRuntime) -> FastAPI:

@@ -195,7 +195,10 @@ async def test_quick_swaps_each_bring_a_new_card(
     feeder: Feeder, client: PcscClient, readers: list[ReaderConfig]
 ) -> None:
     """Ejects faster than vpcd's 400 ms poll: `since` still tells each new card apart."""
-    reader = readers[0].name
+    # Reader 5 (index 4), which no other suite drives: right after the electrical suite's fault
+    # tests on reader 1, pcscd was seen to report no swap on that reader for over 15 s while
+    # this test passed alone (noted in the issue; the station agent resyncs such a reader).
+    reader = readers[4].name
     seen: list[str] = []
     for _ in range(4):
         await fresh_card(feeder, client, reader)
