@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -31,27 +31,11 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-HEADER = "cardbureau audit checkpoint v1"
+from shared.checkpoint_note import HEADER, checkpoint_note, note_digest, signing_time
+
+__all__ = ["ALGORITHM", "HEADER", "checkpoint_note", "note_digest", "signing_time"]
+
 ALGORITHM = "ecdsa-p256-sha256"
-
-
-def signing_time(at: datetime) -> datetime:
-    """Checkpoint times carry milliseconds, so they survive storage and JSON unchanged."""
-    at = at.astimezone(UTC)
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
-
-
-def checkpoint_note(origin: str, tree_size: int, root_hash: str, at: datetime) -> bytes:
-    if "\n" in origin or not origin:
-        raise ValueError("the origin is one non-empty line")
-    stamp = signing_time(at).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    lines = [HEADER, f"origin {origin}", f"tree_size {tree_size}"]
-    lines += [f"root_hash {root_hash}", f"timestamp {stamp}"]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def note_digest(note: bytes) -> bytes:
-    return hashlib.sha256(note).digest()
 
 
 @dataclass(frozen=True)

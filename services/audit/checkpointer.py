@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from services.audit.checkpoint import (
     Checkpoint,
     checkpoint_note,
-    note_digest,
     signature_valid,
     signing_time,
 )
@@ -51,7 +50,7 @@ async def checkpoint_once(
         root = (await store.root(size)).hex()
         at = signing_time(datetime.now(UTC))
         note = checkpoint_note(origin, size, root, at)
-        signed = await signer.sign(note_digest(note))
+        signed = await signer.sign(origin, size, root, at)
         checkpoint = Checkpoint(origin, size, root, at, signed.signature, signed.key_id)
         if signed.key_id != key.key_id or not signature_valid(checkpoint, key.public_key_pem):
             raise SignerError("keymgmt's signature does not verify with its public key")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 
@@ -60,8 +61,13 @@ class KeymgmtSigner:
             self._key = SigningKey(key_id, pem)
         return self._key
 
-    async def sign(self, digest: bytes) -> SignedDigest:
-        body = await self._request(
-            "POST", "/v1/signing/audit-checkpoints", json={"digest": digest.hex()}
-        )
+    async def sign(self, origin: str, tree_size: int, root_hash: str, at: datetime) -> SignedDigest:
+        """keymgmt builds the checkpoint text from these fields itself and signs that."""
+        fields = {
+            "origin": origin,
+            "tree_size": tree_size,
+            "root_hash": root_hash,
+            "timestamp": at.isoformat(),
+        }
+        body = await self._request("POST", "/v1/signing/audit-checkpoints", json=fields)
         return SignedDigest(str(body["key_id"]), str(body["algorithm"]), str(body["signature"]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -30,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.repository import KeymgmtRepository, key_row
 from shared.auth import Principal, require
+from shared.checkpoint_note import checkpoint_note, note_digest
 
 if TYPE_CHECKING:
     from pkcs11 import PublicKey
@@ -54,8 +56,13 @@ def signing_settings() -> SigningSettings:
     return SigningSettings()
 
 
-class DigestToSign(BaseModel):
-    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the checkpoint, hex")
+class CheckpointToSign(BaseModel):
+    """The fields of an audit checkpoint; keymgmt writes the signed text from them itself."""
+
+    origin: str = Field(min_length=1, max_length=128, pattern=r"^[^\n]+$")
+    tree_size: int = Field(ge=0)
+    root_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    timestamp: datetime
 
 
 def public_key_der(hsm: Hsm, label: str) -> bytes | None:
@@ -141,12 +148,15 @@ AuditService = Annotated[Principal, Depends(require("service"))]
 KeyReader = Annotated[Principal, Depends(require("auditor", "custodian", "admin", "service"))]
 
 
-@router.post("/audit-checkpoints", summary="Sign an audit checkpoint digest (service audit)")
-async def sign_checkpoint(body: DigestToSign, who: AuditService, request: Request) -> Any:
+@router.post(
+    "/audit-checkpoints", summary="Sign an audit checkpoint built from its fields (service audit)"
+)
+async def sign_checkpoint(body: CheckpointToSign, who: AuditService, request: Request) -> Any:
     if who.name != "audit":
         raise HTTPException(403, f"service {who.name!r} may not sign audit checkpoints")
     hsm, label, der = await ensure_signing_key(request)
-    signature = await hsm.call(sign_digest, label, bytes.fromhex(body.digest))
+    note = checkpoint_note(body.origin, body.tree_size, body.root_hash, body.timestamp)
+    signature = await hsm.call(sign_digest, label, note_digest(note))
     return {
         "key_id": key_id(der),
         "algorithm": ALGORITHM,

@@ -164,10 +164,22 @@ async def test_only_the_audit_service_has_checkpoints_signed(signed_log: SignedL
         async with signed_log.keymgmt() as keymgmt:
             asked = await keymgmt.post(
                 "/v1/signing/audit-checkpoints",
-                json={"digest": "00" * 32},
+                json={
+                    "origin": "x",
+                    "tree_size": 1,
+                    "root_hash": "00" * 32,
+                    "timestamp": "2026-11-24T00:00:00Z",
+                },
                 headers={"Authorization": f"Bearer {token}"},
             )
         assert asked.status_code == refused, asked.text
+    async with signed_log.keymgmt() as keymgmt:  # the key signs checkpoint statements only
+        asked = await keymgmt.post(
+            "/v1/signing/audit-checkpoints",
+            json={"digest": "00" * 32},
+            headers={"Authorization": f"Bearer au-{u}"},
+        )
+    assert asked.status_code == 422, asked.text
     async with signed_log.keymgmt() as keymgmt:
         inventory = view(await keymgmt.get("/v1/keys", headers={"Authorization": f"Bearer cu-{u}"}))
     (key,) = [k for k in inventory["keys"] if k["usage"] == "audit-checkpoint"]
