@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -206,6 +206,12 @@ def create_app(
         return PlainTextResponse(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     return app
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    """The runtime create_app() attached to the app serving this request."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
 
 
 def service_principals(settings: BureauSettings) -> str:

@@ -24,7 +24,7 @@ from services.audit.sweep import stale_batch_sweeper
 from services.audit.tree_api import router as tree_router
 from shared.auth import Principal, require
 from shared.outbox import UnitOfWork
-from shared.service import ServiceRuntime, create_app
+from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "audit"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -74,11 +74,6 @@ Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
 Reconciler = Annotated[Principal, Depends(require("auditor", "operator", "admin"))]
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 def _not_found(what: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no such {what}")
 
@@ -115,7 +110,7 @@ async def list_events(
         occurred_from,
         occurred_to,
     )
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         found = await EventLog(conn, runtime.schema).find_events(query)
     return {
@@ -131,7 +126,7 @@ async def list_events(
 async def get_reconciliation(
     batch_id: UUID, principal: Auditor, request: Request
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         repo = AuditRepository(conn, runtime.schema)
         batch = await repo.existing_batch(batch_id, lock=False)
@@ -151,7 +146,7 @@ async def get_reconciliation(
 async def request_reconciliation(
     batch_id: UUID, principal: Reconciler, request: Request
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.begin() as conn:
         repo = AuditRepository(conn, runtime.schema)
         batch = await repo.existing_batch(batch_id, lock=True)
@@ -180,7 +175,7 @@ async def verify_log(
     if principal.issuer_id is not None:
         # The chain spans every issuer's entries; bureau auditors verify it.
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="issuer auditors cannot verify")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         event_log = EventLog(conn, runtime.schema)
         try:

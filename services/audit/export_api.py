@@ -18,7 +18,7 @@ from services.audit.access import scoped_issuer
 from services.audit.log_repository import EventLog, EventQuery
 from services.audit.report_repository import ReportRepository
 from shared.auth import Principal, require
-from shared.service import ServiceRuntime
+from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
@@ -32,11 +32,6 @@ CSV_COLUMNS = (
 class ExportFormat(StrEnum):
     NDJSON = "ndjson"
     CSV = "csv"
-
-
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
 
 
 def _text(value: Any) -> str:
@@ -106,7 +101,7 @@ async def export_events(
         occurred_from,
         occurred_to,
     )
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     if export_format is ExportFormat.CSV:
         body, media = _csv(runtime, query), "text/csv; charset=utf-8"
     else:
@@ -123,7 +118,7 @@ async def daily_report(
     issuer = scoped_issuer(principal, issuer_id)
     start = datetime.combine(day, time(0), tzinfo=UTC)
     end = start + timedelta(days=1)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         reports = ReportRepository(conn, runtime.schema)
         by_type = await reports.events_by_type(start, end, issuer)

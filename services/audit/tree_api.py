@@ -13,16 +13,11 @@ from services.audit.merkle import consistency_ranges, inclusion_ranges, verify_c
 from services.audit.signer import KeymgmtSigner, SignerError
 from services.audit.tree_repository import MerkleStore, StoredCheckpoint, TreeGapError
 from shared.auth import Principal, require
-from shared.service import ServiceRuntime
+from shared.service import runtime_of
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
 MAX_ENTRIES = 1000
-
-
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
 
 
 def _bureau_wide(principal: Principal) -> None:
@@ -46,7 +41,7 @@ async def _tree_covers(store: MerkleStore, *sizes: int) -> None:
 
 @router.get("/tree", summary="The log and tree sizes, and the current (unsigned) root")
 async def tree_head(principal: Auditor, request: Request) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         store = MerkleStore(conn, runtime.schema)
         size = await store.tree_size()
@@ -67,7 +62,7 @@ async def log_entries(
     _bureau_wide(principal)
     if not start <= end <= start + MAX_ENTRIES:
         raise HTTPException(422, detail=f"want start <= end <= start + {MAX_ENTRIES}")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         return {"entries": await MerkleStore(conn, runtime.schema).entries(start, end)}
 
@@ -79,14 +74,14 @@ async def list_checkpoints(
     before: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         found = await MerkleStore(conn, runtime.schema).checkpoints(before=before, limit=limit)
     return {"checkpoints": [c.view() for c in found]}
 
 
 async def _checkpoint(request: Request, tree_size: int | None) -> StoredCheckpoint:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         store = MerkleStore(conn, runtime.schema)
         if tree_size is None:
@@ -117,7 +112,7 @@ async def inclusion_proof(
     log_index: Annotated[int | None, Query(ge=0)] = None,
     event_id: UUID | None = None,
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         store = MerkleStore(conn, runtime.schema)
         if event_id is not None:
@@ -152,7 +147,7 @@ async def consistency_proof(
 ) -> dict[str, Any]:
     if first > second:
         raise HTTPException(422, detail="first must not exceed second")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         store = MerkleStore(conn, runtime.schema)
         await _tree_covers(store, second)
@@ -168,7 +163,7 @@ async def checkpoint_status(principal: Auditor, request: Request) -> dict[str, A
     """The service's own check, for the auditor page: signature with keymgmt's public key,
     the signed root against the stored tree, consistency with the checkpoint before. Auditors
     who trust nothing run `python -m services.audit.verify` instead."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     signer: KeymgmtSigner = runtime.state["signer"]
     async with runtime.engine.connect() as conn:
         store = MerkleStore(conn, runtime.schema)

@@ -18,7 +18,7 @@ from services.fulfillment.settings import FulfillmentSettings
 from shared.auth import Principal, require
 from shared.events import CardDestroyed
 from shared.outbox import UnitOfWork
-from shared.service import ServiceRuntime, create_app
+from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "fulfillment"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -81,11 +81,6 @@ class DestructionRequest(BaseModel):
     witnesses: list[str] = Field(description="two different people who saw the cards destroyed")
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 @router.post(
     "/destructions",
     status_code=status.HTTP_201_CREATED,
@@ -98,7 +93,7 @@ async def destroy_cards(
         witnesses = check_witnesses(body.witnesses)
     except DestructionRefused as exc:
         raise HTTPException(422, detail=exc.problems) from exc
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.begin() as conn:
         uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)
         repo = FulfillmentRepository(conn, runtime.schema)
@@ -128,7 +123,7 @@ async def destroy_cards(
 
 @router.get("/batches/{batch_id}", summary="A batch's cards: packed, awaiting destruction, ...")
 async def get_batch(batch_id: UUID, _: Operator, request: Request) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         view = await FulfillmentRepository(conn, runtime.schema).batch_view(batch_id)
     if view is None:

@@ -17,7 +17,7 @@ from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
 from services.graphical.settings import GraphicalSettings
 from shared.auth import Principal, require
-from shared.service import ServiceRuntime, create_app
+from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "graphical"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -78,11 +78,6 @@ DesignReader = Annotated[Principal, Depends(require("operator", "admin", "issuer
 Operator = Annotated[Principal, Depends(require("operator", "auditor", "admin"))]
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 def _check_tenant(principal: Principal, issuer_id: str) -> None:
     if principal.role == "issuer" and principal.issuer_id != issuer_id:
         # Another issuer's design does not exist as far as this caller can tell.
@@ -92,7 +87,7 @@ def _check_tenant(principal: Principal, issuer_id: str) -> None:
 @router.get("/designs/{issuer_id}", summary="The issuer's card design (or the default)")
 async def get_design(issuer_id: str, principal: DesignReader, request: Request) -> dict[str, Any]:
     _check_tenant(principal, issuer_id)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         design = await GraphicalRepository(conn, runtime.schema).design_for(issuer_id)
     source = "issuer" if design is not None else "default"
@@ -109,7 +104,7 @@ async def put_design(
         await asyncio.to_thread(_renderer(request).render, design, SAMPLE_FACE)
     except RenderError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.begin() as conn:
         await GraphicalRepository(conn, runtime.schema).save_design(
             issuer_id, design, f"{principal.role}:{principal.name}"
@@ -125,7 +120,7 @@ async def put_design(
 )
 async def preview_design(issuer_id: str, principal: DesignReader, request: Request) -> Response:
     _check_tenant(principal, issuer_id)
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         design = await GraphicalRepository(conn, runtime.schema).design_for(issuer_id)
     design = design or default_design(issuer_id)
@@ -138,7 +133,7 @@ async def preview_design(issuer_id: str, principal: DesignReader, request: Reque
 
 @router.get("/print-jobs/{card_id}", summary="The print job of one card")
 async def get_print_job(card_id: UUID, _: Operator, request: Request) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     async with runtime.engine.connect() as conn:
         job = await GraphicalRepository(conn, runtime.schema).job_for_card(card_id)
     if job is None:
@@ -158,5 +153,5 @@ async def get_print_job(card_id: UUID, _: Operator, request: Request) -> dict[st
 
 
 def _renderer(request: Request) -> FaceRenderer:
-    deps: GraphicalDeps = _runtime(request).state["deps"]
+    deps: GraphicalDeps = runtime_of(request).state["deps"]
     return deps.renderer
