@@ -13,6 +13,7 @@ from typing import Literal
 from uuid import UUID
 
 from shared.events import (
+    CardCancelled,
     CardDestroyed,
     CardEncoded,
     CardOrdered,
@@ -65,16 +66,24 @@ class CardRecord:
     shipment_id: UUID | None = None
     destroyed_at: datetime | None = None
     destroyed_reason: str | None = None
+    cancelled_at: datetime | None = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Cancelled by the issuer before any blank was personalized: accounted for without
+        destruction (its blank went back to stock). A card cancelled too late, once a chip
+        was encoded or spoiled, must still be destroyed."""
+        return self.cancelled_at is not None and self.encoded_at is None and self.spoiled_at is None
 
     @property
     def ended(self) -> bool:
-        """Reached a production end state: packed (good) or destroyed."""
-        return self.packed_at is not None or self.destroyed_at is not None
+        """Reached a production end state: packed (good), destroyed or withdrawn."""
+        return self.packed_at is not None or self.destroyed_at is not None or self.withdrawn
 
     @property
     def settled(self) -> bool:
-        """Left the bureau's custody: dispatched or destroyed."""
-        return self.dispatched_at is not None or self.destroyed_at is not None
+        """Left the bureau's custody: dispatched or destroyed, or never left the vault."""
+        return self.dispatched_at is not None or self.destroyed_at is not None or self.withdrawn
 
 
 def apply_batch_event(batch: BatchFacts, event: Event) -> BatchFacts:
@@ -98,6 +107,7 @@ CARD_EVENTS: tuple[type[Event], ...] = (
     CardQaFailed,
     CardPacked,
     CardDestroyed,
+    CardCancelled,
 )
 
 
@@ -128,6 +138,8 @@ def apply_card_event(card: CardRecord, event: Event) -> CardRecord:
         return replace(card, packed_at=at)
     if isinstance(event, CardDestroyed) and card.destroyed_at is None:
         return replace(card, destroyed_at=at, destroyed_reason=event.reason)
+    if isinstance(event, CardCancelled) and card.cancelled_at is None:
+        return replace(card, cancelled_at=at)
     if (
         isinstance(event, ShipmentDispatched)
         and event.kind == "cards"

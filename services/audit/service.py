@@ -112,7 +112,7 @@ def reconcile_batch(batch: BatchFacts, cards: Sequence[CardRecord]) -> Reconcili
         for i in range(reached):
             if outcomes[i] is None:
                 missing.setdefault(STAGES[i], []).append(card.card_id)
-        if card.destroyed_at is not None:
+        if card.destroyed_at is not None or card.withdrawn:
             if outcomes[reached] == "good" and reached + 1 < len(STAGES):
                 pulled[STAGES[reached + 1]] += 1
             continue
@@ -123,6 +123,7 @@ def reconcile_batch(batch: BatchFacts, cards: Sequence[CardRecord]) -> Reconcili
         elif reached + 1 < len(STAGES):
             missing.setdefault(STAGES[reached + 1], []).append(card.card_id)
     counts["destroyed"] = sum(1 for c in cards if c.destroyed_at is not None)
+    counts["cancelled"] = sum(1 for c in cards if c.withdrawn)
     counts["expected"] = batch.card_count or 0
     counts["stock_issued"] = batch.stock_issued
     counts["stock_returned"] = batch.stock_returned

@@ -11,6 +11,7 @@ from shared.events.lifecycle import (
     BatchClosed,
     BatchDiscrepancy,
     BatchReconciled,
+    CardCancelled,
     CardDestroyed,
     CardEncoded,
     CardOrdered,
@@ -27,6 +28,7 @@ from shared.events.lifecycle import (
     OrderRejected,
     PinMailerPrinted,
     ShipmentDispatched,
+    StockDestroyed,
     StockIssued,
     StockReceived,
     StockReturned,
@@ -50,6 +52,8 @@ AnyEvent = Annotated[
     | PinMailerPrinted
     | ShipmentDispatched
     | CardDestroyed
+    | CardCancelled
+    | StockDestroyed
     | BatchReconciled
     | BatchDiscrepancy
     | BatchClosed
@@ -97,6 +101,7 @@ __all__ = [
     "BatchClosed",
     "BatchDiscrepancy",
     "BatchReconciled",
+    "CardCancelled",
     "CardDestroyed",
     "CardEncoded",
     "CardOrdered",
@@ -114,6 +119,7 @@ __all__ = [
     "OrderRejected",
     "PinMailerPrinted",
     "ShipmentDispatched",
+    "StockDestroyed",
     "StockIssued",
     "StockReceived",
     "StockReturned",

@@ -157,6 +157,27 @@ class ShipmentDispatched(Event):
     manifest_sha256: str
 
 
+class CardCancelled(Event):
+    """The issuer cancelled a card before it was personalized (intake). Its blank goes back to
+    stock (a stock.returned for the batch) and the card is accounted for without destruction."""
+
+    type: Literal["card.cancelled"] = "card.cancelled"
+    card_id: UUID
+    batch_id: UUID
+    order_id: UUID
+    reason: str = Field(max_length=200)
+
+
+class StockDestroyed(Event):
+    """Blank cards destroyed from the vault's stock (damaged, obsolete), witnessed by two."""
+
+    type: Literal["stock.destroyed"] = "stock.destroyed"
+    product_id: str
+    quantity: int = Field(ge=1)
+    reason: str
+    witnesses: tuple[str, str]
+
+
 class CardDestroyed(Event):
     type: Literal["card.destroyed"] = "card.destroyed"
     card_id: UUID

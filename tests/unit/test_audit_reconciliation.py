@@ -38,6 +38,7 @@ def test_a_good_batch_reconciles_with_its_counts() -> None:
         "qa_failed": 0,
         "packed": 5,
         "destroyed": 0,
+        "cancelled": 0,
         "stock_issued": 5,
         "stock_returned": 0,
     }
