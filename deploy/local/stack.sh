@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The private local stack of cardbureau: PostgreSQL, Kafka (KRaft), a SoftHSM2 token, an OpenSSL
-# config with the legacy provider, and pcscd + vpcd (through deploy/local/pcscd.sh, if present).
+# config with the legacy provider, pcscd + vpcd (through deploy/local/pcscd.sh, if present) and
+# two IPP printers (deploy/local/printers.sh).
 # Everything runs as private processes whose data lives under ${BUREAU_RUN_DIR:-<repo>/.run} and
 # listens on 127.0.0.1 only. Contract: docs/local-stack.md. Install what it needs first with
 # deploy/local/bootstrap.sh.
@@ -61,6 +62,7 @@ readonly HSM_TOKENS=$HSM_DIR/tokens
 readonly OPENSSL_CNF=$RUN_DIR/openssl.cnf
 readonly PCSC_READERS=$RUN_DIR/pcsc/readers.json
 readonly PCSCD_SCRIPT=$SCRIPT_DIR/pcscd.sh
+readonly PRINTERS_SCRIPT=$SCRIPT_DIR/printers.sh
 readonly ENV_FILE=$RUN_DIR/env.sh
 readonly LOCK_FILE=$RUN_DIR/.stack.lock
 readonly VENV_PY=$REPO_ROOT/.venv/bin/python
@@ -207,16 +209,19 @@ emit_env() {
         printf 'export %s=%s\n' "${pairs[i]}" "$(quote "${pairs[i + 1]}")"
         seen[${pairs[i]}]=1
     done
-    # pcscd.sh adds what PC/SC clients need (PCSCLITE_CSOCK_NAME for its private socket).
-    if [[ -f $PCSCD_SCRIPT ]]; then
+    # pcscd.sh adds what PC/SC clients need (PCSCLITE_CSOCK_NAME for its private socket);
+    # printers.sh the printers' URIs and spool folders.
+    local script
+    for script in "$PCSCD_SCRIPT" "$PRINTERS_SCRIPT"; do
+        [[ -f $script ]] || continue
         while IFS= read -r line; do
             [[ $line =~ ^export\ ([A-Za-z_][A-Za-z0-9_]*)= ]] || continue
             name=${BASH_REMATCH[1]}
             [[ -z ${seen[$name]:-} ]] || continue
             printf '%s\n' "$line"
             seen[$name]=1
-        done < <(BUREAU_RUN_DIR=$RUN_DIR timeout 20 bash "$PCSCD_SCRIPT" env 2>/dev/null || true)
-    fi
+        done < <(BUREAU_RUN_DIR=$RUN_DIR timeout 20 bash "$script" env 2>/dev/null || true)
+    done
 }
 
 write_env_file() {
@@ -606,7 +611,8 @@ cmd_up() {
     if ((KAFKA_STARTED)); then log "kafka: ready (pid $(kafka_pid))"; fi
     write_env_file # before pcscd: a pcscd failure leaves the rest usable
     pcscd_call up || die "pcscd: $PCSCD_SCRIPT up failed"
-    write_env_file # again, with what pcscd.sh adds
+    BUREAU_RUN_DIR=$RUN_DIR bash "$PRINTERS_SCRIPT" up 9>&- || die "printers: $PRINTERS_SCRIPT up failed"
+    write_env_file # again, with what pcscd.sh and printers.sh add
     log "stack up in $((SECONDS - t0))s; environment: source $ENV_FILE (or eval \"\$($0 env)\")"
 }
 
@@ -615,6 +621,7 @@ cmd_down() {
     kafka_down
     pg_down
     pcscd_call down || die "pcscd: $PCSCD_SCRIPT down failed"
+    BUREAU_RUN_DIR=$RUN_DIR bash "$PRINTERS_SCRIPT" down 9>&- || die "printers: down failed"
 }
 
 cmd_status() {
@@ -648,6 +655,7 @@ cmd_status() {
         rc=1
     fi
     pcscd_call status || rc=1
+    BUREAU_RUN_DIR=$RUN_DIR bash "$PRINTERS_SCRIPT" status || rc=1
     return "$rc"
 }
 

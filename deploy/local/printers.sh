@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Two real IPP printers for the local stack (see docs/local-stack.md): Debian's ippeveprinter.
+#
+#   deploy/local/printers.sh up      start the card printer and the PIN-mailer printer (idempotent)
+#   deploy/local/printers.sh down    stop them, and the private D-Bus + Avahi they need
+#   deploy/local/printers.sh status  one line per printer; exit 0 when both run, 3 otherwise
+#   deploy/local/printers.sh env     export lines for clients (printer URIs and spool folders)
+#
+# Data under ${BUREAU_RUN_DIR:-<repo>/.run}/printers, logs in .run/logs/printer-<name>.log.
+#
+# ippeveprinter refuses to start without DNS-SD ("Unable to initialize DNS-SD"): it needs an
+# avahi-daemon on the system D-Bus. Instead of the machine's bus, a private dbus-daemon (socket
+# under .run/printers) carries a private avahi-daemon, and DBUS_SYSTEM_BUS_ADDRESS points both
+# avahi and the printers at it. avahi-daemon's pid file (/run/avahi-daemon/pid) is compiled in:
+# an avahi started by someone else is reused only if it is on our bus (it never is), so that
+# case stops with a clear error instead of starting a second avahi.
+#
+# `-n localhost`: ippeveprinter cannot run with `-n 127.0.0.1` (it then fails to bind IPv6);
+# with localhost it listens on the loopback addresses 127.0.0.1 and ::1 only.
+# `-c <command>`: without a print command ippeveprinter "prints" for 5+ seconds per job; the
+# command here finishes at once, and fails (the printer aborts the job) while a `jammed` file
+# exists in the printer's folder, a fault an operator or a test can set and clear.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
+RUN_DIR=${BUREAU_RUN_DIR:-$REPO_ROOT/.run}
+case $RUN_DIR in
+    /*) ;;
+    *) RUN_DIR=$PWD/$RUN_DIR ;;
+esac
+readonly DIR=$RUN_DIR/printers
+readonly LOG_DIR=$RUN_DIR/logs
+readonly BUS_SOCKET=$DIR/dbus.sock
+readonly BUS_PID=$DIR/dbus.pid
+readonly AVAHI_PID=/run/avahi-daemon/pid
+readonly AVAHI_OURS=$DIR/avahi.pid
+# name:port — the card printer and the separate PIN-mailer printer.
+read -r -a PRINTERS <<<"${BUREAU_PRINTERS:-card:8631 pin:8632}"
+readonly PRINTERS
+
+log() { printf '[printers] %s\n' "$*" >&2; }
+die() {
+    printf '[printers] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+pid_of() { # pid_of <pidfile> <comm>: the live process of that name in the pid file
+    [[ -f $1 ]] || return 1
+    local pid
+    pid=$(<"$1")
+    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2"* ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+stop_pid() { # stop_pid <pid>
+    local i
+    kill -TERM "$1" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$1" || return 0
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
+bus_up() {
+    if pid_of "$BUS_PID" dbus-daemon >/dev/null; then return 0; fi
+    command -v dbus-daemon >/dev/null || die "dbus-daemon missing: apt-get install dbus"
+    mkdir -p -- "$DIR"
+    cat >"$DIR/dbus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$BUS_SOCKET</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="root"/>
+    <allow user="$(id -un)"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+EOF
+    rm -f -- "$BUS_SOCKET"
+    dbus-daemon --config-file="$DIR/dbus.conf" --fork --nopidfile --print-pid 9>&- >"$BUS_PID"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -S $BUS_SOCKET ]] && return 0
+        sleep 0.1
+    done
+    die "the private D-Bus did not come up"
+}
+
+avahi_up() {
+    if pid_of "$AVAHI_OURS" avahi-daemon >/dev/null; then return 0; fi
+    command -v avahi-daemon >/dev/null || die "avahi-daemon missing: apt-get install avahi-daemon"
+    local other
+    if other=$(pid_of "$AVAHI_PID" avahi-daemon); then
+        die "an avahi-daemon (pid $other) not started by this script holds $AVAHI_PID"
+    fi
+    cat >"$DIR/avahi.conf" <<EOF
+[server]
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces=lo
+[publish]
+publish-hinfo=no
+publish-workstation=no
+publish-addresses=no
+EOF
+    DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET avahi-daemon --no-drop-root --no-chroot \
+        -f "$DIR/avahi.conf" -D 9>&- >>"$LOG_DIR/printer-avahi.log" 2>&1 ||
+        die "avahi-daemon did not start; see $LOG_DIR/printer-avahi.log"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        if [[ -s $AVAHI_PID ]]; then
+            cp -f -- "$AVAHI_PID" "$AVAHI_OURS"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "avahi-daemon wrote no pid file"
+}
+
+printer_up() { # printer_up <name> <port>
+    local name=$1 port=$2 home=$DIR/$1 pid
+    if pid=$(pid_of "$home/pid" ippeveprinter); then
+        log "$name: already running (pid $pid, port $port)"
+        return 0
+    fi
+    command -v ippeveprinter >/dev/null || die "ippeveprinter missing: apt-get install cups-ipp-utils"
+    local busy
+    busy=$(ss -Hltn "sport = :$port" 2>/dev/null || true)
+    [[ -z $busy ]] || die "TCP port $port is already in use: $busy"
+    mkdir -p -- "$home/spool"
+    cat >"$home/print-command" <<EOF
+#!/bin/sh
+# ippeveprinter's print command: the document stays in the spool (-k); a jam aborts the job.
+[ -e "$home/jammed" ] && { echo "printer jammed" >&2; exit 1; }
+exit 0
+EOF
+    chmod 755 "$home/print-command"
+    DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid ippeveprinter -n localhost -p "$port" \
+        -k -c "$home/print-command" -d "$home/spool" -f image/png,application/pdf \
+        -l "cardbureau $name printer" -m "$name" "bureau-$name" \
+        </dev/null >>"$LOG_DIR/printer-$name.log" 2>&1 9>&- &
+    echo $! >"$home/pid"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        if [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]; then
+            log "$name: up (pid $(<"$home/pid"), ipp://localhost:$port/ipp/print)"
+            return 0
+        fi
+        alive "$(<"$home/pid")" || break
+        sleep 0.1
+    done
+    die "printer $name did not start; see $LOG_DIR/printer-$name.log"
+}
+
+cmd_up() {
+    mkdir -p -- "$DIR" "$LOG_DIR"
+    bus_up
+    avahi_up
+    local entry
+    for entry in "${PRINTERS[@]}"; do
+        printer_up "${entry%%:*}" "${entry##*:}"
+    done
+}
+
+cmd_down() {
+    local entry pid
+    for entry in "${PRINTERS[@]}"; do
+        if pid=$(pid_of "$DIR/${entry%%:*}/pid" ippeveprinter); then
+            stop_pid "$pid"
+            log "${entry%%:*}: stopped (pid $pid)"
+        fi
+        rm -f -- "$DIR/${entry%%:*}/pid"
+    done
+    if pid=$(pid_of "$AVAHI_OURS" avahi-daemon); then stop_pid "$pid"; fi
+    rm -f -- "$AVAHI_OURS"
+    if pid=$(pid_of "$BUS_PID" dbus-daemon); then stop_pid "$pid"; fi
+    rm -f -- "$BUS_PID" "$BUS_SOCKET"
+}
+
+cmd_status() {
+    local entry name port pid rc=0
+    for entry in "${PRINTERS[@]}"; do
+        name=${entry%%:*} port=${entry##*:}
+        if pid=$(pid_of "$DIR/$name/pid" ippeveprinter); then
+            printf '%-9s %-8s pid %-7s ipp://localhost:%s/ipp/print  spool %s\n' "printer-$name" \
+                running "$pid" "$port" "$DIR/$name/spool"
+        else
+            printf '%-9s %-8s %-11s ipp://localhost:%s/ipp/print\n' "printer-$name" stopped "" "$port"
+            rc=3
+        fi
+    done
+    return "$rc"
+}
+
+cmd_env() {
+    local entry name port upper
+    for entry in "${PRINTERS[@]}"; do
+        name=${entry%%:*} port=${entry##*:}
+        upper=$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')
+        printf 'export BUREAU_%s_PRINTER_URI=%q\n' "$upper" "ipp://localhost:$port/ipp/print"
+        printf 'export BUREAU_%s_PRINTER_SPOOL=%q\n' "$upper" "$DIR/$name/spool"
+    done
+}
+
+case ${1:-} in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    *)
+        sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+        exit 2
+        ;;
+esac
