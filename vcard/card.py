@@ -24,6 +24,7 @@ from shared.iso7816 import (
     SW_LOGICAL_CHANNEL_NOT_SUPPORTED,
     SW_REFERENCED_DATA_NOT_FOUND,
     SW_SECURE_MESSAGING_NOT_SUPPORTED,
+    SW_SECURITY_STATUS_NOT_SATISFIED,
     SW_UNKNOWN,
     SW_WRONG_LENGTH,
     ApduError,
@@ -32,6 +33,8 @@ from shared.iso7816 import (
     tlv,
 )
 from vcard.emv import PAYMENT_AID, PaymentApplication
+from vcard.gp import ISD_AID, CardManager
+from vcard.scp03 import CLA_SM
 from vcard.store import CardState
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,9 @@ _COMMANDS: Final[dict[int, frozenset[int]]] = {
     0xC0: _ISO,  # GET RESPONSE
     0xCA: _ISO | _PROPRIETARY,  # GET DATA (EMV uses 80, ISO 00)
     0xE2: _PROPRIETARY,  # STORE DATA (GlobalPlatform)
+    0x50: _PROPRIETARY,  # INITIALIZE UPDATE (GlobalPlatform)
+    0x82: _PROPRIETARY,  # EXTERNAL AUTHENTICATE (GlobalPlatform, always with a C-MAC)
+    0xE6: _PROPRIETARY,  # INSTALL (GlobalPlatform; [for personalization] only)
     0xAE: _PROPRIETARY,  # GENERATE AC (EMV)
 }
 _CASE2: Final = frozenset({0xB2, 0xCA, 0xC0})  # commands that only return data
@@ -87,9 +93,10 @@ class VirtualCard:
         self.state = state
         self.faults = faults or Faults()
         self.app = PaymentApplication(state, persist)
+        self.manager = CardManager(state, self.app)
         self.apdu_count = 0
         self.powered = False
-        self._selected: PaymentApplication | None = None
+        self._selected: PaymentApplication | CardManager | None = None
         self._pending: bytes = b""  # T=0 data waiting for GET RESPONSE
 
     @property
@@ -120,6 +127,7 @@ class VirtualCard:
         # After a reset no application is selected: this card has no default application, the
         # terminal selects one (EMV 4.3 Book 1 §12, application selection).
         self._selected = None
+        self.manager.deselect()  # a secure channel does not survive a reset
         self._pending = b""
 
     def process(self, raw: bytes) -> bytes:
@@ -152,10 +160,28 @@ class VirtualCard:
             return _sw(SW_CHAINING_NOT_SUPPORTED)
         if cmd.cla & 0x03:
             return _sw(SW_LOGICAL_CHANNEL_NOT_SUPPORTED)
-        if cmd.cla & 0x0C:
-            return _sw(SW_SECURE_MESSAGING_NOT_SUPPORTED)  # SCP03 arrives with its own issue
-        response = self._execute(cmd)
+        secured = self._secure_messaging(cmd)
+        if isinstance(secured, ResponseAPDU):
+            return secured
+        response = self._execute(secured)
         return self._shape(cmd, response)
+
+    def _secure_messaging(self, cmd: CommandAPDU) -> CommandAPDU | ResponseAPDU:
+        """GlobalPlatform secure messaging (CLA b3) belongs to the card manager's SCP03 session:
+        the clear command, or the refusal. Inside an authenticated session every command but
+        SELECT must be protected; an unprotected one closes the session."""
+        channel = self.manager.channel
+        if cmd.cla & 0x0C:
+            if cmd.cla & 0x0C != CLA_SM or self._selected is not self.manager:
+                return _sw(SW_SECURE_MESSAGING_NOT_SUPPORTED)
+            if cmd.ins == 0x82:
+                return channel.external_authenticate(cmd)
+            clear = channel.unwrap(cmd)
+            return _sw(clear) if isinstance(clear, int) else clear
+        if channel.authenticated and cmd.ins != 0xA4:
+            channel.close()
+            return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)
+        return cmd
 
     def _execute(self, cmd: CommandAPDU) -> ResponseAPDU:
         if cmd.ins == 0xA4:
@@ -165,8 +191,13 @@ class VirtualCard:
         app = self._selected
         if app is None:
             return _sw(SW_CONDITIONS_NOT_SATISFIED)  # no application selected
+        if isinstance(app, CardManager):
+            return app.execute(cmd)
         if cmd.ins == 0xE2:
-            return app.store_data(cmd)
+            # Personalization data only arrives through the card manager's secure channel.
+            return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)
+        if cmd.ins in (0x50, 0x82, 0xE6):
+            return _sw(SW_INS_NOT_SUPPORTED)  # card manager commands
         if cmd.ins == 0xB2:
             return app.read_record(cmd)
         return app.generate_ac(cmd)
@@ -178,8 +209,12 @@ class VirtualCard:
             return _sw(SW_INCORRECT_P1P2)  # first occurrence only; FCI or no data
         if not 5 <= len(cmd.data) <= 16:
             return _sw(SW_WRONG_LENGTH)  # an AID is 5 to 16 bytes (ISO 7816-5)
+        if cmd.data == ISD_AID:
+            self._selected = self.manager
+            return self.manager.select()
         if cmd.data != PAYMENT_AID:
             return _sw(SW_FILE_NOT_FOUND)  # the current selection is kept
+        self.manager.deselect()  # selecting another application ends the session
         self._selected = self.app
         fci = self.app.select()
         return _sw(0x9000) if cmd.p2 == 0x0C else fci
@@ -190,7 +225,7 @@ class VirtualCard:
         tag = (cmd.p1 << 8) | cmd.p2
         if tag == 0x9F7F:
             return ResponseAPDU(tlv(0x9F7F, self.state.cplc), 0x9000)
-        value = self.app.get_data(tag) if self._selected is not None else None
+        value = self.app.get_data(tag) if self._selected is self.app else None
         if value is None:
             return _sw(SW_REFERENCED_DATA_NOT_FOUND)
         return ResponseAPDU(value, 0x9000)

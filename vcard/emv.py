@@ -1,8 +1,10 @@
 """The EMV payment application of the virtual card: personalization, then terminal behaviour.
 
 Implements the card side of docs/perso-protocol.md. Before personalization the application
-accepts STORE DATA (EMV CPS, one DGI per command); after the last block it decrypts DGI 8000
-under the card's K_DEK and answers SELECT with its FCI, READ RECORD and GENERATE AC (ARQC).
+accepts STORE DATA (EMV CPS, one DGI per command), only as handed over by the card manager from
+an authenticated SCP03 session (vcard/gp.py), and DGI 8000 only from a session that encrypts
+command data; after the last block it decrypts DGI 8000 under the card's K_DEK and answers
+SELECT with its FCI, READ RECORD and GENERATE AC (ARQC).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shared.iso7816 import (
     SW_MEMORY_FAILURE,
     SW_RECORD_NOT_FOUND,
     SW_REFERENCED_DATA_NOT_FOUND,
+    SW_SECURITY_STATUS_NOT_SATISFIED,
     SW_WRONG_DATA,
     SW_WRONG_LENGTH,
     CommandAPDU,
@@ -72,7 +75,12 @@ class PaymentApplication:
 
     # -- personalization (EMV CPS; GlobalPlatform 2.3.1 §11.11 STORE DATA) ------------------
 
-    def store_data(self, cmd: CommandAPDU) -> ResponseAPDU:
+    def begin_personalization(self) -> None:
+        """INSTALL [for personalization] named this application: a STORE DATA sequence starts."""
+        self._next_block = 0
+
+    def store_data(self, cmd: CommandAPDU, *, encrypted: bool) -> ResponseAPDU:
+        """One STORE DATA the card manager unwrapped; `encrypted`: its session is at C-DEC."""
         if self.personalized:
             return _sw(SW_CONDITIONS_NOT_SATISFIED)  # the perso phase is closed for good
         # P1 b5-b4 = 01 (DGI format) is the only structure this applet takes; b3-b1 are RFU.
@@ -92,6 +100,8 @@ class PaymentApplication:
             dgis = decode_dgis(cmd.data)
         except ValueError:
             return _sw(SW_WRONG_DATA)
+        if not encrypted and any(tag == DGI_KEYS for tag, _ in dgis):
+            return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)  # keys travel under C-DECRYPTION only
         for tag, value in dgis:
             status = self._check_dgi(tag, value)
             if status is not None:

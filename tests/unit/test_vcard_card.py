@@ -1,11 +1,14 @@
 """The virtual card OS in-process: a full personalization built here, checked against pyemv.
 
 Card keys (CPG202-AES K_DEK) and the ARQC are computed independently of vcard.crypto: AES from
-`cryptography` for K_DEK, pyemv for EMV Option A master keys, session keys and the MAC.
+`cryptography` for K_DEK, pyemv for EMV Option A master keys, session keys and the MAC. The
+personalization runs through an SCP03 session opened by the independent host of
+tests/scp03_host.py.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyemv import ac, kd
 
-from shared.iso7816 import decode_tlv, store_data_script, tlv
+from shared.iso7816 import CommandAPDU, decode_tlv, store_data_script, tlv
+from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from vcard.card import ATR_T0, ATR_T1, Faults, VirtualCard
 from vcard.crypto import TEST_KMC, cpg202_aes_diversify
 from vcard.store import CardStore
@@ -107,9 +111,31 @@ def new_card(store: CardStore, **kwargs: object) -> VirtualCard:
     return card
 
 
+def open_channel(card: VirtualCard, level: int = 0x03, kmc: bytes = TEST_KMC) -> Scp03Host:
+    """SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, INSTALL [for personalization]."""
+    assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
+    challenge = os.urandom(8)
+    answer, sw = apdu(card, initialize_update(challenge))
+    assert sw == 0x9000
+    host = Scp03Host.from_kmc(kmc, challenge, answer)
+    assert host.card_authentic
+    assert apdu(card, host.external_authenticate(level))[1] == 0x9000
+    assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(AID)))[1] == 0x9000
+    return host
+
+
+def secured(host: Scp03Host, cmd: CommandAPDU | bytes) -> bytes:
+    if isinstance(cmd, bytes):
+        cmd = CommandAPDU.parse(cmd)
+    return host.wrap(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data)
+
+
 def personalize(card: VirtualCard, perso: Perso) -> list[int]:
+    """The script through SCP03, then the payment application selected as at a terminal."""
+    host = open_channel(card)
+    sws = [apdu(card, secured(host, cmd))[1] for cmd in store_data_script(perso.dgis)]
     assert select(card)[1] == 0x9000
-    return [apdu(card, cmd.to_bytes())[1] for cmd in store_data_script(perso.dgis)]
+    return sws
 
 
 def test_cpg202_aes_test_vector() -> None:
@@ -201,7 +227,7 @@ def test_aac_request_and_p1_checks(store: CardStore) -> None:
         ("00B2010C00", 0x6985),
         ("80CA9F5000", 0x6A88),
         ("81CA9F7F00", 0x6881),  # logical channel 1
-        ("84E20800050101027000", 0x6882),  # secure messaging: SCP03 comes later
+        ("84E20800050101027000", 0x6882),  # secure messaging outside the card manager
         ("90CA9F7F00", 0x6884),  # command chaining
         ("00A4", 0x6700),  # shorter than a header
         ("80E2080005010102", 0x6700),  # Lc larger than the data
@@ -216,21 +242,24 @@ def test_wrong_commands_get_iso_status_words(store: CardStore, command: str, sw:
 def test_store_data_rules(store: CardStore) -> None:
     card = new_card(store)
     perso = build_perso(card.state.cplc)
-    select(card)
+    host = open_channel(card)
     script = [c.to_bytes() for c in store_data_script(perso.dgis)]
-    assert apdu(card, script[1])[1] == 0x6A86  # block 01 before block 00
-    assert apdu(card, "80E2080005ABCD027000")[1] == 0x6A88  # DGI ABCD unknown
-    assert apdu(card, "80E2100005010102700000")[1] == 0x6A86  # BER-TLV format not taken
-    assert apdu(card, "80E20800040101025A00")[1] == 0x6A80  # DGI length overruns
-    assert apdu(card, "80E20800050101025A00")[1] == 0x6A80  # a record must be a 70 template
-    assert apdu(card, script[0])[1] == 0x9000
+    assert apdu(card, secured(host, script[1]))[1] == 0x6A86  # block 01 before block 00
+    for command, sw in (
+        ("80E2080005ABCD027000", 0x6A88),  # DGI ABCD unknown
+        ("80E2100005010102700000", 0x6A86),  # BER-TLV format not taken
+        ("80E20800040101025A00", 0x6A80),  # DGI length overruns
+        ("80E20800050101025A00", 0x6A80),  # a record must be a 70 template
+    ):
+        assert apdu(card, secured(host, bytes.fromhex(command)))[1] == sw
+    assert apdu(card, secured(host, script[0]))[1] == 0x9000
     last = bytes.fromhex("80E28801") + bytes((len(script[1]) - 5,)) + script[1][5:]
-    assert apdu(card, last)[1] == 0x6985  # last block but 9102 and 8000 missing
+    assert apdu(card, secured(host, last))[1] == 0x6985  # last block, 9102 and 8000 missing
     assert card.state.lifecycle == "blank"
-    select(card)
-    assert [apdu(card, c)[1] for c in script] == [0x9000] * 4
-    select(card)
-    assert apdu(card, script[0])[1] == 0x6985  # personalized: perso phase closed
+    host = open_channel(card)
+    assert [apdu(card, secured(host, c))[1] for c in script] == [0x9000] * 4
+    host = open_channel(card)
+    assert apdu(card, secured(host, script[0]))[1] == 0x6985  # personalized: perso closed
 
 
 def test_memory_failure_fault(store: CardStore) -> None:
@@ -241,14 +270,20 @@ def test_memory_failure_fault(store: CardStore) -> None:
     assert store.load(card.chip_serial).memory_failure_at_block == 2
 
 
-def test_wrong_factory_kmc_gives_wrong_arqc(store: CardStore) -> None:
+def test_wrong_factory_kmc_fails_both_cryptograms(store: CardStore) -> None:
     state = store.manufacture(bytes(16))  # a chip maker that used another KMC
     card = VirtualCard(state, store.save)
-    perso = build_perso(state.cplc)  # the bureau encrypts under K_DEK from *its* KMC
-    assert personalize(card, perso) == [0x9000] * 4  # the card cannot tell...
-    data, sw = generate_ac(card)
+    card.power_on()
+    assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
+    challenge = os.urandom(8)
+    answer, sw = apdu(card, initialize_update(challenge))
     assert sw == 0x9000
-    assert data[5:] != expected_arqc(perso.mk_ac, 1)
+    host = Scp03Host.from_kmc(TEST_KMC, challenge, answer)  # the bureau's KMC
+    assert not host.card_authentic  # the host sees the card cryptogram mismatch...
+    assert apdu(card, host.external_authenticate(0x03))[1] == 0x6982  # ...the card our C-MAC
+    data = install_for_perso(AID)
+    assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, data))[1] == 0x6982
+    assert state.lifecycle == "blank"
 
 
 def test_removal_fault_counts_apdus(store: CardStore) -> None:
