@@ -5,6 +5,10 @@ diversification layout applied with AES-128-ECB under the bureau KMC,
     K_i = AES-128-ECB(KMC, d[4:10] || F0 || i || d[4:10] || 0F || i),  i = 01 ENC, 02 MAC, 03 DEK,
 derived in the HSM with CKM_AES_ECB_ENCRYPT_DATA. The per-card master keys (EMV Option A) are
 derived in the HSM as sensitive session objects and leave it only wrapped under K_DEK.
+
+The script is a list of clear commands for the card manager's SCP03 session
+(services/keymgmt/secure_channel.py protects them): INSTALL [for personalization] of the payment
+application, then one STORE DATA per DGI; the one carrying DGI 8000 is marked sensitive.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from services.keymgmt.emv import ImkLabels, MkDerivation, derive_icc_mk
 from services.keymgmt.hsm import Hsm, HsmError
 from services.keymgmt.kcv import Kcv, KcvMethod, kcv_computed
 from services.keymgmt.p11 import SymKey, as_key
+from services.keymgmt.secure_channel import ScriptCommand
 from services.keymgmt.vault import mask_pan
 
 log = logging.getLogger(__name__)
@@ -72,8 +77,12 @@ class PersoSummary:
 
 @dataclass(frozen=True)
 class PersoScript:
-    apdus: tuple[bytes, ...]
+    commands: tuple[ScriptCommand, ...]  # clear, for the secure channel to protect
     summary: PersoSummary
+
+    @property
+    def apdus(self) -> tuple[bytes, ...]:
+        return tuple(c.apdu for c in self.commands)
 
 
 # -- card identity (docs/perso-protocol.md "Card identity") -----------------------------------
@@ -197,6 +206,23 @@ def select_apdu() -> bytes:
     return bytes([0x00, 0xA4, 0x04, 0x00, len(AID)]) + AID + b"\x00"
 
 
+def install_for_personalization_apdu(aid: bytes = AID) -> bytes:
+    """INSTALL [for personalization] (GP 2.3 §11.5.2.3.4): `80 E6 20 00 Lc 00 00 len AID 00 00
+    00` names the application the following STORE DATA commands are for."""
+    data = b"\x00\x00" + bytes([len(aid)]) + aid + bytes(3)
+    return bytes([0x80, 0xE6, 0x20, 0x00, len(data)]) + data
+
+
+def script_commands(dgis: list[bytes], sensitive: frozenset[int]) -> tuple[ScriptCommand, ...]:
+    """INSTALL [for personalization], then STORE DATA per DGI (sensitive by DGI tag)."""
+    stores = store_data_apdus(dgis)
+    marked = [int.from_bytes(d[:2], "big") in sensitive for d in dgis]
+    return (
+        ScriptCommand(install_for_personalization_apdu()),
+        *(ScriptCommand(a, s) for a, s in zip(stores, marked, strict=True)),
+    )
+
+
 # -- the script --------------------------------------------------------------------------------
 def build_perso_script(
     hsm: Hsm,
@@ -208,7 +234,8 @@ def build_perso_script(
     option: MkDerivation = MkDerivation.OPTION_A,
     trusted_wrap: bool = False,
 ) -> PersoScript:
-    """SELECT + STORE DATA commands for one card (HSM worker). No clear key leaves the HSM.
+    """INSTALL [for personalization] + STORE DATA commands for one card, in clear for the secure
+    channel (HSM worker). No clear key leaves the HSM: DGI 8000 holds them wrapped under K_DEK.
 
     ``trusted_wrap``: derive the per-card keys with CKA_WRAP_WITH_TRUSTED and K_DEK with
     CKA_TRUSTED. SoftHSM 2.6.1 lets only the SO set CKA_TRUSTED (and an SO session cannot use
@@ -254,9 +281,9 @@ def build_perso_script(
             kdek_kcv=kdek_kcv,
             mk_kcvs=tuple(kcvs),
         )
-        apdus = (select_apdu(), *store_data_apdus(dgis))
+        commands = script_commands(dgis, frozenset({0x8000}))
         log.debug("perso script built", extra={"chip_serial": summary.chip_serial})
-        return PersoScript(apdus, summary)
+        return PersoScript(commands, summary)
     finally:
         for obj in created:
             obj.destroy()

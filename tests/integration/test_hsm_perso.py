@@ -65,7 +65,8 @@ def test_script_matches_the_protocol(hsm: Hsm, test_keys: IssuerKeys) -> None:  
     script = hsm.run(build_perso_script, RECORD, DIV, test_keys.imks, test_keys.kmc_label)
     assert hsm.run(lambda h: h.count_objects()) == before, "per-card keys must be destroyed"
     apdus = [a.hex().upper() for a in script.apdus]
-    assert apdus[0] == "00A4040007A000000003101000"
+    assert apdus[0] == "80E620000D000007A0000000031010000000"  # INSTALL [for perso]
+    assert [c.sensitive for c in script.commands] == [False, False, False, False, True]
     assert apdus[1] == (
         "80E208001E01011B7019570C4761739001010010D25122015F2008" + b"DOE/JANE".hex().upper()
     )

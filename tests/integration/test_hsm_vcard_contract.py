@@ -1,5 +1,6 @@
-"""docs/perso-protocol.md from both ends: our HSM-built script personalises the virtual card
-(written independently against the same text), and the card's ARQC verifies in the HSM."""
+"""docs/perso-protocol.md from both ends: our HSM-built script, protected by the HSM's SCP03
+host, personalises the virtual card (written independently against the same text), and the
+card's ARQC verifies in the HSM."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from services.keymgmt.emv import verify_arqc
 from services.keymgmt.hsm import Hsm
-from services.keymgmt.perso import CardRecord, build_perso_script, diversification_data
+from services.keymgmt.perso import CardRecord, build_perso_script
+from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     TEST_KMC,
     IssuerKeys,
@@ -38,21 +40,37 @@ def test_script_personalises_the_virtual_card_and_arqc_verifies(
     store = vcard_store.CardStore(tmp_path)
     card = vcard_card.VirtualCard(store.manufacture(TEST_KMC), store.save)
     card.power_on()
-    cplc_resp = card.process(bytes.fromhex("80CA9F7F00"))
-    assert cplc_resp[:3] == bytes.fromhex("9F7F2A")
-    assert cplc_resp[-2:] == b"\x90\x00"
-    div = diversification_data(cplc_resp[3:45])
+    assert card.process(bytes.fromhex("00A4040008A00000015100000000"))[-2:] == b"\x90\x00"
+    host_challenge = bytes.fromhex("0102030405060708")
+    answer = card.process(bytes.fromhex("8050000008") + host_challenge + b"\x00")
+    assert answer[-2:] == b"\x90\x00"
+    clear: list[bytes] = []
 
-    script = hsm.run(build_perso_script, RECORD, div, test_keys.imks, test_keys.kmc_label)
-    assert script.summary.chip_serial == card.chip_serial
-    for apdu in script.apdus:
+    def build(h: Hsm, iu: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
+        script = build_perso_script(
+            h, RECORD, iu.diversification_data, test_keys.imks, test_keys.kmc_label
+        )
+        assert script.summary.chip_serial == card.chip_serial
+        clear.extend(script.apdus)
+        return script.commands
+
+    secured = hsm.run(
+        secure_script,
+        test_keys.kmc_label,
+        host_challenge,
+        answer[:-2],
+        build,
+    )
+    assert secured.security_level == 0x03
+    assert len(secured.apdus) == 6  # EXTERNAL AUTHENTICATE, INSTALL, 4 x STORE DATA
+    for apdu in secured.apdus:
         response = card.process(apdu)
         assert response[-2:] == b"\x90\x00", (apdu[:4].hex(), response.hex())
     assert card.state.lifecycle == "personalized"
 
     card.process(bytes.fromhex("00A4040007A000000003101000"))
     record1 = card.process(bytes.fromhex("00B2010C00"))
-    assert record1[:-2] == script.apdus[1][8:]  # the `70` template exactly as stored
+    assert record1[:-2] == clear[1][8:]  # the `70` template exactly as stored
     for un in (b"\x38\x04\x82\x3e", b"\x00\x00\x00\x01"):
         cdol1 = CDOL1 + un
         resp = card.process(bytes.fromhex("80AE80001D") + cdol1 + b"\x00")

@@ -1,0 +1,142 @@
+"""SCP03 host side in SoftHSM (services/keymgmt/secure_channel.py) against the independent
+software host of tests/scp03_host.py, which knows the clear test KMC: byte-for-byte the same
+EXTERNAL AUTHENTICATE and protected commands, the card cryptogram checked, keys kept in the HSM.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pkcs11 import Attribute, Mechanism, MechanismFlag
+
+from services.keymgmt.hsm import Hsm
+from services.keymgmt.perso import derive_static_key
+from services.keymgmt.secure_channel import (
+    CardCryptogramMismatch,
+    InitializeUpdateAnswer,
+    ScriptCommand,
+    SecureChannelError,
+    derive_session_key,
+    secure_script,
+)
+from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
+    TEST_KMC,
+    IssuerKeys,
+    hsm,
+    hsm_token,
+    test_keys,
+)
+from tests.scp03_host import Scp03Host, cpg202_aes, ecb, scp03_kdf
+
+pytestmark = [pytest.mark.integration]
+
+DIV = bytes.fromhex("43425643A1B2C3D40001")
+OTHER_KMC = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+COMMANDS = [
+    ScriptCommand(bytes.fromhex("80E60000") + bytes([9]) + bytes(9)),
+    ScriptCommand(bytes.fromhex("80E2080005") + bytes.fromhex("0101027000")),
+    ScriptCommand(bytes.fromhex("80CA9F7F00")),  # no data: counted, not encrypted
+    ScriptCommand(bytes.fromhex("80E2880013") + bytes.fromhex("800010") + bytes(range(16))),
+]
+
+
+def card_answer(kmc: bytes, host_challenge: bytes, card_challenge: bytes) -> bytes:
+    """What a card made with `kmc` answers to INITIALIZE UPDATE (independent computation)."""
+    s_mac = scp03_kdf(cpg202_aes(kmc, DIV, 2), 0x06, host_challenge + card_challenge, 128)
+    cryptogram = scp03_kdf(s_mac, 0x00, host_challenge + card_challenge, 64)
+    return DIV + bytes.fromhex("300300") + card_challenge + cryptogram
+
+
+def expected_apdus(host_challenge: bytes, answer: bytes, level: int) -> list[bytes]:
+    host = Scp03Host.from_kmc(TEST_KMC, host_challenge, answer)
+    assert host.card_authentic
+    out = [host.external_authenticate(level)]
+    for command in COMMANDS:
+        apdu = command.apdu
+        data = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
+        le = apdu[5 + apdu[4] :] if len(apdu) > 5 else apdu[4:]
+        cla, ins, p1, p2 = apdu[:4]
+        out.append(host.wrap(cla, ins, p1, p2, data) + le)
+    return out
+
+
+@pytest.mark.parametrize("sensitive", [False, True])
+def test_hsm_host_matches_the_independent_host(
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+    sensitive: bool,
+) -> None:
+    host_challenge, card_challenge = os.urandom(8), os.urandom(8)
+    answer = card_answer(TEST_KMC, host_challenge, card_challenge)
+    commands = list(COMMANDS)
+    commands[-1] = ScriptCommand(commands[-1].apdu, sensitive=sensitive)
+    before = hsm.run(lambda h: h.count_objects())
+    script = hsm.run(
+        secure_script, test_keys.kmc_label, host_challenge, answer, lambda _h, _a: commands
+    )
+    assert hsm.run(lambda h: h.count_objects()) == before, "session keys must be destroyed"
+    level = 0x03 if sensitive else 0x01
+    assert script.security_level == level
+    assert script.chip_serial == "A1B2C3D40001"
+    assert list(script.apdus) == expected_apdus(host_challenge, answer, level)
+    if sensitive:
+        assert bytes(range(16)) not in b"".join(script.apdus)  # data encrypted
+
+
+def test_card_with_other_keys_is_refused_before_any_script(
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+) -> None:
+    host_challenge = os.urandom(8)
+    answer = card_answer(OTHER_KMC, host_challenge, os.urandom(8))
+    built: list[bool] = []
+
+    def build(_h: Hsm, _a: InitializeUpdateAnswer) -> list[ScriptCommand]:
+        built.append(True)
+        return COMMANDS
+
+    before = hsm.run(lambda h: h.count_objects())
+    with pytest.raises(CardCryptogramMismatch, match="card cryptogram mismatch: chip A1B2C3D40001"):
+        hsm.run(secure_script, test_keys.kmc_label, host_challenge, answer, build)
+    assert not built
+    assert hsm.run(lambda h: h.count_objects()) == before
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        (DIV + bytes.fromhex("300300") + bytes(15), "is 28 bytes"),
+        (DIV + bytes.fromhex("3002") + bytes(17), "SCP02, not SCP03"),
+        (DIV + bytes.fromhex("200300") + bytes(16), "key version 20"),
+        (DIV + bytes.fromhex("300310") + bytes(16), "pseudo-random"),
+    ],
+)
+def test_unusable_answers_say_why(answer: bytes, problem: str) -> None:
+    with pytest.raises(SecureChannelError, match=problem):
+        InitializeUpdateAnswer.parse(answer)
+
+
+def test_session_keys_are_sensitive_hsm_objects_equal_to_the_kdf(
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+) -> None:
+    context = os.urandom(16)
+
+    def run(h: Hsm) -> tuple[bool, bool, bytes]:
+        caps = MechanismFlag.ENCRYPT | MechanismFlag.DERIVE
+        static = derive_static_key(h, test_keys.kmc_label, DIV, 1, caps)
+        s_enc = derive_session_key(static, 0x04, context, MechanismFlag.ENCRYPT)
+        try:
+            probe = s_enc.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+            assert isinstance(probe, bytes)
+            return bool(s_enc[Attribute.SENSITIVE]), bool(s_enc[Attribute.EXTRACTABLE]), probe
+        finally:
+            s_enc.destroy()
+            static.destroy()
+
+    sensitive, extractable, probe = hsm.run(run)
+    assert sensitive
+    assert not extractable
+    clear = scp03_kdf(cpg202_aes(TEST_KMC, DIV, 1), 0x04, context, 128)
+    assert probe == ecb(clear, bytes(16))
