@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
 HandlerTable = Mapping[type[Event], Sequence[Handler]]
+BatchFunction = Callable[[UnitOfWork, Sequence[Any]], Awaitable[None]]
 
 DEAD_LETTER_STREAM = "dlq"
 _DLQ_NAMESPACE = uuid.UUID("5f1d3a52-1c1e-4c1b-9d35-0d6c7e5b0001")
@@ -39,6 +40,32 @@ _DLQ_NAMESPACE = uuid.UUID("5f1d3a52-1c1e-4c1b-9d35-0d6c7e5b0001")
 
 class PoisonEvent(Exception):
     """A handler's verdict that this event can never be processed; it goes to the DLQ."""
+
+
+class BatchHandler:
+    """A handler that takes several events of one type at once: ``fn(uow, events)``.
+
+    It sits in a HANDLERS table like any handler. On the consumer's batch path, each run of
+    consecutive fresh events of a type whose handlers are all BatchHandlers is given to each
+    of them in ONE call (so a handler can read, compute and write for the whole run with one
+    statement each); everywhere else (the record-by-record replay, direct calls) it is called
+    with a one-event list. The run is inside the batch's transaction, after the inbox dedup:
+    it never holds an event seen before or the same event twice. A raised exception rolls the
+    whole batch back and the consumer replays it record by record, where retries and
+    dead-lettering decide each event on its own, so ``fn`` may raise PoisonEvent for a run
+    that holds one bad event.
+    """
+
+    def __init__(self, fn: BatchFunction) -> None:
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", type(self).__name__)
+        self.__doc__ = fn.__doc__
+
+    async def __call__(self, uow: UnitOfWork, event: Any) -> None:
+        await self.fn(uow, [event])
+
+    def __repr__(self) -> str:
+        return f"BatchHandler({self.__name__})"
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -202,19 +229,13 @@ class EventConsumer:
                 fresh = await self._record_many_in_inbox(conn, decoded)
                 uow = UnitOfWork(conn, self._schema, self._emit_topic, buffered=True)
                 pending = set(fresh)
+                todo: list[Event] = []
                 for _record, event in decoded:
-                    if event.event_id not in pending:
-                        continue  # seen before, or twice within this very batch
-                    pending.discard(event.event_id)
-                    with (
-                        continue_trace(event.trace),
-                        self._tracer.start_as_current_span(
-                            f"consume {event.type}",
-                            attributes={"event.type": event.type, "event.id": str(event.event_id)},
-                        ),
-                    ):
-                        for handler in self._handlers[type(event)]:
-                            await handler(uow, event)
+                    if event.event_id in pending:  # else seen before, or twice in this batch
+                        pending.discard(event.event_id)
+                        todo.append(event)
+                for run in self._runs(todo):
+                    await self._handle_run(uow, run)
                 await uow.flush()
         except asyncio.CancelledError:
             raise
@@ -229,6 +250,42 @@ class EventConsumer:
         if uow.emitted:
             self._relay.wake()
         return True
+
+    def _runs(self, events: Sequence[Event]) -> list[list[Event]]:
+        """Consecutive events of one type whose handlers all take batches form one run; any
+        other event is a run of its own. Order between runs is the records' order."""
+        runs: list[list[Event]] = []
+        for event in events:
+            batchable = all(isinstance(h, BatchHandler) for h in self._handlers[type(event)])
+            if batchable and runs and type(runs[-1][0]) is type(event):
+                runs[-1].append(event)
+            else:
+                runs.append([event])
+        return runs
+
+    async def _handle_run(self, uow: UnitOfWork, run: Sequence[Event]) -> None:
+        first = run[0]
+        if len(run) == 1:
+            attributes = {"event.type": first.type, "event.id": str(first.event_id)}
+            with (
+                continue_trace(first.trace),
+                self._tracer.start_as_current_span(f"consume {first.type}", attributes=attributes),
+            ):
+                for handler in self._handlers[type(first)]:
+                    await handler(uow, first)
+            return
+        # One span for the run, in the first event's trace; a batch handler that emits per
+        # event carries each source event's own trace on what it emits.
+        with (
+            continue_trace(first.trace),
+            self._tracer.start_as_current_span(
+                f"consume {first.type} x{len(run)}",
+                attributes={"event.type": first.type, "event.count": len(run)},
+            ),
+        ):
+            for handler in self._handlers[type(first)]:
+                if isinstance(handler, BatchHandler):  # always, by _runs
+                    await handler.fn(uow, run)
 
     async def _record_many_in_inbox(
         self, conn: Any, decoded: Sequence[tuple[Any, Event]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pkcs11 import Mechanism
@@ -18,10 +19,10 @@ from services.keymgmt.hsm import (
     describe_key,
     generate_bureau_key,
 )
-from services.keymgmt.preparation import ConfigCache, prepare_ordered_card
+from services.keymgmt.preparation import ConfigCache, prepare_ordered_cards
 from services.keymgmt.repository import KeymgmtRepository, key_row
 from services.keymgmt.settings import KeymgmtSettings, process_hsm
-from shared.bus import HandlerTable
+from shared.bus import BatchHandler, HandlerTable
 from shared.events import CardOrdered
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, Worker
@@ -64,11 +65,14 @@ class KeymgmtDeps:
 def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
     cache = ConfigCache()
 
-    async def prepare_card(uow: UnitOfWork, event: CardOrdered) -> None:
-        """card.ordered -> MK KCVs, PIN and CVVs per the product -> card.prepared."""
-        await prepare_ordered_card(uow, event, deps.gate.get, deps.service_code, deps.actor, cache)
+    async def prepare_cards(uow: UnitOfWork, ordered: Sequence[CardOrdered]) -> None:
+        """card.ordered -> MK KCVs, PIN and CVVs per the product -> card.prepared, for a
+        fetched run of cards at once (one read, HSM work per card, one write)."""
+        await prepare_ordered_cards(
+            uow, ordered, deps.gate.get, deps.service_code, deps.actor, cache
+        )
 
-    return {CardOrdered: [prepare_card]}
+    return {CardOrdered: [BatchHandler(prepare_cards)]}
 
 
 # -- the HSM keeper ---------------------------------------------------------------------------

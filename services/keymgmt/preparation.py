@@ -1,30 +1,37 @@
-"""Data preparation of one card.ordered: the consumer's handler body (handlers.py wires it).
+"""Data preparation of card.ordered events: the consumer's batch handler (handlers.py wires
+it as a shared.bus.BatchHandler, so a fetched run of card.ordered arrives in one call).
 
-Per card: one read (the vault row and whether the card is already prepared), one HSM-worker
-call (security.prepare_card_data: MK KCVs, PIN, CVVs, the vault record opened once) and one
-write statement (prepared card, PIN blocks, sealed CVVs, vault access), plus card.prepared
-through the unit of work's buffered outbox. The issuer's active key labels and the product
-profile are cached per (issuer, product) for CONFIG_TTL seconds: a key retired or a profile
-changed takes effect for new cards within that time.
+Per run of cards, inside the consumer's one transaction: one read (the vault rows and which
+cards are already prepared), one HSM-worker call per PREP_CHUNK cards
+(security.prepare_cards_data: per card MK KCVs, PIN, CVVs, the vault record opened once),
+one pipelined write (prepared cards, PIN blocks, sealed CVVs, vault access), and card.prepared
+per card through the unit of work's buffered outbox, each in its card.ordered's own trace. The
+issuer's active key labels and the product profile are cached per (issuer, product) for
+CONFIG_TTL seconds: a key retired or a profile changed takes effect for new cards within that
+time. One bad card makes the run raise PoisonEvent; the consumer then replays the records one
+by one, so only that card is dead-lettered.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from services.keymgmt.emv import ImkLabels
 from services.keymgmt.hsm import Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.repository_security import SecurityRepository
 from services.keymgmt.security import (
+    CardSecurity,
     ProductProfile,
     prepare_card_data,
     profile_key_labels,
     security_rows,
 )
-from services.keymgmt.service import PREPARED_DGIS
+from services.keymgmt.service import PREPARED_DGIS, Preparation
 from services.keymgmt.vault import VaultError
 from shared.bus import PoisonEvent
 from shared.events import CardOrdered, CardPrepared
@@ -61,27 +68,33 @@ def _imks(issuer_id: str) -> ImkLabels:
         raise PoisonEvent(f"issuer id {issuer_id!r} cannot name keys") from exc
 
 
-async def prepare_ordered_card(
-    uow: UnitOfWork,
+PREP_CHUNK = 50  # cards per HSM-worker call: other HSM work (stations, QA) interleaves
+
+
+@dataclass(frozen=True)
+class _Todo:
+    event: CardOrdered
+    vaulted: dict[str, Any]
+    imks: ImkLabels
+    profile: ProductProfile | None
+
+
+async def _checked(
+    repo: SecurityRepository,
     event: CardOrdered,
-    hsm_of: Callable[[], Hsm],
-    service_code: str,
-    actor: str,
+    vaulted: dict[str, Any] | None,
     cache: ConfigCache,
-) -> None:
-    """Derive the card's MK-AC/SMI/SMC in the HSM (KCVs kept), issue PIN and CVVs when the
-    product asks, emit card.prepared. A second card.ordered for a card already prepared
-    (another event id) prepares nothing and emits nothing."""
-    repo = SecurityRepository(uow.conn)
+    taken: bool,
+) -> _Todo | None:
+    """The card's work item, None when it is prepared already (or ``taken`` earlier in the
+    run), or PoisonEvent naming what is wrong with it."""
     card = f"card {event.card_id}"
-    vaulted = await repo.vault_card_to_prepare(event.card_id)
     if vaulted is None:
         raise PoisonEvent(f"{card} is not in the vault")
     if vaulted["issuer_id"] != event.issuer_id or vaulted["pan_token"] != event.pan_token:
         raise PoisonEvent(f"{card}: issuer or pan_token differ from the vault's record")
-    if vaulted.pop("prepared"):
-        log.warning("card already prepared; nothing to do", extra={"card_id": card})
-        return
+    if vaulted["prepared"] or taken:
+        return None
     imks = _imks(event.issuer_id)
     active, profile = await cache.get(repo, event.issuer_id, event.product_id)
     labels = {"IMK-AC": imks.ac, "IMK-SMI": imks.smi, "IMK-SMC": imks.smc}
@@ -95,22 +108,108 @@ async def prepare_ordered_card(
         absent = sorted(set(profile_key_labels(event.issuer_id, profile)) - active)
         if absent:
             raise PoisonEvent(f"{card} ({event.product_id}): keys not active: {', '.join(absent)}")
+    return _Todo(event, vaulted, imks, profile)
+
+
+CardData = tuple[Preparation, CardSecurity | None]
+
+
+def prepare_cards_data(
+    hsm: Hsm,
+    work: Sequence[tuple[dict[str, Any], ImkLabels, ProductProfile | None]],
+    service_code: str,
+) -> list[CardData | Exception]:
+    """security.prepare_card_data for each card in ONE HSM-worker call. A card whose keys,
+    record or profile cannot be used gets its exception in its place (the caller makes it
+    poison); a PKCS#11 failure of the session itself propagates and fails the whole call."""
+    out: list[CardData | Exception] = []
+    for vaulted, imks, profile in work:
+        try:
+            out.append(prepare_card_data(hsm, vaulted, imks, service_code, profile))
+        except (HsmError, ValueError, VaultError) as exc:
+            out.append(exc)
+    return out
+
+
+def _poison_of(card_id: UUID, exc: Exception) -> PoisonEvent:
+    card = f"card {card_id}"
+    if isinstance(exc, KeyNotFoundError):
+        return PoisonEvent(f"{card}: key {exc} is in the inventory but not in the HSM")
+    if isinstance(exc, ValueError | VaultError):
+        return PoisonEvent(f"{card}: the vault record cannot be prepared: {exc}")
+    return PoisonEvent(f"{card}: cannot make its PIN or CVV: {exc}")
+
+
+async def prepare_ordered_cards(
+    uow: UnitOfWork,
+    ordered: Sequence[CardOrdered],
+    hsm_of: Callable[[], Hsm],
+    service_code: str,
+    actor: str,
+    cache: ConfigCache,
+) -> None:
+    """Derive each card's MK-AC/SMI/SMC in the HSM (KCVs kept), issue PIN and CVVs when the
+    product asks, emit card.prepared. A card.ordered for a card already prepared (another
+    event id, or twice in the run) prepares nothing and emits nothing."""
+    repo = SecurityRepository(uow.conn)
+    vaulted_rows = await repo.vault_cards_to_prepare([e.card_id for e in ordered])
+    todo: list[_Todo] = []
+    taken: set[UUID] = set()
+    for event in ordered:
+        vaulted = vaulted_rows.get(event.card_id)
+        item = await _checked(repo, event, vaulted, cache, event.card_id in taken)
+        if item is None:
+            log.warning(
+                "card already prepared; nothing to do", extra={"card_id": str(event.card_id)}
+            )
+            continue
+        taken.add(event.card_id)
+        todo.append(item)
+    if not todo:
+        return
     hsm = hsm_of()  # HsmUnavailable is a ConnectionError: retried, never poison
-    try:
-        prep, security = await hsm.call(prepare_card_data, vaulted, imks, service_code, profile)
-    except KeyNotFoundError as exc:
-        raise PoisonEvent(f"{card}: key {exc} is in the inventory but not in the HSM") from exc
-    except (ValueError, VaultError) as exc:
-        raise PoisonEvent(f"{card}: the vault record cannot be prepared: {exc}") from exc
-    except HsmError as exc:
-        raise PoisonEvent(f"{card}: cannot make its PIN or CVV: {exc}") from exc
+    results: list[CardData | Exception] = []
+    for start in range(0, len(todo), PREP_CHUNK):
+        chunk = todo[start : start + PREP_CHUNK]
+        work = [(t.vaulted, t.imks, t.profile) for t in chunk]
+        results += await hsm.call(prepare_cards_data, work, service_code)
+    rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    done: list[tuple[_Todo, Preparation]] = []
+    for item, result in zip(todo, results, strict=True):
+        if isinstance(result, Exception):
+            raise _poison_of(item.event.card_id, result) from result
+        rows.append(_rows_of(item, *result))
+        done.append((item, result[0]))
+    await repo.record_preparations(rows, f"service:{actor}")
+    for item, prep in done:
+        event = item.event
+        await uow.emit(
+            CardPrepared(
+                issuer_id=event.issuer_id,
+                actor=actor,
+                card_id=event.card_id,
+                batch_id=event.batch_id,
+                product_id=event.product_id,
+                masked_pan=item.vaulted["masked_pan"],
+                dgis=list(PREPARED_DGIS),
+                key_scheme=prep.key_scheme,
+                trace=event.trace,
+            )
+        )
+    log.info("cards prepared", extra={"count": len(todo)})
+
+
+def _rows_of(
+    item: _Todo, prep: Preparation, security: CardSecurity | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    event = item.event
     prepared: dict[str, Any] = {
         "card_id": event.card_id,
         "issuer_id": event.issuer_id,
         "batch_id": event.batch_id,
         "order_id": event.order_id,
         "product_id": event.product_id,
-        "masked_pan": vaulted["masked_pan"],
+        "masked_pan": item.vaulted["masked_pan"],
         "key_scheme": prep.key_scheme,
         "dgis": list(PREPARED_DGIS),
         "mk_ac_kcv": prep.mk_kcvs[0],
@@ -119,17 +218,4 @@ async def prepare_ordered_card(
         "source_event_id": event.event_id,
     }
     extra = {} if security is None else security_rows(event.card_id, event.issuer_id, security)
-    await repo.record_preparation(prepared, extra, f"service:{actor}")
-    await uow.emit(
-        CardPrepared(
-            issuer_id=event.issuer_id,
-            actor=actor,
-            card_id=event.card_id,
-            batch_id=event.batch_id,
-            product_id=event.product_id,
-            masked_pan=vaulted["masked_pan"],
-            dgis=list(PREPARED_DGIS),
-            key_scheme=prep.key_scheme,
-        )
-    )
-    log.info("card prepared", extra={"card_id": str(event.card_id), "key_scheme": prep.key_scheme})
+    return prepared, extra

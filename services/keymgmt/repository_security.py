@@ -59,28 +59,35 @@ class SecurityRepository:
         return {str(r[0]) for r in rows}
 
     async def _driver(self) -> Any:
-        """The asyncpg connection under this transaction. The two per-card statements of data
+        """The asyncpg connection under this transaction. The two statements of data
         preparation use it directly: SQLAlchemy's per-execute overhead was about three times
         the round trip itself (measured with bench/dataprep)."""
         raw = await self.conn.get_raw_connection()
         return raw.driver_connection
 
-    async def vault_card_to_prepare(self, card_id: UUID) -> dict[str, Any] | None:
-        """The vault row and whether the card is already prepared, in one round trip."""
-        row = await (await self._driver()).fetchrow(_TO_PREPARE, card_id)
-        return None if row is None else dict(row)
+    async def vault_cards_to_prepare(self, card_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+        """The vault rows and whether each card is already prepared, in one round trip."""
+        rows = await (await self._driver()).fetch(_TO_PREPARE, card_ids)
+        return {row["card_id"]: dict(row) for row in rows}
 
-    async def record_preparation(
-        self, prepared: dict[str, Any], security: dict[str, Any], accessor: str
+    async def record_preparations(
+        self, cards: list[tuple[dict[str, Any], dict[str, Any]]], accessor: str
     ) -> None:
-        """prepared_cards, card_pins, card_verification_values and the vault access row in
-        ONE statement (data-modifying CTEs); ``security`` is security.security_rows()."""
-        parts = ("pin" in security, "cvv" in security)
-        sql, names = _preparation_sql(*parts)
-        params = dict(prepared) | {"accessor": accessor}
-        for name in ("pin", "cvv"):
-            params |= security.get(name, {})
-        await (await self._driver()).execute(sql, *(params[n] for n in names))
+        """prepared_cards, card_pins, card_verification_values and the vault access row of
+        each card in ONE statement (data-modifying CTEs; ``security`` is
+        security.security_rows()), run for all cards as one pipelined executemany per
+        statement shape (with or without PIN and CVV rows), in the caller's transaction."""
+        shapes: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
+        for prepared, security in cards:
+            parts = ("pin" in security, "cvv" in security)
+            _sql, names = _preparation_sql(*parts)
+            params = dict(prepared) | {"accessor": accessor}
+            for name in ("pin", "cvv"):
+                params |= security.get(name, {})
+            shapes.setdefault(parts, []).append(tuple(params[n] for n in names))
+        driver = await self._driver()
+        for parts, args in shapes.items():
+            await driver.executemany(_preparation_sql(*parts)[0], args)
 
     async def card_pin(self, card_id: UUID) -> dict[str, Any] | None:
         row = (
@@ -126,7 +133,7 @@ _CVV = (
 _TO_PREPARE = (
     "SELECT v.card_id, v.issuer_id, v.pan_token, v.pan_blob, v.record_blob, v.masked_pan,"
     " EXISTS (SELECT 1 FROM prepared_cards p WHERE p.card_id = v.card_id) AS prepared"
-    " FROM vault_cards v WHERE v.card_id = $1"
+    " FROM vault_cards v WHERE v.card_id = ANY($1::uuid[])"
 )
 _NAME = re.compile(r":([a-z0-9_]+)")
 
