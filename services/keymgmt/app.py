@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,22 @@ from services.keymgmt.handlers import (
     hsm_problem,
     imks_of,
 )
-from services.keymgmt.hsm import HsmError, KeyNotFoundError
+from services.keymgmt.hsm import Hsm, HsmError, KeyNotFoundError
+from services.keymgmt.perso import PersoScript
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.routers import router as keys_and_products_router
+from services.keymgmt.secure_channel import (
+    CRYPTOGRAM_MISMATCH,
+    REFUSAL_HEADER,
+    CardCryptogramMismatch,
+    InitializeUpdateAnswer,
+    ScriptCommand,
+    SecureChannelError,
+    SecureScriptRequest,
+    secure_script,
+)
 from services.keymgmt.service import (
     ArqcRequest,
-    PersoRequest,
     ReadbackRequest,
     VaultStore,
     build_card_script,
@@ -42,6 +53,8 @@ from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.signing import router as signing_router
 from shared.auth import Principal, require
 from shared.service import ServiceRuntime, create_app
+
+log = logging.getLogger(__name__)
 
 NAME = "keymgmt"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -225,12 +238,23 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
             "address": card.address,
         }
 
-    @app.post("/v1/perso/scripts", tags=["perso"])
-    async def perso_script(body: PersoRequest, who: Principal = station) -> Any:
-        """The card's script for this chip; binds the chip to the card for good."""
-        div = bytes.fromhex(body.diversification_data)
-        chip, card_id = div[4:10].hex().upper(), body.card_id
+    @app.post("/v1/perso/secure-scripts", tags=["perso"])
+    async def secure_perso_script(body: SecureScriptRequest, who: Principal = station) -> Any:
+        """The card's script through its SCP03 secure channel (docs/perso-protocol.md): from
+        the card's INITIALIZE UPDATE answer, EXTERNAL AUTHENTICATE and the protected commands.
+        Binds the chip to the card for good once the card has proved it holds our keys."""
+        try:
+            iu = bytes.fromhex(body.initialize_update_response)
+            answer = InitializeUpdateAnswer.parse(iu)
+        except SecureChannelError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        chip, card_id = answer.chip_serial, body.card_id
+        if chip != body.chip_serial.upper():
+            raise HTTPException(
+                422, f"the INITIALIZE UPDATE answer is from chip {chip}, not {body.chip_serial}"
+            )
         hsm = gate.get()
+        mismatch: CardCryptogramMismatch | None = None
         async with runtime.engine.begin() as conn:
             repo = KeymgmtRepository(conn)
             prepared = await repo.prepared(card_id, for_update=True)
@@ -247,29 +271,54 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
             missing = set(needed) - await repo.active_labels(needed)
             if missing:
                 raise HTTPException(409, f"keys not active: {', '.join(sorted(missing))}")
-            args = (div, imks, settings.kmc_label, settings.app_label, settings.service_code)
+            built: list[PersoScript] = []
+
+            def build(h: Hsm, iu_answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
+                div = iu_answer.diversification_data
+                args = (div, imks, settings.kmc_label, settings.app_label, settings.service_code)
+                built.append(build_card_script(h, vaulted, *args))
+                return built[-1].commands
+
+            challenge = bytes.fromhex(body.host_challenge)
             try:
-                script = await hsm.call(build_card_script, vaulted, *args)
+                secured = await hsm.call(secure_script, settings.kmc_label, challenge, iu, build)
             except KeyNotFoundError as exc:
                 raise HTTPException(409, f"key {exc} is not in the HSM") from exc
-            kcvs = tuple(k.value for _, k in script.summary.mk_kcvs)
-            if kcvs != (prepared["mk_ac_kcv"], prepared["mk_smi_kcv"], prepared["mk_smc_kcv"]):
-                raise HTTPException(409, "the issuer keys changed since the card was prepared")
-            try:
-                if bound is None:
-                    await repo.bind_chip(card_id, chip, who.name)
-            except IntegrityError as exc:  # a concurrent request bound this chip first
-                raise HTTPException(409, "this chip is already bound to another card") from exc
-            await repo.add_perso_session(
-                {"card_id": card_id, "chip_serial": chip, "station": who.name}
-                | {"apdu_count": len(script.apdus), "kdek_kcv": script.summary.kdek_kcv.value}
+            except CardCryptogramMismatch as exc:
+                mismatch = exc
+            except SecureChannelError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            if mismatch is None:
+                summary = built[0].summary
+                kcvs = tuple(k.value for _, k in summary.mk_kcvs)
+                if kcvs != (prepared["mk_ac_kcv"], prepared["mk_smi_kcv"], prepared["mk_smc_kcv"]):
+                    raise HTTPException(409, "the issuer keys changed since the card was prepared")
+                try:
+                    if bound is None:
+                        await repo.bind_chip(card_id, chip, who.name)
+                except IntegrityError as exc:  # a concurrent request bound this chip first
+                    raise HTTPException(409, "this chip is already bound to another card") from exc
+                await repo.add_perso_session(
+                    {"card_id": card_id, "chip_serial": chip, "station": who.name}
+                    | {"apdu_count": len(secured.apdus), "kdek_kcv": summary.kdek_kcv.value}
+                )
+                await repo.record_access([(card_id, f"station:{who.name}", "perso")])
+            else:
+                # Recorded with the refusal; the station spoils the card and ejects the chip.
+                purpose = f"perso refused: card cryptogram mismatch (chip {chip})"
+                await repo.record_access([(card_id, f"station:{who.name}", purpose)])
+        if mismatch is not None:
+            log.warning(
+                "card cryptogram mismatch",
+                extra={"card_id": str(card_id), "chip_serial": chip, "station": who.name},
             )
-            await repo.record_access([(card_id, f"station:{who.name}", "perso")])
+            raise HTTPException(409, str(mismatch), headers={REFUSAL_HEADER: CRYPTOGRAM_MISMATCH})
         return {
             "card_id": str(card_id),
             "chip_serial": chip,
-            "apdus": [a.hex().upper() for a in script.apdus],
-            "dgis": list(script.summary.dgis),
+            "security_level": f"{secured.security_level:02X}",
+            "apdus": [a.hex().upper() for a in secured.apdus],
+            "dgis": list(built[0].summary.dgis),
         }
 
     @app.post("/v1/qa/readback", tags=["qa"])

@@ -27,8 +27,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from uuid import UUID
 
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag
+from pydantic import BaseModel, Field
 
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.p11 import SymKey, as_key, encrypt
@@ -45,6 +47,9 @@ LEVEL_C_MAC: Final = 0x01
 LEVEL_C_DEC_C_MAC: Final = 0x03
 CLA_SM: Final = 0x04
 IU_ANSWER_LENGTH: Final = 29  # i without pseudo-random challenge: no sequence counter
+# A refusal the station must tell from others (the chip is rejected, not kept for another card)
+REFUSAL_HEADER: Final = "X-Bureau-Refusal"
+CRYPTOGRAM_MISMATCH: Final = "card-cryptogram-mismatch"
 
 
 class SecureChannelError(ValueError):
@@ -104,6 +109,17 @@ class SecuredScript:
     chip_serial: str
     security_level: int
     apdus: tuple[bytes, ...]  # EXTERNAL AUTHENTICATE, then the script's commands, protected
+
+
+class SecureScriptRequest(BaseModel):
+    """POST /v1/perso/secure-scripts: what the station read from the card, nothing secret."""
+
+    card_id: UUID
+    chip_serial: str = Field(pattern=r"^[0-9A-Fa-f]{12}$", description="from the CPLC")
+    host_challenge: str = Field(pattern=r"^[0-9A-Fa-f]{16}$", description="8 bytes hex")
+    initialize_update_response: str = Field(
+        pattern=r"^[0-9A-Fa-f]{58}$", description="the card's 29-byte answer, without SW"
+    )
 
 
 def derivation_data(constant: int, bits: int, context: bytes) -> bytes:

@@ -1,9 +1,11 @@
-"""keymgmt's station and QA doors on the real stack: the perso script from POST
-/v1/perso/scripts personalises a virtual card (vcard, in process), one chip per card, the
-chip's records read back clean and its ARQC verifies through POST /v1/arqc/verify."""
+"""keymgmt's station and QA doors on the real stack: the SCP03-protected perso script from POST
+/v1/perso/secure-scripts personalises a virtual card (vcard, in process), one chip per card, a
+chip with other keys is refused and recorded, the chip's records read back clean and its ARQC
+verifies through POST /v1/arqc/verify."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,6 @@ from sqlalchemy import text
 
 from services.keymgmt.app import KeymgmtRuntime
 from services.keymgmt.cli import load_demo_keys
-from services.keymgmt.perso import diversification_data
 from services.keymgmt.settings import KeymgmtSettings
 from tests.integration.bus_harness import collect
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
@@ -40,18 +41,31 @@ pytestmark = [
 
 CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400")
 SELECT = bytes.fromhex("00A4040007A000000003101000")
+SELECT_ISD = bytes.fromhex("00A4040008A00000015100000000")
+OTHER_KMC = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
 
 
-def new_chip(store: CardStore) -> tuple[VirtualCard, str]:
-    card = VirtualCard(store.manufacture(TEST_KMC), store.save)
+def new_chip(store: CardStore, kmc: bytes = TEST_KMC) -> VirtualCard:
+    card = VirtualCard(store.manufacture(kmc), store.save)
     card.power_on()
-    cplc = card.process(bytes.fromhex("80CA9F7F00"))
-    return card, diversification_data(cplc[3:45]).hex().upper()
+    return card
 
 
-async def script_for(http: httpx.AsyncClient, token: str, card_id: str, div: str) -> Any:
-    body = {"card_id": card_id, "diversification_data": div}
-    return await http.post("/v1/perso/scripts", json=body, headers=auth(token))
+async def script_for(
+    http: httpx.AsyncClient, token: str, card_id: str, chip: VirtualCard, serial: str = ""
+) -> Any:
+    """SELECT ISD + INITIALIZE UPDATE on the chip, then ask keymgmt as station `token`."""
+    assert chip.process(SELECT_ISD)[-2:] == b"\x90\x00"
+    challenge = os.urandom(8)
+    answer = chip.process(bytes.fromhex("8050000008") + challenge + b"\x00")
+    assert answer[-2:] == b"\x90\x00"
+    body = {
+        "card_id": card_id,
+        "chip_serial": serial or chip.chip_serial,
+        "host_challenge": challenge.hex(),
+        "initialize_update_response": answer[:-2].hex(),
+    }
+    return await http.post("/v1/perso/secure-scripts", json=body, headers=auth(token))
 
 
 async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
@@ -66,28 +80,41 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     card = await vault(http, unique, issuer)
     card_id = card["card_id"]
     store = CardStore(tmp_path)
-    chip, div = new_chip(store)
+    chip = new_chip(store)
 
-    early = await script_for(http, station, card_id, div)
+    early = await script_for(http, station, card_id, chip)
     assert early.status_code == 409  # vaulted, not prepared yet
-    assert (await script_for(http, station, str(uuid.uuid4()), div)).status_code == 404
+    assert (await script_for(http, station, str(uuid.uuid4()), chip)).status_code == 404
     await publish(settings, ordered(card, issuer))
     await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda seen: len(seen) >= 1)
 
-    assert (await script_for(http, f"nobody-{unique}", card_id, div)).status_code == 401
-    answer = await script_for(http, station, card_id, div)
+    assert (await script_for(http, f"nobody-{unique}", card_id, chip)).status_code == 401
+    wrong_serial = await script_for(http, station, card_id, chip, serial="000000000000")
+    assert wrong_serial.status_code == 422
+    assert f"from chip {chip.chip_serial}, not 000000000000" in wrong_serial.text
+
+    impostor = new_chip(store, OTHER_KMC)  # a chip whose keys come from another KMC
+    refused = await script_for(http, station, card_id, impostor)
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith("card cryptogram mismatch")
+    assert refused.headers["x-bureau-refusal"] == "card-cryptogram-mismatch"
+
+    answer = await script_for(http, station, card_id, chip)
     assert answer.status_code == 200, answer.text
     script = answer.json()
     assert script["chip_serial"] == chip.chip_serial
     assert script["dgis"] == ["0101", "0102", "9102", "8000"]
+    assert script["security_level"] == "03"
+    assert len(script["apdus"]) == 6  # EXTERNAL AUTHENTICATE, INSTALL, 4 x STORE DATA
+    assert PAN16 not in "".join(script["apdus"])  # C-DECRYPTION: no clear PAN on the wire
     for apdu in script["apdus"]:
         response = chip.process(bytes.fromhex(apdu))
         assert response[-2:] == b"\x90\x00", apdu[:8]
     assert chip.state.lifecycle == "personalized"
-    again = await script_for(http, station, card_id, div)
-    assert again.json() == script  # the same chip asking again gets its script again
-    _, other_div = new_chip(store)
-    second = await script_for(http, station, card_id, other_div)
+    again = await script_for(http, station, card_id, chip)
+    assert again.status_code == 200  # the same chip may open another session
+    assert again.json()["apdus"] != script["apdus"]  # fresh challenges, fresh session keys
+    second = await script_for(http, station, card_id, new_chip(store))
     assert second.status_code == 409  # never two chips for one card
 
     chip.process(SELECT)
@@ -119,6 +146,13 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
             text("SELECT station, chip_serial FROM perso_sessions WHERE card_id = :c"),
             {"c": card_id},
         )
+        refusals = await conn.execute(
+            text(
+                "SELECT accessor, purpose FROM vault_access WHERE card_id = :c AND purpose LIKE"
+                " 'perso refused%'"
+            ),
+            {"c": card_id},
+        )
         bound = await conn.execute(
             text(
                 "SELECT chip_serial, state FROM chip_bindings JOIN prepared_cards USING (card_id)"
@@ -128,3 +162,9 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
         )
     assert sessions.all() == [("station-a", chip.chip_serial)] * 2
     assert bound.all() == [(chip.chip_serial, "bound")]
+    assert refusals.all() == [
+        (
+            "station:station-a",
+            f"perso refused: card cryptogram mismatch (chip {impostor.chip_serial})",
+        )
+    ]
