@@ -18,8 +18,10 @@
 # `-n localhost`: ippeveprinter cannot run with `-n 127.0.0.1` (it then fails to bind IPv6);
 # with localhost it listens on the loopback addresses 127.0.0.1 and ::1 only.
 # `-c <command>`: without a print command ippeveprinter "prints" for 5+ seconds per job; the
-# command here finishes at once, and fails (the printer aborts the job) while a `jammed` file
-# exists in the printer's folder, a fault an operator or a test can set and clear.
+# command here copies the document to the job's output (<job>-<name>.prn, what print QA
+# inspects) at once. Faults an operator or a test can set in the printer's folder: `jammed`
+# (the printer aborts every job while it exists), `misprint` (an image printed once instead of
+# the next document).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -144,9 +146,14 @@ printer_up() { # printer_up <name> <port>
     mkdir -p -- "$home/spool"
     cat >"$home/print-command" <<EOF
 #!/bin/sh
-# ippeveprinter's print command: the document stays in the spool (-k); a jam aborts the job.
+# ippeveprinter's print command. \$1: the spooled document (kept, -k); stdout: what came out of
+# the printer (kept as <job>-<name>.prn). Faults: a 'jammed' file aborts every job; a
+# 'misprint' file is printed once instead of the next document.
 [ -e "$home/jammed" ] && { echo "printer jammed" >&2; exit 1; }
-exit 0
+if mv "$home/misprint" "$home/misprint.used" 2>/dev/null; then
+    cat "$home/misprint.used"; rm -f "$home/misprint.used"; exit 0
+fi
+exec cat "\$1"
 EOF
     chmod 755 "$home/print-command"
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid ippeveprinter -n localhost -p "$port" \

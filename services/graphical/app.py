@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 
 from services.graphical.handlers import GraphicalDeps, PrintDataSource, build_handlers
 from services.graphical.keymgmt_client import KeymgmtClient
-from services.graphical.printer import Printer, SpoolPrinter
+from services.graphical.printer import IppPrinter, Printer
+from services.graphical.printing import PrintSpooler
 from services.graphical.render import FaceRenderer, RenderError
 from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
@@ -32,7 +33,7 @@ def bootstrap(
     keymgmt: PrintDataSource | None = None,
     printer: Printer | None = None,
 ) -> ServiceRuntime:
-    """Wire keymgmt, renderer and printer into the runtime. Tests pass their own schema."""
+    """Wire keymgmt, renderer, printer and print spooler. Tests pass their own schema."""
     owned: KeymgmtClient | None = None
     if keymgmt is None:
         client = KeymgmtClient(
@@ -42,10 +43,23 @@ def bootstrap(
             attempts=settings.keymgmt_attempts,
         )
         keymgmt = owned = client
+    owned_printer = printer is None
+    printer = printer or IppPrinter(
+        settings.graphical_printer, settings.card_printer_uri, timeout_s=settings.printer_timeout_s
+    )
+    spooler = PrintSpooler(
+        printer,
+        actor=NAME,
+        poll_s=settings.print_poll_s,
+        backoff_s=settings.print_backoff_s,
+        backoff_max_s=settings.print_backoff_max_s,
+        max_rejections=settings.print_max_rejections,
+    )
     deps = GraphicalDeps(
         keymgmt=keymgmt,
         renderer=FaceRenderer(settings.graphical_font),
-        printer=printer or SpoolPrinter(settings.graphical_printer, settings.spool_dir),
+        printer_name=printer.name,
+        wake_spooler=spooler.wake,
         actor=NAME,
     )
     runtime = ServiceRuntime(
@@ -54,12 +68,16 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=build_handlers(deps),
         subscribe=["electrical"],
+        workers=[spooler.run],
         schema=schema,
         consumer_group=consumer_group,
     )
     if owned is not None:
         runtime.on_stop(owned.aclose)
+    if owned_printer:
+        runtime.on_stop(printer.aclose)
     runtime.state["deps"] = deps
+    runtime.state["spooler"] = spooler
     return runtime
 
 
@@ -67,7 +85,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
     app = create_app(
         runtime,
         title="cardbureau graphical",
-        description="Card faces from issuer designs, printed to the spool (the printer).",
+        description="Card faces from issuer designs, printed on an IPP printer.",
     )
     app.include_router(router)
     return app
@@ -76,6 +94,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
 router = APIRouter(prefix="/v1", tags=["graphical"])
 DesignReader = Annotated[Principal, Depends(require("operator", "admin", "issuer"))]
 Operator = Annotated[Principal, Depends(require("operator", "auditor", "admin"))]
+PrintChecker = Annotated[Principal, Depends(require("service", "operator", "admin"))]
 
 
 def _check_tenant(principal: Principal, issuer_id: str) -> None:
@@ -147,8 +166,56 @@ async def get_print_job(card_id: UUID, _: Operator, request: Request) -> dict[st
         "printer": job.printer,
         "design_id": job.design_id,
         "image_sha256": job.image_sha256,
+        "job_name": job.job_name,
+        "ipp_job_id": job.ipp_job_id,
+        "attempts": job.attempts,
+        "rejections": job.rejections,
+        "last_problem": job.last_problem,
         "reason": job.reason,
         "created_at": job.created_at.isoformat() if job.created_at else None,
+        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
+    }
+
+
+@router.get(
+    "/print-jobs/{card_id}/render",
+    summary="The rendered face a card's print must match (PNG), for print QA",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def get_expected_render(card_id: UUID, who: PrintChecker, request: Request) -> Response:
+    if who.role == "service" and who.name != "qa":
+        raise HTTPException(403, detail=f"service {who.name!r} may not read card faces")
+    runtime = runtime_of(request)
+    async with runtime.engine.connect() as conn:
+        found = await GraphicalRepository(conn, runtime.schema).document_of_card(card_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no rendered face for {card_id}")
+    digest, png = found
+    return Response(content=png, media_type="image/png", headers={"X-Image-Sha256": digest})
+
+
+@router.get("/printer", summary="The card printer and its waiting jobs, as the operator sees it")
+async def get_printer(_: Operator, request: Request) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    spooler: PrintSpooler = runtime.state["spooler"]
+    await spooler.refresh_status(runtime)
+    async with runtime.engine.connect() as conn:
+        repo = GraphicalRepository(conn, runtime.schema)
+        counts = await repo.job_counts()
+        waiting = await repo.waiting_jobs()
+    return spooler.view.as_dict() | {
+        "jobs": counts,
+        "waiting": [
+            {
+                "card_id": str(j.card_id),
+                "status": j.status,
+                "attempts": j.attempts,
+                "ipp_job_id": j.ipp_job_id,
+                "last_problem": j.last_problem,
+            }
+            for j in waiting
+        ],
     }
 
 

@@ -6,17 +6,18 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 from uuid import UUID
 
 from services.graphical.keymgmt_client import CardNotInVault, PrintData
-from services.graphical.printer import Printer
+from services.graphical.printer import job_name_for
 from services.graphical.render import FaceRenderer, RenderError
 from services.graphical.repository import GraphicalRepository, PrintJob
 from services.graphical.service import FaceData, default_design
 from shared.bus import HandlerTable, PoisonEvent
-from shared.events import CardEncoded, CardPrinted, CardSpoiled
+from shared.events import CardEncoded, CardSpoiled
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,19 @@ class PrintDataSource(Protocol):
 class GraphicalDeps:
     keymgmt: PrintDataSource
     renderer: FaceRenderer
-    printer: Printer
+    printer_name: str
+    wake_spooler: Callable[[], None] = lambda: None
     actor: str = "graphical"
 
 
 def build_handlers(deps: GraphicalDeps) -> HandlerTable:
     async def print_card_face(uow: UnitOfWork, event: CardEncoded) -> None:
-        """Render the face from the issuer's design, spool it, record the job, emit printed.
+        """Render the face from the issuer's design and record its print job, document
+        included; the print spooler (printing.py) sends it to the printer after this commits.
 
         The consumer's inbox drops a redelivered event; the unique job per card also stops a
-        second card.encoded for the same card (a re-encode) from printing it twice.
+        second card.encoded for the same card (a re-encode, a batch replay) from printing it
+        twice: the existing job is left to run its course.
         """
         repo = GraphicalRepository(uow.conn, uow.schema)
         await repo.lock_card(event.card_id)
@@ -66,37 +70,24 @@ def build_handlers(deps: GraphicalDeps) -> HandlerTable:
             batch_id=event.batch_id,
             issuer_id=event.issuer_id,
             chip_serial=event.chip_serial,
-            printer=deps.printer.name,
+            printer=deps.printer_name,
             design_id=design.design_id,
-            status="printed",
+            status="queued",
             image_sha256=None,
             location=None,
             reason=None,
             source_event_id=event.event_id,
+            job_name=job_name_for(event.card_id),
         )
         try:
             png = await asyncio.to_thread(deps.renderer.render, design, face)
         except RenderError as exc:
             await _spoil(uow, repo, job, f"render failed: {exc}", deps.actor)
             return
-        # A printer fault (OSError) propagates: the consumer retries it, the card is not spoiled.
-        receipt = await asyncio.to_thread(deps.printer.submit, event.batch_id, event.card_id, png)
         digest = hashlib.sha256(png).hexdigest()
-        await repo.add_job(
-            replace(job, image_sha256=digest, location=receipt.location, printer=receipt.printer)
-        )
-        await uow.emit(
-            CardPrinted(
-                issuer_id=event.issuer_id,
-                actor=deps.actor,
-                card_id=event.card_id,
-                batch_id=event.batch_id,
-                chip_serial=event.chip_serial,
-                printer=receipt.printer,
-                image_sha256=digest,
-            )
-        )
-        log.info("card face printed", extra={"card_id": str(event.card_id), "sha256": digest})
+        await repo.add_job(replace(job, image_sha256=digest), png)
+        deps.wake_spooler()  # before the commit is harmless: the spooler also polls
+        log.info("card face rendered; print job queued", extra={"card_id": str(event.card_id)})
 
     return {CardEncoded: [print_card_face]}
 

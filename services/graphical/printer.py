@@ -1,44 +1,41 @@
-"""Printers. In this pass the spool directory IS the printer; an IPP printer will implement
-the same `Printer` protocol later (submit returns where the job went)."""
+"""The card printer as the print spooler sees it: an IPP printer (shared/ipp.py), or in unit
+tests a fake with the same four calls. Submitting names the job after the card, so a job
+whose submission may or may not have reached the printer can be found again by name."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
-from uuid import UUID
 
-from services.graphical.service import spool_name
+from shared.ipp import IppClient, JobStatus, PrinterStatus
 
-
-@dataclass(frozen=True)
-class PrintReceipt:
-    printer: str
-    location: str
+DOCUMENT_FORMAT = "image/png"
 
 
 class Printer(Protocol):
     name: str
+    uri: str
 
-    def submit(self, batch_id: UUID, card_id: UUID, png: bytes) -> PrintReceipt: ...
+    async def print_job(
+        self, document: bytes, *, job_name: str, document_format: str
+    ) -> JobStatus: ...
+
+    async def job(self, job_id: int) -> JobStatus: ...
+
+    async def find_job(self, job_name: str) -> JobStatus | None: ...
+
+    async def printer(self) -> PrinterStatus: ...
+
+    async def aclose(self) -> None: ...
 
 
-class SpoolPrinter:
-    """Writes each card face as `<spool>/<batch>/<card>.png`, atomically (temp file + rename),
-    so a re-submitted job overwrites the same file instead of printing a second card."""
+class IppPrinter(IppClient):
+    """A named IPP printer (`ipp://host:port/path`)."""
 
-    def __init__(self, name: str, spool_dir: Path) -> None:
+    def __init__(self, name: str, uri: str, *, timeout_s: float = 10.0) -> None:
+        super().__init__(uri, user="graphical", timeout_s=timeout_s)
         self.name = name
-        self.spool_dir = spool_dir
 
-    def submit(self, batch_id: UUID, card_id: UUID, png: bytes) -> PrintReceipt:
-        target = self.spool_dir / spool_name(batch_id, card_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".png.partial")
-        with partial.open("wb") as out:
-            out.write(png)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, target)
-        return PrintReceipt(self.name, str(target))
+
+def job_name_for(card_id: object) -> str:
+    """The IPP job-name of a card's print job: one per card, ever."""
+    return f"card-{card_id}"

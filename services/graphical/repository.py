@@ -28,12 +28,21 @@ class PrintJob:
     location: str | None
     reason: str | None
     source_event_id: UUID
+    job_name: str | None = None
+    ipp_job_id: int | None = None
+    attempts: int = 0
+    rejections: int = 0
+    last_problem: str | None = None
     created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 _JOB_COLUMNS = (
     "job_id, card_id, batch_id, issuer_id, chip_serial, printer, design_id, status,"
-    " image_sha256, location, reason, source_event_id"
+    " image_sha256, location, reason, source_event_id, job_name"
+)
+_READ_COLUMNS = (
+    f"{_JOB_COLUMNS}, ipp_job_id, attempts, rejections, last_problem, created_at, updated_at"
 )
 
 
@@ -78,21 +87,101 @@ class GraphicalRepository:
     async def job_for_card(self, card_id: UUID) -> PrintJob | None:
         row = (
             await self._conn.execute(
-                text(
-                    f"SELECT {_JOB_COLUMNS}, created_at FROM {self._s}.print_jobs"
-                    " WHERE card_id = :c"
-                ),
+                text(f"SELECT {_READ_COLUMNS} FROM {self._s}.print_jobs WHERE card_id = :c"),
                 {"c": card_id},
             )
         ).first()
         return None if row is None else PrintJob(*row)
 
-    async def add_job(self, job: PrintJob) -> None:
+    async def add_job(self, job: PrintJob, document: bytes | None = None) -> None:
         values: dict[str, Any] = {
             name: getattr(job, name) for name in _JOB_COLUMNS.replace(" ", "").split(",")
         }
         placeholders = ", ".join(f":{name}" for name in values)
         await self._conn.execute(
-            text(f"INSERT INTO {self._s}.print_jobs ({_JOB_COLUMNS}) VALUES ({placeholders})"),
-            values,
+            text(
+                f"INSERT INTO {self._s}.print_jobs ({_JOB_COLUMNS}, document)"
+                f" VALUES ({placeholders}, :document)"
+            ),
+            values | {"document": document},
         )
+
+    async def claim_due_job(self, lease_s: float) -> PrintJob | None:
+        """The oldest job due for work (submit, or follow on the printer), leased so that
+        another replica leaves it alone until the lease ends."""
+        row = (
+            await self._conn.execute(
+                text(
+                    f"UPDATE {self._s}.print_jobs SET lease_until = now() + make_interval("
+                    " secs => :lease) WHERE job_id = (SELECT job_id FROM"
+                    f" {self._s}.print_jobs WHERE status IN ('queued', 'submitting', 'submitted')"
+                    " AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())"
+                    " ORDER BY next_attempt_at, created_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                    f" RETURNING {_READ_COLUMNS}"
+                ),
+                {"lease": lease_s},
+            )
+        ).first()
+        return None if row is None else PrintJob(*row)
+
+    async def document(self, job_id: UUID) -> bytes | None:
+        row = (
+            await self._conn.execute(
+                text(f"SELECT document FROM {self._s}.print_jobs WHERE job_id = :j"),
+                {"j": job_id},
+            )
+        ).first()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    async def document_of_card(self, card_id: UUID) -> tuple[str, bytes] | None:
+        """The rendered face (the expected print) and its sha256, for print QA."""
+        row = (
+            await self._conn.execute(
+                text(
+                    f"SELECT image_sha256, document FROM {self._s}.print_jobs"
+                    " WHERE card_id = :c AND document IS NOT NULL"
+                ),
+                {"c": card_id},
+            )
+        ).first()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    async def update_job(
+        self,
+        job_id: UUID,
+        *,
+        status: str,
+        retry_in_s: float = 0.0,
+        problem: str | None = None,
+        **changes: Any,
+    ) -> None:
+        """Move a job on. `attempts`/`rejections` given as +1 through `count`; the lease ends."""
+        allowed = {"ipp_job_id", "reason", "location", "attempts", "rejections"}
+        if set(changes) - allowed:
+            raise ValueError(f"cannot set {sorted(set(changes) - allowed)}")
+        sets = "".join(f", {name} = :{name}" for name in changes)
+        await self._conn.execute(
+            text(
+                f"UPDATE {self._s}.print_jobs SET status = :status, last_problem = :problem,"
+                " next_attempt_at = now() + make_interval(secs => :retry), lease_until = NULL,"
+                f" updated_at = now(){sets} WHERE job_id = :job_id"
+            ),
+            {"job_id": job_id, "status": status, "problem": problem, "retry": retry_in_s} | changes,
+        )
+
+    async def job_counts(self) -> dict[str, int]:
+        rows = await self._conn.execute(
+            text(f"SELECT status, count(*) FROM {self._s}.print_jobs GROUP BY status")
+        )
+        return {str(status): int(n) for status, n in rows}
+
+    async def waiting_jobs(self, limit: int = 20) -> list[PrintJob]:
+        rows = await self._conn.execute(
+            text(
+                f"SELECT {_READ_COLUMNS} FROM {self._s}.print_jobs"
+                " WHERE status IN ('queued', 'submitting', 'submitted')"
+                " ORDER BY created_at LIMIT :n"
+            ),
+            {"n": limit},
+        )
+        return [PrintJob(*row) for row in rows]

@@ -18,12 +18,14 @@ class GraphicalSettings(BureauSettings):
     keymgmt_url: str = "http://127.0.0.1:8102"
     keymgmt_timeout_s: float = Field(default=5.0, gt=0)
     keymgmt_attempts: int = Field(default=4, ge=1, description="tries per call before giving up")
-    graphical_spool_dir: Path | None = Field(
-        default=None, description="default <run_dir>/graphical/spool; one folder per batch"
+    card_printer_uri: str = Field(
+        default="ipp://localhost:8631/ipp/print",
+        description="BUREAU_CARD_PRINTER_URI: the card printer (deploy/local/printers.sh)",
     )
-    graphical_printer: str = Field(default="spool-1", description="printer name on print jobs")
+    graphical_printer: str = Field(default="card-1", description="printer name on print jobs")
     graphical_font: Path = Field(default=DEJAVU_SANS, description="TrueType font for card faces")
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.graphical_spool_dir or self.run_dir / "graphical" / "spool"
+    printer_timeout_s: float = Field(default=10.0, gt=0, description="one IPP request")
+    print_poll_s: float = Field(default=0.2, gt=0, description="job state polling interval")
+    print_backoff_s: float = Field(default=0.5, gt=0, description="first retry, printer down")
+    print_backoff_max_s: float = Field(default=10.0, gt=0)
+    print_max_rejections: int = Field(default=3, ge=1, description="then the card is spoiled")

@@ -1,6 +1,7 @@
 """The QA machine at work: one printed card at a time, print check then chip checks.
 
-Per card: the spooled image must be the one card.printed announced; the feeder puts the card
+Per card: the printer's output must look like the render card.printed announced
+(print_check.py); the feeder puts the card
 into the QA reader by chip serial; the chip must be that chip, answer SELECT and READ RECORD
 SFI 1 records 1-2 (keymgmt compares them with what it prepared), and answer GENERATE AC with
 an ARQC that keymgmt verifies in the HSM. The verdict and its event commit in one transaction.
@@ -20,6 +21,7 @@ from uuid import UUID
 
 from services.qa.feeder_client import CardNotFound, FeederClient, FeederUnavailable
 from services.qa.keymgmt_client import KeymgmtRefused
+from services.qa.print_check import print_image_problem
 from services.qa.repository import QaCard, QaRepository
 from services.qa.service import (
     CHECK_ARQC,
@@ -32,10 +34,8 @@ from services.qa.service import (
     chip_serial_from_cplc,
     generate_ac,
     parse_generate_ac,
-    print_image_problem,
     read_record,
     require_ok,
-    spool_path,
     unpredictable_number,
 )
 from shared.events import CardQaFailed, CardQaPassed
@@ -140,8 +140,9 @@ class QaMachine:
 
     async def check(self, card: QaCard) -> tuple[list[str], str | None]:
         """The checks passed and the failure, if any. Raises MachineFault."""
-        path = spool_path(self.spool_dir, card.batch_id, card.card_id)
-        problem = await asyncio.to_thread(print_image_problem, path, card.image_sha256)
+        problem = await asyncio.to_thread(
+            print_image_problem, self.spool_dir, card.card_id, card.image_sha256
+        )
         if problem is not None:
             return [], problem  # a misprinted card is rejected without reading its chip
         try:

@@ -1,15 +1,12 @@
-"""QA domain logic, no I/O: the terminal APDUs of docs/perso-protocol.md, CDOL1 building, the
-GENERATE AC answer, and the print-image check against the printer's spool."""
+"""QA domain logic, no I/O: the terminal APDUs of docs/perso-protocol.md, CDOL1 building and
+the GENERATE AC answer. The print-image check is in print_check.py."""
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Final
-from uuid import UUID
 
 from shared.iso7816 import SW_OK, sw_hex
 
@@ -109,19 +106,3 @@ def parse_generate_ac(data: bytes) -> Cryptogram:
     if data[2] != CID_ARQC:
         raise QaFailure(f"the chip answered cryptogram type {data[2]:02X}, not an ARQC (80)")
     return Cryptogram(data[2], data[3:5], data[5:13])
-
-
-def spool_path(spool_dir: Path, batch_id: UUID, card_id: UUID) -> Path:
-    """Where services/graphical's printer puts a card face: <spool>/<batch>/<card>.png."""
-    return spool_dir / str(batch_id) / f"{card_id}.png"
-
-
-def print_image_problem(path: Path, expected_sha256: str) -> str | None:
-    """None when the spooled image exists and is the one card.printed announced."""
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return "print-image: the printed image is not in the spool"
-    if digest != expected_sha256.lower():
-        return "print-image: the spooled image does not match card.printed's sha256"
-    return None

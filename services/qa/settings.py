@@ -26,9 +26,9 @@ class QaSettings(BureauSettings):
     keymgmt_timeout_s: float = Field(default=5.0, gt=0)
     keymgmt_backoff_s: float = Field(default=0.2, gt=0)
     keymgmt_backoff_max_s: float = Field(default=5.0, gt=0)
-    # The printer's output, as services/graphical writes it (same variable, same default).
-    graphical_spool_dir: Path | None = Field(
-        default=None, description="default <run_dir>/graphical/spool; <batch>/<card>.png"
+    # The card printer's spool: documents received and outputs, per job (print_check.py).
+    card_printer_spool: Path | None = Field(
+        default=None, description="BUREAU_CARD_PRINTER_SPOOL; default <run_dir>/printers/card/spool"
     )
     qa_card_timeout_s: float = Field(default=5.0, gt=0, description="wait for an inserted card")
     qa_machine_backoff_s: float = Field(default=1.0, gt=0, description="pause after a fault")
@@ -40,7 +40,7 @@ class QaSettings(BureauSettings):
 
     @property
     def spool_dir(self) -> Path:
-        return self.graphical_spool_dir or self.run_dir / "graphical" / "spool"
+        return self.card_printer_spool or self.run_dir / "printers" / "card" / "spool"
 
     def reader_name(self) -> str:
         """The QA reader. Loading readers.json also points libpcsclite at its pcscd."""

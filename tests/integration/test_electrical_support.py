@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import os
 import socket
@@ -23,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from PIL import Image
 
 from services.electrical.app import StationRuntime, bootstrap
 from services.electrical.settings import ElectricalSettings
@@ -198,18 +200,21 @@ def prepared(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardPrepared:
 def print_face(
     spool_dir: Path, card_id: uuid.UUID, batch_id: uuid.UUID, chip_serial: str
 ) -> events.CardPrinted:
-    """Play the graphical service: spool a face as <spool>/<batch>/<card>.png, announce it."""
-    face = b"\x89PNG test face " + card_id.bytes
-    target = spool_dir / str(batch_id) / f"{card_id}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(face)
+    """Play the graphical service and its IPP printer: the card printer's spool holds the job's
+    document and its output (services/qa/print_check.py); card.printed announces the render."""
+    image = io.BytesIO()
+    Image.new("RGB", (64, 40), "#" + card_id.hex[:6]).save(image, format="PNG")
+    face = image.getvalue()
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    (spool_dir / f"1-card-{card_id}.png").write_bytes(face)
+    (spool_dir / f"1-card-{card_id}.prn").write_bytes(face)
     return events.CardPrinted(
         issuer_id=ISSUER,
         actor="graphical",
         card_id=card_id,
         batch_id=batch_id,
         chip_serial=chip_serial,
-        printer="test-spool",
+        printer="test-card",
         image_sha256=hashlib.sha256(face).hexdigest(),
     )
 
@@ -248,7 +253,7 @@ def qa_machine(
         service_tokens=f"qa={QA_TOKEN}",
         keymgmt_url=keymgmt.url,
         feeder_url=feeder.url,
-        graphical_spool_dir=spool,
+        card_printer_spool=spool,
         queue_poll_s=0.2,
     )
     return qa_bootstrap(settings, schema=f"qa_{unique}", reader=feeder.qa_reader, pcsc=pcsc)

@@ -1,5 +1,6 @@
-"""The graphical service on the real stack: card.encoded in, a PNG in the spool and
-card.printed out; redelivery, keymgmt outages, unknown cards and bad print data.
+"""The graphical service on the real stack and a real IPP printer (ippeveprinter): card.encoded
+in, one Print-Job per card, card.printed out; redelivery, keymgmt outages, unknown cards, bad
+print data, a printer that is down, jammed, or whose answer is lost.
 
 keymgmt is another process: `KeymgmtDouble` stands in for it over real HTTP on 127.0.0.1,
 serving the vault read endpoints of docs/services.md from test data.
@@ -24,12 +25,15 @@ from fastapi import FastAPI, Header, HTTPException
 from PIL import Image
 
 from services.graphical.app import bootstrap, build_app
+from services.graphical.printer import IppPrinter, job_name_for
 from services.graphical.settings import GraphicalSettings
 from shared import events
 from shared.bus import make_producer
+from shared.ipp import IppUnavailable, JobStatus
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.integration.bus_harness import collect, wait_for
+from tests.integration.printer_harness import TestPrinter
 
 pytestmark = pytest.mark.integration
 
@@ -112,18 +116,31 @@ async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
 
 
 @pytest.fixture
+async def printer(stack_env: dict[str, str], tmp_path: Path) -> AsyncIterator[TestPrinter]:
+    device = TestPrinter(tmp_path / "printer")
+    device.start()
+    try:
+        await device.wait_up()
+        yield device
+    finally:
+        device.stop()
+
+
+@pytest.fixture
 def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> GraphicalSettings:
     return GraphicalSettings(
         environment="test",
         topic_prefix=f"t{unique}",
-        service_tokens=f"graphical={SERVICE_TOKEN}",
+        service_tokens=f"graphical={SERVICE_TOKEN},qa=qa-{unique}",
         principals=f"operator:olga=op-{unique}",
         keymgmt_url=keymgmt.url,
         keymgmt_attempts=2,
-        graphical_spool_dir=tmp_path / "spool",
-        graphical_printer="test-spool",
+        card_printer_uri=printer.uri,
+        graphical_printer="test-card",
+        print_backoff_s=0.1,
+        print_backoff_max_s=0.5,
     )
 
 
@@ -174,7 +191,7 @@ def graphical(settings: GraphicalSettings, unique: str) -> ServiceRuntime:
 
 
 async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> None:
     card_id = keymgmt.add_card("acme")
     event = encoded(card_id)
@@ -192,8 +209,9 @@ async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(
     assert isinstance(printed, events.CardPrinted)
     assert printed.card_id == card_id
     assert printed.chip_serial == event.chip_serial
-    assert printed.printer == "test-spool"
-    png = (settings.spool_dir / str(event.batch_id) / f"{card_id}.png").read_bytes()
+    assert printed.printer == "test-card"
+    [document] = printer.documents(job_name_for(card_id))  # one Print-Job, never two
+    png = document.read_bytes()
     assert hashlib.sha256(png).hexdigest() == printed.image_sha256
     image = Image.open(io.BytesIO(png))
     assert (image.format, image.size) == ("PNG", (1011, 638))
@@ -216,7 +234,7 @@ async def test_keymgmt_outage_delays_the_card_without_losing_it(
 
 
 async def test_a_card_keymgmt_does_not_know_goes_to_the_dead_letter_topic(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> None:
     unknown = uuid.uuid4()
     async with running(graphical(settings, unique)):
@@ -227,11 +245,11 @@ async def test_a_card_keymgmt_does_not_know_goes_to_the_dead_letter_topic(
         out = await emitted(settings, 1)
     assert dict(dead[0].headers)["dlq.reason"].decode().startswith("poison: keymgmt holds no")
     assert [e.type for e in out] == ["dead_letter.recorded"]
-    assert not settings.spool_dir.exists() or not any(settings.spool_dir.rglob("*.png"))
+    assert not printer.documents(job_name_for(unknown))
 
 
 async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> None:
     design = {
         "design_id": "acme-gold",
@@ -268,6 +286,87 @@ async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
     assert spoiled.stage == "graphical"
     assert "not masked" in spoiled.reason
     assert CLEAR_PAN not in spoiled.reason
-    face = Image.open(settings.spool_dir / str(good_event.batch_id) / f"{good}.png")
+    [document] = printer.outputs(job_name_for(good))
+    face = Image.open(document)
     assert face.convert("RGB").getpixel((5, 5)) == (0xC9, 0xA2, 0x27)
-    assert not (settings.spool_dir / str(leaky_event.batch_id)).exists()
+    assert not printer.documents(job_name_for(leaky))
+
+
+async def test_printer_down_then_jammed_the_card_waits_then_is_spoiled_never_lost(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+) -> None:
+    waiting, jammed = keymgmt.add_card("acme"), keymgmt.add_card("acme")
+    printer.stop()
+    runtime = graphical(settings, unique)
+    auth = {"Authorization": f"Bearer op-{unique}"}
+    async with running(runtime):
+        transport = httpx.ASGITransport(app=build_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
+            await publish(settings, "electrical", encoded(waiting))
+
+            async def job_waits() -> bool:
+                job = (await http.get(f"/v1/print-jobs/{waiting}", headers=auth)).json()
+                return job.get("status") == "submitting" and job["last_problem"] is not None
+
+            await wait_for(job_waits)
+            view = (await http.get("/v1/printer", headers=auth)).json()
+            assert view["state"] == "unreachable"
+            assert view["waiting"][0]["card_id"] == str(waiting)
+            metrics = (await http.get("/metrics")).text
+            assert 'bureau_printer_up{printer="test-card"} 0' in metrics
+
+            printer.start()  # back: the waiting job is looked up, then sent once
+            await printer.wait_up()
+            out = await emitted(settings, 1)
+            assert [(e.type, getattr(e, "card_id", None)) for e in out] == [
+                ("card.printed", waiting)
+            ]
+            assert len(printer.documents(job_name_for(waiting))) == 1
+
+            printer.jam()
+            await publish(settings, "electrical", encoded(jammed))
+            out = await emitted(settings, 2)
+            job = (await http.get(f"/v1/print-jobs/{jammed}", headers=auth)).json()
+    spoiled = out[1]
+    assert isinstance(spoiled, events.CardSpoiled)
+    assert (spoiled.card_id, spoiled.stage) == (jammed, "graphical")
+    assert "aborted" in spoiled.reason
+    assert job["status"] == "spoiled"
+
+
+class LosesAnswers(IppPrinter):
+    """The real printer, but the answer to the first Print-Job never comes back."""
+
+    lost = 0
+
+    async def print_job(self, document: bytes, *, job_name: str, document_format: str) -> JobStatus:
+        status = await super().print_job(
+            document, job_name=job_name, document_format=document_format
+        )
+        if not self.lost:
+            self.lost += 1
+            raise IppUnavailable("connection reset before the answer")
+        return status
+
+
+async def test_a_lost_print_job_answer_is_looked_up_not_printed_again(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+) -> None:
+    card_id = keymgmt.add_card("acme")
+    device = LosesAnswers("test-card", printer.uri)
+    runtime = bootstrap(settings, schema=f"graphical_{unique}", printer=device)
+    try:
+        async with running(runtime):
+            await publish(settings, "electrical", encoded(card_id))
+            out = await emitted(settings, 1)
+            transport = httpx.ASGITransport(app=build_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as http:
+                headers = {"Authorization": f"Bearer qa-{unique}"}
+                render = await http.get(f"/v1/print-jobs/{card_id}/render", headers=headers)
+    finally:
+        await device.aclose()
+    assert device.lost == 1
+    assert [e.type for e in out] == ["card.printed"]
+    [document] = printer.documents(job_name_for(card_id))
+    assert render.status_code == 200
+    assert render.content == document.read_bytes()

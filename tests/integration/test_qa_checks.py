@@ -104,9 +104,9 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
             chip = "0000DEAD0001"
         face = print_face(spool, card_id, batch, chip)
         if case == "image-mismatch":
-            (spool / str(batch) / f"{card_id}.png").write_bytes(b"a face printed for someone else")
+            (spool / f"1-card-{card_id}.png").write_bytes(b"a face printed for someone else")
         if case == "image-missing":
-            (spool / str(batch) / f"{card_id}.png").unlink()
+            (spool / f"1-card-{card_id}.png").unlink()
         cards[case] = card_id
         faces.append(face)
     qa = qa_machine(unique, keymgmt, feeder, pcsc, spool)
@@ -130,9 +130,9 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
         " record 2 differs from what was prepared"
     )
     assert reasons["image-mismatch"] == (
-        "print-image: the spooled image does not match card.printed's sha256"
+        "print-image: the printed document is not the render card.printed announced"
     )
-    assert reasons["image-missing"] == "print-image: the printed image is not in the spool"
+    assert reasons["image-missing"] == "print-image: the printer holds no job for this card"
     assert reasons["no-chip"] == "chip: the feeder has no chip 0000DEAD0001"
     pans = [record.pan for record in keymgmt.records.values()]
     assert_no_clear_pan(pans, raw, [])

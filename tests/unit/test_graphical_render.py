@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import logging
-import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from services.graphical.printer import SpoolPrinter
 from services.graphical.render import FaceRenderer, RenderError, background
 from services.graphical.service import Background, FaceData, default_design
 from services.graphical.settings import DEJAVU_SANS
@@ -62,16 +60,3 @@ def test_a_face_that_cannot_be_printed_is_a_render_error() -> None:
         FaceRenderer(DEJAVU_SANS).render(
             default_design("Acme"), FaceData("A", "4111111111111111", "2812")
         )
-
-
-def test_spool_printer_writes_batch_folder_card_file_and_overwrites_on_resubmit(
-    tmp_path: Path,
-) -> None:
-    printer = SpoolPrinter("spool-1", tmp_path)
-    batch, card = uuid.uuid4(), uuid.uuid4()
-    first = printer.submit(batch, card, b"one")
-    second = printer.submit(batch, card, b"two")
-    target = tmp_path / str(batch) / f"{card}.png"
-    assert first.location == second.location == str(target)
-    assert target.read_bytes() == b"two"
-    assert [p.name for p in target.parent.iterdir()] == [target.name]

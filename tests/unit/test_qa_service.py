@@ -1,25 +1,19 @@
 """QA domain logic: the CDOL1 QA sends with GENERATE AC, the card's answer, the terminal APDUs,
-and the print-image check against the graphical service's spool layout."""
+(the print-image check: test_qa_print.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from datetime import date
-from pathlib import Path
 
 import pytest
 
-from services.graphical.service import spool_name
 from services.qa.service import (
     QaFailure,
     Transaction,
     chip_serial_from_cplc,
     generate_ac,
     parse_generate_ac,
-    print_image_problem,
     read_record,
-    spool_path,
     unpredictable_number,
 )
 from shared.iso7816 import CommandAPDU
@@ -80,22 +74,3 @@ def test_the_chip_serial_is_read_from_the_cplc() -> None:
     assert chip_serial_from_cplc(bytes.fromhex("9F7F2A") + cplc, 0x9000) == "CAFEBABE0002"
     with pytest.raises(QaFailure, match="6D00"):
         chip_serial_from_cplc(b"", 0x6D00)
-
-
-def test_the_spool_path_is_the_one_the_graphical_printer_writes(tmp_path: Path) -> None:
-    batch, card = uuid.uuid4(), uuid.uuid4()
-    assert spool_path(tmp_path, batch, card) == tmp_path / spool_name(batch, card)
-
-
-def test_print_image_check(tmp_path: Path) -> None:
-    face = tmp_path / "face.png"
-    assert (
-        print_image_problem(face, "00" * 32) == "print-image: the printed image is not in the spool"
-    )
-    face.write_bytes(b"\x89PNG a face")
-    digest = hashlib.sha256(b"\x89PNG a face").hexdigest()
-    assert print_image_problem(face, digest) is None
-    assert print_image_problem(face, digest.upper()) is None
-    assert print_image_problem(face, hashlib.sha256(b"other").hexdigest()) == (
-        "print-image: the spooled image does not match card.printed's sha256"
-    )

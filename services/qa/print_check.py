@@ -1,0 +1,86 @@
+"""Print QA: what came out of the card printer against the face graphical rendered.
+
+The card printer (an IPP printer, deploy/local/printers.sh) keeps, per job named
+`card-<card id>`, the document it received (`<job>-card-<id>.png`) and its output
+(`<job>-card-<id>.prn`, in a real line an inspection camera's capture). The document must be
+the render card.printed announced (its sha256); the output must look like it: compared pixel
+by pixel, not byte by byte, so a re-encoded but identical image passes while a wrong name or
+photo fails. Two documents for one card mean the card was printed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from PIL import Image, ImageChops, UnidentifiedImageError
+
+CHECK = "print-image"
+
+
+@dataclass(frozen=True)
+class PrintTolerance:
+    """A pixel differs when one channel differs by more than `pixel`; the print fails when
+    more than `overall` of all pixels differ, or `tile` of the pixels of any 32 x 32 tile (a
+    name is a small part of the face, but dense where it is)."""
+
+    pixel: int = 48
+    overall: float = 0.002
+    tile: float = 0.04
+    tile_px: int = 32
+
+
+def printed_files(spool: Path, card_id: UUID) -> tuple[list[Path], list[Path]]:
+    """The documents the printer received for the card, and its outputs."""
+    name = f"card-{card_id}"
+    return sorted(spool.glob(f"*-{name}.png")), sorted(spool.glob(f"*-{name}.prn"))
+
+
+def compare_prints(
+    expected: bytes, printed: bytes, tolerance: PrintTolerance = PrintTolerance()
+) -> str | None:
+    """None when the printed image looks like the expected one, else why not."""
+    try:
+        want = Image.open(io.BytesIO(expected)).convert("RGB")
+        got = Image.open(io.BytesIO(printed)).convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        return f"{CHECK}: the printed output is not a readable image ({exc.__class__.__name__})"
+    if want.size != got.size:
+        return f"{CHECK}: the printed face is {got.size[0]}x{got.size[1]}, not {want.size}"
+    diff = ImageChops.difference(want, got)
+    red, green, blue = diff.split()
+    worst = ImageChops.lighter(ImageChops.lighter(red, green), blue)
+    changed = worst.point(lambda v: 255 if v > tolerance.pixel else 0)
+    histogram = changed.histogram()
+    share = histogram[255] / (want.size[0] * want.size[1])
+    # Each tile's share of changed pixels: the box-filtered mask, one pixel per tile.
+    tiles = changed.reduce(tolerance.tile_px)
+    _, brightest = tiles.getextrema()
+    worst_tile = float(brightest) / 255  # type: ignore[arg-type]
+    if share > tolerance.overall or worst_tile > tolerance.tile:
+        box = changed.getbbox()
+        return (
+            f"{CHECK}: the printed face differs from the render ({share:.2%} of pixels,"
+            f" {worst_tile:.0%} of the worst tile, around {box})"
+        )
+    return None
+
+
+def print_image_problem(
+    spool: Path, card_id: UUID, expected_sha256: str, tolerance: PrintTolerance = PrintTolerance()
+) -> str | None:
+    """None when the card was printed once, from the announced render, and looks like it."""
+    documents, outputs = printed_files(spool, card_id)
+    if not documents:
+        return f"{CHECK}: the printer holds no job for this card"
+    if len(documents) > 1:
+        return f"{CHECK}: the card was printed {len(documents)} times"
+    expected = documents[0].read_bytes()
+    if hashlib.sha256(expected).hexdigest() != expected_sha256.lower():
+        return f"{CHECK}: the printed document is not the render card.printed announced"
+    if not outputs:
+        return f"{CHECK}: the printer produced no output for this card"
+    return compare_prints(expected, outputs[-1].read_bytes(), tolerance)

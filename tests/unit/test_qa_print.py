@@ -1,0 +1,98 @@
+"""Print QA: the printer's output against the render, by pixels, not bytes
+(services/qa/print_check.py). Faces are rendered by the graphical service's own renderer."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+from services.graphical.render import FaceRenderer
+from services.graphical.service import FaceData, default_design
+from services.graphical.settings import DEJAVU_SANS
+from services.qa.print_check import compare_prints, print_image_problem
+
+RENDERER = FaceRenderer(DEJAVU_SANS)
+DESIGN = default_design("Acme Bank")
+
+
+def face(name: str, expiry: str = "2812") -> bytes:
+    return RENDERER.render(DESIGN, FaceData(name, "411111******1111", expiry))
+
+
+def reencoded(png: bytes) -> bytes:
+    """The same pixels, stored differently (no compression, no dpi): other bytes."""
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(out, format="PNG", compress_level=0)
+    return out.getvalue()
+
+
+def test_a_byte_different_but_identical_print_passes() -> None:
+    expected = face("JANE Q PUBLIC")
+    printed = reencoded(expected)
+    assert printed != expected
+    assert compare_prints(expected, printed) is None
+
+
+def test_a_print_with_light_noise_passes() -> None:
+    expected = face("JANE Q PUBLIC")
+    image = Image.open(io.BytesIO(expected)).convert("RGB")
+    noisy = Image.eval(image, lambda v: min(255, v + 12))  # a slightly lighter print
+    out = io.BytesIO()
+    noisy.save(out, format="PNG")
+    assert compare_prints(expected, out.getvalue()) is None
+
+
+def test_a_wrong_name_fails() -> None:
+    problem = compare_prints(face("JANE Q PUBLIC"), face("JANE Q PUBLIK"))
+    assert problem is not None
+    assert problem.startswith("print-image: the printed face differs from the render")
+
+
+def test_a_wrong_expiry_fails() -> None:
+    assert compare_prints(face("JANE Q PUBLIC"), face("JANE Q PUBLIC", "2911")) is not None
+
+
+def test_a_wrong_photo_fails() -> None:
+    """A photo box is a patch of the face: another person's photo changes one region."""
+    expected = Image.open(io.BytesIO(face("JANE Q PUBLIC"))).convert("RGB")
+    other = expected.copy()
+    other.paste(Image.new("RGB", (120, 150), "#d8b89a"), (820, 40))  # someone else's photo
+    out_a, out_b = io.BytesIO(), io.BytesIO()
+    expected.save(out_a, format="PNG")
+    other.save(out_b, format="PNG")
+    assert compare_prints(out_a.getvalue(), out_b.getvalue()) is not None
+
+
+def test_unreadable_or_other_size_output_fails() -> None:
+    expected = face("JANE Q PUBLIC")
+    assert "not a readable image" in str(compare_prints(expected, b"printer noise"))
+    small = io.BytesIO()
+    Image.new("RGB", (100, 60)).save(small, format="PNG")
+    assert "is 100x60" in str(compare_prints(expected, small.getvalue()))
+
+
+def test_spool_checks_missing_doubled_and_foreign_documents(tmp_path: Path) -> None:
+    card = uuid.uuid4()
+    expected = face("JANE Q PUBLIC")
+    digest = hashlib.sha256(expected).hexdigest()
+    assert print_image_problem(tmp_path, card, digest) == (
+        "print-image: the printer holds no job for this card"
+    )
+    (tmp_path / f"7-card-{card}.png").write_bytes(expected)
+    assert print_image_problem(tmp_path, card, digest) == (
+        "print-image: the printer produced no output for this card"
+    )
+    (tmp_path / f"7-card-{card}.prn").write_bytes(reencoded(expected))
+    assert print_image_problem(tmp_path, card, digest) is None
+    assert print_image_problem(tmp_path, card, digest.upper()) is None
+    assert print_image_problem(tmp_path, card, "00" * 32) == (
+        "print-image: the printed document is not the render card.printed announced"
+    )
+    (tmp_path / f"9-card-{card}.png").write_bytes(expected)
+    assert print_image_problem(tmp_path, card, digest) == (
+        "print-image: the card was printed 2 times"
+    )
