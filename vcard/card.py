@@ -36,6 +36,7 @@ from vcard.emv import PAYMENT_AID, PaymentApplication
 from vcard.gp import ISD_AID, CardManager
 from vcard.scp03 import CLA_SM
 from vcard.store import CardState
+from vcard.usim import USIM_AID, UsimApplication
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,10 @@ _COMMANDS: Final[dict[int, frozenset[int]]] = {
     0x82: _PROPRIETARY,  # EXTERNAL AUTHENTICATE (GlobalPlatform, always with a C-MAC)
     0xE6: _PROPRIETARY,  # INSTALL (GlobalPlatform; [for personalization] only)
     0xAE: _PROPRIETARY,  # GENERATE AC (EMV)
+    0xB0: _ISO,  # READ BINARY (USIM files)
+    0x88: _ISO,  # AUTHENTICATE (USIM, TS 31.102 §7.1.2)
 }
-_CASE2: Final = frozenset({0xB2, 0xCA, 0xC0})  # commands that only return data
+_CASE2: Final = frozenset({0xB2, 0xCA, 0xC0, 0xB0})  # commands that only return data
 
 
 def _sw(sw: int) -> ResponseAPDU:
@@ -93,10 +96,11 @@ class VirtualCard:
         self.state = state
         self.faults = faults or Faults()
         self.app = PaymentApplication(state, persist)
-        self.manager = CardManager(state, self.app)
+        self.usim = UsimApplication(state, persist)
+        self.manager = CardManager(state, self.app, usim=self.usim)
         self.apdu_count = 0
         self.powered = False
-        self._selected: PaymentApplication | CardManager | None = None
+        self._selected: PaymentApplication | CardManager | UsimApplication | None = None
         self._pending: bytes = b""  # T=0 data waiting for GET RESPONSE
 
     @property
@@ -193,6 +197,8 @@ class VirtualCard:
             return _sw(SW_CONDITIONS_NOT_SATISFIED)  # no application selected
         if isinstance(app, CardManager):
             return app.execute(cmd)
+        if isinstance(app, UsimApplication):
+            return app.execute(cmd)
         if cmd.ins == 0xE2:
             # Personalization data only arrives through the card manager's secure channel.
             return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)
@@ -203,6 +209,8 @@ class VirtualCard:
         return app.generate_ac(cmd)
 
     def _select(self, cmd: CommandAPDU) -> ResponseAPDU:
+        if cmd.p1 != 0x04 and self._selected is self.usim:
+            return self.usim.select_file(cmd)  # the USIM's files, by FID or path
         if cmd.p1 != 0x04:
             return _sw(SW_FUNCTION_NOT_SUPPORTED)  # only selection by DF name (AID)
         if cmd.p2 not in (0x00, 0x0C):
@@ -212,6 +220,11 @@ class VirtualCard:
         if cmd.data == ISD_AID:
             self._selected = self.manager
             return self.manager.select()
+        if cmd.data == USIM_AID:
+            self.manager.deselect()
+            self._selected = self.usim
+            fcp = self.usim.select()
+            return _sw(0x9000) if cmd.p2 == 0x0C else fcp
         if cmd.data != PAYMENT_AID:
             return _sw(SW_FILE_NOT_FOUND)  # the current selection is kept
         self.manager.deselect()  # selecting another application ends the session

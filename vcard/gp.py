@@ -45,6 +45,7 @@ from vcard.scp03 import (
     unpad80,
 )
 from vcard.store import CardState, diversification_data
+from vcard.usim import USIM_AID, UsimApplication
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,12 @@ class CardManager:
         state: CardState,
         payment: PaymentApplication,
         challenge: Callable[[int], bytes] = secrets.token_bytes,
+        usim: UsimApplication | None = None,
     ) -> None:
         self.channel = SecureChannel(state, challenge)
         self.payment = payment
-        self._target: PaymentApplication | None = None
+        self.usim = usim
+        self._target: PaymentApplication | UsimApplication | None = None
 
     def select(self) -> ResponseAPDU:
         self.deselect()
@@ -205,8 +208,9 @@ class CardManager:
         aid = data[3 : 3 + data[2]]
         if data[3 + data[2] :] != bytes(3):
             return _sw(SW_WRONG_DATA)
-        if aid != PAYMENT_AID:
+        target = {PAYMENT_AID: self.payment, USIM_AID: self.usim}.get(aid)
+        if target is None:
             return _sw(SW_REFERENCED_DATA_NOT_FOUND)
-        self._target = self.payment
-        self.payment.begin_personalization()
+        self._target = target
+        target.begin_personalization()
         return _sw(0x9000)
