@@ -1,9 +1,12 @@
-"""The station's door to keymgmt: the personalisation script for one card and chip
-(POST /v1/perso/scripts, docs/services.md), called as the station principal.
+"""The station's door to keymgmt: the SCP03-protected personalisation script for one card and
+chip (POST /v1/perso/secure-scripts, docs/services.md, docs/perso-protocol.md), called as the
+station principal with what the station read from the card: its chip serial, the host challenge
+it sent and the card's INITIALIZE UPDATE answer. Nothing secret reaches the station.
 
 keymgmt being away (network, 5xx, refused credentials) is retried with capped exponential
 backoff for as long as it takes: the card stays assigned in its reader and is never marked
-encoded meanwhile. Any other 4xx is keymgmt's verdict on this card (KeymgmtRefused).
+encoded meanwhile. Any other 4xx is keymgmt's verdict on this card (KeymgmtRefused); a card
+cryptogram mismatch (the chip holds other keys) is ChipRejected: that chip takes no card.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ class KeymgmtRefused(Exception):
     """keymgmt answered, and will not give this card a script (the reason has no card data)."""
 
 
+class ChipRejected(KeymgmtRefused):
+    """keymgmt refused the chip itself: it failed to prove it holds this bureau's keys."""
+
+
+# docs/perso-protocol.md: keymgmt marks a refusal of the chip with this header.
+REFUSAL_HEADER = "X-Bureau-Refusal"
+CRYPTOGRAM_MISMATCH = "card-cryptogram-mismatch"
+
+
 class KeymgmtBadResponse(KeymgmtRefused):
     """keymgmt answered 200 with something that is not the contract."""
 
@@ -35,14 +47,18 @@ class _ScriptResponse(BaseModel):
 
     card_id: UUID
     chip_serial: str = Field(pattern=r"^[0-9A-Fa-f]{12}$")
-    apdus: list[str] = Field(min_length=1)
+    security_level: str = Field(pattern=r"^0[13]$")
+    apdus: list[str] = Field(min_length=2)
 
 
 @dataclass(frozen=True)
 class PersoScript:
+    """EXTERNAL AUTHENTICATE then the protected commands, to send in order."""
+
     card_id: UUID
     chip_serial: str
     apdus: tuple[bytes, ...]
+    security_level: int = 0x03
 
 
 @dataclass
@@ -79,8 +95,15 @@ class KeymgmtClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def perso_script(self, card_id: UUID, diversification_data: bytes) -> PersoScript:
-        body = {"card_id": str(card_id), "diversification_data": diversification_data.hex()}
+    async def secure_script(
+        self, card_id: UUID, chip_serial: str, host_challenge: bytes, iu_answer: bytes
+    ) -> PersoScript:
+        body = {
+            "card_id": str(card_id),
+            "chip_serial": chip_serial,
+            "host_challenge": host_challenge.hex(),
+            "initialize_update_response": iu_answer.hex(),
+        }
         delay = self._backoff_s
         while True:
             problem = await self._try_once(body)
@@ -98,7 +121,7 @@ class KeymgmtClient:
     async def _try_once(self, body: dict[str, str]) -> PersoScript | str:
         """The script, or why keymgmt is unavailable (to retry); raises KeymgmtRefused."""
         try:
-            response = await self._http.post("/v1/perso/scripts", json=body)
+            response = await self._http.post("/v1/perso/secure-scripts", json=body)
         except httpx.TransportError as exc:
             return f"{exc.__class__.__name__}"
         if response.status_code >= 500:
@@ -108,6 +131,8 @@ class KeymgmtClient:
             return f"station token refused (HTTP {response.status_code})"
         if response.status_code != 200:
             detail = redact_pans(response.text[:200])
+            if response.headers.get(REFUSAL_HEADER) == CRYPTOGRAM_MISMATCH:
+                raise ChipRejected("card cryptogram mismatch: the chip does not hold our keys")
             raise KeymgmtRefused(
                 f"keymgmt refused the script: HTTP {response.status_code} {detail}"
             )
@@ -118,4 +143,7 @@ class KeymgmtClient:
             raise KeymgmtBadResponse("keymgmt's script answer breaks the contract") from exc
         if str(parsed.card_id) != body["card_id"]:
             raise KeymgmtBadResponse("keymgmt answered with the script of another card")
-        return PersoScript(parsed.card_id, parsed.chip_serial.upper(), apdus)
+        if parsed.chip_serial.upper() != body["chip_serial"].upper():
+            raise KeymgmtBadResponse("keymgmt answered with the script of another chip")
+        level = int(parsed.security_level, 16)
+        return PersoScript(parsed.card_id, parsed.chip_serial.upper(), apdus, level)

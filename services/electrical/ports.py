@@ -10,7 +10,9 @@ from services.electrical.keymgmt_client import PersoScript
 
 
 class ScriptSource(Protocol):
-    async def perso_script(self, card_id: UUID, diversification_data: bytes) -> PersoScript: ...
+    async def secure_script(
+        self, card_id: UUID, chip_serial: str, host_challenge: bytes, iu_answer: bytes
+    ) -> PersoScript: ...
 
 
 class Transport(Protocol):

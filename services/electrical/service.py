@@ -10,6 +10,9 @@ from uuid import UUID
 from shared.iso7816 import SW_OK, sw_hex
 
 GET_CPLC: Final = bytes.fromhex("80CA9F7F00")  # GET DATA, tag 9F7F (GlobalPlatform CPLC)
+ISD_AID: Final = bytes.fromhex("A000000151000000")  # the card manager (GlobalPlatform ISD)
+SELECT_ISD: Final = bytes((0x00, 0xA4, 0x04, 0x00, len(ISD_AID))) + ISD_AID + b"\x00"
+IU_ANSWER_LENGTH: Final = 29  # SCP03, i = 00 (docs/perso-protocol.md)
 CPLC_TAG: Final = bytes.fromhex("9F7F")
 CPLC_LENGTH: Final = 42
 TRACE_LIMIT: Final = 64  # entries kept on a card.spoiled event; the newest matter most
@@ -42,6 +45,22 @@ def parse_cplc_response(data: bytes, sw: int) -> ChipIdentity:
     return ChipIdentity(cplc[12:18].hex().upper(), cplc[0:4] + cplc[12:18])
 
 
+def initialize_update(host_challenge: bytes) -> bytes:
+    """INITIALIZE UPDATE `80 50 00 00 08 host-challenge 00` (key version 00: the card's set)."""
+    return bytes((0x80, 0x50, 0x00, 0x00, len(host_challenge))) + host_challenge + b"\x00"
+
+
+def check_initialize_update(data: bytes, sw: int, chip: ChipIdentity) -> bytes:
+    """The card's answer, checked for shape and chip before it goes to keymgmt."""
+    if sw != SW_OK:
+        raise WrongCard(f"card answered {sw_hex(sw)} to INITIALIZE UPDATE")
+    if len(data) != IU_ANSWER_LENGTH:
+        raise WrongCard(f"INITIALIZE UPDATE answer is {len(data)} bytes, not {IU_ANSWER_LENGTH}")
+    if data[:10] != chip.diversification_data:
+        raise WrongCard("INITIALIZE UPDATE names other key diversification data than the CPLC")
+    return data
+
+
 def apdu_header(apdu: bytes) -> str:
     """CLA INS P1 P2 only: the body of a STORE DATA carries keys and cardholder data."""
     return apdu[:4].hex().upper()
@@ -71,7 +90,14 @@ def describe_command(apdu: bytes) -> str:
     if ins == 0xE2 and len(apdu) >= 4:
         last = " (last)" if apdu[2] & 0x80 else ""
         return f"STORE DATA block {apdu[3]:02X}{last}"
-    return {0xA4: "SELECT", 0xCA: "GET DATA"}.get(ins, f"INS {ins:02X}")
+    names = {
+        0xA4: "SELECT",
+        0xCA: "GET DATA",
+        0x50: "INITIALIZE UPDATE",
+        0x82: "EXTERNAL AUTHENTICATE",
+        0xE6: "INSTALL",
+    }
+    return names.get(ins, f"INS {ins:02X}")
 
 
 # -- the claim order ---------------------------------------------------------------------------

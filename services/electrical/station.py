@@ -2,29 +2,36 @@
 time, all readers concurrently (docs/perso-protocol.md; ARCHITECTURE.md, delivery guarantees).
 
 Per chip: wait for it, read its CPLC, claim the next queued card (binding chip and reader),
-fetch the card's script from keymgmt, send every APDU (each must answer 9000), then mark the
-card encoded and emit card.encoded in one transaction, and eject the card. A chip that fails is
-spoiled (card.spoiled with headers and status words only) and ejected; the next chip goes on.
+open the card manager's SCP03 channel (SELECT ISD, INITIALIZE UPDATE with a fresh host
+challenge), hand the card's answer to keymgmt, which checks the card cryptogram and returns
+EXTERNAL AUTHENTICATE and the protected script, send every APDU (each must answer 9000), then
+mark the card encoded and emit card.encoded in one transaction, and eject the card. A chip that
+fails is spoiled (card.spoiled with headers and status words only) and ejected; so is a chip
+whose card cryptogram keymgmt refuses (other keys). The next chip goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 
 from services.electrical import outcomes
-from services.electrical.keymgmt_client import KeymgmtRefused, PersoScript
+from services.electrical.keymgmt_client import ChipRejected, KeymgmtRefused, PersoScript
 from services.electrical.ports import ReaderActivity, ScriptSource, Transport
 from services.electrical.repository import StationRepository
 from services.electrical.service import (
     GET_CPLC,
+    SELECT_ISD,
     ApduTrace,
     CardError,
     ChipIdentity,
     QueuedCard,
+    check_initialize_update,
     describe_command,
     describe_failure,
+    initialize_update,
     parse_cplc_response,
 )
 from shared.iso7816 import SW_OK
@@ -211,8 +218,31 @@ class StationAgent:
         """Personalise one claimed card; True when the chip was used (encoded or spoiled)."""
         act = self.activity[reader]
         serial = chip.chip_serial
+        host_challenge = secrets.token_bytes(8)
         try:
-            script = await self.keymgmt.perso_script(card.card_id, chip.diversification_data)
+            # SELECT ISD and INITIALIZE UPDATE write nothing: a failure here leaves the card
+            # unwritten (back to the queue) and the chip is rejected.
+            await self._transmit(conn, SELECT_ISD, trace)
+            command = initialize_update(host_challenge)
+            answer, sw = await self._exchange(conn, command, trace)
+            iu_answer = check_initialize_update(answer, sw, chip)
+        except CardError as exc:
+            await outcomes.release(runtime, card)
+            act.chips_rejected += 1
+            act.last_problem = str(exc)
+            log.warning("chip refused the secure channel", extra={**_ids(card), "why": str(exc)})
+            return True
+        except BaseException:
+            await outcomes.release(runtime, card)
+            raise
+        try:
+            script = await self.keymgmt.secure_script(
+                card.card_id, serial, host_challenge, iu_answer
+            )
+        except ChipRejected as exc:
+            # The chip holds other keys: spoil the card with the reason, reject the chip.
+            await self._spoiled(runtime, act, card, serial, str(exc), trace, consumed=True)
+            return True
         except KeymgmtRefused as exc:
             await self._spoiled(runtime, act, card, serial, str(exc), trace, consumed=False)
             return False  # the chip was never written: it takes the next card
@@ -233,7 +263,7 @@ class StationAgent:
             await self._spoiled(runtime, act, card, serial, reason, trace, consumed=True)
             return True
         # Cancelled while sending: the card stays `encoding` and the next start spoils it.
-        count = len(script.apdus)
+        count = 2 + len(script.apdus)  # SELECT ISD, INITIALIZE UPDATE, then keymgmt's script
         if await outcomes.record_encoded(runtime, self.station_id, reader, card, serial, count):
             act.encoded += 1
             log.info("card encoded", extra={**_ids(card), "chip_serial": serial})
@@ -270,19 +300,29 @@ class StationAgent:
         self, conn: CardConnection, script: PersoScript, trace: ApduTrace
     ) -> None:
         for apdu in script.apdus:
-            try:
-                _data, sw = await conn.transmit(apdu)
-            except PcscError as exc:
-                trace.record(apdu, None)
-                # A card pulled mid-exchange may surface as any transmit error: ask the reader.
-                if isinstance(exc, CardRemoved) or await self._card_gone(conn.reader):
-                    raise CardError(
-                        f"card removed from the reader during {describe_command(apdu)}"
-                    ) from exc
-                raise CardError(f"reader failed during {describe_command(apdu)}: {exc}") from exc
-            trace.record(apdu, sw)
-            if sw != SW_OK:
-                raise CardError(describe_failure(apdu, sw))
+            await self._transmit(conn, apdu, trace)
+
+    async def _transmit(self, conn: CardConnection, apdu: bytes, trace: ApduTrace) -> bytes:
+        data, sw = await self._exchange(conn, apdu, trace)
+        if sw != SW_OK:
+            raise CardError(describe_failure(apdu, sw))
+        return data
+
+    async def _exchange(
+        self, conn: CardConnection, apdu: bytes, trace: ApduTrace
+    ) -> tuple[bytes, int]:
+        try:
+            data, sw = await conn.transmit(apdu)
+        except PcscError as exc:
+            trace.record(apdu, None)
+            # A card pulled mid-exchange may surface as any transmit error: ask the reader.
+            if isinstance(exc, CardRemoved) or await self._card_gone(conn.reader):
+                raise CardError(
+                    f"card removed from the reader during {describe_command(apdu)}"
+                ) from exc
+            raise CardError(f"reader failed during {describe_command(apdu)}: {exc}") from exc
+        trace.record(apdu, sw)
+        return data, sw
 
 
 def _fault(exc: Exception) -> str:

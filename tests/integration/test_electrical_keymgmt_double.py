@@ -1,8 +1,9 @@
 """TEST DOUBLE of the keymgmt process for the electrical and QA integration tests (no tests here;
 the file name keeps it inside their room). keymgmt's service layer is being written
 concurrently; this double serves the three endpoints of docs/services.md the station and QA
-call (/v1/perso/scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1,
-computed by the REAL HSM core (services/keymgmt/perso.py, emv.py) on a fresh SoftHSM token."""
+call (/v1/perso/secure-scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1,
+computed by the REAL HSM core (services/keymgmt/perso.py, secure_channel.py, emv.py) on a fresh
+SoftHSM token."""
 
 from __future__ import annotations
 
@@ -17,11 +18,22 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.keymgmt.emv import verify_arqc
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.perso import CardRecord, build_perso_script, record_dgis
+from services.keymgmt.secure_channel import (
+    CRYPTOGRAM_MISMATCH,
+    REFUSAL_HEADER,
+    CardCryptogramMismatch,
+    InitializeUpdateAnswer,
+    ScriptCommand,
+    SecureChannelError,
+    SecureScriptRequest,
+    secure_script,
+)
 from shared.pan import luhn_check_digit
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import IssuerKeys
@@ -40,11 +52,6 @@ def expected_records(record: CardRecord) -> dict[str, str]:
     """SFI 1 records 1 and 2 as the card must answer them: DGIs 0101/0102 without DGI header."""
     r1, r2, _fci = record_dgis(record, APP_LABEL)
     return {"1": r1[3:].hex().upper(), "2": r2[3:].hex().upper()}
-
-
-class _ScriptRequest(BaseModel):
-    card_id: uuid.UUID
-    diversification_data: str
 
 
 class _Readback(BaseModel):
@@ -66,6 +73,7 @@ class KeymgmtTestDouble:
         self.hsm, self.keys = hsm, keys
         self.records: dict[uuid.UUID, CardRecord] = {}
         self.scripts: Counter[uuid.UUID] = Counter()
+        self.refused_chips: list[str] = []  # card cryptogram mismatches
         self.available = True
         self.refused_while_down = 0
         app = FastAPI()
@@ -82,19 +90,33 @@ class KeymgmtTestDouble:
                 raise HTTPException(404, "no such card")
             return self.records[card_id]
 
-        @app.post("/v1/perso/scripts")
-        async def perso_scripts(body: _ScriptRequest, authorization: str = Header("")) -> Any:
+        @app.post("/v1/perso/secure-scripts", response_model=None)
+        async def perso_scripts(
+            body: SecureScriptRequest, authorization: str = Header("")
+        ) -> dict[str, Any] | JSONResponse:
             check(authorization, station_token)
-            record, div = record_of(body.card_id), bytes.fromhex(body.diversification_data)
-            if len(div) != 10:
-                raise HTTPException(422, "diversification data is 10 bytes")
-            script = await hsm.call(build_perso_script, record, div, keys.imks, keys.kmc_label)
+            record = record_of(body.card_id)
+
+            def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
+                div = answer.diversification_data
+                return build_perso_script(h, record, div, keys.imks, keys.kmc_label).commands
+
+            challenge = bytes.fromhex(body.host_challenge)
+            iu = bytes.fromhex(body.initialize_update_response)
+            try:
+                secured = await hsm.call(secure_script, keys.kmc_label, challenge, iu, build)
+            except CardCryptogramMismatch as exc:
+                self.refused_chips.append(body.chip_serial.upper())
+                headers = {REFUSAL_HEADER: CRYPTOGRAM_MISMATCH}
+                return JSONResponse({"detail": str(exc)}, status_code=409, headers=headers)
+            except SecureChannelError as exc:
+                raise HTTPException(422, str(exc)) from exc
             self.scripts[body.card_id] += 1
             return {
                 "card_id": str(body.card_id),
-                "chip_serial": script.summary.chip_serial,
-                "apdus": [apdu.hex().upper() for apdu in script.apdus],
-                "dgis": list(script.summary.dgis),
+                "chip_serial": secured.chip_serial,
+                "security_level": f"{secured.security_level:02X}",
+                "apdus": [apdu.hex().upper() for apdu in secured.apdus],
             }
 
         @app.post("/v1/qa/readback")

@@ -1,7 +1,8 @@
 """The station agent on the real stack: pcscd + vpcd readers with virtual cards from the real
 feeder, Kafka, Postgres, and keymgmt's real HSM core behind a test double (see
-test_electrical_support.py). Four readers personalise concurrently; every chip then passes QA;
-removed and failing chips are spoiled while the next card goes on."""
+test_electrical_support.py). Four readers personalise concurrently through SCP03; every chip
+then passes QA; removed and failing chips, a chip with other keys (card cryptogram mismatch) and
+a script tampered with by the station are spoiled while the next card goes on."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from services.electrical.keymgmt_client import PersoScript
+from services.electrical.ports import ScriptSource
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
@@ -100,7 +103,8 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     assert {e.card_id for e in encoded} == set(cards)
     assert len({e.chip_serial for e in encoded}) == total
     assert {e.station_id for e in encoded} == {"station-a"}
-    assert all(e.apdu_count == 5 for e in encoded)  # SELECT + 4 STORE DATA
+    # SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, INSTALL, 4 x STORE DATA
+    assert all(e.apdu_count == 8 for e in encoded)
     per_reader = Counter(e.reader for e in encoded)
     assert set(per_reader) == set(feeder.station_readers)  # every reader took cards
     assert all(keymgmt.scripts[c] == 1 for c in cards)
@@ -134,8 +138,9 @@ async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
     unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     reader = feeder.station_readers[0]
-    # The next card leaves the reader after its 3rd APDU (GET DATA, SELECT, STORE DATA 00) ...
-    await next_card_with(feeder, pcsc, reader, remove_after_apdus=3)
+    # The next card leaves the reader after its 6th APDU (GET DATA, SELECT ISD, INITIALIZE
+    # UPDATE, EXTERNAL AUTHENTICATE, INSTALL, STORE DATA 00) ...
+    await next_card_with(feeder, pcsc, reader, remove_after_apdus=6)
     # ... and the one after it has a defective NVM from STORE DATA block 02 on.
     await feeder.arm(reader, store_data_memory_failure_at_block=2)
     cards = [keymgmt.add_card() for _ in range(3)]
@@ -160,11 +165,11 @@ async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
     assert removed.apdu_trace[-1].endswith(" no-answer")
     # Headers (8 hex digits) and status words only: no APDU data ever reaches the event.
     assert all(len(entry.split()[0]) == 8 for entry in removed.apdu_trace)
-    assert "80E20800 9000" in removed.apdu_trace
+    assert "84E20800 9000" in removed.apdu_trace
     assert removed.station_id == "station-a"
     assert isinstance(failing, events.CardSpoiled)
-    assert failing.reason == "card answered 6581 to STORE DATA block 02 (80E20802)"
-    assert failing.apdu_trace[-1] == "80E20802 6581"
+    assert failing.reason == "card answered 6581 to STORE DATA block 02 (84E20802)"
+    assert failing.apdu_trace[-1] == "84E20802 6581"
     assert failing.chip_serial not in (None, removed.chip_serial)
     assert isinstance(good, events.CardEncoded)
     assert good.reader == reader
@@ -172,31 +177,66 @@ async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
     assert (await feeder.card(failing.chip_serial))["lifecycle"] == "blank"
 
 
-async def test_a_chip_with_another_kmc_answers_9000_so_only_qa_catches_it(
-    unique: str,
-    keymgmt: KeymgmtTestDouble,
-    feeder: FeederProcess,
-    pcsc: PcscClient,
-    tmp_path: Path,
+async def test_a_chip_with_another_kmc_is_refused_recorded_and_the_next_card_goes_on(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
-    """A chip made with another KMC decrypts DGI 8000 under the wrong K_DEK: without a secure
-    channel or key check values in the script it has no way to notice, and answers 9000 to every
-    command. So the station encodes it, and QA fails it: its ARQC does not verify."""
+    """A chip made with another KMC fails keymgmt's card cryptogram check: its card is spoiled
+    with the reason (card.spoiled, which audit records), the chip is ejected unwritten and the
+    next chip takes the next card."""
     reader = feeder.station_readers[0]
     await next_card_with(feeder, pcsc, reader, wrong_kmc=True)
-    card = keymgmt.add_card()
+    cards = [keymgmt.add_card() for _ in range(2)]
     batch = uuid.uuid4()
     electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
-    qa = qa_machine(unique, keymgmt, feeder, pcsc, tmp_path / "spool")
-    async with running(electrical), running(qa):
-        await publish(electrical.settings, "keymgmt", prepared(card, batch))
+    async with running(electrical):
+        await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in cards))
+        out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 2)
+    spoiled = [e for e in out if isinstance(e, events.CardSpoiled)]
+    encoded = [e for e in out if isinstance(e, events.CardEncoded)]
+    assert len(spoiled) == 1
+    assert len(encoded) == 1
+    refused = spoiled[0]
+    assert refused.reason.startswith("card cryptogram mismatch")
+    assert refused.chip_serial in keymgmt.refused_chips
+    assert refused.apdu_trace[-2:] == ["00A40400 9000", "80500000 9000"]
+    assert (await feeder.card(refused.chip_serial))["lifecycle"] == "blank"
+    assert (await feeder.card(encoded[0].chip_serial))["lifecycle"] == "personalized"
+    assert {refused.card_id, encoded[0].card_id} == set(cards)
+
+
+class TamperingStation:
+    """A compromised station: it flips one data byte of STORE DATA block 01 in keymgmt's script."""
+
+    def __init__(self, honest: ScriptSource) -> None:
+        self.honest = honest
+
+    async def secure_script(
+        self, card_id: uuid.UUID, chip_serial: str, host_challenge: bytes, iu_answer: bytes
+    ) -> PersoScript:
+        script = await self.honest.secure_script(card_id, chip_serial, host_challenge, iu_answer)
+        apdus = list(script.apdus)
+        target = bytearray(apdus[3])  # EXTERNAL AUTHENTICATE, INSTALL, STORE DATA 00, 01
+        target[8] ^= 0x01
+        apdus[3] = bytes(target)
+        return PersoScript(script.card_id, script.chip_serial, tuple(apdus), script.security_level)
+
+
+async def test_a_station_tampering_with_a_command_is_stopped_by_the_card(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+) -> None:
+    reader = feeder.station_readers[0]
+    await feeder.eject(reader)  # a fresh blank
+    card = keymgmt.add_card()
+    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical.agent.keymgmt = TamperingStation(electrical.agent.keymgmt)
+    async with running(electrical):
+        await publish(electrical.settings, "keymgmt", prepared(card, uuid.uuid4()))
         out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 1)
-        encoded = out[0]
-        assert isinstance(encoded, events.CardEncoded)
-        face = print_face(tmp_path / "spool", card, batch, encoded.chip_serial)
-        await publish(qa.settings, "graphical", face)
-        verdicts, _ = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
-    verdict = verdicts[0]
-    assert isinstance(verdict, events.CardQaFailed)
-    assert verdict.reason.startswith("arqc: the chip's ARQC (ATC 0001) does not verify")
-    assert verdict.chip_serial == encoded.chip_serial
+    spoiled = out[0]
+    assert isinstance(spoiled, events.CardSpoiled)
+    assert spoiled.reason == "card answered 6982 to STORE DATA block 01 (84E20801)"
+    assert spoiled.apdu_trace[-3:] == ["84E62000 9000", "84E20800 9000", "84E20801 6982"]
+    assert spoiled.chip_serial is not None
+    info = await feeder.card(spoiled.chip_serial)
+    assert info["lifecycle"] == "blank"
+    assert info["dgis"] == ["0101"]  # block 00 landed, the tampered block 01 did not

@@ -26,7 +26,9 @@ from shared.pcsc import (
     ReaderConfig,
     load_readers,
 )
-from tests.unit.test_vcard_card import CDOL1, build_perso, expected_arqc
+from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from tests.unit.test_vcard_card import AID, CDOL1, Perso, build_perso, expected_arqc, secured
+from vcard.crypto import TEST_KMC
 from vcard.feeder import ArmedFaults, Feeder
 from vcard.store import CardStore
 
@@ -37,6 +39,24 @@ SCRIPT = REPO / "deploy" / "local" / "pcscd.sh"
 SELECT = bytes.fromhex("00A4040007A000000003101000")
 GET_CPLC = bytes.fromhex("80CA9F7F00")
 GEN_AC = bytes((0x80, 0xAE, 0x80, 0x00, len(CDOL1))) + CDOL1 + b"\x00"
+SELECT_ISD = bytes.fromhex("00A4040008") + ISD_AID + b"\x00"
+
+
+async def personalize_over_scp03(conn: CardConnection, perso: Perso) -> list[int]:
+    """SELECT ISD, INITIALIZE UPDATE, then EXTERNAL AUTHENTICATE, INSTALL [for perso] and the
+    STORE DATA commands from the independent software host, as one script."""
+    assert (await conn.transmit(SELECT_ISD))[1] == 0x9000
+    challenge = os.urandom(8)
+    answer, sw = await conn.transmit(initialize_update(challenge))
+    assert sw == 0x9000
+    host = Scp03Host.from_kmc(TEST_KMC, challenge, answer)
+    assert host.card_authentic
+    script = [
+        host.external_authenticate(0x03),
+        host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(AID)),
+        *(secured(host, c) for c in store_data_script(perso.dgis)),
+    ]
+    return [sw for _, sw in await conn.transmit_script(script)]
 
 
 def pcscd(command: str) -> subprocess.CompletedProcess[str]:
@@ -167,9 +187,8 @@ async def test_personalize_then_qa_in_another_reader(
         assert sw == 0x9000
         cplc = data[3:]
         perso = build_perso(cplc)
-        script = [SELECT, *(c.to_bytes() for c in store_data_script(perso.dgis))]
-        results = await conn.transmit_script(script)
-        assert [sw for _, sw in results] == [0x9000] * 5
+        assert await personalize_over_scp03(conn, perso) == [0x9000] * 6
+        assert (await conn.transmit(SELECT))[1] == 0x9000
         data, sw = await conn.transmit(GEN_AC)
         assert sw == 0x9000
         assert data[5:] == expected_arqc(perso.mk_ac, 1)
@@ -239,8 +258,8 @@ async def test_t0_card_and_memory_failure(
         assert sw == 0x9000
         assert fci.startswith(b"\x6f")
         perso = build_perso(data[3:])
-        results = await conn.transmit_script(store_data_script(perso.dgis))
-        assert [sw for _, sw in results] == [0x9000, 0x6581]
+        # INITIALIZE UPDATE answers through GET RESPONSE under T=0
+        assert await personalize_over_scp03(conn, perso) == [0x9000, 0x9000, 0x9000, 0x6581]
     await fresh_card(feeder, client, reader)
 
 

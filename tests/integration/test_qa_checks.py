@@ -5,6 +5,7 @@ script a station relays (the spine test runs them through the station agent inst
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,8 @@ import httpx
 import pytest
 
 from services.keymgmt.hsm import Hsm
-from services.keymgmt.perso import CardRecord, build_perso_script, diversification_data
+from services.keymgmt.perso import CardRecord, build_perso_script
+from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
 from services.qa.app import build_app
 from shared import events
 from shared.pcsc import PcscClient
@@ -41,6 +43,7 @@ from tests.integration.test_electrical_support import (  # noqa: F401  (pytest f
     qa_machine,
     read_events,
 )
+from tests.scp03_host import Scp03Host, initialize_update
 from vcard.api import WRONG_KMC_HEX
 from vcard.card import VirtualCard
 from vcard.store import CardStore
@@ -70,13 +73,31 @@ async def personalised_chip(
     kmc: bytes = TEST_KMC,
 ) -> str:
     """A chip from the virtual card factory (in the feeder's card store), personalised with the
-    script keymgmt's HSM core builds for `record`, exactly as a station would relay it."""
+    script keymgmt's HSM core builds for `record` through its SCP03 channel, exactly as a station
+    would relay it. A chip made with another KMC cannot pass keymgmt's card cryptogram check: it
+    gets the same clear script through a channel opened with its own keys (a perso machine that
+    knows them), so its DGI 8000 decrypts under the wrong K_DEK."""
     store = CardStore(feeder.state_dir)
     card = VirtualCard(store.manufacture(kmc), store.save)
     card.power_on()
-    div = diversification_data(card.process(GET_CPLC)[3:45])
-    script = await hsm.call(build_perso_script, record, div, keys.imks, keys.kmc_label)
-    for apdu in script.apdus:
+    assert card.process(bytes.fromhex("00A4040008A00000015100000000"))[-2:] == b"\x90\x00"
+    challenge = os.urandom(8)
+    iu = card.process(initialize_update(challenge))[:-2]
+
+    def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
+        div = answer.diversification_data
+        return build_perso_script(h, record, div, keys.imks, keys.kmc_label).commands
+
+    if kmc == TEST_KMC:
+        apdus = list((await hsm.call(secure_script, keys.kmc_label, challenge, iu, build)).apdus)
+    else:
+        host = Scp03Host.from_kmc(kmc, challenge, iu)
+        commands = await hsm.call(build, InitializeUpdateAnswer.parse(iu))
+        apdus = [host.external_authenticate(0x03)]
+        for c in commands:
+            cla, ins, p1, p2 = c.apdu[:4]
+            apdus.append(host.wrap(cla, ins, p1, p2, c.apdu[5 : 5 + c.apdu[4]]))
+    for apdu in apdus:
         assert card.process(apdu)[-2:] == b"\x90\x00"
     return card.chip_serial
 
