@@ -155,9 +155,15 @@ if mv "$home/misprint" "$home/misprint.used" 2>/dev/null; then
 fi
 exec cat "\$1"
 EOF
+    # The PIN printer keeps nothing: a PIN mailer leaves only on paper (no -k, no output).
+    local keep=-k
+    if [[ $name == pin ]]; then
+        keep=
+        sed -i 's/^exec cat .*/exec cat >\/dev\/null/' "$home/print-command"
+    fi
     chmod 755 "$home/print-command"
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid ippeveprinter -n localhost -p "$port" \
-        -k -c "$home/print-command" -d "$home/spool" -f image/png,application/pdf \
+        $keep -c "$home/print-command" -d "$home/spool" -f image/png,application/pdf \
         -l "cardbureau $name printer" -m "$name" "bureau-$name" \
         </dev/null >>"$LOG_DIR/printer-$name.log" 2>&1 9>&- &
     echo $! >"$home/pid"

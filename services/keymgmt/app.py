@@ -24,6 +24,7 @@ from services.keymgmt.handlers import (
 )
 from services.keymgmt.hsm import Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.perso import PersoScript
+from services.keymgmt.pin_mailer import router as pin_mailer_router
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.routers import router as keys_and_products_router
 from services.keymgmt.secure_channel import (
@@ -344,4 +345,5 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
 
     app.include_router(signing_router)  # the audit checkpoint-signing key (issue 6)
     app.include_router(keys_and_products_router)  # ceremonies, PIN/CVV product profiles
+    app.include_router(pin_mailer_router)  # PIN mailers on the PIN printer (issue 5)
     return app
