@@ -83,7 +83,7 @@ async def issued_card(
         f"/v1/products/{issuer}/visa-classic", json=PROFILE, headers=auth(f"cu-{u}")
     )
     assert put.status_code == 200, put.text
-    card = await vault(http, u, issuer)
+    card: dict[str, Any] = await vault(http, u, issuer)
     await publish(config, ordered(card, issuer))
     assert len(await prepared_events(config, 1)) == 1
     return card
