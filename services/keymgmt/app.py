@@ -69,7 +69,9 @@ class KeymgmtRuntime(ServiceRuntime):
         super().__init__(settings=settings, **kw)
         self.keymgmt_settings = settings
         self.gate = HsmGate()
-        self.handlers = build_handlers(KeymgmtDeps(self.gate, settings.service_code))
+        self.handlers = build_handlers(
+            KeymgmtDeps(self.gate, settings.service_code, sim_kek_label=settings.sim_kek_label)
+        )
         self.workers.append(hsm_keeper(settings, self.gate))
 
     async def check_ready(self) -> dict[str, Any]:

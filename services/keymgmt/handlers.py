@@ -60,6 +60,7 @@ class KeymgmtDeps:
     gate: HsmGate
     service_code: str
     actor: str = "keymgmt"
+    sim_kek_label: str = "bureau/SIMKEK/1"
 
 
 def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
@@ -69,7 +70,7 @@ def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
         """card.ordered -> MK KCVs, PIN and CVVs per the product -> card.prepared, for a
         fetched run of cards at once (one read, HSM work per card, one write)."""
         await prepare_ordered_cards(
-            uow, ordered, deps.gate.get, deps.service_code, deps.actor, cache
+            uow, ordered, deps.gate.get, deps.service_code, deps.actor, cache, deps.sim_kek_label
         )
 
     return {CardOrdered: [BatchHandler(prepare_cards)]}

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from services.keymgmt.emv import ImkLabels
 from services.keymgmt.hsm import Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.repository_security import SecurityRepository
+from services.keymgmt.repository_sim import SimRepository
 from services.keymgmt.security import (
     CardSecurity,
     ProductProfile,
@@ -32,6 +35,7 @@ from services.keymgmt.security import (
     security_rows,
 )
 from services.keymgmt.service import PREPARED_DGIS, Preparation
+from services.keymgmt.sim_preparation import SimTodo, prepare_sim_cards
 from services.keymgmt.vault import VaultError
 from shared.bus import PoisonEvent
 from shared.events import CardOrdered, CardPrepared
@@ -47,6 +51,17 @@ class ConfigCache:
     def __init__(self, ttl: float = CONFIG_TTL) -> None:
         self.ttl = ttl
         self._entries: dict[tuple[str, str], tuple[float, set[str], ProductProfile | None]] = {}
+        self._sims: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    async def is_sim(self, conn: AsyncConnection, issuer_id: str, product_id: str) -> bool:
+        """Whether (issuer, product) is a SIM product (sim_products has it)."""
+        now = time.monotonic()
+        hit = self._sims.get((issuer_id, product_id))
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        found = await SimRepository(conn).product(issuer_id, product_id) is not None
+        self._sims[(issuer_id, product_id)] = (now, found)
+        return found
 
     async def get(
         self, repo: SecurityRepository, issuer_id: str, product_id: str
@@ -89,11 +104,7 @@ async def _checked(
     """The card's work item, None when it is prepared already (or ``taken`` earlier in the
     run), or PoisonEvent naming what is wrong with it."""
     card = f"card {event.card_id}"
-    if vaulted is None:
-        raise PoisonEvent(f"{card} is not in the vault")
-    if vaulted["issuer_id"] != event.issuer_id or vaulted["pan_token"] != event.pan_token:
-        raise PoisonEvent(f"{card}: issuer or pan_token differ from the vault's record")
-    if vaulted["prepared"] or taken:
+    if not _to_prepare(event, vaulted, taken) or vaulted is None:
         return None
     imks = _imks(event.issuer_id)
     active, profile = await cache.get(repo, event.issuer_id, event.product_id)
@@ -131,6 +142,17 @@ def prepare_cards_data(
     return out
 
 
+def _to_prepare(event: CardOrdered, vaulted: dict[str, Any] | None, taken: bool) -> bool:
+    """False when the card is prepared already (or ``taken`` earlier in the run); PoisonEvent
+    when the vault has no such card or another issuer's or token's."""
+    card = f"card {event.card_id}"
+    if vaulted is None:
+        raise PoisonEvent(f"{card} is not in the vault")
+    if vaulted["issuer_id"] != event.issuer_id or vaulted["pan_token"] != event.pan_token:
+        raise PoisonEvent(f"{card}: issuer or pan_token differ from the vault's record")
+    return not (vaulted["prepared"] or taken)
+
+
 def _poison_of(card_id: UUID, exc: Exception) -> PoisonEvent:
     card = f"card {card_id}"
     if isinstance(exc, KeyNotFoundError):
@@ -147,16 +169,24 @@ async def prepare_ordered_cards(
     service_code: str,
     actor: str,
     cache: ConfigCache,
+    sim_storage_label: str = "bureau/SIMKEK/1",
 ) -> None:
     """Derive each card's MK-AC/SMI/SMC in the HSM (KCVs kept), issue PIN and CVVs when the
-    product asks, emit card.prepared. A card.ordered for a card already prepared (another
-    event id, or twice in the run) prepares nothing and emits nothing."""
+    product asks, emit card.prepared; cards of SIM products go to sim_preparation. A
+    card.ordered for a card already prepared (another event id, or twice in the run)
+    prepares nothing and emits nothing."""
     repo = SecurityRepository(uow.conn)
     vaulted_rows = await repo.vault_cards_to_prepare([e.card_id for e in ordered])
     todo: list[_Todo] = []
+    sims: list[SimTodo] = []
     taken: set[UUID] = set()
     for event in ordered:
         vaulted = vaulted_rows.get(event.card_id)
+        if await cache.is_sim(uow.conn, event.issuer_id, event.product_id):
+            if _to_prepare(event, vaulted, event.card_id in taken) and vaulted is not None:
+                taken.add(event.card_id)
+                sims.append(SimTodo(event, vaulted["masked_pan"]))
+            continue
         item = await _checked(repo, event, vaulted, cache, event.card_id in taken)
         if item is None:
             log.warning(
@@ -165,6 +195,8 @@ async def prepare_ordered_cards(
             continue
         taken.add(event.card_id)
         todo.append(item)
+    if sims:
+        await prepare_sim_cards(uow, sims, hsm_of, sim_storage_label, actor)
     if not todo:
         return
     hsm = hsm_of()  # HsmUnavailable is a ConnectionError: retried, never poison

@@ -87,3 +87,52 @@ class SimRepository:
             {"b": batch_id},
         )
         return [dict(r) for r in rows.mappings()]
+
+    async def add_ordered_sims(
+        self, batch: dict[str, Any], cards: Sequence[dict[str, Any]], prepared: Sequence[Any]
+    ) -> None:
+        """SIMs of card.ordered events: their intake batch's row (created, or its count and
+        ICCID range widened), one sim_cards row per card, and the prepared_cards rows."""
+        await self.conn.execute(
+            text(
+                "INSERT INTO sim_batches (batch_id, issuer_id, product_id, count, first_iccid,"
+                " last_iccid, transport_key_label, transport_kcv, created_by) VALUES"
+                " (:batch_id, :issuer_id, :product_id, :count, :first_iccid, :last_iccid,"
+                " :transport_key_label, :transport_kcv, :created_by)"
+                " ON CONFLICT (batch_id) DO UPDATE SET count = sim_batches.count + EXCLUDED.count,"
+                " first_iccid = LEAST(sim_batches.first_iccid, EXCLUDED.first_iccid),"
+                " last_iccid = GREATEST(sim_batches.last_iccid, EXCLUDED.last_iccid)"
+            ),
+            batch,
+        )
+        await self.conn.execute(
+            text(
+                "INSERT INTO sim_cards (iccid, imsi, batch_id, issuer_id, product_id,"
+                " storage_key_label, ki_stored, opc_stored, transport_key_label, ki_transport,"
+                " opc_transport, card_id) VALUES (:iccid, :imsi, :batch_id, :issuer_id,"
+                " :product_id, :storage_key_label, :ki_stored, :opc_stored,"
+                " :transport_key_label, :ki_transport, :opc_transport, :card_id)"
+            ),
+            list(cards),
+        )
+        await self.conn.execute(
+            text(
+                "INSERT INTO prepared_cards (card_id, issuer_id, batch_id, order_id, product_id,"
+                " masked_pan, key_scheme, dgis, source_event_id) VALUES (:card_id, :issuer_id,"
+                " :batch_id, :order_id, :product_id, :masked_pan, :key_scheme, :dgis,"
+                " :source_event_id)"
+            ),
+            list(prepared),
+        )
+
+    async def card(self, card_id: UUID) -> dict[str, Any] | None:
+        """The SIM of a card (card.ordered path), or None when the card is not a SIM."""
+        return await self._one("SELECT * FROM sim_cards WHERE card_id = :c", c=card_id)
+
+    async def next_qa_sqn(self, card_id: UUID) -> int | None:
+        """A fresh SQN for a QA challenge of the card's SIM (each one higher than the last)."""
+        row = await self._one(
+            "UPDATE sim_cards SET qa_sqn = qa_sqn + 1 WHERE card_id = :c RETURNING qa_sqn",
+            c=card_id,
+        )
+        return None if row is None else int(row["qa_sqn"])
