@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from services.fulfillment.handlers import FulfillmentDeps, MailingSource, build_handlers
+from services.fulfillment.inserter import Inserter
 from services.fulfillment.keymgmt_client import KeymgmtClient
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
@@ -44,6 +45,7 @@ def bootstrap(
     deps = FulfillmentDeps(
         keymgmt=keymgmt,
         manifests=ManifestWriter(settings.manifest_dir),
+        inserter=Inserter(settings.inserter_dir),
         courier=settings.fulfillment_courier,
         actor=NAME,
     )
@@ -104,6 +106,7 @@ async def destroy_cards(
             code = status.HTTP_409_CONFLICT if exc.conflict else 422
             raise HTTPException(code, detail=exc.problems) from exc
         destroyed_by = f"{principal.role}:{principal.name}"
+        letters = await repo.carriers_of(body.card_ids)
         await repo.mark_destroyed(body.card_ids, witnesses, destroyed_by)
         for card_id in body.card_ids:
             row = cards[card_id]
@@ -118,6 +121,9 @@ async def destroy_cards(
                 )
             )
     runtime.relay.wake()
+    deps: FulfillmentDeps = runtime.state["deps"]
+    for batch_id, carrier_id in letters:  # shredded with the cards
+        deps.inserter.discard(batch_id, carrier_id)
     return {"destroyed": [str(c) for c in body.card_ids], "witnesses": list(witnesses)}
 
 

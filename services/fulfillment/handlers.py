@@ -1,7 +1,9 @@
 """Event handlers of the fulfillment service.
 
-qa_passed -> carrier + card.packed; qa_failed / spoiled -> awaiting destruction;
-batch.reconciled -> manifest + shipment.dispatched; batch.discrepancy -> batch held.
+qa_passed -> carrier letter printed, fed and scanned: barcode matches the card -> card.packed
+and its PIN mailer printed by keymgmt (pin_mailer.printed); no match -> awaiting destruction.
+qa_failed / spoiled -> awaiting destruction; batch.reconciled -> the cards' shipment and, apart,
+the PIN mailers' shipment (shipment.dispatched each); batch.discrepancy -> batch held.
 """
 
 from __future__ import annotations
@@ -12,10 +14,25 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from services.fulfillment.keymgmt_client import CardNotInVault, MailingData
+from services.fulfillment.barcode import BarcodeError
+from services.fulfillment.carrier import (
+    CarrierLetter,
+    parse_barcode,
+    render_carrier,
+    scan_carrier,
+)
+from services.fulfillment.inserter import Inserter
+from services.fulfillment.keymgmt_client import (
+    CardNotInVault,
+    KeymgmtBadResponse,
+    KeymgmtUnavailable,
+    MailingData,
+    PinMailerState,
+)
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import (
+    Manifest,
     build_manifest,
     carrier_id_for,
     state_after_packing,
@@ -29,6 +46,7 @@ from shared.events import (
     CardQaFailed,
     CardQaPassed,
     CardSpoiled,
+    PinMailerPrinted,
     ShipmentDispatched,
 )
 from shared.outbox import UnitOfWork
@@ -39,13 +57,43 @@ log = logging.getLogger(__name__)
 class MailingSource(Protocol):
     async def mailing(self, card_id: UUID) -> MailingData: ...
 
+    async def pin_mailer(self, card_id: UUID, batch_id: UUID) -> PinMailerState | None: ...
+
 
 @dataclass(frozen=True)
 class FulfillmentDeps:
     keymgmt: MailingSource
     manifests: ManifestWriter
+    inserter: Inserter
     courier: str
     actor: str = "fulfillment"
+
+
+def carrier_problem(letter: CarrierLetter, fed: bytes) -> tuple[str, str | None]:
+    """What the scanner read on the fed letter, and why it does not match the card (None:
+    it does). The scan reads the barcode from the letter's rendered pixels."""
+    try:
+        scanned = scan_carrier(fed)
+        chip, card_id = parse_barcode(scanned)
+    except BarcodeError as exc:
+        return "", f"carrier unreadable: {exc}"
+    if card_id != letter.card_id:
+        return scanned, f"carrier mismatch: the letter fed is for card {card_id}"
+    if chip != letter.chip_serial.upper():
+        return scanned, f"carrier mismatch: the letter names chip {chip}, not {letter.chip_serial}"
+    return scanned, None
+
+
+def letter_for(event: CardQaPassed, carrier_id: str, mailing: MailingData) -> CarrierLetter:
+    address = mailing.address
+    return CarrierLetter(
+        card_id=event.card_id,
+        chip_serial=event.chip_serial,
+        carrier_id=carrier_id,
+        cardholder_name=mailing.cardholder_name,
+        address_lines=(*address.lines, f"{address.postcode} {address.city}", address.country),
+        issuer_name=event.issuer_id,
+    )
 
 
 def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
@@ -64,6 +112,23 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
         except CardNotInVault as exc:
             raise PoisonEvent(str(exc)) from exc
         carrier_id = carrier_id_for(event.card_id)
+        letter = letter_for(event, carrier_id, mailing)
+        pdf = await asyncio.to_thread(render_carrier, letter)
+        await asyncio.to_thread(deps.inserter.print_letter, event.batch_id, carrier_id, pdf)
+        fed = await asyncio.to_thread(deps.inserter.feed, event.batch_id, carrier_id)
+        scanned, problem = await asyncio.to_thread(carrier_problem, letter, fed)
+        if problem is not None:
+            # The match check failed: the card never goes into an envelope; it is destroyed.
+            await asyncio.to_thread(deps.inserter.discard, event.batch_id, carrier_id)
+            await _set_aside(
+                uow,
+                event.card_id,
+                event.batch_id,
+                event.issuer_id,
+                event.chip_serial,
+                f"fulfillment: {problem}",
+            )
+            return
         await repo.lock("batch", event.batch_id)
         await repo.pack_card(
             batch_id=event.batch_id,
@@ -72,6 +137,8 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
             carrier_id=carrier_id,
             mailing=mailing,
         )
+        await repo.set_carrier_scan(event.card_id, scanned)
+        await request_pin_mailer(uow, repo, event)
         await uow.emit(
             CardPacked(
                 issuer_id=event.issuer_id,
@@ -85,6 +152,38 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
             # The qa topic ran behind the audit topic: ship this card after its batch.
             log.warning("card packed after its batch was reconciled; shipping it on its own")
             await dispatch_packed_cards(uow, repo, event.batch_id, event.issuer_id, event)
+
+    async def request_pin_mailer(
+        uow: UnitOfWork, repo: FulfillmentRepository, event: CardQaPassed
+    ) -> None:
+        """keymgmt prints the mailer; a job still running raises, and the event is retried
+        (the whole packing with it: keymgmt answers the same mailer again)."""
+        try:
+            mailer = await deps.keymgmt.pin_mailer(event.card_id, event.batch_id)
+        except KeymgmtBadResponse as exc:
+            raise PoisonEvent(f"PIN mailer: {exc}") from exc
+        if mailer is None:
+            return  # the card's product has no PIN
+        if mailer.status not in ("printed", "spoiled"):
+            raise KeymgmtUnavailable(f"PIN mailer {mailer.mailer_id} is still {mailer.status}")
+        state = "printed" if mailer.status == "printed" else "spoiled"
+        fresh = await repo.record_pin_mailer(
+            event.card_id, mailer.mailer_id, event.batch_id, event.issuer_id, state
+        )
+        if fresh and state == "printed":
+            await uow.emit(
+                PinMailerPrinted(
+                    issuer_id=event.issuer_id,
+                    actor=deps.actor,
+                    card_id=event.card_id,
+                    batch_id=event.batch_id,
+                    mailer_id=str(mailer.mailer_id),
+                )
+            )
+        elif state == "spoiled":
+            log.warning(
+                "PIN mailer spoiled at the PIN printer", extra={"card_id": str(event.card_id)}
+            )
 
     async def set_aside_qa_reject(uow: UnitOfWork, event: CardQaFailed) -> None:
         await _set_aside(
@@ -143,18 +242,23 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
         )
         stored = await asyncio.to_thread(deps.manifests.write, manifest)
         await repo.record_dispatch(manifest, stored)
-        await uow.emit(
-            ShipmentDispatched(
-                issuer_id=issuer_id,
-                actor=deps.actor,
-                shipment_id=manifest.shipment_id,
+        await uow.emit(shipped(manifest, stored.manifest_sha256))
+        for card_batch, carrier_id in await repo.carriers_of(manifest.card_ids):
+            await asyncio.to_thread(deps.inserter.discard, card_batch, carrier_id)
+        # The PIN mailers of these cards leave too, but never in the cards' shipment.
+        mailers = await repo.mailers_to_dispatch(manifest.card_ids)
+        if mailers:
+            mailer_manifest = build_manifest(
                 batch_id=batch_id,
-                kind=manifest.kind,
-                card_ids=manifest.card_ids,
-                courier=manifest.courier,
-                manifest_sha256=stored.manifest_sha256,
+                issuer_id=issuer_id,
+                courier=deps.courier,
+                created_at=cause.occurred_at,
+                items=mailers,
+                kind="pin_mailers",
             )
-        )
+            mailer_stored = await asyncio.to_thread(deps.manifests.write, mailer_manifest)
+            await repo.record_mailer_dispatch(mailer_manifest, mailer_stored)
+            await uow.emit(shipped(mailer_manifest, mailer_stored.manifest_sha256))
         log.info(
             "shipment dispatched",
             extra={
@@ -162,6 +266,18 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
                 "shipment_id": str(manifest.shipment_id),
                 "cards": len(items),
             },
+        )
+
+    def shipped(manifest: Manifest, manifest_sha256: str) -> ShipmentDispatched:
+        return ShipmentDispatched(
+            issuer_id=manifest.issuer_id,
+            actor=deps.actor,
+            shipment_id=manifest.shipment_id,
+            batch_id=manifest.batch_id,
+            kind=manifest.kind,
+            card_ids=manifest.card_ids,
+            courier=manifest.courier,
+            manifest_sha256=manifest_sha256,
         )
 
     return {

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.keymgmt_client import (
     CardNotInVault,
@@ -23,6 +25,7 @@ __all__ = [
     "KeymgmtError",
     "KeymgmtUnavailable",
     "MailingData",
+    "PinMailerState",
 ]
 
 
@@ -45,6 +48,37 @@ class MailingData(BaseModel):
     address: Address
 
 
+class PinMailerState(BaseModel):
+    """What fulfillment learns of a PIN mailer: an opaque id and the print job's state."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    mailer_id: UUID
+    card_id: UUID
+    status: Literal["queued", "submitting", "submitted", "printed", "spoiled"]
+
+
 class KeymgmtClient(VaultReader):
     async def mailing(self, card_id: UUID) -> MailingData:
         return await self.card_record(card_id, "mailing", MailingData)
+
+    async def pin_mailer(self, card_id: UUID, batch_id: UUID) -> PinMailerState | None:
+        """Have keymgmt print the card's PIN mailer (idempotent). None: the card has no PIN.
+        Transport errors and 5xx (the PIN printer away) raise KeymgmtUnavailable: retried."""
+        body = {"card_id": str(card_id), "batch_id": str(batch_id)}
+        try:
+            response = await self._http.post("/v1/pin-mailers", json=body)
+        except httpx.TransportError as exc:
+            raise KeymgmtUnavailable(f"POST /v1/pin-mailers: {exc.__class__.__name__}") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 500 or response.status_code in (401, 403):
+            raise KeymgmtUnavailable(f"POST /v1/pin-mailers answered {response.status_code}")
+        if response.status_code != 200:
+            raise KeymgmtBadResponse(
+                f"POST /v1/pin-mailers answered {response.status_code}: {response.text[:200]}"
+            )
+        try:
+            return PinMailerState.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise KeymgmtBadResponse("POST /v1/pin-mailers broke its contract") from exc

@@ -128,7 +128,56 @@ class FulfillmentRepository:
             " updated_at = now() WHERE card_id = ANY(:ids) AND state = 'awaiting_destruction'",
             {"ids": list(card_ids), "w": list(witnesses), "by": by},
         )
+        # A destroyed card's PIN mailer never leaves: it is destroyed with the card.
+        await self._run(
+            "UPDATE {s}.pin_mailers SET state = 'withheld', updated_at = now()"
+            " WHERE card_id = ANY(:ids) AND state = 'printed'",
+            {"ids": list(card_ids)},
+        )
         await self._purge_carriers(card_ids)
+
+    async def carriers_of(self, card_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
+        rows = await self._run(
+            "SELECT batch_id, carrier_id FROM {s}.carriers WHERE card_id = ANY(:ids)",
+            {"ids": list(card_ids)},
+        )
+        return [(batch_id, carrier_id) for batch_id, carrier_id in rows]
+
+    async def set_carrier_scan(self, card_id: UUID, scanned: str) -> None:
+        await self._run(
+            "UPDATE {s}.cards SET carrier_scan = :scan WHERE card_id = :c",
+            {"c": card_id, "scan": scanned[:200]},
+        )
+
+    async def record_pin_mailer(
+        self, card_id: UUID, mailer_id: UUID, batch_id: UUID, issuer_id: str, state: str
+    ) -> bool:
+        """True when this is news (the first time the mailer is recorded)."""
+        row = (
+            await self._run(
+                "INSERT INTO {s}.pin_mailers (card_id, mailer_id, batch_id, issuer_id, state)"
+                " VALUES (:c, :m, :b, :i, :st) ON CONFLICT (card_id) DO NOTHING RETURNING card_id",
+                {"c": card_id, "m": mailer_id, "b": batch_id, "i": issuer_id, "st": state},
+            )
+        ).first()
+        return row is not None
+
+    async def mailers_to_dispatch(self, card_ids: Sequence[UUID]) -> list[ManifestItem]:
+        """The printed mailers of cards that were just dispatched (mailer id as the item)."""
+        rows = await self._run(
+            "SELECT card_id, mailer_id FROM {s}.pin_mailers WHERE card_id = ANY(:ids)"
+            " AND state = 'printed' ORDER BY mailer_id",
+            {"ids": list(card_ids)},
+        )
+        return [ManifestItem(card_id, f"PM-{mailer_id}") for card_id, mailer_id in rows]
+
+    async def record_mailer_dispatch(self, manifest: Manifest, stored: StoredManifest) -> None:
+        await self._insert_shipment(manifest, stored)
+        await self._run(
+            "UPDATE {s}.pin_mailers SET state = 'dispatched', shipment_id = :sid,"
+            " updated_at = now() WHERE card_id = ANY(:ids) AND state = 'printed'",
+            {"sid": manifest.shipment_id, "ids": manifest.card_ids},
+        )
 
     async def set_batch_status(
         self,
@@ -167,6 +216,17 @@ class FulfillmentRepository:
         return [ManifestItem(card_id, carrier_id) for card_id, carrier_id in rows]
 
     async def record_dispatch(self, manifest: Manifest, stored: StoredManifest) -> None:
+        await self._insert_shipment(manifest, stored)
+        ids = manifest.card_ids
+        await self._run(
+            "UPDATE {s}.cards SET state = 'dispatched', shipment_id = :sid, updated_at = now()"
+            " WHERE card_id = ANY(:ids) AND state = 'packed'",
+            {"sid": manifest.shipment_id, "ids": ids},
+        )
+        # The address went out on the envelope; the bureau keeps no copy after dispatch.
+        await self._purge_carriers(ids)
+
+    async def _insert_shipment(self, manifest: Manifest, stored: StoredManifest) -> None:
         await self._run(
             "INSERT INTO {s}.shipments (shipment_id, batch_id, issuer_id, kind, courier,"
             " card_count, manifest_sha256, csv_sha256, json_path, csv_path)"
@@ -184,14 +244,6 @@ class FulfillmentRepository:
                 "cp": stored.csv_path,
             },
         )
-        ids = manifest.card_ids
-        await self._run(
-            "UPDATE {s}.cards SET state = 'dispatched', shipment_id = :sid, updated_at = now()"
-            " WHERE card_id = ANY(:ids) AND state = 'packed'",
-            {"sid": manifest.shipment_id, "ids": ids},
-        )
-        # The address went out on the envelope; the bureau keeps no copy after dispatch.
-        await self._purge_carriers(ids)
 
     async def _purge_carriers(self, card_ids: Sequence[UUID]) -> None:
         await self._run(

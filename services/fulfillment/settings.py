@@ -21,6 +21,13 @@ class FulfillmentSettings(BureauSettings):
         default=None, description="default <run_dir>/fulfillment/manifests"
     )
     fulfillment_courier: str = Field(default="bureau-courier", min_length=1, max_length=64)
+    fulfillment_inserter_dir: Path | None = Field(
+        default=None, description="default <run_dir>/fulfillment/inserter: carrier letters"
+    )
+
+    @property
+    def inserter_dir(self) -> Path:
+        return self.fulfillment_inserter_dir or self.run_dir / "fulfillment" / "inserter"
 
     @property
     def manifest_dir(self) -> Path:

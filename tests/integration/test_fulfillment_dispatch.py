@@ -50,6 +50,7 @@ def settings(
         principals=f"operator:olga=op-{unique},auditor:ann=aud-{unique}",
         keymgmt_url=keymgmt.url,
         fulfillment_manifest_dir=tmp_path / "manifests",
+        fulfillment_inserter_dir=tmp_path / "inserter",
         fulfillment_courier="swift-post",
     )
 

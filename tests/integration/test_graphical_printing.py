@@ -47,6 +47,7 @@ class KeymgmtDouble:
 
     def __init__(self, token: str) -> None:
         self.cards: dict[uuid.UUID, dict[str, Any]] = {}
+        self.with_pin: set[uuid.UUID] = set()  # cards whose PIN mailer keymgmt prints
         self.calls: Counter[str] = Counter()
         self.outage_left = 0  # answer 503 to this many calls first
         app = FastAPI()
@@ -72,6 +73,15 @@ class KeymgmtDouble:
         async def mailing(card_id: uuid.UUID, authorization: str = Header("")) -> Any:
             record = card(card_id, authorization, "mailing")
             return {k: record[k] for k in ("card_id", "cardholder_name", "address")}
+
+        @app.post("/v1/pin-mailers")
+        async def pin_mailer(body: dict[str, str], authorization: str = Header("")) -> Any:
+            card_id = uuid.UUID(body["card_id"])
+            card(card_id, authorization, "pin-mailer")
+            if card_id not in self.with_pin:
+                raise HTTPException(404, "no PIN for this card")
+            mailer_id = uuid.uuid5(card_id, "pin-mailer")
+            return {"mailer_id": str(mailer_id), "card_id": str(card_id), "status": "printed"}
 
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
