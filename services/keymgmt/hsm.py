@@ -23,7 +23,8 @@ from enum import StrEnum
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+import pkcs11.exceptions
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey
 
 from services.keymgmt.kcv import Kcv, KcvMethod, kcv_of
@@ -292,3 +293,49 @@ def destroy_key(hsm: Hsm, label: str) -> None:
     hsm.forget(label)
     key.destroy()
     log.info("destroyed key", extra={"label": label})
+
+
+# -- DES3 key wrap: the production route for DES-keyed cards ---------------------------------
+def des3_wrap_missing(hsm: Hsm) -> str | None:
+    """None when the token wraps keys with CKM_DES3_ECB, else why not (HSM worker).
+
+    The token's mechanism list must give CKM_DES3_ECB the CKF_WRAP flag, and since SoftHSM
+    2.6.1 advertises that flag yet refuses C_WrapKey with CKR_MECHANISM_INVALID, one wrap of a
+    throw-away session key under another is tried as well."""
+    slot = hsm.session.token.slot
+    if Mechanism.DES3_ECB not in set(slot.get_mechanisms()):
+        return "the token's mechanism list has no CKM_DES3_ECB"
+    if not slot.get_mechanism_info(Mechanism.DES3_ECB).flags & MechanismFlag.WRAP:
+        return "the token's mechanism list does not give CKM_DES3_ECB the CKF_WRAP flag"
+    template: dict[Attribute, Any] = {Attribute.TOKEN: False, Attribute.EXTRACTABLE: True}
+    made: list[SymKey] = []
+    try:
+        kek = as_key(
+            hsm.session.generate_key(
+                KeyType.DES2, capabilities=MechanismFlag.WRAP, template=template
+            )
+        )
+        made.append(kek)
+        probe = as_key(hsm.session.generate_key(KeyType.DES2, template=template))
+        made.append(probe)
+        kek.wrap_key(probe, mechanism=Mechanism.DES3_ECB)
+    except pkcs11.exceptions.MechanismInvalid:
+        return (
+            "the token lists CKM_DES3_ECB with CKF_WRAP but C_WrapKey refuses it"
+            " (CKR_MECHANISM_INVALID; SoftHSM 2.6.1 does)"
+        )
+    finally:
+        for obj in made:
+            obj.destroy()
+    return None
+
+
+def des3_wrap(kek: SymKey, key: SymKey) -> bytes:
+    """C_WrapKey(CKM_DES3_ECB): a DES key enciphered under a DES2/DES3 key-encryption key.
+
+    The production mechanism for cards personalised with DES keys (GlobalPlatform SCP02 K_DEK,
+    EMV CPS DGI 8000 = 3DES-ECB(K_DEK, MK-AC) || ... ): each per-card master key, a sensitive
+    session object that may only be wrapped, leaves the HSM enciphered under the card's K_DEK.
+    Tokens without it (SoftHSM 2.6.1) use the AES route of perso.py (SCP03 K_DEK, CKM_AES_CBC
+    over one block)."""
+    return kek.wrap_key(key, mechanism=Mechanism.DES3_ECB)
