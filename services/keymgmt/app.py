@@ -23,9 +23,10 @@ from services.keymgmt.handlers import (
     imks_of,
 )
 from services.keymgmt.hsm import Hsm, HsmError, KeyNotFoundError
-from services.keymgmt.perso import PersoScript
+from services.keymgmt.perso import PersoScript, PersoSummary
 from services.keymgmt.pin_mailer import router as pin_mailer_router
 from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.repository_sim import SimRepository
 from services.keymgmt.routers import router as keys_and_products_router
 from services.keymgmt.secure_channel import (
     CRYPTOGRAM_MISMATCH,
@@ -52,6 +53,7 @@ from services.keymgmt.service import (
 )
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.signing import router as signing_router
+from services.keymgmt.sim_perso import SimPersoScript, build_sim_script, mnc_length_of
 from shared.auth import Principal, require
 from shared.service import ServiceRuntime, create_app
 
@@ -269,17 +271,29 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
                 raise HTTPException(409, "the card is already bound to another chip")
             if bound is None and await repo.card_of_chip(chip) is not None:
                 raise HTTPException(409, "this chip is already bound to another card")
+            sims = SimRepository(conn)
+            sim = await sims.card(card_id)
             imks = imks_of(prepared["issuer_id"])
-            needed = [imks.ac, imks.smi, imks.smc, settings.kmc_label]
+            if sim is None:  # an EMV payment card
+                needed = [imks.ac, imks.smi, imks.smc, settings.kmc_label]
+            else:  # a USIM (docs/perso-protocol.md, SIM products)
+                needed = [sim["storage_key_label"], settings.kmc_label]
+                product = await sims.product(prepared["issuer_id"], prepared["product_id"])
+                if product is None:
+                    raise HTTPException(409, "the SIM's product is not configured")
+                mnc_length = mnc_length_of(product["imsi_prefix"])
             missing = set(needed) - await repo.active_labels(needed)
             if missing:
                 raise HTTPException(409, f"keys not active: {', '.join(sorted(missing))}")
-            built: list[PersoScript] = []
+            built: list[PersoScript | SimPersoScript] = []
 
             def build(h: Hsm, iu_answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
                 div = iu_answer.diversification_data
-                args = (div, imks, settings.kmc_label, settings.app_label, settings.service_code)
-                built.append(build_card_script(h, vaulted, *args))
+                if sim is not None:
+                    built.append(build_sim_script(h, sim, div, settings.kmc_label, mnc_length))
+                else:
+                    args = (div, imks, settings.kmc_label, settings.app_label)
+                    built.append(build_card_script(h, vaulted, *args, settings.service_code))
                 return built[-1].commands
 
             challenge = bytes.fromhex(body.host_challenge)
@@ -293,9 +307,17 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
                 raise HTTPException(422, str(exc)) from exc
             if mismatch is None:
                 summary = built[0].summary
-                kcvs = tuple(k.value for _, k in summary.mk_kcvs)
-                if kcvs != (prepared["mk_ac_kcv"], prepared["mk_smi_kcv"], prepared["mk_smc_kcv"]):
-                    raise HTTPException(409, "the issuer keys changed since the card was prepared")
+                if isinstance(summary, PersoSummary):
+                    kcvs = tuple(k.value for _, k in summary.mk_kcvs)
+                    expected = (
+                        prepared["mk_ac_kcv"],
+                        prepared["mk_smi_kcv"],
+                        prepared["mk_smc_kcv"],
+                    )
+                    if kcvs != expected:
+                        raise HTTPException(
+                            409, "the issuer keys changed since the card was prepared"
+                        )
                 try:
                     if bound is None:
                         await repo.bind_chip(card_id, chip, who.name)

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from services.keymgmt.app import KeymgmtRuntime
 from services.keymgmt.cli import load_demo_keys
+from services.keymgmt.hsm import Hsm
 from services.keymgmt.settings import KeymgmtSettings
 from tests.integration.bus_harness import collect
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
@@ -30,9 +31,12 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     settings,
     vault,
 )
+from tests.integration.test_keymgmt_sim_cards import sim_ordered, sim_product
+from tests.unit.test_vcard_usim import select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore
+from vcard.usim import iccid_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -168,3 +172,36 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
             f"perso refused: card cryptogram mismatch (chip {impostor.chip_serial})",
         )
     ]
+
+
+async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
+    settings: KeymgmtSettings,  # noqa: F811
+    unique: str,
+    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt_hsm: Hsm,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A SIM product's card: the same station call, the USIM script inside the SCP03 session."""
+    runtime, http = keymgmt
+    issuer, station = f"ia{unique}", f"st-{unique}"
+    await load_demo_keys(settings, issuer)
+    product = await sim_product(runtime, http, keymgmt_hsm, issuer, unique)
+    card = await vault(http, unique, issuer)
+    await publish(settings, sim_ordered(card, issuer, product, uuid.uuid4()))
+    await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda seen: len(seen) >= 1)
+    chip = new_chip(CardStore(tmp_path))
+    answer = await script_for(http, station, card["card_id"], chip)
+    assert answer.status_code == 200, answer.text
+    script = answer.json()
+    assert script["dgis"] == ["0201", "0202", "0203", "8101"]
+    assert script["security_level"] == "03"
+    for apdu in script["apdus"]:
+        assert chip.process(bytes.fromhex(apdu))[-2:] == b"\x90\x00", apdu[:8]
+    assert select_usim(chip)[1] == 0x9000
+    assert chip.process(bytes.fromhex("00A4000C022FE2"))[-2:] == b"\x90\x00"
+    iccid = iccid_of(chip.process(bytes.fromhex("00B000000A"))[:-2])
+    async with runtime.engine.connect() as conn:
+        row = await conn.execute(
+            text("SELECT iccid FROM sim_cards WHERE card_id = :c"), {"c": card["card_id"]}
+        )
+    assert iccid == row.scalar_one()
