@@ -173,7 +173,8 @@ class VirtualCard:
     def _secure_messaging(self, cmd: CommandAPDU) -> CommandAPDU | ResponseAPDU:
         """GlobalPlatform secure messaging (CLA b3) belongs to the card manager's SCP03 session:
         the clear command, or the refusal. Inside an authenticated session every command but
-        SELECT must be protected; an unprotected one closes the session."""
+        SELECT and INITIALIZE UPDATE (both end it) must be protected; an unprotected one closes
+        the session."""
         channel = self.manager.channel
         if cmd.cla & 0x0C:
             if cmd.cla & 0x0C != CLA_SM or self._selected is not self.manager:
@@ -182,7 +183,7 @@ class VirtualCard:
                 return channel.external_authenticate(cmd)
             clear = channel.unwrap(cmd)
             return _sw(clear) if isinstance(clear, int) else clear
-        if channel.authenticated and cmd.ins != 0xA4:
+        if channel.authenticated and cmd.ins not in (0xA4, 0x50):
             channel.close()
             return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)
         return cmd

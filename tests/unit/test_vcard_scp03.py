@@ -185,3 +185,13 @@ def test_other_kmc_card_fails_the_card_cryptogram(tmp_path: Path) -> None:
     host, _ = begin(card)
     assert not host.card_authentic
     assert sw_of(card, host.external_authenticate(0x03)) == 0x6982
+
+
+def test_initialize_update_starts_a_new_session(card: VirtualCard) -> None:
+    old = authenticated(card)
+    challenge = os.urandom(8)
+    answer = card.process(initialize_update(challenge))
+    assert answer[-2:] == b"\x90\x00"
+    assert sw_of(card, old.wrap(0x80, 0xE2, 0x08, 0x00, DGI_0101)) == 0x6982  # old one gone
+    host = Scp03Host.from_kmc(TEST_KMC, challenge, answer[:-2])
+    assert sw_of(card, host.external_authenticate(0x01)) == 0x9000
