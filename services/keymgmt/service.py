@@ -61,11 +61,6 @@ class VaultStore(BaseModel):
     cards: list[VaultCardIn] = Field(min_length=1)
 
 
-class PersoRequest(BaseModel):
-    card_id: UUID
-    diversification_data: str = Field(pattern=r"^[0-9A-Fa-f]{20}$", description="10 bytes hex")
-
-
 class ReadbackRequest(BaseModel):
     card_id: UUID
     records: dict[str, str] = Field(description='{"1": hex, "2": hex}: SFI 1 records')
