@@ -221,7 +221,7 @@ class VirtualCard:
         if cmd.data == ISD_AID:
             self._selected = self.manager
             return self.manager.select()
-        if cmd.data == USIM_AID:
+        if cmd.data == USIM_AID and self.usim.personalized:  # selectable once personalised
             self.manager.deselect()
             self._selected = self.usim
             fcp = self.usim.select()

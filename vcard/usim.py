@@ -11,7 +11,9 @@ USIM_AID), and DGI 8101 only from a session that encrypts command data:
     DGI 8101  AES-128-ECB(K_DEK, Ki) || AES-128-ECB(K_DEK, OPc), 32 bytes
 
 After the last block the card checks every DGI is there and that DGI 8101 opens under its
-K_DEK, and from then on answers SELECT (by AID; files by FID or path), READ BINARY and
+K_DEK, and from then on answers SELECT (by AID, 6A82 before personalization as if the
+application were not there, so an EMV product's chip is no SIM; files by FID or path), READ
+BINARY and
 AUTHENTICATE in the 3G security context (TS 31.102 §7.1.2.1): `00 88 00 81 22 10 RAND 10 AUTN`
 -> `DB 08 RES 10 CK 10 IK` (9000), `DC 0E AUTS` on a SQN out of range (TS 33.102 §6.3.3), or
 9862 when the network's MAC is wrong. Like a physical card it keeps Ki and OPc in its NVM

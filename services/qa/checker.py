@@ -38,6 +38,7 @@ from services.qa.service import (
     require_ok,
     unpredictable_number,
 )
+from services.qa.sim_check import is_usim, sim_chip_checks
 from shared.events import CardQaFailed, CardQaPassed
 from shared.outbox import UnitOfWork, unit_of_work
 from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
@@ -206,6 +207,8 @@ class QaMachine:
             await asyncio.sleep(0.05)
 
     async def _chip_checks(self, conn: CardConnection, card: QaCard) -> list[str]:
+        if await is_usim(conn):  # a SIM product: the USIM's own checks (sim_check.py)
+            return await sim_chip_checks(conn, card.card_id, self.keymgmt)
         _fci, sw = await conn.transmit(SELECT_AID)
         require_ok("SELECT", SELECT_AID, sw)
         records: dict[int, bytes] = {}

@@ -67,6 +67,22 @@ class KeymgmtClient:
             raise KeymgmtRefused("keymgmt's ARQC answer breaks the contract (no boolean ok)")
         return bool(answer["ok"])
 
+    async def sim_challenge(self, card_id: UUID) -> dict[str, Any]:
+        """RAND and AUTN for the card's SIM, with the ICCID and IMSI prepared (sim_check.py)."""
+        answer = await self._post("/v1/sim/qa/challenge", {"card_id": str(card_id)})
+        if not all(isinstance(answer.get(k), str) for k in ("rand", "autn", "iccid", "imsi")):
+            raise KeymgmtRefused("keymgmt's SIM challenge breaks the contract")
+        return answer
+
+    async def sim_check(self, card_id: UUID, rand: bytes, response: bytes) -> list[str]:
+        """The problems keymgmt found in the chip's AUTHENTICATE answer ([] = it checks out)."""
+        body = {"card_id": str(card_id), "rand": rand.hex(), "response": response.hex()}
+        answer = await self._post("/v1/sim/qa/check", body)
+        if answer.get("ok") is True:
+            return []
+        problems = answer.get("problems") or ["keymgmt says the answer does not check out"]
+        return [str(p)[:200] for p in problems][:10]
+
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         delay = self._backoff_s
         while True:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from shared.iso7816 import decode_tlv, store_data_script
+from shared.iso7816 import CommandAPDU, decode_tlv, store_data_script
 from tests.integration.test_hsm_sim import milenage as independent_milenage
 from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from tests.unit.test_vcard_card import apdu, k_dek_of, new_card, secured
@@ -218,10 +218,12 @@ def test_usim_personalization_rules(store: CardStore) -> None:
     ki, opc = os.urandom(16), os.urandom(16)
     # Keys only at C-DECRYPTION: a C-MAC-only session cannot carry DGI 8101.
     assert personalize_usim(card, ki, opc, level=0x01)[3] == 0x6982
-    blank = new_card(store)
+    blank = new_card(store)  # the USIM is selectable only once personalised (6A82 before)
+    assert select_usim(blank)[1] == 0x6A82
+    assert apdu(blank, "00A4000C026F07")[1] == 0x6A81  # no USIM selected: no file selection
+    assert blank.usim.execute(CommandAPDU.parse(bytes.fromhex("0088008100"))).sw == 0x6985
+    personalize_usim(blank, ki, opc)
     assert select_usim(blank)[1] == 0x9000
-    assert apdu(blank, "00A4000C026F07")[1] == 0x6A82  # no files before personalization
-    assert authenticate(blank, bytes(16), bytes(16))[1] == 0x6985
     assert apdu(blank, "80E2880003010100")[1] == 0x6982  # STORE DATA outside the ISD: refused
     other = new_card(store)
     personalize_usim(other, ki, opc)
