@@ -34,6 +34,7 @@ class FaultRequest(BaseModel):
     wrong_kmc: bool = False  # shortcut: a factory KMC other than the bureau's
     kmc_hex: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{32}$")
     protocol: Literal["T=0", "T=1"] | None = None
+    scp: Literal["02", "03"] | None = None  # the next card's secure channel protocol
 
 
 # A factory KMC that is not the bureau's: cards made with it carry keys nobody else knows.
@@ -75,6 +76,7 @@ def create_app(feeder: Feeder) -> FastAPI:
             store_data_memory_failure_at_block=body.store_data_memory_failure_at_block,
             kmc_hex=kmc_hex,
             protocol=body.protocol,
+            scp=body.scp,
         )
         return feeder.arm(reader, armed)
 

@@ -97,7 +97,7 @@ class VirtualCard:
         self.faults = faults or Faults()
         self.app = PaymentApplication(state, persist)
         self.usim = UsimApplication(state, persist)
-        self.manager = CardManager(state, self.app, usim=self.usim)
+        self.manager = CardManager(state, self.app, usim=self.usim, persist=persist)
         self.apdu_count = 0
         self.powered = False
         self._selected: PaymentApplication | CardManager | UsimApplication | None = None

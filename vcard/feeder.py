@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from vcard.card import Faults, VirtualCard
 from vcard.crypto import TEST_KMC
-from vcard.store import CardState, CardStore, Protocol
+from vcard.store import CardState, CardStore, Protocol, Scp
 from vcard.wire import CardLink
 
 log = logging.getLogger("vcard.feeder")  # not __main__ under python -m
@@ -49,6 +49,7 @@ class ArmedFaults:
     store_data_memory_failure_at_block: int | None = None
     kmc_hex: str | None = None  # a factory KMC other than the bureau's: the card has wrong keys
     protocol: Protocol | None = None
+    scp: Scp | None = None  # a factory option: the card's secure channel protocol
 
     @property
     def armed(self) -> bool:
@@ -148,7 +149,10 @@ class Feeder:
         faults = self._take_faults(slot)
         kmc = bytes.fromhex(faults.kmc_hex) if faults.kmc_hex else self.kmc
         state = self.store.manufacture(
-            kmc, batch_id=self.batch_id, protocol=faults.protocol or self.default_protocol
+            kmc,
+            batch_id=self.batch_id,
+            protocol=faults.protocol or self.default_protocol,
+            scp=faults.scp or "03",
         )
         slot.blanks_fed += 1
         self._attach(slot, state, faults)
@@ -196,7 +200,7 @@ class Feeder:
             except (KeyError, ValueError):
                 raise NotFound(f"no card {chip_serial!r} in {self.store.directory}") from None
             faults = self._take_faults(slot)
-            if faults.kmc_hex or faults.protocol:
+            if faults.kmc_hex or faults.protocol or faults.scp:
                 log.warning("%s: factory faults do not apply to an existing card", slot.name)
             slot.cards_inserted += 1
             self._attach(slot, state, faults)

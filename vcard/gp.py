@@ -1,4 +1,5 @@
-"""The virtual card's GlobalPlatform card manager (Issuer Security Domain) with SCP03.
+"""The virtual card's GlobalPlatform card manager (Issuer Security Domain) with SCP03 (or SCP02,
+vcard/scp02.py, for a card made with an SCP02 key set).
 
 docs/perso-protocol.md ("Secure channel: SCP03") is the contract. The ISD opens a secure channel
 with INITIALIZE UPDATE / EXTERNAL AUTHENTICATE, then every command of the session must carry a
@@ -28,6 +29,7 @@ from shared.iso7816 import (
     ResponseAPDU,
 )
 from vcard.emv import PAYMENT_AID, PaymentApplication
+from vcard.scp02 import Scp02Channel
 from vcard.scp03 import (
     CLA_SM,
     I_PARAM,
@@ -169,8 +171,14 @@ class CardManager:
         payment: PaymentApplication,
         challenge: Callable[[int], bytes] = secrets.token_bytes,
         usim: UsimApplication | None = None,
+        persist: Callable[[CardState], None] | None = None,
     ) -> None:
-        self.channel = SecureChannel(state, challenge)
+        # The card offers one protocol: SCP03, or SCP02 for a card made with an SCP02 key set.
+        self.channel: SecureChannel | Scp02Channel = (
+            Scp02Channel(state, challenge, persist or (lambda _s: None))
+            if state.scp == "02"
+            else SecureChannel(state, challenge)
+        )
         self.payment = payment
         self.usim = usim
         self._target: PaymentApplication | UsimApplication | None = None

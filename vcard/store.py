@@ -16,9 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from vcard.crypto import cpg202_aes_keys
+from vcard.crypto import cpg202_aes_diversify, cpg202_aes_keys
 
 Protocol = Literal["T=0", "T=1"]
+Scp = Literal["02", "03"]
+# SCP02 key set (docs/perso-protocol.md): CPG202-AES with these key numbers, used as DES2 keys.
+SCP02_KEY_IDS = (0x11, 0x12, 0x13)
 Lifecycle = Literal["blank", "personalized"]
 
 # CPLC constants of the virtual chip family (GlobalPlatform Card Spec, CPLC data, tag 9F7F).
@@ -72,11 +75,24 @@ class CardState:
     atc: int = 0
     # A defect of the silicon: STORE DATA from this block number on answers 6581.
     memory_failure_at_block: int | None = None
+    # The card manager's secure channel protocol; an SCP02 card also holds a DES key set and
+    # the session sequence counter.
+    scp: Scp = "03"
+    scp02_enc: bytes | None = None
+    scp02_mac: bytes | None = None
+    scp02_dek: bytes | None = None
+    scp02_sequence: int = 0
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
     def chip_serial(self) -> str:
         return chip_serial_of(self.cplc)
+
+    @property
+    def scp02_keys(self) -> tuple[bytes, bytes, bytes] | None:
+        if self.scp02_enc is None or self.scp02_mac is None or self.scp02_dek is None:
+            return None
+        return self.scp02_enc, self.scp02_mac, self.scp02_dek
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +109,11 @@ class CardState:
             "mk_smc": _hex(self.mk_smc),
             "atc": self.atc,
             "memory_failure_at_block": self.memory_failure_at_block,
+            "scp": self.scp,
+            "scp02_enc": _hex(self.scp02_enc),
+            "scp02_mac": _hex(self.scp02_mac),
+            "scp02_dek": _hex(self.scp02_dek),
+            "scp02_sequence": self.scp02_sequence,
             "created_at": self.created_at,
         }
 
@@ -117,6 +138,11 @@ class CardState:
             mk_smc=_unhex(doc.get("mk_smc")),
             atc=int(doc.get("atc", 0)),
             memory_failure_at_block=doc.get("memory_failure_at_block"),
+            scp=doc.get("scp", "03"),
+            scp02_enc=_unhex(doc.get("scp02_enc")),
+            scp02_mac=_unhex(doc.get("scp02_mac")),
+            scp02_dek=_unhex(doc.get("scp02_dek")),
+            scp02_sequence=int(doc.get("scp02_sequence", 0)),
             created_at=str(doc.get("created_at", "")),
         )
 
@@ -159,6 +185,7 @@ class CardStore:
         batch_id: bytes = b"\x00\x01",
         protocol: Protocol = "T=1",
         memory_failure_at_block: int | None = None,
+        scp: Scp = "03",
     ) -> CardState:
         """Make a blank card with a serial unique in this directory, keys from `kmc`.
 
@@ -172,7 +199,8 @@ class CardStore:
             except FileExistsError:
                 continue
             os.close(fd)
-            enc, mac, dek = cpg202_aes_keys(kmc, diversification_data(cplc))
+            div = diversification_data(cplc)
+            enc, mac, dek = cpg202_aes_keys(kmc, div)
             state = CardState(
                 cplc=cplc,
                 k_enc=enc,
@@ -180,7 +208,12 @@ class CardStore:
                 k_dek=dek,
                 protocol=protocol,
                 memory_failure_at_block=memory_failure_at_block,
+                scp=scp,
             )
+            if scp == "02":
+                state.scp02_enc, state.scp02_mac, state.scp02_dek = (
+                    cpg202_aes_diversify(kmc, div, i) for i in SCP02_KEY_IDS
+                )
             self.save(state)
             return state
         raise RuntimeError("no free chip serial after 1000 draws")
