@@ -12,6 +12,11 @@ Script-agnostic: the caller hands a list of clear command APDUs, each marked sen
 C-MAC; GlobalPlatform then encrypts every command that has data), otherwise level 01 (C-MAC).
 EMV (services/keymgmt/perso.py) and SIM scripts go through the same `secure_script`.
 
+SCP02 (i=15, 3DES) is the second protocol, for cards that answer INITIALIZE UPDATE with SCP02
+(`Scp02HostSession`, same interface); its session keys are derived the same way: the 3DES-CBC
+over two blocks b1 || 00*8 is c1 || E(c1), c1 = E(b1) computed with C_Encrypt, then one
+CKM_DES3_ECB_ENCRYPT_DATA derivation over b1 || c1.
+
 SoftHSM cannot derive a key from a CMAC, so the SP 800-108 KDF runs as public values and one
 derivation: the derivation data is 32 bytes, M1 || M2, and
     CMAC_K(M1 || M2) = AES_K(M2 xor K1 xor AES_K(M1)),   K1 = dbl(AES_K(0^16))   (SP 800-38B)
@@ -30,6 +35,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag
+from pkcs11.constants import DEFAULT
 from pydantic import BaseModel, Field
 
 from services.keymgmt.hsm import Hsm
@@ -37,8 +43,12 @@ from services.keymgmt.p11 import SymKey, as_key, encrypt
 
 log = logging.getLogger(__name__)
 
+SCP02: Final = 0x02
 SCP03: Final = 0x03
 KEY_VERSIONS: Final = range(0x30, 0x40)  # SCP03 key version numbers
+SCP02_KEY_VERSIONS: Final = range(0x20, 0x30)
+SCP02_KEY_IDS: Final = (0x11, 0x12)  # K-ENC, K-MAC of the SCP02 key set (CPG202-AES numbers)
+SCP02_I: Final = 0x15
 DC_CARD_CRYPTOGRAM: Final = 0x00
 DC_HOST_CRYPTOGRAM: Final = 0x01
 DC_S_ENC: Final = 0x04
@@ -47,6 +57,7 @@ LEVEL_C_MAC: Final = 0x01
 LEVEL_C_DEC_C_MAC: Final = 0x03
 CLA_SM: Final = 0x04
 IU_ANSWER_LENGTH: Final = 29  # i without pseudo-random challenge: no sequence counter
+IU_ANSWER_LENGTH_02: Final = 28
 # A refusal the station must tell from others (the chip is rejected, not kept for another card)
 REFUSAL_HEADER: Final = "X-Bureau-Refusal"
 CRYPTOGRAM_MISMATCH: Final = "card-cryptogram-mismatch"
@@ -84,6 +95,8 @@ class InitializeUpdateAnswer:
     i_param: int
     card_challenge: bytes
     card_cryptogram: bytes
+    scp: int = SCP03
+    sequence_counter: bytes = b""  # SCP02 only
 
     @property
     def chip_serial(self) -> str:
@@ -91,6 +104,10 @@ class InitializeUpdateAnswer:
 
     @classmethod
     def parse(cls, raw: bytes) -> InitializeUpdateAnswer:
+        if len(raw) == IU_ANSWER_LENGTH_02 and raw[11:12] == bytes((SCP02,)):
+            if raw[10] not in SCP02_KEY_VERSIONS:
+                raise SecureChannelError(f"key version {raw[10]:02X} is not an SCP02 key set")
+            return cls(raw[:10], raw[10], SCP02_I, raw[14:20], raw[20:28], SCP02, raw[12:14])
         if len(raw) != IU_ANSWER_LENGTH:
             raise SecureChannelError(
                 f"INITIALIZE UPDATE answer is {len(raw)} bytes, SCP03 with i=00 gives 29"
@@ -118,7 +135,8 @@ class SecureScriptRequest(BaseModel):
     chip_serial: str = Field(pattern=r"^[0-9A-Fa-f]{12}$", description="from the CPLC")
     host_challenge: str = Field(pattern=r"^[0-9A-Fa-f]{16}$", description="8 bytes hex")
     initialize_update_response: str = Field(
-        pattern=r"^[0-9A-Fa-f]{58}$", description="the card's 29-byte answer, without SW"
+        pattern=r"^(?:[0-9A-Fa-f]{56}|[0-9A-Fa-f]{58})$",
+        description="the card's answer without SW: 29 bytes (SCP03) or 28 (SCP02)",
     )
 
 
@@ -244,14 +262,125 @@ class HostSession:
             key.destroy()
 
 
+def _pad8(data: bytes) -> bytes:
+    padded = data + b"\x80"
+    return padded + bytes(-len(padded) % 8)
+
+
+class Scp02HostSession:
+    """One SCP02 session (i=15), host side, on the HSM worker; `close()` destroys the keys.
+
+    C-MAC on the unmodified APDU: ISO 9797-1 MAC algorithm 3 under S-MAC with the ICV (zero for
+    EXTERNAL AUTHENTICATE, then the previous C-MAC encrypted with single DES under S-MAC's left
+    half, a key object of its own); C-DECRYPTION: 3DES-CBC, zero IV, under S-ENC."""
+
+    def __init__(
+        self, s_enc: SymKey, s_mac: SymKey, s_mac_left: SymKey, context: tuple[bytes, bytes, bytes]
+    ) -> None:
+        self._s_enc, self._s_mac, self._s_mac_left = s_enc, s_mac, s_mac_left
+        self._host, self._sequence, self._card = context
+        self._icv = bytes(8)
+        self.level = 0
+
+    def _full_mac(self, data: bytes) -> bytes:
+        return encrypt(self._s_enc, _pad8(data), Mechanism.DES3_CBC, bytes(8))[-8:]
+
+    def card_cryptogram(self) -> bytes:
+        return self._full_mac(self._host + self._sequence + self._card)
+
+    def _mac(self, data: bytes) -> bytes:
+        padded = _pad8(data)
+        chain = self._icv
+        if len(padded) > 8:
+            chain = encrypt(self._s_mac_left, padded[:-8], Mechanism._DES_CBC, chain)[-8:]
+        last = bytes(a ^ b for a, b in zip(padded[-8:], chain, strict=True))
+        mac = encrypt(self._s_mac, last, Mechanism.DES3_ECB)
+        self._icv = encrypt(self._s_mac_left, mac, Mechanism._DES_ECB)
+        return mac
+
+    def external_authenticate(self, level: int) -> bytes:
+        if level not in (LEVEL_C_MAC, LEVEL_C_DEC_C_MAC):
+            raise SecureChannelError(f"security level {level:02X} is not 01 or 03")
+        self.level = level
+        host = self._full_mac(self._sequence + self._card + self._host)
+        mac = self._mac(bytes((0x80, 0x82, level, 0x00, 8)) + host)
+        return bytes((0x84, 0x82, level, 0x00, 16)) + host + mac
+
+    def wrap(self, apdu: bytes) -> bytes:
+        header, data, le = split_apdu(apdu)
+        cla, ins, p1, p2 = header
+        if cla & 0x0C or cla & 0x03:
+            raise SecureChannelError(f"command {header.hex().upper()}: CLA already has SM/channel")
+        mac = self._mac(header + bytes((len(data),)) + data)
+        if self.level & 0x02 and data:
+            data = encrypt(self._s_enc, _pad8(data), Mechanism.DES3_CBC, bytes(8))
+        if len(data) + 8 > 255:
+            raise SecureChannelError(f"command {header.hex().upper()} exceeds a short APDU")
+        return bytes((cla | CLA_SM, ins, p1, p2, len(data) + 8)) + data + mac + le
+
+    def close(self) -> None:
+        for key in (self._s_enc, self._s_mac, self._s_mac_left):
+            key.destroy()
+
+
+def _scp02_static(hsm: Hsm, kmc_label: str, div: bytes, i: int) -> SymKey:
+    """An SCP02 static key: CPG202-AES (key number i) from the KMC, as a DES2 object."""
+    from services.keymgmt.perso import cpg202_aes_block  # perso imports this module
+
+    key = hsm.key(kmc_label).derive_key(
+        KeyType.DES2,
+        128,
+        capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DERIVE,
+        mechanism=Mechanism.AES_ECB_ENCRYPT_DATA,
+        mechanism_param=cpg202_aes_block(div, i),
+        template={Attribute.VALUE_LEN: DEFAULT, **_SESSION_KEY},
+    )
+    return as_key(key)
+
+
+def open_scp02_session(
+    hsm: Hsm, kmc_label: str, host_challenge: bytes, answer: InitializeUpdateAnswer
+) -> Scp02HostSession:
+    from services.keymgmt.emv import des3_derive
+
+    div, seq = answer.diversification_data, answer.sequence_counter
+    made: list[SymKey] = []
+    try:
+        statics = [_scp02_static(hsm, kmc_label, div, i) for i in SCP02_KEY_IDS]
+        made += statics
+        keys: list[SymKey] = []
+        for static, constant in zip(statics, (b"\x01\x82", b"\x01\x01"), strict=True):
+            b1 = constant + seq + bytes(4)  # first block of constant || counter || 00 * 12
+            c1 = encrypt(static, b1, Mechanism.DES3_ECB)
+            keys.append(des3_derive(static, b1 + c1, MechanismFlag.ENCRYPT))
+            made.append(keys[-1])
+        mac_b1 = b"\x01\x01" + seq + bytes(4)  # S-MAC's left half is E(K-MAC, b1): its own key
+        keys.append(des3_derive(statics[1], mac_b1, MechanismFlag.ENCRYPT))
+        made.append(keys[-1])
+    except BaseException:
+        for key in made:
+            key.destroy()
+        raise
+    for key in statics:
+        key.destroy()
+    context = (host_challenge, seq, answer.card_challenge)
+    session = Scp02HostSession(keys[0], keys[1], keys[2], context)
+    if not hmac.compare_digest(session.card_cryptogram(), answer.card_cryptogram):
+        session.close()
+        raise CardCryptogramMismatch(answer.chip_serial)
+    return session
+
+
 def open_session(
     hsm: Hsm, kmc_label: str, host_challenge: bytes, answer: InitializeUpdateAnswer
-) -> HostSession:
+) -> HostSession | Scp02HostSession:
     """Static keys from the KMC, session keys, and the card cryptogram check (HSM worker)."""
     from services.keymgmt.perso import derive_static_key  # perso imports this module
 
     if len(host_challenge) != 8:
         raise SecureChannelError("the host challenge is 8 bytes")
+    if answer.scp == SCP02:
+        return open_scp02_session(hsm, kmc_label, host_challenge, answer)
     div, context = answer.diversification_data, host_challenge + answer.card_challenge
     caps = MechanismFlag.ENCRYPT | MechanismFlag.DERIVE
     made: list[SymKey] = []

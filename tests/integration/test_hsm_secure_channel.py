@@ -27,6 +27,9 @@ from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm_token,
     test_keys,
 )
+from tests.scp02_host import Scp02Host, scp02_keys
+from tests.scp02_host import cbc as tdes_cbc
+from tests.scp02_host import pad as tdes_pad
 from tests.scp03_host import Scp03Host, cpg202_aes, ecb, scp03_kdf
 
 pytestmark = [pytest.mark.integration]
@@ -107,7 +110,8 @@ def test_card_with_other_keys_is_refused_before_any_script(
     ("answer", "problem"),
     [
         (DIV + bytes.fromhex("300300") + bytes(15), "is 28 bytes"),
-        (DIV + bytes.fromhex("3002") + bytes(17), "SCP02, not SCP03"),
+        (DIV + bytes.fromhex("3001") + bytes(17), "SCP01, not SCP03"),
+        (DIV + bytes.fromhex("3002") + bytes(16), "key version 30 is not an SCP02 key set"),
         (DIV + bytes.fromhex("200300") + bytes(16), "key version 20"),
         (DIV + bytes.fromhex("300310") + bytes(16), "pseudo-random"),
     ],
@@ -140,3 +144,50 @@ def test_session_keys_are_sensitive_hsm_objects_equal_to_the_kdf(
     assert not extractable
     clear = scp03_kdf(cpg202_aes(TEST_KMC, DIV, 1), 0x04, context, 128)
     assert probe == ecb(clear, bytes(16))
+
+
+def scp02_answer(kmc: bytes, host_challenge: bytes, card_challenge: bytes, seq: bytes) -> bytes:
+    """What an SCP02 card made with `kmc` answers (independent computation)."""
+    k_enc, _ = scp02_keys(kmc, DIV)
+    s_enc = tdes_cbc(k_enc, b"\x01\x82" + seq + bytes(12))
+    cryptogram = tdes_cbc(s_enc, tdes_pad(host_challenge + seq + card_challenge))[-8:]
+    return DIV + bytes.fromhex("2002") + seq + card_challenge + cryptogram
+
+
+@pytest.mark.parametrize("sensitive", [False, True])
+def test_scp02_hsm_host_matches_the_independent_host(
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+    sensitive: bool,
+) -> None:
+    host_challenge = os.urandom(8)
+    answer = scp02_answer(TEST_KMC, host_challenge, os.urandom(6), b"\x00\x2a")
+    commands = list(COMMANDS)
+    commands[-1] = ScriptCommand(commands[-1].apdu, sensitive=sensitive)
+    before = hsm.run(lambda h: h.count_objects())
+    script = hsm.run(
+        secure_script, test_keys.kmc_label, host_challenge, answer, lambda _h, _a: commands
+    )
+    assert hsm.run(lambda h: h.count_objects()) == before, "session keys must be destroyed"
+    level = 0x03 if sensitive else 0x01
+    host = Scp02Host.from_kmc(TEST_KMC, host_challenge, answer)
+    assert host.card_authentic
+    expected = [host.external_authenticate(level)]
+    for command in commands:
+        apdu = command.apdu
+        data = apdu[5 : 5 + apdu[4]] if len(apdu) > 5 else b""
+        le = apdu[5 + apdu[4] :] if len(apdu) > 5 else apdu[4:]
+        cla, ins, p1, p2 = apdu[:4]
+        expected.append(host.wrap(cla, ins, p1, p2, data) + le)
+    assert script.security_level == level
+    assert list(script.apdus) == expected
+
+
+def test_scp02_card_with_other_keys_is_refused(
+    hsm: Hsm,  # noqa: F811
+    test_keys: IssuerKeys,  # noqa: F811
+) -> None:
+    host_challenge = os.urandom(8)
+    answer = scp02_answer(OTHER_KMC, host_challenge, os.urandom(6), b"\x00\x01")
+    with pytest.raises(CardCryptogramMismatch):
+        hsm.run(secure_script, test_keys.kmc_label, host_challenge, answer, lambda _h, _a: [])

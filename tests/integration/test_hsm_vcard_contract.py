@@ -32,13 +32,15 @@ RECORD = CardRecord("4761739001010010", "01", "2512", "DOE/JANE", "201")
 CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400")
 
 
+@pytest.mark.parametrize("scp", ["03", "02"])
 def test_script_personalises_the_virtual_card_and_arqc_verifies(
     hsm: Hsm,  # noqa: F811
     test_keys: IssuerKeys,  # noqa: F811
     tmp_path: Path,
+    scp: str,
 ) -> None:
     store = vcard_store.CardStore(tmp_path)
-    card = vcard_card.VirtualCard(store.manufacture(TEST_KMC), store.save)
+    card = vcard_card.VirtualCard(store.manufacture(TEST_KMC, scp=scp), store.save)
     card.power_on()
     assert card.process(bytes.fromhex("00A4040008A00000015100000000"))[-2:] == b"\x90\x00"
     host_challenge = bytes.fromhex("0102030405060708")

@@ -35,7 +35,7 @@ from tests.integration.test_keymgmt_sim_cards import sim_ordered, sim_product
 from tests.unit.test_vcard_usim import select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
-from vcard.store import CardStore
+from vcard.store import CardStore, Scp
 from vcard.usim import iccid_of
 
 pytestmark = [
@@ -49,8 +49,8 @@ SELECT_ISD = bytes.fromhex("00A4040008A00000015100000000")
 OTHER_KMC = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
 
 
-def new_chip(store: CardStore, kmc: bytes = TEST_KMC) -> VirtualCard:
-    card = VirtualCard(store.manufacture(kmc), store.save)
+def new_chip(store: CardStore, kmc: bytes = TEST_KMC, scp: Scp = "03") -> VirtualCard:
+    card = VirtualCard(store.manufacture(kmc, scp=scp), store.save)
     card.power_on()
     return card
 
@@ -72,11 +72,13 @@ async def script_for(
     return await http.post("/v1/perso/secure-scripts", json=body, headers=auth(token))
 
 
+@pytest.mark.parametrize("scp", ["03", "02"])
 async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
     keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
     tmp_path: Path,
+    scp: Scp,
 ) -> None:
     runtime, http = keymgmt
     issuer, station, qa = f"ia{unique}", f"st-{unique}", auth(f"qa-{unique}")
@@ -84,7 +86,7 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     card = await vault(http, unique, issuer)
     card_id = card["card_id"]
     store = CardStore(tmp_path)
-    chip = new_chip(store)
+    chip = new_chip(store, scp=scp)
 
     early = await script_for(http, station, card_id, chip)
     assert early.status_code == 409  # vaulted, not prepared yet
@@ -97,7 +99,7 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     assert wrong_serial.status_code == 422
     assert f"from chip {chip.chip_serial}, not 000000000000" in wrong_serial.text
 
-    impostor = new_chip(store, OTHER_KMC)  # a chip whose keys come from another KMC
+    impostor = new_chip(store, OTHER_KMC, scp)  # a chip whose keys come from another KMC
     refused = await script_for(http, station, card_id, impostor)
     assert refused.status_code == 409
     assert refused.json()["detail"].startswith("card cryptogram mismatch")
