@@ -164,7 +164,8 @@ class Hsm:
             load_openssl_config(self._openssl_conf)
         lib = pkcs11.lib(self._module_path)
         token = lib.get_token(token_label=self._token_label)
-        self._session = token.open(rw=True, user_pin=self._pin)
+        # An empty PIN: a token that needs no login (never a production setting).
+        self._session = token.open(rw=True, user_pin=self._pin or None)
         log.info("hsm session open", extra={"token": self._token_label})
 
     def __repr__(self) -> str:  # never show the PIN
