@@ -155,11 +155,13 @@ if mv "$home/misprint" "$home/misprint.used" 2>/dev/null; then
 fi
 exec cat "\$1"
 EOF
-    # The PIN printer keeps nothing: a PIN mailer leaves only on paper (no -k, no output).
+    # The PIN printer keeps nothing: a PIN mailer leaves only on paper. Without -k
+    # ippeveprinter still keeps a job's document until it cleans its history (a minute later),
+    # so its print command shreds the document as soon as it is printed, and writes no output.
     local keep=-k
     if [[ $name == pin ]]; then
         keep=
-        sed -i 's/^exec cat .*/exec cat >\/dev\/null/' "$home/print-command"
+        sed -i 's/^exec cat .*/exec rm -f -- "$1"/' "$home/print-command"
     fi
     chmod 755 "$home/print-command"
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid ippeveprinter -n localhost -p "$port" \
