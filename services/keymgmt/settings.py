@@ -50,6 +50,8 @@ class KeymgmtSettings(BureauSettings):
 
     @model_validator(mode="after")
     def _check_hsm_settings(self) -> KeymgmtSettings:
+        if not self.hsm_pin:
+            raise ValueError("hsm_pin is empty: keymgmt always logs in to its token")
         if self.environment not in ("dev", "test") and (
             self.hsm_pin in DEV_HSM_PINS or "dev" in self.hsm_pin
         ):

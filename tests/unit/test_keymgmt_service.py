@@ -127,6 +127,8 @@ def test_settings_refuse_a_development_hsm_pin_outside_dev() -> None:
         prod("1234")
     assert prod("Xk4-91-qq").hsm_pin == "Xk4-91-qq"
     assert KeymgmtSettings(environment="test").hsm_pin == "1234"
+    with pytest.raises(ValidationError, match="hsm_pin is empty"):
+        KeymgmtSettings(environment="test", hsm_pin="")  # the Hsm would not log in
     with pytest.raises(ValidationError, match="vault_key_label"):
         KeymgmtSettings(vault_key_label="bureau/AES/1")
 
