@@ -12,7 +12,7 @@ from shared.iso7816 import SW_OK, sw_hex
 GET_CPLC: Final = bytes.fromhex("80CA9F7F00")  # GET DATA, tag 9F7F (GlobalPlatform CPLC)
 ISD_AID: Final = bytes.fromhex("A000000151000000")  # the card manager (GlobalPlatform ISD)
 SELECT_ISD: Final = bytes((0x00, 0xA4, 0x04, 0x00, len(ISD_AID))) + ISD_AID + b"\x00"
-IU_ANSWER_LENGTH: Final = 29  # SCP03, i = 00 (docs/perso-protocol.md)
+IU_ANSWER_LENGTHS: Final = (29, 28)  # SCP03 i = 00; SCP02 i = 15 (docs/perso-protocol.md)
 CPLC_TAG: Final = bytes.fromhex("9F7F")
 CPLC_LENGTH: Final = 42
 TRACE_LIMIT: Final = 64  # entries kept on a card.spoiled event; the newest matter most
@@ -54,8 +54,8 @@ def check_initialize_update(data: bytes, sw: int, chip: ChipIdentity) -> bytes:
     """The card's answer, checked for shape and chip before it goes to keymgmt."""
     if sw != SW_OK:
         raise WrongCard(f"card answered {sw_hex(sw)} to INITIALIZE UPDATE")
-    if len(data) != IU_ANSWER_LENGTH:
-        raise WrongCard(f"INITIALIZE UPDATE answer is {len(data)} bytes, not {IU_ANSWER_LENGTH}")
+    if len(data) not in IU_ANSWER_LENGTHS:
+        raise WrongCard(f"INITIALIZE UPDATE answer is {len(data)} bytes, not 29 or 28")
     if data[:10] != chip.diversification_data:
         raise WrongCard("INITIALIZE UPDATE names other key diversification data than the CPLC")
     return data

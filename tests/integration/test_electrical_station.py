@@ -43,6 +43,7 @@ from tests.integration.test_electrical_support import (  # noqa: F401  (pytest f
     read_events,
     station,
 )
+from vcard.store import CardStore
 
 pytestmark = [
     pytest.mark.integration,
@@ -202,6 +203,23 @@ async def test_a_chip_with_another_kmc_is_refused_recorded_and_the_next_card_goe
     assert (await feeder.card(refused.chip_serial))["lifecycle"] == "blank"
     assert (await feeder.card(encoded[0].chip_serial))["lifecycle"] == "personalized"
     assert {refused.card_id, encoded[0].card_id} == set(cards)
+
+
+async def test_an_scp02_chip_is_personalised_through_the_same_flow(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+) -> None:
+    reader = feeder.station_readers[0]
+    await next_card_with(feeder, pcsc, reader, scp="02")
+    card = keymgmt.add_card()
+    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    async with running(electrical):
+        await publish(electrical.settings, "keymgmt", prepared(card, uuid.uuid4()))
+        out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 1)
+    encoded = out[0]
+    assert isinstance(encoded, events.CardEncoded)
+    assert (await feeder.card(encoded.chip_serial))["lifecycle"] == "personalized"
+    chip = CardStore(feeder.state_dir).load(encoded.chip_serial)
+    assert (chip.scp, chip.scp02_sequence) == ("02", 1)  # one SCP02 session opened
 
 
 class TamperingStation:

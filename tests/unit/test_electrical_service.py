@@ -11,8 +11,11 @@ from services.electrical.service import (
     ApduTrace,
     QueuedCard,
     WrongCard,
+    check_initialize_update,
     claim_order,
+    describe_command,
     describe_failure,
+    initialize_update,
     next_to_claim,
     parse_cplc_response,
 )
@@ -88,3 +91,22 @@ def test_claims_take_the_oldest_batch_first_then_arrival() -> None:
 
 def test_an_empty_queue_has_nothing_to_claim() -> None:
     assert next_to_claim([]) is None
+
+
+def test_initialize_update_answers_are_checked_before_keymgmt_sees_them() -> None:
+    chip = parse_cplc_response(bytes.fromhex("9F7F2A") + CPLC, 0x9000)
+    div = diversification_data(CPLC)
+    scp03 = div + bytes.fromhex("300300") + bytes(16)
+    scp02 = div + bytes.fromhex("20020001") + bytes(14)
+    assert check_initialize_update(scp03, 0x9000, chip) == scp03
+    assert check_initialize_update(scp02, 0x9000, chip) == scp02
+    with pytest.raises(WrongCard, match="6982 to INITIALIZE UPDATE"):
+        check_initialize_update(scp03, 0x6982, chip)
+    with pytest.raises(WrongCard, match="is 30 bytes"):
+        check_initialize_update(scp03 + b"\x00", 0x9000, chip)
+    other = bytes(10) + scp03[10:]
+    with pytest.raises(WrongCard, match="other key diversification data"):
+        check_initialize_update(other, 0x9000, chip)
+    command = initialize_update(bytes(range(8)))
+    assert command.hex().upper() == "80500000080001020304050607" + "00"
+    assert describe_command(command) == "INITIALIZE UPDATE"
