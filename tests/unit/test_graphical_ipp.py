@@ -80,7 +80,7 @@ def test_a_response_with_collections_and_several_values_decodes() -> None:
     assert (message.code, message.request_id) == (0, 3)
     job = message.group(JOB_GROUP)
     assert job["job-id"].values == (12,)
-    assert JobState(job["job-state"].values[0]) is JobState.COMPLETED
+    assert job["job-state"].values == (JobState.COMPLETED,)
     assert job["job-state-reasons"].values == ("job-completed-successfully", "job-printing")
     assert "media-col" not in job
     assert job["job-name"].values == (b"",)
