@@ -1,6 +1,6 @@
 """Regenerate the README's images with the services' own renderers (demo data, a fake PIN):
 
-    .venv/bin/python docs/images/generate.py
+.venv/bin/python docs/images/generate.py
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import uuid
 from pathlib import Path
 
 from services.fulfillment.carrier import CarrierLetter, rasterise, render_carrier
+from services.graphical.app import sample_photo
 from services.graphical.render import FaceRenderer
-from services.graphical.service import FaceData, default_design
+from services.graphical.service import FaceData, PhotoBox, default_design
 from services.graphical.settings import DEJAVU_SANS
 from services.keymgmt.pin_mailer import MailerText, render_pin_mailer
 
@@ -18,8 +19,11 @@ HERE = Path(__file__).parent
 DEMO_CARD = uuid.UUID("00000000-0000-4000-8000-00000000d3e0")
 ADDRESS = ("12 Demo Street", "1000 Brussels", "BE")
 
+design = default_design("Demo Bank").model_copy(
+    update={"photo": PhotoBox(x=800, y=40, width=165, height=220)}
+)
 face = FaceRenderer(DEJAVU_SANS).render(
-    default_design("Demo Bank"), FaceData("ADA LOVELACE", "400000******0002", "3011")
+    design, FaceData("ADA LOVELACE", "400000******0002", "3011", sample_photo())
 )
 (HERE / "card-face.png").write_bytes(face)
 letter = CarrierLetter(

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+from PIL import Image, ImageDraw
 
 from services.graphical.handlers import GraphicalDeps, PrintDataSource, build_handlers
 from services.graphical.keymgmt_client import KeymgmtClient
 from services.graphical.printer import IppPrinter, Printer
 from services.graphical.printing import PrintSpooler
-from services.graphical.render import FaceRenderer, RenderError
+from services.graphical.render import FaceRenderer, RenderError, check_photo
 from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
 from services.graphical.settings import GraphicalSettings
@@ -22,7 +25,20 @@ from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "graphical"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SAMPLE_FACE = FaceData("JANE Q SAMPLE", "400000******0002", "3012")
+
+
+def sample_photo() -> bytes:
+    """A neutral silhouette: what previews and design checks show in a photo box."""
+    image = Image.new("RGB", (300, 400), "#c8ccd2")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((95, 60, 205, 190), fill="#8a929c")
+    draw.ellipse((40, 210, 260, 460), fill="#8a929c")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+SAMPLE_FACE = FaceData("JANE Q SAMPLE", "400000******0002", "3012", sample_photo())
 
 
 def bootstrap(
@@ -148,6 +164,36 @@ async def preview_design(issuer_id: str, principal: DesignReader, request: Reque
     except RenderError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     return Response(content=png, media_type="image/png")
+
+
+PHOTO_TYPES = {"image/png", "image/jpeg"}
+
+
+@router.put(
+    "/photos/{issuer_id}/{card_id}",
+    summary="The cardholder's photo for a card (PNG or JPEG body), for designs with a photo box",
+)
+async def put_photo(
+    issuer_id: str, card_id: UUID, principal: DesignReader, request: Request
+) -> dict[str, Any]:
+    _check_tenant(principal, issuer_id)
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind not in PHOTO_TYPES:
+        raise HTTPException(415, detail=f"send the photo as {' or '.join(sorted(PHOTO_TYPES))}")
+    body = await request.body()
+    try:
+        await asyncio.to_thread(check_photo, body)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    digest = hashlib.sha256(body).hexdigest()
+    runtime = runtime_of(request)
+    async with runtime.engine.begin() as conn:
+        saved = await GraphicalRepository(conn, runtime.schema).save_photo(
+            card_id, issuer_id, body, digest, f"{principal.role}:{principal.name}"
+        )
+    if not saved:  # another issuer's card: as if it did not exist
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such card")
+    return {"card_id": str(card_id), "sha256": digest, "bytes": len(body)}
 
 
 @router.get("/print-jobs/{card_id}", summary="The print job of one card")

@@ -63,7 +63,10 @@ def build_handlers(deps: GraphicalDeps) -> HandlerTable:
                 f"card {event.card_id} belongs to another issuer in keymgmt than in the event"
             )
         design = await repo.design_for(event.issuer_id) or default_design(event.issuer_id)
-        face = FaceData(data.cardholder_name, data.masked_pan, data.expiry)
+        photo = None
+        if design.photo is not None:
+            photo = await repo.photo_for(event.card_id, event.issuer_id)
+        face = FaceData(data.cardholder_name, data.masked_pan, data.expiry, photo)
         job = PrintJob(
             job_id=uuid.uuid4(),
             card_id=event.card_id,
@@ -96,6 +99,7 @@ async def _spoil(
     uow: UnitOfWork, repo: GraphicalRepository, job: PrintJob, reason: str, actor: str
 ) -> None:
     await repo.add_job(replace(job, status="spoiled", reason=reason[:500]))
+    await repo.purge_photo(job.card_id)
     await uow.emit(
         CardSpoiled(
             issuer_id=job.issuer_id,

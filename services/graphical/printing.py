@@ -308,6 +308,7 @@ class PrintSpooler:
         async with runtime.engine.begin() as conn:
             uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)
             repo = GraphicalRepository(conn, runtime.schema)
+            await repo.purge_photo(job.card_id)  # its face is printed (or spoiled): not needed
             if problem is None:
                 assert job.image_sha256 is not None
                 await repo.update_job(job.job_id, status="printed")

@@ -7,7 +7,7 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from services.graphical.service import (
     CARD_HEIGHT_PX,
@@ -16,6 +16,7 @@ from services.graphical.service import (
     Background,
     CardDesign,
     FaceData,
+    PhotoBox,
     lay_out_face,
 )
 
@@ -39,6 +40,8 @@ class FaceRenderer:
         try:
             placed = lay_out_face(design, data)
             image = background(design.background)
+            if design.photo is not None:
+                paste_photo(image, design.photo, data.photo)
             draw = ImageDraw.Draw(image)
             for item in placed:
                 font = self._fitting_font(item.text, item.font_size, CARD_WIDTH_PX - item.x)
@@ -68,6 +71,32 @@ class FaceRenderer:
             )
             self._warned = True
         return ImageFont.load_default(size)
+
+
+MAX_PHOTO_BYTES = 2_000_000
+PHOTO_FORMATS = ("PNG", "JPEG")
+
+
+def check_photo(photo: bytes) -> Image.Image:
+    """The photo as an RGB image; ValueError naming what is wrong with it."""
+    if len(photo) > MAX_PHOTO_BYTES:
+        raise ValueError(f"the photo is over {MAX_PHOTO_BYTES} bytes")
+    try:
+        image = Image.open(io.BytesIO(photo))
+        if image.format not in PHOTO_FORMATS:
+            raise ValueError(f"the photo is {image.format}, not PNG or JPEG")
+        if image.width * image.height > 16_000_000:
+            raise ValueError("the photo has over 16 million pixels")
+        return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"the photo is not a readable image ({exc.__class__.__name__})") from exc
+
+
+def paste_photo(face: Image.Image, box: PhotoBox, photo: bytes | None) -> None:
+    if photo is None:
+        raise ValueError("the design has a photo box and the card has no photo")
+    fitted = ImageOps.fit(check_photo(photo), (box.width, box.height), Image.Resampling.LANCZOS)
+    face.paste(fitted, (box.x, box.y))
 
 
 @lru_cache(maxsize=64)

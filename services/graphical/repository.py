@@ -77,6 +77,38 @@ class GraphicalRepository:
             {"i": issuer_id, "d": design.model_dump_json(), "by": by},
         )
 
+    async def save_photo(
+        self, card_id: UUID, issuer_id: str, photo: bytes, sha256: str, by: str
+    ) -> bool:
+        """False when the card's photo belongs to another issuer (nothing is changed)."""
+        row = (
+            await self._conn.execute(
+                text(
+                    f"INSERT INTO {self._s}.photos (card_id, issuer_id, photo, sha256, uploaded_by)"
+                    " VALUES (:c, :i, :p, :sha, :by) ON CONFLICT (card_id) DO UPDATE"
+                    " SET photo = EXCLUDED.photo, sha256 = EXCLUDED.sha256,"
+                    " uploaded_by = EXCLUDED.uploaded_by, uploaded_at = now()"
+                    f" WHERE {self._s}.photos.issuer_id = EXCLUDED.issuer_id RETURNING card_id"
+                ),
+                {"c": card_id, "i": issuer_id, "p": photo, "sha": sha256, "by": by},
+            )
+        ).first()
+        return row is not None
+
+    async def photo_for(self, card_id: UUID, issuer_id: str) -> bytes | None:
+        row = (
+            await self._conn.execute(
+                text(f"SELECT photo FROM {self._s}.photos WHERE card_id = :c AND issuer_id = :i"),
+                {"c": card_id, "i": issuer_id},
+            )
+        ).first()
+        return None if row is None else bytes(row[0])
+
+    async def purge_photo(self, card_id: UUID) -> None:
+        await self._conn.execute(
+            text(f"DELETE FROM {self._s}.photos WHERE card_id = :c"), {"c": card_id}
+        )
+
     async def lock_card(self, card_id: UUID) -> None:
         """Serialise concurrent handling of one card (a transaction-scoped advisory lock)."""
         await self._conn.execute(

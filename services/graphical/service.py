@@ -51,6 +51,23 @@ class TextField(BaseModel):
         return self
 
 
+class PhotoBox(BaseModel):
+    """Where the cardholder's photo goes; the photo is scaled and centre-cropped to fill it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    x: int = Field(ge=0, lt=CARD_WIDTH_PX)
+    y: int = Field(ge=0, lt=CARD_HEIGHT_PX)
+    width: int = Field(ge=40, le=CARD_WIDTH_PX)
+    height: int = Field(ge=40, le=CARD_HEIGHT_PX)
+
+    @model_validator(mode="after")
+    def _on_the_card(self) -> PhotoBox:
+        if self.x + self.width > CARD_WIDTH_PX or self.y + self.height > CARD_HEIGHT_PX:
+            raise ValueError("the photo box runs off the card")
+        return self
+
+
 class CardDesign(BaseModel):
     """One issuer's card face. Stored as JSON in the service's schema."""
 
@@ -61,6 +78,9 @@ class CardDesign(BaseModel):
     background: Background
     text_colour: Colour = Field(default="#ffffff", pattern=_COLOUR)
     fields: tuple[TextField, ...] = Field(min_length=1)
+    photo: PhotoBox | None = Field(
+        default=None, description="a photo box: every card then needs a photo (PUT /v1/photos)"
+    )
 
 
 def default_design(issuer_name: str) -> CardDesign:
@@ -124,6 +144,7 @@ class FaceData:
     cardholder_name: str
     masked_pan: str
     expiry: str  # YYMM
+    photo: bytes | None = None  # PNG or JPEG, for a design with a photo box
 
 
 @dataclass(frozen=True)

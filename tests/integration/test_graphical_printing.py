@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from PIL import Image
+from sqlalchemy import text
 
 from services.graphical.app import bootstrap, build_app
 from services.graphical.printer import IppPrinter, job_name_for
@@ -144,7 +145,8 @@ def settings(
         environment="test",
         topic_prefix=f"t{unique}",
         service_tokens=f"graphical={SERVICE_TOKEN},qa=qa-{unique}",
-        principals=f"operator:olga=op-{unique}",
+        principals=f"operator:olga=op-{unique},issuer:acme-ops:acme=iss-{unique},"
+        f"issuer:other-ops:other=oth-{unique}",
         keymgmt_url=keymgmt.url,
         keymgmt_attempts=2,
         card_printer_uri=printer.uri,
@@ -380,3 +382,72 @@ async def test_a_lost_print_job_answer_is_looked_up_not_printed_again(
     [document] = printer.documents(job_name_for(card_id))
     assert render.status_code == 200
     assert render.content == document.read_bytes()
+
+
+def portrait(colour: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (300, 400), colour).save(out, format="JPEG")
+    return out.getvalue()
+
+
+async def test_photos_are_uploaded_per_card_printed_in_the_photo_box_then_purged(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+) -> None:
+    design = {
+        "design_id": "acme-id",
+        "issuer_name": "Acme ID",
+        "background": {"colour": "#ffffff"},
+        "text_colour": "#000000",
+        "fields": [{"kind": "cardholder_name", "x": 60, "y": 530, "font_size": 40}],
+        "photo": {"x": 780, "y": 40, "width": 180, "height": 240},
+    }
+    pictured, unpictured = keymgmt.add_card("acme"), keymgmt.add_card("acme")
+    runtime = graphical(settings, unique)
+    async with running(runtime):
+        transport = httpx.ASGITransport(app=build_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
+            issuer = {"Authorization": f"Bearer iss-{unique}"}
+            other = {"Authorization": f"Bearer oth-{unique}"}
+            jpeg = issuer | {"Content-Type": "image/jpeg"}
+            path = f"/v1/photos/acme/{pictured}"
+            assert (
+                await http.put("/v1/designs/acme", json=design, headers=issuer)
+            ).status_code == 200
+            stored = await http.put(path, content=portrait("#b03020"), headers=jpeg)
+            assert stored.status_code == 200, stored.text
+            other_jpeg = other | {"Content-Type": "image/jpeg"}
+            foreign = await http.put(path, content=portrait("#000000"), headers=other_jpeg)
+            assert foreign.status_code == 404  # another issuer's path: refused
+            stolen = await http.put(
+                f"/v1/photos/other/{pictured}", content=portrait("#000000"), headers=other_jpeg
+            )
+            assert stolen.status_code == 404  # the card's photo is acme's: not replaced
+            wrong_type = await http.put(
+                path, content=b"x", headers=issuer | {"Content-Type": "text/plain"}
+            )
+            assert wrong_type.status_code == 415
+            garbage = await http.put(
+                path.replace(str(pictured), str(uuid.uuid4())), content=b"junk", headers=jpeg
+            )
+            assert garbage.status_code == 422
+            assert "not a readable image" in garbage.json()["detail"]
+
+            await publish(settings, "electrical", encoded(pictured), encoded(unpictured))
+            out = {e.type: e for e in await emitted(settings, 2)}
+    printed, spoiled = out["card.printed"], out["card.spoiled"]
+    assert isinstance(printed, events.CardPrinted)
+    assert printed.card_id == pictured
+    assert isinstance(spoiled, events.CardSpoiled)
+    assert (spoiled.card_id, spoiled.reason) == (
+        unpictured,
+        "render failed: ValueError: the design has a photo box and the card has no photo",
+    )
+    [output] = printer.outputs(job_name_for(pictured))
+    face = Image.open(output).convert("RGB")
+    pixel = face.getpixel((870, 160))  # the middle of the photo box
+    assert isinstance(pixel, tuple)
+    assert pixel[0] > 150
+    assert max(pixel[1:]) < 80
+    async with runtime.engine.connect() as conn:
+        left = await conn.execute(text(f"SELECT count(*) FROM {runtime.schema}.photos"))
+        assert left.scalar_one() == 0  # purged once the face was printed (or spoiled)

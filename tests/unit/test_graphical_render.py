@@ -1,4 +1,4 @@
-"""Rendering a card face with Pillow and spooling it (services/graphical/render.py, printer.py)."""
+"""Rendering a card face with Pillow (services/graphical/render.py): layout, fonts, photo."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from services.graphical.render import FaceRenderer, RenderError, background
-from services.graphical.service import Background, FaceData, default_design
+from services.graphical.service import Background, FaceData, PhotoBox, default_design
 from services.graphical.settings import DEJAVU_SANS
 
 FACE = FaceData("Jane Public", "411111******1111", "2812")
@@ -60,3 +61,37 @@ def test_a_face_that_cannot_be_printed_is_a_render_error() -> None:
         FaceRenderer(DEJAVU_SANS).render(
             default_design("Acme"), FaceData("A", "4111111111111111", "2812")
         )
+
+
+def photo(colour: str, size: tuple[int, int] = (300, 400), kind: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format=kind)
+    return out.getvalue()
+
+
+WITH_PHOTO = default_design("Acme").model_copy(
+    update={"photo": PhotoBox(x=780, y=40, width=180, height=240)}
+)
+
+
+def test_the_photo_fills_its_box_and_a_missing_or_bad_photo_is_a_render_error() -> None:
+    renderer = FaceRenderer(DEJAVU_SANS)
+    face = FaceData("JANE Q PUBLIC", "411111******1111", "2812", photo("#d01010", (600, 400)))
+    image = Image.open(io.BytesIO(renderer.render(WITH_PHOTO, face))).convert("RGB")
+    assert image.getpixel((780, 40)) == (0xD0, 0x10, 0x10)  # centre-cropped to fill the box
+    assert image.getpixel((959, 279)) == (0xD0, 0x10, 0x10)
+    assert image.getpixel((770, 40)) != (0xD0, 0x10, 0x10)
+    jpeg = FaceData("JANE Q PUBLIC", "411111******1111", "2812", photo("#10d010", kind="JPEG"))
+    renderer.render(WITH_PHOTO, jpeg)
+    with pytest.raises(RenderError, match="has no photo"):
+        renderer.render(WITH_PHOTO, FaceData("A", "411111******1111", "2812"))
+    with pytest.raises(RenderError, match="not a readable image"):
+        renderer.render(WITH_PHOTO, FaceData("A", "411111******1111", "2812", b"not a photo"))
+    gif = FaceData("A", "411111******1111", "2812", photo("#000", kind="GIF"))
+    with pytest.raises(RenderError, match="not PNG or JPEG"):
+        renderer.render(WITH_PHOTO, gif)
+
+
+def test_a_photo_box_must_lie_on_the_card() -> None:
+    with pytest.raises(ValidationError, match="runs off the card"):
+        PhotoBox(x=900, y=40, width=180, height=240)

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from services.graphical.render import FaceRenderer
-from services.graphical.service import FaceData, default_design
+from services.graphical.service import FaceData, PhotoBox, default_design
 from services.graphical.settings import DEJAVU_SANS
 from services.qa.print_check import compare_prints, print_image_problem
 
@@ -56,15 +56,27 @@ def test_a_wrong_expiry_fails() -> None:
     assert compare_prints(face("JANE Q PUBLIC"), face("JANE Q PUBLIC", "2911")) is not None
 
 
-def test_a_wrong_photo_fails() -> None:
-    """A photo box is a patch of the face: another person's photo changes one region."""
-    expected = Image.open(io.BytesIO(face("JANE Q PUBLIC"))).convert("RGB")
-    other = expected.copy()
-    other.paste(Image.new("RGB", (120, 150), "#d8b89a"), (820, 40))  # someone else's photo
-    out_a, out_b = io.BytesIO(), io.BytesIO()
-    expected.save(out_a, format="PNG")
-    other.save(out_b, format="PNG")
-    assert compare_prints(out_a.getvalue(), out_b.getvalue()) is not None
+def portrait(colour: str) -> bytes:
+    out = io.BytesIO()
+    image = Image.new("RGB", (300, 400), "#e0e0e0")
+    image.paste(Image.new("RGB", (160, 220), colour), (70, 90))  # a face, as far as QA cares
+    image.save(out, format="JPEG")
+    return out.getvalue()
+
+
+def test_a_wrong_photo_fails_and_the_right_one_passes() -> None:
+    design = DESIGN.model_copy(update={"photo": PhotoBox(x=780, y=40, width=180, height=240)})
+
+    def with_photo(picture: bytes) -> bytes:
+        return RENDERER.render(
+            design, FaceData("JANE Q PUBLIC", "411111******1111", "2812", picture)
+        )
+
+    expected = with_photo(portrait("#a0522d"))
+    assert compare_prints(expected, reencoded(expected)) is None
+    problem = compare_prints(expected, with_photo(portrait("#2d52a0")))  # someone else
+    assert problem is not None
+    assert "around (" in problem
 
 
 def test_unreadable_or_other_size_output_fails() -> None:
