@@ -225,7 +225,7 @@ async def get_print_job(card_id: UUID, _: Operator, request: Request) -> dict[st
 
 @router.get(
     "/print-jobs/{card_id}/render",
-    summary="The rendered face a card's print must match (PNG), for print QA",
+    summary="The rendered face of a job waiting for the printer (PNG); dropped once printed",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )

@@ -237,6 +237,10 @@ class PrintSpooler:
     async def _rejected(self, runtime: ServiceRuntime, job: PrintJob, problem: str) -> None:
         rejections = job.rejections + 1
         if rejections >= self.max_rejections:
+            async with runtime.engine.begin() as conn:
+                await GraphicalRepository(conn, runtime.schema).update_job(
+                    job.job_id, status="queued", problem=problem[:500], rejections=rejections
+                )
             await self._finish(
                 runtime, job, None, f"printer rejected the job {rejections} times: {problem}"
             )
@@ -309,6 +313,7 @@ class PrintSpooler:
             uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)
             repo = GraphicalRepository(conn, runtime.schema)
             await repo.purge_photo(job.card_id)  # its face is printed (or spoiled): not needed
+            await repo.drop_document(job.job_id)  # the face is on the card (or spoiled)
             if problem is None:
                 assert job.image_sha256 is not None
                 await repo.update_job(job.job_id, status="printed")

@@ -165,8 +165,15 @@ class GraphicalRepository:
         ).first()
         return None if row is None or row[0] is None else bytes(row[0])
 
+    async def drop_document(self, job_id: UUID) -> None:
+        """Once a job is over, the bureau keeps the render's sha256, not the face itself."""
+        await self._conn.execute(
+            text(f"UPDATE {self._s}.print_jobs SET document = NULL WHERE job_id = :j"),
+            {"j": job_id},
+        )
+
     async def document_of_card(self, card_id: UUID) -> tuple[str, bytes] | None:
-        """The rendered face (the expected print) and its sha256, for print QA."""
+        """The rendered face of a job still waiting for the printer, and its sha256."""
         row = (
             await self._conn.execute(
                 text(

@@ -39,9 +39,12 @@ def free_port() -> int:
 class TestPrinter:
     __test__ = False
 
-    def __init__(self, home: Path, name: str = "test-card") -> None:
+    def __init__(
+        self, home: Path, name: str = "test-card", formats: str = "image/png,application/pdf"
+    ) -> None:
         self.home = home
         self.name = name
+        self.formats = formats
         self.port = free_port()
         self.spool = home / "spool"
         self.uri = f"ipp://localhost:{self.port}/ipp/print"
@@ -57,7 +60,7 @@ class TestPrinter:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={BUS_SOCKET}"}
         self._proc = subprocess.Popen(
             ["ippeveprinter", "-n", "localhost", "-p", str(self.port), "-k"]
-            + ["-c", str(command), "-d", str(self.spool), "-f", "image/png,application/pdf"]
+            + ["-c", str(command), "-d", str(self.spool), "-f", self.formats]
             + [self.name],
             env=env,
             stdin=subprocess.DEVNULL,

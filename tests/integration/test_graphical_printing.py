@@ -375,13 +375,47 @@ async def test_a_lost_print_job_answer_is_looked_up_not_printed_again(
             async with httpx.AsyncClient(transport=transport, base_url="http://g") as http:
                 headers = {"Authorization": f"Bearer qa-{unique}"}
                 render = await http.get(f"/v1/print-jobs/{card_id}/render", headers=headers)
+                job = (await http.get(f"/v1/print-jobs/{card_id}", headers=auth(unique))).json()
     finally:
         await device.aclose()
     assert device.lost == 1
     assert [e.type for e in out] == ["card.printed"]
-    [document] = printer.documents(job_name_for(card_id))
-    assert render.status_code == 200
-    assert render.content == document.read_bytes()
+    printed = out[0]
+    assert isinstance(printed, events.CardPrinted)
+    [document] = printer.documents(job_name_for(card_id))  # sent once, found again by name
+    assert hashlib.sha256(document.read_bytes()).hexdigest() == printed.image_sha256
+    assert (job["attempts"], job["status"]) == (1, "printed")
+    assert render.status_code == 404  # the face itself is not kept once printed
+
+
+def auth(unique: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer op-{unique}"}
+
+
+async def test_a_printer_that_rejects_the_job_is_retried_then_the_card_is_spoiled(
+    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+) -> None:
+    pdf_only = TestPrinter(tmp_path / "pdf-only", formats="application/pdf")
+    pdf_only.start()
+    try:
+        await pdf_only.wait_up()
+        card_id = keymgmt.add_card("acme")
+        config = settings.model_copy(update={"card_printer_uri": pdf_only.uri})
+        runtime = graphical(config, unique)
+        async with running(runtime):
+            await publish(config, "electrical", encoded(card_id))
+            out = await emitted(config, 1)
+            transport = httpx.ASGITransport(app=build_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as http:
+                job = (await http.get(f"/v1/print-jobs/{card_id}", headers=auth(unique))).json()
+    finally:
+        pdf_only.stop()
+    spoiled = out[0]
+    assert isinstance(spoiled, events.CardSpoiled)
+    assert spoiled.reason.startswith("printer rejected the job 3 times: IPP status 0x040B")
+    assert "Unsupported document-format" in spoiled.reason
+    assert (job["status"], job["rejections"], job["attempts"]) == ("spoiled", 3, 3)
+    assert not pdf_only.documents(job_name_for(card_id))
 
 
 def portrait(colour: str) -> bytes:
