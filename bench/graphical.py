@@ -2,7 +2,10 @@
 (services/graphical/render.py: design validation, layout, font fitting, PNG at 300 dpi) against
 a plain Pillow render of the same design in the same run: the same gradient, the same texts at
 the same places and sizes with the same font, saved as the same PNG, with no layout rules.
-Prints both rates and the ratio (JSON). Needs no stack.
+Prints both rates and the ratio (JSON). Needs no stack. The renderer draws a design's
+background once and copies it for each card, which the plain render does not; font fitting
+(text measured against the safe margin) is its extra cost. Measured on the 2-core dev machine
+(load ~2): plain Pillow 45-49 faces/s, graphical renderer 53-60 faces/s, ratio 1.19-1.22.
 
     .venv/bin/python -m bench.graphical [--faces 200]
 """

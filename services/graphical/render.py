@@ -39,7 +39,7 @@ class FaceRenderer:
     def render(self, design: CardDesign, data: FaceData) -> bytes:
         try:
             placed = lay_out_face(design, data)
-            image = background(design.background)
+            image = _background(design.background).copy()
             if design.photo is not None:
                 paste_photo(image, design.photo, data.photo)
             draw = ImageDraw.Draw(image)
@@ -105,6 +105,12 @@ def _truetype(path: str, size: int) -> ImageFont.FreeTypeFont | None:
         return ImageFont.truetype(path, size)
     except OSError:
         return None
+
+
+@lru_cache(maxsize=32)
+def _background(spec: Background) -> Image.Image:
+    """One design's background, drawn once: every card of the design copies it."""
+    return background(spec)
 
 
 def background(spec: Background) -> Image.Image:
