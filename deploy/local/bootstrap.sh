@@ -99,7 +99,7 @@ install_packages() {
     command -v dpkg-query >/dev/null || die "this script needs a Debian or Ubuntu system (dpkg/apt)"
     local -a wanted=(
         postgresql softhsm2 opensc pcscd libpcsclite-dev vsmartcard-vpcd swig chromium chromium-driver
-        cups-ipp-utils avahi-daemon dbus maven build-essential pkg-config
+        cups-ipp-utils avahi-daemon dbus fonts-dejavu-core maven build-essential pkg-config
         ca-certificates iproute2 procps util-linux
     )
     python_has_headers || wanted+=(python3-dev)
