@@ -11,9 +11,10 @@
 # ippeveprinter refuses to start without DNS-SD ("Unable to initialize DNS-SD"): it needs an
 # avahi-daemon on the system D-Bus. Instead of the machine's bus, a private dbus-daemon (socket
 # under .run/printers) carries a private avahi-daemon, and DBUS_SYSTEM_BUS_ADDRESS points both
-# avahi and the printers at it. avahi-daemon's pid file (/run/avahi-daemon/pid) is compiled in:
-# an avahi started by someone else is reused only if it is on our bus (it never is), so that
-# case stops with a clear error instead of starting a second avahi.
+# avahi and the printers at it. avahi-daemon's pid file and socket (/run/avahi-daemon/) are
+# compiled in: avahi runs in its own mount namespace with a private tmpfs there (unshare), so
+# it never meets another avahi; where unshare is not allowed, an avahi already holding that
+# pid file stops `up` with a clear error.
 #
 # `-n localhost`: ippeveprinter cannot run with `-n 127.0.0.1` (it then fails to bind IPv6);
 # with localhost it listens on the loopback addresses 127.0.0.1 and ::1 only.
@@ -105,10 +106,6 @@ EOF
 avahi_up() {
     if pid_of "$AVAHI_OURS" avahi-daemon >/dev/null; then return 0; fi
     command -v avahi-daemon >/dev/null || die "avahi-daemon missing: apt-get install avahi-daemon"
-    local other
-    if other=$(pid_of "$AVAHI_PID" avahi-daemon); then
-        die "an avahi-daemon (pid $other) not started by this script holds $AVAHI_PID"
-    fi
     cat >"$DIR/avahi.conf" <<EOF
 [server]
 use-ipv4=yes
@@ -119,18 +116,43 @@ publish-hinfo=no
 publish-workstation=no
 publish-addresses=no
 EOF
-    DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET avahi-daemon --no-drop-root --no-chroot \
-        -f "$DIR/avahi.conf" -D 9>&- >>"$LOG_DIR/printer-avahi.log" 2>&1 ||
-        die "avahi-daemon did not start; see $LOG_DIR/printer-avahi.log"
+    local launcher=$DIR/avahi-launch
+    if unshare --mount --propagation private true 2>/dev/null; then
+        # Its own mount namespace with a private /run/avahi-daemon: the compiled-in pid file and
+        # socket there never meet another avahi on this machine (a system one, another stack's).
+        cat >"$launcher" <<'EOF'
+#!/bin/sh
+# $1: pid file, $2: avahi config. unshare and sh exec in place, so $$ is avahi's pid.
+echo $$ >"$1"
+exec unshare --mount --propagation private /bin/sh -c \
+    'mkdir -p /run/avahi-daemon && mount -t tmpfs avahi /run/avahi-daemon &&
+     exec avahi-daemon --no-drop-root --no-chroot -f "$0"' "$2"
+EOF
+    else
+        local other
+        if other=$(pid_of "$AVAHI_PID" avahi-daemon); then
+            die "an avahi-daemon (pid $other) not started by this script holds $AVAHI_PID"
+        fi
+        cat >"$launcher" <<'EOF'
+#!/bin/sh
+echo $$ >"$1"
+exec avahi-daemon --no-drop-root --no-chroot -f "$2"
+EOF
+    fi
+    chmod 755 "$launcher"
+    rm -f -- "$AVAHI_OURS"
+    DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid "$launcher" "$AVAHI_OURS" \
+        "$DIR/avahi.conf" </dev/null >>"$LOG_DIR/printer-avahi.log" 2>&1 9>&- &
     local i
     for ((i = 0; i < 50; i++)); do
-        if [[ -s $AVAHI_PID ]]; then
-            cp -f -- "$AVAHI_PID" "$AVAHI_OURS"
+        if pid_of "$AVAHI_OURS" avahi-daemon >/dev/null &&
+            grep -q "Server startup complete" "$LOG_DIR/printer-avahi.log" 2>/dev/null; then
             return 0
         fi
         sleep 0.1
     done
-    die "avahi-daemon wrote no pid file"
+    pid_of "$AVAHI_OURS" avahi-daemon >/dev/null ||
+        die "avahi-daemon did not start; see $LOG_DIR/printer-avahi.log"
 }
 
 printer_up() { # printer_up <name> <port>
