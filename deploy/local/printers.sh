@@ -12,9 +12,9 @@
 # avahi-daemon on the system D-Bus. Instead of the machine's bus, a private dbus-daemon (socket
 # under .run/printers) carries a private avahi-daemon, and DBUS_SYSTEM_BUS_ADDRESS points both
 # avahi and the printers at it. avahi-daemon's pid file and socket (/run/avahi-daemon/) are
-# compiled in: avahi runs in its own mount namespace with a private tmpfs there (unshare), so
-# it never meets another avahi; where unshare is not allowed, an avahi already holding that
-# pid file stops `up` with a clear error.
+# compiled in: avahi runs in its own mount and network namespaces (unshare), with a private
+# tmpfs there and no network, so it never meets another avahi and listens on nothing; where
+# unshare is not allowed, an avahi already holding that pid file stops `up` with a clear error.
 #
 # `-n localhost`: ippeveprinter cannot run with `-n 127.0.0.1` (it then fails to bind IPv6);
 # with localhost it listens on the loopback addresses 127.0.0.1 and ::1 only.
@@ -117,14 +117,16 @@ publish-workstation=no
 publish-addresses=no
 EOF
     local launcher=$DIR/avahi-launch
-    if unshare --mount --propagation private true 2>/dev/null; then
+    if unshare --mount --net --propagation private true 2>/dev/null; then
         # Its own mount namespace with a private /run/avahi-daemon: the compiled-in pid file and
-        # socket there never meet another avahi on this machine (a system one, another stack's).
+        # socket there never meet another avahi on this machine (a system one, another stack's);
+        # its own network namespace: its mDNS socket (UDP 5353 on every address) reaches no
+        # network. It still serves the printers over the D-Bus socket, a path on disk.
         cat >"$launcher" <<'EOF'
 #!/bin/sh
 # $1: pid file, $2: avahi config. unshare and sh exec in place, so $$ is avahi's pid.
 echo $$ >"$1"
-exec unshare --mount --propagation private /bin/sh -c \
+exec unshare --mount --net --propagation private /bin/sh -c \
     'mkdir -p /run/avahi-daemon && mount -t tmpfs avahi /run/avahi-daemon &&
      exec avahi-daemon --no-drop-root --no-chroot -f "$0"' "$2"
 EOF
