@@ -8,11 +8,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from services.intake.bulk_api import bulk_router
+from services.intake.handlers import HANDLERS
 from services.intake.keymgmt_client import VaultClient, VaultUnavailable
+from services.intake.orders import (
+    IntakeContext,
+    check_stock,
+    emit_cards_ordered,
+    record_acceptance,
+)
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
     CardSummary,
@@ -20,20 +28,39 @@ from services.intake.schemas import (
     OrderRequest,
     OrderResponse,
     ProductCreate,
+    StockLevel,
     StockReceipt,
 )
 from services.intake.service import request_mac, validate_order
 from services.intake.settings import IntakeSettings
+from services.intake.stock_api import stock_router
+from services.intake.tracking_api import tracking_router
+from services.intake.webhooks import Deliverer, SecretBox
 from shared import events
 from shared.auth import Principal, require, token_digest
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, create_app
 
+API_DESCRIPTION = """Issuers post card orders and follow them; operators count blank stock.
+
+Every call sends `Authorization: Bearer <token>`. An issuer's token (made by an admin with
+`POST /v1/admin/issuers/{issuer_id}/credentials`, shown once) sees only that issuer's orders,
+cards and webhook: anything else answers 404. A walk-through with examples is in
+docs/intake-api.md.
+"""
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def build_runtime(settings: IntakeSettings, schema: str | None = None) -> ServiceRuntime:
-    return ServiceRuntime(name="intake", settings=settings, migrations=MIGRATIONS, schema=schema)
+    return ServiceRuntime(
+        name="intake",
+        settings=settings,
+        migrations=MIGRATIONS,
+        schema=schema,
+        handlers=HANDLERS,
+        subscribe=settings.follow,
+    )
 
 
 def build_app(
@@ -55,10 +82,19 @@ def build_app(
     app = create_app(
         runtime,
         title="Card bureau intake API",
-        description="Issuers post card orders and follow them; operators count blank stock.",
+        description=API_DESCRIPTION,
         authenticators=[issuer_credentials],
     )
+    deliverer = Deliverer(settings, SecretBox(settings.webhook_key), runtime.engine.begin)
+
+    async def deliver_webhooks(_: ServiceRuntime) -> None:
+        await deliverer.run()
+
+    runtime.workers.append(deliver_webhooks)
     runtime.on_stop(vault.close)
+    runtime.on_stop(deliverer.close)
+    ctx = IntakeContext(runtime, settings, vault, deliverer)
+    app.state.intake = ctx
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -138,8 +174,9 @@ def build_app(
         runtime.relay.wake()
         return {"lot_id": body.lot_id, "quantity": body.quantity}
 
-    @app.get("/v1/stock", tags=["stock"])
+    @app.get("/v1/stock", tags=["stock"], response_model=list[StockLevel])
     async def stock_levels(who: Principal = operator) -> list[dict[str, Any]]:
+        """Counts per issuer and product: received, issued, returned, destroyed, on hand."""
         async with runtime.engine.connect() as conn:
             return await IntakeRepository(conn).stock_levels(None)
 
@@ -216,30 +253,21 @@ def build_app(
         ]
         async with runtime.engine.begin() as conn:
             repo = IntakeRepository(conn)
-            await repo.lock_stock(issuer_id, body.product_id)
-            on_hand = await repo.stock_on_hand(issuer_id, body.product_id)
-            if on_hand < len(cards):
-                raise HTTPException(
-                    409,
-                    f"not enough blank stock for {body.product_id!r}: "
-                    f"{on_hand} on hand, {len(cards)} needed",
-                )
+            await check_stock(repo, issuer_id, body.product_id, len(cards))
             if await repo.order_by_key(issuer_id, idempotency_key) is not None:
                 raise HTTPException(409, "a concurrent request with this Idempotency-Key won")
-            await repo.add_order(
-                {
-                    "order_id": order_id,
-                    "issuer_id": issuer_id,
-                    "external_ref": body.external_ref,
-                    "idempotency_key": idempotency_key,
-                    "request_mac": mac,
-                    "product_id": body.product_id,
-                    "card_count": len(cards),
-                    "batch_id": batch_id,
-                    "status": "accepted",
-                },
-                cards,
-            )
+            order = {
+                "order_id": order_id,
+                "issuer_id": issuer_id,
+                "external_ref": body.external_ref,
+                "idempotency_key": idempotency_key,
+                "request_mac": mac,
+                "product_id": body.product_id,
+                "card_count": len(cards),
+                "batch_id": batch_id,
+                "status": "accepted",
+            }
+            await repo.add_order(order, cards)
             await repo.add_stock_movement(
                 issuer_id=issuer_id,
                 product_id=body.product_id,
@@ -249,46 +277,10 @@ def build_app(
                 actor=actor,
             )
             uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic, buffered=True)
-            common = {"issuer_id": issuer_id, "actor": actor}
-            await uow.emit(
-                events.OrderReceived(
-                    **common,
-                    order_id=order_id,
-                    product_id=body.product_id,
-                    card_count=len(cards),
-                    external_ref=body.external_ref,
-                )
-            )
-            await uow.emit(
-                events.OrderAccepted(
-                    **common,
-                    order_id=order_id,
-                    batch_id=batch_id,
-                    product_id=body.product_id,
-                    card_count=len(cards),
-                )
-            )
-            await uow.emit(
-                events.StockIssued(
-                    **common, batch_id=batch_id, product_id=body.product_id, quantity=len(cards)
-                )
-            )
-            for card in cards:
-                await uow.emit(
-                    events.CardOrdered(
-                        **common,
-                        card_id=card["card_id"],
-                        order_id=order_id,
-                        batch_id=batch_id,
-                        product_id=body.product_id,
-                        pan_token=card["pan_token"],
-                        masked_pan=card["masked_pan"],
-                        expiry=card["expiry"],
-                        sequence=card["sequence"],
-                    )
-                )
+            await record_acceptance(uow, order, actor)
+            await emit_cards_ordered(uow, order, cards, actor)
             await uow.flush()
-        runtime.relay.wake()
+        ctx.committed()
         return _order_response(
             {
                 "order_id": order_id,
@@ -309,15 +301,9 @@ def build_app(
         response = _order_response(earlier, await repo.cards_of(earlier["order_id"]))
         return JSONResponse(status_code=200, content=response.model_dump(mode="json"))
 
-    @app.get("/v1/orders/{order_id}", tags=["orders"], response_model=OrderResponse)
-    async def get_order(order_id: uuid.UUID, who: Principal = issuer_only) -> OrderResponse:
-        async with runtime.engine.connect() as conn:
-            repo = IntakeRepository(conn)
-            order = await repo.order(str(who.issuer_id), order_id)
-            if order is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
-            return _order_response(order, await repo.cards_of(order_id))
-
+    app.include_router(bulk_router(ctx))
+    app.include_router(tracking_router(ctx))
+    app.include_router(stock_router(ctx))
     return app
 
 

@@ -189,17 +189,65 @@ class IntakeRepository:
         await self.conn.execute(
             text(
                 "INSERT INTO orders (order_id, issuer_id, external_ref, idempotency_key,"
-                " request_mac, product_id, card_count, batch_id, status)"
+                " request_mac, product_id, card_count, batch_id, status, priority, source)"
                 " VALUES (:order_id, :issuer_id, :external_ref, :idempotency_key,"
-                " :request_mac, :product_id, :card_count, :batch_id, :status)"
+                " :request_mac, :product_id, :card_count, :batch_id, :status, :priority,"
+                " :source)"
             ),
-            order,
+            {"priority": 0, "source": "json"} | order,
         )
+        if cards:
+            await self.add_cards(cards)
+
+    async def add_cards(self, cards: list[dict[str, Any]]) -> None:
+        """One statement per chunk of cards of one order (unnest: one round trip)."""
+        first = cards[0]
         await self.conn.execute(
             text(
                 "INSERT INTO cards (card_id, order_id, issuer_id, batch_id, sequence,"
-                " masked_pan, pan_token, expiry) VALUES (:card_id, :order_id, :issuer_id,"
-                " :batch_id, :sequence, :masked_pan, :pan_token, :expiry)"
+                " masked_pan, pan_token, expiry) SELECT c, :o, :i, :b, s, m, t, e FROM"
+                " unnest(CAST(:ids AS uuid[]), CAST(:seq AS int[]), CAST(:masked AS text[]),"
+                " CAST(:tokens AS text[]), CAST(:expiry AS text[])) AS u(c, s, m, t, e)"
             ),
-            cards,
+            {
+                "o": first["order_id"],
+                "i": first["issuer_id"],
+                "b": first["batch_id"],
+                "ids": [c["card_id"] for c in cards],
+                "seq": [c["sequence"] for c in cards],
+                "masked": [c["masked_pan"] for c in cards],
+                "tokens": [c["pan_token"] for c in cards],
+                "expiry": [c["expiry"] for c in cards],
+            },
         )
+
+    # -- bulk files: duplicate PANs found in Postgres, not in memory ---------------------------
+    async def open_duplicate_check(self) -> None:
+        """Keyed digests of (PAN, PSN) per line, dropped with the transaction."""
+        await self.conn.execute(
+            text(
+                "CREATE TEMP TABLE bulk_seen (digest bytea NOT NULL, line integer NOT NULL)"
+                " ON COMMIT DROP"
+            )
+        )
+
+    async def add_seen(self, digests: list[bytes], lines: list[int]) -> None:
+        if digests:
+            await self.conn.execute(
+                text(
+                    "INSERT INTO bulk_seen SELECT * FROM"
+                    " unnest(CAST(:d AS bytea[]), CAST(:l AS int[]))"
+                ),
+                {"d": digests, "l": lines},
+            )
+
+    async def duplicate_lines(self, limit: int) -> list[tuple[int, int]]:
+        """(line, first line with the same PAN and PSN) for every repeat, by line."""
+        rows = await self.conn.execute(
+            text(
+                "SELECT line, first FROM (SELECT line, min(line) OVER (PARTITION BY digest)"
+                " AS first FROM bulk_seen) s WHERE line <> first ORDER BY line LIMIT :n"
+            ),
+            {"n": limit},
+        )
+        return [(int(r[0]), int(r[1])) for r in rows]

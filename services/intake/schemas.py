@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 
 class Address(BaseModel):
@@ -76,6 +78,141 @@ class OrderResponse(BaseModel):
     status: str
     card_count: int
     cards: list[CardSummary]
+
+
+class OrderSummary(BaseModel):
+    """An order without its card list (a bulk order holds up to 100,000 cards: page through
+    them with GET /v1/orders/{order_id}/cards)."""
+
+    order_id: UUID
+    batch_id: UUID
+    external_ref: str
+    product_id: str
+    status: str
+    card_count: int
+    priority: int = 0
+    created_at: datetime | None = None
+    cards_by_status: dict[str, int] = Field(
+        default_factory=dict, description="how many of the order's cards are in each status"
+    )
+
+
+class CardStatus(BaseModel):
+    card_id: UUID
+    order_id: UUID
+    sequence: int
+    masked_pan: str
+    expiry: str
+    status: str = Field(
+        description="ordered, prepared, encoded, printed, qa_passed, packed, dispatched; or an"
+        " exception: spoiled, qa_failed, cancelled, destroyed"
+    )
+    status_at: datetime | None = None
+
+
+class CardPage(BaseModel):
+    cards: list[CardStatus]
+    next_after: int | None = Field(description="pass as ?after= for the next page; null at the end")
+
+
+class OrderEvent(BaseModel):
+    event_id: UUID
+    type: str
+    card_id: UUID | None
+    occurred_at: datetime
+    detail: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[OrderEvent]
+    next_after: int | None
+
+
+class Cancellation(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"card_ids": None, "reason": "customer closed account"}]},
+    )
+    card_ids: list[UUID] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="the cards to cancel; omit to cancel every card not yet personalized",
+    )
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class CancellationResult(BaseModel):
+    order_id: UUID
+    cancelled: list[UUID]
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"url": "https://issuer.example/bureau-events"}]},
+    )
+    url: AnyHttpUrl
+    secret: str | None = Field(
+        default=None,
+        min_length=32,
+        max_length=128,
+        description="the signing secret; omit and the bureau makes one and shows it once",
+    )
+
+
+class WebhookView(BaseModel):
+    url: str
+    updated_at: datetime
+    secret: str | None = Field(default=None, description="only in the answer that set it")
+
+
+class WebhookDelivery(BaseModel):
+    delivery_id: UUID
+    type: str
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    last_error: str | None
+
+
+class StockReturn(BaseModel):
+    """Blank cards brought back to the vault from a batch (unused)."""
+
+    model_config = ConfigDict(extra="forbid")
+    issuer_id: str
+    product_id: str
+    batch_id: UUID
+    quantity: int = Field(ge=1, le=10_000_000)
+
+
+class StockDestruction(BaseModel):
+    """Blank cards destroyed from the vault's stock, witnessed by two people."""
+
+    model_config = ConfigDict(extra="forbid")
+    issuer_id: str
+    product_id: str
+    quantity: int = Field(ge=1, le=10_000_000)
+    reason: str = Field(min_length=1, max_length=200)
+    witnesses: tuple[str, str]
+
+
+class StockLevel(BaseModel):
+    issuer_id: str
+    product_id: str
+    received: int = 0
+    issued: int = 0
+    returned: int = 0
+    destroyed: int = 0
+    on_hand: int
+
+
+class PlannedBatch(BaseModel):
+    issuer_id: str
+    product_id: str
+    priority: int
+    card_count: int
+    orders: list[UUID]
 
 
 class LineError(BaseModel):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable, Mapping
 from datetime import date
+from typing import Any
 
-from services.intake.schemas import CardRequest, LineError, OrderRequest
+from services.intake.schemas import CardRequest, LineError, OrderRequest, PlannedBatch
 from shared.pan import luhn_valid
 
 # Characters an embosser or laser engraver prints on a payment card's name line (ISO 7811 /
@@ -69,3 +71,32 @@ def request_mac(secret: str, issuer_id: str, order: OrderRequest) -> str:
     return hmac.new(
         secret.encode(), f"{issuer_id}\n{canonical}".encode(), hashlib.sha256
     ).hexdigest()
+
+
+def plan_batches(waiting: Iterable[Mapping[str, Any]], max_cards: int) -> list[PlannedBatch]:
+    """Group orders (issuer, product, priority, order_id, waiting cards; sorted by issuer,
+    product, priority descending, age) into production runs: one product per run, higher
+    priority first, a run closed when the next order would pass `max_cards` (an order is never
+    split; an order larger than `max_cards` is a run of its own)."""
+    runs: list[PlannedBatch] = []
+    for row in waiting:
+        last = runs[-1] if runs else None
+        fits = (
+            last is not None
+            and (last.issuer_id, last.product_id) == (row["issuer_id"], row["product_id"])
+            and last.card_count + int(row["waiting"]) <= max_cards
+        )
+        if last is not None and fits:
+            last.card_count += int(row["waiting"])
+            last.orders.append(row["order_id"])
+            continue
+        runs.append(
+            PlannedBatch(
+                issuer_id=row["issuer_id"],
+                product_id=row["product_id"],
+                priority=int(row["priority"]),
+                card_count=int(row["waiting"]),
+                orders=[row["order_id"]],
+            )
+        )
+    return sorted(runs, key=lambda r: -r.priority)

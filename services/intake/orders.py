@@ -1,0 +1,156 @@
+"""What every accepted order writes, whether it came as JSON or as a bulk file, and the
+context the API routers share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException
+
+from services.intake.keymgmt_client import VaultClient
+from services.intake.repository import IntakeRepository
+from services.intake.schemas import OrderSummary
+from services.intake.settings import IntakeSettings
+from services.intake.tracking_repository import TrackingRepository
+from services.intake.webhooks import Deliverer, delivery
+from shared import events
+from shared.events import utc_now
+from shared.outbox import UnitOfWork
+from shared.service import ServiceRuntime
+
+
+@dataclass
+class IntakeContext:
+    runtime: ServiceRuntime
+    settings: IntakeSettings
+    vault: VaultClient
+    deliverer: Deliverer
+
+    def unit_of_work(self, conn: Any) -> UnitOfWork:
+        return UnitOfWork(conn, self.runtime.schema, self.runtime.emit_topic, buffered=True)
+
+    def committed(self) -> None:
+        """After a commit that queued events or callbacks: send them now, not at next poll."""
+        self.runtime.relay.wake()
+        self.deliverer.wakeup.set()
+
+
+async def record_acceptance(uow: UnitOfWork, order: dict[str, Any], actor: str) -> None:
+    """order.received, order.accepted and stock.issued for the batch, the order's first event
+    and the issuer's callback, in the order's transaction (the cards are emitted by the
+    caller, chunk by chunk)."""
+    issuer_id = order["issuer_id"]
+    common = {"issuer_id": issuer_id, "actor": actor}
+    await uow.emit(
+        events.OrderReceived(
+            **common,
+            order_id=order["order_id"],
+            product_id=order["product_id"],
+            card_count=order["card_count"],
+            external_ref=order["external_ref"],
+        )
+    )
+    accepted = events.OrderAccepted(
+        **common,
+        order_id=order["order_id"],
+        batch_id=order["batch_id"],
+        product_id=order["product_id"],
+        card_count=order["card_count"],
+    )
+    await uow.emit(accepted)
+    await uow.emit(
+        events.StockIssued(
+            **common,
+            batch_id=order["batch_id"],
+            product_id=order["product_id"],
+            quantity=order["card_count"],
+        )
+    )
+    repo = TrackingRepository(uow.conn)
+    data = {
+        "order_id": str(order["order_id"]),
+        "external_ref": order["external_ref"],
+        "product_id": order["product_id"],
+        "card_count": order["card_count"],
+    }
+    await repo.add_order_events(
+        [
+            {
+                "order_id": order["order_id"],
+                "issuer_id": issuer_id,
+                "event_id": accepted.event_id,
+                "type": accepted.type,
+                "card_id": None,
+                "occurred_at": accepted.occurred_at,
+                "detail": {"card_count": order["card_count"]},
+            }
+        ]
+    )
+    await repo.enqueue_webhooks(
+        [
+            delivery(
+                issuer_id,
+                "order.accepted",
+                str(order["order_id"]),
+                data,
+                accepted.occurred_at.isoformat(),
+            )
+        ]
+    )
+
+
+async def emit_cards_ordered(
+    uow: UnitOfWork, order: dict[str, Any], cards: Sequence[dict[str, Any]], actor: str
+) -> None:
+    for card in cards:
+        await uow.emit(
+            events.CardOrdered(
+                issuer_id=order["issuer_id"],
+                actor=actor,
+                card_id=card["card_id"],
+                order_id=order["order_id"],
+                batch_id=order["batch_id"],
+                product_id=order["product_id"],
+                pan_token=card["pan_token"],
+                masked_pan=card["masked_pan"],
+                expiry=card["expiry"],
+                sequence=card["sequence"],
+            )
+        )
+
+
+async def check_stock(repo: IntakeRepository, issuer_id: str, product_id: str, needed: int) -> None:
+    """Refuses an order (a batch) the vault has not enough blanks for. Locks the product's
+    stock until the order's transaction ends, so two orders cannot spend the same blanks."""
+    await repo.lock_stock(issuer_id, product_id)
+    on_hand = await repo.stock_on_hand(issuer_id, product_id)
+    if on_hand < needed:
+        raise HTTPException(
+            409,
+            f"not enough blank stock for {product_id!r}: {on_hand} on hand, {needed} needed",
+        )
+
+
+def summary(order: dict[str, Any], counts: dict[str, int] | None = None) -> OrderSummary:
+    return OrderSummary(
+        order_id=order["order_id"],
+        batch_id=order["batch_id"],
+        external_ref=order["external_ref"],
+        product_id=order["product_id"],
+        status=order["status"],
+        card_count=order["card_count"],
+        priority=order.get("priority", 0),
+        created_at=order.get("created_at"),
+        cards_by_status=counts or {},
+    )
+
+
+def new_order_ids() -> tuple[uuid.UUID, uuid.UUID]:
+    return uuid.uuid4(), uuid.uuid4()
+
+
+def now_iso() -> str:
+    return utc_now().isoformat()

@@ -1,0 +1,180 @@
+"""Signed webhook callbacks to issuers, delivered from a durable outbox with retries.
+
+A milestone (order accepted, cards dispatched, a card spoiled, failed QA or cancelled) writes a
+`webhook_deliveries` row in the same transaction as the change it reports; the deliverer posts
+it to the issuer's URL until a 2xx answer, backing off exponentially, and gives up after
+`webhook_max_attempts` (the row stays, marked failed, for the issuer to see).
+
+Signature (the scheme issuers verify, documented in docs/intake-api.md):
+    X-Bureau-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + raw body)>
+The timestamp is signed with the body, so a receiver rejects replays older than its tolerance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.intake.settings import IntakeSettings
+from services.intake.tracking_repository import TrackingRepository
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Bureau-Signature"
+_NAMESPACE = uuid.UUID("3c2b7f3e-8a1d-4e55-b0a3-6d1c9e0a7b21")
+
+
+class SecretBox:
+    """Seals webhook secrets at rest: AES-256-GCM, key derived from settings.webhook_key,
+    the issuer id bound as associated data (a sealed secret cannot be moved to another
+    issuer). The secret must be usable to sign, so it cannot be kept as a digest."""
+
+    def __init__(self, key_material: str) -> None:
+        key = hashlib.sha256(b"intake webhook secrets|" + key_material.encode()).digest()
+        self._aead = AESGCM(key)
+
+    def seal(self, issuer_id: str, secret: str) -> bytes:
+        nonce = uuid.uuid4().bytes[:12]
+        return nonce + self._aead.encrypt(nonce, secret.encode(), issuer_id.encode())
+
+    def open(self, issuer_id: str, blob: bytes) -> str:
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], issuer_id.encode()).decode()
+        except InvalidTag as exc:
+            raise ValueError("webhook secret failed authentication") from exc
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(secret: str, header: str, body: bytes, now: float, tolerance: float = 300) -> bool:
+    """What an issuer's receiver does: recompute, compare in constant time, check the age."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), header)
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Seconds before the next attempt after `attempts` failures: base, 2 base, 4 base..."""
+    return float(min(cap, base * 2 ** max(attempts - 1, 0)))
+
+
+def delivery(
+    issuer_id: str, kind: str, source: str, data: dict[str, Any], at: str
+) -> dict[str, Any]:
+    """A webhook_deliveries row. The id derives from what it reports (`source`), so a replayed
+    event or request never queues a second callback."""
+    delivery_id = uuid.uuid5(_NAMESPACE, f"{issuer_id}/{kind}/{source}")
+    body = {"id": str(delivery_id), "type": kind, "created_at": at, "data": data}
+    return {
+        "delivery_id": delivery_id,
+        "issuer_id": issuer_id,
+        "type": kind,
+        "body": json.dumps(body, sort_keys=True, separators=(",", ":")),
+    }
+
+
+Connect = Callable[[], Any]
+
+
+class Deliverer:
+    """Posts due deliveries; one loop per intake replica (rows are leased, SKIP LOCKED)."""
+
+    def __init__(
+        self,
+        settings: IntakeSettings,
+        box: SecretBox,
+        begin: Connect,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._settings = settings
+        self.box = box
+        self._begin = begin
+        self._client = client or httpx.AsyncClient(
+            timeout=settings.webhook_timeout, follow_redirects=False
+        )
+        self.wakeup = asyncio.Event()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sent = await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook delivery pass failed; rows stay queued")
+                sent = 0
+            if sent == 0:
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), self._settings.webhook_poll_interval)
+                except TimeoutError:
+                    pass
+                self.wakeup.clear()
+
+    async def deliver_due(self, limit: int = 20) -> int:
+        lease = self._settings.webhook_timeout * 3
+        async with self._begin() as conn:
+            due = await TrackingRepository(conn).claim_deliveries(limit, lease)
+        results = await asyncio.gather(*(self._post(row) for row in due))
+        async with self._begin() as conn:
+            repo = TrackingRepository(conn)
+            for row, error in zip(due, results, strict=True):
+                if error is None:
+                    await repo.delivered(row["id"])
+                    continue
+                attempts = row["attempts"] + 1
+                retry: float | None = None
+                if attempts < self._settings.webhook_max_attempts:
+                    retry = backoff(
+                        attempts,
+                        self._settings.webhook_backoff_base,
+                        self._settings.webhook_backoff_max,
+                    )
+                log.warning(
+                    "webhook delivery failed",
+                    extra={"issuer_id": row["issuer_id"], "attempt": attempts, "error": error},
+                )
+                await repo.delivery_failed(row["id"], error, retry)
+        return len(due)
+
+    async def _post(self, row: dict[str, Any]) -> str | None:
+        """None when the issuer acknowledged (2xx), else what went wrong."""
+        body = row["body"].encode()
+        try:
+            secret = self.box.open(row["issuer_id"], bytes(row["secret_blob"]))
+        except ValueError as exc:
+            return str(exc)
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, int(time.time()), body),
+            "X-Bureau-Delivery": str(row["delivery_id"]),
+            "X-Bureau-Event-Type": row["type"],
+        }
+        try:
+            answer = await self._client.post(row["url"], content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"{exc.__class__.__name__}"
+        if 200 <= answer.status_code < 300:
+            return None
+        return f"HTTP {answer.status_code}"

@@ -1,0 +1,237 @@
+"""intake on the real stack for its own tests: real Postgres and Kafka, the vault answered by
+the real keymgmt app in this process (fresh SoftHSM token), two issuers with a product and
+blank stock each. intake writes to its own topic prefix, so keymgmt does not try to prepare
+the orders these tests make; tests play the other services by producing their events."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from services.intake.app import build_app
+from services.intake.keymgmt_client import VaultClient
+from services.intake.settings import IntakeSettings
+from services.keymgmt.settings import KeymgmtSettings
+from shared.bus import make_producer
+from shared.events import Event, encode_event
+from tests.conftest import running
+
+ISSUERS = ("bank-a", "bank-b")
+ADDRESS = {"lines": ["1 Rue Royale"], "postcode": "1000", "city": "Brussels", "country": "BE"}
+CSV_HEADER = b"pan,psn,expiry,cardholder_name,address_line1,address_line2,postcode,city,country\n"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_pan(n: int, prefix: str = "4761739") -> str:
+    """A Luhn-valid 16-digit test PAN, distinct for each n."""
+    body = f"{prefix}{n:08d}"
+    total = sum(
+        d if i % 2 else (2 * d - 9 if 2 * d > 9 else 2 * d)
+        for i, d in enumerate(int(c) for c in reversed(body))
+    )
+    return body + str(-total % 10)
+
+
+def csv_line(n: int, **overrides: str) -> bytes:
+    fields = {
+        "pan": make_pan(n),
+        "psn": "00",
+        "expiry": "3011",
+        "name": f"CARDHOLDER NUMBER {n}",
+        "line1": f"Residence Les Jardins, {n} Rue Royale",
+        "line2": f"Apartment {n % 500}, Staircase B, 3rd floor",
+        "postcode": "1000",
+        "city": "Brussels",
+        "country": "BE",
+    } | overrides
+    return (",".join(f'"{v}"' if "," in v else v for v in fields.values()) + "\n").encode()
+
+
+def csv_lines(count: int) -> Iterator[bytes]:
+    yield CSV_HEADER
+    for n in range(count):
+        yield csv_line(n)
+
+
+async def chunked(lines: Iterator[bytes], size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """A request body produced as it is sent, never held whole."""
+    buffer = bytearray()
+    for line in lines:
+        buffer += line
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+class PeakRss:
+    """Peak resident memory growth of this process while the block runs, sampled every 5 ms
+    by a thread. Before the baseline, garbage is collected and glibc gives its free pages back
+    (malloc_trim), so memory freed earlier cannot hide a new allocation."""
+
+    def __init__(self) -> None:
+        self.growth = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.growth = max(self.growth, self.rss() - self.baseline)
+
+    def __enter__(self) -> PeakRss:
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        self.baseline = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth = max(self.growth, self.rss() - self.baseline)
+
+
+class Intake:
+    def __init__(self, http: httpx.AsyncClient, app: Any, config: IntakeSettings) -> None:
+        self.http, self.app, self.settings = http, app, config
+        self.runtime = app.state.runtime
+        self.tokens: dict[str, str] = {}
+        self.admin: dict[str, str] = {}
+        self.operator: dict[str, str] = {}
+
+    def issuer(self, name: str, **headers: str) -> dict[str, str]:
+        return {**bearer(self.tokens[name]), **headers}
+
+    async def rows(self, *tables: str) -> dict[str, int]:
+        async with self.runtime.engine.connect() as conn:
+            return {
+                t: int((await conn.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one())
+                for t in tables
+            }
+
+    async def state(self) -> dict[str, int]:
+        """Rows of everything an order writes, once the relay has drained the outbox."""
+        for _ in range(600):
+            found = await self.rows(
+                "orders", "cards", "stock_movements", "order_events", "webhook_deliveries"
+            )
+            if (await self.rows("outbox"))["outbox"] == 0:
+                return found | {"events": self.runtime.relay.published}
+            await asyncio.sleep(0.05)
+        raise AssertionError("the outbox did not drain")
+
+    async def order(self, issuer: str, key: str, cards: list[dict[str, Any]]) -> httpx.Response:
+        body = {"external_ref": key, "product_id": "debit", "cards": cards}
+        return await self.http.post(
+            "/v1/orders", json=body, headers=self.issuer(issuer, **{"Idempotency-Key": key})
+        )
+
+
+def card(n: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "pan": make_pan(n),
+        "psn": "00",
+        "expiry": "3011",
+        "cardholder_name": "ADA LOVELACE",
+        "address": ADDRESS,
+    } | overrides
+
+
+@asynccontextmanager
+async def started_intake(
+    keymgmt_settings: KeymgmtSettings,
+    keymgmt_http: httpx.AsyncClient,
+    unique: str,
+    *,
+    stock: int = 20,
+    **overrides: Any,
+) -> AsyncIterator[Intake]:
+    config = IntakeSettings(
+        environment="test",
+        topic_prefix=f"{keymgmt_settings.topic_prefix}i",
+        service_tokens=keymgmt_settings.service_tokens,
+        principals=f"admin:root=adm-{unique},operator:olga=op-{unique}",
+        keymgmt_url="http://keymgmt",
+        **overrides,
+    )
+    vault = VaultClient("http://keymgmt", f"in-{unique}", client=keymgmt_http)
+    app = build_app(config, schema=f"intake_{unique}", vault=vault)
+    async with running(app.state.runtime):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://intake", timeout=600
+        ) as http:
+            intake = Intake(http, app, config)
+            intake.admin, intake.operator = bearer(f"adm-{unique}"), bearer(f"op-{unique}")
+            for issuer in ISSUERS:
+                await expect(
+                    http.post(
+                        "/v1/admin/issuers",
+                        headers=intake.admin,
+                        json={"issuer_id": issuer, "name": issuer},
+                    ),
+                    201,
+                )
+                await expect(
+                    http.post(
+                        f"/v1/admin/issuers/{issuer}/products",
+                        headers=intake.admin,
+                        json={"product_id": "debit", "name": "Debit", "kind": "emv"},
+                    ),
+                    201,
+                )
+                answer = await expect(
+                    http.post(f"/v1/admin/issuers/{issuer}/credentials", headers=intake.admin),
+                    201,
+                )
+                intake.tokens[issuer] = answer.json()["token"]
+                await expect(
+                    http.post(
+                        "/v1/stock/receipts",
+                        headers=intake.operator,
+                        json={
+                            "issuer_id": issuer,
+                            "product_id": "debit",
+                            "lot_id": f"L-{issuer}",
+                            "quantity": stock,
+                        },
+                    ),
+                    201,
+                )
+            yield intake
+
+
+async def expect(request: Any, status: int) -> httpx.Response:
+    answer: httpx.Response = await request
+    assert answer.status_code == status, answer.text
+    return answer
+
+
+async def produce(bootstrap: str, topic: str, items: list[Event]) -> None:
+    """Play another service: its events on its topic, keyed as the outbox relay keys them."""
+    producer = make_producer(bootstrap, client_id="intake-tests")
+    await producer.start()
+    try:
+        for event in items:
+            await producer.send_and_wait(
+                topic, encode_event(event), key=event.partition_key().encode()
+            )
+    finally:
+        await producer.stop()
