@@ -1,6 +1,8 @@
-"""make demo: one issuer's order of cards through every stage of the bureau.
+"""make demo: one issuer's order of cards through every stage of the bureau, then a mobile
+operator's order of SIMs (USIM personalised through the same secure channel, authenticated at
+QA as the operator's network would).
 
-    python -m demo [--cards 50] [--issuer demo-bank]
+    python -m demo [--cards 50] [--issuer demo-bank] [--sims 5]
 
 The local stack and the services must be up (make demo does that first, and loads the demo
 issuer's test keys by key ceremony before keymgmt starts).
@@ -17,6 +19,7 @@ from typing import Any
 from demo.client import Bureau, demo_cards
 
 PRODUCT = "demo-debit"
+SIM_OPERATOR, SIM_PRODUCT = "demo-mno", "demo-usim"
 STAGES = [
     "ordered",
     "prepared",
@@ -53,14 +56,27 @@ def progress_printer() -> Any:
     return show
 
 
-async def run(cards: int, issuer: str) -> int:
+async def run(cards: int, issuer: str, sims: int) -> int:
     bureau = Bureau()
-    say(f"Onboarding issuer {issuer!r} with product {PRODUCT!r} ...")
-    token = await bureau.onboard_issuer(issuer, "Demo Bank", PRODUCT)
+    failed = await run_batch(bureau, issuer, "Demo Bank", PRODUCT, "emv", cards)
+    if sims:
+        say("")
+        failed |= await run_batch(bureau, SIM_OPERATOR, "Demo Mobile", SIM_PRODUCT, "sim", sims)
+    return failed
+
+
+async def run_batch(
+    bureau: Bureau, issuer: str, name: str, product: str, kind: str, cards: int
+) -> int:
+    say(f"Onboarding issuer {issuer!r} with {kind.upper()} product {product!r} ...")
+    token = await bureau.onboard_issuer(issuer, name, product, kind=kind)
+    if kind == "sim":
+        say("  SIM product in keymgmt: operator transport key made in the HSM, ICCID/IMSI ranges")
+        await bureau.sim_product(issuer, product, imsi_prefix="00101")
     say(f"Receiving {cards} blank cards into the vault ...")
-    await bureau.receive_stock(issuer, PRODUCT, cards)
+    await bureau.receive_stock(issuer, product, cards)
     say(f"Issuer posts an order of {cards} cards ...")
-    order = await bureau.post_order(token, PRODUCT, demo_cards(cards, seed=int(time.time())))
+    order = await bureau.post_order(token, product, demo_cards(cards, seed=int(time.time())))
     batch = str(order["batch_id"])
     say(f"  order {order['order_id']} accepted as batch {batch}")
     say("  first cards: " + ", ".join(c["masked_pan"] for c in order["cards"][:3]) + " ...")
@@ -86,8 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cards", type=int, default=50)
     parser.add_argument("--issuer", default="demo-bank")
+    parser.add_argument("--sims", type=int, default=5, help="then a mobile operator's SIMs")
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(run(args.cards, args.issuer)))
+    raise SystemExit(asyncio.run(run(args.cards, args.issuer, args.sims)))
 
 
 if __name__ == "__main__":

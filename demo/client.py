@@ -22,6 +22,7 @@ LAST = ["LOVELACE", "TURING", "HOPPER", "DIJKSTRA", "LISKOV", "KNUTH", "ALLEN", 
 @dataclass
 class Urls:
     intake: str = "http://127.0.0.1:8101"
+    keymgmt: str = "http://127.0.0.1:8102"
     audit: str = "http://127.0.0.1:8107"
     fulfillment: str = "http://127.0.0.1:8106"
 
@@ -67,8 +68,11 @@ class Bureau:
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
         )
 
-    async def onboard_issuer(self, issuer_id: str, name: str, product_id: str) -> str:
-        """Create the issuer and its product if missing; return a fresh issuer API token."""
+    async def onboard_issuer(
+        self, issuer_id: str, name: str, product_id: str, kind: str = "emv"
+    ) -> str:
+        """Create the issuer and its product (`emv` or `sim`) if missing; return a fresh
+        issuer API token."""
         async with self._client(self.urls.intake, self.tokens.admin) as admin:
             response = await admin.post(
                 "/v1/admin/issuers", json={"issuer_id": issuer_id, "name": name}
@@ -77,13 +81,36 @@ class Bureau:
                 response.raise_for_status()
             response = await admin.post(
                 f"/v1/admin/issuers/{issuer_id}/products",
-                json={"product_id": product_id, "name": f"{name} debit", "kind": "emv"},
+                json={"product_id": product_id, "name": f"{name} {kind}", "kind": kind},
             )
             if response.status_code not in (201, 409):
                 response.raise_for_status()
             response = await admin.post(f"/v1/admin/issuers/{issuer_id}/credentials")
             response.raise_for_status()
             return str(response.json()["token"])
+
+    async def sim_product(self, issuer_id: str, product_id: str, imsi_prefix: str) -> None:
+        """The operator's SIM product in keymgmt: a transport key generated in the HSM for the
+        operator's output file, a TEST OP (3GPP TS 35.208 test set 1), the ICCID and IMSI
+        ranges. Idempotent (the serial counter survives)."""
+        async with self._client(self.urls.keymgmt, self.tokens.admin) as admin:
+            response = await admin.post(
+                "/v1/bureau-keys", json={"owner": issuer_id, "kind": "TRANSPORT"}
+            )
+            if response.status_code not in (200, 201, 409):
+                response.raise_for_status()
+            response = await admin.put(
+                f"/v1/sim/products/{issuer_id}/{product_id}",
+                json={
+                    "op": "cdc202d5123e20f62b6d676ac72cb318",  # a published test value
+                    "transport_key_label": f"{issuer_id}/TRANSPORT/1",
+                    "iccid_prefix": "8932990",
+                    "imsi_prefix": imsi_prefix,
+                    "first_serial": 1,
+                    "last_serial": 10**9,
+                },
+            )
+            response.raise_for_status()
 
     async def receive_stock(self, issuer_id: str, product_id: str, quantity: int) -> None:
         async with self._client(self.urls.intake, self.tokens.operator) as operator:

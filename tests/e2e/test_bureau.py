@@ -136,3 +136,33 @@ async def test_an_order_of_50_cards_reconciles_with_every_card_accounted_for(
     dump = await asyncio.to_thread(database_dump, e2e_env["BUREAU_DATABASE_URL"])
     assert "e2e-bank" in dump  # the dump really holds this run's rows
     assert not [p for p in pans if p in dump], "PAN in a database table"
+
+
+async def test_an_order_of_sims_is_personalised_checked_and_reconciled(
+    bureau: Bureau, e2e_env: dict[str, str]
+) -> None:
+    """A mobile operator's SIM order takes the same road: keymgmt prepares Ki/OPc/ICCID/IMSI,
+    the station writes the USIM through the same SCP03 channel, QA authenticates the chip as
+    the operator's network would, and audit reconciles the batch."""
+    token = await bureau.onboard_issuer("e2e-mno", "E2E Mobile", "e2e-usim", kind="sim")
+    await bureau.sim_product("e2e-mno", "e2e-usim", imsi_prefix="00101")
+    await bureau.receive_stock("e2e-mno", "e2e-usim", 6)
+    cards = demo_cards(6, seed=int.from_bytes(os.urandom(4), "big"))
+    order = await bureau.post_order(token, "e2e-usim", cards)
+    batch = str(order["batch_id"])
+
+    view = await bureau.wait_for_batch(batch, {"closed", "held"}, timeout=600)
+    assert view["status"] == "closed", view
+    assert view["problems"] == []
+    for card in order["cards"]:
+        found = await bureau.events_of_card(card["card_id"])
+        types = [e["type"] for e in found]
+        assert [t for t in CHAIN if t not in types] == [], (card["card_id"], types)
+        prepared = next(e["payload"] for e in found if e["type"] == "card.prepared")
+        assert prepared["key_scheme"] == "MILENAGE"
+        passed = next(e["payload"] for e in found if e["type"] == "card.qa_passed")
+        assert "sim-authenticate" in passed["checks"], passed
+    async with bureau._client(bureau.urls.keymgmt, bureau.tokens.admin) as admin:
+        listing = await admin.get(f"/v1/sim/batches/{batch}/output-file")
+    assert listing.status_code == 200
+    assert len([line for line in listing.text.splitlines() if line.startswith("8932990")]) == 6
