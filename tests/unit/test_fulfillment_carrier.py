@@ -19,6 +19,7 @@ from services.fulfillment.carrier import (
     render_carrier,
     scan_carrier,
 )
+from services.fulfillment.handlers import carrier_problem
 
 # Texts without runs of 4+ digits, where python-barcode also stays in code set B.
 LETTERS = string.ascii_letters + string.punctuation + " "
@@ -73,3 +74,19 @@ def test_an_unreadable_carrier_is_an_error_not_a_match() -> None:
         scan_carrier(b"%PDF-1.4 torn in half")
     with pytest.raises(BarcodeError):
         parse_barcode("SHORT")
+
+
+def test_the_match_check_names_what_does_not_match() -> None:
+    card_id = uuid.uuid4()
+    mine = letter(card_id)
+    scanned, problem = carrier_problem(mine, render_carrier(mine))
+    assert (scanned, problem) == (barcode_text(card_id, "4D21A0B3C4F5"), None)
+    other_chip = letter(card_id, chip="0000DEADBEEF")
+    _, problem = carrier_problem(mine, render_carrier(other_chip))
+    assert problem == "carrier mismatch: the letter names chip 0000DEADBEEF, not 4D21A0B3C4F5"
+    someone_else = uuid.uuid4()
+    _, problem = carrier_problem(mine, render_carrier(letter(someone_else)))
+    assert problem == f"carrier mismatch: the letter fed is for card {someone_else}"
+    _, problem = carrier_problem(mine, b"%PDF-1.4 smudged")
+    assert problem is not None
+    assert problem.startswith("carrier unreadable")
