@@ -51,13 +51,20 @@ def initialize_update(host_challenge: bytes) -> bytes:
 
 
 def check_initialize_update(data: bytes, sw: int, chip: ChipIdentity) -> bytes:
-    """The card's answer, checked for shape and chip before it goes to keymgmt."""
+    """The card's answer, checked for shape, protocol and chip before it goes to keymgmt: a
+    chip whose secure channel the bureau cannot open is rejected here, and its card goes back
+    to the queue (docs/perso-protocol.md: SCP03 i=00 with KVN 30-3F, or SCP02 with KVN 20-2F)."""
     if sw != SW_OK:
         raise WrongCard(f"card answered {sw_hex(sw)} to INITIALIZE UPDATE")
     if len(data) not in IU_ANSWER_LENGTHS:
         raise WrongCard(f"INITIALIZE UPDATE answer is {len(data)} bytes, not 29 or 28")
     if data[:10] != chip.diversification_data:
         raise WrongCard("INITIALIZE UPDATE names other key diversification data than the CPLC")
+    kvn, scp = data[10], data[11]
+    if len(data) == 29 and (scp != 0x03 or not 0x30 <= kvn <= 0x3F or data[12] & 0x10):
+        raise WrongCard(f"the card offers SCP{scp:02X} key version {kvn:02X} i {data[12]:02X}")
+    if len(data) == 28 and (scp != 0x02 or not 0x20 <= kvn <= 0x2F):
+        raise WrongCard(f"the card offers SCP{scp:02X} key version {kvn:02X}")
     return data
 
 

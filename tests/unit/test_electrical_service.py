@@ -107,6 +107,14 @@ def test_initialize_update_answers_are_checked_before_keymgmt_sees_them() -> Non
     other = bytes(10) + scp03[10:]
     with pytest.raises(WrongCard, match="other key diversification data"):
         check_initialize_update(other, 0x9000, chip)
+    for unusable in (
+        div + bytes.fromhex("300110") + bytes(16),  # SCP01 in an SCP03-sized answer
+        div + bytes.fromhex("200300") + bytes(16),  # an SCP02 key version for SCP03
+        div + bytes.fromhex("300310") + bytes(16),  # pseudo-random card challenge
+        div + bytes.fromhex("30020001") + bytes(14),  # an SCP03 key version for SCP02
+    ):
+        with pytest.raises(WrongCard, match="the card offers SCP"):
+            check_initialize_update(unusable, 0x9000, chip)
     command = initialize_update(bytes(range(8)))
     assert command.hex().upper() == "80500000080001020304050607" + "00"
     assert describe_command(command) == "INITIALIZE UPDATE"
