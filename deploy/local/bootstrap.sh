@@ -101,6 +101,7 @@ install_packages() {
         postgresql softhsm2 opensc pcscd libpcsclite-dev vsmartcard-vpcd swig chromium chromium-driver
         cups-ipp-utils avahi-daemon dbus fonts-dejavu-core maven build-essential pkg-config
         ca-certificates iproute2 procps util-linux
+        libnss3-dev  # NSS softoken: the token the hsm_des3_wrap test runs on (CKM_DES3_ECB wrap)
     )
     python_has_headers || wanted+=(python3-dev)
     local -a missing=()
