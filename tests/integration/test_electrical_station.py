@@ -51,7 +51,7 @@ pytestmark = [
 ]
 log = logging.getLogger(__name__)
 
-PER_READER = 5
+PER_READER = 50  # the bar: 4 readers x 50 cards, every chip then through QA
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,7 @@ def encoded_count(n: int) -> Callable[[list[events.Event]], bool]:
     return lambda seen: sum(isinstance(e, events.CardEncoded) for e in seen) >= n
 
 
+@pytest.mark.timeout(900)
 async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     unique: str,
     keymgmt: KeymgmtTestDouble,
@@ -87,7 +88,7 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
         started = time.monotonic()
         await publish(electrical.settings, "keymgmt", *(prepared(c, b) for c, b in cards.items()))
         out, raw_electrical = await read_events(
-            electrical.settings, "electrical", encoded_count(total), timeout=180
+            electrical.settings, "electrical", encoded_count(total), timeout=300
         )
         elapsed = time.monotonic() - started
         encoded = [e for e in out if isinstance(e, events.CardEncoded)]
@@ -96,7 +97,7 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
         ]
         await publish(qa.settings, "graphical", *faces)
         verdicts, raw_qa = await read_events(
-            qa.settings, "qa", lambda seen: len(seen) >= total, timeout=180
+            qa.settings, "qa", lambda seen: len(seen) >= total, timeout=600
         )
         activity = dict(electrical.agent.activity)
 
@@ -108,6 +109,8 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     assert all(e.apdu_count == 8 for e in encoded)
     per_reader = Counter(e.reader for e in encoded)
     assert set(per_reader) == set(feeder.station_readers)  # every reader took cards
+    # Readers claim the next card when free, so shares are near, not exactly, 50 each.
+    assert min(per_reader.values()) >= PER_READER * 0.8, dict(per_reader)
     assert all(keymgmt.scripts[c] == 1 for c in cards)
     for event in encoded:
         assert (await feeder.card(event.chip_serial))["lifecycle"] == "personalized"
