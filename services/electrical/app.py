@@ -86,7 +86,7 @@ def bootstrap(
         settings=settings,
         migrations=MIGRATIONS,
         handlers=build_handlers(agent.notify_queued),
-        subscribe=["keymgmt"],
+        subscribe=["keymgmt", "intake"],  # card.prepared; card.cancelled
         workers=agent.workers(),
         schema=schema,
         consumer_group=consumer_group,

@@ -1,4 +1,5 @@
-"""Event handlers of the station agent: card.prepared -> a queued card."""
+"""Event handlers of the station agent: card.prepared -> a queued card; card.cancelled -> the
+card leaves the queue (or never joins it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from services.electrical.repository import StationRepository
 from shared.bus import HandlerTable
-from shared.events import CardPrepared
+from shared.events import CardCancelled, CardPrepared
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -28,4 +29,13 @@ def build_handlers(on_queued: Callable[[], None] = lambda: None) -> HandlerTable
             )
         on_queued()
 
-    return {CardPrepared: [queue_prepared_card]}
+    async def drop_cancelled_card(uow: UnitOfWork, event: CardCancelled) -> None:
+        repo = StationRepository(uow.conn, uow.schema)
+        outcome = await repo.cancel(event.card_id, event.batch_id, event.reason, event.event_id)
+        ids = {"card_id": str(event.card_id), "state": outcome}
+        if outcome in ("cancelled", "remembered"):
+            log.info("cancelled card will not be personalised", extra=ids)
+        else:
+            log.warning("card cancelled too late: already at or past a reader", extra=ids)
+
+    return {CardPrepared: [queue_prepared_card], CardCancelled: [drop_cancelled_card]}

@@ -30,7 +30,8 @@ class StationRepository:
     async def enqueue(
         self, card_id: UUID, batch_id: UUID, issuer_id: str, product_id: str, event_id: UUID
     ) -> bool:
-        """A prepared card joins the queue; False if it is already known (any state)."""
+        """A prepared card joins the queue; False if it is already known (any state) or was
+        cancelled before it arrived."""
         await self._conn.execute(
             text(f"INSERT INTO {self._s}.batches (batch_id) VALUES (:b) ON CONFLICT DO NOTHING"),
             {"b": batch_id},
@@ -41,6 +42,7 @@ class StationRepository:
                     f"INSERT INTO {self._s}.station_cards"
                     " (card_id, batch_id, batch_seq, issuer_id, product_id, source_event_id)"
                     f" SELECT :c, :b, seq, :i, :p, :e FROM {self._s}.batches WHERE batch_id = :b"
+                    f" AND NOT EXISTS (SELECT 1 FROM {self._s}.cancelled_cards WHERE card_id = :c)"
                     " ON CONFLICT (card_id) DO NOTHING RETURNING card_id"
                 ),
                 {"c": card_id, "b": batch_id, "i": issuer_id, "p": product_id, "e": event_id},
@@ -93,7 +95,7 @@ class StationRepository:
 
     async def _move(self, card_id: UUID, to: str, frm: tuple[str, ...], **values: object) -> bool:
         sets = "".join(f", {name} = :{name}" for name in values)
-        finished = ", finished_at = now()" if to in ("encoded", "spoiled") else ""
+        finished = ", finished_at = now()" if to in ("encoded", "spoiled", "cancelled") else ""
         row = (
             await self._conn.execute(
                 text(
@@ -104,6 +106,29 @@ class StationRepository:
             )
         ).first()
         return row is not None
+
+    async def cancel(self, card_id: UUID, batch_id: UUID, reason: str, event_id: UUID) -> str:
+        """The issuer cancelled the card. A queued card leaves the queue ('cancelled'); an
+        unknown card is remembered so its card.prepared never queues it ('remembered'); a card
+        already at a reader or past it goes on, and its state is returned (audit then holds
+        the encoded card for destruction)."""
+        await self._conn.execute(
+            text(
+                f"INSERT INTO {self._s}.cancelled_cards"
+                " (card_id, batch_id, reason, source_event_id)"
+                " VALUES (:c, :b, :r, :e) ON CONFLICT (card_id) DO NOTHING"
+            ),
+            {"c": card_id, "b": batch_id, "r": reason[:500], "e": event_id},
+        )
+        if await self._move(card_id, "cancelled", ("queued",), reason=reason[:500]):
+            return "cancelled"
+        state = (
+            await self._conn.execute(
+                text(f"SELECT state FROM {self._s}.station_cards WHERE card_id = :c"),
+                {"c": card_id},
+            )
+        ).scalar_one_or_none()
+        return "remembered" if state is None else str(state)
 
     async def start_encoding(self, card_id: UUID) -> bool:
         """Committed before the first personalisation APDU: from here on a crash spoils it."""

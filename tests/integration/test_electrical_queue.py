@@ -124,3 +124,23 @@ async def test_a_used_chip_is_never_bound_again_and_only_unwritten_cards_requeue
         assert card.card_id == third
         assert await repo.counts() == {"encoded": 1, "spoiled": 1, "assigned": 1}
         assert not await repo.enqueue(first, batch, "acme", "acme-visa", uuid.uuid4())
+
+
+async def test_cancelled_cards_leave_the_queue_or_never_join_it(queue: Queue) -> None:
+    batch = uuid.uuid4()
+    queued, early, claimed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await enqueue(queue, (claimed, batch), (queued, batch))
+    assert (await claim(queue, "C0FFEE000010")) is not None  # `claimed` is at a reader now
+    async with queue.engine.begin() as db:
+        repo = StationRepository(db, queue.schema)
+        assert await repo.cancel(queued, batch, "issuer cancelled", uuid.uuid4()) == "cancelled"
+        # card.cancelled overtook card.prepared (another topic): remembered, never queued.
+        assert await repo.cancel(early, batch, "issuer cancelled", uuid.uuid4()) == "remembered"
+        assert not await repo.enqueue(early, batch, "acme", "acme-visa", uuid.uuid4())
+        # Too late: the card at a reader goes on, and the caller learns its state.
+        assert await repo.cancel(claimed, batch, "issuer cancelled", uuid.uuid4()) == "assigned"
+        # A redelivered cancellation changes nothing.
+        assert await repo.cancel(queued, batch, "issuer cancelled", uuid.uuid4()) == "cancelled"
+        counts = await repo.counts()
+    assert counts == {"assigned": 1, "cancelled": 1}
+    assert (await claim(queue, "C0FFEE000011")) is None  # nothing left to personalise
