@@ -52,7 +52,8 @@ def stock_router(ctx: IntakeContext) -> APIRouter:
                 batch_id=body.batch_id,
                 actor=actor,
             )
-            await ctx.unit_of_work(conn).emit(
+            uow = ctx.unit_of_work(conn)
+            await uow.emit(
                 events.StockReturned(
                     issuer_id=body.issuer_id,
                     actor=actor,
@@ -61,6 +62,7 @@ def stock_router(ctx: IntakeContext) -> APIRouter:
                     quantity=body.quantity,
                 )
             )
+            await uow.flush()
         ctx.committed()
         return {"batch_id": str(body.batch_id), "returned": body.quantity}
 
@@ -94,7 +96,8 @@ def stock_router(ctx: IntakeContext) -> APIRouter:
                 quantity=body.quantity,
                 actor=actor,
             )
-            await ctx.unit_of_work(conn).emit(
+            uow = ctx.unit_of_work(conn)
+            await uow.emit(
                 events.StockDestroyed(
                     issuer_id=body.issuer_id,
                     actor=actor,
@@ -104,6 +107,7 @@ def stock_router(ctx: IntakeContext) -> APIRouter:
                     witnesses=(first, second),
                 )
             )
+            await uow.flush()
         ctx.committed()
         return {"product_id": body.product_id, "destroyed": body.quantity}
 
