@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from services.audit.app import STREAMS as AUDIT_STREAMS
+from services.intake.settings import IntakeSettings
 from tests.unit.test_k8s_manifests import OVERLAYS, Obj, of_kind, render
 
 STRIMZI = "kafka.strimzi.io/v1beta2"
@@ -262,6 +264,34 @@ def test_each_service_may_write_only_its_own_stream(objects: tuple[Obj, ...]) ->
             if "Write" in acl["operations"]
         }
         assert writable == {f"bureau.{name}", "bureau.dlq"}, name
+
+
+# What each service's runtime subscribes to (its app.py / settings; docs/services.md's table).
+SUBSCRIPTIONS = {
+    "intake": set(IntakeSettings.model_fields["follow"].default),
+    "keymgmt": {"intake"},
+    "electrical": {"keymgmt", "intake"},
+    "graphical": {"electrical"},
+    "qa": {"graphical"},
+    "fulfillment": {"qa", "electrical", "graphical", "audit"},
+    "audit": {*AUDIT_STREAMS, "dlq"},  # and the dead letters themselves, for the auditor
+}
+
+
+def test_each_service_may_read_the_streams_it_follows_with_its_own_group(
+    objects: tuple[Obj, ...],
+) -> None:
+    users = {u["metadata"]["name"]: u["spec"] for u in of_kind(objects, "KafkaUser")}
+    for name, spec in users.items():
+        acls = spec["authorization"]["acls"]
+        readable = {
+            a["resource"]["name"]
+            for a in acls
+            if a["resource"]["type"] == "topic" and "Read" in a["operations"]
+        }
+        groups = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"}
+        assert readable == {f"bureau.{s}" for s in SUBSCRIPTIONS[name]}, name
+        assert groups == {f"bureau.{name}"}, name
 
 
 def test_postgres_acknowledges_a_commit_on_two_instances_in_prod() -> None:
