@@ -3,7 +3,7 @@ Postgres and Kafka with the real keymgmt vault: no 5xx, no unhandled error, on a
 
 Hypothesis drives the examples in a worker thread; each request goes to the app on the test's
 event loop, where its database engine, Kafka clients and the vault live. Bounded in time by
-a small number of examples per operation (INTAKE_FUZZ_EXAMPLES, default 12)."""
+a small number of examples per operation (INTAKE_FUZZ_EXAMPLES, default 8)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("INTAKE_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("INTAKE_FUZZ_EXAMPLES", "8"))
 
 
 @schemathesis.serializer("text/csv", "application/x-ndjson")
