@@ -1,5 +1,7 @@
 """deploy/k8s/observability: the collector's pipelines are wired, and the dashboard asks only
-for metrics the services expose (shared/metrics.py) with the labels they carry."""
+for metrics the services expose (shared/metrics.py, and the modules that register their own,
+imported here so the check does not depend on which tests ran first) with the labels they
+carry."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import yaml
 
+import services.graphical.printing  # noqa: F401  (registers the printer metrics)
 from shared import metrics
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "observability"
