@@ -33,9 +33,14 @@ class ChipRejected(KeymgmtRefused):
     """keymgmt refused the chip itself: it failed to prove it holds this bureau's keys."""
 
 
-# docs/perso-protocol.md: keymgmt marks a refusal of the chip with this header.
+class CardCancelled(KeymgmtRefused):
+    """keymgmt refused the card: its issuer cancelled it. The chip was not touched."""
+
+
+# docs/perso-protocol.md: keymgmt marks a refusal of the chip (or the card) with this header.
 REFUSAL_HEADER = "X-Bureau-Refusal"
 CRYPTOGRAM_MISMATCH = "card-cryptogram-mismatch"
+CARD_CANCELLED = "card-cancelled"
 
 
 class KeymgmtBadResponse(KeymgmtRefused):
@@ -133,6 +138,8 @@ class KeymgmtClient:
             detail = redact_pans(response.text[:200])
             if response.headers.get(REFUSAL_HEADER) == CRYPTOGRAM_MISMATCH:
                 raise ChipRejected("card cryptogram mismatch: the chip does not hold our keys")
+            if response.headers.get(REFUSAL_HEADER) == CARD_CANCELLED:
+                raise CardCancelled("the card was cancelled by its issuer")
             raise KeymgmtRefused(
                 f"keymgmt refused the script: HTTP {response.status_code} {detail}"
             )

@@ -113,6 +113,12 @@ async def start_encoding(runtime: ServiceRuntime, card: QueuedCard) -> bool:
     return await in_transaction(runtime, lambda _uow, repo: repo.start_encoding(card.card_id))
 
 
+async def cancelled_at_reader(runtime: ServiceRuntime, card: QueuedCard) -> bool:
+    return await in_transaction(
+        runtime, lambda _uow, repo: repo.cancel_assigned(card.card_id, "cancelled by its issuer")
+    )
+
+
 async def release(runtime: ServiceRuntime, card: QueuedCard) -> bool:
     return await in_transaction(runtime, lambda _uow, repo: repo.release(card.card_id))
 

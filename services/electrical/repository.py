@@ -130,6 +130,13 @@ class StationRepository:
         ).scalar_one_or_none()
         return "remembered" if state is None else str(state)
 
+    async def cancel_assigned(self, card_id: UUID, reason: str) -> bool:
+        """keymgmt refused an assigned card as cancelled: its chip was never written, so the
+        chip is released for the next card and the card ends `cancelled`."""
+        return await self._move(
+            card_id, "cancelled", ("assigned",), reason=reason, chip_serial=None, reader=None
+        )
+
     async def start_encoding(self, card_id: UUID) -> bool:
         """Committed before the first personalisation APDU: from here on a crash spoils it."""
         return await self._move(card_id, "encoding", ("assigned",))

@@ -18,7 +18,12 @@ import secrets
 import time
 
 from services.electrical import outcomes
-from services.electrical.keymgmt_client import ChipRejected, KeymgmtRefused, PersoScript
+from services.electrical.keymgmt_client import (
+    CardCancelled,
+    ChipRejected,
+    KeymgmtRefused,
+    PersoScript,
+)
 from services.electrical.ports import ReaderActivity, ScriptSource, Transport
 from services.electrical.repository import StationRepository
 from services.electrical.service import (
@@ -239,6 +244,11 @@ class StationAgent:
             script = await self.keymgmt.secure_script(
                 card.card_id, serial, host_challenge, iu_answer
             )
+        except CardCancelled:
+            # Cancelled while it waited at the reader: no event (intake's card.cancelled is
+            # its outcome), the untouched chip takes the next card.
+            await outcomes.cancelled_at_reader(runtime, card)
+            return False
         except ChipRejected as exc:
             # The chip holds other keys: spoil the card with the reason, reject the chip.
             await self._spoiled(runtime, act, card, serial, str(exc), trace, consumed=True)

@@ -29,6 +29,7 @@ from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.repository_sim import SimRepository
 from services.keymgmt.routers import router as keys_and_products_router
 from services.keymgmt.secure_channel import (
+    CARD_CANCELLED,
     CRYPTOGRAM_MISMATCH,
     REFUSAL_HEADER,
     CardCryptogramMismatch,
@@ -262,6 +263,12 @@ def build_app(runtime: KeymgmtRuntime) -> FastAPI:
         mismatch: CardCryptogramMismatch | None = None
         async with runtime.engine.begin() as conn:
             repo = KeymgmtRepository(conn)
+            if await repo.is_cancelled(card_id):
+                raise HTTPException(
+                    409,
+                    "the card was cancelled by its issuer",
+                    headers={REFUSAL_HEADER: CARD_CANCELLED},
+                )
             prepared = await repo.prepared(card_id, for_update=True)
             vaulted = await repo.vault_card(card_id)
             if prepared is None or vaulted is None:

@@ -1,4 +1,5 @@
-"""keymgmt's background work: card.ordered -> data preparation -> card.prepared, and the
+"""keymgmt's background work: card.ordered -> data preparation -> card.prepared (card.cancelled
+-> never prepared nor scripted), and the
 HSM keeper that opens the session, makes sure the bureau keys exist and holds it open."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from services.keymgmt.preparation import ConfigCache, prepare_ordered_cards
 from services.keymgmt.repository import KeymgmtRepository, key_row
 from services.keymgmt.settings import KeymgmtSettings, process_hsm
 from shared.bus import BatchHandler, HandlerTable
-from shared.events import CardOrdered
+from shared.events import CardCancelled, CardOrdered
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, Worker
 
@@ -73,7 +74,18 @@ def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
             uow, ordered, deps.gate.get, deps.service_code, deps.actor, cache, deps.sim_kek_label
         )
 
-    return {CardOrdered: [BatchHandler(prepare_cards)]}
+    async def remember_cancelled(uow: UnitOfWork, event: CardCancelled) -> None:
+        """The issuer cancelled the card: never prepared from now on, and no station gets its
+        script (409 card-cancelled); one already prepared stays so, unused."""
+        await KeymgmtRepository(uow.conn).record_cancelled(
+            event.card_id, event.reason, event.event_id
+        )
+        log.info("card cancelled by its issuer", extra={"card_id": str(event.card_id)})
+
+    return {
+        CardOrdered: [BatchHandler(prepare_cards)],
+        CardCancelled: [remember_cancelled],
+    }
 
 
 # -- the HSM keeper ---------------------------------------------------------------------------

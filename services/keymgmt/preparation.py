@@ -182,6 +182,11 @@ async def prepare_ordered_cards(
     taken: set[UUID] = set()
     for event in ordered:
         vaulted = vaulted_rows.get(event.card_id)
+        if vaulted is not None and vaulted["cancelled"]:
+            log.info(
+                "card cancelled by its issuer; not prepared", extra={"card_id": str(event.card_id)}
+            )
+            continue
         if await cache.is_sim(uow.conn, event.issuer_id, event.product_id):
             if _to_prepare(event, vaulted, event.card_id in taken) and vaulted is not None:
                 taken.add(event.card_id)

@@ -193,6 +193,21 @@ class KeymgmtRepository:
         lock = " FOR UPDATE" if for_update else ""
         return await self._one(f"SELECT * FROM prepared_cards WHERE card_id = :c{lock}", c=card_id)
 
+    async def record_cancelled(self, card_id: UUID, reason: str, event_id: UUID) -> None:
+        await self.conn.execute(
+            text(
+                "INSERT INTO cancelled_cards (card_id, reason, source_event_id)"
+                " VALUES (:c, :r, :e) ON CONFLICT (card_id) DO NOTHING"
+            ),
+            {"c": card_id, "r": reason[:500], "e": event_id},
+        )
+
+    async def is_cancelled(self, card_id: UUID) -> bool:
+        return (
+            await self._one("SELECT 1 FROM cancelled_cards WHERE card_id = :c", c=card_id)
+            is not None
+        )
+
     async def binding(self, card_id: UUID) -> dict[str, Any] | None:
         return await self._one("SELECT * FROM chip_bindings WHERE card_id = :c", c=card_id)
 

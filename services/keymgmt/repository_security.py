@@ -66,7 +66,8 @@ class SecurityRepository:
         return raw.driver_connection
 
     async def vault_cards_to_prepare(self, card_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
-        """The vault rows and whether each card is already prepared, in one round trip."""
+        """The vault rows and whether each card is already prepared (or cancelled by its
+        issuer), in one round trip."""
         rows = await (await self._driver()).fetch(_TO_PREPARE, card_ids)
         return {row["card_id"]: dict(row) for row in rows}
 
@@ -132,7 +133,8 @@ _CVV = (
 )
 _TO_PREPARE = (
     "SELECT v.card_id, v.issuer_id, v.pan_token, v.pan_blob, v.record_blob, v.masked_pan,"
-    " EXISTS (SELECT 1 FROM prepared_cards p WHERE p.card_id = v.card_id) AS prepared"
+    " EXISTS (SELECT 1 FROM prepared_cards p WHERE p.card_id = v.card_id) AS prepared,"
+    " EXISTS (SELECT 1 FROM cancelled_cards c WHERE c.card_id = v.card_id) AS cancelled"
     " FROM vault_cards v WHERE v.card_id = ANY($1::uuid[])"
 )
 _NAME = re.compile(r":([a-z0-9_]+)")

@@ -61,6 +61,7 @@ IU_ANSWER_LENGTH_02: Final = 28
 # A refusal the station must tell from others (the chip is rejected, not kept for another card)
 REFUSAL_HEADER: Final = "X-Bureau-Refusal"
 CRYPTOGRAM_MISMATCH: Final = "card-cryptogram-mismatch"
+CARD_CANCELLED: Final = "card-cancelled"  # the issuer cancelled the card: no script
 
 
 class SecureChannelError(ValueError):

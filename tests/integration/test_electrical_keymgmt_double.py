@@ -74,6 +74,7 @@ class KeymgmtTestDouble:
         self.records: dict[uuid.UUID, CardRecord] = {}
         self.scripts: Counter[uuid.UUID] = Counter()
         self.refused_chips: list[str] = []  # card cryptogram mismatches
+        self.cancelled: set[uuid.UUID] = set()  # cards keymgmt refuses as cancelled
         self.available = True
         self.refused_while_down = 0
         app = FastAPI()
@@ -96,6 +97,10 @@ class KeymgmtTestDouble:
         ) -> dict[str, Any] | JSONResponse:
             check(authorization, station_token)
             record = record_of(body.card_id)
+            if body.card_id in self.cancelled:
+                headers = {REFUSAL_HEADER: "card-cancelled"}
+                detail = {"detail": "the card was cancelled by its issuer"}
+                return JSONResponse(detail, status_code=409, headers=headers)
 
             def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
                 div = answer.diversification_data

@@ -6,6 +6,7 @@ a script tampered with by the station are spoiled while the next card goes on.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from services.electrical.keymgmt_client import PersoScript
 from services.electrical.ports import ScriptSource
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
+from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm,
     hsm_token,
@@ -261,3 +264,41 @@ async def test_a_station_tampering_with_a_command_is_stopped_by_the_card(
     info = await feeder.card(spoiled.chip_serial)
     assert info["lifecycle"] == "blank"
     assert info["dgis"] == ["0101"]  # block 00 landed, the tampered block 01 did not
+
+
+async def test_a_card_cancelled_at_the_reader_frees_its_untouched_chip_for_the_next(
+    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+) -> None:
+    """keymgmt refuses a card its issuer cancelled after the station queued it: the card ends
+    `cancelled` with no event of the station's (intake's card.cancelled is its outcome), and the
+    chip, never written, takes the next card."""
+    cancelled, good = keymgmt.add_card(), keymgmt.add_card()
+    keymgmt.cancelled.add(cancelled)
+    batch = uuid.uuid4()
+    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    states: dict[uuid.UUID, tuple[str, str | None]] = {}
+
+    async def both_done() -> bool:
+        async with electrical.engine.connect() as db:
+            rows = await db.execute(
+                text(
+                    f"SELECT card_id, state, chip_serial FROM {electrical.schema}.station_cards"
+                    " WHERE card_id = ANY(:ids)"
+                ),
+                {"ids": [cancelled, good]},
+            )
+            states.update({row[0]: (row[1], row[2]) for row in rows})
+        return {s for s, _chip in states.values()} == {"cancelled", "encoded"}
+
+    async with running(electrical):
+        await publish(electrical.settings, "keymgmt", prepared(cancelled, batch))
+        await publish(electrical.settings, "keymgmt", prepared(good, batch))
+        await wait_for(both_done, timeout=60)
+        await asyncio.sleep(1.0)  # an event the refusal wrongly emitted would be out by now
+        out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 1)
+    assert [type(e) for e in out] == [events.CardEncoded]
+    (encoded,) = out
+    assert isinstance(encoded, events.CardEncoded)
+    assert encoded.card_id == good
+    assert states[cancelled] == ("cancelled", None)
+    assert states[good] == ("encoded", encoded.chip_serial)

@@ -18,7 +18,8 @@ from services.keymgmt.app import KeymgmtRuntime
 from services.keymgmt.cli import load_demo_keys
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.bus_harness import collect
+from shared import events
+from tests.integration.bus_harness import collect, wait_for
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     PAN16,
@@ -207,3 +208,50 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
             text("SELECT iccid FROM sim_cards WHERE card_id = :c"), {"c": card["card_id"]}
         )
     assert iccid == row.scalar_one()
+
+
+async def test_a_cancelled_card_is_never_prepared_nor_scripted(
+    settings: KeymgmtSettings,  # noqa: F811
+    unique: str,
+    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    runtime, http = keymgmt
+    issuer, station = f"ic{unique}", f"st-{unique}"
+    await load_demo_keys(settings, issuer)
+    late, early = await vault(http, unique, issuer), await vault(http, unique, issuer)
+    late_order, early_order = ordered(late, issuer), ordered(early, issuer)
+
+    def cancelled(order: events.CardOrdered) -> events.CardCancelled:
+        return events.CardCancelled(
+            issuer_id=issuer,
+            actor=f"issuer:{issuer}",
+            card_id=order.card_id,
+            batch_id=order.batch_id,
+            order_id=order.order_id,
+            reason="customer closed the account",
+        )
+
+    async def rows(sql: str, **params: Any) -> set[Any]:
+        async with runtime.engine.connect() as conn:
+            return {row[0] for row in await conn.execute(text(sql), params)}
+
+    def prepared() -> Any:
+        ids = [late_order.card_id, early_order.card_id]
+        return rows("SELECT card_id FROM prepared_cards WHERE card_id = ANY(:ids)", ids=ids)
+
+    async def consumed(event_id: uuid.UUID) -> bool:
+        return bool(await rows("SELECT event_id FROM inbox WHERE event_id = :e", e=event_id))
+
+    # `late` is prepared, then cancelled; `early`'s cancellation arrives before its order.
+    await publish(settings, late_order)
+    await wait_for(lambda: consumed(late_order.event_id), timeout=30)
+    await publish(settings, cancelled(late_order), cancelled(early_order), early_order)
+    await wait_for(lambda: consumed(early_order.event_id), timeout=30)
+    assert await prepared() == {late_order.card_id}
+
+    store = CardStore(tmp_path)
+    for card in (late, early):
+        refused = await script_for(http, station, card["card_id"], new_chip(store))
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["x-bureau-refusal"] == "card-cancelled"

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from services.electrical.keymgmt_client import (
+    CardCancelled,
     ChipRejected,
     KeymgmtBadResponse,
     KeymgmtClient,
@@ -94,6 +95,14 @@ async def test_a_card_cryptogram_mismatch_rejects_the_chip() -> None:
     replies = Replies(httpx.Response(409, text="card cryptogram mismatch", headers=headers))
     with pytest.raises(ChipRejected, match="card cryptogram mismatch"):
         await client(replies, []).secure_script(*ARGS)
+
+
+async def test_a_cancelled_card_is_refused_as_such_not_as_the_chips_fault() -> None:
+    headers = {"X-Bureau-Refusal": "card-cancelled"}
+    replies = Replies(httpx.Response(409, text="the card was cancelled", headers=headers))
+    with pytest.raises(CardCancelled, match="cancelled by its issuer") as refused:
+        await client(replies, []).secure_script(*ARGS)
+    assert not isinstance(refused.value, ChipRejected)
 
 
 @pytest.mark.parametrize(
