@@ -89,10 +89,13 @@ class Bureau:
             response.raise_for_status()
             return str(response.json()["token"])
 
-    async def sim_product(self, issuer_id: str, product_id: str, imsi_prefix: str) -> None:
+    async def sim_product(
+        self, issuer_id: str, product_id: str, imsi_prefix: str, iccid_prefix: str = "8932990"
+    ) -> None:
         """The operator's SIM product in keymgmt: a transport key generated in the HSM for the
         operator's output file, a TEST OP (3GPP TS 35.208 test set 1), the ICCID and IMSI
-        ranges. Idempotent (the serial counter survives)."""
+        ranges (keymgmt refuses ranges that overlap another product's). Idempotent (the serial
+        counter survives)."""
         async with self._client(self.urls.keymgmt, self.tokens.admin) as admin:
             response = await admin.post(
                 "/v1/bureau-keys", json={"owner": issuer_id, "kind": "TRANSPORT"}
@@ -104,7 +107,7 @@ class Bureau:
                 json={
                     "op": "cdc202d5123e20f62b6d676ac72cb318",  # a published test value
                     "transport_key_label": f"{issuer_id}/TRANSPORT/1",
-                    "iccid_prefix": "8932990",
+                    "iccid_prefix": iccid_prefix,
                     "imsi_prefix": imsi_prefix,
                     "first_serial": 1,
                     "last_serial": 10**9,

@@ -35,6 +35,17 @@ class SimRepository:
             product,
         )
 
+    async def other_products(self, issuer_id: str, product_id: str) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT issuer_id, product_id, iccid_prefix, iccid_length, imsi_prefix,"
+                " first_serial, last_serial FROM sim_products"
+                " WHERE NOT (issuer_id = :i AND product_id = :p)"
+            ),
+            {"i": issuer_id, "p": product_id},
+        )
+        return [dict(row) for row in rows.mappings()]
+
     async def product(self, issuer_id: str, product_id: str) -> dict[str, Any] | None:
         return await self._one(
             "SELECT * FROM sim_products WHERE issuer_id = :i AND product_id = :p",

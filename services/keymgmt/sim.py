@@ -58,6 +58,22 @@ def make_imsi(prefix: str, serial: int) -> str:
     return prefix + str(serial).zfill(width)
 
 
+def iccid_span(prefix: str, first: int, last: int, length: int) -> tuple[int, int, int]:
+    """(length, lowest body, highest body) of the ICCIDs a serial range makes (Luhn aside)."""
+    width = length - 1 - len(prefix)
+    return length, int(prefix + str(first).zfill(width)), int(prefix + str(last).zfill(width))
+
+
+def imsi_span(prefix: str, first: int, last: int) -> tuple[int, int, int]:
+    """(length, lowest, highest) of the IMSIs a serial range makes."""
+    width = IMSI_LEN - len(prefix)
+    return IMSI_LEN, int(prefix + str(first).zfill(width)), int(prefix + str(last).zfill(width))
+
+
+def spans_overlap(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    return a[0] == b[0] and a[1] <= b[2] and b[1] <= a[2]
+
+
 @dataclass(frozen=True)
 class SimSecrets:
     """Ki and OPc of one SIM, each wrapped twice; never in clear."""

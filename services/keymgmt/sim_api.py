@@ -16,7 +16,16 @@ from services.keymgmt.bureau_keys import ensure_generated_key
 from services.keymgmt.hsm import BureauKeyKind, Hsm, HsmError, key_label
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.repository_sim import SimRepository
-from services.keymgmt.sim import WRAP_NAME, SimSecrets, generate_sim_secrets, make_iccid, make_imsi
+from services.keymgmt.sim import (
+    WRAP_NAME,
+    SimSecrets,
+    generate_sim_secrets,
+    iccid_span,
+    imsi_span,
+    make_iccid,
+    make_imsi,
+    spans_overlap,
+)
 from services.keymgmt.vault import open_sealed, seal_bytes
 from shared.auth import Principal, require
 
@@ -89,10 +98,26 @@ async def put_sim_product(
     vault = runtime.keymgmt_settings.vault_key_label
     async with runtime.engine.begin() as conn:
         await _transport_key(KeymgmtRepository(conn), body.transport_key_label, issuer_id)
+        sims = SimRepository(conn)
+        existing = await sims.product(issuer_id, product_id)
+        fixed = ("iccid_prefix", "iccid_length", "imsi_prefix", "first_serial")
+        changed = [f for f in fixed if existing is not None and existing[f] != getattr(body, f)]
+        if changed:  # the serial counter runs on: numbers already handed out stay valid
+            raise HTTPException(409, f"a SIM product's {', '.join(changed)} cannot change")
+        serials = (body.first_serial, body.last_serial)
+        iccids = iccid_span(body.iccid_prefix, *serials, body.iccid_length)
+        imsis = imsi_span(body.imsi_prefix, *serials)
+        for other in await sims.other_products(issuer_id, product_id):
+            name = f"{other['issuer_id']}/{other['product_id']}"
+            span = (other["iccid_prefix"], other["first_serial"], other["last_serial"])
+            if spans_overlap(iccids, iccid_span(*span, other["iccid_length"])):
+                raise HTTPException(409, f"the ICCID range overlaps SIM product {name}'s")
+            if spans_overlap(imsis, imsi_span(other["imsi_prefix"], *span[1:])):
+                raise HTTPException(409, f"the IMSI range overlaps SIM product {name}'s")
         op = bytes.fromhex(body.op)
         sealed = await hsm.call(seal_bytes, vault, op, op_context(issuer_id, product_id))
         fields = body.model_dump(exclude={"op"})
-        await SimRepository(conn).put_product(
+        await sims.put_product(
             fields
             | {"issuer_id": issuer_id, "product_id": product_id, "op_sealed": sealed}
             | {"updated_by": f"{who.role}:{who.name}"}

@@ -145,7 +145,8 @@ async def test_an_order_of_sims_is_personalised_checked_and_reconciled(
     the station writes the USIM through the same SCP03 channel, QA authenticates the chip as
     the operator's network would, and audit reconciles the batch."""
     token = await bureau.onboard_issuer("e2e-mno", "E2E Mobile", "e2e-usim", kind="sim")
-    await bureau.sim_product("e2e-mno", "e2e-usim", imsi_prefix="00101")
+    # Ranges apart from the demo's (8932990..., 00101...), so both run on one stack.
+    await bureau.sim_product("e2e-mno", "e2e-usim", imsi_prefix="00102", iccid_prefix="8932991")
     await bureau.receive_stock("e2e-mno", "e2e-usim", 6)
     cards = demo_cards(6, seed=int.from_bytes(os.urandom(4), "big"))
     order = await bureau.post_order(token, "e2e-usim", cards)

@@ -89,6 +89,20 @@ async def test_sim_batch_and_operator_output_file(
     assert (wrong_key.status_code, not_custodian.status_code) == (409, 403)
     assert put.status_code == 200, put.text
     assert OP.hex() not in put.text
+    # Another product may not hand out the same ICCIDs or IMSIs; the next serials it may.
+    twin = await http.put(f"/v1/sim/products/{issuer}/usim-twin", json=product, headers=custodian)
+    assert twin.status_code == 409
+    assert twin.json()["detail"] == f"the ICCID range overlaps SIM product {issuer}/usim-test's"
+    imsi_twin = product | {"iccid_prefix": "8944991"}
+    twin = await http.put(f"/v1/sim/products/{issuer}/usim-twin", json=imsi_twin, headers=custodian)
+    assert twin.json()["detail"] == f"the IMSI range overlaps SIM product {issuer}/usim-test's"
+    moved = await http.put(path, json=product | {"imsi_prefix": "00102"}, headers=custodian)
+    assert moved.json()["detail"] == "a SIM product's imsi_prefix cannot change"
+    after = product | {"first_serial": 1005, "last_serial": 1009}
+    next_range = await http.put(
+        f"/v1/sim/products/{issuer}/usim-next", json=after, headers=custodian
+    )
+    assert next_range.status_code == 200, next_range.text
 
     body = {"issuer_id": issuer, "product_id": "usim-test", "count": 3}
     made = await http.post("/v1/sim/batches", json=body, headers=custodian)
