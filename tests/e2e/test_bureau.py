@@ -166,4 +166,4 @@ async def test_an_order_of_sims_is_personalised_checked_and_reconciled(
     async with bureau._client(bureau.urls.keymgmt, bureau.tokens.admin) as admin:
         listing = await admin.get(f"/v1/sim/batches/{batch}/output-file")
     assert listing.status_code == 200
-    assert len([line for line in listing.text.splitlines() if line.startswith("8932990")]) == 6
+    assert len([line for line in listing.text.splitlines() if line.startswith("8932991")]) == 6
