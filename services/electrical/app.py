@@ -19,6 +19,7 @@ from shared.service import ServiceRuntime, create_app
 
 NAME = "electrical"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUBSCRIBE = ("keymgmt", "intake")  # card.prepared; card.cancelled
 
 
 class StationRuntime(ServiceRuntime):
@@ -86,7 +87,7 @@ def bootstrap(
         settings=settings,
         migrations=MIGRATIONS,
         handlers=build_handlers(agent.notify_queued),
-        subscribe=["keymgmt", "intake"],  # card.prepared; card.cancelled
+        subscribe=SUBSCRIBE,
         workers=agent.workers(),
         schema=schema,
         consumer_group=consumer_group,

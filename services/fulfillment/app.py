@@ -23,6 +23,7 @@ from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "fulfillment"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUBSCRIBE = ("qa", "electrical", "graphical", "audit")
 
 
 def bootstrap(
@@ -54,7 +55,7 @@ def bootstrap(
         settings=settings,
         migrations=MIGRATIONS,
         handlers=build_handlers(deps),
-        subscribe=["qa", "electrical", "graphical", "audit"],
+        subscribe=SUBSCRIBE,
         schema=schema,
         consumer_group=consumer_group,
     )

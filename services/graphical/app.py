@@ -25,6 +25,7 @@ from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "graphical"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUBSCRIBE = ("electrical",)
 
 
 def sample_photo() -> bytes:
@@ -83,7 +84,7 @@ def bootstrap(
         settings=settings,
         migrations=MIGRATIONS,
         handlers=build_handlers(deps),
-        subscribe=["electrical"],
+        subscribe=SUBSCRIBE,
         workers=[spooler.run],
         schema=schema,
         consumer_group=consumer_group,

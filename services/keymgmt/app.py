@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 NAME = "keymgmt"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUBSCRIBE = ("intake",)
 SEAL_CHUNK = 200  # cards per HSM-worker call: other HSM work interleaves with a big order
 
 
@@ -94,7 +95,7 @@ def build_runtime(
         settings,
         name=NAME,
         migrations=MIGRATIONS,
-        subscribe=["intake"],
+        subscribe=SUBSCRIBE,
         schema=schema or settings.keymgmt_schema,
         consumer_group=consumer_group,
     )

@@ -19,6 +19,7 @@ from shared.service import ServiceRuntime, create_app
 
 NAME = "qa"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUBSCRIBE = ("graphical",)
 
 
 class QaRuntime(ServiceRuntime):
@@ -81,7 +82,7 @@ def bootstrap(
         settings=settings,
         migrations=MIGRATIONS,
         handlers=build_handlers(machine.notify_queued),
-        subscribe=["graphical"],
+        subscribe=SUBSCRIBE,
         workers=[machine.run],
         schema=schema,
         consumer_group=consumer_group,

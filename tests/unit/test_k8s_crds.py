@@ -13,8 +13,13 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from services.audit.app import STREAMS as AUDIT_STREAMS
+from services.audit import app as audit_app
+from services.electrical import app as electrical_app
+from services.fulfillment import app as fulfillment_app
+from services.graphical import app as graphical_app
 from services.intake.settings import IntakeSettings
+from services.keymgmt import app as keymgmt_app
+from services.qa import app as qa_app
 from tests.unit.test_k8s_manifests import OVERLAYS, Obj, of_kind, render
 
 STRIMZI = "kafka.strimzi.io/v1beta2"
@@ -266,15 +271,15 @@ def test_each_service_may_write_only_its_own_stream(objects: tuple[Obj, ...]) ->
         assert writable == {f"bureau.{name}", "bureau.dlq"}, name
 
 
-# What each service's runtime subscribes to (its app.py / settings; docs/services.md's table).
+# What each service's runtime subscribes to, taken from the services themselves.
 SUBSCRIPTIONS = {
     "intake": set(IntakeSettings.model_fields["follow"].default),
-    "keymgmt": {"intake"},
-    "electrical": {"keymgmt", "intake"},
-    "graphical": {"electrical"},
-    "qa": {"graphical"},
-    "fulfillment": {"qa", "electrical", "graphical", "audit"},
-    "audit": {*AUDIT_STREAMS, "dlq"},  # and the dead letters themselves, for the auditor
+    "keymgmt": set(keymgmt_app.SUBSCRIBE),
+    "electrical": set(electrical_app.SUBSCRIBE),
+    "graphical": set(graphical_app.SUBSCRIBE),
+    "qa": set(qa_app.SUBSCRIBE),
+    "fulfillment": set(fulfillment_app.SUBSCRIBE),
+    "audit": {*audit_app.STREAMS, "dlq"},  # and the dead letters themselves, for the auditor
 }
 
 
