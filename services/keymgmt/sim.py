@@ -60,14 +60,13 @@ def make_imsi(prefix: str, serial: int) -> str:
 
 def iccid_span(prefix: str, first: int, last: int, length: int) -> tuple[int, int, int]:
     """(length, lowest body, highest body) of the ICCIDs a serial range makes (Luhn aside)."""
-    width = length - 1 - len(prefix)
-    return length, int(prefix + str(first).zfill(width)), int(prefix + str(last).zfill(width))
+    low, high = (make_iccid(prefix, serial, length)[:-1] for serial in (first, last))
+    return length, int(low), int(high)
 
 
 def imsi_span(prefix: str, first: int, last: int) -> tuple[int, int, int]:
     """(length, lowest, highest) of the IMSIs a serial range makes."""
-    width = IMSI_LEN - len(prefix)
-    return IMSI_LEN, int(prefix + str(first).zfill(width)), int(prefix + str(last).zfill(width))
+    return IMSI_LEN, int(make_imsi(prefix, first)), int(make_imsi(prefix, last))
 
 
 def spans_overlap(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ import pytest
 
 from shared import events
 from shared.pcsc import PcscClient
-from tests.conftest import REPO, running
+from tests.conftest import running
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm,
     hsm_token,
@@ -36,6 +35,7 @@ from tests.integration.test_electrical_support import (  # noqa: F401  (pytest f
     read_events,
     station,
 )
+from tests.integration.test_pcsc_vcard import pcscd
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,15 +43,12 @@ pytestmark = [
 ]
 
 log = logging.getLogger(__name__)
-PCSCD = REPO / "deploy" / "local" / "pcscd.sh"
 CARDS = 32
 RESTART_AFTER = 6  # encoded cards before pcscd goes down
 
 
-def pcscd(command: str) -> None:
-    done = subprocess.run(
-        ["bash", str(PCSCD), command], capture_output=True, text=True, timeout=60, check=False
-    )
+def restart_step(command: str) -> None:
+    done = pcscd(command)
     assert done.returncode == 0, f"pcscd.sh {command}: {done.stderr}"
 
 
@@ -84,9 +81,9 @@ async def test_a_pcscd_restart_mid_batch_loses_no_card_and_encodes_none_twice(
                 lambda s: sum(isinstance(e, events.CardEncoded) for e in s) >= RESTART_AFTER,
                 timeout=120,
             )
-            pcscd("down")
+            restart_step("down")
             await asyncio.sleep(1.0)
-            pcscd("up")
+            restart_step("up")
             out, _ = await read_events(
                 electrical.settings,
                 "electrical",
@@ -94,7 +91,7 @@ async def test_a_pcscd_restart_mid_batch_loses_no_card_and_encodes_none_twice(
                 timeout=240,
             )
     finally:
-        pcscd("up")  # idempotent: whatever happened, leave the machine's pcscd running
+        restart_step("up")  # idempotent: whatever happened, leave the machine's pcscd running
 
     outcomes = terminal(out)
     assert set(outcomes) == cards, "every card of the batch has an outcome"
