@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,14 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared import metrics
 from shared.db import checked_identifier
 from shared.events import DeadLetterRecorded, Event, UndecodableEvent, decode_event, encode_event
-from shared.outbox import OutboxRelay, UnitOfWork, add_outbox_rows
+from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork, add_outbox_rows
 from shared.telemetry import continue_trace, tracer
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[UnitOfWork, Any], Awaitable[None]]
+Handler = Callable[[UnitOfWork[Any], Any], Awaitable[None]]
 HandlerTable = Mapping[type[Event], Sequence[Handler]]
-BatchFunction = Callable[[UnitOfWork, Sequence[Any]], Awaitable[None]]
+BatchFunction = Callable[[UnitOfWork[Any], Sequence[Any]], Awaitable[None]]
+DepsT = TypeVar("DepsT")
 
 DEAD_LETTER_STREAM = "dlq"
 _DLQ_NAMESPACE = uuid.UUID("5f1d3a52-1c1e-4c1b-9d35-0d6c7e5b0001")
@@ -61,11 +62,57 @@ class BatchHandler:
         self.__name__ = getattr(fn, "__name__", type(self).__name__)
         self.__doc__ = fn.__doc__
 
-    async def __call__(self, uow: UnitOfWork, event: Any) -> None:
+    async def __call__(self, uow: UnitOfWork[Any], event: Any) -> None:
         await self.fn(uow, [event])
 
     def __repr__(self) -> str:
         return f"BatchHandler({self.__name__})"
+
+
+# A service's HANDLERS table is module-level: `{CardQaPassed: [pack_card]}`, each handler a
+# module function `async def pack_card(uow, event, deps)`. bootstrap() binds the table to the
+# service's deps once (cosmicpython's bootstrap injecting dependencies into handlers).
+DepsHandler = Callable[[UnitOfWork[Any], Any, DepsT], Awaitable[None]]
+DepsBatchFunction = Callable[[UnitOfWork[Any], Sequence[Any], DepsT], Awaitable[None]]
+
+
+class Batch(Generic[DepsT]):
+    """Marks a module-level batch function `fn(uow, events, deps)` in a HANDLERS table; bound,
+    it becomes a BatchHandler."""
+
+    def __init__(self, fn: DepsBatchFunction[DepsT]) -> None:
+        self.fn = fn
+
+
+HandlerSpec = Mapping[type[Event], Sequence[DepsHandler[DepsT] | Batch[DepsT]]]
+
+
+def bind_handlers(spec: HandlerSpec[DepsT], deps: DepsT) -> dict[type[Event], list[Handler]]:
+    """The consumer's table: each module-level handler of `spec` with `deps` bound to it."""
+    table: dict[type[Event], list[Handler]] = {}
+    for event_type, handlers in spec.items():
+        table[event_type] = [_bind(handler, deps) for handler in handlers]
+    return table
+
+
+def _bind(handler: DepsHandler[DepsT] | Batch[DepsT], deps: DepsT) -> Handler:
+    if isinstance(handler, Batch):
+        fn = handler.fn
+
+        async def run_batch(uow: UnitOfWork[Any], events: Sequence[Any]) -> None:
+            await fn(uow, events, deps)
+
+        run_batch.__name__ = getattr(fn, "__name__", "batch")
+        run_batch.__doc__ = fn.__doc__
+        return BatchHandler(run_batch)
+    one = handler
+
+    async def run_one(uow: UnitOfWork[Any], event: Any) -> None:
+        await one(uow, event, deps)
+
+    run_one.__name__ = getattr(one, "__name__", "handler")
+    run_one.__doc__ = one.__doc__
+    return run_one
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -134,8 +181,10 @@ class EventConsumer:
         dead_letter_topic: str,
         max_attempts: int = 5,
         max_records: int = 200,
+        repository: RepositoryFactory[Any] | None = None,
     ) -> None:
         self._engine = engine
+        self._repository = repository
         self._schema = checked_identifier(schema)
         self._relay = relay
         self._group_id = group_id
@@ -227,7 +276,13 @@ class EventConsumer:
         try:
             async with self._engine.begin() as conn:
                 fresh = await self._record_many_in_inbox(conn, decoded)
-                uow = UnitOfWork(conn, self._schema, self._emit_topic, buffered=True)
+                uow: UnitOfWork[Any] = UnitOfWork(
+                    conn,
+                    self._schema,
+                    self._emit_topic,
+                    buffered=True,
+                    repository=self._repository,
+                )
                 pending = set(fresh)
                 todo: list[Event] = []
                 for _record, event in decoded:
@@ -263,7 +318,7 @@ class EventConsumer:
                 runs.append([event])
         return runs
 
-    async def _handle_run(self, uow: UnitOfWork, run: Sequence[Event]) -> None:
+    async def _handle_run(self, uow: UnitOfWork[Any], run: Sequence[Event]) -> None:
         first = run[0]
         if len(run) == 1:
             attributes = {"event.type": first.type, "event.id": str(first.event_id)}
@@ -353,7 +408,9 @@ class EventConsumer:
                     self.duplicates += 1
                     metrics.EVENTS_DUPLICATE.inc(service=metrics.service_name())
                     return
-                uow = UnitOfWork(conn, self._schema, self._emit_topic)
+                uow: UnitOfWork[Any] = UnitOfWork(
+                    conn, self._schema, self._emit_topic, repository=self._repository
+                )
                 for handler in handlers:
                     await handler(uow, event)
         self.processed += 1

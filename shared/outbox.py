@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
 from sqlalchemy import text
@@ -28,13 +28,46 @@ log = logging.getLogger(__name__)
 
 
 OutboxRow = tuple[UUID, str, str, bytes, dict[str, str]]
+RepoT = TypeVar("RepoT")
+RepositoryFactory = Callable[[AsyncConnection], RepoT]
 
 
-class UnitOfWork:
-    """One transaction of one service: its connection plus the events it emits."""
+class UnitOfWork(Generic[RepoT]):
+    """One transaction of one service: its connection, its repository on that connection, and
+    the events it emits. The entrypoint that owns the transaction (an HTTP request through
+    ServiceRuntime.unit_of_work(), or the consumer for a consumed event) commits, flushes the
+    outbox and wakes the relay; domain code and handlers never commit."""
+
+    @overload
+    def __init__(
+        self: UnitOfWork[None],
+        conn: AsyncConnection,
+        schema: str,
+        default_topic: str,
+        *,
+        buffered: bool = False,
+        repository: None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        schema: str,
+        default_topic: str,
+        *,
+        buffered: bool = False,
+        repository: RepositoryFactory[RepoT] | None = None,
+    ) -> None: ...
 
     def __init__(
-        self, conn: AsyncConnection, schema: str, default_topic: str, *, buffered: bool = False
+        self,
+        conn: AsyncConnection,
+        schema: str,
+        default_topic: str,
+        *,
+        buffered: bool = False,
+        repository: RepositoryFactory[RepoT] | None = None,
     ) -> None:
         self.conn = conn
         self.schema = checked_identifier(schema)
@@ -44,6 +77,14 @@ class UnitOfWork:
         # unbuffered ones write at once, so an entrypoint cannot lose an event by not flushing.
         self._buffered = buffered
         self._pending: list[OutboxRow] = []
+        self._repo = repository(conn) if repository is not None else None
+
+    @property
+    def repo(self) -> RepoT:
+        """The service's repository, bound to this unit's connection (all SQL lives there)."""
+        if self._repo is None:
+            raise RuntimeError("this unit of work was made without the service's repository")
+        return self._repo
 
     async def emit(self, event: Event, topic: str | None = None) -> None:
         if event.trace is None:
@@ -87,11 +128,16 @@ async def add_outbox_rows(conn: AsyncConnection, schema: str, rows: list[OutboxR
 
 @asynccontextmanager
 async def unit_of_work(
-    engine: AsyncEngine, schema: str, default_topic: str
-) -> AsyncIterator[UnitOfWork]:
+    engine: AsyncEngine,
+    schema: str,
+    default_topic: str,
+    repository: RepositoryFactory[Any] | None = None,
+) -> AsyncIterator[UnitOfWork[Any]]:
     """An entrypoint's transaction: state changes and emitted events commit together."""
     async with engine.begin() as conn:
-        uow = UnitOfWork(conn, schema, default_topic, buffered=True)
+        uow: UnitOfWork[Any] = UnitOfWork(
+            conn, schema, default_topic, buffered=True, repository=repository
+        )
         yield uow
         await uow.flush()
 

@@ -1,5 +1,16 @@
 """The runtime every service shares: engine + migrations, producer + outbox relay, event
 consumer, background workers, and a FastAPI app with /health and /ready (CONVENTIONS.md 3, 7).
+
+One way to wire a service (docs/architecture.md, "wiring"):
+- `services/<name>/app.py` has `SUBSCRIBE` (the streams it consumes), `bootstrap(settings,
+  **overrides) -> ServiceRuntime` and `build_app(runtime) -> FastAPI`, nothing else of weight.
+- bootstrap() builds the service's typed deps (a frozen dataclass: settings, ports, clients),
+  binds the module-level HANDLERS table to them (shared.bus.bind_handlers), names the
+  repository factory and the workers, and adds readiness checks; tests pass other parts as
+  keyword overrides.
+- build_app() mounts module-level routers; endpoints take typed `Annotated` dependencies
+  (`deps_of(XDeps)`, `runtime_dep`), raise shared.errors.DomainError subclasses, and own their
+  transaction through `runtime.unit_of_work()`: commit, outbox flush and relay wake-up happen there.
 """
 
 from __future__ import annotations
@@ -9,11 +20,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,14 +39,19 @@ from shared.bus import (
     make_producer,
 )
 from shared.db import make_engine, migrate
+from shared.errors import install_error_handlers
 from shared.logs import configure_logging
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.settings import BureauSettings
 from shared.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
 
 Worker = Callable[["ServiceRuntime"], Awaitable[None]]
+# A readiness check adds what it finds to the /ready report: problems (strings) under
+# "problems", and any fields of its own (a station's readers, the HSM's state).
+ReadinessCheck = Callable[[dict[str, Any]], Awaitable[None]]
+DepsT = TypeVar("DepsT")
 
 
 class ServiceRuntime:
@@ -52,6 +68,9 @@ class ServiceRuntime:
         workers: Sequence[Worker] = (),
         schema: str | None = None,
         consumer_group: str | None = None,
+        repository: RepositoryFactory[Any] | None = None,
+        deps: Any = None,
+        readiness: Sequence[ReadinessCheck] = (),
     ) -> None:
         self.name = name
         self.settings = settings
@@ -66,6 +85,11 @@ class ServiceRuntime:
         self._producer: AIOKafkaProducer | None = None
         self._relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
+        self.repository = repository
+        # The service's typed dependencies (a frozen dataclass made by its bootstrap()).
+        self.deps = deps
+        self.readiness_checks = list(readiness)
+        # Untyped leftovers of the old wiring; to go once every service uses deps (issue 12).
         self.state: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -90,6 +114,19 @@ class ServiceRuntime:
     def emit_topic(self) -> str:
         return self.settings.topic(self.name)
 
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork[Any]]:
+        """An entrypoint's transaction with the service's repository: the state change and the
+        events it emits commit together, then the relay is woken to publish them."""
+        async with self.engine.begin() as conn:
+            uow: UnitOfWork[Any] = UnitOfWork(
+                conn, self.schema, self.emit_topic, buffered=True, repository=self.repository
+            )
+            yield uow
+            await uow.flush()
+        if uow.emitted and self._relay is not None:
+            self._relay.wake()
+
     async def start(self) -> None:
         applied = await migrate(self.engine, self.schema, self.migrations)
         if applied:
@@ -113,6 +150,7 @@ class ServiceRuntime:
                 handlers=self.handlers,
                 emit_topic=self.emit_topic,
                 dead_letter_topic=self.settings.topic(DEAD_LETTER_STREAM),
+                repository=self.repository,
             )
             self._spawn(self.consumer.run(), "event-consumer")
         for worker in self.workers:
@@ -160,7 +198,11 @@ class ServiceRuntime:
             problems.append(f"database: {exc.__class__.__name__}")
         if self.consumer is not None and not self.consumer.ready.is_set():
             problems.append("consumer: no partitions assigned yet")
-        return {"service": self.name, "ready": not problems, "problems": problems}
+        report: dict[str, Any] = {"service": self.name, "problems": problems}
+        for check in self.readiness_checks:
+            await check(report)
+        report["ready"] = not report["problems"]
+        return report
 
 
 def create_app(
@@ -169,6 +211,7 @@ def create_app(
     title: str,
     description: str = "",
     authenticators: Sequence[Authenticator] = (),
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,6 +222,7 @@ def create_app(
             await runtime.stop()
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="0.1.0")
+    install_error_handlers(app)
     app.state.runtime = runtime
     app.state.authenticators = [
         *authenticators,
@@ -205,6 +249,8 @@ def create_app(
     async def prometheus_metrics() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
+    for router in routers:
+        app.include_router(router)
     return app
 
 
@@ -212,6 +258,24 @@ def runtime_of(request: Request) -> ServiceRuntime:
     """The runtime create_app() attached to the app serving this request."""
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
+
+
+# An endpoint's typed handle on its service's runtime: `runtime: RuntimeDep`.
+RuntimeDep = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+
+def deps_of(kind: type[DepsT]) -> Callable[[Request], DepsT]:
+    """A FastAPI dependency giving the service's typed deps; use it as
+    `XDepsDep = Annotated[XDeps, Depends(deps_of(XDeps))]` once per service."""
+
+    def dependency(request: Request) -> DepsT:
+        deps = runtime_of(request).deps
+        if not isinstance(deps, kind):
+            raise RuntimeError(f"the runtime carries {type(deps).__name__}, not {kind.__name__}")
+        return deps
+
+    dependency.__name__ = f"deps_of_{kind.__name__}"
+    return dependency
 
 
 def service_principals(settings: BureauSettings) -> str:

@@ -38,17 +38,17 @@ ACTOR = "audit"
 _DECISION_NAMESPACE = uuid.UUID("0b6f1c0e-6c3e-4d7e-9a51-a0d17c0ffee1")
 
 
-def repository(uow: UnitOfWork) -> AuditRepository:
+def repository(uow: UnitOfWork[Any]) -> AuditRepository:
     return AuditRepository(uow.conn, uow.schema)
 
 
-async def append_to_log(uow: UnitOfWork, event: Event) -> None:
+async def append_to_log(uow: UnitOfWork[Any], event: Event) -> None:
     seq = await EventLog(uow.conn, uow.schema).append_event(event)
     log.debug("event logged", extra={"seq": seq, "event_type": event.type})
 
 
 async def project_batch_event(
-    uow: UnitOfWork, event: OrderAccepted | StockIssued | StockReturned
+    uow: UnitOfWork[Any], event: OrderAccepted | StockIssued | StockReturned
 ) -> None:
     repo = repository(uow)
     batch = await repo.lock_batch(event.batch_id, event.issuer_id, touch=True)
@@ -58,7 +58,7 @@ async def project_batch_event(
     await recheck_batch(uow, repo, replace(batch, facts=facts))
 
 
-async def project_card_event(uow: UnitOfWork, event: Any) -> None:
+async def project_card_event(uow: UnitOfWork[Any], event: Any) -> None:
     """A card's event, or a shipment naming many cards: update each card and the batch counters
     that gate the full evaluation."""
     repo = repository(uow)
@@ -91,7 +91,7 @@ async def project_card_event(uow: UnitOfWork, event: Any) -> None:
     await recheck_batch(uow, repo, batch)
 
 
-async def recheck_batch(uow: UnitOfWork, repo: AuditRepository, batch: BatchRow) -> None:
+async def recheck_batch(uow: UnitOfWork[Any], repo: AuditRepository, batch: BatchRow) -> None:
     """After an event: reconcile or close the batch if it is now complete. Never reports a
     discrepancy by itself (that is for requests and the stale-batch sweep)."""
     if not worth_evaluating(
@@ -106,7 +106,7 @@ async def recheck_batch(uow: UnitOfWork, repo: AuditRepository, batch: BatchRow)
 
 
 async def evaluate_batch(
-    uow: UnitOfWork,
+    uow: UnitOfWork[Any],
     repo: AuditRepository,
     batch: BatchRow,
     *,

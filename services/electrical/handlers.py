@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from services.electrical.repository import StationRepository
 from shared.bus import HandlerTable
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def build_handlers(on_queued: Callable[[], None] = lambda: None) -> HandlerTable:
-    async def queue_prepared_card(uow: UnitOfWork, event: CardPrepared) -> None:
+    async def queue_prepared_card(uow: UnitOfWork[Any], event: CardPrepared) -> None:
         """Idempotent twice over: the inbox drops a redelivered event, and a card already
         known (a second card.prepared for it) is not queued again, whatever its state."""
         repo = StationRepository(uow.conn, uow.schema)
@@ -29,7 +30,7 @@ def build_handlers(on_queued: Callable[[], None] = lambda: None) -> HandlerTable
             )
         on_queued()
 
-    async def drop_cancelled_card(uow: UnitOfWork, event: CardCancelled) -> None:
+    async def drop_cancelled_card(uow: UnitOfWork[Any], event: CardCancelled) -> None:
         repo = StationRepository(uow.conn, uow.schema)
         outcome = await repo.cancel(event.card_id, event.batch_id, event.reason, event.event_id)
         ids = {"card_id": str(event.card_id), "state": outcome}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -19,7 +20,7 @@ from shared.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[UnitOfWork, StationRepository], Awaitable[bool]]
+Work = Callable[[UnitOfWork[Any], StationRepository], Awaitable[bool]]
 
 RECOVERY_REASON = (
     "station agent stopped while this card's chip was being written; the chip's state is "
@@ -72,7 +73,7 @@ async def record_spoiled(
     """A card that never touched its chip names no chip: that chip takes the next card."""
     serial = chip_serial if chip_consumed else None
 
-    async def spoil(uow: UnitOfWork, repo: StationRepository) -> bool:
+    async def spoil(uow: UnitOfWork[Any], repo: StationRepository) -> bool:
         if not await repo.mark_spoiled(card.card_id, reason[:500], chip_consumed):
             return False
         await uow.emit(spoiled_event(card, station_id, serial, reason, trace))
@@ -89,7 +90,7 @@ async def record_encoded(
     chip_serial: str,
     apdu_count: int,
 ) -> bool:
-    async def encoded(uow: UnitOfWork, repo: StationRepository) -> bool:
+    async def encoded(uow: UnitOfWork[Any], repo: StationRepository) -> bool:
         if not await repo.mark_encoded(card.card_id, apdu_count):
             return False
         await uow.emit(
@@ -129,7 +130,7 @@ async def recover_station(runtime: ServiceRuntime, station_id: str) -> tuple[int
     (requeued, spoiled). Only one agent may run per station id."""
     counts = [0, 0]
 
-    async def recover(uow: UnitOfWork, repo: StationRepository) -> bool:
+    async def recover(uow: UnitOfWork[Any], repo: StationRepository) -> bool:
         counts[:] = [0, 0]
         for left in await repo.unfinished(station_id):
             ids = {"card_id": str(left.card.card_id), "chip_serial": left.chip_serial}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from services.fulfillment.barcode import BarcodeError
@@ -97,7 +97,7 @@ def letter_for(event: CardQaPassed, carrier_id: str, mailing: MailingData) -> Ca
 
 
 def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
-    async def pack_card(uow: UnitOfWork, event: CardQaPassed) -> None:
+    async def pack_card(uow: UnitOfWork[Any], event: CardQaPassed) -> None:
         repo = FulfillmentRepository(uow.conn, uow.schema)
         await repo.lock("card", event.card_id)
         current = await repo.card_state(event.card_id)
@@ -154,7 +154,7 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
             await dispatch_packed_cards(uow, repo, event.batch_id, event.issuer_id, event)
 
     async def request_pin_mailer(
-        uow: UnitOfWork, repo: FulfillmentRepository, event: CardQaPassed
+        uow: UnitOfWork[Any], repo: FulfillmentRepository, event: CardQaPassed
     ) -> None:
         """keymgmt prints the mailer; a job still running raises, and the event is retried
         (the whole packing with it: keymgmt answers the same mailer again)."""
@@ -185,7 +185,7 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
                 "PIN mailer spoiled at the PIN printer", extra={"card_id": str(event.card_id)}
             )
 
-    async def set_aside_qa_reject(uow: UnitOfWork, event: CardQaFailed) -> None:
+    async def set_aside_qa_reject(uow: UnitOfWork[Any], event: CardQaFailed) -> None:
         await _set_aside(
             uow,
             event.card_id,
@@ -195,7 +195,7 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
             f"qa: {event.reason}",
         )
 
-    async def set_aside_spoiled(uow: UnitOfWork, event: CardSpoiled) -> None:
+    async def set_aside_spoiled(uow: UnitOfWork[Any], event: CardSpoiled) -> None:
         await _set_aside(
             uow,
             event.card_id,
@@ -205,13 +205,13 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
             f"{event.stage}: {event.reason}",
         )
 
-    async def release_batch(uow: UnitOfWork, event: BatchReconciled) -> None:
+    async def release_batch(uow: UnitOfWork[Any], event: BatchReconciled) -> None:
         repo = FulfillmentRepository(uow.conn, uow.schema)
         await repo.lock("batch", event.batch_id)
         await repo.set_batch_status(event.batch_id, event.issuer_id, "reconciled", event.counts)
         await dispatch_packed_cards(uow, repo, event.batch_id, event.issuer_id, event)
 
-    async def hold_batch(uow: UnitOfWork, event: BatchDiscrepancy) -> None:
+    async def hold_batch(uow: UnitOfWork[Any], event: BatchDiscrepancy) -> None:
         repo = FulfillmentRepository(uow.conn, uow.schema)
         await repo.lock("batch", event.batch_id)
         await repo.set_batch_status(
@@ -222,7 +222,7 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
         )
 
     async def dispatch_packed_cards(
-        uow: UnitOfWork,
+        uow: UnitOfWork[Any],
         repo: FulfillmentRepository,
         batch_id: UUID,
         issuer_id: str,
@@ -290,7 +290,7 @@ def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
 
 
 async def _set_aside(
-    uow: UnitOfWork,
+    uow: UnitOfWork[Any],
     card_id: UUID,
     batch_id: UUID,
     issuer_id: str,

@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from services.graphical.keymgmt_client import CardNotInVault, PrintData
@@ -37,7 +37,7 @@ class GraphicalDeps:
 
 
 def build_handlers(deps: GraphicalDeps) -> HandlerTable:
-    async def print_card_face(uow: UnitOfWork, event: CardEncoded) -> None:
+    async def print_card_face(uow: UnitOfWork[Any], event: CardEncoded) -> None:
         """Render the face from the issuer's design and record its print job, document
         included; the print spooler (printing.py) sends it to the printer after this commits.
 
@@ -96,7 +96,7 @@ def build_handlers(deps: GraphicalDeps) -> HandlerTable:
 
 
 async def _spoil(
-    uow: UnitOfWork, repo: GraphicalRepository, job: PrintJob, reason: str, actor: str
+    uow: UnitOfWork[Any], repo: GraphicalRepository, job: PrintJob, reason: str, actor: str
 ) -> None:
     await repo.add_job(replace(job, status="spoiled", reason=reason[:500]))
     await repo.purge_photo(job.card_id)

@@ -66,7 +66,7 @@ def event_detail(event: Event) -> dict[str, Any]:
     return {}
 
 
-async def follow_card(uow: UnitOfWork, event: Any) -> None:
+async def follow_card(uow: UnitOfWork[Any], event: Any) -> None:
     status = STATUS_OF[type(event)]
     if isinstance(event, ShipmentDispatched):
         if event.kind != "cards":

@@ -29,7 +29,7 @@ class IntakeContext:
     vault: VaultClient
     deliverer: Deliverer
 
-    def unit_of_work(self, conn: Any) -> UnitOfWork:
+    def unit_of_work(self, conn: Any) -> UnitOfWork[Any]:
         return UnitOfWork(conn, self.runtime.schema, self.runtime.emit_topic, buffered=True)
 
     def committed(self) -> None:
@@ -38,7 +38,7 @@ class IntakeContext:
         self.deliverer.wakeup.set()
 
 
-async def record_acceptance(uow: UnitOfWork, order: dict[str, Any], actor: str) -> None:
+async def record_acceptance(uow: UnitOfWork[Any], order: dict[str, Any], actor: str) -> None:
     """order.received, order.accepted and stock.issued for the batch, the order's first event
     and the issuer's callback, in the order's transaction (the cards are emitted by the
     caller, chunk by chunk)."""
@@ -103,7 +103,7 @@ async def record_acceptance(uow: UnitOfWork, order: dict[str, Any], actor: str) 
 
 
 async def emit_cards_ordered(
-    uow: UnitOfWork, order: dict[str, Any], cards: Sequence[dict[str, Any]], actor: str
+    uow: UnitOfWork[Any], order: dict[str, Any], cards: Sequence[dict[str, Any]], actor: str
 ) -> None:
     for card in cards:
         await uow.emit(

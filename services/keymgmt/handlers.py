@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pkcs11 import Mechanism
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,14 +68,14 @@ class KeymgmtDeps:
 def build_handlers(deps: KeymgmtDeps) -> HandlerTable:
     cache = ConfigCache()
 
-    async def prepare_cards(uow: UnitOfWork, ordered: Sequence[CardOrdered]) -> None:
+    async def prepare_cards(uow: UnitOfWork[Any], ordered: Sequence[CardOrdered]) -> None:
         """card.ordered -> MK KCVs, PIN and CVVs per the product -> card.prepared, for a
         fetched run of cards at once (one read, HSM work per card, one write)."""
         await prepare_ordered_cards(
             uow, ordered, deps.gate.get, deps.service_code, deps.actor, cache, deps.sim_kek_label
         )
 
-    async def remember_cancelled(uow: UnitOfWork, event: CardCancelled) -> None:
+    async def remember_cancelled(uow: UnitOfWork[Any], event: CardCancelled) -> None:
         """The issuer cancelled the card: never prepared from now on, and no station gets its
         script (409 card-cancelled); one already prepared stays so, unused."""
         await KeymgmtRepository(uow.conn).record_cancelled(

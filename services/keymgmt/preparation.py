@@ -163,7 +163,7 @@ def _poison_of(card_id: UUID, exc: Exception) -> PoisonEvent:
 
 
 async def prepare_ordered_cards(
-    uow: UnitOfWork,
+    uow: UnitOfWork[Any],
     ordered: Sequence[CardOrdered],
     hsm_of: Callable[[], Hsm],
     service_code: str,

@@ -42,7 +42,7 @@ class SimTodo:
 
 
 async def prepare_sim_cards(
-    uow: UnitOfWork,
+    uow: UnitOfWork[Any],
     cards: Sequence[SimTodo],
     hsm_of: Callable[[], Hsm],
     storage_label: str,
@@ -67,7 +67,7 @@ async def _transport_row(conn: Any, label: str, issuer_id: str) -> dict[str, Any
 
 
 async def _prepare_group(
-    uow: UnitOfWork,
+    uow: UnitOfWork[Any],
     hsm: Hsm,
     issuer_id: str,
     product_id: str,

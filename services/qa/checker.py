@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from services.qa.feeder_client import CardNotFound, FeederClient, FeederUnavailable
@@ -244,7 +244,7 @@ class QaMachine:
     async def _record(
         self, runtime: ServiceRuntime, card: QaCard, checks: list[str], failure: str | None
     ) -> None:
-        async def verdict(uow: UnitOfWork, repo: QaRepository) -> bool:
+        async def verdict(uow: UnitOfWork[Any], repo: QaRepository) -> bool:
             if failure is None:
                 if not await repo.mark_passed(card.card_id, checks):
                     return False
@@ -283,7 +283,9 @@ class QaMachine:
             log.warning("card failed QA", extra={"card_id": str(card.card_id), "reason": failure})
 
     async def _in_transaction(
-        self, runtime: ServiceRuntime, work: Callable[[UnitOfWork, QaRepository], Awaitable[object]]
+        self,
+        runtime: ServiceRuntime,
+        work: Callable[[UnitOfWork[Any], QaRepository], Awaitable[object]],
     ) -> None:
         async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
             await work(uow, QaRepository(uow.conn, uow.schema))

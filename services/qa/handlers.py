@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from services.qa.repository import QaRepository
 from shared.bus import HandlerTable
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def build_handlers(on_queued: Callable[[], None] = lambda: None) -> HandlerTable:
-    async def queue_printed_card(uow: UnitOfWork, event: CardPrinted) -> None:
+    async def queue_printed_card(uow: UnitOfWork[Any], event: CardPrinted) -> None:
         """The inbox drops a redelivered event; a card already queued is not queued again."""
         queued = await QaRepository(uow.conn, uow.schema).enqueue(
             event.card_id,

@@ -21,7 +21,7 @@ MIGRATIONS = Path(__file__).parent / "bus_migrations"
 POISON_ISSUER = "poison-issuer"
 
 
-async def record_effect(uow: UnitOfWork, event: events.CardPrepared) -> None:
+async def record_effect(uow: UnitOfWork[Any], event: events.CardPrepared) -> None:
     if event.issuer_id == POISON_ISSUER:
         raise PoisonEvent(f"issuer {event.issuer_id} is not served here")
     await uow.conn.execute(

@@ -4,6 +4,7 @@ handler call, inbox dedup before the call, poison isolated by the record-by-reco
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.integration
 def batch_runtime(settings: BureauSettings, schema: str, runs: list[int]) -> ServiceRuntime:
     """The bus harness service with a batch handler that notes the size of each call."""
 
-    async def record_effects(uow: UnitOfWork, prepared: Sequence[events.CardPrepared]) -> None:
+    async def record_effects(uow: UnitOfWork[Any], prepared: Sequence[events.CardPrepared]) -> None:
         runs.append(len(prepared))
         if any(e.issuer_id == POISON_ISSUER for e in prepared):
             raise PoisonEvent(f"issuer {POISON_ISSUER} is not served here")
