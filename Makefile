@@ -73,7 +73,7 @@ test-integration: stack-up ## integration tests on the real stack
 test-e2e: stack-up ## the whole bureau end to end
 	$(PYTEST) -q tests/e2e
 
-lint: ## ruff and mypy strict
+lint: deps ## ruff and mypy strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services shared vcard tests bench demo
