@@ -225,13 +225,20 @@ class EventConsumer:
                 if not batches:
                     continue
                 for records in batches.values():
-                    if not await self._apply_batch(records):
-                        for record in records:
-                            await self._apply_with_retries(record)
+                    await self.deliver(records)
                 await consumer.commit()
         finally:
             self._consumer = None
             await consumer.stop()
+
+    async def deliver(self, records: Sequence[Any]) -> None:
+        """Apply one partition's fetched records, durably, before their offsets are committed:
+        the batch fast path, else record by record with retries and dead-lettering. Records are
+        anything with Kafka's ConsumerRecord fields (topic, partition, offset, key, value,
+        headers): run() hands it the broker's, tests hand it records made in process."""
+        if not await self._apply_batch(records):
+            for record in records:
+                await self._apply_with_retries(record)
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Records behind each assigned partition's end (metrics), at most once a second."""

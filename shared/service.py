@@ -140,21 +140,26 @@ class ServiceRuntime:
         await self._producer.start()
         self._spawn(self._relay.run(), "outbox-relay")
         if self.subscribe:
-            self.consumer = EventConsumer(
-                engine=self.engine,
-                schema=self.schema,
-                relay=self.relay,
-                bootstrap=self.settings.kafka_bootstrap,
-                group_id=self.consumer_group,
-                topics=self.subscribe,
-                handlers=self.handlers,
-                emit_topic=self.emit_topic,
-                dead_letter_topic=self.settings.topic(DEAD_LETTER_STREAM),
-                repository=self.repository,
-            )
+            self.consumer = self.build_consumer(self.relay)
             self._spawn(self.consumer.run(), "event-consumer")
         for worker in self.workers:
             self._spawn(worker(self), getattr(worker, "__name__", "worker"))
+
+    def build_consumer(self, relay: OutboxRelay) -> EventConsumer:
+        """The consumer of this service's HANDLERS; start() runs it on Kafka, tests may feed it
+        records in process (EventConsumer.deliver) on the real database without a broker."""
+        return EventConsumer(
+            engine=self.engine,
+            schema=self.schema,
+            relay=relay,
+            bootstrap=self.settings.kafka_bootstrap,
+            group_id=self.consumer_group,
+            topics=self.subscribe,
+            handlers=self.handlers,
+            emit_topic=self.emit_topic,
+            dead_letter_topic=self.settings.topic(DEAD_LETTER_STREAM),
+            repository=self.repository,
+        )
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         async def guarded() -> None:
