@@ -9,7 +9,8 @@ defined here, once per process, in the bureau's own registry; label values come 
 - `bureau_cards_total{service,stage}`: a card event's transaction commits (shared/outbox.py).
 - `bureau_errors_total{service,kind}`: handled failures that are retried: a handler or the
   infrastructure under it (shared/bus.py), the outbox relay (shared/outbox.py).
-- `bureau_hsm_operation_seconds{operation}`: every call dispatched to keymgmt's HSM worker.
+- `bureau_hsm_operation_seconds{operation}`: every call dispatched to keymgmt's HSM worker
+  (`time_hsm_operation`, at `Hsm.call` and `Hsm.run`).
 - `bureau_apdu_seconds{reader,ins}`: every PC/SC exchange (shared/pcsc), stations and QA.
 - `bureau_printer_*`, `bureau_print_jobs_*`: the print spooler (graphical).
 The `service` label is the process' service, set once by create_app (one service per process
@@ -17,6 +18,8 @@ in production; tests running several runtimes in one process share the metrics).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -27,6 +30,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.context_managers import Timer
 
 # The text format 0.0.4 every Prometheus and the collector's receiver read; no `_created`
 # series, which the dashboard does not use (it would double every counter's scrape).
@@ -166,6 +170,11 @@ def count_card(stage: str, cards: int = 1) -> None:
 
 def count_error(kind: str) -> None:
     ERRORS.labels(service=_service_name, kind=kind).inc()
+
+
+def time_hsm_operation(fn: Callable[..., object]) -> Timer:
+    """Times one call dispatched to the HSM worker (queueing included), named by its function."""
+    return HSM_OPERATION_SECONDS.labels(operation=getattr(fn, "__name__", "other")).time()
 
 
 def render() -> str:

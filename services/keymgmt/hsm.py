@@ -29,7 +29,7 @@ from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey
 
 from services.keymgmt.kcv import Kcv, KcvMethod, kcv_of
 from services.keymgmt.p11 import SymKey, as_key, load_openssl_config
-from shared.metrics import HSM_OPERATION_SECONDS
+from shared.metrics import time_hsm_operation
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class Hsm:
             return fn(self, *args, **kw)
         if self._session is None:
             self.open()
-        with HSM_OPERATION_SECONDS.labels(operation=fn.__name__).time():
+        with time_hsm_operation(fn):
             return self._executor.submit(fn, self, *args, **kw).result()
 
     async def call(self, fn: Callable[Concatenate[Hsm, P], T], *args: P.args, **kw: P.kwargs) -> T:
@@ -211,7 +211,7 @@ class Hsm:
         if self._session is None:
             await self.start()
         bound = functools.partial(fn, self, *args, **kw)
-        with HSM_OPERATION_SECONDS.labels(operation=fn.__name__).time():  # queueing included
+        with time_hsm_operation(fn):
             return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
 
     # -- worker-only helpers ---------------------------------------------------------------

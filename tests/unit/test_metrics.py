@@ -6,6 +6,7 @@ samples with values no other test uses."""
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from pathlib import Path
@@ -75,6 +76,21 @@ def test_a_timed_block_is_recorded_even_when_it_raises() -> None:
         "bureau_hsm_operation_seconds_count", {"operation": "t-sign"}
     )
     assert count == 2
+
+
+def test_an_hsm_call_is_timed_under_its_function_name() -> None:
+    def t_seal_cards() -> None:
+        pass
+
+    with metrics.time_hsm_operation(t_seal_cards):
+        pass
+    with metrics.time_hsm_operation(functools.partial(t_seal_cards)):
+        pass
+    for operation in ("t_seal_cards", "other"):
+        count = metrics.REGISTRY.get_sample_value(
+            "bureau_hsm_operation_seconds_count", {"operation": operation}
+        )
+        assert count == 1, operation
 
 
 def test_misuse_is_refused() -> None:
