@@ -161,7 +161,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 def _count_consumed(events: Iterable[Event]) -> None:
     for event in events:
-        metrics.EVENTS_CONSUMED.inc(service=metrics.service_name(), type=event.type)
+        metrics.EVENTS_CONSUMED.labels(service=metrics.service_name(), type=event.type).inc()
 
 
 class EventConsumer:
@@ -252,12 +252,9 @@ class EventConsumer:
                 if highwater is None:
                     continue  # no fetch answered for it yet
                 behind = max(highwater - await consumer.position(tp), 0)
-                metrics.CONSUMER_LAG.set(
-                    behind,
-                    service=metrics.service_name(),
-                    topic=tp.topic,
-                    partition=str(tp.partition),
-                )
+                metrics.CONSUMER_LAG.labels(
+                    service=metrics.service_name(), topic=tp.topic, partition=str(tp.partition)
+                ).set(behind)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a rebalance in between: a metric never stops the consumer
@@ -308,7 +305,9 @@ class EventConsumer:
         self.duplicates += len(decoded) - len(fresh)
         # Each fresh event once, even when the batch held it twice.
         _count_consumed({e.event_id: e for _r, e in decoded if e.event_id in fresh}.values())
-        metrics.EVENTS_DUPLICATE.inc(len(decoded) - len(fresh), service=metrics.service_name())
+        metrics.EVENTS_DUPLICATE.labels(service=metrics.service_name()).inc(
+            len(decoded) - len(fresh)
+        )
         if uow.emitted:
             self._relay.wake()
         return True
@@ -383,6 +382,7 @@ class EventConsumer:
                 await self._dead_letter(record, f"poison: {exc}")
                 return
             except Exception as exc:
+                metrics.count_error("transient" if _is_transient(exc) else "handler")
                 if _is_transient(exc):
                     log.warning("transient failure, retrying", extra={"error": repr(exc)})
                 elif attempt >= self._max_attempts:
@@ -413,7 +413,7 @@ class EventConsumer:
                 first_time = await self._record_in_inbox(conn, event, record)
                 if not first_time:
                     self.duplicates += 1
-                    metrics.EVENTS_DUPLICATE.inc(service=metrics.service_name())
+                    metrics.EVENTS_DUPLICATE.labels(service=metrics.service_name()).inc()
                     return
                 uow: UnitOfWork[Any] = UnitOfWork(
                     conn, self._schema, self._emit_topic, repository=self._repository
@@ -486,8 +486,8 @@ class EventConsumer:
                 ],
             )
         self.dead_lettered += 1
-        metrics.EVENTS_DEAD_LETTERED.inc(
+        metrics.EVENTS_DEAD_LETTERED.labels(
             service=metrics.service_name(), reason=metrics.dead_letter_reason(reason)
-        )
+        ).inc()
         log.error("event dead-lettered", extra={"source": coordinates, "reason": reason[:300]})
         self._relay.wake()

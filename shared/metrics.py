@@ -1,31 +1,43 @@
-"""Prometheus metrics of one service process, served as text at `/metrics` (shared/service.py).
+"""The bureau's Prometheus metrics (prometheus-client), served at `/metrics` (shared/service.py).
 
-A small registry written for the Prometheus text exposition format 0.0.4, so that no
-dependency is needed for a handful of counters, gauges and histograms. Every metric is
-labelled; label values come from code (event types, stages, operations), never from
-cardholder data.
-
-The metrics every service exposes (docs/deploy.md lists them with the dashboard):
-- `bureau_events_consumed_total{service,type}`, `bureau_events_duplicate_total{service}`,
-  `bureau_events_dead_lettered_total{service,reason}`: shared/bus.py.
-- `bureau_events_published_total{service,topic}`: the outbox relay (shared/outbox.py).
-- `bureau_consumer_lag{service,topic,partition}`: records behind the partition's end.
-- `bureau_cards_total{service,stage}`: cards that reached a stage (`count_card`).
-- `bureau_hsm_operation_seconds{operation}` and `bureau_apdu_seconds{reader,ins}`:
-  latency histograms that keymgmt and the station agents record with `observe_seconds`.
-- `bureau_errors_total{service,kind}`: failures that are handled and retried (`count_error`).
+Every metric the Grafana dashboard charts (deploy/k8s/observability/grafana-dashboard.json) is
+defined here, once per process, in the bureau's own registry; label values come from code
+(event types, stages, operations, readers), never from cardholder data. Where each is recorded:
+- `bureau_events_consumed_total`, `..._duplicate_total`, `..._dead_lettered_total`,
+  `bureau_consumer_lag`: the event consumer (shared/bus.py).
+- `bureau_events_published_total`: the outbox relay (shared/outbox.py).
+- `bureau_cards_total{service,stage}`: a card event's transaction commits (shared/outbox.py).
+- `bureau_errors_total{service,kind}`: handled failures that are retried: a handler or the
+  infrastructure under it (shared/bus.py), the outbox relay (shared/outbox.py).
+- `bureau_hsm_operation_seconds{operation}`: every call dispatched to keymgmt's HSM worker
+  (`time_hsm_operation`, at `Hsm.call` and `Hsm.run`).
+- `bureau_apdu_seconds{reader,ins}`: every PC/SC exchange (shared/pcsc), stations and QA.
+- `bureau_printer_*`, `bureau_print_jobs_*`: the print spooler (graphical).
+The `service` label is the process' service, set once by create_app (one service per process
+in production; tests running several runtimes in one process share the metrics).
 """
 
 from __future__ import annotations
 
-import math
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TypeVar
+from collections.abc import Callable
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.context_managers import Timer
+
+# The text format 0.0.4 every Prometheus and the collector's receiver read; no `_created`
+# series, which the dashboard does not use (it would double every counter's scrape).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+REGISTRY = CollectorRegistry()
 
 # Seconds. HSM calls run from ~50 µs (a DES3 block) to ~0.5 s (RSA-2048 on a busy network HSM);
 # an APDU from ~0.1 ms (virtual card) to seconds (a slow chip writing EEPROM).
@@ -46,249 +58,99 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     2.5,
     5.0,
 )
+DEAD_LETTER_REASONS = ("undecodable", "poison", "handler_failed", "other")
+# handler: a handler raised and its event is retried (then dead-lettered); transient: the
+# database or Kafka under a handler failed; outbox_relay: publishing the outbox failed.
+ERROR_KINDS = ("handler", "transient", "outbox_relay")
 
-LabelValues = tuple[str, ...]
+EVENTS_CONSUMED = Counter(
+    "bureau_events_consumed_total",
+    "Events applied by a handler (first delivery only), per event type.",
+    ("service", "type"),
+    registry=REGISTRY,
+)
+EVENTS_DUPLICATE = Counter(
+    "bureau_events_duplicate_total",
+    "Redelivered events dropped by the inbox (already applied).",
+    ("service",),
+    registry=REGISTRY,
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "bureau_events_dead_lettered_total",
+    "Records sent to the dead-letter topic, per reason (undecodable, poison, handler).",
+    ("service", "reason"),
+    registry=REGISTRY,
+)
+EVENTS_PUBLISHED = Counter(
+    "bureau_events_published_total",
+    "Outbox rows published to Kafka (acked by all in-sync replicas), per topic.",
+    ("service", "topic"),
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "bureau_consumer_lag",
+    "Records between the consumer's position and the partition's high watermark.",
+    ("service", "topic", "partition"),
+    registry=REGISTRY,
+)
+CARDS = Counter(
+    "bureau_cards_total",
+    "Cards that reached a stage (prepared, encoded, printed, qa_passed, spoiled, ...).",
+    ("service", "stage"),
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "bureau_errors_total",
+    "Handled failures that were retried or reported, per kind.",
+    ("service", "kind"),
+    registry=REGISTRY,
+)
+HSM_OPERATION_SECONDS = Histogram(
+    "bureau_hsm_operation_seconds",
+    "Latency of one PKCS#11 operation, queueing on the HSM worker included.",
+    ("operation",),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+APDU_SECONDS = Histogram(
+    "bureau_apdu_seconds",
+    "Latency of one command APDU and its response, per reader and instruction.",
+    ("reader", "ins"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+PRINTER_UP = Gauge(
+    "bureau_printer_up",
+    "1 when the printer answered its last request.",
+    ("printer",),
+    registry=REGISTRY,
+)
+PRINT_OUTCOMES = Counter(
+    "bureau_print_jobs_total",
+    "Print job steps by outcome: submitted, printed, spoiled, rejected, unreachable.",
+    ("printer", "outcome"),
+    registry=REGISTRY,
+)
+PRINT_WAITING = Gauge(
+    "bureau_print_jobs_waiting",
+    "Print jobs not finished yet.",
+    ("printer",),
+    registry=REGISTRY,
+)
+
 _service_name = "unknown"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{name}="{_escape(value)}"' for name, value in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
-        self.name = name
-        self.help = help_text
-        self.label_names = tuple(labels)
-        self._lock = threading.Lock()  # the HSM worker thread records from outside the loop
-
-    def _key(self, labels: dict[str, str]) -> LabelValues:
-        if set(labels) != set(self.label_names):
-            raise ValueError(f"{self.name} takes labels {self.label_names}, got {sorted(labels)}")
-        return tuple(str(labels[name]) for name in self.label_names)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
-        raise NotImplementedError
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        if not name.endswith("_total"):
-            raise ValueError("a counter's name ends in _total")
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {}
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [
-            f"{self.name}{_labels(self.label_names, key)} {_format_value(v)}" for key, v in items
-        ]
-
-
-class Gauge(_Metric):
-    kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {}
-
-    def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [
-            f"{self.name}{_labels(self.label_names, key)} {_format_value(v)}" for key, v in items
-        ]
-
-
-class Histogram(_Metric):
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] = LATENCY_BUCKETS,
-    ) -> None:
-        super().__init__(name, help_text, labels)
-        if list(buckets) != sorted(set(buckets)):
-            raise ValueError("histogram buckets must be strictly increasing")
-        self.buckets = tuple(buckets)
-        # Per label set: counts per bucket (non-cumulative), the sum and the count.
-        self._series: dict[LabelValues, tuple[list[int], list[float]]] = {}
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            counts, total = self._series.setdefault(key, ([0] * len(self.buckets), [0.0, 0.0]))
-            for index, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[index] += 1
-                    break
-            total[0] += value
-            total[1] += 1
-
-    def count(self, **labels: str) -> int:
-        series = self._series.get(self._key(labels))
-        return int(series[1][1]) if series else 0
-
-    def samples(self) -> list[str]:
-        lines: list[str] = []
-        with self._lock:
-            items = sorted((k, (list(c), list(t))) for k, (c, t) in self._series.items())
-        for key, (counts, (total, count)) in items:
-            cumulative = 0
-            for bound, in_bucket in zip(self.buckets, counts, strict=True):
-                cumulative += in_bucket
-                le = f'le="{_format_value(bound)}"'
-                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {cumulative}")
-            inf = _labels(self.label_names, key, 'le="+Inf"')
-            lines.append(f"{self.name}_bucket{inf} {_format_value(count)}")
-            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_format_value(total)}")
-            lines.append(
-                f"{self.name}_count{_labels(self.label_names, key)} {_format_value(count)}"
-            )
-        return lines
-
-
-M = TypeVar("M", bound=_Metric)
-
-
-class Registry:
-    """The metrics of one process, in the order they were registered."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, _Metric] = {}
-
-    def register(self, metric: M) -> M:
-        if metric.name in self._metrics:
-            raise ValueError(f"metric {metric.name} is registered twice")
-        self._metrics[metric.name] = metric
-        return metric
-
-    def metrics(self) -> list[_Metric]:
-        return list(self._metrics.values())
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            lines.extend(metric.header())
-            lines.extend(metric.samples())
-        return "\n".join(lines) + "\n"
-
-
-REGISTRY = Registry()
-
-EVENTS_CONSUMED = REGISTRY.register(
-    Counter(
-        "bureau_events_consumed_total",
-        "Events applied by a handler (first delivery only), per event type.",
-        ("service", "type"),
-    )
-)
-EVENTS_DUPLICATE = REGISTRY.register(
-    Counter(
-        "bureau_events_duplicate_total",
-        "Redelivered events dropped by the inbox (already applied).",
-        ("service",),
-    )
-)
-EVENTS_DEAD_LETTERED = REGISTRY.register(
-    Counter(
-        "bureau_events_dead_lettered_total",
-        "Records sent to the dead-letter topic, per reason (undecodable, poison, handler).",
-        ("service", "reason"),
-    )
-)
-EVENTS_PUBLISHED = REGISTRY.register(
-    Counter(
-        "bureau_events_published_total",
-        "Outbox rows published to Kafka (acked by all in-sync replicas), per topic.",
-        ("service", "topic"),
-    )
-)
-CONSUMER_LAG = REGISTRY.register(
-    Gauge(
-        "bureau_consumer_lag",
-        "Records between the consumer's position and the partition's high watermark.",
-        ("service", "topic", "partition"),
-    )
-)
-CARDS = REGISTRY.register(
-    Counter(
-        "bureau_cards_total",
-        "Cards that reached a stage (prepared, encoded, printed, qa_passed, spoiled, ...).",
-        ("service", "stage"),
-    )
-)
-ERRORS = REGISTRY.register(
-    Counter(
-        "bureau_errors_total",
-        "Handled failures that were retried or reported, per kind.",
-        ("service", "kind"),
-    )
-)
-HSM_OPERATION_SECONDS = REGISTRY.register(
-    Histogram(
-        "bureau_hsm_operation_seconds",
-        "Latency of one PKCS#11 operation, queueing on the HSM worker included.",
-        ("operation",),
-    )
-)
-APDU_SECONDS = REGISTRY.register(
-    Histogram(
-        "bureau_apdu_seconds",
-        "Latency of one command APDU and its response, per reader and instruction.",
-        ("reader", "ins"),
-    )
-)
-
-
 def set_service_name(name: str) -> None:
-    """The `service` label of this process' bus, outbox and card metrics (create_app sets it)."""
+    """The `service` label of this process' metrics (create_app sets it). The failure series
+    start at 0, so a healthy service charts "0 errors" rather than no data."""
     global _service_name
     _service_name = name
+    EVENTS_DUPLICATE.labels(service=name)
+    for reason in DEAD_LETTER_REASONS:
+        EVENTS_DEAD_LETTERED.labels(service=name, reason=reason)
+    for kind in ERROR_KINDS:
+        ERRORS.labels(service=name, kind=kind)
 
 
 def service_name() -> str:
@@ -298,31 +160,22 @@ def service_name() -> str:
 def dead_letter_reason(reason: str) -> str:
     """A bounded label from a free-text dead-letter reason: its kind before the colon."""
     kind = reason.split(":", 1)[0].strip().replace(" ", "_")
-    return kind if kind in ("undecodable", "poison", "handler_failed") else "other"
+    return kind if kind in DEAD_LETTER_REASONS else "other"
 
 
 def count_card(stage: str, cards: int = 1) -> None:
-    """A card (or `cards` cards) reached `stage` in this service; call after the commit."""
-    CARDS.inc(cards, service=_service_name, stage=stage)
+    """`cards` cards reached `stage` in this service; counted once their transaction commits."""
+    CARDS.labels(service=_service_name, stage=stage).inc(cards)
 
 
 def count_error(kind: str) -> None:
-    ERRORS.inc(service=_service_name, kind=kind)
+    ERRORS.labels(service=_service_name, kind=kind).inc()
 
 
-@contextmanager
-def observe_seconds(histogram: Histogram, **labels: str) -> Iterator[None]:
-    """Time the block into `histogram`, also when it raises (a failed HSM call took time too).
-
-    with observe_seconds(HSM_OPERATION_SECONDS, operation="derive"):
-        ...
-    """
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        histogram.observe(time.perf_counter() - started, **labels)
+def time_hsm_operation(fn: Callable[..., object]) -> Timer:
+    """Times one call dispatched to the HSM worker (queueing included), named by its function."""
+    return HSM_OPERATION_SECONDS.labels(operation=getattr(fn, "__name__", "other")).time()
 
 
 def render() -> str:
-    return REGISTRY.render()
+    return generate_latest(REGISTRY).decode()

@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db import checked_identifier
-from shared.events import Event, encode_event
+from shared.events import Event, ShipmentDispatched, encode_event
 from shared.telemetry import current_trace_context
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,7 @@ class UnitOfWork(Generic[RepoT]):
         self._buffered = buffered
         self._pending: list[OutboxRow] = []
         self._repo = repository(conn) if repository is not None else None
+        self._cards: list[tuple[str, int]] = []  # card stages emitted, counted at commit
 
     @property
     def repo(self) -> RepoT:
@@ -99,6 +103,7 @@ class UnitOfWork(Generic[RepoT]):
             {},
         )
         self.emitted.append(event)
+        self._count_card_on_commit(event)
         if self._buffered:
             self._pending.append(row)
         else:
@@ -107,6 +112,36 @@ class UnitOfWork(Generic[RepoT]):
     async def flush(self) -> None:
         rows, self._pending = self._pending, []
         await add_outbox_rows(self.conn, self.schema, rows)
+
+    def _count_card_on_commit(self, event: Event) -> None:
+        """bureau_cards_total counts a card once the transaction that emitted its event commits,
+        whichever entrypoint owns it: a rolled-back handler (retried, or a batch replayed record
+        by record) counts nothing. The listener lives on this checkout of the connection only."""
+        reached = card_stage(event)
+        connection = self.conn.sync_connection
+        if reached is None or connection is None:
+            return
+        if not self._cards:
+            sa_event.listen(connection, "commit", self._count_cards, once=True)
+        self._cards.append(reached)
+
+    def _count_cards(self, _connection: Connection) -> None:
+        cards, self._cards = self._cards, []
+        totals: Counter[str] = Counter()
+        for stage, count in cards:
+            totals[stage] += count
+        for stage, count in totals.items():
+            metrics.count_card(stage, count)
+
+
+def card_stage(event: Event) -> tuple[str, int] | None:
+    """The stage a card event records, and for how many cards: card.encoded -> encoded, a
+    shipment of cards -> dispatched (one per card); None for any other event."""
+    if event.type.startswith("card."):
+        return event.type.removeprefix("card."), 1
+    if isinstance(event, ShipmentDispatched) and event.kind == "cards":
+        return "dispatched", len(event.card_ids)
+    return None
 
 
 async def add_outbox_rows(conn: AsyncConnection, schema: str, rows: list[OutboxRow]) -> None:
@@ -173,6 +208,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.count_error("outbox_relay")
                 log.exception("outbox relay failed; rows stay in the outbox and are retried")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -213,5 +249,5 @@ class OutboxRelay:
             )
         self.published += len(rows)
         for row in rows:
-            metrics.EVENTS_PUBLISHED.inc(service=metrics.service_name(), topic=row[1])
+            metrics.EVENTS_PUBLISHED.labels(service=metrics.service_name(), topic=row[1]).inc()
         return len(rows)

@@ -28,25 +28,11 @@ from services.graphical.printer import DOCUMENT_FORMAT, Printer
 from services.graphical.repository import GraphicalRepository, PrintJob
 from shared.events import CardPrinted, CardSpoiled
 from shared.ipp import IppError, IppRejected, JobState, JobStatus
-from shared.metrics import REGISTRY, Counter, Gauge
+from shared.metrics import PRINT_OUTCOMES, PRINT_WAITING, PRINTER_UP
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
-
-PRINTER_UP = REGISTRY.register(
-    Gauge("bureau_printer_up", "1 when the printer answered its last request.", ("printer",))
-)
-PRINT_OUTCOMES = REGISTRY.register(
-    Counter(
-        "bureau_print_jobs_total",
-        "Print job steps by outcome: submitted, printed, spoiled, rejected, unreachable.",
-        ("printer", "outcome"),
-    )
-)
-PRINT_WAITING = REGISTRY.register(
-    Gauge("bureau_print_jobs_waiting", "Print jobs not finished yet.", ("printer",))
-)
 
 
 @dataclass
@@ -138,7 +124,7 @@ class PrintSpooler:
             async with runtime.engine.connect() as conn:
                 counts = await GraphicalRepository(conn, runtime.schema).job_counts()
             waiting = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted"))
-            PRINT_WAITING.set(waiting, printer=self.printer.name)
+            PRINT_WAITING.labels(printer=self.printer.name).set(waiting)
         except Exception as exc:  # metrics only: the next refresh tries again
             log.debug("print job counts unavailable", extra={"error": repr(exc)})
 
@@ -147,19 +133,19 @@ class PrintSpooler:
         self.view.last_contact = datetime.now(UTC)
         if self.view.state == "unreachable":
             self.view.state = "unknown"
-        PRINTER_UP.set(1, printer=self.printer.name)
+        PRINTER_UP.labels(printer=self.printer.name).set(1)
 
     def _down(self, problem: str) -> float:
         """The printer did not answer: note it, and the delay before the next try."""
         self._failures += 1
         self.view.state, self.view.last_problem = "unreachable", problem
-        PRINTER_UP.set(0, printer=self.printer.name)
+        PRINTER_UP.labels(printer=self.printer.name).set(0)
         self._count("unreachable")
         return float(min(self.backoff_s * 2 ** (self._failures - 1), self.backoff_max_s))
 
     def _count(self, outcome: str) -> None:
         self.view.counts[outcome] = self.view.counts.get(outcome, 0) + 1
-        PRINT_OUTCOMES.inc(printer=self.printer.name, outcome=outcome)
+        PRINT_OUTCOMES.labels(printer=self.printer.name, outcome=outcome).inc()
 
     async def step(self, runtime: ServiceRuntime) -> bool:
         """Handle one due job. False when none is due."""

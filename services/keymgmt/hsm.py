@@ -29,6 +29,7 @@ from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey
 
 from services.keymgmt.kcv import Kcv, KcvMethod, kcv_of
 from services.keymgmt.p11 import SymKey, as_key, load_openssl_config
+from shared.metrics import time_hsm_operation
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +203,16 @@ class Hsm:
             return fn(self, *args, **kw)
         if self._session is None:
             self.open()
-        return self._executor.submit(fn, self, *args, **kw).result()
+        with time_hsm_operation(fn):
+            return self._executor.submit(fn, self, *args, **kw).result()
 
     async def call(self, fn: Callable[Concatenate[Hsm, P], T], *args: P.args, **kw: P.kwargs) -> T:
         """Run ``fn(self, ...)`` on the HSM worker without blocking the event loop."""
         if self._session is None:
             await self.start()
         bound = functools.partial(fn, self, *args, **kw)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
+        with time_hsm_operation(fn):
+            return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
 
     # -- worker-only helpers ---------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 from smartcard import scard as sc
 
 from shared.iso7816 import SW1_BYTES_REMAINING, SW1_WRONG_LE, CommandAPDU
+from shared.metrics import APDU_SECONDS
 from shared.pcsc.errors import (
     _CARD_GONE,
     _NOT_TRANSACTED,
@@ -120,7 +121,10 @@ class CardConnection:
         """One exchange, no GET RESPONSE handling; returns data || SW1 SW2."""
         if self._card is None:
             raise PcscError(f"not connected to {self.reader!r}")
-        hr, response = _call("SCardTransmit", sc.SCardTransmit, self._card, self._pci, list(apdu))
+        with APDU_SECONDS.labels(reader=self.reader, ins=apdu[1:2].hex().upper()).time():
+            hr, response = _call(
+                "SCardTransmit", sc.SCardTransmit, self._card, self._pci, list(apdu)
+            )
         code = _code(hr)
         if code == SUCCESS and len(response) >= 2:
             return bytes(response)

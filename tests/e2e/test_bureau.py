@@ -5,15 +5,20 @@ PAN is nowhere outside keymgmt's vault: not in Kafka, not in a log line, not in 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from demo.client import Bureau, demo_cards
 from tests.conftest import REPO
@@ -81,6 +86,90 @@ def database_dump(database_url: str) -> str:
     ).stdout
 
 
+# Each service's HTTP port (deploy/local/services.sh), where it serves /metrics.
+PORTS = {
+    "intake": 8101,
+    "keymgmt": 8102,
+    "electrical": 8103,
+    "graphical": 8104,
+    "qa": 8105,
+    "fulfillment": 8106,
+    "audit": 8107,
+}
+DASHBOARD = REPO / "deploy" / "k8s" / "observability" / "grafana-dashboard.json"
+SELECTOR = re.compile(r"\b(bureau_[a-z_]+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+async def scrape_every_service() -> dict[str, list[Sample]]:
+    scraped: dict[str, list[Sample]] = {}
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        for service, port in PORTS.items():
+            response = await http.get(f"http://127.0.0.1:{port}/metrics")
+            assert response.status_code == 200, response.text
+            families = text_string_to_metric_families(response.text)
+            scraped[service] = [sample for family in families for sample in family.samples]
+    return scraped
+
+
+def matches(sample: Sample, matchers: str) -> bool:
+    """PromQL label matchers, the dashboard's variables ($service) standing for any value."""
+    for label, op, quoted in MATCHER.findall(matchers):
+        value = sample.labels.get(label, "")
+        wanted = re.sub(r"\$\w+", ".*", quoted.replace("\\\\", "\\"))
+        found = re.fullmatch(wanted, value) is not None if "~" in op else value == wanted
+        if found == op.startswith("!"):
+            return False
+    return True
+
+
+def dashboard_selectors() -> list[tuple[str, str, str]]:
+    """(panel, series, label matchers) for every series a panel or variable queries."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    queries += [
+        (v["name"], v["query"]["query"])
+        for v in dashboard["templating"]["list"]
+        if isinstance(v.get("query"), dict)
+    ]
+    return [(title, *found) for title, expr in queries for found in SELECTOR.findall(expr)]
+
+
+async def assert_every_dashboard_series_recorded() -> None:
+    """After a real batch, each series the Grafana dashboard charts has samples in some
+    service's /metrics, and each service recorded what only it does."""
+    scraped = await scrape_every_service()
+    everywhere = [sample for samples in scraped.values() for sample in samples]
+    for title, series, matchers in dashboard_selectors():
+        found = [s for s in everywhere if s.name == series and matches(s, matchers)]
+        assert found, f"{title}: no {series}{{{matchers}}} in any service's /metrics"
+
+    def recorded(scraped_from: str, name: str, **labels: str) -> bool:
+        return any(
+            s.name == name and s.value > 0 and labels.items() <= s.labels.items()
+            for s in scraped[scraped_from]
+        )
+
+    for service, stage in [
+        ("intake", "ordered"),
+        ("keymgmt", "prepared"),
+        ("electrical", "encoded"),
+        ("graphical", "printed"),
+        ("qa", "qa_passed"),
+        ("fulfillment", "packed"),
+        ("fulfillment", "dispatched"),
+    ]:
+        assert recorded(service, "bureau_cards_total", service=service, stage=stage), stage
+    assert recorded("keymgmt", "bureau_hsm_operation_seconds_count")
+    for station in ("electrical", "qa"):
+        assert recorded(station, "bureau_apdu_seconds_count", ins="A4"), station  # SELECT
+    assert recorded("graphical", "bureau_print_jobs_total", outcome="printed")
+    for service, samples in scraped.items():
+        assert recorded(service, "bureau_events_published_total", service=service), service
+        errors = [s for s in samples if s.name == "bureau_errors_total"]
+        assert {s.labels["service"] for s in errors} == {service}, errors
+
+
 def text_files(*roots: Path) -> list[Path]:
     return [
         p
@@ -136,6 +225,8 @@ async def test_an_order_of_50_cards_reconciles_with_every_card_accounted_for(
     dump = await asyncio.to_thread(database_dump, e2e_env["BUREAU_DATABASE_URL"])
     assert "e2e-bank" in dump  # the dump really holds this run's rows
     assert not [p for p in pans if p in dump], "PAN in a database table"
+
+    await assert_every_dashboard_series_recorded()
 
 
 async def test_an_order_of_sims_is_personalised_checked_and_reconciled(

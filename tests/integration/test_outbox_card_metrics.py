@@ -1,0 +1,77 @@
+"""bureau_cards_total counts a card when the transaction that emitted its event commits, on the
+real database: a rolled-back transaction (a failed handler, a replayed batch) counts nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from shared import events, metrics
+from shared.db import migrate
+from shared.outbox import unit_of_work
+from shared.service import ServiceRuntime
+from shared.settings import BureauSettings
+from tests.integration.bus_harness import harness_runtime
+
+pytestmark = pytest.mark.integration
+
+
+def cards(stage: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "bureau_cards_total", {"service": metrics.service_name(), "stage": stage}
+    )
+    return value or 0.0
+
+
+def encoded() -> events.CardEncoded:
+    return events.CardEncoded(
+        issuer_id="acme",
+        actor="test-station",
+        card_id=uuid.uuid4(),
+        batch_id=uuid.uuid4(),
+        chip_serial="A1B2C3D4E5F6",
+        station_id="s1",
+        reader="r1",
+        apdu_count=7,
+    )
+
+
+async def emit_then_fail(runtime: ServiceRuntime) -> None:
+    async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
+        await uow.emit(encoded())
+        raise RuntimeError("the handler failed after emitting")
+
+
+async def test_cards_count_when_their_transaction_commits_and_never_on_rollback(
+    bureau_settings: BureauSettings, unique: str
+) -> None:
+    runtime = harness_runtime(bureau_settings, f"cards_{unique}")
+    try:
+        await migrate(runtime.engine, runtime.schema, runtime.migrations)
+        before = cards("encoded"), cards("dispatched")
+
+        with pytest.raises(RuntimeError):
+            await emit_then_fail(runtime)
+        assert (cards("encoded"), cards("dispatched")) == before
+
+        async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
+            await uow.emit(encoded())
+            await uow.emit(encoded())
+            await uow.emit(
+                events.ShipmentDispatched(
+                    issuer_id="acme",
+                    actor="fulfillment",
+                    shipment_id=uuid.uuid4(),
+                    batch_id=uuid.uuid4(),
+                    kind="cards",
+                    card_ids=[uuid.uuid4() for _ in range(3)],
+                    courier="post",
+                    manifest_sha256="0" * 64,
+                )
+            )
+            assert (cards("encoded"), cards("dispatched")) == before  # not committed yet
+        assert cards("encoded") == before[0] + 2
+        assert cards("dispatched") == before[1] + 3
+    finally:
+        await runtime.engine.dispose()
