@@ -8,12 +8,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.electrical.feeder_client import FeederClient
+from services.electrical.feeder_client import FeederTransport
 from services.electrical.handlers import build_handlers
 from services.electrical.keymgmt_client import KeymgmtClient
 from services.electrical.ports import ScriptSource, Transport
 from services.electrical.settings import ElectricalSettings
 from services.electrical.station import StationAgent
+from shared.feeder_client import FeederClient
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 
@@ -73,7 +74,7 @@ def bootstrap(
     if transport is None:
         feeder = FeederClient(settings.feeder_url, timeout_s=settings.feeder_timeout_s)
         closers.append(feeder)
-        transport = feeder
+        transport = FeederTransport(feeder)
     agent = StationAgent(
         station_id=settings.station_id,
         readers=readers if readers is not None else settings.reader_names(),

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from typing import Final
 from uuid import UUID
 
+from shared.cplc import GET_CPLC as GET_CPLC  # re-exported: the station's APDUs live here
+from shared.cplc import ChipIdentity as ChipIdentity
+from shared.cplc import CplcError, chip_identity_from_get_data
 from shared.iso7816 import SW_OK, sw_hex
 
-GET_CPLC: Final = bytes.fromhex("80CA9F7F00")  # GET DATA, tag 9F7F (GlobalPlatform CPLC)
 ISD_AID: Final = bytes.fromhex("A000000151000000")  # the card manager (GlobalPlatform ISD)
 SELECT_ISD: Final = bytes((0x00, 0xA4, 0x04, 0x00, len(ISD_AID))) + ISD_AID + b"\x00"
 IU_ANSWER_LENGTHS: Final = (29, 28)  # SCP03 i = 00; SCP02 i = 15 (docs/perso-protocol.md)
-CPLC_TAG: Final = bytes.fromhex("9F7F")
-CPLC_LENGTH: Final = 42
 TRACE_LIMIT: Final = 64  # entries kept on a card.spoiled event; the newest matter most
 
 
@@ -27,22 +27,14 @@ class WrongCard(CardError):
     """The reader holds a card that is not a blank chip this station may personalise."""
 
 
-@dataclass(frozen=True)
-class ChipIdentity:
-    """From the CPLC (docs/perso-protocol.md, Card identity)."""
-
-    chip_serial: str  # CPLC[12:18] upper-case hex: IC serial || IC batch id
-    diversification_data: bytes  # CPLC[0:2] || CPLC[2:4] || CPLC[12:18]
-
-
 def parse_cplc_response(data: bytes, sw: int) -> ChipIdentity:
-    """GET DATA 9F7F answers `9F7F 2A` + 42 bytes CPLC."""
+    """GET DATA 9F7F answers `9F7F 2A` + 42 bytes CPLC (shared/cplc.py reads it)."""
     if sw != SW_OK:
         raise WrongCard(f"card answered {sw_hex(sw)} to GET DATA CPLC")
-    if len(data) != 3 + CPLC_LENGTH or data[:2] != CPLC_TAG or data[2] != CPLC_LENGTH:
-        raise WrongCard(f"CPLC answer is not 9F7F 2A + 42 bytes ({len(data)} bytes)")
-    cplc = data[3:]
-    return ChipIdentity(cplc[12:18].hex().upper(), cplc[0:4] + cplc[12:18])
+    try:
+        return chip_identity_from_get_data(data)
+    except CplcError as exc:
+        raise WrongCard(str(exc)) from exc
 
 
 def initialize_update(host_challenge: bytes) -> bytes:

@@ -1,27 +1,20 @@
-"""The card printer as the print spooler sees it: an IPP printer (shared/ipp.py), or in unit
-tests a fake with the same four calls. Submitting names the job after the card, so a job
-whose submission may or may not have reached the printer can be found again by name."""
+"""The card printer as the print spooler sees it: an IPP printer (shared/ipp.py), or in tests
+a fake with the same calls: the job calls of shared/print_jobs.py, the printer's own status.
+Submitting names the job after the card, so a job whose submission may or may not have
+reached the printer can be found again by name."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from shared.ipp import IppClient, JobStatus, PrinterStatus
+from shared.ipp import IppClient, PrinterStatus
+from shared.print_jobs import JobPrinter
 
 DOCUMENT_FORMAT = "image/png"
 
 
-class Printer(Protocol):
+class Printer(JobPrinter, Protocol):
     name: str
-    uri: str
-
-    async def print_job(
-        self, document: bytes, *, job_name: str, document_format: str
-    ) -> JobStatus: ...
-
-    async def job(self, job_id: int) -> JobStatus: ...
-
-    async def find_job(self, job_name: str) -> JobStatus | None: ...
 
     async def printer(self) -> PrinterStatus: ...
 

@@ -2,18 +2,13 @@
 
     queued -> submitting -> submitted -> printed (card.printed) | spoiled (card.spoiled)
 
-- The job and its rendered document are committed before anything is sent; `submitting` is
-  committed before the Print-Job request. A job found `submitting` (the process died, or the
-  answer was lost) is first looked up on the printer by its job name; it is sent again only
-  when the printer has no job of that name. So a card is never printed twice, and never lost:
-  its job stays in the table until the printer reports it completed or aborted.
-- Printer down (no connection, server-error status): the job waits, retried with a capped
-  exponential backoff; the operator sees the printer `unreachable` (GET /v1/printer, metrics).
-- Printer rejects the job (client-error status): retried `max_rejections` times, then the card
-  is spoiled with the printer's reason (it goes to witnessed destruction, counted by audit).
-- Job aborted or canceled at the printer: the card is spoiled. A submitted job the printer no
-  longer knows (it restarted and lost its history) has an unknown outcome: spoiled, never
-  printed again.
+The job and its rendered document are committed (handlers.py) before anything is sent; the
+exactly-once state machine itself (look a maybe-sent job up by name, backoff while the printer
+is down, rejections, aborted jobs) is shared/print_jobs.py. Here: the spooler loop that leases
+due jobs to this replica (`claim_due_job`, so replicas share the printer), the job store over
+graphical's own tables, with card.printed / card.spoiled emitted in the outcome's transaction,
+and what the operator sees (`unreachable` at GET /v1/printer, metrics). A spoiled card goes to
+witnessed destruction, counted by audit.
 """
 
 from __future__ import annotations
@@ -27,9 +22,10 @@ from typing import Any
 from services.graphical.printer import DOCUMENT_FORMAT, Printer
 from services.graphical.repository import GraphicalRepository, PrintJob
 from shared.events import CardPrinted, CardSpoiled
-from shared.ipp import IppError, IppRejected, JobState, JobStatus
+from shared.ipp import IppError, JobStatus
 from shared.metrics import PRINT_OUTCOMES, PRINT_WAITING, PRINTER_UP
 from shared.outbox import UnitOfWork
+from shared.print_jobs import SUBMITTED, UNFINISHED, PrintJobMachine, PrintPolicy
 from shared.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -78,12 +74,13 @@ class PrintSpooler:
         self.actor = actor
         self.poll_s = poll_s
         self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.max_rejections = max_rejections
         self.lease_s = lease_s
         self.status_every_s = status_every_s
         self.view = PrinterView(printer.name, printer.uri)
-        self._failures = 0
+        policy = PrintPolicy(poll_s, backoff_s, backoff_max_s, max_rejections, lease_s)
+        self.machine = PrintJobMachine(
+            printer, document_format=DOCUMENT_FORMAT, policy=policy, watch=self
+        )
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -114,36 +111,32 @@ class PrintSpooler:
         try:
             status = await self.printer.printer()
         except IppError as exc:
-            self._down(str(exc))
+            self.machine.printer_down(str(exc))
         else:
-            self._up()
+            self.machine.printer_up()
             self.view.state = status.state.name.lower()
             self.view.reasons = status.reasons
             self.view.accepting = status.accepting
         try:
             async with runtime.engine.connect() as conn:
                 counts = await GraphicalRepository(conn, runtime.schema).job_counts()
-            waiting = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted"))
+            waiting = sum(counts.get(s, 0) for s in UNFINISHED)
             PRINT_WAITING.labels(printer=self.printer.name).set(waiting)
         except Exception as exc:  # metrics only: the next refresh tries again
             log.debug("print job counts unavailable", extra={"error": repr(exc)})
 
-    def _up(self) -> None:
-        self._failures = 0
+    # -- PrinterWatch: what the machine tells the operator's view and the metrics -------------
+    def up(self) -> None:
         self.view.last_contact = datetime.now(UTC)
         if self.view.state == "unreachable":
             self.view.state = "unknown"
         PRINTER_UP.labels(printer=self.printer.name).set(1)
 
-    def _down(self, problem: str) -> float:
-        """The printer did not answer: note it, and the delay before the next try."""
-        self._failures += 1
+    def down(self, problem: str) -> None:
         self.view.state, self.view.last_problem = "unreachable", problem
         PRINTER_UP.labels(printer=self.printer.name).set(0)
-        self._count("unreachable")
-        return float(min(self.backoff_s * 2 ** (self._failures - 1), self.backoff_max_s))
 
-    def _count(self, outcome: str) -> None:
+    def count(self, outcome: str) -> None:
         self.view.counts[outcome] = self.view.counts.get(outcome, 0) + 1
         PRINT_OUTCOMES.labels(printer=self.printer.name, outcome=outcome).inc()
 
@@ -153,151 +146,62 @@ class PrintSpooler:
             job = await GraphicalRepository(conn, runtime.schema).claim_due_job(self.lease_s)
         if job is None:
             return False
-        if job.status == "submitted":
-            await self._follow(runtime, job)
-        elif job.status == "submitting":
-            await self._recover(runtime, job)
-        else:
-            await self._submit(runtime, job)
+        progress = await self.machine.advance(job, CardPrintJobs(runtime, self.actor))
+        if progress.status == SUBMITTED and job.status != SUBMITTED:
+            self.wake()  # just handed to the printer: follow it soon
         return True
 
-    async def _recover(self, runtime: ServiceRuntime, job: PrintJob) -> None:
-        """A job that may have reached the printer: adopt the printer's job if it has one."""
-        assert job.job_name is not None
-        try:
-            found = await self.printer.find_job(job.job_name)
-        except IppError as exc:
-            await self._retry_later(runtime, job, "submitting", str(exc))
-            return
-        self._up()
-        if found is None:
-            log.info("job not on the printer; submitting it", extra={"card_id": str(job.card_id)})
-            await self._submit(runtime, job)
-            return
-        log.warning(
-            "job already on the printer; not sending it again",
-            extra={"card_id": str(job.card_id), "ipp_job_id": found.job_id},
-        )
-        await self._record_submitted(runtime, job, found)
 
-    async def _submit(self, runtime: ServiceRuntime, job: PrintJob) -> None:
-        assert job.job_name is not None
-        async with runtime.engine.begin() as conn:
-            repo = GraphicalRepository(conn, runtime.schema)
+class CardPrintJobs:
+    """graphical's print jobs as the shared machine's store: one transaction per call."""
+
+    def __init__(self, runtime: ServiceRuntime, actor: str) -> None:
+        self.runtime = runtime
+        self.actor = actor
+
+    async def _update(self, job: PrintJob, **changes: Any) -> None:
+        async with self.runtime.engine.begin() as conn:
+            await GraphicalRepository(conn, self.runtime.schema).update_job(job.job_id, **changes)
+
+    async def start_submission(self, job: PrintJob, *, retry_in_s: float) -> bytes:
+        async with self.runtime.engine.begin() as conn:
+            repo = GraphicalRepository(conn, self.runtime.schema)
             document = await repo.document(job.job_id)
-            # Durable BEFORE the request: from here on, a retry looks the job up first.
             await repo.update_job(
-                job.job_id, status="submitting", retry_in_s=self.lease_s, attempts=job.attempts + 1
+                job.job_id, status="submitting", retry_in_s=retry_in_s, attempts=job.attempts + 1
             )
         if document is None:
             raise RuntimeError(f"print job {job.job_id} has no document")  # schema broken
-        try:
-            status = await self.printer.print_job(
-                document, job_name=job.job_name, document_format=DOCUMENT_FORMAT
-            )
-        except IppRejected as exc:
-            self._up()
-            self._count("rejected")
-            await self._rejected(runtime, job, str(exc))
-            return
-        except IppError as exc:  # unreachable, or an answer we cannot read: maybe printed
-            await self._retry_later(runtime, job, "submitting", str(exc))
-            return
-        self._up()
-        self._count("submitted")
-        await self._record_submitted(runtime, job, status)
+        return document
 
-    async def _record_submitted(
-        self, runtime: ServiceRuntime, job: PrintJob, status: JobStatus
+    async def submitted(
+        self, job: PrintJob, printed: JobStatus, *, location: str, retry_in_s: float
     ) -> None:
-        async with runtime.engine.begin() as conn:
-            await GraphicalRepository(conn, runtime.schema).update_job(
-                job.job_id,
-                status="submitted",
-                retry_in_s=self.poll_s / 2,
-                ipp_job_id=status.job_id,
-                location=f"{self.printer.uri}#job-{status.job_id}",
-            )
-        self.wake()
-
-    async def _rejected(self, runtime: ServiceRuntime, job: PrintJob, problem: str) -> None:
-        rejections = job.rejections + 1
-        if rejections >= self.max_rejections:
-            async with runtime.engine.begin() as conn:
-                await GraphicalRepository(conn, runtime.schema).update_job(
-                    job.job_id, status="queued", problem=problem[:500], rejections=rejections
-                )
-            await self._finish(
-                runtime, job, None, f"printer rejected the job {rejections} times: {problem}"
-            )
-            return
-        log.warning(
-            "printer rejected the job; will retry",
-            extra={"card_id": str(job.card_id), "problem": problem},
+        await self._update(
+            job,
+            status="submitted",
+            retry_in_s=retry_in_s,
+            ipp_job_id=printed.job_id,
+            location=location,
         )
-        async with runtime.engine.begin() as conn:
-            await GraphicalRepository(conn, runtime.schema).update_job(
-                job.job_id,
-                status="queued",
-                retry_in_s=self.backoff_s * rejections,
-                problem=problem[:500],
-                rejections=rejections,
-            )
 
-    async def _retry_later(
-        self, runtime: ServiceRuntime, job: PrintJob, status: str, problem: str
+    async def reschedule(
+        self, job: PrintJob, *, status: str, retry_in_s: float, problem: str | None
     ) -> None:
-        delay = self._down(problem)
-        log.warning(
-            "printer unavailable; job waits",
-            extra={"card_id": str(job.card_id), "problem": problem, "retry_in_s": delay},
+        await self._update(job, status=status, retry_in_s=retry_in_s, problem=problem)
+
+    async def rejected(
+        self, job: PrintJob, *, rejections: int, retry_in_s: float, problem: str
+    ) -> None:
+        await self._update(
+            job, status="queued", retry_in_s=retry_in_s, problem=problem, rejections=rejections
         )
-        async with runtime.engine.begin() as conn:
-            await GraphicalRepository(conn, runtime.schema).update_job(
-                job.job_id, status=status, retry_in_s=delay, problem=problem[:500]
-            )
 
-    async def _follow(self, runtime: ServiceRuntime, job: PrintJob) -> None:
-        assert job.ipp_job_id is not None
-        try:
-            status = await self.printer.job(job.ipp_job_id)
-        except IppRejected as exc:
-            self._up()
-            await self._finish(
-                runtime,
-                job,
-                None,
-                f"the printer has no record of job {job.ipp_job_id} ({exc}): outcome unknown",
-            )
-            return
-        except IppError as exc:
-            await self._retry_later(runtime, job, "submitted", str(exc))
-            return
-        self._up()
-        if not status.state.final:
-            async with runtime.engine.begin() as conn:
-                await GraphicalRepository(conn, runtime.schema).update_job(
-                    job.job_id, status="submitted", retry_in_s=self.poll_s
-                )
-            return
-        if status.state is JobState.COMPLETED:
-            await self._finish(runtime, job, status, None)
-        else:
-            reasons = ", ".join(status.reasons) or "no reason given"
-            await self._finish(
-                runtime,
-                job,
-                status,
-                f"printer {status.state.name.lower()} job {status.job_id}: {reasons}",
-            )
-
-    async def _finish(
-        self, runtime: ServiceRuntime, job: PrintJob, status: JobStatus | None, problem: str | None
-    ) -> None:
+    async def finish(self, job: PrintJob, printed: JobStatus | None, problem: str | None) -> None:
         """The card's print outcome and its event, in one transaction."""
-        async with runtime.engine.begin() as conn:
-            uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)
-            repo = GraphicalRepository(conn, runtime.schema)
+        async with self.runtime.engine.begin() as conn:
+            uow = UnitOfWork(conn, self.runtime.schema, self.runtime.emit_topic)
+            repo = GraphicalRepository(conn, self.runtime.schema)
             await repo.purge_photo(job.card_id)  # its face is printed (or spoiled): not needed
             await repo.drop_document(job.job_id)  # the face is on the card (or spoiled)
             if problem is None:
@@ -329,11 +233,4 @@ class PrintSpooler:
                         chip_serial=job.chip_serial,
                     )
                 )
-        runtime.relay.wake()
-        outcome = "printed" if problem is None else "spoiled"
-        self._count(outcome)
-        extra = {"card_id": str(job.card_id), "ipp_job_id": status.job_id if status else None}
-        if problem is None:
-            log.info("card face printed", extra=extra)
-        else:
-            log.warning("card spoiled at the printer", extra=extra | {"reason": problem})
+        self.runtime.relay.wake()

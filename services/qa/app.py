@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.qa.checker import ChipOracle, QaMachine
-from services.qa.feeder_client import FeederClient
 from services.qa.handlers import build_handlers
 from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.service import Transaction
 from services.qa.settings import QaSettings
+from shared.feeder_client import FeederClient
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 
@@ -52,7 +52,7 @@ def bootstrap(
     pcsc: PcscClient | None = None,
 ) -> QaRuntime:
     """Wire the QA reader, the feeder and keymgmt into the runtime. Tests pass their own."""
-    feeder = FeederClient(settings.feeder_url, timeout_s=settings.feeder_timeout_s)
+    feeder = FeederClient(settings.feeder_url, timeout_s=settings.feeder_timeout_s, refill=False)
     closers: list[Any] = [feeder]
     if keymgmt is None:
         client = KeymgmtClient(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
-from services.qa.feeder_client import CardNotFound, FeederClient, FeederUnavailable
+from services.qa.feeder_client import CardNotFound, Feeder, FeederUnavailable
 from services.qa.keymgmt_client import KeymgmtRefused
 from services.qa.print_check import print_image_problem
 from services.qa.repository import QaCard, QaRepository
@@ -72,7 +72,7 @@ class QaMachine:
         *,
         reader: str,
         pcsc: PcscClient,
-        feeder: FeederClient,
+        feeder: Feeder,
         keymgmt: ChipOracle,
         spool_dir: Path,
         transaction: Transaction,

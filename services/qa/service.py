@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
+from shared.cplc import GET_CPLC as GET_CPLC  # re-exported: QA's terminal APDUs live here
+from shared.cplc import CplcError, chip_identity_from_get_data
 from shared.iso7816 import SW_OK, sw_hex
 
 AID: Final = bytes.fromhex("A0000000031010")
 SELECT_AID: Final = bytes((0x00, 0xA4, 0x04, 0x00, len(AID))) + AID + b"\x00"
-GET_CPLC: Final = bytes.fromhex("80CA9F7F00")
 CDOL1_LENGTH: Final = 29
 CID_ARQC: Final = 0x80
 TX_TYPE_PURCHASE: Final = 0x00  # ISO 8583 processing code, first two digits: goods and services
@@ -37,11 +38,12 @@ def require_ok(what: str, apdu: bytes, sw: int) -> None:
 
 
 def chip_serial_from_cplc(data: bytes, sw: int) -> str:
-    """GET DATA 9F7F answers `9F7F 2A` + 42 bytes; the serial is CPLC[12:18]."""
+    """GET DATA 9F7F answers `9F7F 2A` + 42 bytes; the serial is CPLC[12:18] (shared/cplc.py)."""
     require_ok("GET DATA CPLC", GET_CPLC, sw)
-    if len(data) != 45 or data[:3] != bytes.fromhex("9F7F2A"):
-        raise QaFailure("the chip's CPLC answer is not 9F7F 2A + 42 bytes")
-    return data[3 + 12 : 3 + 18].hex().upper()
+    try:
+        return chip_identity_from_get_data(data).chip_serial
+    except CplcError as exc:
+        raise QaFailure(f"the chip's {exc}") from exc
 
 
 def _bcd(value: int, digits: int) -> bytes:

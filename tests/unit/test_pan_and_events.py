@@ -75,3 +75,14 @@ def test_events_are_frozen_and_refuse_unknown_fields() -> None:
         events.StockReceived(
             issuer_id="acme", actor="op", lot_id="L1", product_id="p", quantity=1, pan="x"
         )  # type: ignore[call-arg]
+
+
+def test_masking_and_the_luhn_digit_refuse_what_is_not_a_pan() -> None:
+    assert mask_pan("6799998900000074324") == "679999*********4324"  # 19 digits
+    assert mask_pan("4111111111119") == "411111***1119"  # 13 digits: 3 hidden
+    for not_a_pan in ("411111111111", "41111111111111111111", "4111 1111 1111 1111"):
+        with pytest.raises(ValueError, match="13 digits"):
+            mask_pan(not_a_pan)
+    assert luhn_check_digit("7992739871") == "3"  # the textbook Luhn example
+    with pytest.raises(ValueError, match="digits only"):
+        luhn_check_digit("12a")
