@@ -21,7 +21,7 @@ from typing import Any
 from services.keymgmt.hsm.session import BureauKeyKind, Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.repository import KeymgmtRepository
-from services.keymgmt.sim.secrets import make_iccid, make_imsi
+from services.keymgmt.sim.secrets import SimSecrets, make_iccid, make_imsi
 from services.keymgmt.sim.service import make_batch, op_context
 from services.keymgmt.vault.crypto import VaultError
 from shared.bus import PoisonEvent
@@ -65,15 +65,17 @@ async def _transport_row(repo: KeymgmtRepository, label: str, issuer_id: str) ->
     return row
 
 
-async def _prepare_group(
+async def _make_secrets(
     uow: UnitOfWork[KeymgmtRepository],
     hsm: Hsm,
     issuer_id: str,
     product_id: str,
-    group: list[SimTodo],
+    count: int,
     storage: str,
     actor: str,
-) -> None:
+) -> tuple[dict[str, Any], dict[str, Any], int, list[SimSecrets]]:
+    """The product, its transport key's row, the first serial reserved, and `count` Ki/OPc
+    pairs made in the HSM; PoisonEvent names what cannot be used."""
     sims = uow.repo.sim
     product = await sims.product(issuer_id, product_id)
     if product is None:  # removed since the cache saw it
@@ -84,16 +86,33 @@ async def _prepare_group(
         await ensure_generated_key(uow.repo.keys, hsm, storage, BureauKeyKind.SIM_KEK_AES256, actor)
     except HsmError as exc:
         raise PoisonEvent(f"SIM storage key: {exc}") from exc
-    first = await sims.take_serials(issuer_id, product_id, len(group))
+    first = await sims.take_serials(issuer_id, product_id, count)
     if first is None:
         raise PoisonEvent(f"the ICCID/IMSI range of SIM product {product_id} is exhausted")
     context = op_context(issuer_id, product_id)
     try:
         secrets = await hsm.call(
-            make_batch, bytes(product["op_sealed"]), context, storage, transport, len(group)
+            make_batch, bytes(product["op_sealed"]), context, storage, transport, count
         )
     except (KeyNotFoundError, VaultError) as exc:
         raise PoisonEvent(f"SIM product {product_id}: {exc.__class__.__name__}: {exc}") from exc
+    return product, tkey, first, secrets
+
+
+async def _prepare_group(
+    uow: UnitOfWork[KeymgmtRepository],
+    hsm: Hsm,
+    issuer_id: str,
+    product_id: str,
+    group: list[SimTodo],
+    storage: str,
+    actor: str,
+) -> None:
+    sims = uow.repo.sim
+    product, tkey, first, secrets = await _make_secrets(
+        uow, hsm, issuer_id, product_id, len(group), storage, actor
+    )
+    transport = product["transport_key_label"]
     ids = [
         (make_iccid(product["iccid_prefix"], s, product["iccid_length"]),
          make_imsi(product["imsi_prefix"], s))
@@ -132,6 +151,17 @@ async def _prepare_group(
             "created_by": f"service:{actor}",
         }
         await sims.add_ordered_sims(batch, mine, [p for p in prepared if p["batch_id"] == batch_id])
+    await _emit_prepared(uow, group, issuer_id, product_id, actor)
+    log.info("SIMs prepared", extra={"count": len(group), "product_id": product_id})
+
+
+async def _emit_prepared(
+    uow: UnitOfWork[KeymgmtRepository],
+    group: list[SimTodo],
+    issuer_id: str,
+    product_id: str,
+    actor: str,
+) -> None:
     for todo in group:
         event = todo.event
         await uow.emit(
@@ -147,4 +177,3 @@ async def _prepare_group(
                 trace=event.trace,
             )
         )
-    log.info("SIMs prepared", extra={"count": len(group), "product_id": product_id})
