@@ -26,17 +26,20 @@ from pkcs11.constants import DEFAULT
 from pkcs11.mechanisms import GCMParams
 from sqlalchemy import text
 
-from services.keymgmt.app import MIGRATIONS, build_runtime
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.handlers import ensure_bureau_keys
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.p11 import encrypt_data_param, load_openssl_config
-from services.keymgmt.repository import KeymgmtRepository
-from services.keymgmt.repository_security import SecurityRepository
-from services.keymgmt.security import ProductProfile
-from services.keymgmt.service import VaultCardIn, new_pan_token, seal_cards
-from services.keymgmt.settings import KeymgmtSettings, process_hsm
+from services.keymgmt.app import MIGRATIONS, bootstrap
+from services.keymgmt.emv.repository import EmvRepository
+from services.keymgmt.emv.schemas import ProductProfile
+from services.keymgmt.hsm.p11 import encrypt_data_param, load_openssl_config
+from services.keymgmt.hsm.process import process_hsm
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.repository import KeysRepository
+from services.keymgmt.keys.service import ensure_bureau_keys
+from services.keymgmt.settings import KeymgmtSettings
+from services.keymgmt.vault.repository import VaultRepository
+from services.keymgmt.vault.schemas import VaultCardIn
+from services.keymgmt.vault.service import new_pan_token, seal_cards
 from shared import events
 from shared.bus import ensure_topics, make_producer
 from shared.db import make_engine, migrate
@@ -83,7 +86,8 @@ async def setup(tag: str, cards: int) -> None:
     await load_demo_keys(settings, issuer)
     ordered = []
     async with process_hsm(settings) as hsm:
-        await ensure_bureau_keys(engine, hsm, settings)
+        async with engine.begin() as conn:
+            await ensure_bureau_keys(KeysRepository(conn), hsm, settings)
         for usage, kt, ku, value in SECURITY_KEYS:
             spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kt, ku, 2, "bench")
             await run_demo_ceremony(engine, hsm, spec, value, "5A" * (len(value) // 2))
@@ -99,10 +103,10 @@ async def setup(tag: str, cards: int) -> None:
             sealed = await hsm.call(seal_cards, *keys, chunk)
             rows = [vars(s) | {"issuer_id": issuer, "pan_token": new_pan_token()} for s in sealed]
             async with engine.begin() as conn:
-                await KeymgmtRepository(conn).add_vault_cards(rows)
+                await VaultRepository(conn).add_vault_cards(rows)
             ordered += rows
     async with engine.begin() as conn:
-        await SecurityRepository(conn).put_product(issuer, PRODUCT, PROFILE, "bench")
+        await EmvRepository(conn).put_product(issuer, PRODUCT, PROFILE, "bench")
     await engine.dispose()
     await ensure_topics(settings.kafka_bootstrap, [settings.topic("intake")], partitions=4)
     producer = make_producer(settings.kafka_bootstrap, "bench-dataprep")
@@ -127,7 +131,7 @@ _ADDRESS = {"lines": ["1 Bench Road"], "postcode": "B1", "city": "Bench", "count
 async def serve(tag: str, cards: int) -> None:
     """One keymgmt process: run the real runtime until every card is prepared."""
     settings = settings_for(tag)
-    runtime = build_runtime(settings, consumer_group=f"dp{tag}.keymgmt")
+    runtime = bootstrap(settings, consumer_group=f"dp{tag}.keymgmt")
     await runtime.start()
     try:
         while await _prepared(runtime.engine) < cards:

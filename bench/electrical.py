@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
-from services.keymgmt.emv import ImkLabels
-from services.keymgmt.hsm import Hsm, key_label
+from services.keymgmt.emv.keys import ImkLabels
+from services.keymgmt.hsm.session import Hsm, key_label
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import load_stack_env, running

@@ -31,8 +31,8 @@ from services.intake.app import build_app as build_intake
 from services.intake.bulk import check_line, csv_header
 from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
+from services.keymgmt.app import bootstrap as keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt
-from services.keymgmt.app import build_runtime as keymgmt_runtime
 from services.keymgmt.settings import KeymgmtSettings
 from tests.conftest import load_stack_env
 from tests.integration.intake_harness import CSV_HEADER, PeakRss, csv_line
@@ -82,7 +82,7 @@ async def service_path(path: Path, tag: str) -> tuple[int, float, int]:
     # the figures are printed.
     km = keymgmt_runtime(keymgmt_settings)
     await km.start()
-    while km.gate.hsm is None:
+    while km.deps.gate.hsm is None:
         await asyncio.sleep(0.05)
     km_http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=build_keymgmt(km)), base_url="http://keymgmt"

@@ -1,6 +1,6 @@
 """An independent SCP02 host for tests (GlobalPlatform Card Specification 2.2 Appendix E, i=15).
 
-Written from the specification, not from vcard/scp02.py or services/keymgmt/secure_channel.py:
+Written from the specification, not from vcard/scp02.py or services/keymgmt/gp/secure_channel.py:
 3DES from `cryptography`, the C-MAC through pyemv's ISO 9797-1 MAC algorithm 3 (the ICV folded
 into the first block, which is what CBC does with an initial value).
 """

@@ -1,6 +1,6 @@
 """An independent SCP03 host for tests (GlobalPlatform Amendment D), in clear software keys.
 
-Written from the specification, not from vcard/scp03.py or services/keymgmt/secure_channel.py:
+Written from the specification, not from vcard/scp03.py or services/keymgmt/gp/secure_channel.py:
 the KDF is `cryptography`'s own NIST SP 800-108 KBKDF-CMAC with the counter placed in the middle
 of the fixed input, as SCP03 does. Tests check the card and the HSM host against it.
 """

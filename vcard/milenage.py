@@ -1,7 +1,7 @@
 """Milenage (3GPP TS 35.206), the USIM's authentication functions, in software on the card.
 
 The virtual card is a separate device with its own implementation: keymgmt's HSM-backed one
-(services/keymgmt/sim.py, sim_qa.py) is never imported here. Kernel: AES-128 (TS 35.206 §4.1
+(services/keymgmt/sim/secrets.py, sim_qa.py) is never imported here. Kernel: AES-128 (TS 35.206 §4.1
 allows any 128-bit block cipher; Milenage's reference choice is Rijndael = AES-128).
 
     TEMP = E_K(RAND xor OPc)

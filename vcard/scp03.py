@@ -1,7 +1,7 @@
 """Card-side SCP03 cryptography (GlobalPlatform Card Specification 2.3, Amendment D), in software.
 
 The virtual card is a separate device, so it computes its side of the secure channel itself;
-keymgmt computes the host side inside the HSM (services/keymgmt/secure_channel.py). Both follow
+keymgmt computes the host side inside the HSM (services/keymgmt/gp/secure_channel.py). Both follow
 docs/perso-protocol.md ("Secure channel: SCP03"):
 
 - KDF: NIST SP 800-108 counter mode with AES-CMAC as PRF; the derivation data is

@@ -13,7 +13,7 @@ from services.graphical.app import sample_photo
 from services.graphical.render import FaceRenderer
 from services.graphical.service import FaceData, PhotoBox, default_design
 from services.graphical.settings import DEJAVU_SANS
-from services.keymgmt.pin_mailer import MailerText, render_pin_mailer
+from services.keymgmt.pin_mailer.service import MailerText, render_pin_mailer
 
 HERE = Path(__file__).parent
 DEMO_CARD = uuid.UUID("00000000-0000-4000-8000-00000000d3e0")

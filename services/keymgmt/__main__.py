@@ -1,5 +1,5 @@
 """`python -m services.keymgmt`: serve keymgmt on its port (8102);
-`python -m services.keymgmt ceremony ...`: the key custodians' CLI (cli.py).
+`python -m services.keymgmt ceremony ...`: the key custodians' CLI (keys/cli.py).
 """
 
 import asyncio
@@ -7,19 +7,19 @@ import sys
 
 import uvicorn
 
+from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.keys.cli import main as ceremony
 from services.keymgmt.settings import KeymgmtSettings
+from shared.logs import configure_logging
+from shared.telemetry import configure_tracing
 
 
 async def serve_keymgmt(settings: KeymgmtSettings) -> None:
-    # Built inside the running loop: ServiceRuntime makes its aiokafka producer in __init__,
-    # which needs one (as in services/graphical/__main__.py).
-    from services.keymgmt.app import build_app, build_runtime
-    from shared.logs import configure_logging
-    from shared.telemetry import configure_tracing
-
+    # Built inside the running loop: aiokafka clients bind to the loop that makes them
+    # (as in services/graphical/__main__.py).
     configure_logging("keymgmt", settings.log_level)
     configure_tracing("keymgmt", settings.trace_file)
-    app = build_app(build_runtime(settings))
+    app = build_app(bootstrap(settings))
     config = uvicorn.Config(
         app, host=settings.http_host, port=settings.port, log_config=None, access_log=False
     )
@@ -28,8 +28,6 @@ async def serve_keymgmt(settings: KeymgmtSettings) -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["ceremony"]:
-        from services.keymgmt.cli import main as ceremony
-
         return ceremony(argv[1:])
     asyncio.run(serve_keymgmt(KeymgmtSettings()))
     return 0

@@ -1,236 +1,31 @@
-"""All of keymgmt's SQL. The engine's search_path is the service's schema."""
+"""keymgmt's repository as the unit of work carries it (`uow.repo`): one attribute per feature
+package's repository, all on the unit's one connection.
+
+One object with an attribute per package (rather than one class holding every statement) keeps
+each package's SQL in its own room, and lets an endpoint read as what it touches:
+`uow.repo.vault.vault_card(...)`, `uow.repo.keys.key(...)`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Sequence
-from typing import Any
-from uuid import UUID
-
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_KEY_COLUMNS = (
-    "label, issuer_id, key_type, usage, kcv, kcv_method, other_kcvs, state, origin,"
-    " custodians, ceremony_id, created_at, retired_at, retired_by"
-)
-
-
-def key_row(
-    label: str,
-    issuer_id: str,
-    key_type: str,
-    usage: str,
-    kcvs: Sequence[tuple[str, str]],
-    origin: str,
-    custodians: Sequence[str] = (),
-    ceremony_id: UUID | None = None,
-) -> dict[str, Any]:
-    """An inventory row; ``kcvs`` is (value, method) pairs, the first one is the main KCV."""
-    (kcv, method), *others = kcvs
-    return {
-        "label": label,
-        "issuer_id": issuer_id,
-        "key_type": key_type,
-        "usage": usage,
-        "kcv": kcv,
-        "kcv_method": method,
-        "other_kcvs": [{"kcv": v, "method": m} for v, m in others],
-        "origin": origin,
-        "custodians": list(custodians),
-        "ceremony_id": ceremony_id,
-    }
+from services.keymgmt.emv.repository import EmvRepository
+from services.keymgmt.keys.repository import KeysRepository
+from services.keymgmt.perso.repository import PersoRepository
+from services.keymgmt.pin_mailer.repository import PinMailerRepository
+from services.keymgmt.sim.repository import SimRepository
+from services.keymgmt.vault.repository import VaultRepository
 
 
 class KeymgmtRepository:
+    """The runtime's repository factory: `KeymgmtRepository(conn)`."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-
-    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
-        row = (await self.conn.execute(text(sql), params)).mappings().first()
-        return None if row is None else dict(row)
-
-    async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        return [dict(r) for r in (await self.conn.execute(text(sql), params)).mappings()]
-
-    async def lock(self, name: str) -> None:
-        """A transaction-scoped advisory lock (e.g. replicas generating bureau keys at once)."""
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:7], "big")
-        await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-
-    # -- key inventory -----------------------------------------------------------------------
-    async def key(self, label: str) -> dict[str, Any] | None:
-        return await self._one(f"SELECT {_KEY_COLUMNS} FROM keys WHERE label = :l", l=label)
-
-    async def keys(self, issuer_id: str | None) -> list[dict[str, Any]]:
-        where = "" if issuer_id is None else " WHERE issuer_id = :i"
-        return await self._all(
-            f"SELECT {_KEY_COLUMNS} FROM keys{where} ORDER BY issuer_id, label", i=issuer_id
-        )
-
-    async def add_key(self, key: dict[str, Any]) -> bool:
-        result = await self.conn.execute(
-            text(
-                "INSERT INTO keys (label, issuer_id, key_type, usage, kcv, kcv_method,"
-                " other_kcvs, origin, custodians, ceremony_id) VALUES (:label, :issuer_id,"
-                " :key_type, :usage, :kcv, :kcv_method, CAST(:other_kcvs AS jsonb), :origin,"
-                " :custodians, :ceremony_id) ON CONFLICT (label) DO NOTHING RETURNING label"
-            ),
-            {**key, "other_kcvs": json.dumps(key.get("other_kcvs", []))},
-        )
-        return result.first() is not None
-
-    async def retire_key(self, label: str, who: str) -> bool:
-        result = await self.conn.execute(
-            text(
-                "UPDATE keys SET state = 'retired', retired_at = now(), retired_by = :w"
-                " WHERE label = :l AND state = 'active' RETURNING label"
-            ),
-            {"l": label, "w": who},
-        )
-        return result.first() is not None
-
-    async def active_labels(self, labels: Sequence[str]) -> set[str]:
-        rows = await self.conn.execute(
-            text("SELECT label FROM keys WHERE label = ANY(:ls) AND state = 'active'"),
-            {"ls": list(labels)},
-        )
-        return {str(r[0]) for r in rows}
-
-    # -- ceremonies --------------------------------------------------------------------------
-    async def start_ceremony(self, ceremony: dict[str, Any]) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO ceremonies (ceremony_id, label, issuer_id, key_type, usage,"
-                " components, conducted_by) VALUES (:ceremony_id, :label, :issuer_id,"
-                " :key_type, :usage, :components, :conducted_by)"
-            ),
-            ceremony,
-        )
-
-    async def add_step(
-        self, ceremony_id: UUID, step: str, custodian: str | None, outcome: str, detail: str
-    ) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO ceremony_steps (ceremony_id, step, custodian, outcome, detail)"
-                " VALUES (:c, :s, :who, :o, :d)"
-            ),
-            {"c": ceremony_id, "s": step, "who": custodian, "o": outcome, "d": detail},
-        )
-
-    async def finish_ceremony(self, ceremony_id: UUID, outcome: str, reason: str | None) -> None:
-        await self.conn.execute(
-            text(
-                "UPDATE ceremonies SET outcome = :o, reason = :r, finished_at = now()"
-                " WHERE ceremony_id = :c AND outcome = 'open'"
-            ),
-            {"c": ceremony_id, "o": outcome, "r": reason},
-        )
-
-    async def ceremonies(self, label: str | None) -> list[dict[str, Any]]:
-        where = "" if label is None else " WHERE c.label = :l"
-        return await self._all(
-            "SELECT c.*, COALESCE((SELECT json_agg(json_build_object('step', s.step,"
-            " 'custodian', s.custodian, 'outcome', s.outcome, 'detail', s.detail, 'at', s.at)"
-            " ORDER BY s.id) FROM ceremony_steps s WHERE s.ceremony_id = c.ceremony_id),"
-            f" '[]') AS steps FROM ceremonies c{where} ORDER BY c.started_at",
-            l=label,
-        )
-
-    # -- vault -------------------------------------------------------------------------------
-    async def vault_cards(self, card_ids: Sequence[UUID]) -> dict[UUID, dict[str, Any]]:
-        rows = await self._all(
-            "SELECT card_id, issuer_id, pan_token, pan_hash, masked_pan FROM vault_cards"
-            " WHERE card_id = ANY(:ids)",
-            ids=list(card_ids),
-        )
-        return {r["card_id"]: r for r in rows}
-
-    async def add_vault_cards(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self.conn.execute(
-                text(
-                    "INSERT INTO vault_cards (card_id, issuer_id, pan_token, pan_hash, pan_blob,"
-                    " record_blob, masked_pan) VALUES (:card_id, :issuer_id, :pan_token,"
-                    " :pan_hash, :pan_blob, :record_blob, :masked_pan)"
-                ),
-                list(rows),
-            )
-
-    async def vault_card(self, card_id: UUID) -> dict[str, Any] | None:
-        return await self._one(
-            "SELECT card_id, issuer_id, pan_token, pan_blob, record_blob, masked_pan"
-            " FROM vault_cards WHERE card_id = :c",
-            c=card_id,
-        )
-
-    async def record_access(self, accesses: Iterable[tuple[UUID, str, str]]) -> None:
-        rows = [{"c": c, "a": who, "p": purpose} for c, who, purpose in accesses]
-        if rows:
-            await self.conn.execute(
-                text("INSERT INTO vault_access (card_id, accessor, purpose) VALUES (:c, :a, :p)"),
-                rows,
-            )
-
-    # -- preparation and personalisation -----------------------------------------------------
-    async def add_prepared(self, card: dict[str, Any]) -> bool:
-        result = await self.conn.execute(
-            text(
-                "INSERT INTO prepared_cards (card_id, issuer_id, batch_id, order_id, product_id,"
-                " masked_pan, key_scheme, dgis, mk_ac_kcv, mk_smi_kcv, mk_smc_kcv,"
-                " source_event_id) VALUES (:card_id, :issuer_id, :batch_id, :order_id,"
-                " :product_id, :masked_pan, :key_scheme, :dgis, :mk_ac_kcv, :mk_smi_kcv,"
-                " :mk_smc_kcv, :source_event_id) ON CONFLICT (card_id) DO NOTHING"
-                " RETURNING card_id"
-            ),
-            card,
-        )
-        return result.first() is not None
-
-    async def prepared(self, card_id: UUID, *, for_update: bool = False) -> dict[str, Any] | None:
-        lock = " FOR UPDATE" if for_update else ""
-        return await self._one(f"SELECT * FROM prepared_cards WHERE card_id = :c{lock}", c=card_id)
-
-    async def record_cancelled(self, card_id: UUID, reason: str, event_id: UUID) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO cancelled_cards (card_id, reason, source_event_id)"
-                " VALUES (:c, :r, :e) ON CONFLICT (card_id) DO NOTHING"
-            ),
-            {"c": card_id, "r": reason[:500], "e": event_id},
-        )
-
-    async def is_cancelled(self, card_id: UUID) -> bool:
-        return (
-            await self._one("SELECT 1 FROM cancelled_cards WHERE card_id = :c", c=card_id)
-            is not None
-        )
-
-    async def binding(self, card_id: UUID) -> dict[str, Any] | None:
-        return await self._one("SELECT * FROM chip_bindings WHERE card_id = :c", c=card_id)
-
-    async def card_of_chip(self, chip_serial: str) -> UUID | None:
-        row = await self._one(
-            "SELECT card_id FROM chip_bindings WHERE chip_serial = :s", s=chip_serial
-        )
-        return None if row is None else UUID(str(row["card_id"]))
-
-    async def bind_chip(self, card_id: UUID, chip_serial: str, station: str) -> None:
-        await self.conn.execute(
-            text("INSERT INTO chip_bindings (card_id, chip_serial, station) VALUES (:c, :s, :st)"),
-            {"c": card_id, "s": chip_serial, "st": station},
-        )
-        await self.conn.execute(
-            text("UPDATE prepared_cards SET state = 'bound' WHERE card_id = :c"), {"c": card_id}
-        )
-
-    async def add_perso_session(self, session: dict[str, Any]) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO perso_sessions (card_id, chip_serial, station, apdu_count, kdek_kcv)"
-                " VALUES (:card_id, :chip_serial, :station, :apdu_count, :kdek_kcv)"
-            ),
-            session,
-        )
+        self.keys = KeysRepository(conn)
+        self.vault = VaultRepository(conn)
+        self.emv = EmvRepository(conn)
+        self.sim = SimRepository(conn)
+        self.perso = PersoRepository(conn)
+        self.pin_mailers = PinMailerRepository(conn)

@@ -49,10 +49,11 @@ WITNESSES = ["Ann Archer", "Bob Baker"]
 
 IMPORT_PIN_KEY = f"""
 import asyncio
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonySpec, run_demo_ceremony
-from services.keymgmt.repository import KeymgmtRepository
-from services.keymgmt.settings import MIGRATIONS, KeymgmtSettings, process_hsm
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
+from services.keymgmt.keys.repository import KeysRepository
+from services.keymgmt.settings import MIGRATIONS, KeymgmtSettings
+from services.keymgmt.hsm.process import process_hsm
 from shared.db import make_engine, migrate
 
 async def main():
@@ -61,7 +62,7 @@ async def main():
     await migrate(engine, settings.keymgmt_schema, MIGRATIONS)
     label = "{ISSUER}/PIN-3DES/1"
     async with engine.connect() as conn:
-        known = await KeymgmtRepository(conn).key(label)
+        known = await KeysRepository(conn).key(label)
     if known is None:
         spec = CeremonySpec(label, "{ISSUER}", CeremonyKeyType.DES2, KeyUsage.ENCRYPT, 2, "e2e")
         async with process_hsm(settings) as hsm:

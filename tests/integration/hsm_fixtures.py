@@ -23,15 +23,15 @@ from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-from services.keymgmt.ceremony import (
+from services.keymgmt.emv.keys import ImkLabels
+from services.keymgmt.hsm.p11 import SymKey, as_key
+from services.keymgmt.hsm.session import BureauKeyKind, Hsm, generate_bureau_key, key_label
+from services.keymgmt.keys.ceremony import (
     CeremonyKeyType,
     Component,
     KeyUsage,
     import_key_from_components,
 )
-from services.keymgmt.emv import ImkLabels
-from services.keymgmt.hsm import BureauKeyKind, Hsm, generate_bureau_key, key_label
-from services.keymgmt.p11 import SymKey, as_key
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 ISSUER = "testbank"

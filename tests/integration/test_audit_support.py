@@ -15,9 +15,9 @@ from sqlalchemy import text
 from services.audit.app import bootstrap, build_app
 from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner
+from services.keymgmt.app import bootstrap as build_keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt_app
-from services.keymgmt.app import build_runtime as build_keymgmt_runtime
-from services.keymgmt.hsm import Hsm
+from services.keymgmt.hsm.session import Hsm
 from shared.db import make_engine
 from shared.service import ServiceRuntime
 from tests.conftest import running
@@ -77,7 +77,7 @@ async def signed_log(
     ):
 
         async def hsm_open() -> bool:
-            return keymgmt.gate.hsm is not None
+            return keymgmt.deps.gate.hsm is not None
 
         await wait_for(hsm_open)
         async with keymgmt_client() as client:

@@ -2,7 +2,7 @@
 the file name keeps it inside their room). keymgmt's service layer is being written
 concurrently; this double serves the three endpoints of docs/services.md the station and QA
 call (/v1/perso/secure-scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1,
-computed by the REAL HSM core (services/keymgmt/perso.py, secure_channel.py, emv.py) on a fresh
+computed by the REAL HSM core (services/keymgmt/emv/perso.py, secure_channel.py, emv.py) on a fresh
 SoftHSM token."""
 
 from __future__ import annotations
@@ -21,19 +21,18 @@ from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.keymgmt.emv import verify_arqc
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.perso import CardRecord, build_perso_script, record_dgis
-from services.keymgmt.secure_channel import (
-    CRYPTOGRAM_MISMATCH,
-    REFUSAL_HEADER,
+from services.keymgmt.emv.keys import verify_arqc
+from services.keymgmt.emv.perso import CardRecord, build_perso_script, record_dgis
+from services.keymgmt.gp.channel import (
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
     ScriptCommand,
     SecureChannelError,
-    SecureScriptRequest,
-    secure_script,
 )
+from services.keymgmt.gp.secure_channel import secure_script
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.perso.schemas import CRYPTOGRAM_MISMATCH, SecureScriptRequest
+from shared.errors import REFUSAL_HEADER
 from shared.pan import luhn_check_digit
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import IssuerKeys

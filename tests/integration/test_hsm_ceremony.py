@@ -6,7 +6,9 @@ import pytest
 from pkcs11 import Attribute
 from pkcs11.exceptions import AttributeSensitive
 
-from services.keymgmt.ceremony import (
+from services.keymgmt.hsm.kcv import KcvMethod
+from services.keymgmt.hsm.session import Hsm, KeyExistsError, key_label
+from services.keymgmt.keys.ceremony import (
     CeremonyError,
     CeremonyKeyType,
     Component,
@@ -15,8 +17,6 @@ from services.keymgmt.ceremony import (
     aimport_key_from_components,
     import_key_from_components,
 )
-from services.keymgmt.hsm import Hsm, KeyExistsError, key_label
-from services.keymgmt.kcv import KcvMethod
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm,
     hsm_token,

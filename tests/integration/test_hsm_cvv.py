@@ -11,10 +11,10 @@ import random
 import pytest
 from psec import cvv as psec_cvv
 
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
-from services.keymgmt.cvv import CvkLabels, card_verification_values, cvv_input, visa_cvv
-from services.keymgmt.hsm import Hsm, describe_key
-from services.keymgmt.pin import decimalise
+from services.keymgmt.emv.cvv import CvkLabels, card_verification_values, cvv_input, visa_cvv
+from services.keymgmt.emv.pin import decimalise
+from services.keymgmt.hsm.session import Hsm, describe_key
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm,
     hsm_token,

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pyemv import kd
 
-from services.keymgmt.emv import derive_icc_mk
-from services.keymgmt.hsm import Hsm, des3_wrap, des3_wrap_missing, destroy_key
-from services.keymgmt.p11 import as_key
+from services.keymgmt.emv.keys import derive_icc_mk
+from services.keymgmt.hsm.p11 import as_key
+from services.keymgmt.hsm.session import Hsm, des3_wrap, des3_wrap_missing, destroy_key
 from tests.integration.hsm_fixtures import IMK_AC, hsm, hsm_token  # noqa: F401
 
 pytestmark = [

@@ -6,18 +6,18 @@ import pytest
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 from pyemv import ac, kd
 
-from services.keymgmt.emv import (
+from services.keymgmt.emv.keys import (
     AIP,
     MkDerivation,
     averify_arqc,
     derive_icc_mk,
-    des3_derive,
     generate_arqc,
     retail_mac,
     verify_arqc,
 )
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.p11 import SymKey, as_key
+from services.keymgmt.hsm.derive import des3_derive
+from services.keymgmt.hsm.p11 import SymKey, as_key
+from services.keymgmt.hsm.session import Hsm
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     IMK_AC,
     IMK_SMC,

@@ -9,7 +9,9 @@ import pytest
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag
 from pkcs11.exceptions import AttributeSensitive, KeyUnextractable
 
-from services.keymgmt.hsm import (
+from services.keymgmt.hsm.kcv import KcvMethod
+from services.keymgmt.hsm.p11 import as_key
+from services.keymgmt.hsm.session import (
     BureauKeyKind,
     Hsm,
     KeyExistsError,
@@ -20,8 +22,6 @@ from services.keymgmt.hsm import (
     generate_bureau_key,
     key_label,
 )
-from services.keymgmt.kcv import KcvMethod
-from services.keymgmt.p11 import as_key
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     IssuerKeys,
     hsm,

@@ -15,16 +15,10 @@ from pkcs11 import Attribute, Mechanism, MechanismFlag
 from pkcs11.exceptions import KeyNotWrappable, KeyUnextractable
 from pyemv import kd
 
-from services.keymgmt.emv import derive_icc_mk
-from services.keymgmt.hsm import Hsm, HsmError
-from services.keymgmt.perso import (
-    STATIC_KEYS,
-    CardRecord,
-    abuild_perso_script,
-    build_perso_script,
-    card_static_key_kcvs,
-    derive_static_key,
-)
+from services.keymgmt.emv.keys import derive_icc_mk
+from services.keymgmt.emv.perso import CardRecord, abuild_perso_script, build_perso_script
+from services.keymgmt.gp.cardkeys import STATIC_KEYS, card_static_key_kcvs, derive_static_key
+from services.keymgmt.hsm.session import Hsm, HsmError
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     IMK_AC,
     IMK_SMC,

@@ -16,9 +16,7 @@ from pkcs11.exceptions import PKCS11Error
 from psec import pin as psec_pin
 from psec import pinblock
 
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
-from services.keymgmt.hsm import Hsm, describe_key
-from services.keymgmt.pin import (
+from services.keymgmt.emv.pin import (
     PinBlockFormat,
     PinKeys,
     PinPolicy,
@@ -30,6 +28,8 @@ from services.keymgmt.pin import (
     protect_pin,
     random_pin,
 )
+from services.keymgmt.hsm.session import Hsm, describe_key
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     hsm,
     hsm_token,

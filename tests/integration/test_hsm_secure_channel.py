@@ -1,4 +1,4 @@
-"""SCP03 host side in SoftHSM (services/keymgmt/secure_channel.py) against the independent
+"""SCP03 host side in SoftHSM (services/keymgmt/gp/secure_channel.py) against the independent
 software host of tests/scp03_host.py, which knows the clear test KMC: byte-for-byte the same
 EXTERNAL AUTHENTICATE and protected commands, the card cryptogram checked, keys kept in the HSM.
 """
@@ -10,16 +10,15 @@ import os
 import pytest
 from pkcs11 import Attribute, Mechanism, MechanismFlag
 
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.perso import derive_static_key
-from services.keymgmt.secure_channel import (
+from services.keymgmt.gp.cardkeys import derive_static_key
+from services.keymgmt.gp.channel import (
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
     ScriptCommand,
     SecureChannelError,
-    derive_session_key,
-    secure_script,
 )
+from services.keymgmt.gp.secure_channel import derive_session_key, secure_script
+from services.keymgmt.hsm.session import Hsm
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     TEST_KMC,
     IssuerKeys,

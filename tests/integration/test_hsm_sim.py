@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
-from services.keymgmt.hsm import BureauKeyKind, Hsm, generate_bureau_key, key_label
-from services.keymgmt.p11 import SymKey, as_key
-from services.keymgmt.sim import (
+from services.keymgmt.hsm.p11 import SymKey, as_key
+from services.keymgmt.hsm.session import BureauKeyKind, Hsm, generate_bureau_key, key_label
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
+from services.keymgmt.sim.secrets import (
     compute_opc,
     generate_ki,
     generate_sim_secrets,

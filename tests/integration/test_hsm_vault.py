@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pkcs11 import Attribute, KeyType, ObjectClass
 
-from services.keymgmt.hsm import Hsm, describe_key, key_label
-from services.keymgmt.kcv import KcvMethod, kcv_computed
-from services.keymgmt.vault import (
+from services.keymgmt.hsm.kcv import KcvMethod, kcv_computed
+from services.keymgmt.hsm.session import Hsm, describe_key, key_label
+from services.keymgmt.vault.crypto import (
     SealedPan,
     VaultError,
     adecrypt_pan,

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from services.keymgmt.emv import verify_arqc
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.perso import CardRecord, build_perso_script
-from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
+from services.keymgmt.emv.keys import verify_arqc
+from services.keymgmt.emv.perso import CardRecord, build_perso_script
+from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
+from services.keymgmt.gp.secure_channel import secure_script
+from services.keymgmt.hsm.session import Hsm
 from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
     TEST_KMC,
     IssuerKeys,

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.keymgmt.app import KeymgmtRuntime, build_app, build_runtime
-from services.keymgmt.hsm import Hsm, describe_key
+from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.hsm.session import Hsm, describe_key
 from services.keymgmt.settings import KeymgmtSettings
+from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import hsm_token, soft_des_kcv  # noqa: F401  (fixture)
@@ -41,16 +42,16 @@ def component(part: bytes) -> dict[str, str]:
 async def api(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-) -> AsyncIterator[tuple[KeymgmtRuntime, httpx.AsyncClient]]:
+) -> AsyncIterator[tuple[ServiceRuntime, httpx.AsyncClient]]:
     u = unique
     more = f",custodian:dave=cd-{u},custodian:erin=ce-{u}"
-    runtime = build_runtime(settings.model_copy(update={"principals": settings.principals + more}))
+    runtime = bootstrap(settings.model_copy(update={"principals": settings.principals + more}))
     async with running(runtime):
         transport = httpx.ASGITransport(app=build_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://keymgmt") as http:
 
             async def hsm_open() -> bool:
-                return runtime.gate.hsm is not None
+                return runtime.deps.gate.hsm is not None
 
             await wait_for(hsm_open)
             yield runtime, http
@@ -58,7 +59,7 @@ async def api(
 
 async def test_ceremony_api_dual_control_refusals_abort_and_generated_keys(
     unique: str,
-    api: tuple[KeymgmtRuntime, httpx.AsyncClient],
+    api: tuple[ServiceRuntime, httpx.AsyncClient],
     keymgmt_hsm: Hsm,  # noqa: F811
 ) -> None:
     _, http = api

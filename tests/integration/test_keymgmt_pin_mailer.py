@@ -15,14 +15,14 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from psec import pinblock
 
-from services.keymgmt.app import KeymgmtRuntime
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.pin_mailer import MailerText, pin_from_iso4, render_pin_mailer
-from services.keymgmt.repository_security import SecurityRepository
+from services.keymgmt.emv.repository import EmvRepository
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.pin_mailer.service import MailerText, pin_from_iso4, render_pin_mailer
 from services.keymgmt.settings import KeymgmtSettings
 from services.qa.print_check import compare_prints
+from shared.service import ServiceRuntime
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.printer_harness import TestPrinter
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
@@ -62,7 +62,7 @@ async def pin_printer(
 
 
 async def load_pin_keys(
-    runtime: KeymgmtRuntime, hsm: Hsm, issuer: str, usage: KeyUsage = KeyUsage.ENCRYPT
+    runtime: ServiceRuntime, hsm: Hsm, issuer: str, usage: KeyUsage = KeyUsage.ENCRYPT
 ) -> None:
     """The issuer's PIN keys, importable for decryption (usage `encrypt`) for PIN mailers."""
     for name, kind, value in (
@@ -75,7 +75,7 @@ async def load_pin_keys(
 
 
 async def issued_card(
-    config: KeymgmtSettings, runtime: KeymgmtRuntime, http: Any, hsm: Hsm, issuer: str, u: str
+    config: KeymgmtSettings, runtime: ServiceRuntime, http: Any, hsm: Hsm, issuer: str, u: str
 ) -> dict[str, Any]:
     await load_demo_keys(config, issuer)
     await load_pin_keys(runtime, hsm, issuer)
@@ -92,7 +92,7 @@ async def issued_card(
 async def test_pin_mailer_is_printed_once_from_the_encrypted_block_and_shows_the_pin(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
     pin_printer: TestPrinter,
 ) -> None:
@@ -122,7 +122,7 @@ async def test_pin_mailer_is_printed_once_from_the_encrypted_block_and_shows_the
     [output] = pin_printer.outputs(f"pin-{mailer_id}")  # one job: the second call printed nothing
 
     async with runtime.engine.connect() as conn:
-        pin_row = await SecurityRepository(conn).card_pin(uuid.UUID(card_id))
+        pin_row = await EmvRepository(conn).card_pin(uuid.UUID(card_id))
     assert pin_row is not None
     clear = Cipher(TripleDES(PIN_3DES), modes.ECB()).decryptor().update(pin_row["iso0_block"])
     pin = pinblock.decode_pinblock_iso_0(clear, PAN16)  # the oracle: psec, the test-known key
@@ -148,7 +148,7 @@ async def test_pin_mailer_is_printed_once_from_the_encrypted_block_and_shows_the
 async def test_no_pin_means_no_mailer_and_an_encrypt_only_key_is_a_clear_refusal(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
     pin_printer: TestPrinter,
 ) -> None:

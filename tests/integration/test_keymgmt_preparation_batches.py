@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime
-from services.keymgmt.cli import load_demo_keys
+from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.bus import BatchHandler, PoisonEvent
 from shared.outbox import unit_of_work
+from shared.service import ServiceRuntime
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     PAN19,
@@ -30,17 +30,17 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.integration
 
 
-async def prepare_run(runtime: KeymgmtRuntime, run: list[events.CardOrdered]) -> list[Any]:
+async def prepare_run(runtime: ServiceRuntime, run: list[events.CardOrdered]) -> list[Any]:
     """The consumer's batch call, in a transaction of its own; returns what it emitted."""
     (handler,) = runtime.handlers[events.CardOrdered]
     assert isinstance(handler, BatchHandler)
     topic = runtime.settings.topic("keymgmt")
-    async with unit_of_work(runtime.engine, runtime.schema, topic) as uow:
+    async with unit_of_work(runtime.engine, runtime.schema, topic, runtime.repository) as uow:
         await handler.fn(uow, run)
     return uow.emitted
 
 
-async def prepared_rows(runtime: KeymgmtRuntime) -> dict[str, str]:
+async def prepared_rows(runtime: ServiceRuntime) -> dict[str, str]:
     async with runtime.engine.connect() as conn:
         rows = await conn.execute(text("SELECT card_id, key_scheme FROM prepared_cards"))
         return {str(card): scheme for card, scheme in rows.all()}
@@ -49,7 +49,7 @@ async def prepared_rows(runtime: KeymgmtRuntime) -> dict[str, str]:
 async def test_a_run_of_cards_is_prepared_once_each_in_its_own_trace(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
 ) -> None:
     runtime, http = keymgmt
     issuer = f"ia{unique}"
@@ -80,7 +80,7 @@ async def test_a_run_of_cards_is_prepared_once_each_in_its_own_trace(
 async def test_one_card_missing_from_the_vault_fails_the_run_by_name(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
 ) -> None:
     runtime, http = keymgmt
     issuer = f"ia{unique}"

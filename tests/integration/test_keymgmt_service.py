@@ -20,12 +20,14 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime, build_app, build_runtime
-from services.keymgmt.cli import load_demo_keys
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.settings import KeymgmtSettings, process_hsm
+from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.hsm.process import process_hsm
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import load_demo_keys
+from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.bus import make_producer
+from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.integration.bus_harness import collect, wait_for
 from tests.integration.hsm_fixtures import HsmToken, hsm_token  # noqa: F401  (fixture)
@@ -106,14 +108,14 @@ def auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def keymgmt(settings: KeymgmtSettings) -> AsyncIterator[tuple[KeymgmtRuntime, Any]]:
-    runtime = build_runtime(settings)
+async def keymgmt(settings: KeymgmtSettings) -> AsyncIterator[tuple[ServiceRuntime, Any]]:
+    runtime = bootstrap(settings)
     async with running(runtime):
         transport = httpx.ASGITransport(app=build_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://keymgmt") as http:
 
             async def hsm_open() -> bool:
-                return runtime.gate.hsm is not None
+                return runtime.deps.gate.hsm is not None
 
             await wait_for(hsm_open)
             yield runtime, http
@@ -165,7 +167,7 @@ async def publish(settings: KeymgmtSettings, *items: events.Event) -> None:
         await producer.stop()
 
 
-async def pan_hits(runtime: KeymgmtRuntime, pans: list[str]) -> list[str]:
+async def pan_hits(runtime: ServiceRuntime, pans: list[str]) -> list[str]:
     """Every text-like and bytea column of the schema, searched for the PANs (ASCII and BCD)."""
     hits: list[str] = []
     async with runtime.engine.connect() as conn:
@@ -196,7 +198,7 @@ async def pan_hits(runtime: KeymgmtRuntime, pans: list[str]) -> list[str]:
 
 
 async def test_demo_keys_then_vault_then_card_ordered_becomes_card_prepared(
-    settings: KeymgmtSettings, unique: str, keymgmt: tuple[KeymgmtRuntime, Any]
+    settings: KeymgmtSettings, unique: str, keymgmt: tuple[ServiceRuntime, Any]
 ) -> None:
     runtime, http = keymgmt
     issuer, intake = f"ia{unique}", auth(f"in-{unique}")
@@ -263,7 +265,7 @@ async def test_demo_keys_then_vault_then_card_ordered_becomes_card_prepared(
 
 
 async def test_missing_issuer_keys_send_card_ordered_to_the_dead_letter_topic(
-    settings: KeymgmtSettings, unique: str, keymgmt: tuple[KeymgmtRuntime, Any]
+    settings: KeymgmtSettings, unique: str, keymgmt: tuple[ServiceRuntime, Any]
 ) -> None:
     _, http = keymgmt
     issuer = f"ib{unique}"  # no ceremony ever loaded its keys

@@ -16,14 +16,20 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.keymgmt import cli
-from services.keymgmt.app import MIGRATIONS, KeymgmtRuntime, build_app, build_runtime
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonyRefused, CeremonySpec, KeyCeremony, load_demo_keys
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.app import MIGRATIONS, bootstrap, build_app
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys import cli
+from services.keymgmt.keys.ceremonies import (
+    CeremonyRefused,
+    CeremonySpec,
+    KeyCeremony,
+    load_demo_keys,
+)
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.repository import KeysRepository
 from services.keymgmt.settings import KeymgmtSettings
 from shared.db import make_engine, migrate
+from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import (
@@ -53,7 +59,7 @@ PARTS.append(bytes(a ^ b ^ c for a, b, c in zip(CVK, *PARTS, strict=True)))
 async def test_issuers_see_only_their_own_keys_and_custodians_retire_them(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
 ) -> None:
     _, http = keymgmt
     a, b = f"ia{unique}", f"ib{unique}"
@@ -125,7 +131,7 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
     expected = replace(spec, expected_kcv="000000")
     other_key = await run(engine, keymgmt_hsm, expected, alice, bob, carol)
     async with engine.connect() as conn:
-        assert await KeymgmtRepository(conn).key(label) is None
+        assert await KeysRepository(conn).key(label) is None
     assert await keymgmt_hsm.call(Hsm.find_key, label) is None
     assert twice == "alice already entered a component: dual control"
     assert wrong_kcv == "component of bob: KCV mismatch"
@@ -136,7 +142,7 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
     right = replace(spec, expected_kcv=soft_des_kcv(CVK))
     assert await run(engine, keymgmt_hsm, right, alice, bob, carol) is None
     async with engine.connect() as conn:
-        repo = KeymgmtRepository(conn)
+        repo = KeysRepository(conn)
         key = await repo.key(label)
         history = await repo.ceremonies(label)
     assert key is not None
@@ -207,13 +213,13 @@ async def test_readiness_fails_while_the_hsm_session_cannot_open(
         service_tokens=f"intake=in-{unique}",
         hsm_retry_seconds=0.2,
     )
-    runtime = build_runtime(no_hsm)
+    runtime = bootstrap(no_hsm)
     async with running(runtime):
         transport = httpx.ASGITransport(app=build_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://k") as http:
 
             async def reported() -> bool:
-                return runtime.gate.problem.startswith("cannot use the HSM")
+                return bool(runtime.deps.gate.problem.startswith("cannot use the HSM"))
 
             await wait_for(reported)
             ready = await http.get("/ready")

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime
-from services.keymgmt.cli import load_demo_keys
-from services.keymgmt.hsm import Hsm
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
+from shared.service import ServiceRuntime
 from tests.integration.bus_harness import collect, wait_for
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
@@ -77,7 +77,7 @@ async def script_for(
 async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     tmp_path: Path,
     scp: Scp,
 ) -> None:
@@ -180,7 +180,7 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
 async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -213,7 +213,7 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
 async def test_a_cancelled_card_is_never_prepared_nor_scripted(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     runtime, http = keymgmt

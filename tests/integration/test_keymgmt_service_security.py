@@ -14,14 +14,14 @@ from psec import pin as psec_pin
 from psec import pinblock
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.repository_security import SecurityRepository
-from services.keymgmt.security import open_card_values
+from services.keymgmt.emv.repository import EmvRepository
+from services.keymgmt.emv.security import open_card_values
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
+from shared.service import ServiceRuntime
 from tests.integration.bus_harness import collect
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
@@ -55,7 +55,7 @@ PROFILE = {
 }
 
 
-async def load_security_keys(runtime: KeymgmtRuntime, hsm: Hsm, issuer: str) -> None:
+async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
     des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
     enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
     for usage, kt, key_usage, value in (
@@ -80,7 +80,7 @@ async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Ev
 async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
 ) -> None:
     runtime, http = keymgmt
@@ -100,8 +100,8 @@ async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
     await publish(settings, ordered(card, issuer))
     assert len(await prepared_events(settings, 1)) == 1
     async with runtime.engine.connect() as conn:
-        pin_row = await SecurityRepository(conn).card_pin(card["card_id"])
-        values_row = await SecurityRepository(conn).card_values(card["card_id"])
+        pin_row = await EmvRepository(conn).card_pin(card["card_id"])
+        values_row = await EmvRepository(conn).card_values(card["card_id"])
     assert pin_row is not None
     assert values_row is not None
     clear0 = Cipher(TripleDES(PIN_3DES), modes.ECB()).decryptor().update(pin_row["iso0_block"])

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonySpec, run_demo_ceremony
-from services.keymgmt.hsm import Hsm
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
+from shared.service import ServiceRuntime
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     auth,
@@ -40,7 +40,7 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-async def _bytea_hits(runtime: KeymgmtRuntime, needles: list[bytes]) -> list[str]:
+async def _bytea_hits(runtime: ServiceRuntime, needles: list[bytes]) -> list[str]:
     hits = []
     async with runtime.engine.connect() as conn:
         cols = await conn.execute(
@@ -64,7 +64,7 @@ async def _bytea_hits(runtime: KeymgmtRuntime, needles: list[bytes]) -> list[str
 async def test_sim_batch_and_operator_output_file(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
 ) -> None:
     runtime, http = keymgmt

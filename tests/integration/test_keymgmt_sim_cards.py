@@ -14,18 +14,19 @@ import pytest
 from pkcs11 import Attribute, KeyType, ObjectClass
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime
-from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
-from services.keymgmt.cli import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.hsm import BureauKeyKind, Hsm, generate_bureau_key
-from services.keymgmt.p11 import as_key
-from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
+from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
+from services.keymgmt.gp.secure_channel import secure_script
+from services.keymgmt.hsm.p11 import as_key
+from services.keymgmt.hsm.session import BureauKeyKind, Hsm, generate_bureau_key
+from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
-from services.keymgmt.sim import WRAP
-from services.keymgmt.sim_perso import build_sim_script, mnc_length_of
-from services.keymgmt.sim_qa import milenage_challenge, milenage_vectors
-from services.keymgmt.vault import seal_bytes
+from services.keymgmt.sim.perso import build_sim_script, mnc_length_of
+from services.keymgmt.sim.qa import milenage_challenge, milenage_vectors
+from services.keymgmt.sim.secrets import WRAP
+from services.keymgmt.vault.crypto import seal_bytes
 from shared import events
+from shared.service import ServiceRuntime
 from tests.integration.bus_harness import collect
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
@@ -102,7 +103,7 @@ def test_hsm_milenage_with_a_wrapped_ki_reproduces_test_set_1(
 
 
 async def sim_product(
-    runtime: KeymgmtRuntime, http: Any, hsm: Hsm, issuer: str, unique: str, last: int = 1004
+    runtime: ServiceRuntime, http: Any, hsm: Hsm, issuer: str, unique: str, last: int = 1004
 ) -> str:
     transport = f"{issuer}/TRANSPORT/1"
     spec = CeremonySpec(transport, issuer, CeremonyKeyType.AES128, KeyUsage.WRAP, 2, "test")
@@ -128,7 +129,7 @@ def sim_ordered(card: dict[str, Any], issuer: str, product: str, batch: uuid.UUI
 async def test_sim_card_ordered_prepared_personalised_and_checked_at_qa(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
     tmp_path: Path,
 ) -> None:

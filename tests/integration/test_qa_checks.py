@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.perso import CardRecord, build_perso_script
-from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
+from services.keymgmt.emv.perso import CardRecord, build_perso_script
+from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
+from services.keymgmt.gp.secure_channel import secure_script
+from services.keymgmt.hsm.session import Hsm
 from services.qa.app import build_app
 from shared import events
 from shared.pcsc import PcscClient

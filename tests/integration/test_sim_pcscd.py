@@ -13,16 +13,18 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.keymgmt.app import KeymgmtRuntime, build_app
-from services.keymgmt.cli import load_demo_keys
-from services.keymgmt.hsm import Hsm
-from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
+from services.keymgmt.app import build_app
+from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
+from services.keymgmt.gp.secure_channel import secure_script
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
-from services.keymgmt.sim_perso import build_sim_script
+from services.keymgmt.sim.perso import build_sim_script
 from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.service import QaFailure
 from services.qa.sim_check import CHECK_SIM_AUTHENTICATE, CHECK_SIM_FILES, is_usim, sim_chip_checks
 from shared.pcsc import PcscClient, ReaderConfig
+from shared.service import ServiceRuntime
 from tests.integration.bus_harness import collect
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
@@ -53,7 +55,7 @@ pytestmark = [
 async def test_sim_personalised_at_a_station_passes_qa_in_another_reader(
     settings: KeymgmtSettings,  # noqa: F811
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
     keymgmt_hsm: Hsm,  # noqa: F811
     feeder: Feeder,  # noqa: F811
     client: PcscClient,  # noqa: F811

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from psec import pinblock
 
-from services.keymgmt.cvv import cvv_input
-from services.keymgmt.pin import (
+from services.keymgmt.emv.cvv import cvv_input
+from services.keymgmt.emv.pin import (
     PinBlockFormat,
     PinPolicy,
     PinVerification,
@@ -15,8 +15,9 @@ from services.keymgmt.pin import (
     iso4_pan_field,
     iso4_pin_field,
 )
-from services.keymgmt.security import ProductProfile, profile_key_labels
-from services.keymgmt.sim import luhn_digit, make_iccid, make_imsi
+from services.keymgmt.emv.schemas import ProductProfile
+from services.keymgmt.emv.security import profile_key_labels
+from services.keymgmt.sim.secrets import luhn_digit, make_iccid, make_imsi
 
 
 def pin(digits: str) -> bytearray:

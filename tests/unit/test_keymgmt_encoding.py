@@ -7,7 +7,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from pyemv import kd, mac
 
-from services.keymgmt.emv import (
+from services.keymgmt.emv.keys import (
     MkDerivation,
     arqc_input,
     mk_derivation_data,
@@ -15,20 +15,11 @@ from services.keymgmt.emv import (
     option_b_y,
     pad_iso9797_m2,
 )
-from services.keymgmt.kcv import Kcv, KcvMethod, normalise_kcv
-from services.keymgmt.perso import (
-    CardRecord,
-    chip_serial,
-    cpg202_aes_block,
-    dgi,
-    diversification_data,
-    expiry_yymmdd,
-    select_apdu,
-    store_data_apdus,
-    tlv,
-    track2,
-)
-from services.keymgmt.vault import SealedPan, VaultError, mask_pan
+from services.keymgmt.emv.perso import CardRecord, expiry_yymmdd, select_apdu, tlv, track2
+from services.keymgmt.gp.cardkeys import chip_serial, cpg202_aes_block, diversification_data
+from services.keymgmt.gp.script import dgi, store_data_apdus
+from services.keymgmt.hsm.kcv import Kcv, KcvMethod, normalise_kcv
+from services.keymgmt.vault.crypto import SealedPan, VaultError, mask_pan
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 

@@ -7,22 +7,17 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from services.keymgmt.ceremony import CeremonyKeyType
-from services.keymgmt.cli import DEMO_IMKS, DEMO_KMC, resolve_label, software_kcv
-from services.keymgmt.emv import MkDerivation
-from services.keymgmt.handlers import HsmGate, HsmUnavailable
-from services.keymgmt.perso import CardRecord, record_dgis, tlv, track2
-from services.keymgmt.repository import key_row
-from services.keymgmt.service import (
-    OpenedCard,
-    VaultCardIn,
-    mk_option,
-    new_pan_token,
-    pan_context,
-    readback_problems,
-    record_context,
-)
+from services.keymgmt.emv.keys import MkDerivation
+from services.keymgmt.emv.perso import CardRecord, record_dgis, tlv, track2
+from services.keymgmt.emv.service import mk_option, readback_problems
+from services.keymgmt.hsm.gate import HsmGate, HsmUnavailable
+from services.keymgmt.keys.ceremonies import DEMO_IMKS, DEMO_KMC, software_kcv
+from services.keymgmt.keys.ceremony import CeremonyKeyType
+from services.keymgmt.keys.cli import resolve_label
+from services.keymgmt.keys.repository import key_row
 from services.keymgmt.settings import KeymgmtSettings
+from services.keymgmt.vault.schemas import VaultCardIn
+from services.keymgmt.vault.service import OpenedCard, new_pan_token, pan_context, record_context
 from shared.bus import _is_transient
 
 PAN = "4761739001010010"

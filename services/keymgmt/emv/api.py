@@ -1,0 +1,116 @@
+"""EMV endpoints: the issuers' product profiles (PIN and CVV choices), a card's encrypted PIN
+blocks for fulfillment's PIN mailer, and QA's chip read-back and ARQC checks.
+
+Custodians and admins set a profile; an issuer principal reads only its own. The PIN endpoint
+gives the fulfillment service the encrypted blocks: never a clear PIN, and each access is
+recorded in vault_access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from services.keymgmt.deps import AnyService, Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
+from services.keymgmt.emv.schemas import (
+    ArqcRequest,
+    CannotVerify,
+    NoPin,
+    NoSuchProduct,
+    NotFulfillment,
+    ProductProfile,
+    ReadbackRequest,
+    UnusableIssuerId,
+)
+from services.keymgmt.emv.service import (
+    expected_records,
+    imks_of,
+    readback_problems,
+    verify_card_arqc,
+)
+from services.keymgmt.hsm.session import HsmError
+from services.keymgmt.vault.api import vault_row
+from shared.service import RuntimeDep
+
+router = APIRouter(prefix="/v1")
+
+
+def _issuer_id(issuer_id: str) -> str:
+    try:
+        imks_of(issuer_id)  # the id must be able to name keys
+    except HsmError as exc:
+        raise UnusableIssuerId(str(exc)) from exc
+    return issuer_id
+
+
+@router.put(
+    "/products/{issuer_id}/{product_id}",
+    tags=["products"],
+    summary="Set a product's PIN/CVV profile",
+)
+async def put_product(
+    issuer_id: str, product_id: str, body: ProductProfile, who: Conductor, runtime: RuntimeDep
+) -> Any:
+    async with runtime.unit_of_work() as uow:
+        repo = uow.repo.emv
+        await repo.put_product(_issuer_id(issuer_id), product_id, body, who_of(who))
+        return await repo.product(issuer_id, product_id)
+
+
+@router.get("/products/{issuer_id}/{product_id}", tags=["products"])
+async def get_product(issuer_id: str, product_id: str, who: KeyReader, runtime: RuntimeDep) -> Any:
+    if who.role == "issuer" and who.issuer_id != issuer_id:
+        raise NoSuchProduct("no such product")
+    async with runtime.unit_of_work() as uow:
+        profile = await uow.repo.emv.product(issuer_id, product_id)
+    if profile is None:
+        raise NoSuchProduct("no such product")
+    return profile
+
+
+@router.get(
+    "/cards/{card_id}/pin", tags=["products"], summary="Encrypted PIN blocks for the PIN mailer"
+)
+async def card_pin(card_id: UUID, who: AnyService, runtime: RuntimeDep) -> Any:
+    if who.name != "fulfillment":
+        raise NotFulfillment(f"service {who.name!r} may not read PIN data")
+    async with runtime.unit_of_work() as uow:
+        row = await uow.repo.emv.card_pin(card_id)
+        if row is None:
+            raise NoPin("no PIN for this card")
+        await uow.repo.vault.record_access([(card_id, f"service:{who.name}", "pin")])
+    blocks = []
+    for fmt, block, label in (
+        ("ISO-9564-1-FORMAT-0", row["iso0_block"], row["iso0_key_label"]),
+        ("ISO-9564-1-FORMAT-4", row["iso4_block"], row["iso4_key_label"]),
+    ):
+        if block is not None:
+            blocks.append({"format": fmt, "key_label": label, "block": bytes(block).hex().upper()})
+    return {"card_id": str(card_id), "issuer_id": row["issuer_id"], "pin_blocks": blocks}
+
+
+@router.post("/qa/readback", tags=["qa"])
+async def readback(
+    body: ReadbackRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    """Compare the chip's records with the prepared ones; problems never carry values."""
+    hsm, settings = deps.hsm(), deps.settings
+    row = await vault_row(runtime, body.card_id, who, "qa-readback")
+    want = await hsm.call(expected_records, row, settings.service_code, settings.app_label)
+    problems = readback_problems(want, body.records)
+    return {"ok": not problems, "problems": problems}
+
+
+@router.post("/arqc/verify", tags=["qa"])
+async def arqc_verify(body: ArqcRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
+    hsm = deps.hsm()
+    row = await vault_row(runtime, body.card_id, who, "arqc-verify")
+    try:
+        imk_ac = imks_of(row["issuer_id"]).ac
+        cdol1, atc, arqc = (bytes.fromhex(x) for x in (body.cdol1, body.atc, body.arqc))
+        ok = await hsm.call(verify_card_arqc, row, imk_ac, cdol1, atc, arqc)
+    except HsmError as exc:  # no such issuer key in the HSM, or an unusable issuer id
+        raise CannotVerify(f"cannot verify: {exc}") from exc
+    return {"ok": ok}

@@ -1,0 +1,257 @@
+"""Data preparation of card.ordered events: the consumer's batch handler (handlers.py wires
+it as a shared.bus.BatchHandler, so a fetched run of card.ordered arrives in one call).
+
+Per run of cards, inside the consumer's one transaction: one read (the vault rows and which
+cards are already prepared), one HSM-worker call per PREP_CHUNK cards
+(security.prepare_cards_data: per card MK KCVs, PIN, CVVs, the vault record opened once),
+one pipelined write (prepared cards, PIN blocks, sealed CVVs, vault access), and card.prepared
+per card through the unit of work's buffered outbox, each in its card.ordered's own trace. The
+issuer's active key labels and the product profile are cached per (issuer, product) for
+CONFIG_TTL seconds: a key retired or a profile changed takes effect for new cards within that
+time. One bad card makes the run raise PoisonEvent; the consumer then replays the records one
+by one, so only that card is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from services.keymgmt.emv.keys import ImkLabels
+from services.keymgmt.emv.repository import EmvRepository
+from services.keymgmt.emv.schemas import ProductProfile
+from services.keymgmt.emv.security import (
+    CardSecurity,
+    prepare_card_data,
+    profile_key_labels,
+    security_rows,
+)
+from services.keymgmt.emv.service import PREPARED_DGIS, Preparation
+from services.keymgmt.hsm.session import Hsm, HsmError, KeyNotFoundError
+from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.sim.preparation import SimTodo, prepare_sim_cards
+from services.keymgmt.sim.repository import SimRepository
+from services.keymgmt.vault.crypto import VaultError
+from shared.bus import PoisonEvent
+from shared.events import CardOrdered, CardPrepared
+from shared.outbox import UnitOfWork
+
+log = logging.getLogger(__name__)
+CONFIG_TTL = 2.0
+
+
+class ConfigCache:
+    """(issuer, product) -> (the issuer's active key labels, the product profile or None)."""
+
+    def __init__(self, ttl: float = CONFIG_TTL) -> None:
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, set[str], ProductProfile | None]] = {}
+        self._sims: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    async def is_sim(self, sims: SimRepository, issuer_id: str, product_id: str) -> bool:
+        """Whether (issuer, product) is a SIM product (sim_products has it)."""
+        now = time.monotonic()
+        hit = self._sims.get((issuer_id, product_id))
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        found = await sims.product(issuer_id, product_id) is not None
+        self._sims[(issuer_id, product_id)] = (now, found)
+        return found
+
+    async def get(
+        self, repo: EmvRepository, issuer_id: str, product_id: str
+    ) -> tuple[set[str], ProductProfile | None]:
+        now = time.monotonic()
+        hit = self._entries.get((issuer_id, product_id))
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1], hit[2]
+        active = await repo.active_issuer_labels(issuer_id)
+        profile = await repo.product(issuer_id, product_id)
+        self._entries[(issuer_id, product_id)] = (now, active, profile)
+        return active, profile
+
+
+def _imks(issuer_id: str) -> ImkLabels:
+    try:
+        return ImkLabels.for_issuer(issuer_id)
+    except ValueError as exc:
+        raise PoisonEvent(f"issuer id {issuer_id!r} cannot name keys") from exc
+
+
+PREP_CHUNK = 50  # cards per HSM-worker call: other HSM work (stations, QA) interleaves
+
+
+@dataclass(frozen=True)
+class _Todo:
+    event: CardOrdered
+    vaulted: dict[str, Any]
+    imks: ImkLabels
+    profile: ProductProfile | None
+
+
+async def _checked(
+    repo: EmvRepository,
+    event: CardOrdered,
+    vaulted: dict[str, Any] | None,
+    cache: ConfigCache,
+    taken: bool,
+) -> _Todo | None:
+    """The card's work item, None when it is prepared already (or ``taken`` earlier in the
+    run), or PoisonEvent naming what is wrong with it."""
+    card = f"card {event.card_id}"
+    if not _to_prepare(event, vaulted, taken) or vaulted is None:
+        return None
+    imks = _imks(event.issuer_id)
+    active, profile = await cache.get(repo, event.issuer_id, event.product_id)
+    labels = {"IMK-AC": imks.ac, "IMK-SMI": imks.smi, "IMK-SMC": imks.smc}
+    missing = [name for name, label in labels.items() if label not in active]
+    if missing:
+        raise PoisonEvent(
+            f"issuer {event.issuer_id} has no active {', '.join(missing)}"
+            f" ({', '.join(labels[m] for m in missing)}): load them by key ceremony"
+        )
+    if profile is not None:
+        absent = sorted(set(profile_key_labels(event.issuer_id, profile)) - active)
+        if absent:
+            raise PoisonEvent(f"{card} ({event.product_id}): keys not active: {', '.join(absent)}")
+    return _Todo(event, vaulted, imks, profile)
+
+
+CardData = tuple[Preparation, CardSecurity | None]
+
+
+def prepare_cards_data(
+    hsm: Hsm,
+    work: Sequence[tuple[dict[str, Any], ImkLabels, ProductProfile | None]],
+    service_code: str,
+) -> list[CardData | Exception]:
+    """security.prepare_card_data for each card in ONE HSM-worker call. A card whose keys,
+    record or profile cannot be used gets its exception in its place (the caller makes it
+    poison); a PKCS#11 failure of the session itself propagates and fails the whole call."""
+    out: list[CardData | Exception] = []
+    for vaulted, imks, profile in work:
+        try:
+            out.append(prepare_card_data(hsm, vaulted, imks, service_code, profile))
+        except (HsmError, ValueError, VaultError) as exc:
+            out.append(exc)
+    return out
+
+
+def _to_prepare(event: CardOrdered, vaulted: dict[str, Any] | None, taken: bool) -> bool:
+    """False when the card is prepared already (or ``taken`` earlier in the run); PoisonEvent
+    when the vault has no such card or another issuer's or token's."""
+    card = f"card {event.card_id}"
+    if vaulted is None:
+        raise PoisonEvent(f"{card} is not in the vault")
+    if vaulted["issuer_id"] != event.issuer_id or vaulted["pan_token"] != event.pan_token:
+        raise PoisonEvent(f"{card}: issuer or pan_token differ from the vault's record")
+    return not (vaulted["prepared"] or taken)
+
+
+def _poison_of(card_id: UUID, exc: Exception) -> PoisonEvent:
+    card = f"card {card_id}"
+    if isinstance(exc, KeyNotFoundError):
+        return PoisonEvent(f"{card}: key {exc} is in the inventory but not in the HSM")
+    if isinstance(exc, ValueError | VaultError):
+        return PoisonEvent(f"{card}: the vault record cannot be prepared: {exc}")
+    return PoisonEvent(f"{card}: cannot make its PIN or CVV: {exc}")
+
+
+async def prepare_ordered_cards(
+    uow: UnitOfWork[KeymgmtRepository],
+    ordered: Sequence[CardOrdered],
+    hsm_of: Callable[[], Hsm],
+    service_code: str,
+    actor: str,
+    cache: ConfigCache,
+    sim_storage_label: str = "bureau/SIMKEK/1",
+) -> None:
+    """Derive each card's MK-AC/SMI/SMC in the HSM (KCVs kept), issue PIN and CVVs when the
+    product asks, emit card.prepared; cards of SIM products go to sim/preparation.py. A
+    card.ordered for a card already prepared (another event id, or twice in the run)
+    prepares nothing and emits nothing."""
+    repo = uow.repo.emv
+    vaulted_rows = await repo.vault_cards_to_prepare([e.card_id for e in ordered])
+    todo: list[_Todo] = []
+    sims: list[SimTodo] = []
+    taken: set[UUID] = set()
+    for event in ordered:
+        vaulted = vaulted_rows.get(event.card_id)
+        if vaulted is not None and vaulted["cancelled"]:
+            log.info(
+                "card cancelled by its issuer; not prepared", extra={"card_id": str(event.card_id)}
+            )
+            continue
+        if await cache.is_sim(uow.repo.sim, event.issuer_id, event.product_id):
+            if _to_prepare(event, vaulted, event.card_id in taken) and vaulted is not None:
+                taken.add(event.card_id)
+                sims.append(SimTodo(event, vaulted["masked_pan"]))
+            continue
+        item = await _checked(repo, event, vaulted, cache, event.card_id in taken)
+        if item is None:
+            log.warning(
+                "card already prepared; nothing to do", extra={"card_id": str(event.card_id)}
+            )
+            continue
+        taken.add(event.card_id)
+        todo.append(item)
+    if sims:
+        await prepare_sim_cards(uow, sims, hsm_of, sim_storage_label, actor)
+    if not todo:
+        return
+    hsm = hsm_of()  # HsmUnavailable is a ConnectionError: retried, never poison
+    results: list[CardData | Exception] = []
+    for start in range(0, len(todo), PREP_CHUNK):
+        chunk = todo[start : start + PREP_CHUNK]
+        work = [(t.vaulted, t.imks, t.profile) for t in chunk]
+        results += await hsm.call(prepare_cards_data, work, service_code)
+    rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    done: list[tuple[_Todo, Preparation]] = []
+    for item, result in zip(todo, results, strict=True):
+        if isinstance(result, Exception):
+            raise _poison_of(item.event.card_id, result) from result
+        rows.append(_rows_of(item, *result))
+        done.append((item, result[0]))
+    await repo.record_preparations(rows, f"service:{actor}")
+    for item, prep in done:
+        event = item.event
+        await uow.emit(
+            CardPrepared(
+                issuer_id=event.issuer_id,
+                actor=actor,
+                card_id=event.card_id,
+                batch_id=event.batch_id,
+                product_id=event.product_id,
+                masked_pan=item.vaulted["masked_pan"],
+                dgis=list(PREPARED_DGIS),
+                key_scheme=prep.key_scheme,
+                trace=event.trace,
+            )
+        )
+    log.info("cards prepared", extra={"count": len(todo)})
+
+
+def _rows_of(
+    item: _Todo, prep: Preparation, security: CardSecurity | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    event = item.event
+    prepared: dict[str, Any] = {
+        "card_id": event.card_id,
+        "issuer_id": event.issuer_id,
+        "batch_id": event.batch_id,
+        "order_id": event.order_id,
+        "product_id": event.product_id,
+        "masked_pan": item.vaulted["masked_pan"],
+        "key_scheme": prep.key_scheme,
+        "dgis": list(PREPARED_DGIS),
+        "mk_ac_kcv": prep.mk_kcvs[0],
+        "mk_smi_kcv": prep.mk_kcvs[1],
+        "mk_smc_kcv": prep.mk_kcvs[2],
+        "source_event_id": event.event_id,
+    }
+    extra = {} if security is None else security_rows(event.card_id, event.issuer_id, security)
+    return prepared, extra

@@ -1,0 +1,73 @@
+"""Request models of the EMV endpoints (product profiles, QA read-back, ARQC checks), and their
+refusals."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.keymgmt.emv.pin import PinBlockFormat, PinPolicy, PinVerification
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
+
+
+class ProductProfile(BaseModel):
+    """The issuer's choices for an EMV product (keymgmt's card_products table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pin_length: int = Field(default=4, ge=4, le=12)
+    pin_formats: list[PinBlockFormat] = Field(
+        default_factory=list, description="empty: no PIN for this product"
+    )
+    pin_verification: PinVerification = PinVerification.NONE
+    pvki: str = Field(default="1", pattern=r"^\d$")
+    decimalisation: str = Field(default="0123456789012345", pattern=r"^\d{16}$")
+    validation_offset: int | None = Field(default=None, ge=0, le=18)
+    validation_length: int = Field(default=12, ge=1, le=16)
+    cvv: bool = Field(default=False, description="CVV, iCVV and CVV2 from the CVK pair")
+
+    def pin_policy(self) -> PinPolicy | None:
+        if not self.pin_formats:
+            return None
+        return PinPolicy(
+            length=self.pin_length,
+            formats=tuple(dict.fromkeys(self.pin_formats)),
+            verification=self.pin_verification,
+            pvki=self.pvki,
+            decimalisation=self.decimalisation,
+            validation_offset=self.validation_offset,
+            validation_length=self.validation_length,
+        )
+
+
+class ReadbackRequest(BaseModel):
+    card_id: UUID
+    records: dict[str, str] = Field(description='{"1": hex, "2": hex}: SFI 1 records')
+
+
+class ArqcRequest(BaseModel):
+    card_id: UUID
+    cdol1: str = Field(pattern=r"^[0-9A-Fa-f]{58}$")
+    atc: str = Field(pattern=r"^[0-9A-Fa-f]{4}$")
+    arqc: str = Field(pattern=r"^[0-9A-Fa-f]{16}$")
+
+
+class UnusableIssuerId(Invalid):
+    pass
+
+
+class NoSuchProduct(NotFound):
+    pass
+
+
+class NoPin(NotFound):
+    pass
+
+
+class NotFulfillment(Forbidden):
+    pass
+
+
+class CannotVerify(Conflict):
+    pass

@@ -1,0 +1,162 @@
+"""A card's PIN and card verification values at data preparation, per the product profile.
+
+``prepare_card_security`` is an HSM-worker function: it opens the vault record, issues a PIN
+(pin.py) and computes CVV/iCVV/CVV2 (cvv.py) with the issuer's keys, and returns only what
+keymgmt's tables may hold: encrypted PIN blocks, PVV or offset, and the three values sealed
+under the card's own vault key (bound to card and issuer as GCM AAD).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from services.keymgmt.emv.cvv import CvkLabels, card_verification_values
+from services.keymgmt.emv.keys import ImkLabels
+from services.keymgmt.emv.pin import (
+    IssuedPin,
+    PinBlockFormat,
+    PinKeys,
+    PinPolicy,
+    PinVerification,
+    issue_pin,
+)
+from services.keymgmt.emv.schemas import ProductProfile
+from services.keymgmt.emv.service import (
+    KEY_SCHEMES,
+    Preparation,
+    emv_record,
+    mk_kcv,
+    mk_option,
+)
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.vault.crypto import SealedPan, open_sealed, seal_bytes
+from services.keymgmt.vault.service import OpenedCard, open_card
+
+
+@dataclass(frozen=True)
+class CardSecurity:
+    pin: IssuedPin | None
+    pvki: str | None
+    cvk: CvkLabels | None
+    sealed_values: bytes | None
+
+
+def profile_key_labels(issuer_id: str, profile: ProductProfile) -> list[str]:
+    """The issuer keys a product profile needs (checked active in the inventory first)."""
+    policy, labels = profile.pin_policy(), []
+    if policy is not None:
+        keys = PinKeys.for_issuer(issuer_id)
+        labels += [keys.iso0] if PinBlockFormat.ISO0 in policy.formats else []
+        labels += [keys.iso4] if PinBlockFormat.ISO4 in policy.formats else []
+        labels += [keys.pvk] if policy.verification is not PinVerification.NONE else []
+    if profile.cvv:
+        cvk = CvkLabels.for_issuer(issuer_id)
+        labels += [cvk.a, cvk.b]
+    return [label for label in labels if label is not None]
+
+
+def values_context(card_id: UUID, issuer_id: str) -> bytes:
+    return f"cvv|{card_id}|{issuer_id}".encode()
+
+
+def prepare_card_security(
+    hsm: Hsm, vaulted: Mapping[str, Any], profile: ProductProfile, service_code: str
+) -> CardSecurity:
+    """PIN and CVVs of a vaulted card (HSM worker). KeyNotFoundError: an issuer key is
+    missing from the HSM; HsmError: the profile needs a key the issuer does not have."""
+    return card_security(hsm, open_card(hsm, vaulted), vaulted, profile, service_code)
+
+
+def card_security(
+    hsm: Hsm,
+    card: OpenedCard,
+    vaulted: Mapping[str, Any],
+    profile: ProductProfile,
+    service_code: str,
+) -> CardSecurity:
+    issuer, card_id = vaulted["issuer_id"], vaulted["card_id"]
+    policy = profile.pin_policy()
+    pin, pvki = None, None
+    if policy is not None:
+        pin = issue_card_pin(hsm, card.pan, policy, PinKeys.for_issuer(issuer))
+        pvki = policy.pvki if pin.pvv is not None else None
+    cvk, sealed = None, None
+    if profile.cvv:
+        cvk = CvkLabels.for_issuer(issuer)
+        values = card_verification_values(hsm, cvk, card.pan, card.expiry, service_code)
+        clear = json.dumps({"cvv": values.cvv, "icvv": values.icvv, "cvv2": values.cvv2})
+        vault_label = SealedPan.from_bytes(bytes(vaulted["pan_blob"])).key_label
+        sealed = seal_bytes(hsm, vault_label, clear.encode(), values_context(card_id, issuer))
+    return CardSecurity(pin, pvki, cvk, sealed)
+
+
+def prepare_card_data(
+    hsm: Hsm,
+    vaulted: Mapping[str, Any],
+    imks: ImkLabels,
+    service_code: str,
+    profile: ProductProfile | None,
+) -> tuple[Preparation, CardSecurity | None]:
+    """Data preparation of one card in ONE HSM-worker call, the vault record opened once:
+    the MK-AC/SMI/SMC KCVs (each MK derived for the check only, service.mk_kcv) and, when
+    the product asks, PIN and CVVs. ValueError: the record cannot make an EMV card."""
+    card = open_card(hsm, vaulted)
+    emv_record(card, service_code)  # validates every field the perso script will need
+    option = mk_option(card.pan)
+    ac, smi, smc = (
+        mk_kcv(hsm, label, card.pan, card.psn, option) for label in (imks.ac, imks.smi, imks.smc)
+    )
+    prep = Preparation(KEY_SCHEMES[option], (ac, smi, smc))
+    if profile is None:
+        return prep, None
+    return prep, card_security(hsm, card, vaulted, profile, service_code)
+
+
+def issue_card_pin(hsm: Hsm, pan: str, policy: PinPolicy, keys: PinKeys) -> IssuedPin:
+    """Only the keys the policy uses: a product without PVV needs no PVK."""
+    needs_pvk = policy.verification is not PinVerification.NONE
+    used = PinKeys(
+        keys.iso0 if PinBlockFormat.ISO0 in policy.formats else None,
+        keys.iso4 if PinBlockFormat.ISO4 in policy.formats else None,
+        keys.pvk if needs_pvk else None,
+    )
+    return issue_pin(hsm, pan, policy, used)
+
+
+def open_card_values(hsm: Hsm, row: Mapping[str, Any]) -> dict[str, str]:
+    """The sealed CVV/iCVV/CVV2 of a card (HSM worker; for the personalisation path only)."""
+    context = values_context(row["card_id"], row["issuer_id"])
+    values: dict[str, str] = json.loads(open_sealed(hsm, bytes(row["sealed"]), context))
+    return values
+
+
+def security_rows(card_id: UUID, issuer_id: str, sec: CardSecurity) -> dict[str, Any]:
+    """Rows for card_pins and card_verification_values (either may be absent)."""
+    rows: dict[str, Any] = {}
+    if sec.pin is not None:
+        iso0 = sec.pin.blocks.get(PinBlockFormat.ISO0)
+        iso4 = sec.pin.blocks.get(PinBlockFormat.ISO4)
+        rows["pin"] = {
+            "card_id": card_id,
+            "issuer_id": issuer_id,
+            "iso0_block": iso0[1] if iso0 else None,
+            "iso0_key_label": iso0[0] if iso0 else None,
+            "iso4_block": iso4[1] if iso4 else None,
+            "iso4_key_label": iso4[0] if iso4 else None,
+            "pvki": sec.pvki,
+            "pvv": sec.pin.pvv,
+            "ibm_offset": sec.pin.offset,
+        }
+    if sec.cvk is not None and sec.sealed_values is not None:
+        rows["cvv"] = {
+            "card_id": card_id,
+            "issuer_id": issuer_id,
+            "cvk_a_label": sec.cvk.a,
+            "cvk_b_label": sec.cvk.b,
+            "sealed": sec.sealed_values,
+        }
+    return rows

@@ -1,0 +1,235 @@
+"""Key endpoints: the key inventory (issuers see their own keys), key ceremonies through the API
+beside the custodians' CLI, bureau-owned keys generated in the HSM, and the audit log's
+checkpoint signing.
+
+A ceremony is opened by a custodian or admin; each component is then submitted by an
+authenticated custodian principal (the token names the person: nobody types a name), the
+same principal twice is refused, and the key is combined when the last component arrives.
+Every step (open, each component, combine, refusal, abort) is a ceremony_steps row through
+the same KeyCeremony the CLI uses, so a refused or aborted ceremony leaves no key and a record.
+Open ceremonies live in this process (ceremonies.OpenCeremonies); one that is idle for
+CEREMONY_TTL is refused as expired on its next request.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from services.keymgmt.deps import (
+    AnyService,
+    Auditors,
+    Conductor,
+    Custodian,
+    KeymgmtDepsDep,
+    KeyReader,
+    SigningKeyReader,
+    who_of,
+)
+from services.keymgmt.hsm.session import HsmError, key_label
+from services.keymgmt.keys.ceremonies import (
+    CEREMONY_TTL,
+    ApiCeremony,
+    CeremonyRefused,
+    CeremonySpec,
+    OpenCeremonies,
+    OpenCeremony,
+)
+from services.keymgmt.keys.schemas import (
+    CeremonyNotOpen,
+    CeremonyOpen,
+    CeremonyStopped,
+    CheckpointToSign,
+    ComponentIn,
+    GenerateKey,
+    KeyExists,
+    KeyInUse,
+    KeyNotActive,
+    NoSuchKey,
+    NotAuditService,
+)
+from services.keymgmt.keys.service import (
+    ensure_generated_key,
+    ensure_signing_key,
+    usable_signing_key,
+)
+from services.keymgmt.keys.signing import ALGORITHM, key_id, pem, sign_digest, signing_settings
+from shared.checkpoint_note import checkpoint_note, note_digest
+from shared.service import RuntimeDep
+
+router = APIRouter(prefix="/v1")
+
+
+# -- the key inventory ---------------------------------------------------------------------------
+@router.get("/keys", tags=["keys"], summary="Key inventory (issuers see their own keys)")
+async def list_keys(who: KeyReader, runtime: RuntimeDep, issuer_id: str | None = None) -> Any:
+    if who.role == "issuer":
+        if issuer_id not in (None, who.issuer_id):
+            raise NoSuchKey("no such issuer")
+        issuer_id = who.issuer_id
+    async with runtime.unit_of_work() as uow:
+        return {"keys": await uow.repo.keys.keys(issuer_id)}
+
+
+@router.get("/keys/{label:path}", tags=["keys"])
+async def get_key(label: str, who: KeyReader, runtime: RuntimeDep) -> Any:
+    async with runtime.unit_of_work() as uow:
+        key = await uow.repo.keys.key(label)
+    if key is None or (who.role == "issuer" and who.issuer_id != key["issuer_id"]):
+        raise NoSuchKey("no such key")
+    return key
+
+
+@router.post("/keys/{label:path}/retire", tags=["keys"])
+async def retire_key(label: str, who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
+    settings = deps.settings
+    if label in (settings.vault_key_label, settings.pan_hash_key_label):
+        raise KeyInUse("the vault keys in use cannot be retired; rotate first")
+    async with runtime.unit_of_work() as uow:
+        if await uow.repo.keys.key(label) is None:
+            raise NoSuchKey("no such key")
+        if not await uow.repo.keys.retire_key(label, who_of(who)):
+            raise KeyNotActive("the key is not active")
+        return await uow.repo.keys.key(label)
+
+
+@router.get("/ceremonies", tags=["keys"], summary="Key ceremonies and their steps")
+async def ceremonies(_: Auditors, runtime: RuntimeDep, label: str | None = None) -> Any:
+    async with runtime.unit_of_work() as uow:
+        return {"ceremonies": await uow.repo.keys.ceremonies(label)}
+
+
+# -- key ceremonies ------------------------------------------------------------------------------
+@router.post("/ceremonies", tags=["keys"], summary="Open a key ceremony (custodian or admin)")
+async def open_ceremony(
+    body: CeremonyOpen, who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    label = key_label(body.issuer_id, body.usage_name, body.version)
+    spec = CeremonySpec(
+        label,
+        body.issuer_id,
+        body.key_type,
+        body.usage,
+        body.components,
+        who_of(who),
+        body.expected_kcv,
+    )
+    ceremony = ApiCeremony(runtime.engine, deps.hsm(), spec)
+    try:
+        await ceremony.open()
+    except CeremonyRefused as exc:
+        raise CeremonyStopped(f"ceremony {ceremony.ceremony_id} refused: {exc}") from exc
+    deps.ceremonies[ceremony.ceremony_id] = OpenCeremony(ceremony)
+    return {"ceremony_id": str(ceremony.ceremony_id), "label": label, "state": "open"}
+
+
+async def _take(registry: OpenCeremonies, ceremony_id: UUID) -> OpenCeremony:
+    entry = registry.get(ceremony_id)
+    if entry is None:
+        raise CeremonyNotOpen("no open ceremony with this id in this keymgmt process")
+    if time.monotonic() - entry.touched > CEREMONY_TTL:
+        registry.pop(ceremony_id, None)
+        await entry.ceremony.stop("expire", None, "expired waiting for a custodian")
+        raise CeremonyStopped("the ceremony expired waiting for a custodian")
+    entry.touched = time.monotonic()
+    return entry
+
+
+@router.post("/ceremonies/{ceremony_id}/components", tags=["keys"], summary="A component")
+async def submit_component(
+    ceremony_id: UUID, body: ComponentIn, who: Custodian, deps: KeymgmtDepsDep
+) -> Any:
+    entry = await _take(deps.ceremonies, ceremony_id)
+    ceremony, spec = entry.ceremony, entry.ceremony.spec
+    async with entry.lock:
+        try:
+            await ceremony.add_component(who_of(who), body.component, body.kcv, body.kcv_method)
+            received = ceremony.received
+            if received < spec.components:
+                return {"ceremony_id": str(ceremony_id), "state": "open", "received": received}
+            result = await ceremony.complete()
+        except CeremonyRefused as exc:
+            deps.ceremonies.pop(ceremony_id, None)
+            raise CeremonyStopped(f"ceremony refused: {exc}") from exc
+    deps.ceremonies.pop(ceremony_id, None)
+    return {
+        "ceremony_id": str(ceremony_id),
+        "state": "completed",
+        "label": result.label,
+        "kcvs": [{"kcv": k.value, "method": k.method.value} for k in result.kcvs],
+        "custodians": list(result.custodians),
+    }
+
+
+@router.post("/ceremonies/{ceremony_id}/abort", tags=["keys"], summary="Abort: no key, on record")
+async def abort_ceremony(ceremony_id: UUID, who: Conductor, deps: KeymgmtDepsDep) -> Any:
+    entry = await _take(deps.ceremonies, ceremony_id)
+    async with entry.lock:
+        deps.ceremonies.pop(ceremony_id, None)
+        await entry.ceremony.stop("abort", who_of(who), f"aborted by {who_of(who)}")
+    return {"ceremony_id": str(ceremony_id), "state": "refused", "reason": "aborted"}
+
+
+@router.post("/bureau-keys", tags=["keys"], summary="Generate a bureau-owned key inside the HSM")
+async def generate_key(
+    body: GenerateKey, who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    label = key_label(body.owner, body.kind.value, body.version)
+    async with runtime.unit_of_work() as uow:
+        if await uow.repo.keys.key(label) is not None:
+            raise KeyExists(f"{label} already exists")
+        try:
+            return await ensure_generated_key(
+                uow.repo.keys, deps.hsm(), label, body.kind, who_of(who)
+            )
+        except HsmError as exc:
+            raise KeyExists(str(exc)) from exc
+
+
+# -- the audit log's checkpoint signing (issue 6) -----------------------------------------------
+async def _signing_key(runtime: RuntimeDep, deps: KeymgmtDepsDep) -> tuple[str, bytes]:
+    hsm, label = deps.hsm(), signing_settings().audit_signing_key_label
+    async with runtime.unit_of_work() as uow:
+        row = await ensure_signing_key(uow.repo.keys, hsm, label)
+    return label, await usable_signing_key(row, hsm, label)
+
+
+@router.post(
+    "/signing/audit-checkpoints",
+    tags=["signing"],
+    summary="Sign an audit checkpoint built from its fields (service audit)",
+)
+async def sign_checkpoint(
+    body: CheckpointToSign, who: AnyService, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    if who.name != "audit":
+        raise NotAuditService(f"service {who.name!r} may not sign audit checkpoints")
+    label, der = await _signing_key(runtime, deps)
+    note = checkpoint_note(body.origin, body.tree_size, body.root_hash, body.timestamp)
+    signature = await deps.hsm().call(sign_digest, label, note_digest(note))
+    return {
+        "key_id": key_id(der),
+        "algorithm": ALGORITHM,
+        "signature": base64.b64encode(signature).decode(),
+    }
+
+
+@router.get(
+    "/signing/audit-checkpoints/public-key",
+    tags=["signing"],
+    summary="The checkpoint-verification key (PEM)",
+)
+async def checkpoint_public_key(
+    who: SigningKeyReader, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> dict[str, Any]:
+    label, der = await _signing_key(runtime, deps)
+    return {
+        "label": label,
+        "key_id": key_id(der),
+        "algorithm": ALGORITHM,
+        "public_key_pem": pem(der),
+    }

@@ -1,0 +1,82 @@
+"""Request models of the key endpoints (inventory, ceremonies, bureau keys, checkpoint
+signing), and their refusals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.keymgmt.hsm.kcv import KcvMethod
+from services.keymgmt.hsm.session import BureauKeyKind
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from shared.errors import Conflict, Forbidden, NotFound
+
+
+class CeremonyOpen(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuer_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    usage_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", examples=["IMK-AC"])
+    version: int = Field(default=1, ge=1)
+    key_type: CeremonyKeyType
+    usage: KeyUsage
+    components: int = Field(ge=2, le=3)
+    expected_kcv: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{6}$")
+
+
+class ComponentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    component: str = Field(repr=False, description="hex; never logged or stored")
+    kcv: str = Field(pattern=r"^[0-9A-Fa-f ]{6,8}$", description="from the component form")
+    kcv_method: KcvMethod | None = Field(default=None, description="AES only; default CMAC")
+
+
+class GenerateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = Field(default="bureau", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    kind: BureauKeyKind
+    version: int = Field(default=1, ge=1)
+
+
+class CheckpointToSign(BaseModel):
+    """The fields of an audit checkpoint; keymgmt writes the signed text from them itself."""
+
+    origin: str = Field(min_length=1, max_length=128, pattern=r"^[^\n]+$")
+    tree_size: int = Field(ge=0)
+    root_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    timestamp: datetime
+
+
+class NoSuchKey(NotFound):
+    pass
+
+
+class KeyInUse(Conflict):
+    pass
+
+
+class KeyNotActive(Conflict):
+    pass
+
+
+class KeyExists(Conflict):
+    pass
+
+
+class CeremonyNotOpen(NotFound):
+    pass
+
+
+class CeremonyStopped(Conflict):
+    """Refused, expired or aborted: no key, and on record."""
+
+
+class SigningKeyUnusable(Conflict):
+    pass
+
+
+class NotAuditService(Forbidden):
+    pass

@@ -1,0 +1,68 @@
+"""Request models of the SIM endpoints (products, batches, QA), and their refusals."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import Conflict, Invalid, NotFound
+
+MAX_BATCH = 10_000
+ISSUER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class SimProductIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    op: str = Field(pattern=r"^[0-9A-Fa-f]{32}$", repr=False, description="OP, write-only")
+    transport_key_label: str = Field(description="the operator's transport key (usage wrap)")
+    iccid_prefix: str = Field(pattern=r"^89\d{2,14}$")
+    iccid_length: int = Field(default=19, ge=18, le=20)
+    imsi_prefix: str = Field(pattern=r"^\d{5,6}$", description="MCC || MNC")
+    first_serial: int = Field(ge=0)
+    last_serial: int = Field(ge=0)
+
+
+class SimBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    issuer_id: str = Field(pattern=ISSUER)
+    product_id: str = Field(min_length=1, max_length=64)
+    count: int = Field(ge=1, le=MAX_BATCH)
+
+
+class ChallengeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    card_id: UUID
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    card_id: UUID
+    rand: str = Field(pattern=r"^[0-9A-Fa-f]{32}$")
+    response: str = Field(
+        pattern=r"^([0-9A-Fa-f]{2}){1,64}$",
+        repr=False,
+        description="the AUTHENTICATE response data (without SW1 SW2)",
+    )
+
+
+class SimProductInvalid(Invalid):
+    pass
+
+
+class SimRefused(Conflict):
+    """A transport key, a range or a product that cannot be used as asked."""
+
+
+class NoSuchSimProduct(NotFound):
+    pass
+
+
+class NoSuchBatch(NotFound):
+    pass
+
+
+class NotASim(NotFound):
+    pass

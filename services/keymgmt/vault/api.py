@@ -1,0 +1,99 @@
+"""Vault endpoints: intake stores cardholder records (sealed under the HSM vault key, idempotent
+per card_id); graphical reads a card's print data and fulfillment its mailing address. Every
+access is recorded (who, card, purpose, when)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from services.keymgmt.deps import Fulfillment, Graphical, Intake, KeymgmtDepsDep, who_of
+from services.keymgmt.vault.schemas import (
+    DuplicateCard,
+    NotInVault,
+    VaultedWithOtherData,
+    VaultStore,
+)
+from services.keymgmt.vault.service import new_pan_token, open_card, pan_hashes, seal_cards
+from shared.auth import Principal
+from shared.service import RuntimeDep
+
+router = APIRouter(prefix="/v1/vault", tags=["vault"])
+SEAL_CHUNK = 200  # cards per HSM-worker call: other HSM work interleaves with a big order
+
+
+@router.post("/cards")
+async def store_cards(
+    body: VaultStore, who: Intake, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    """Seal each record under the HSM vault key; idempotent per card_id."""
+    ids = [c.card_id for c in body.cards]
+    if len(set(ids)) != len(ids):
+        raise DuplicateCard("a card_id appears twice")
+    hsm, settings = deps.hsm(), deps.settings
+    keys = (settings.vault_key_label, settings.pan_hash_key_label, body.issuer_id)
+    async with runtime.unit_of_work() as uow:
+        repo = uow.repo.vault
+        known = await repo.vault_cards(ids)
+        fresh = [c for c in body.cards if c.card_id not in known]
+        for start in range(0, len(fresh), SEAL_CHUNK):
+            sealed = await hsm.call(seal_cards, *keys, fresh[start : start + SEAL_CHUNK])
+            await repo.add_vault_cards(
+                [
+                    asdict(s) | {"issuer_id": body.issuer_id, "pan_token": new_pan_token()}
+                    for s in sealed
+                ]
+            )
+        again = [c for c in body.cards if c.card_id in known]
+        hashes = await hsm.call(pan_hashes, keys[1], [c.pan for c in again])
+        for card, digest in zip(again, hashes, strict=True):
+            old = known[card.card_id]
+            if old["issuer_id"] != body.issuer_id or bytes(old["pan_hash"]) != digest:
+                raise VaultedWithOtherData(f"card {card.card_id} is vaulted with other data")
+        await repo.record_access((i, f"service:{who.name}", "store") for i in ids)
+        stored = await repo.vault_cards(ids)
+    return {
+        "cards": [
+            {k: str(stored[i][k]) for k in ("card_id", "pan_token", "masked_pan")} for i in ids
+        ]
+    }
+
+
+async def vault_row(runtime: RuntimeDep, card_id: UUID, who: Principal, purpose: str) -> Any:
+    """The card's vault row; every access is recorded (who, card, purpose, when)."""
+    async with runtime.unit_of_work() as uow:
+        row = await uow.repo.vault.vault_card(card_id)
+        if row is None:
+            raise NotInVault("no such card in the vault")
+        await uow.repo.vault.record_access([(card_id, who_of(who), purpose)])
+        return row
+
+
+@router.get("/cards/{card_id}/print-data")
+async def print_data(
+    card_id: UUID, who: Graphical, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    row = await vault_row(runtime, card_id, who, "print-data")
+    card = await deps.hsm().call(open_card, row)
+    return {
+        "card_id": str(card_id),
+        "issuer_id": row["issuer_id"],
+        "cardholder_name": card.cardholder_name,
+        "masked_pan": row["masked_pan"],
+        "expiry": card.expiry,
+    }
+
+
+@router.get("/cards/{card_id}/mailing")
+async def mailing(
+    card_id: UUID, who: Fulfillment, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
+    card = await deps.hsm().call(open_card, await vault_row(runtime, card_id, who, "mailing"))
+    return {
+        "card_id": str(card_id),
+        "cardholder_name": card.cardholder_name,
+        "address": card.address,
+    }
