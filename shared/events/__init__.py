@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -33,6 +35,7 @@ from shared.events.lifecycle import (
     StockReceived,
     StockReturned,
 )
+from shared.events.upcasters import OLD_VERSIONS, upcast
 
 AnyEvent = Annotated[
     OrderReceived
@@ -65,14 +68,26 @@ AnyEvent = Annotated[
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 
 
+# Only records of a type that has older versions take the slower dict path (to be upcast).
+_OLD_VERSION = re.compile(
+    rb'"type":\s*"(?:' + b"|".join(re.escape(t.encode()) for t, _v in OLD_VERSIONS) + rb')"'
+)
+
+
 class UndecodableEvent(ValueError):
     """The bytes are not a known event contract; the reason names what is wrong."""
 
 
 def decode_event(raw: bytes | str) -> Event:
-    """Decode any lifecycle event. Raises UndecodableEvent with the validation errors."""
+    """Decode any lifecycle event, upcasting older versions of a contract to the current one.
+    Raises UndecodableEvent with the validation errors."""
     try:
-        event: Event = _ADAPTER.validate_json(raw)
+        if _OLD_VERSION.search(raw if isinstance(raw, bytes) else raw.encode()):
+            event: Event = _ADAPTER.validate_python(upcast(json.loads(raw)))
+        else:
+            event = _ADAPTER.validate_json(raw)
+    except json.JSONDecodeError as exc:
+        raise UndecodableEvent(f"<root>: not JSON: {exc.msg}") from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"

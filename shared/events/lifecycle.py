@@ -76,13 +76,24 @@ class StockReturned(Event):
 
 
 class CardPrepared(Event):
+    """keymgmt has made and recorded the card's secrets, in the HSM and its own tables: for a
+    payment card the card master keys (MK-AC, MK-SMI, MK-SMC, kept by KCV) and, where the
+    product asks, its PIN block and CVVs; for a SIM its Ki and OPc (sealed), ICCID and IMSI.
+    The card is ready for an encoding station.
+
+    What it does NOT promise (version 2 dropped v1's `dgis`, a constant list that looked like
+    prepared data): the personalization script itself. keymgmt builds each card's DGIs and
+    STORE DATA commands at perso time, inside the chip's own secure channel, because the
+    sensitive DGIs are encrypted under that session's keys (docs/perso-protocol.md)."""
+
     type: Literal["card.prepared"] = "card.prepared"
+    version: Literal[2] = 2
     card_id: UUID
     batch_id: UUID
     product_id: str
     masked_pan: MaskedPan
-    dgis: list[str] = Field(description="DGI tags prepared, e.g. ['0101', '8000']")
-    key_scheme: str = Field(description="e.g. 'EMV-OPTION-A'")
+    application: Literal["emv", "usim"] = Field(description="what the station will write")
+    key_scheme: str = Field(description="e.g. 'EMV-OPTION-A', 'MILENAGE'")
 
 
 class CardEncoded(Event):

@@ -62,7 +62,7 @@ def prepared_event(issuer_id: str = "acme") -> events.CardPrepared:
         batch_id=uuid.uuid4(),
         product_id="acme-visa",
         masked_pan="411111******1111",
-        dgis=["0101", "8000"],
+        application="emv",
         key_scheme="EMV-OPTION-A",
     )
 

@@ -192,7 +192,7 @@ def prepared(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardPrepared:
         batch_id=batch_id,
         product_id="testbank-visa",
         masked_pan="476173******0000",
-        dgis=["0101", "0102", "9102", "8000"],
+        application="emv",
         key_scheme="EMV-OPTION-A",
     )
 

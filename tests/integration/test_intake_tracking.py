@@ -112,7 +112,7 @@ def lifecycle(order: dict[str, Any], cards: list[UUID]) -> dict[str, list[events
             card_id=c,
             product_id="debit",
             masked_pan="476173******0000",
-            dgis=["0101"],
+            application="emv",
             key_scheme="EMV-OPTION-A",
         )
         for c in cards[:3]

@@ -244,7 +244,8 @@ async def test_demo_keys_then_vault_then_card_ordered_becomes_card_prepared(
     decoded = [events.decode_event(r.value) for r in records]
     prepared = {str(e.card_id): e for e in decoded if isinstance(e, events.CardPrepared)}
     assert len(prepared) == 2
-    assert prepared[card_id].dgis == ["0101", "0102", "9102", "8000"]
+    assert prepared[card_id].application == "emv"
+    assert prepared[card_id].version == 2
     assert prepared[card_id].key_scheme == "EMV-OPTION-A"
     assert prepared[card_id].masked_pan == "476173******0010"
     assert prepared[long["card_id"]].key_scheme == "EMV-OPTION-B"

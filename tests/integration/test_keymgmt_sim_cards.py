@@ -144,8 +144,8 @@ async def test_sim_card_ordered_prepared_personalised_and_checked_at_qa(
     prepared = [events.decode_event(r.value) for r in out]
     assert {str(getattr(e, "card_id", "")) for e in prepared} == {c["card_id"] for c in cards}
     assert {
-        (e.key_scheme, tuple(e.dgis)) for e in prepared if isinstance(e, events.CardPrepared)
-    } == {("MILENAGE", ("0201", "0202", "0203", "8101"))}
+        (e.key_scheme, e.application) for e in prepared if isinstance(e, events.CardPrepared)
+    } == {("MILENAGE", "usim")}
     card_id = uuid.UUID(cards[0]["card_id"])
     async with runtime.engine.connect() as conn:
         sim = dict(

@@ -43,7 +43,7 @@ def test_leaf_hash_is_the_rfc6962_leaf_of_the_canonical_json() -> None:
         batch_id=uuid4(),
         product_id="p",
         masked_pan="411111******1111",
-        dgis=["0101"],
+        application="emv",
         key_scheme="EMV-OPTION-A",
     )
     document = event_document(event)

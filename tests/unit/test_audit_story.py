@@ -85,7 +85,7 @@ class BatchStory:
                 actor="keymgmt",
                 product_id="visa-classic",
                 masked_pan="411111******1111",
-                dgis=["0101"],
+                application="emv",
                 key_scheme="EMV-OPTION-A",
             )
         ]

@@ -227,7 +227,7 @@ async def prepare_ordered_cards(
                 batch_id=event.batch_id,
                 product_id=event.product_id,
                 masked_pan=item.vaulted["masked_pan"],
-                dgis=list(PREPARED_DGIS),
+                application="emv",
                 key_scheme=prep.key_scheme,
                 trace=event.trace,
             )

@@ -172,7 +172,7 @@ async def _emit_prepared(
                 batch_id=event.batch_id,
                 product_id=product_id,
                 masked_pan=todo.masked_pan,
-                dgis=list(SIM_DGIS),
+                application="usim",
                 key_scheme=SIM_KEY_SCHEME,
                 trace=event.trace,
             )
