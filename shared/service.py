@@ -124,7 +124,7 @@ class ServiceRuntime:
             )
             yield uow
             await uow.flush()
-        if uow.emitted and self._relay is not None:
+        if uow.emit_count and self._relay is not None:
             self._relay.wake()
 
     async def start(self) -> None:
