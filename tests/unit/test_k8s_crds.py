@@ -279,7 +279,7 @@ SUBSCRIPTIONS = {
     "graphical": set(graphical_app.SUBSCRIBE),
     "qa": set(qa_app.SUBSCRIBE),
     "fulfillment": set(fulfillment_app.SUBSCRIBE),
-    "audit": {*audit_app.STREAMS, "dlq"},  # and the dead letters themselves, for the auditor
+    "audit": {*audit_app.SUBSCRIBE, "dlq"},  # and the dead letters themselves, for the auditor
 }
 
 
