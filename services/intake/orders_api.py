@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 
-from services.intake.deps import IntakeDepsDep
+from services.intake.deps import IntakeDeps, IntakeDepsDep
 from services.intake.keymgmt_client import VaultUnavailable
 from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance
 from services.intake.repository import IntakeRepository
@@ -62,38 +62,8 @@ async def submit_order(
             }
         )
     order_id, batch_id = uuid.uuid4(), uuid.uuid4()
-    card_ids = [uuid.uuid4() for _ in body.cards]
-    try:
-        vaulted = await deps.vault.store_cards(
-            issuer_id,
-            [
-                {
-                    "card_id": str(cid),
-                    "pan": c.pan,
-                    "psn": c.psn,
-                    "expiry": c.expiry,
-                    "cardholder_name": c.cardholder_name,
-                    "address": c.address.model_dump(),
-                }
-                for cid, c in zip(card_ids, body.cards, strict=True)
-            ],
-        )
-    except VaultUnavailable as exc:
-        raise Unavailable(str(exc)) from exc
+    cards = await _vault_cards(deps, body, issuer_id, order_id, batch_id)
     actor = f"issuer:{issuer_id}"
-    cards = [
-        {
-            "card_id": cid,
-            "order_id": order_id,
-            "issuer_id": issuer_id,
-            "batch_id": batch_id,
-            "sequence": seq,
-            "masked_pan": vaulted[str(cid)]["masked_pan"],
-            "pan_token": vaulted[str(cid)]["pan_token"],
-            "expiry": c.expiry,
-        }
-        for seq, (cid, c) in enumerate(zip(card_ids, body.cards, strict=True))
-    ]
     order = {
         "order_id": order_id,
         "issuer_id": issuer_id,
@@ -123,6 +93,43 @@ async def submit_order(
         await emit_cards_ordered(uow, order, cards, actor)
     deps.callbacks_queued()
     return order_response(order, cards)
+
+
+async def _vault_cards(
+    deps: IntakeDeps, body: OrderRequest, issuer_id: str, order_id: uuid.UUID, batch_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """The clear PANs go to the vault; the order keeps each card's token and masked PAN."""
+    card_ids = [uuid.uuid4() for _ in body.cards]
+    try:
+        vaulted = await deps.vault.store_cards(
+            issuer_id,
+            [
+                {
+                    "card_id": str(cid),
+                    "pan": c.pan,
+                    "psn": c.psn,
+                    "expiry": c.expiry,
+                    "cardholder_name": c.cardholder_name,
+                    "address": c.address.model_dump(),
+                }
+                for cid, c in zip(card_ids, body.cards, strict=True)
+            ],
+        )
+    except VaultUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
+    return [
+        {
+            "card_id": cid,
+            "order_id": order_id,
+            "issuer_id": issuer_id,
+            "batch_id": batch_id,
+            "sequence": seq,
+            "masked_pan": vaulted[str(cid)]["masked_pan"],
+            "pan_token": vaulted[str(cid)]["pan_token"],
+            "expiry": c.expiry,
+        }
+        for seq, (cid, c) in enumerate(zip(card_ids, body.cards, strict=True))
+    ]
 
 
 async def _replay(repo: IntakeRepository, earlier: dict[str, Any], mac: str) -> JSONResponse:
