@@ -32,7 +32,7 @@ from services.intake.settings import IntakeSettings
 from shared.auth import Principal, require
 from shared.errors import Conflict, Invalid, NotFound, Unavailable
 from shared.outbox import UnitOfWork
-from shared.service import RuntimeDep, ServiceRuntime
+from shared.service import RuntimeDep
 
 log = logging.getLogger(__name__)
 
@@ -115,33 +115,33 @@ async def submit_bulk_order(
     issuer_id = str(who.issuer_id)
     mac = BodyMac(settings.idempotency_secret, issuer_id, f"{product_id}\n{external_ref}")
     body = mac.tee(request.stream(), settings.bulk_max_bytes)
-    async with runtime.unit_of_work() as uow:
-        earlier = await uow.repo.order_by_key(issuer_id, idempotency_key)
-        kind = await uow.repo.product_kind(issuer_id, product_id)
-    if earlier is not None:
-        await _drain(body)
-        if earlier["request_mac"] != mac.hexdigest():
-            raise Conflict("this Idempotency-Key was already used for another file")
-        return JSONResponse(summary(earlier).model_dump(mode="json"), status_code=200)
-    if kind is None:
-        raise NotFound(f"unknown product {product_id!r} for this issuer")
-    order = {
-        "order_id": uuid.uuid4(),
+    order: dict[str, Any] = {
         "issuer_id": issuer_id,
         "external_ref": external_ref,
         "idempotency_key": idempotency_key,
-        "request_mac": mac.hexdigest(),
         "product_id": product_id,
-        "batch_id": uuid.uuid4(),
         "status": "accepted",
         "priority": priority,
         "source": fmt,
     }
-    spool = Spool(settings.bulk_spool_dir)
-    try:
-        refused = await _accept(runtime, deps, order, body, spool)
-    finally:
-        spool.close()
+    # One transaction for the request, as one connection served it before: the checks, then the
+    # file validated, vaulted and written. A refused file's transaction commits (the duplicate
+    # check's rows are the request's own) and is answered after it.
+    async with runtime.unit_of_work() as uow:
+        repo: IntakeRepository = uow.repo
+        earlier = await repo.order_by_key(issuer_id, idempotency_key)
+        if earlier is not None:
+            await _drain(body)
+            if earlier["request_mac"] != mac.hexdigest():
+                raise Conflict("this Idempotency-Key was already used for another file")
+            return JSONResponse(summary(earlier).model_dump(mode="json"), status_code=200)
+        if await repo.product_kind(issuer_id, product_id) is None:
+            raise NotFound(f"unknown product {product_id!r} for this issuer")
+        spool = Spool(settings.bulk_spool_dir)
+        try:
+            refused = await _accept(uow, deps, order, mac, body, spool)
+        finally:
+            spool.close()
     if refused is not None:
         raise refused
     deps.callbacks_queued()
@@ -149,36 +149,44 @@ async def submit_bulk_order(
 
 
 async def _accept(
-    runtime: ServiceRuntime, deps: IntakeDeps, order: dict[str, Any], body: Any, spool: Spool
+    uow: UnitOfWork[IntakeRepository],
+    deps: IntakeDeps,
+    order: dict[str, Any],
+    mac: BodyMac,
+    body: Any,
+    spool: Spool,
 ) -> Refused | None:
-    """Validate the file, then vault and write it, in one transaction. A refused file is
-    answered after its transaction commits (the duplicate check's rows are the request's)."""
-    issuer_id, key = order["issuer_id"], order["idempotency_key"]
-    async with runtime.unit_of_work() as uow:
-        repo: IntakeRepository = uow.repo
-        await repo.open_duplicate_check()
-        started = time.perf_counter()
-        try:
-            count = await _validate(deps.settings, repo, order["source"], body, spool)
-        except Refused as refused:
-            return refused
-        except OverflowError as exc:
-            raise FileTooLarge(str(exc)) from exc
-        await check_stock(repo, issuer_id, order["product_id"], count)
-        if await repo.order_by_key(issuer_id, key) is not None:
-            raise Conflict("a concurrent request with this key won")
-        order["card_count"] = count
-        await repo.add_order(order, [])
-        validated = time.perf_counter()
-        await _vault_and_write(deps.vault, uow, order, spool)
-    written = time.perf_counter()
+    """Validate the file, then vault and write it; `order` gets its ids, card count and the
+    file's MAC (known once the whole body was read). Returns the refusal of a bad file."""
+    repo, issuer_id = uow.repo, order["issuer_id"]
+    await repo.open_duplicate_check()
+    started = time.perf_counter()
+    try:
+        count = await _validate(deps.settings, repo, order["source"], body, spool)
+    except Refused as refused:
+        return refused
+    except OverflowError as exc:
+        raise FileTooLarge(str(exc)) from exc
+    await check_stock(repo, issuer_id, order["product_id"], count)
+    if await repo.order_by_key(issuer_id, order["idempotency_key"]) is not None:
+        raise Conflict("a concurrent request with this key won")
+    order_id = uuid.uuid4()
+    order.update(
+        order_id=order_id,
+        request_mac=mac.hexdigest(),
+        card_count=count,
+        batch_id=uuid.uuid4(),
+    )
+    await repo.add_order(order, [])
+    validated = time.perf_counter()
+    await _vault_and_write(deps.vault, uow, order, spool)
     log.info(
         "bulk order accepted",
         extra={
-            "order_id": str(order["order_id"]),
+            "order_id": str(order_id),
             "cards": count,
             "validate_s": round(validated - started, 2),
-            "vault_and_write_s": round(written - validated, 2),
+            "vault_and_write_s": round(time.perf_counter() - validated, 2),
         },
     )
     return None
