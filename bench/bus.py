@@ -18,7 +18,6 @@ from sqlalchemy import text
 
 from shared import events
 from shared.bus import ensure_topics, make_producer
-from shared.outbox import unit_of_work
 from shared.settings import BureauSettings
 from tests.conftest import load_stack_env
 from tests.integration.bus_harness import harness_runtime, prepared_event
@@ -65,10 +64,9 @@ async def bus_path(settings: BureauSettings, sample: list[events.CardPrepared]) 
     await sink.consumer.ready.wait()
     start = time.perf_counter()
     for offset in range(0, len(sample), 500):
-        async with unit_of_work(source.engine, source.schema, source.emit_topic) as uow:
+        async with source.unit_of_work() as uow:
             for event in sample[offset : offset + 500]:
                 await uow.emit(event)
-        source.relay.wake()
     while sink.consumer.processed < len(sample):
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - start

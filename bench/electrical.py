@@ -144,7 +144,7 @@ async def station_rate(
         await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in ids))
         out, _raw = await read_events(electrical.settings, "electrical", encoded(cards), 600)
         elapsed = time.perf_counter() - start
-        activity = list(electrical.agent.activity.values())
+        activity = list(electrical.deps.agent.activity.values())
     spoiled = sum(isinstance(e, events.CardSpoiled) for e in out)
     busy = sum(a.busy_s for a in activity) / max(sum(a.encoded for a in activity), 1)
     return {

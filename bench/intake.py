@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from services.intake.app import bootstrap as bootstrap_intake
 from services.intake.app import build_app as build_intake
 from services.intake.bulk import check_line, csv_header
 from services.intake.keymgmt_client import VaultClient
@@ -92,14 +93,15 @@ async def service_path(path: Path, tag: str) -> tuple[int, float, int]:
         topic_prefix=f"bi{tag}i",
         service_tokens=f"intake=in-{tag}",
         principals=f"admin:root=adm-{tag},operator:olga=op-{tag}",
-        follow=[],
     )
-    app = build_intake(
+    runtime = bootstrap_intake(
         settings,
         schema=f"intake_bi{tag}",
+        subscribe=(),
         vault=VaultClient("http://keymgmt", f"in-{tag}", client=km_http),
     )
-    await app.state.runtime.start()
+    app = build_intake(runtime)
+    await runtime.start()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://intake", timeout=3600
     ) as http:

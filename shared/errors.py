@@ -26,7 +26,8 @@ class DomainError(Exception):
     refusal: ClassVar[str | None] = None
     retry_after_s: ClassVar[int | None] = None
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str | list[str] | dict[str, Any]) -> None:
+        # A message, or what callers need itemised (the rules a request broke, bad lines).
         super().__init__(detail)
         self.detail = detail
 

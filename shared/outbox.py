@@ -76,6 +76,8 @@ class UnitOfWork(Generic[RepoT]):
         self.schema = checked_identifier(schema)
         self.default_topic = default_topic
         self.emitted: list[Event] = []
+        # Every event emitted, also those forget_emitted() dropped from `emitted`.
+        self.emit_count = 0
         # Buffered units (the consumer's batches) write their rows in one statement at flush();
         # unbuffered ones write at once, so an entrypoint cannot lose an event by not flushing.
         self._buffered = buffered
@@ -103,6 +105,7 @@ class UnitOfWork(Generic[RepoT]):
             {},
         )
         self.emitted.append(event)
+        self.emit_count += 1
         self._count_card_on_commit(event)
         if self._buffered:
             self._pending.append(row)
@@ -112,6 +115,11 @@ class UnitOfWork(Generic[RepoT]):
     async def flush(self) -> None:
         rows, self._pending = self._pending, []
         await add_outbox_rows(self.conn, self.schema, rows)
+
+    def forget_emitted(self) -> None:
+        """Let go of the events kept in `emitted` once flushed (emit_count still counts them):
+        a bulk order's 100,000 card events need not all stay in memory until it commits."""
+        self.emitted.clear()
 
     def _count_card_on_commit(self, event: Event) -> None:
         """bureau_cards_total counts a card once the transaction that emitted its event commits,

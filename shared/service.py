@@ -89,8 +89,6 @@ class ServiceRuntime:
         # The service's typed dependencies (a frozen dataclass made by its bootstrap()).
         self.deps = deps
         self.readiness_checks = list(readiness)
-        # Untyped leftovers of the old wiring; to go once every service uses deps (issue 12).
-        self.state: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
 
@@ -124,7 +122,7 @@ class ServiceRuntime:
             )
             yield uow
             await uow.flush()
-        if uow.emitted and self._relay is not None:
+        if uow.emit_count and self._relay is not None:
             self._relay.wake()
 
     async def start(self) -> None:

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from services.fulfillment.carrier import CarrierLetter, rasterise, render_carrier
-from services.graphical.app import sample_photo
+from services.graphical.api import sample_photo
 from services.graphical.render import FaceRenderer
 from services.graphical.service import FaceData, PhotoBox, default_design
 from services.graphical.settings import DEJAVU_SANS

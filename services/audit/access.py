@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, status
-
 from shared.auth import Principal
+from shared.errors import NotFound
 
 
 def scoped_issuer(principal: Principal, issuer_id: str | None) -> str | None:
@@ -13,5 +12,5 @@ def scoped_issuer(principal: Principal, issuer_id: str | None) -> str | None:
     if principal.issuer_id is None:
         return issuer_id
     if issuer_id not in (None, principal.issuer_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such issuer")
+        raise NotFound("no such issuer")
     return principal.issuer_id

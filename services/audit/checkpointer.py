@@ -14,6 +14,7 @@ from services.audit.checkpoint import (
     signature_valid,
     signing_time,
 )
+from services.audit.deps import AuditDeps
 from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner, SignerError
 from services.audit.tree_repository import (
@@ -23,8 +24,7 @@ from services.audit.tree_repository import (
     build_tree,
 )
 from shared.events import LogCheckpoint
-from shared.outbox import UnitOfWork
-from shared.service import ServiceRuntime, Worker
+from shared.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ async def checkpoint_once(
     await build_tree(runtime.engine, runtime.schema)
     key = await signer.public_key()
     origin = settings.log_origin
-    async with runtime.engine.begin() as conn:
-        store = MerkleStore(conn, runtime.schema)
+    async with runtime.unit_of_work() as uow:
+        store: MerkleStore = uow.repo.tree
         size = await store.tree_size(lock=True)  # one signer at a time, however many replicas
         latest = await store.checkpoints(limit=1)
         if latest and (
@@ -67,36 +67,34 @@ async def checkpoint_once(
             signature=signed.signature,
         )
         await store.add_checkpoint(stored, event.event_id)
-        await UnitOfWork(conn, runtime.schema, runtime.emit_topic).emit(event)
-    runtime.relay.wake()
+        await uow.emit(event)
     log.info("checkpoint signed", extra={"tree_size": size, "root_hash": root})
     return stored
 
 
-def merkle_keeper(settings: AuditSettings, signer: KeymgmtSigner) -> Worker:
-    async def keep_merkle_tree(runtime: ServiceRuntime) -> None:
-        loop = asyncio.get_running_loop()
-        next_checkpoint = loop.time() + settings.tree_interval_seconds
-        reported = ""
-        while True:
-            await asyncio.sleep(settings.tree_interval_seconds)
-            try:
-                await build_tree(runtime.engine, runtime.schema)
-                if settings.checkpoint_interval_seconds and loop.time() >= next_checkpoint:
-                    next_checkpoint = loop.time() + settings.checkpoint_interval_seconds
-                    await checkpoint_once(runtime, settings, signer)
-            except asyncio.CancelledError:
-                raise
-            except TreeGapError as exc:
-                # Someone removed an entry behind the service's back: say so (once per gap),
-                # never build over it; auditors' verifiers will find the same.
-                if str(exc) != reported:
-                    log.error("the audit log is damaged: %s", exc)
-                    reported = str(exc)
-            except SignerError as exc:
-                # keymgmt down or refusing: the tree keeps growing, the next round signs it.
-                log.warning("checkpoint not signed: %s", exc)
-            except Exception:
-                log.exception("merkle keeper round failed")
-
-    return keep_merkle_tree
+async def keep_merkle_tree(runtime: ServiceRuntime) -> None:
+    deps: AuditDeps = runtime.deps
+    settings, signer = deps.settings, deps.signer
+    loop = asyncio.get_running_loop()
+    next_checkpoint = loop.time() + settings.tree_interval_seconds
+    reported = ""
+    while True:
+        await asyncio.sleep(settings.tree_interval_seconds)
+        try:
+            await build_tree(runtime.engine, runtime.schema)
+            if settings.checkpoint_interval_seconds and loop.time() >= next_checkpoint:
+                next_checkpoint = loop.time() + settings.checkpoint_interval_seconds
+                await checkpoint_once(runtime, settings, signer)
+        except asyncio.CancelledError:
+            raise
+        except TreeGapError as exc:
+            # Someone removed an entry behind the service's back: say so (once per gap),
+            # never build over it; auditors' verifiers will find the same.
+            if str(exc) != reported:
+                log.error("the audit log is damaged: %s", exc)
+                reported = str(exc)
+        except SignerError as exc:
+            # keymgmt down or refusing: the tree keeps growing, the next round signs it.
+            log.warning("checkpoint not signed: %s", exc)
+        except Exception:
+            log.exception("merkle keeper round failed")

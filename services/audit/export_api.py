@@ -11,14 +11,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from services.audit.access import scoped_issuer
-from services.audit.log_repository import EventLog, EventQuery
+from services.audit.log_repository import EventQuery
 from services.audit.report_repository import ReportRepository
 from shared.auth import Principal, require
-from shared.service import ServiceRuntime, runtime_of
+from shared.service import RuntimeDep, ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
@@ -48,8 +48,8 @@ async def _pages(runtime: ServiceRuntime, query: EventQuery) -> AsyncIterator[li
     """The whole selection in log order, a page per transaction (memory stays one page)."""
     after = query.after_seq
     while True:
-        async with runtime.engine.connect() as conn:
-            page = await EventLog(conn, runtime.schema).find_events(
+        async with runtime.unit_of_work() as uow:
+            page = await uow.repo.log.find_events(
                 EventQuery(**{**query.__dict__, "after_seq": after, "limit": PAGE})
             )
         if page:
@@ -80,7 +80,7 @@ async def _csv(runtime: ServiceRuntime, query: EventQuery) -> AsyncIterator[byte
 @router.get("/events/export", summary="The filtered event log as NDJSON or CSV, streamed")
 async def export_events(
     principal: Auditor,
-    request: Request,
+    runtime: RuntimeDep,
     export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.NDJSON,
     card_id: UUID | None = None,
     batch_id: UUID | None = None,
@@ -101,7 +101,6 @@ async def export_events(
         occurred_from,
         occurred_to,
     )
-    runtime = runtime_of(request)
     if export_format is ExportFormat.CSV:
         body, media = _csv(runtime, query), "text/csv; charset=utf-8"
     else:
@@ -113,14 +112,13 @@ async def export_events(
 
 @router.get("/reports/daily", summary="One UTC day: events logged, batches and their state")
 async def daily_report(
-    principal: Auditor, request: Request, day: date, issuer_id: str | None = None
+    principal: Auditor, runtime: RuntimeDep, day: date, issuer_id: str | None = None
 ) -> dict[str, Any]:
     issuer = scoped_issuer(principal, issuer_id)
     start = datetime.combine(day, time(0), tzinfo=UTC)
     end = start + timedelta(days=1)
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        reports = ReportRepository(conn, runtime.schema)
+    async with runtime.unit_of_work() as uow:
+        reports: ReportRepository = uow.repo.reports
         by_type = await reports.events_by_type(start, end, issuer)
         batches = await reports.batches_active(start, end, issuer)
 

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, get_args
 
-from services.audit.log_repository import EventLog
+from services.audit.deps import AuditDeps
 from services.audit.projection import (
     CARD_EVENTS,
     CardRecord,
@@ -17,7 +17,8 @@ from services.audit.projection import (
 )
 from services.audit.repository import AuditRepository, BatchRow
 from services.audit.service import Decision, Reconciliation, decide, worth_evaluating
-from shared.bus import Handler, HandlerTable
+from services.audit.store import AuditStore
+from shared.bus import DepsHandler, HandlerSpec
 from shared.events import (
     AnyEvent,
     BatchClosed,
@@ -38,19 +39,17 @@ ACTOR = "audit"
 _DECISION_NAMESPACE = uuid.UUID("0b6f1c0e-6c3e-4d7e-9a51-a0d17c0ffee1")
 
 
-def repository(uow: UnitOfWork[Any]) -> AuditRepository:
-    return AuditRepository(uow.conn, uow.schema)
-
-
-async def append_to_log(uow: UnitOfWork[Any], event: Event) -> None:
-    seq = await EventLog(uow.conn, uow.schema).append_event(event)
+async def append_to_log(uow: UnitOfWork[AuditStore], event: Event, deps: AuditDeps) -> None:
+    seq = await uow.repo.log.append_event(event)
     log.debug("event logged", extra={"seq": seq, "event_type": event.type})
 
 
 async def project_batch_event(
-    uow: UnitOfWork[Any], event: OrderAccepted | StockIssued | StockReturned
+    uow: UnitOfWork[AuditStore],
+    event: OrderAccepted | StockIssued | StockReturned,
+    deps: AuditDeps,
 ) -> None:
-    repo = repository(uow)
+    repo = uow.repo.batches
     batch = await repo.lock_batch(event.batch_id, event.issuer_id, touch=True)
     facts = apply_batch_event(batch.facts, event)
     order_id = event.order_id if isinstance(event, OrderAccepted) else None
@@ -58,10 +57,10 @@ async def project_batch_event(
     await recheck_batch(uow, repo, replace(batch, facts=facts))
 
 
-async def project_card_event(uow: UnitOfWork[Any], event: Any) -> None:
+async def project_card_event(uow: UnitOfWork[AuditStore], event: Any, deps: AuditDeps) -> None:
     """A card's event, or a shipment naming many cards: update each card and the batch counters
     that gate the full evaluation."""
-    repo = repository(uow)
+    repo = uow.repo.batches
     batch_id = event.batch_id
     batch = await repo.lock_batch(batch_id, event.issuer_id, touch=True)
     if isinstance(event, ShipmentDispatched):
@@ -91,7 +90,9 @@ async def project_card_event(uow: UnitOfWork[Any], event: Any) -> None:
     await recheck_batch(uow, repo, batch)
 
 
-async def recheck_batch(uow: UnitOfWork[Any], repo: AuditRepository, batch: BatchRow) -> None:
+async def recheck_batch(
+    uow: UnitOfWork[AuditStore], repo: AuditRepository, batch: BatchRow
+) -> None:
     """After an event: reconcile or close the batch if it is now complete. Never reports a
     discrepancy by itself (that is for requests and the stale-batch sweep)."""
     if not worth_evaluating(
@@ -106,7 +107,7 @@ async def recheck_batch(uow: UnitOfWork[Any], repo: AuditRepository, batch: Batc
 
 
 async def evaluate_batch(
-    uow: UnitOfWork[Any],
+    uow: UnitOfWork[AuditStore],
     repo: AuditRepository,
     batch: BatchRow,
     *,
@@ -166,19 +167,15 @@ def _discrepancy_event(common: dict[str, Any], report: Reconciliation) -> BatchD
     )
 
 
-def build_handlers() -> HandlerTable:
-    """Every contract is logged; batch and card events also project."""
-    projections: dict[type[Event], list[Handler]] = {
-        OrderAccepted: [project_batch_event],
-        StockIssued: [project_batch_event],
-        StockReturned: [project_batch_event],
-        ShipmentDispatched: [project_card_event],
-        **{event_type: [project_card_event] for event_type in CARD_EVENTS},
-    }
-    return {
-        event_type: [append_to_log, *projections.get(event_type, [])]
-        for event_type in get_args(get_args(AnyEvent)[0])
-    }
-
-
-HANDLERS = build_handlers()
+# Every contract is logged; batch and card events also project.
+_PROJECTIONS: dict[type[Event], list[DepsHandler[AuditDeps]]] = {
+    OrderAccepted: [project_batch_event],
+    StockIssued: [project_batch_event],
+    StockReturned: [project_batch_event],
+    ShipmentDispatched: [project_card_event],
+    **{event_type: [project_card_event] for event_type in CARD_EVENTS},
+}
+HANDLERS: HandlerSpec[AuditDeps] = {
+    event_type: [append_to_log, *_PROJECTIONS.get(event_type, [])]
+    for event_type in get_args(get_args(AnyEvent)[0])
+}

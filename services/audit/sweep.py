@@ -6,50 +6,47 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from services.audit.deps import AuditDeps
 from services.audit.handlers import ACTOR, evaluate_batch
 from services.audit.repository import AuditRepository
 from services.audit.settings import AuditSettings
-from shared.outbox import UnitOfWork
-from shared.service import ServiceRuntime, Worker
+from shared.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 
 async def sweep_once(runtime: ServiceRuntime, settings: AuditSettings) -> int:
     """One round. Returns how many batches emitted something."""
-    async with runtime.engine.connect() as conn:
-        stale = await AuditRepository(conn, runtime.schema).stale_batches(
+    async with runtime.unit_of_work() as uow:
+        stale = await uow.repo.batches.stale_batches(
             settings.stale_after_seconds, settings.sweep_batch_limit
         )
     acted = 0
     for batch_id in stale:
         # One transaction per batch: a failure leaves the others swept.
-        async with runtime.engine.begin() as conn:
-            uow = UnitOfWork(conn, runtime.schema, runtime.emit_topic)
-            repo = AuditRepository(conn, runtime.schema)
+        async with runtime.unit_of_work() as uow:
+            repo: AuditRepository = uow.repo.batches
             batch = await repo.existing_batch(batch_id, lock=True)
             if batch is None:
                 continue
             decision = await evaluate_batch(uow, repo, batch, report_discrepancy=True, actor=ACTOR)
         if decision.changed:
             acted += 1
-            runtime.relay.wake()
     return acted
 
 
-def stale_batch_sweeper(settings: AuditSettings) -> Worker:
-    async def sweep_stale_batches(runtime: ServiceRuntime) -> None:
-        while True:
-            await asyncio.sleep(settings.sweep_interval_seconds)
-            try:
-                acted = await sweep_once(runtime, settings)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The next round retries; a dead sweep would hide discrepancies.
-                log.exception("stale-batch sweep failed")
-                continue
-            if acted:
-                log.info("stale-batch sweep acted", extra={"batches": acted})
-
-    return sweep_stale_batches
+async def sweep_stale_batches(runtime: ServiceRuntime) -> None:
+    deps: AuditDeps = runtime.deps
+    settings = deps.settings
+    while True:
+        await asyncio.sleep(settings.sweep_interval_seconds)
+        try:
+            acted = await sweep_once(runtime, settings)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The next round retries; a dead sweep would hide discrepancies.
+            log.exception("stale-batch sweep failed")
+            continue
+        if acted:
+            log.info("stale-batch sweep acted", extra={"batches": acted})

@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Query
 
 from services.audit.checkpoint import Checkpoint, signature_valid
+from services.audit.deps import AuditDepsDep
 from services.audit.merkle import consistency_ranges, inclusion_ranges, verify_consistency
-from services.audit.signer import KeymgmtSigner, SignerError
+from services.audit.signer import SignerError
 from services.audit.tree_repository import MerkleStore, StoredCheckpoint, TreeGapError
 from shared.auth import Principal, require
-from shared.service import runtime_of
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.service import RuntimeDep, ServiceRuntime
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
 Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
@@ -23,27 +25,24 @@ MAX_ENTRIES = 1000
 def _bureau_wide(principal: Principal) -> None:
     """The log spans every issuer: its entries are for bureau auditors only."""
     if principal.issuer_id is not None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="issuer auditors cannot read this")
+        raise Forbidden("issuer auditors cannot read this")
 
 
-def _gap(exc: TreeGapError) -> HTTPException:
-    return HTTPException(status.HTTP_409_CONFLICT, detail=f"the log is damaged: {exc}")
+def _gap(exc: TreeGapError) -> Conflict:
+    return Conflict(f"the log is damaged: {exc}")
 
 
 async def _tree_covers(store: MerkleStore, *sizes: int) -> None:
     built = await store.tree_size()
     for size in sizes:
         if size > built:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, detail=f"the tree covers {built} entries, not {size}"
-            )
+            raise Conflict(f"the tree covers {built} entries, not {size}")
 
 
 @router.get("/tree", summary="The log and tree sizes, and the current (unsigned) root")
-async def tree_head(principal: Auditor, request: Request) -> dict[str, Any]:
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        store = MerkleStore(conn, runtime.schema)
+async def tree_head(principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+    async with runtime.unit_of_work() as uow:
+        store: MerkleStore = uow.repo.tree
         size = await store.tree_size()
         try:
             root = await store.root(size)
@@ -55,77 +54,74 @@ async def tree_head(principal: Auditor, request: Request) -> dict[str, Any]:
 @router.get("/entries", summary="Log entries [start, end) as stored (at most 1000)")
 async def log_entries(
     principal: Auditor,
-    request: Request,
+    runtime: RuntimeDep,
     start: Annotated[int, Query(ge=0)],
     end: Annotated[int, Query(ge=0)],
 ) -> dict[str, Any]:
     _bureau_wide(principal)
     if not start <= end <= start + MAX_ENTRIES:
-        raise HTTPException(422, detail=f"want start <= end <= start + {MAX_ENTRIES}")
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        return {"entries": await MerkleStore(conn, runtime.schema).entries(start, end)}
+        raise Invalid(f"want start <= end <= start + {MAX_ENTRIES}")
+    async with runtime.unit_of_work() as uow:
+        entries: list[dict[str, Any]] = await uow.repo.tree.entries(start, end)
+    return {"entries": entries}
 
 
 @router.get("/checkpoints", summary="Signed checkpoints, newest first")
 async def list_checkpoints(
     principal: Auditor,
-    request: Request,
+    runtime: RuntimeDep,
     before: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        found = await MerkleStore(conn, runtime.schema).checkpoints(before=before, limit=limit)
+    async with runtime.unit_of_work() as uow:
+        found = await uow.repo.tree.checkpoints(before=before, limit=limit)
     return {"checkpoints": [c.view() for c in found]}
 
 
-async def _checkpoint(request: Request, tree_size: int | None) -> StoredCheckpoint:
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        store = MerkleStore(conn, runtime.schema)
+async def _checkpoint(runtime: ServiceRuntime, tree_size: int | None) -> StoredCheckpoint:
+    async with runtime.unit_of_work() as uow:
+        store: MerkleStore = uow.repo.tree
         if tree_size is None:
             found = await store.checkpoints(limit=1)
             checkpoint = found[0] if found else None
         else:
             checkpoint = await store.checkpoint(tree_size)
     if checkpoint is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such checkpoint")
+        raise NotFound("no such checkpoint")
     return checkpoint
 
 
 @router.get("/checkpoints/latest", summary="The newest signed checkpoint")
-async def latest_checkpoint(principal: Auditor, request: Request) -> dict[str, Any]:
-    return (await _checkpoint(request, None)).view()
+async def latest_checkpoint(principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+    return (await _checkpoint(runtime, None)).view()
 
 
 @router.get("/checkpoints/{tree_size}", summary="The checkpoint of one tree size")
-async def get_checkpoint(tree_size: int, principal: Auditor, request: Request) -> dict[str, Any]:
-    return (await _checkpoint(request, tree_size)).view()
+async def get_checkpoint(tree_size: int, principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+    return (await _checkpoint(runtime, tree_size)).view()
 
 
 @router.get("/proofs/inclusion", summary="Audit path of an entry in the tree of tree_size")
 async def inclusion_proof(
     principal: Auditor,
-    request: Request,
+    runtime: RuntimeDep,
     tree_size: Annotated[int, Query(ge=1)],
     log_index: Annotated[int | None, Query(ge=0)] = None,
     event_id: UUID | None = None,
 ) -> dict[str, Any]:
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        store = MerkleStore(conn, runtime.schema)
+    async with runtime.unit_of_work() as uow:
+        store: MerkleStore = uow.repo.tree
         if event_id is not None:
             found = await store.log_index_of(event_id)
             if found is None or principal.issuer_id not in (None, found[1]):
-                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such log entry")
+                raise NotFound("no such log entry")
             log_index = found[0]
         elif log_index is None:
-            raise HTTPException(422, detail="give log_index or event_id")
+            raise Invalid("give log_index or event_id")
         else:
             _bureau_wide(principal)
         if log_index >= tree_size:
-            raise HTTPException(422, detail=f"entry {log_index} is not in a tree of {tree_size}")
+            raise Invalid(f"entry {log_index} is not in a tree of {tree_size}")
         await _tree_covers(store, tree_size)
         try:
             path = await store.range_hashes(inclusion_ranges(log_index, tree_size))
@@ -141,15 +137,14 @@ async def inclusion_proof(
 @router.get("/proofs/consistency", summary="Proof that tree `first` is a prefix of `second`")
 async def consistency_proof(
     principal: Auditor,
-    request: Request,
+    runtime: RuntimeDep,
     first: Annotated[int, Query(ge=0)],
     second: Annotated[int, Query(ge=0)],
 ) -> dict[str, Any]:
     if first > second:
-        raise HTTPException(422, detail="first must not exceed second")
-    runtime = runtime_of(request)
-    async with runtime.engine.connect() as conn:
-        store = MerkleStore(conn, runtime.schema)
+        raise Invalid("first must not exceed second")
+    async with runtime.unit_of_work() as uow:
+        store: MerkleStore = uow.repo.tree
         await _tree_covers(store, second)
         try:
             proof = await store.range_hashes(consistency_ranges(first, second))
@@ -159,14 +154,15 @@ async def consistency_proof(
 
 
 @router.get("/checkpoints/latest/status", summary="Is the newest checkpoint sound? (page)")
-async def checkpoint_status(principal: Auditor, request: Request) -> dict[str, Any]:
+async def checkpoint_status(
+    principal: Auditor, runtime: RuntimeDep, deps: AuditDepsDep
+) -> dict[str, Any]:
     """The service's own check, for the auditor page: signature with keymgmt's public key,
     the signed root against the stored tree, consistency with the checkpoint before. Auditors
     who trust nothing run `python -m services.audit.verify` instead."""
-    runtime = runtime_of(request)
-    signer: KeymgmtSigner = runtime.state["signer"]
-    async with runtime.engine.connect() as conn:
-        store = MerkleStore(conn, runtime.schema)
+    signer = deps.signer
+    async with runtime.unit_of_work() as uow:
+        store: MerkleStore = uow.repo.tree
         latest = await store.checkpoints(limit=2)
         if not latest:
             return {"checkpoint": None, "ok": False, "problems": ["no checkpoint yet"]}

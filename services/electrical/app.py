@@ -1,19 +1,23 @@
-"""The electrical station agent: wiring (bootstrap), readiness with the readers it sees."""
+"""The electrical station agent: personalises the chips in one encoding station's readers;
+readiness reports the readers it sees."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from services.electrical.feeder_client import FeederTransport
-from services.electrical.handlers import build_handlers
+from services.electrical.handlers import HANDLERS, ElectricalDeps
 from services.electrical.keymgmt_client import KeymgmtClient
 from services.electrical.ports import ScriptSource, Transport
+from services.electrical.repository import StationRepository
 from services.electrical.settings import ElectricalSettings
 from services.electrical.station import StationAgent
+from shared.bus import bind_handlers
 from shared.feeder_client import FeederClient
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
@@ -23,30 +27,19 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SUBSCRIBE = ("keymgmt", "intake")  # card.prepared; card.cancelled
 
 
-class StationRuntime(ServiceRuntime):
-    """A service runtime whose readiness also reports the station's readers."""
-
-    agent: StationAgent
-
-    async def check_ready(self) -> dict[str, Any]:
-        report = await super().check_ready()
-        try:
-            seen = set(await self.agent.pcsc.list_readers())
-        except PcscError as exc:
-            seen = set()
-            report["problems"].append(f"pcscd: {exc.__class__.__name__}")
-        readers = []
-        for name, activity in self.agent.activity.items():
-            readers.append({**asdict(activity), "known_to_pcscd": name in seen})
-            if name not in seen:
-                report["problems"].append(f"reader not known to pcscd: {name}")
-        report.update(
-            station_id=self.agent.station_id,
-            readers=readers,
-            readers_seen=sorted(seen),
-            ready=not report["problems"],
-        )
-        return report
+async def reader_readiness(agent: StationAgent, report: dict[str, Any]) -> None:
+    """Readiness adds the station's readers, each known to pcscd or not."""
+    try:
+        seen = set(await agent.pcsc.list_readers())
+    except PcscError as exc:
+        seen = set()
+        report["problems"].append(f"pcscd: {exc.__class__.__name__}")
+    readers = []
+    for name, activity in agent.activity.items():
+        readers.append({**asdict(activity), "known_to_pcscd": name in seen})
+        if name not in seen:
+            report["problems"].append(f"reader not known to pcscd: {name}")
+    report.update(station_id=agent.station_id, readers=readers, readers_seen=sorted(seen))
 
 
 def bootstrap(
@@ -58,7 +51,7 @@ def bootstrap(
     keymgmt: ScriptSource | None = None,
     transport: Transport | None = None,
     pcsc: PcscClient | None = None,
-) -> StationRuntime:
+) -> ServiceRuntime:
     """Wire readers, keymgmt and the feeder into the runtime. Tests pass their own parts."""
     closers: list[Any] = []
     if keymgmt is None:
@@ -83,24 +76,26 @@ def bootstrap(
         transport=transport,
         queue_poll_s=settings.queue_poll_s,
     )
-    runtime = StationRuntime(
+    deps = ElectricalDeps(agent=agent)
+    runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
         migrations=MIGRATIONS,
-        handlers=build_handlers(agent.notify_queued),
+        handlers=bind_handlers(HANDLERS, deps),
         subscribe=SUBSCRIBE,
         workers=agent.workers(),
         schema=schema,
         consumer_group=consumer_group,
+        repository=partial(StationRepository, schema=schema or NAME),
+        deps=deps,
+        readiness=[partial(reader_readiness, agent)],
     )
     for closer in closers:
         runtime.on_stop(closer.aclose)
-    runtime.agent = agent
-    runtime.state["agent"] = agent
     return runtime
 
 
-def build_app(runtime: StationRuntime) -> FastAPI:
+def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
         runtime,
         title="cardbureau electrical",

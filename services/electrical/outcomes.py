@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from services.electrical.repository import StationRepository
 from services.electrical.service import QueuedCard
 from shared.events import CardEncoded, CardSpoiled
-from shared.outbox import UnitOfWork, unit_of_work
+from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,13 @@ async def in_transaction(runtime: ServiceRuntime, work: Work) -> bool:
     delay = 0.2
     while True:
         try:
-            async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
-                done = await work(uow, StationRepository(uow.conn, uow.schema))
+            async with runtime.unit_of_work() as uow:
+                done = await work(uow, uow.repo)
         except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
             log.warning("database unavailable; retrying", extra={"error": repr(exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        if uow.emitted:
-            runtime.relay.wake()
         return done
 
 

@@ -157,8 +157,8 @@ class StationAgent:
             if chip.chip_serial == act.last_ejected:
                 await asyncio.sleep(0.05)  # pcscd has not seen the ejected card go yet
                 return
-            async with runtime.engine.begin() as db:
-                repo = StationRepository(db, runtime.schema)
+            async with runtime.unit_of_work() as uow:
+                repo: StationRepository = uow.repo
                 bound, card = await repo.claim_for_chip(chip.chip_serial, self.station_id, reader)
             if bound:
                 eject = True
@@ -194,8 +194,8 @@ class StationAgent:
 
     async def _wait_for_work(self, runtime: ServiceRuntime) -> None:
         while True:
-            async with runtime.engine.connect() as db:
-                if await StationRepository(db, runtime.schema).has_queued():
+            async with runtime.unit_of_work() as uow:
+                if await uow.repo.has_queued():
                     return
             try:
                 await asyncio.wait_for(self._queue_changed.wait(), self.queue_poll_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from services.fulfillment.barcode import BarcodeError
@@ -38,7 +38,7 @@ from services.fulfillment.service import (
     state_after_packing,
     state_after_rejection,
 )
-from shared.bus import HandlerTable, PoisonEvent
+from shared.bus import HandlerSpec, PoisonEvent
 from shared.events import (
     BatchDiscrepancy,
     BatchReconciled,
@@ -96,201 +96,215 @@ def letter_for(event: CardQaPassed, carrier_id: str, mailing: MailingData) -> Ca
     )
 
 
-def build_handlers(deps: FulfillmentDeps) -> HandlerTable:
-    async def pack_card(uow: UnitOfWork[Any], event: CardQaPassed) -> None:
-        repo = FulfillmentRepository(uow.conn, uow.schema)
-        await repo.lock("card", event.card_id)
-        current = await repo.card_state(event.card_id)
-        if state_after_packing(current) is None:
-            log.warning(
-                "qa_passed for a card already handled; not packing it",
-                extra={"card_id": str(event.card_id), "state": current},
-            )
-            return
-        try:
-            mailing = await deps.keymgmt.mailing(event.card_id)
-        except CardNotInVault as exc:
-            raise PoisonEvent(str(exc)) from exc
-        carrier_id = carrier_id_for(event.card_id)
-        letter = letter_for(event, carrier_id, mailing)
-        pdf = await asyncio.to_thread(render_carrier, letter)
-        await asyncio.to_thread(deps.inserter.print_letter, event.batch_id, carrier_id, pdf)
-        fed = await asyncio.to_thread(deps.inserter.feed, event.batch_id, carrier_id)
-        scanned, problem = await asyncio.to_thread(carrier_problem, letter, fed)
-        if problem is not None:
-            # The match check failed: the card never goes into an envelope; it is destroyed.
-            await asyncio.to_thread(deps.inserter.discard, event.batch_id, carrier_id)
-            await _set_aside(
-                uow,
-                event.card_id,
-                event.batch_id,
-                event.issuer_id,
-                event.chip_serial,
-                f"fulfillment: {problem}",
-            )
-            return
-        await repo.lock("batch", event.batch_id)
-        await repo.pack_card(
-            batch_id=event.batch_id,
-            issuer_id=event.issuer_id,
-            chip_serial=event.chip_serial,
-            carrier_id=carrier_id,
-            mailing=mailing,
+async def pack_card(
+    uow: UnitOfWork[FulfillmentRepository], event: CardQaPassed, deps: FulfillmentDeps
+) -> None:
+    repo = uow.repo
+    await repo.lock("card", event.card_id)
+    current = await repo.card_state(event.card_id)
+    if state_after_packing(current) is None:
+        log.warning(
+            "qa_passed for a card already handled; not packing it",
+            extra={"card_id": str(event.card_id), "state": current},
         )
-        await repo.set_carrier_scan(event.card_id, scanned)
-        await request_pin_mailer(uow, repo, event)
+        return
+    try:
+        mailing = await deps.keymgmt.mailing(event.card_id)
+    except CardNotInVault as exc:
+        raise PoisonEvent(str(exc)) from exc
+    carrier_id = carrier_id_for(event.card_id)
+    letter = letter_for(event, carrier_id, mailing)
+    pdf = await asyncio.to_thread(render_carrier, letter)
+    await asyncio.to_thread(deps.inserter.print_letter, event.batch_id, carrier_id, pdf)
+    fed = await asyncio.to_thread(deps.inserter.feed, event.batch_id, carrier_id)
+    scanned, problem = await asyncio.to_thread(carrier_problem, letter, fed)
+    if problem is not None:
+        # The match check failed: the card never goes into an envelope; it is destroyed.
+        await asyncio.to_thread(deps.inserter.discard, event.batch_id, carrier_id)
+        await _set_aside(
+            uow,
+            event.card_id,
+            event.batch_id,
+            event.issuer_id,
+            event.chip_serial,
+            f"fulfillment: {problem}",
+        )
+        return
+    await repo.lock("batch", event.batch_id)
+    await repo.pack_card(
+        batch_id=event.batch_id,
+        issuer_id=event.issuer_id,
+        chip_serial=event.chip_serial,
+        carrier_id=carrier_id,
+        mailing=mailing,
+    )
+    await repo.set_carrier_scan(event.card_id, scanned)
+    await request_pin_mailer(uow, event, deps)
+    await uow.emit(
+        CardPacked(
+            issuer_id=event.issuer_id,
+            actor=deps.actor,
+            card_id=event.card_id,
+            batch_id=event.batch_id,
+            carrier_id=carrier_id,
+        )
+    )
+    if await repo.batch_status(event.batch_id) == "reconciled":
+        # The qa topic ran behind the audit topic: ship this card after its batch.
+        log.warning("card packed after its batch was reconciled; shipping it on its own")
+        await dispatch_packed_cards(uow, event.batch_id, event.issuer_id, event, deps)
+
+
+async def request_pin_mailer(
+    uow: UnitOfWork[FulfillmentRepository], event: CardQaPassed, deps: FulfillmentDeps
+) -> None:
+    """keymgmt prints the mailer; a job still running raises, and the event is retried
+    (the whole packing with it: keymgmt answers the same mailer again)."""
+    try:
+        mailer = await deps.keymgmt.pin_mailer(event.card_id, event.batch_id)
+    except KeymgmtBadResponse as exc:
+        raise PoisonEvent(f"PIN mailer: {exc}") from exc
+    if mailer is None:
+        return  # the card's product has no PIN
+    if mailer.status not in ("printed", "spoiled"):
+        raise KeymgmtUnavailable(f"PIN mailer {mailer.mailer_id} is still {mailer.status}")
+    state = "printed" if mailer.status == "printed" else "spoiled"
+    fresh = await uow.repo.record_pin_mailer(
+        event.card_id, mailer.mailer_id, event.batch_id, event.issuer_id, state
+    )
+    if fresh and state == "printed":
         await uow.emit(
-            CardPacked(
+            PinMailerPrinted(
                 issuer_id=event.issuer_id,
                 actor=deps.actor,
                 card_id=event.card_id,
                 batch_id=event.batch_id,
-                carrier_id=carrier_id,
+                mailer_id=str(mailer.mailer_id),
             )
         )
-        if await repo.batch_status(event.batch_id) == "reconciled":
-            # The qa topic ran behind the audit topic: ship this card after its batch.
-            log.warning("card packed after its batch was reconciled; shipping it on its own")
-            await dispatch_packed_cards(uow, repo, event.batch_id, event.issuer_id, event)
+    elif state == "spoiled":
+        log.warning("PIN mailer spoiled at the PIN printer", extra={"card_id": str(event.card_id)})
 
-    async def request_pin_mailer(
-        uow: UnitOfWork[Any], repo: FulfillmentRepository, event: CardQaPassed
-    ) -> None:
-        """keymgmt prints the mailer; a job still running raises, and the event is retried
-        (the whole packing with it: keymgmt answers the same mailer again)."""
-        try:
-            mailer = await deps.keymgmt.pin_mailer(event.card_id, event.batch_id)
-        except KeymgmtBadResponse as exc:
-            raise PoisonEvent(f"PIN mailer: {exc}") from exc
-        if mailer is None:
-            return  # the card's product has no PIN
-        if mailer.status not in ("printed", "spoiled"):
-            raise KeymgmtUnavailable(f"PIN mailer {mailer.mailer_id} is still {mailer.status}")
-        state = "printed" if mailer.status == "printed" else "spoiled"
-        fresh = await repo.record_pin_mailer(
-            event.card_id, mailer.mailer_id, event.batch_id, event.issuer_id, state
-        )
-        if fresh and state == "printed":
-            await uow.emit(
-                PinMailerPrinted(
-                    issuer_id=event.issuer_id,
-                    actor=deps.actor,
-                    card_id=event.card_id,
-                    batch_id=event.batch_id,
-                    mailer_id=str(mailer.mailer_id),
-                )
-            )
-        elif state == "spoiled":
-            log.warning(
-                "PIN mailer spoiled at the PIN printer", extra={"card_id": str(event.card_id)}
-            )
 
-    async def set_aside_qa_reject(uow: UnitOfWork[Any], event: CardQaFailed) -> None:
-        await _set_aside(
-            uow,
-            event.card_id,
-            event.batch_id,
-            event.issuer_id,
-            event.chip_serial,
-            f"qa: {event.reason}",
-        )
+async def set_aside_qa_reject(
+    uow: UnitOfWork[FulfillmentRepository], event: CardQaFailed, deps: FulfillmentDeps
+) -> None:
+    await _set_aside(
+        uow,
+        event.card_id,
+        event.batch_id,
+        event.issuer_id,
+        event.chip_serial,
+        f"qa: {event.reason}",
+    )
 
-    async def set_aside_spoiled(uow: UnitOfWork[Any], event: CardSpoiled) -> None:
-        await _set_aside(
-            uow,
-            event.card_id,
-            event.batch_id,
-            event.issuer_id,
-            event.chip_serial,
-            f"{event.stage}: {event.reason}",
-        )
 
-    async def release_batch(uow: UnitOfWork[Any], event: BatchReconciled) -> None:
-        repo = FulfillmentRepository(uow.conn, uow.schema)
-        await repo.lock("batch", event.batch_id)
-        await repo.set_batch_status(event.batch_id, event.issuer_id, "reconciled", event.counts)
-        await dispatch_packed_cards(uow, repo, event.batch_id, event.issuer_id, event)
+async def set_aside_spoiled(
+    uow: UnitOfWork[FulfillmentRepository], event: CardSpoiled, deps: FulfillmentDeps
+) -> None:
+    await _set_aside(
+        uow,
+        event.card_id,
+        event.batch_id,
+        event.issuer_id,
+        event.chip_serial,
+        f"{event.stage}: {event.reason}",
+    )
 
-    async def hold_batch(uow: UnitOfWork[Any], event: BatchDiscrepancy) -> None:
-        repo = FulfillmentRepository(uow.conn, uow.schema)
-        await repo.lock("batch", event.batch_id)
-        await repo.set_batch_status(
-            event.batch_id, event.issuer_id, "held", event.counts, event.problems
-        )
-        log.warning(
-            "batch held by audit: nothing dispatched", extra={"batch_id": str(event.batch_id)}
-        )
 
-    async def dispatch_packed_cards(
-        uow: UnitOfWork[Any],
-        repo: FulfillmentRepository,
-        batch_id: UUID,
-        issuer_id: str,
-        cause: CardQaPassed | BatchReconciled,
-    ) -> None:
-        """Ship every packed card of a reconciled batch not shipped yet, as one shipment."""
-        items = await repo.packed_not_dispatched(batch_id)
-        if not items:
-            log.info("nothing packed to dispatch", extra={"batch_id": str(batch_id)})
-            return
-        manifest = build_manifest(
+async def release_batch(
+    uow: UnitOfWork[FulfillmentRepository], event: BatchReconciled, deps: FulfillmentDeps
+) -> None:
+    repo = uow.repo
+    await repo.lock("batch", event.batch_id)
+    await repo.set_batch_status(event.batch_id, event.issuer_id, "reconciled", event.counts)
+    await dispatch_packed_cards(uow, event.batch_id, event.issuer_id, event, deps)
+
+
+async def hold_batch(
+    uow: UnitOfWork[FulfillmentRepository], event: BatchDiscrepancy, deps: FulfillmentDeps
+) -> None:
+    repo = uow.repo
+    await repo.lock("batch", event.batch_id)
+    await repo.set_batch_status(
+        event.batch_id, event.issuer_id, "held", event.counts, event.problems
+    )
+    log.warning("batch held by audit: nothing dispatched", extra={"batch_id": str(event.batch_id)})
+
+
+async def dispatch_packed_cards(
+    uow: UnitOfWork[FulfillmentRepository],
+    batch_id: UUID,
+    issuer_id: str,
+    cause: CardQaPassed | BatchReconciled,
+    deps: FulfillmentDeps,
+) -> None:
+    """Ship every packed card of a reconciled batch not shipped yet, as one shipment."""
+    repo = uow.repo
+    items = await repo.packed_not_dispatched(batch_id)
+    if not items:
+        log.info("nothing packed to dispatch", extra={"batch_id": str(batch_id)})
+        return
+    manifest = build_manifest(
+        batch_id=batch_id,
+        issuer_id=issuer_id,
+        courier=deps.courier,
+        created_at=cause.occurred_at,
+        items=items,
+    )
+    stored = await asyncio.to_thread(deps.manifests.write, manifest)
+    await repo.record_dispatch(manifest, stored)
+    await uow.emit(shipped(manifest, stored.manifest_sha256, deps.actor))
+    for card_batch, carrier_id in await repo.carriers_of(manifest.card_ids):
+        await asyncio.to_thread(deps.inserter.discard, card_batch, carrier_id)
+    # The PIN mailers of these cards leave too, but never in the cards' shipment.
+    mailers = await repo.mailers_to_dispatch(manifest.card_ids)
+    if mailers:
+        mailer_manifest = build_manifest(
             batch_id=batch_id,
             issuer_id=issuer_id,
             courier=deps.courier,
             created_at=cause.occurred_at,
-            items=items,
+            items=mailers,
+            kind="pin_mailers",
         )
-        stored = await asyncio.to_thread(deps.manifests.write, manifest)
-        await repo.record_dispatch(manifest, stored)
-        await uow.emit(shipped(manifest, stored.manifest_sha256))
-        for card_batch, carrier_id in await repo.carriers_of(manifest.card_ids):
-            await asyncio.to_thread(deps.inserter.discard, card_batch, carrier_id)
-        # The PIN mailers of these cards leave too, but never in the cards' shipment.
-        mailers = await repo.mailers_to_dispatch(manifest.card_ids)
-        if mailers:
-            mailer_manifest = build_manifest(
-                batch_id=batch_id,
-                issuer_id=issuer_id,
-                courier=deps.courier,
-                created_at=cause.occurred_at,
-                items=mailers,
-                kind="pin_mailers",
-            )
-            mailer_stored = await asyncio.to_thread(deps.manifests.write, mailer_manifest)
-            await repo.record_mailer_dispatch(mailer_manifest, mailer_stored)
-            await uow.emit(shipped(mailer_manifest, mailer_stored.manifest_sha256))
-        log.info(
-            "shipment dispatched",
-            extra={
-                "batch_id": str(batch_id),
-                "shipment_id": str(manifest.shipment_id),
-                "cards": len(items),
-            },
-        )
+        mailer_stored = await asyncio.to_thread(deps.manifests.write, mailer_manifest)
+        await repo.record_mailer_dispatch(mailer_manifest, mailer_stored)
+        await uow.emit(shipped(mailer_manifest, mailer_stored.manifest_sha256, deps.actor))
+    log.info(
+        "shipment dispatched",
+        extra={
+            "batch_id": str(batch_id),
+            "shipment_id": str(manifest.shipment_id),
+            "cards": len(items),
+        },
+    )
 
-    def shipped(manifest: Manifest, manifest_sha256: str) -> ShipmentDispatched:
-        return ShipmentDispatched(
-            issuer_id=manifest.issuer_id,
-            actor=deps.actor,
-            shipment_id=manifest.shipment_id,
-            batch_id=manifest.batch_id,
-            kind=manifest.kind,
-            card_ids=manifest.card_ids,
-            courier=manifest.courier,
-            manifest_sha256=manifest_sha256,
-        )
 
-    return {
-        CardQaPassed: [pack_card],
-        CardQaFailed: [set_aside_qa_reject],
-        CardSpoiled: [set_aside_spoiled],
-        BatchReconciled: [release_batch],
-        BatchDiscrepancy: [hold_batch],
-    }
+def shipped(manifest: Manifest, manifest_sha256: str, actor: str) -> ShipmentDispatched:
+    return ShipmentDispatched(
+        issuer_id=manifest.issuer_id,
+        actor=actor,
+        shipment_id=manifest.shipment_id,
+        batch_id=manifest.batch_id,
+        kind=manifest.kind,
+        card_ids=manifest.card_ids,
+        courier=manifest.courier,
+        manifest_sha256=manifest_sha256,
+    )
+
+
+HANDLERS: HandlerSpec[FulfillmentDeps] = {
+    CardQaPassed: [pack_card],
+    CardQaFailed: [set_aside_qa_reject],
+    CardSpoiled: [set_aside_spoiled],
+    BatchReconciled: [release_batch],
+    BatchDiscrepancy: [hold_batch],
+}
 
 
 async def _set_aside(
-    uow: UnitOfWork[Any],
+    uow: UnitOfWork[FulfillmentRepository],
     card_id: UUID,
     batch_id: UUID,
     issuer_id: str,
@@ -298,7 +312,7 @@ async def _set_aside(
     reason: str,
 ) -> None:
     """A rejected or spoiled card goes on its batch's list awaiting witnessed destruction."""
-    repo = FulfillmentRepository(uow.conn, uow.schema)
+    repo = uow.repo
     await repo.lock("card", card_id)
     current = await repo.card_state(card_id)
     if state_after_rejection(current) is None:

@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 from uuid import UUID
 
+from shared.errors import Invalid
 from shared.pan import luhn_valid
 
 CardState = Literal["packed", "awaiting_destruction", "destroyed", "dispatched"]
@@ -47,13 +48,24 @@ def state_after_rejection(current: CardState | None) -> CardState | None:
     return None
 
 
-class DestructionRefused(ValueError):
-    """A destruction request that breaks a rule; nothing is destroyed."""
+class DestructionRefused(Invalid):
+    """A destruction request that breaks a rule; nothing is destroyed (422, every problem)."""
 
-    def __init__(self, problems: Sequence[str], *, conflict: bool = False) -> None:
-        super().__init__("; ".join(problems))
+    conflict: ClassVar[bool] = False
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(list(problems))
         self.problems = list(problems)
-        self.conflict = conflict  # True: the cards' state, not the request's shape
+
+    def __str__(self) -> str:
+        return "; ".join(self.problems)
+
+
+class DestructionConflict(DestructionRefused):
+    """Refused for the cards' state, not the request's shape (409)."""
+
+    status_code = 409
+    conflict = True
 
 
 def check_witnesses(witnesses: Sequence[str]) -> tuple[str, str]:
@@ -83,7 +95,7 @@ def check_destruction(card_ids: Sequence[UUID], states: Mapping[UUID, CardState]
                 f"card {card_id} is {state or 'unknown here'}, not awaiting destruction"
             )
     if problems:
-        raise DestructionRefused(problems, conflict=True)
+        raise DestructionConflict(problems)
     return list(card_ids)
 
 

@@ -1,6 +1,6 @@
-from services.intake.app import build_app
+from services.intake.app import NAME, bootstrap, build_app
 from services.intake.settings import IntakeSettings
 from shared.service import serve
 
 settings = IntakeSettings()
-serve(build_app(settings), settings, "intake", settings.port)
+serve(build_app(bootstrap(settings)), settings, NAME, settings.port)

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.intake.bulk import (
@@ -23,18 +23,16 @@ from services.intake.bulk import (
     csv_header,
     numbered_lines,
 )
-from services.intake.keymgmt_client import VaultUnavailable
-from services.intake.orders import (
-    IntakeContext,
-    check_stock,
-    emit_cards_ordered,
-    new_order_ids,
-    record_acceptance,
-    summary,
-)
+from services.intake.deps import IntakeDeps, IntakeDepsDep
+from services.intake.keymgmt_client import VaultClient, VaultUnavailable
+from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance, summary
 from services.intake.repository import IntakeRepository
-from services.intake.schemas import LineError, OrderSummary
+from services.intake.schemas import FileTooLarge, LineError, OrderSummary, UnsupportedMedia
+from services.intake.settings import IntakeSettings
 from shared.auth import Principal, require
+from shared.errors import Conflict, Invalid, NotFound, Unavailable
+from shared.outbox import UnitOfWork
+from shared.service import RuntimeDep
 
 log = logging.getLogger(__name__)
 
@@ -60,109 +58,138 @@ BULK_BODY = {
 }
 
 
-class Refused(Exception):
+class Refused(Invalid):
+    """A bulk file with bad lines: every problem named with its line, nothing kept."""
+
     def __init__(self, errors: list[LineError], total: int) -> None:
+        shown = len(errors)
+        message = f"{total} problem(s); nothing was accepted"
+        if total - shown > 0:
+            message += f" (the first {shown} are listed)"
+        super().__init__(
+            {
+                "message": message,
+                "problems": total,
+                "errors": [e.model_dump() for e in errors],
+            }
+        )
         self.errors, self.total = errors, total
 
 
-def bulk_router(ctx: IntakeContext) -> APIRouter:
-    router = APIRouter(tags=["orders"])
-    settings = ctx.settings
-    issuer_only = Depends(require("issuer"))
+router = APIRouter(tags=["orders"])
+Issuer = Annotated[Principal, Depends(require("issuer"))]
 
-    @router.post(
-        "/v1/orders/bulk",
-        status_code=201,
-        response_model=OrderSummary,
-        openapi_extra={"requestBody": BULK_BODY},
-        responses={
-            200: {"description": "a replay of an earlier file with the same Idempotency-Key"},
-            404: {"description": "unknown product"},
-            409: {"description": "not enough blank stock, or the key was used for another file"},
-            413: {"description": "the file is larger than the bureau accepts"},
-            415: {"description": "neither text/csv nor application/x-ndjson"},
-            422: {"description": "bad lines: every problem named with its line; nothing kept"},
-            503: {"description": "the PAN vault is unavailable; nothing was written"},
+
+@router.post(
+    "/v1/orders/bulk",
+    status_code=201,
+    response_model=OrderSummary,
+    openapi_extra={"requestBody": BULK_BODY},
+    responses={
+        200: {"description": "a replay of an earlier file with the same Idempotency-Key"},
+        404: {"description": "unknown product"},
+        409: {"description": "not enough blank stock, or the key was used for another file"},
+        413: {"description": "the file is larger than the bureau accepts"},
+        415: {"description": "neither text/csv nor application/x-ndjson"},
+        422: {"description": "bad lines: every problem named with its line; nothing kept"},
+        503: {"description": "the PAN vault is unavailable; nothing was written"},
+    },
+)
+async def submit_bulk_order(
+    request: Request,
+    idempotency_key: Annotated[str, Header(min_length=8, max_length=128)],
+    product_id: Annotated[str, Query(min_length=1, max_length=64)],
+    external_ref: Annotated[str, Query(min_length=1, max_length=64)],
+    who: Issuer,
+    runtime: RuntimeDep,
+    deps: IntakeDepsDep,
+    priority: Annotated[int, Query(ge=0, le=9, description="9 is produced first")] = 0,
+) -> Any:
+    """Submit an order as a file: streamed, validated line by line, all of it accepted or none
+    of it. The clear PANs go to the vault in chunks once every line is good."""
+    settings = deps.settings
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fmt = MEDIA_TYPES.get(media)
+    if fmt is None:
+        raise UnsupportedMedia("send text/csv or application/x-ndjson")
+    issuer_id = str(who.issuer_id)
+    mac = BodyMac(settings.idempotency_secret, issuer_id, f"{product_id}\n{external_ref}")
+    body = mac.tee(request.stream(), settings.bulk_max_bytes)
+    order: dict[str, Any] = {
+        "issuer_id": issuer_id,
+        "external_ref": external_ref,
+        "idempotency_key": idempotency_key,
+        "product_id": product_id,
+        "status": "accepted",
+        "priority": priority,
+        "source": fmt,
+    }
+    # One transaction for the request, as one connection served it before: the checks, then the
+    # file validated, vaulted and written. A refused file's transaction commits (the duplicate
+    # check's rows are the request's own) and is answered after it.
+    async with runtime.unit_of_work() as uow:
+        repo: IntakeRepository = uow.repo
+        earlier = await repo.order_by_key(issuer_id, idempotency_key)
+        if earlier is not None:
+            await _drain(body)
+            if earlier["request_mac"] != mac.hexdigest():
+                raise Conflict("this Idempotency-Key was already used for another file")
+            return JSONResponse(summary(earlier).model_dump(mode="json"), status_code=200)
+        if await repo.product_kind(issuer_id, product_id) is None:
+            raise NotFound(f"unknown product {product_id!r} for this issuer")
+        spool = Spool(settings.bulk_spool_dir)
+        try:
+            refused = await _accept(uow, deps, order, mac, body, spool)
+        finally:
+            spool.close()
+    if refused is not None:
+        raise refused
+    deps.callbacks_queued()
+    return summary(order)
+
+
+async def _accept(
+    uow: UnitOfWork[IntakeRepository],
+    deps: IntakeDeps,
+    order: dict[str, Any],
+    mac: BodyMac,
+    body: Any,
+    spool: Spool,
+) -> Refused | None:
+    """Validate the file, then vault and write it; `order` gets its ids, card count and the
+    file's MAC (known once the whole body was read). Returns the refusal of a bad file."""
+    repo, issuer_id = uow.repo, order["issuer_id"]
+    await repo.open_duplicate_check()
+    started = time.perf_counter()
+    try:
+        count = await _validate(deps.settings, repo, order["source"], body, spool)
+    except Refused as refused:
+        return refused
+    except OverflowError as exc:
+        raise FileTooLarge(str(exc)) from exc
+    await check_stock(repo, issuer_id, order["product_id"], count)
+    if await repo.order_by_key(issuer_id, order["idempotency_key"]) is not None:
+        raise Conflict("a concurrent request with this key won")
+    order_id = uuid.uuid4()
+    order.update(
+        order_id=order_id,
+        request_mac=mac.hexdigest(),
+        card_count=count,
+        batch_id=uuid.uuid4(),
+    )
+    await repo.add_order(order, [])
+    validated = time.perf_counter()
+    await _vault_and_write(deps.vault, uow, order, spool)
+    log.info(
+        "bulk order accepted",
+        extra={
+            "order_id": str(order_id),
+            "cards": count,
+            "validate_s": round(validated - started, 2),
+            "vault_and_write_s": round(time.perf_counter() - validated, 2),
         },
     )
-    async def submit_bulk_order(
-        request: Request,
-        idempotency_key: Annotated[str, Header(min_length=8, max_length=128)],
-        product_id: Annotated[str, Query(min_length=1, max_length=64)],
-        external_ref: Annotated[str, Query(min_length=1, max_length=64)],
-        priority: Annotated[int, Query(ge=0, le=9, description="9 is produced first")] = 0,
-        who: Principal = issuer_only,
-    ) -> Any:
-        """Submit an order as a file: streamed, validated line by line, all of it accepted or
-        none of it. The clear PANs go to the vault in chunks once every line is good."""
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        fmt = MEDIA_TYPES.get(media)
-        if fmt is None:
-            raise HTTPException(415, "send text/csv or application/x-ndjson")
-        issuer_id = str(who.issuer_id)
-        mac = BodyMac(settings.idempotency_secret, issuer_id, f"{product_id}\n{external_ref}")
-        body = mac.tee(request.stream(), settings.bulk_max_bytes)
-        async with ctx.runtime.engine.connect() as conn:
-            repo = IntakeRepository(conn)
-            earlier = await repo.order_by_key(issuer_id, idempotency_key)
-            kind = await repo.product_kind(issuer_id, product_id)
-            await conn.rollback()
-            if earlier is not None:
-                await _drain(body)
-                if earlier["request_mac"] != mac.hexdigest():
-                    raise HTTPException(
-                        409, "this Idempotency-Key was already used for another file"
-                    )
-                return JSONResponse(summary(earlier).model_dump(mode="json"), status_code=200)
-            if kind is None:
-                raise HTTPException(404, f"unknown product {product_id!r} for this issuer")
-            spool = Spool(settings.bulk_spool_dir)
-            try:
-                async with conn.begin():
-                    await repo.open_duplicate_check()
-                    started = time.perf_counter()
-                    try:
-                        count = await _validate(ctx, repo, fmt, body, spool)
-                    except Refused as refused:
-                        return _refusal(refused)
-                    except OverflowError as exc:
-                        raise HTTPException(413, str(exc)) from exc
-                    await check_stock(repo, issuer_id, product_id, count)
-                    if await repo.order_by_key(issuer_id, idempotency_key) is not None:
-                        raise HTTPException(409, "a concurrent request with this key won")
-                    order_id, batch_id = new_order_ids()
-                    order = {
-                        "order_id": order_id,
-                        "issuer_id": issuer_id,
-                        "external_ref": external_ref,
-                        "idempotency_key": idempotency_key,
-                        "request_mac": mac.hexdigest(),
-                        "product_id": product_id,
-                        "card_count": count,
-                        "batch_id": batch_id,
-                        "status": "accepted",
-                        "priority": priority,
-                        "source": fmt,
-                    }
-                    await repo.add_order(order, [])
-                    validated = time.perf_counter()
-                    await _vault_and_write(ctx, conn, order, spool)
-                written = time.perf_counter()
-                log.info(
-                    "bulk order accepted",
-                    extra={
-                        "order_id": str(order_id),
-                        "cards": count,
-                        "validate_s": round(validated - started, 2),
-                        "vault_and_write_s": round(written - validated, 2),
-                    },
-                )
-            finally:
-                spool.close()
-        ctx.committed()
-        return summary(order)
-
-    return router
+    return None
 
 
 async def _drain(body: Any) -> None:
@@ -171,11 +198,10 @@ async def _drain(body: Any) -> None:
 
 
 async def _validate(
-    ctx: IntakeContext, repo: IntakeRepository, fmt: BulkFormat, body: Any, spool: Spool
+    settings: IntakeSettings, repo: IntakeRepository, fmt: BulkFormat, body: Any, spool: Spool
 ) -> int:
     """First pass: every line checked, good cards sealed into the spool chunk by chunk, keyed
     PAN digests into the duplicate check. Raises Refused with every problem found."""
-    settings = ctx.settings
     today = datetime.now(UTC).date()
     errors: list[LineError] = []
     total_errors = count = 0
@@ -233,17 +259,16 @@ async def _validate(
 
 
 async def _vault_and_write(
-    ctx: IntakeContext, conn: Any, order: dict[str, Any], spool: Spool
+    vault: VaultClient, uow: UnitOfWork[IntakeRepository], order: dict[str, Any], spool: Spool
 ) -> None:
     """Second pass: each staged chunk to the vault, then its cards and card.ordered events."""
-    repo = IntakeRepository(conn)
+    repo = uow.repo
     actor = f"issuer:{order['issuer_id']}"
     sequence = 0
     for chunk in spool.read():
-        uow = ctx.unit_of_work(conn)  # one per chunk: a unit keeps every event it emitted
         ids = [uuid.uuid4() for _ in chunk]
         try:
-            vaulted = await ctx.vault.store_cards(
+            vaulted = await vault.store_cards(
                 order["issuer_id"],
                 [
                     {"card_id": str(cid), **{k: v for k, v in card.items() if k != "line"}}
@@ -251,7 +276,7 @@ async def _vault_and_write(
                 ],
             )
         except VaultUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+            raise Unavailable(str(exc)) from exc
         cards = []
         for cid, card in zip(ids, chunk, strict=True):
             cards.append(
@@ -270,6 +295,7 @@ async def _vault_and_write(
         await repo.add_cards(cards)
         await emit_cards_ordered(uow, order, cards, actor)
         await uow.flush()
+        uow.forget_emitted()  # the rows are written; a file's events need not all stay in memory
     await repo.add_stock_movement(
         issuer_id=order["issuer_id"],
         product_id=order["product_id"],
@@ -278,24 +304,4 @@ async def _vault_and_write(
         batch_id=order["batch_id"],
         actor=actor,
     )
-    uow = ctx.unit_of_work(conn)
     await record_acceptance(uow, order, actor)
-    await uow.flush()
-
-
-def _refusal(refused: Refused) -> JSONResponse:
-    shown = len(refused.errors)
-    more = refused.total - shown
-    message = f"{refused.total} problem(s); nothing was accepted"
-    if more > 0:
-        message += f" (the first {shown} are listed)"
-    return JSONResponse(
-        status_code=422,
-        content={
-            "detail": {
-                "message": message,
-                "problems": refused.total,
-                "errors": [e.model_dump() for e in refused.errors],
-            }
-        },
-    )

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from services.intake.tracking_repository import TrackingRepository
+from services.intake.deps import IntakeDeps
+from services.intake.repository import IntakeRepository
 from services.intake.webhooks import delivery
-from shared.bus import HandlerTable
+from shared.bus import HandlerSpec
 from shared.events import (
     CardDestroyed,
     CardEncoded,
@@ -66,7 +67,7 @@ def event_detail(event: Event) -> dict[str, Any]:
     return {}
 
 
-async def follow_card(uow: UnitOfWork[Any], event: Any) -> None:
+async def follow_card(uow: UnitOfWork[IntakeRepository], event: Any, deps: IntakeDeps) -> None:
     status = STATUS_OF[type(event)]
     if isinstance(event, ShipmentDispatched):
         if event.kind != "cards":
@@ -74,7 +75,7 @@ async def follow_card(uow: UnitOfWork[Any], event: Any) -> None:
         card_ids: list[UUID] = list(event.card_ids)
     else:
         card_ids = [event.card_id]
-    repo = TrackingRepository(uow.conn)
+    repo = uow.repo
     named = await repo.advance_cards(
         event.issuer_id, card_ids, status, RANK[status], event.occurred_at
     )
@@ -127,4 +128,4 @@ async def follow_card(uow: UnitOfWork[Any], event: Any) -> None:
         )
 
 
-HANDLERS: HandlerTable = {event_type: [follow_card] for event_type in STATUS_OF}
+HANDLERS: HandlerSpec[IntakeDeps] = {event_type: [follow_card] for event_type in STATUS_OF}

@@ -1,44 +1,21 @@
-"""What every accepted order writes, whether it came as JSON or as a bulk file, and the
-context the API routers share."""
+"""What every accepted order writes, whether it came as JSON or as a bulk file."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException
-
-from services.intake.keymgmt_client import VaultClient
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import OrderSummary
-from services.intake.settings import IntakeSettings
-from services.intake.tracking_repository import TrackingRepository
-from services.intake.webhooks import Deliverer, delivery
+from services.intake.webhooks import delivery
 from shared import events
-from shared.events import utc_now
+from shared.errors import Conflict
 from shared.outbox import UnitOfWork
-from shared.service import ServiceRuntime
 
 
-@dataclass
-class IntakeContext:
-    runtime: ServiceRuntime
-    settings: IntakeSettings
-    vault: VaultClient
-    deliverer: Deliverer
-
-    def unit_of_work(self, conn: Any) -> UnitOfWork[Any]:
-        return UnitOfWork(conn, self.runtime.schema, self.runtime.emit_topic, buffered=True)
-
-    def committed(self) -> None:
-        """After a commit that queued events or callbacks: send them now, not at next poll."""
-        self.runtime.relay.wake()
-        self.deliverer.wakeup.set()
-
-
-async def record_acceptance(uow: UnitOfWork[Any], order: dict[str, Any], actor: str) -> None:
+async def record_acceptance(
+    uow: UnitOfWork[IntakeRepository], order: dict[str, Any], actor: str
+) -> None:
     """order.received, order.accepted and stock.issued for the batch, the order's first event
     and the issuer's callback, in the order's transaction (the cards are emitted by the
     caller, chunk by chunk)."""
@@ -69,7 +46,7 @@ async def record_acceptance(uow: UnitOfWork[Any], order: dict[str, Any], actor: 
             quantity=order["card_count"],
         )
     )
-    repo = TrackingRepository(uow.conn)
+    repo = uow.repo
     data = {
         "order_id": str(order["order_id"]),
         "external_ref": order["external_ref"],
@@ -103,7 +80,10 @@ async def record_acceptance(uow: UnitOfWork[Any], order: dict[str, Any], actor: 
 
 
 async def emit_cards_ordered(
-    uow: UnitOfWork[Any], order: dict[str, Any], cards: Sequence[dict[str, Any]], actor: str
+    uow: UnitOfWork[IntakeRepository],
+    order: dict[str, Any],
+    cards: Sequence[dict[str, Any]],
+    actor: str,
 ) -> None:
     for card in cards:
         await uow.emit(
@@ -128,9 +108,8 @@ async def check_stock(repo: IntakeRepository, issuer_id: str, product_id: str, n
     await repo.lock_stock(issuer_id, product_id)
     on_hand = await repo.stock_on_hand(issuer_id, product_id)
     if on_hand < needed:
-        raise HTTPException(
-            409,
-            f"not enough blank stock for {product_id!r}: {on_hand} on hand, {needed} needed",
+        raise Conflict(
+            f"not enough blank stock for {product_id!r}: {on_hand} on hand, {needed} needed"
         )
 
 
@@ -146,11 +125,3 @@ def summary(order: dict[str, Any], counts: dict[str, int] | None = None) -> Orde
         created_at=order.get("created_at"),
         cards_by_status=counts or {},
     )
-
-
-def new_order_ids() -> tuple[uuid.UUID, uuid.UUID]:
-    return uuid.uuid4(), uuid.uuid4()
-
-
-def now_iso() -> str:
-    return utc_now().isoformat()

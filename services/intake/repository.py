@@ -1,4 +1,6 @@
-"""All of intake's SQL."""
+"""All of intake's SQL: issuers, products, stock and orders here; following an order (the card
+status projection, cancellations, webhooks, planning) in tracking_repository.py, whose queries
+IntakeRepository inherits so that a unit of work carries one repository."""
 
 from __future__ import annotations
 
@@ -6,13 +8,11 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.intake.tracking_repository import TrackingRepository
 
 
-class IntakeRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
+class IntakeRepository(TrackingRepository):
     async def issuer_for_digest(self, digest: str) -> str | None:
         row = (
             await self.conn.execute(

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from shared.errors import DomainError
+
 
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -240,3 +242,15 @@ class StockReceipt(BaseModel):
     product_id: str
     lot_id: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=10_000_000)
+
+
+class FileTooLarge(DomainError):
+    """A bulk file larger than the bureau accepts."""
+
+    status_code = 413
+
+
+class UnsupportedMedia(DomainError):
+    """A bulk file neither CSV nor NDJSON."""
+
+    status_code = 415

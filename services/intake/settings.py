@@ -30,9 +30,6 @@ class IntakeSettings(BureauSettings):
     webhook_timeout: float = Field(default=10.0, gt=0)
     webhook_poll_interval: float = Field(default=1.0, gt=0)
 
-    # Stage of the card lifecycle the status projection follows (topics of these services).
-    follow: list[str] = ["keymgmt", "electrical", "graphical", "qa", "fulfillment"]
-
     def secret_values(self) -> dict[str, str]:
         return {
             **super().secret_values(),

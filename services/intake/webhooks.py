@@ -20,14 +20,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.intake.repository import IntakeRepository
 from services.intake.settings import IntakeSettings
-from services.intake.tracking_repository import TrackingRepository
+from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ def delivery(
     }
 
 
-Connect = Callable[[], Any]
+# The runtime's unit_of_work: the worker owns each of its transactions.
+Units = Callable[[], AbstractAsyncContextManager[UnitOfWork[IntakeRepository]]]
 
 
 class Deliverer:
@@ -102,12 +105,10 @@ class Deliverer:
         self,
         settings: IntakeSettings,
         box: SecretBox,
-        begin: Connect,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._settings = settings
         self.box = box
-        self._begin = begin
         self._client = client or httpx.AsyncClient(
             timeout=settings.webhook_timeout, follow_redirects=False
         )
@@ -116,10 +117,10 @@ class Deliverer:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def run(self) -> None:
+    async def run(self, units: Units) -> None:
         while True:
             try:
-                sent = await self.deliver_due()
+                sent = await self.deliver_due(units)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -132,13 +133,13 @@ class Deliverer:
                     pass
                 self.wakeup.clear()
 
-    async def deliver_due(self, limit: int = 20) -> int:
+    async def deliver_due(self, units: Units, limit: int = 20) -> int:
         lease = self._settings.webhook_timeout * 3
-        async with self._begin() as conn:
-            due = await TrackingRepository(conn).claim_deliveries(limit, lease)
+        async with units() as uow:
+            due = await uow.repo.claim_deliveries(limit, lease)
         results = await asyncio.gather(*(self._post(row) for row in due))
-        async with self._begin() as conn:
-            repo = TrackingRepository(conn)
+        async with units() as uow:
+            repo = uow.repo
             for row, error in zip(due, results, strict=True):
                 if error is None:
                     await repo.delivered(row["id"])

@@ -1,18 +1,21 @@
-"""The QA service: wiring (bootstrap) and readiness with the QA reader and machine state."""
+"""The QA service: chip read-back, ARQC and print checks of every printed card."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from services.qa.checker import ChipOracle, QaMachine
-from services.qa.handlers import build_handlers
+from services.qa.handlers import HANDLERS, QaDeps
 from services.qa.keymgmt_client import KeymgmtClient
+from services.qa.repository import QaRepository
 from services.qa.service import Transaction
 from services.qa.settings import QaSettings
+from shared.bus import bind_handlers
 from shared.feeder_client import FeederClient
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
@@ -22,24 +25,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SUBSCRIBE = ("graphical",)
 
 
-class QaRuntime(ServiceRuntime):
-    machine: QaMachine
-
-    async def check_ready(self) -> dict[str, Any]:
-        report = await super().check_ready()
-        try:
-            known = self.machine.reader in await self.machine.pcsc.list_readers()
-        except PcscError as exc:
-            known = False
-            report["problems"].append(f"pcscd: {exc.__class__.__name__}")
-        if not known:
-            report["problems"].append(f"QA reader not known to pcscd: {self.machine.reader}")
-        report.update(
-            reader=self.machine.reader,
-            machine=asdict(self.machine.status),
-            ready=not report["problems"],
-        )
-        return report
+async def reader_readiness(machine: QaMachine, report: dict[str, Any]) -> None:
+    """Readiness adds the QA reader (known to pcscd or not) and the machine's state."""
+    try:
+        known = machine.reader in await machine.pcsc.list_readers()
+    except PcscError as exc:
+        known = False
+        report["problems"].append(f"pcscd: {exc.__class__.__name__}")
+    if not known:
+        report["problems"].append(f"QA reader not known to pcscd: {machine.reader}")
+    report.update(reader=machine.reader, machine=asdict(machine.status))
 
 
 def bootstrap(
@@ -50,7 +45,7 @@ def bootstrap(
     reader: str | None = None,
     keymgmt: ChipOracle | None = None,
     pcsc: PcscClient | None = None,
-) -> QaRuntime:
+) -> ServiceRuntime:
     """Wire the QA reader, the feeder and keymgmt into the runtime. Tests pass their own."""
     feeder = FeederClient(settings.feeder_url, timeout_s=settings.feeder_timeout_s, refill=False)
     closers: list[Any] = [feeder]
@@ -77,24 +72,26 @@ def bootstrap(
         fault_backoff_s=settings.qa_machine_backoff_s,
         queue_poll_s=settings.queue_poll_s,
     )
-    runtime = QaRuntime(
+    deps = QaDeps(machine=machine)
+    runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
         migrations=MIGRATIONS,
-        handlers=build_handlers(machine.notify_queued),
+        handlers=bind_handlers(HANDLERS, deps),
         subscribe=SUBSCRIBE,
         workers=[machine.run],
         schema=schema,
         consumer_group=consumer_group,
+        repository=partial(QaRepository, schema=schema or NAME),
+        deps=deps,
+        readiness=[partial(reader_readiness, machine)],
     )
     for closer in closers:
         runtime.on_stop(closer.aclose)
-    runtime.machine = machine
-    runtime.state["machine"] = machine
     return runtime
 
 
-def build_app(runtime: QaRuntime) -> FastAPI:
+def build_app(runtime: ServiceRuntime) -> FastAPI:
     return create_app(
         runtime,
         title="cardbureau qa",

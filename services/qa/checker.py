@@ -40,7 +40,7 @@ from services.qa.service import (
 )
 from services.qa.sim_check import is_usim, sim_chip_checks
 from shared.events import CardQaFailed, CardQaPassed
-from shared.outbox import UnitOfWork, unit_of_work
+from shared.outbox import UnitOfWork
 from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
 from shared.service import ServiceRuntime
 
@@ -136,8 +136,9 @@ class QaMachine:
         await self._in_transaction(runtime, lambda _uow, repo: repo.release(card_id))
 
     async def _claim(self, runtime: ServiceRuntime) -> QaCard | None:
-        async with runtime.engine.begin() as db:
-            return await QaRepository(db, runtime.schema).claim_next()
+        async with runtime.unit_of_work() as uow:
+            card: QaCard | None = await uow.repo.claim_next()
+        return card
 
     async def check(self, card: QaCard) -> tuple[list[str], str | None]:
         """The checks passed and the failure, if any. Raises MachineFault."""
@@ -287,7 +288,5 @@ class QaMachine:
         runtime: ServiceRuntime,
         work: Callable[[UnitOfWork[Any], QaRepository], Awaitable[object]],
     ) -> None:
-        async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
-            await work(uow, QaRepository(uow.conn, uow.schema))
-        if uow.emitted:
-            runtime.relay.wake()
+        async with runtime.unit_of_work() as uow:
+            await work(uow, uow.repo)

@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from services.intake.app import build_app
+from services.intake.app import bootstrap, build_app
 from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
 from shared.bus import make_producer
 from shared.events import Event, encode_event
+from shared.service import ServiceRuntime
 from tests.conftest import running
 
 ISSUERS = ("bank-a", "bank-b")
@@ -109,9 +110,10 @@ class PeakRss:
 
 
 class Intake:
-    def __init__(self, http: httpx.AsyncClient, app: Any, config: IntakeSettings) -> None:
-        self.http, self.app, self.settings = http, app, config
-        self.runtime = app.state.runtime
+    def __init__(
+        self, http: httpx.AsyncClient, app: Any, runtime: ServiceRuntime, config: IntakeSettings
+    ) -> None:
+        self.http, self.app, self.runtime, self.settings = http, app, runtime, config
         self.tokens: dict[str, str] = {}
         self.admin: dict[str, str] = {}
         self.operator: dict[str, str] = {}
@@ -172,13 +174,14 @@ async def started_intake(
         **overrides,
     )
     vault = VaultClient("http://keymgmt", f"in-{unique}", client=keymgmt_http)
-    app = build_app(config, schema=f"intake_{unique}", vault=vault)
-    async with running(app.state.runtime):
+    runtime = bootstrap(config, schema=f"intake_{unique}", vault=vault)
+    app = build_app(runtime)
+    async with running(runtime):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://intake", timeout=600
         ) as http:
-            intake = Intake(http, app, config)
+            intake = Intake(http, app, runtime, config)
             intake.admin, intake.operator = bearer(f"adm-{unique}"), bearer(f"op-{unique}")
             for issuer in ISSUERS:
                 await expect(

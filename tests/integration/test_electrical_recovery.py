@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from services.electrical.app import StationRuntime, build_app
+from services.electrical.app import build_app
 from services.electrical.outcomes import RECOVERY_REASON
 from services.electrical.repository import StationRepository
 from shared import events
 from shared.db import migrate
 from shared.pcsc import PcscClient
+from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import hsm, hsm_token, test_keys  # noqa: F401  (fixtures)
@@ -56,7 +57,7 @@ def keymgmt_restored(keymgmt: KeymgmtTestDouble) -> Iterator[KeymgmtTestDouble]:
     keymgmt.available = True
 
 
-async def states(runtime: StationRuntime) -> dict[str, int]:
+async def states(runtime: ServiceRuntime) -> dict[str, int]:
     async with runtime.engine.connect() as db:
         return await StationRepository(db, runtime.schema).counts()
 

@@ -102,7 +102,7 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
         verdicts, raw_qa = await read_events(
             qa.settings, "qa", lambda seen: len(seen) >= total, timeout=600
         )
-        activity = dict(electrical.agent.activity)
+        activity = dict(electrical.deps.agent.activity)
 
     assert [e.type for e in out] == ["card.encoded"] * total
     assert {e.card_id for e in encoded} == set(cards)
@@ -252,7 +252,7 @@ async def test_a_station_tampering_with_a_command_is_stopped_by_the_card(
     await feeder.eject(reader)  # a fresh blank
     card = keymgmt.add_card()
     electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
-    electrical.agent.keymgmt = TamperingStation(electrical.agent.keymgmt)
+    electrical.deps.agent.keymgmt = TamperingStation(electrical.deps.agent.keymgmt)
     async with running(electrical):
         await publish(electrical.settings, "keymgmt", prepared(card, uuid.uuid4()))
         out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 1)

@@ -26,14 +26,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from services.electrical.app import StationRuntime, bootstrap
+from services.electrical.app import bootstrap
 from services.electrical.settings import ElectricalSettings
-from services.qa.app import QaRuntime
 from services.qa.app import bootstrap as qa_bootstrap
 from services.qa.settings import QaSettings
 from shared import events
 from shared.bus import make_producer
 from shared.pcsc import PcscClient, PcscError, ReaderConfig, load_readers
+from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import REPO
 from tests.integration.bus_harness import collect, wait_for
@@ -231,7 +231,7 @@ def assert_no_clear_pan(pans: list[str], raw_events: list[bytes], logs: list[Any
 
 def station(
     unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, readers: int
-) -> StationRuntime:
+) -> ServiceRuntime:
     settings = ElectricalSettings(
         environment="test",
         topic_prefix=f"t{unique}",
@@ -248,7 +248,7 @@ def station(
 
 def qa_machine(
     unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, spool: Path
-) -> QaRuntime:
+) -> ServiceRuntime:
     settings = QaSettings(
         environment="test",
         topic_prefix=f"t{unique}",

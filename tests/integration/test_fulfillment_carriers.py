@@ -45,7 +45,7 @@ async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_a
     await settled(runtime, 2)
     # The inserter gets its letters out of order: the next card is fed another card's letter.
     stray = CarrierLetter(good, "CS" + good.hex[:8], "CR-X", "SOMEONE ELSE", ("Elsewhere",), "x")
-    runtime.state["deps"].inserter.misfeed(render_carrier(stray))
+    runtime.deps.inserter.misfeed(render_carrier(stray))
     await publish(settings, ("qa", passed(misfed, batch)))
     await settled(runtime, 3)
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.intake.app import build_app
+from services.intake.app import bootstrap, build_app
 from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
@@ -90,8 +90,9 @@ async def intake(
         keymgmt_url="http://keymgmt",
     )
     vault = VaultClient("http://keymgmt", f"in-{unique}", client=keymgmt_http)
-    app = build_app(intake_settings, schema=f"intake_{unique}", vault=vault)
-    async with running(app.state.runtime) as runtime:
+    runtime = bootstrap(intake_settings, schema=f"intake_{unique}", vault=vault)
+    app = build_app(runtime)
+    async with running(runtime):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
             client = Intake(http, runtime, intake_settings)
@@ -240,8 +241,9 @@ async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(
 async def test_vault_unavailable_means_503_and_nothing_written(intake: Intake, unique: str) -> None:
     before = await intake.counts()
     dead = VaultClient("http://127.0.0.1:9", f"in-{unique}", attempts=1)
-    app = build_app(intake.settings, schema=intake.runtime.schema, vault=dead)
-    async with running(app.state.runtime):
+    runtime = bootstrap(intake.settings, schema=intake.runtime.schema, vault=dead)
+    app = build_app(runtime)
+    async with running(runtime):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://intake") as http:
             answer = await http.post(

@@ -86,7 +86,9 @@ async def intake(
         webhook_backoff_base=0.05,
         webhook_poll_interval=0.05,
     ) as started:
-        await wait_until(lambda: started.runtime.consumer.ready.is_set())
+        consumer = started.runtime.consumer
+        assert consumer is not None
+        await wait_until(consumer.ready.is_set)
         yield started
 
 

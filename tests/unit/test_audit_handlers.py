@@ -6,7 +6,7 @@ from uuid import uuid4
 
 import pytest
 
-from services.audit.handlers import append_to_log, build_handlers, decision_events
+from services.audit.handlers import HANDLERS, append_to_log, decision_events
 from services.audit.projection import BatchFacts, BatchStatus
 from services.audit.repository import BatchRow
 from services.audit.service import Decision, Reconciliation, worth_evaluating
@@ -14,7 +14,7 @@ from shared.events import BatchDiscrepancy, event_types
 
 
 def test_every_contract_is_logged_first() -> None:
-    handlers = build_handlers()
+    handlers = HANDLERS
     logged = {event_type.model_fields["type"].default for event_type in handlers}
     assert logged == set(event_types())
     assert all(chain[0] is append_to_log for chain in handlers.values())

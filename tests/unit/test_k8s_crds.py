@@ -17,7 +17,7 @@ from services.audit import app as audit_app
 from services.electrical import app as electrical_app
 from services.fulfillment import app as fulfillment_app
 from services.graphical import app as graphical_app
-from services.intake.settings import IntakeSettings
+from services.intake import app as intake_app
 from services.keymgmt import app as keymgmt_app
 from services.qa import app as qa_app
 from tests.unit.test_k8s_manifests import OVERLAYS, Obj, of_kind, render
@@ -273,13 +273,13 @@ def test_each_service_may_write_only_its_own_stream(objects: tuple[Obj, ...]) ->
 
 # What each service's runtime subscribes to, taken from the services themselves.
 SUBSCRIPTIONS = {
-    "intake": set(IntakeSettings.model_fields["follow"].default),
+    "intake": set(intake_app.SUBSCRIBE),
     "keymgmt": set(keymgmt_app.SUBSCRIBE),
     "electrical": set(electrical_app.SUBSCRIBE),
     "graphical": set(graphical_app.SUBSCRIBE),
     "qa": set(qa_app.SUBSCRIBE),
     "fulfillment": set(fulfillment_app.SUBSCRIBE),
-    "audit": {*audit_app.STREAMS, "dlq"},  # and the dead letters themselves, for the auditor
+    "audit": {*audit_app.SUBSCRIBE, "dlq"},  # and the dead letters themselves, for the auditor
 }
 
 

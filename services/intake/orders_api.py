@@ -1,0 +1,154 @@
+"""POST /v1/orders: an order of cards as one JSON body, accepted whole or refused whole."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import JSONResponse
+
+from services.intake.deps import IntakeDeps, IntakeDepsDep
+from services.intake.keymgmt_client import VaultUnavailable
+from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance
+from services.intake.repository import IntakeRepository
+from services.intake.schemas import CardSummary, OrderRequest, OrderResponse
+from services.intake.service import request_mac, validate_order
+from shared.auth import Principal, require
+from shared.errors import Conflict, Invalid, NotFound, Unavailable
+from shared.service import RuntimeDep
+
+router = APIRouter(tags=["orders"])
+Issuer = Annotated[Principal, Depends(require("issuer"))]
+IdempotencyKey = Annotated[str, Header(min_length=8, max_length=128)]
+
+
+@router.post(
+    "/v1/orders",
+    response_model=OrderResponse,
+    status_code=201,
+    responses={
+        200: {"description": "a replay of an earlier order with the same Idempotency-Key"},
+        404: {"description": "unknown product"},
+        409: {"description": "not enough blank stock, or the key was used for another body"},
+        422: {"description": "invalid cards: every bad line is named"},
+        503: {"description": "the PAN vault is unavailable; nothing was written"},
+    },
+)
+async def submit_order(
+    body: OrderRequest,
+    idempotency_key: IdempotencyKey,
+    who: Issuer,
+    runtime: RuntimeDep,
+    deps: IntakeDepsDep,
+) -> Any:
+    """Submit an order: all of it is accepted, or none of it."""
+    issuer_id = str(who.issuer_id)
+    mac = request_mac(deps.settings.idempotency_secret, issuer_id, body)
+    async with runtime.unit_of_work() as uow:
+        earlier = await uow.repo.order_by_key(issuer_id, idempotency_key)
+        if earlier is not None:
+            return await _replay(uow.repo, earlier, mac)
+        kind = await uow.repo.product_kind(issuer_id, body.product_id)
+    if kind is None:
+        raise NotFound(f"unknown product {body.product_id!r} for this issuer")
+    errors = validate_order(body, datetime.now(UTC).date(), deps.settings.max_cards_per_order)
+    if errors:
+        raise Invalid(
+            {
+                "message": f"{len(errors)} problem(s); nothing was accepted",
+                "errors": [e.model_dump() for e in errors],
+            }
+        )
+    order_id, batch_id = uuid.uuid4(), uuid.uuid4()
+    cards = await _vault_cards(deps, body, issuer_id, order_id, batch_id)
+    actor = f"issuer:{issuer_id}"
+    order = {
+        "order_id": order_id,
+        "issuer_id": issuer_id,
+        "external_ref": body.external_ref,
+        "idempotency_key": idempotency_key,
+        "request_mac": mac,
+        "product_id": body.product_id,
+        "card_count": len(cards),
+        "batch_id": batch_id,
+        "status": "accepted",
+    }
+    async with runtime.unit_of_work() as uow:
+        repo: IntakeRepository = uow.repo
+        await check_stock(repo, issuer_id, body.product_id, len(cards))
+        if await repo.order_by_key(issuer_id, idempotency_key) is not None:
+            raise Conflict("a concurrent request with this Idempotency-Key won")
+        await repo.add_order(order, cards)
+        await repo.add_stock_movement(
+            issuer_id=issuer_id,
+            product_id=body.product_id,
+            kind="issued",
+            quantity=len(cards),
+            batch_id=batch_id,
+            actor=actor,
+        )
+        await record_acceptance(uow, order, actor)
+        await emit_cards_ordered(uow, order, cards, actor)
+    deps.callbacks_queued()
+    return order_response(order, cards)
+
+
+async def _vault_cards(
+    deps: IntakeDeps, body: OrderRequest, issuer_id: str, order_id: uuid.UUID, batch_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """The clear PANs go to the vault; the order keeps each card's token and masked PAN."""
+    card_ids = [uuid.uuid4() for _ in body.cards]
+    try:
+        vaulted = await deps.vault.store_cards(
+            issuer_id,
+            [
+                {
+                    "card_id": str(cid),
+                    "pan": c.pan,
+                    "psn": c.psn,
+                    "expiry": c.expiry,
+                    "cardholder_name": c.cardholder_name,
+                    "address": c.address.model_dump(),
+                }
+                for cid, c in zip(card_ids, body.cards, strict=True)
+            ],
+        )
+    except VaultUnavailable as exc:
+        raise Unavailable(str(exc)) from exc
+    return [
+        {
+            "card_id": cid,
+            "order_id": order_id,
+            "issuer_id": issuer_id,
+            "batch_id": batch_id,
+            "sequence": seq,
+            "masked_pan": vaulted[str(cid)]["masked_pan"],
+            "pan_token": vaulted[str(cid)]["pan_token"],
+            "expiry": c.expiry,
+        }
+        for seq, (cid, c) in enumerate(zip(card_ids, body.cards, strict=True))
+    ]
+
+
+async def _replay(repo: IntakeRepository, earlier: dict[str, Any], mac: str) -> JSONResponse:
+    if earlier["request_mac"] != mac:
+        raise Conflict("this Idempotency-Key was already used for a different order body")
+    response = order_response(earlier, await repo.cards_of(earlier["order_id"]))
+    return JSONResponse(status_code=200, content=response.model_dump(mode="json"))
+
+
+def order_response(order: dict[str, Any], cards: list[dict[str, Any]]) -> OrderResponse:
+    return OrderResponse(
+        order_id=order["order_id"],
+        batch_id=order["batch_id"],
+        external_ref=order["external_ref"],
+        product_id=order["product_id"],
+        status=order["status"],
+        card_count=order["card_count"],
+        cards=[
+            CardSummary(**{k: c[k] for k in ("card_id", "sequence", "masked_pan", "expiry")})
+            for c in cards
+        ],
+    )
