@@ -24,7 +24,6 @@ from services.graphical.repository import GraphicalRepository, PrintJob
 from shared.events import CardPrinted, CardSpoiled
 from shared.ipp import IppError, JobStatus
 from shared.metrics import PRINT_OUTCOMES, PRINT_WAITING, PRINTER_UP
-from shared.outbox import UnitOfWork
 from shared.print_jobs import SUBMITTED, UNFINISHED, PrintJobMachine, PrintPolicy
 from shared.service import ServiceRuntime
 
@@ -118,8 +117,8 @@ class PrintSpooler:
             self.view.reasons = status.reasons
             self.view.accepting = status.accepting
         try:
-            async with runtime.engine.connect() as conn:
-                counts = await GraphicalRepository(conn, runtime.schema).job_counts()
+            async with runtime.unit_of_work() as uow:
+                counts = await uow.repo.job_counts()
             waiting = sum(counts.get(s, 0) for s in UNFINISHED)
             PRINT_WAITING.labels(printer=self.printer.name).set(waiting)
         except Exception as exc:  # metrics only: the next refresh tries again
@@ -142,8 +141,8 @@ class PrintSpooler:
 
     async def step(self, runtime: ServiceRuntime) -> bool:
         """Handle one due job. False when none is due."""
-        async with runtime.engine.begin() as conn:
-            job = await GraphicalRepository(conn, runtime.schema).claim_due_job(self.lease_s)
+        async with runtime.unit_of_work() as uow:
+            job = await uow.repo.claim_due_job(self.lease_s)
         if job is None:
             return False
         progress = await self.machine.advance(job, CardPrintJobs(runtime, self.actor))
@@ -160,12 +159,12 @@ class CardPrintJobs:
         self.actor = actor
 
     async def _update(self, job: PrintJob, **changes: Any) -> None:
-        async with self.runtime.engine.begin() as conn:
-            await GraphicalRepository(conn, self.runtime.schema).update_job(job.job_id, **changes)
+        async with self.runtime.unit_of_work() as uow:
+            await uow.repo.update_job(job.job_id, **changes)
 
     async def start_submission(self, job: PrintJob, *, retry_in_s: float) -> bytes:
-        async with self.runtime.engine.begin() as conn:
-            repo = GraphicalRepository(conn, self.runtime.schema)
+        async with self.runtime.unit_of_work() as uow:
+            repo: GraphicalRepository = uow.repo
             document = await repo.document(job.job_id)
             await repo.update_job(
                 job.job_id, status="submitting", retry_in_s=retry_in_s, attempts=job.attempts + 1
@@ -199,9 +198,8 @@ class CardPrintJobs:
 
     async def finish(self, job: PrintJob, printed: JobStatus | None, problem: str | None) -> None:
         """The card's print outcome and its event, in one transaction."""
-        async with self.runtime.engine.begin() as conn:
-            uow = UnitOfWork(conn, self.runtime.schema, self.runtime.emit_topic)
-            repo = GraphicalRepository(conn, self.runtime.schema)
+        async with self.runtime.unit_of_work() as uow:
+            repo: GraphicalRepository = uow.repo
             await repo.purge_photo(job.card_id)  # its face is printed (or spoiled): not needed
             await repo.drop_document(job.job_id)  # the face is on the card (or spoiled)
             if problem is None:
@@ -233,4 +231,3 @@ class CardPrintJobs:
                         chip_serial=job.chip_serial,
                     )
                 )
-        self.runtime.relay.wake()
