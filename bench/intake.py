@@ -35,7 +35,7 @@ from services.keymgmt.app import build_app as build_keymgmt
 from services.keymgmt.app import build_runtime as keymgmt_runtime
 from services.keymgmt.settings import KeymgmtSettings
 from tests.conftest import load_stack_env
-from tests.integration.intake_harness import CSV_HEADER, PeakRss, csv_line
+from tests.support.intake import CSV_HEADER, PeakRss, csv_line
 
 CHUNK = 64 * 1024
 

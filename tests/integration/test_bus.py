@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from shared import events
 from shared.settings import BureauSettings
 from tests.conftest import REPO, running
-from tests.integration.bus_harness import (
+from tests.support.bus import (
     POISON_ISSUER,
     collect,
     effect_count,
@@ -70,7 +70,7 @@ async def test_consumer_killed_after_effect_before_commit_causes_no_duplicate(
     crashed = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.integration.crash_consumer",
+        "tests.support.crash_consumer",
         bureau_settings.topic_prefix,
         schema,
         cwd=REPO,

@@ -15,7 +15,8 @@ from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import running
-from tests.integration.bus_harness import (
+from tests.integration.test_bus import publish
+from tests.support.bus import (
     MIGRATIONS,
     POISON_ISSUER,
     collect,
@@ -23,7 +24,6 @@ from tests.integration.bus_harness import (
     prepared_event,
     wait_for,
 )
-from tests.integration.test_bus import publish
 
 pytestmark = pytest.mark.integration
 

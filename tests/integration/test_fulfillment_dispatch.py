@@ -24,8 +24,8 @@ from shared import events
 from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import collect, wait_for
 from tests.integration.test_graphical_printing import CLEAR_PAN, KeymgmtDouble
+from tests.support.bus import collect, wait_for
 
 pytestmark = pytest.mark.integration
 

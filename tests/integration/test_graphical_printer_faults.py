@@ -16,8 +16,6 @@ from services.graphical.settings import GraphicalSettings
 from shared import events
 from shared.ipp import IppUnavailable, JobStatus
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.printer_harness import TestPrinter
 from tests.integration.test_graphical_printing import (  # noqa: F401  (fixtures)
     KeymgmtDouble,
     emitted,
@@ -28,6 +26,8 @@ from tests.integration.test_graphical_printing import (  # noqa: F401  (fixtures
     publish,
     settings,
 )
+from tests.support.bus import wait_for
+from tests.support.printer import TestPrinter
 
 pytestmark = pytest.mark.integration
 

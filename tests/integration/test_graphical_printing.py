@@ -32,8 +32,8 @@ from shared import events
 from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.printer_harness import TestPrinter
+from tests.support.bus import collect, wait_for
+from tests.support.printer import TestPrinter
 
 pytestmark = pytest.mark.integration
 

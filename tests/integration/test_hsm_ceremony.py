@@ -17,14 +17,7 @@ from services.keymgmt.ceremony import (
 )
 from services.keymgmt.hsm import Hsm, KeyExistsError, key_label
 from services.keymgmt.kcv import KcvMethod
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_aes_cmac_kcv,
-    soft_aes_zero_kcv,
-    soft_des_kcv,
-    split,
-)
+from tests.support.hsm import soft_aes_cmac_kcv, soft_aes_zero_kcv, soft_des_kcv, split
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,7 @@ from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage, import_key_from
 from services.keymgmt.cvv import CvkLabels, card_verification_values, cvv_input, visa_cvv
 from services.keymgmt.hsm import Hsm, describe_key
 from services.keymgmt.pin import decimalise
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_des_kcv,
-    split,
-)
+from tests.support.hsm import soft_des_kcv, split
 
 pytestmark = [
     pytest.mark.integration,

@@ -31,7 +31,7 @@ from pyemv import kd
 from services.keymgmt.emv import derive_icc_mk
 from services.keymgmt.hsm import Hsm, des3_wrap, des3_wrap_missing, destroy_key
 from services.keymgmt.p11 import as_key
-from tests.integration.hsm_fixtures import IMK_AC, hsm, hsm_token  # noqa: F401
+from tests.support.hsm import IMK_AC
 
 pytestmark = [
     pytest.mark.integration,

@@ -18,16 +18,7 @@ from services.keymgmt.emv import (
 )
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.p11 import SymKey, as_key
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IMK_AC,
-    IMK_SMC,
-    IMK_SMI,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    reveal,
-    test_keys,
-)
+from tests.support.hsm import IMK_AC, IMK_SMC, IMK_SMI, IssuerKeys, reveal
 
 pytestmark = [
     pytest.mark.integration,

@@ -22,12 +22,7 @@ from services.keymgmt.hsm import (
 )
 from services.keymgmt.kcv import KcvMethod
 from services.keymgmt.p11 import as_key
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
+from tests.support.hsm import IssuerKeys
 
 pytestmark = pytest.mark.integration
 

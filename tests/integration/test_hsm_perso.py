@@ -25,18 +25,15 @@ from services.keymgmt.perso import (
     card_static_key_kcvs,
     derive_static_key,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
+from tests.support.hsm import (
     IMK_AC,
     IMK_SMC,
     IMK_SMI,
     TEST_KMC,
     IssuerKeys,
-    hsm,
-    hsm_token,
     soft_aes_cmac_kcv,
     soft_aes_zero_kcv,
     soft_des_kcv,
-    test_keys,
 )
 
 pytestmark = [

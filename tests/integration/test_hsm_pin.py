@@ -30,13 +30,7 @@ from services.keymgmt.pin import (
     protect_pin,
     random_pin,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_aes_cmac_kcv,
-    soft_des_kcv,
-    split,
-)
+from tests.support.hsm import soft_aes_cmac_kcv, soft_des_kcv, split
 
 pytestmark = [
     pytest.mark.integration,

@@ -1,5 +1,5 @@
 """SCP03 host side in SoftHSM (services/keymgmt/secure_channel.py) against the independent
-software host of tests/scp03_host.py, which knows the clear test KMC: byte-for-byte the same
+software host of tests/support/scp03_host.py, which knows the clear test KMC: byte-for-byte the same
 EXTERNAL AUTHENTICATE and protected commands, the card cryptogram checked, keys kept in the HSM.
 """
 
@@ -20,17 +20,11 @@ from services.keymgmt.secure_channel import (
     derive_session_key,
     secure_script,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    TEST_KMC,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
-from tests.scp02_host import Scp02Host, scp02_keys
-from tests.scp02_host import cbc as tdes_cbc
-from tests.scp02_host import pad as tdes_pad
-from tests.scp03_host import Scp03Host, cpg202_aes, ecb, scp03_kdf
+from tests.support.hsm import TEST_KMC, IssuerKeys
+from tests.support.scp02_host import Scp02Host, scp02_keys
+from tests.support.scp02_host import cbc as tdes_cbc
+from tests.support.scp02_host import pad as tdes_pad
+from tests.support.scp03_host import Scp03Host, cpg202_aes, ecb, scp03_kdf
 
 pytestmark = [pytest.mark.integration]
 

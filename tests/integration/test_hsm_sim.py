@@ -27,12 +27,7 @@ from services.keymgmt.sim import (
     make_imsi,
     protect_sim_secrets,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_aes_cmac_kcv,
-    split,
-)
+from tests.support.hsm import soft_aes_cmac_kcv, split
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,7 @@ from services.keymgmt.vault import (
     pan_hash,
     pan_hash_matches,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
+from tests.support.hsm import IssuerKeys
 
 pytestmark = pytest.mark.integration
 

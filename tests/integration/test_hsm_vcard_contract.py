@@ -12,13 +12,7 @@ from services.keymgmt.emv import verify_arqc
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.perso import CardRecord, build_perso_script
 from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    TEST_KMC,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
+from tests.support.hsm import TEST_KMC, IssuerKeys
 
 vcard_card = pytest.importorskip("vcard.card")
 vcard_store = pytest.importorskip("vcard.store")

@@ -19,14 +19,13 @@ from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from tests.conftest import running
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     keymgmt,
     keymgmt_hsm,
     keymgmt_module,
     settings,
 )
+from tests.support.bus import collect
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,13 @@ import pytest
 from sqlalchemy import text
 
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import (
+from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+    keymgmt,
+    keymgmt_hsm,
+    keymgmt_module,
+    settings,
+)
+from tests.support.intake import (
     CSV_HEADER,
     Intake,
     PeakRss,
@@ -24,12 +29,6 @@ from tests.integration.intake_harness import (
     csv_lines,
     make_pan,
     started_intake,
-)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
 )
 
 pytestmark = pytest.mark.integration

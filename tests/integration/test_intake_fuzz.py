@@ -20,14 +20,13 @@ from hypothesis import settings as examples
 from schemathesis.checks import not_a_server_error
 
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import Intake, started_intake
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     keymgmt,
     keymgmt_hsm,
     keymgmt_module,
     settings,
 )
+from tests.support.intake import Intake, started_intake
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,14 @@ import pytest
 
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import Intake, card, started_intake
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     keymgmt,
     keymgmt_hsm,
     keymgmt_module,
     settings,
 )
+from tests.support.bus import collect
+from tests.support.intake import Intake, card, started_intake
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,14 @@ from services.keymgmt.app import KeymgmtRuntime, build_app, build_runtime
 from services.keymgmt.hsm import Hsm, describe_key
 from services.keymgmt.settings import KeymgmtSettings
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import hsm_token, soft_des_kcv  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     auth,
     keymgmt_hsm,
     keymgmt_module,
     settings,
 )
+from tests.support.bus import wait_for
+from tests.support.hsm import soft_des_kcv
 
 pytestmark = [
     pytest.mark.integration,

@@ -23,8 +23,6 @@ from services.keymgmt.pin_mailer import MailerText, pin_from_iso4, render_pin_ma
 from services.keymgmt.repository_security import SecurityRepository
 from services.keymgmt.settings import KeymgmtSettings
 from services.qa.print_check import compare_prints
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.printer_harness import TestPrinter
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     PAN16,
     auth,
@@ -38,6 +36,7 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     vault,
 )
 from tests.integration.test_keymgmt_service_security import PIN_3DES, PIN_AES, prepared_events
+from tests.support.printer import TestPrinter
 
 pytestmark = [
     pytest.mark.integration,

@@ -16,7 +16,6 @@ from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.bus import BatchHandler, PoisonEvent
 from shared.outbox import unit_of_work
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     PAN19,
     keymgmt,

@@ -2,7 +2,7 @@
 demo ceremony -> vault -> card.ordered -> card.prepared, no clear PAN at rest or on Kafka,
 missing issuer keys dead-lettered.
 
-The token comes from tests/integration/hsm_fixtures.py. keymgmt loads SoftHSM from its own
+The token comes from tests/support/hsm.py. keymgmt loads SoftHSM from its own
 copy of the library and keeps one session open for the whole test session (process_hsm), so
 its C_Initialize/C_Finalize never touch the HSM-core tests' copy in the same process.
 """
@@ -27,8 +27,8 @@ from services.keymgmt.settings import KeymgmtSettings, process_hsm
 from shared import events
 from shared.bus import make_producer
 from tests.conftest import running
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.hsm_fixtures import HsmToken, hsm_token  # noqa: F401  (fixture)
+from tests.support.bus import collect, wait_for
+from tests.support.hsm import HsmToken
 
 pytestmark = pytest.mark.integration
 

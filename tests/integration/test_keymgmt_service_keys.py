@@ -25,11 +25,6 @@ from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.settings import KeymgmtSettings
 from shared.db import make_engine, migrate
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import (
-    hsm_token,  # noqa: F401  (fixture)
-    soft_des_kcv,
-)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     ADDRESS,
     PAN16,
@@ -39,6 +34,8 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     keymgmt_module,
     settings,
 )
+from tests.support.bus import wait_for
+from tests.support.hsm import soft_des_kcv
 
 pytestmark = [
     pytest.mark.integration,

@@ -19,8 +19,6 @@ from services.keymgmt.cli import load_demo_keys
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     PAN16,
     auth,
@@ -33,6 +31,7 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     vault,
 )
 from tests.integration.test_keymgmt_sim_cards import sim_ordered, sim_product
+from tests.support.bus import collect, wait_for
 from tests.unit.test_vcard_usim import select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC

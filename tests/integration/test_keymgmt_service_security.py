@@ -22,8 +22,6 @@ from services.keymgmt.repository_security import SecurityRepository
 from services.keymgmt.security import open_card_values
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     PAN16,
     auth,
@@ -36,6 +34,7 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     settings,
     vault,
 )
+from tests.support.bus import collect
 
 pytestmark = [
     pytest.mark.integration,

@@ -17,7 +17,6 @@ from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.cli import CeremonySpec, run_demo_ceremony
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     auth,
     keymgmt,

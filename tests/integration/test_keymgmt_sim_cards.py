@@ -26,8 +26,6 @@ from services.keymgmt.sim_perso import build_sim_script, mnc_length_of
 from services.keymgmt.sim_qa import milenage_challenge, milenage_vectors
 from services.keymgmt.vault import seal_bytes
 from shared import events
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     auth,
     keymgmt,
@@ -38,6 +36,7 @@ from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     settings,
     vault,
 )
+from tests.support.bus import collect
 from tests.unit.test_vcard_usim import authenticate, select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC

@@ -26,7 +26,7 @@ from shared.pcsc import (
     ReaderConfig,
     load_readers,
 )
-from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from tests.unit.test_vcard_card import AID, CDOL1, Perso, build_perso, expected_arqc, secured
 from vcard.crypto import TEST_KMC
 from vcard.feeder import ArmedFaults, Feeder

@@ -23,8 +23,6 @@ from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.service import QaFailure
 from services.qa.sim_check import CHECK_SIM_AUTHENTICATE, CHECK_SIM_FILES, is_usim, sim_chip_checks
 from shared.pcsc import PcscClient, ReaderConfig
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
     keymgmt,
     keymgmt_hsm,
@@ -42,6 +40,7 @@ from tests.integration.test_pcsc_vcard import (  # noqa: F401  (fixtures)
     feeder,
     readers,
 )
+from tests.support.bus import collect
 from vcard.feeder import Feeder
 
 pytestmark = [

@@ -3,7 +3,7 @@
 Card keys (CPG202-AES K_DEK) and the ARQC are computed independently of vcard.crypto: AES from
 `cryptography` for K_DEK, pyemv for EMV Option A master keys, session keys and the MAC. The
 personalization runs through an SCP03 session opened by the independent host of
-tests/scp03_host.py.
+tests/support/scp03_host.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyemv import ac, kd
 
 from shared.iso7816 import CommandAPDU, decode_tlv, store_data_script, tlv
-from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from vcard.card import ATR_T0, ATR_T1, Faults, VirtualCard
 from vcard.crypto import TEST_KMC, cpg202_aes_diversify
 from vcard.store import CardStore

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from shared.iso7816 import CommandAPDU, decode_tlv, store_data_script
 from tests.integration.test_hsm_sim import milenage as independent_milenage
-from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from tests.unit.test_vcard_card import apdu, k_dek_of, new_card, secured
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC

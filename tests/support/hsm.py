@@ -1,6 +1,6 @@
 """A fresh SoftHSM token per test session, independent of the local stack.
 
-Import the fixtures into a test module (``from tests.integration.hsm_fixtures import ...``).
+The fixtures are registered once, in tests/conftest.py's pytest_plugins; import only helpers.
 The token lives in a tmp dir with its own SOFTHSM2_CONF; the SoftHSM library is loaded from a
 private copy so that its one C_Initialize (which reads SOFTHSM2_CONF) cannot collide with the
 stack's token used by other tests of the same pytest process. The OpenSSL config written here
