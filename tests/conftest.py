@@ -24,7 +24,11 @@ pytest_plugins = [
     "tests.support.audit",
     "tests.support.audit_log",
     "tests.support.electrical",
+    "tests.support.fulfillment",
+    "tests.support.graphical",
     "tests.support.hsm",
+    "tests.support.keymgmt",
+    "tests.support.pcscd",
 ]
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,6 @@ import uvicorn
 
 from services.audit.app import build_app
 from services.audit.checkpointer import checkpoint_once
-from tests.integration.test_keymgmt_service import keymgmt_hsm, keymgmt_module  # noqa: F401
 from tests.support.audit import publish
 from tests.support.audit_log import SignedLog, log_size_reaches
 from tests.support.audit_story import BatchStory

@@ -14,7 +14,6 @@ from sqlalchemy import text
 from services.audit.checkpointer import checkpoint_once
 from services.audit.verify import Report, run
 from shared import events
-from tests.integration.test_keymgmt_service import keymgmt_hsm, keymgmt_module  # noqa: F401
 from tests.support.audit import publish, read_stream
 from tests.support.audit_log import SignedLog, log_size_reaches, view
 from tests.support.audit_story import BatchStory

@@ -6,7 +6,6 @@ import asyncio
 import sys
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared import events
 from shared.settings import BureauSettings
@@ -17,22 +16,11 @@ from tests.support.bus import (
     effect_count,
     harness_runtime,
     prepared_event,
+    publish,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, bytes]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    try:
-        for key, value in payloads:
-            await producer.send_and_wait(settings.topic(stream), value=value, key=key.encode())
-    finally:
-        await producer.stop()
 
 
 async def test_same_event_delivered_twice_has_one_effect(

@@ -15,13 +15,13 @@ from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import running
-from tests.integration.test_bus import publish
 from tests.support.bus import (
     MIGRATIONS,
     POISON_ISSUER,
     collect,
     effect_count,
     prepared_event,
+    publish,
     wait_for,
 )
 

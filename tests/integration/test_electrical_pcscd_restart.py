@@ -18,7 +18,6 @@ from services.keymgmt.hsm import Hsm
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
-from tests.integration.test_pcsc_vcard import pcscd
 from tests.support.electrical import (
     FeederProcess,
     feeder_process,
@@ -29,6 +28,7 @@ from tests.support.electrical import (
 )
 from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
 from tests.support.hsm import IssuerKeys
+from tests.support.pcscd import pcscd
 
 pytestmark = [
     pytest.mark.integration,

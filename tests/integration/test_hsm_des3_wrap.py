@@ -135,7 +135,7 @@ def test_mk_ac_wrapped_under_a_des_k_dek_matches_3des_ecb_of_the_pyemv_key(token
     assert (sensitive, usable) == (True, False)
 
 
-def test_the_detection_tells_the_truth_about_the_softhsm_token(hsm: Hsm) -> None:  # noqa: F811
+def test_the_detection_tells_the_truth_about_the_softhsm_token(hsm: Hsm) -> None:
     """SoftHSM 2.6.1 lacks the wrap: the detector must say so, and the wrap really fail."""
 
     def probe(h: Hsm) -> tuple[str | None, str]:

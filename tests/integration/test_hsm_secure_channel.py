@@ -60,8 +60,8 @@ def expected_apdus(host_challenge: bytes, answer: bytes, level: int) -> list[byt
 
 @pytest.mark.parametrize("sensitive", [False, True])
 def test_hsm_host_matches_the_independent_host(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     sensitive: bool,
 ) -> None:
     host_challenge, card_challenge = os.urandom(8), os.urandom(8)
@@ -82,8 +82,8 @@ def test_hsm_host_matches_the_independent_host(
 
 
 def test_card_with_other_keys_is_refused_before_any_script(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     host_challenge = os.urandom(8)
     answer = card_answer(OTHER_KMC, host_challenge, os.urandom(8))
@@ -116,8 +116,8 @@ def test_unusable_answers_say_why(answer: bytes, problem: str) -> None:
 
 
 def test_session_keys_are_sensitive_hsm_objects_equal_to_the_kdf(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     context = os.urandom(16)
 
@@ -150,8 +150,8 @@ def scp02_answer(kmc: bytes, host_challenge: bytes, card_challenge: bytes, seq: 
 
 @pytest.mark.parametrize("sensitive", [False, True])
 def test_scp02_hsm_host_matches_the_independent_host(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     sensitive: bool,
 ) -> None:
     host_challenge = os.urandom(8)
@@ -178,8 +178,8 @@ def test_scp02_hsm_host_matches_the_independent_host(
 
 
 def test_scp02_card_with_other_keys_is_refused(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     host_challenge = os.urandom(8)
     answer = scp02_answer(OTHER_KMC, host_challenge, os.urandom(6), b"\x00\x01")

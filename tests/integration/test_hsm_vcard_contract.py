@@ -28,8 +28,8 @@ CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400")
 
 @pytest.mark.parametrize("scp", ["03", "02"])
 def test_script_personalises_the_virtual_card_and_arqc_verifies(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     tmp_path: Path,
     scp: str,
 ) -> None:

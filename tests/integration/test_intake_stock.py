@@ -13,12 +13,6 @@ import pytest
 
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
 from tests.support.bus import collect
 from tests.support.intake import Intake, card, started_intake
 
@@ -27,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     async with started_intake(settings, keymgmt[1], unique, stock=10) as started:

@@ -21,12 +21,6 @@ import pytest
 from services.intake.webhooks import SIGNATURE_HEADER, verify
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
 from tests.support.bus import collect
 from tests.support.intake import Intake, card, expect, produce, started_intake
 
@@ -74,8 +68,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     async with started_intake(

@@ -21,28 +21,24 @@ from services.keymgmt.hsm import Hsm
 from services.keymgmt.repository_security import SecurityRepository
 from services.keymgmt.security import open_card_values
 from services.keymgmt.settings import KeymgmtSettings
-from shared import events
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+from tests.support.bus import collect
+from tests.support.keymgmt import (
     PAN16,
+    PIN_3DES,
+    PIN_AES,
     auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
     ordered,
     pan_hits,
+    prepared_events,
     publish,
-    settings,
     vault,
 )
-from tests.support.bus import collect
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 
-PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-PIN_AES = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 PVK = bytes.fromhex("89ABCDEF01234567FEDCBA9876543210")
 CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PROFILE = {
@@ -69,18 +65,11 @@ async def load_security_keys(runtime: KeymgmtRuntime, hsm: Hsm, issuer: str) -> 
         await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
 
 
-async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Event]:
-    records = await collect(
-        config.kafka_bootstrap, config.topic("keymgmt"), lambda seen: len(seen) >= count
-    )
-    return [events.decode_event(r.value) for r in records]
-
-
 async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[KeymgmtRuntime, Any],
+    keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
     issuer, other = f"ia{unique}", f"ib{unique}"

@@ -17,13 +17,7 @@ from services.keymgmt.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.cli import CeremonySpec, run_demo_ceremony
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.keymgmt import auth
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +55,10 @@ async def _bytea_hits(runtime: KeymgmtRuntime, needles: list[bytes]) -> list[str
 
 
 async def test_sim_batch_and_operator_output_file(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[KeymgmtRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[KeymgmtRuntime, Any],
+    keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
     issuer, custodian = f"ia{unique}", auth(f"cu-{unique}")

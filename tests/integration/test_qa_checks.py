@@ -61,7 +61,7 @@ async def feeder(
 
 
 async def personalised_chip(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     keys: IssuerKeys,
     feeder: FeederProcess,
     record: CardRecord,
@@ -99,8 +99,8 @@ async def personalised_chip(
 
 async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
     unique: str,
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     keymgmt: KeymgmtTestDouble,
     feeder: FeederProcess,
     pcsc: PcscClient,
@@ -159,8 +159,8 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
 
 async def test_keymgmt_away_delays_qa_without_failing_the_card(
     unique: str,
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     keymgmt: KeymgmtTestDouble,
     feeder: FeederProcess,
     pcsc: PcscClient,

@@ -21,9 +21,9 @@ from services.keymgmt.hsm import Hsm
 from shared.db import make_engine
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.test_keymgmt_service import token_settings
 from tests.support.bus import wait_for
 from tests.support.hsm import HsmToken
+from tests.support.keymgmt import token_settings
 
 AUDITOR = {"Authorization": "Bearer auditor-dev-token"}
 
