@@ -19,7 +19,9 @@ from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 
 # The fixtures of tests/support, registered once for every tier (pytest takes pytest_plugins only
-# here, in the root conftest). Helpers that are not fixtures are imported from tests/support.
+# here, in the root conftest). Helpers that are not fixtures are imported from tests/support,
+# whose asserts pytest rewrites like a test module's (they import each other before registration).
+pytest.register_assert_rewrite("tests.support")
 pytest_plugins = [
     "tests.support.audit",
     "tests.support.audit_log",
