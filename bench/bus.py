@@ -20,7 +20,7 @@ from shared import events
 from shared.bus import ensure_topics, make_producer
 from shared.settings import BureauSettings
 from tests.conftest import load_stack_env
-from tests.integration.bus_harness import harness_runtime, prepared_event
+from tests.support.bus import harness_runtime, prepared_event
 
 
 async def raw_baseline(settings: BureauSettings, payloads: list[bytes]) -> float:

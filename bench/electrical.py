@@ -7,7 +7,7 @@ and the ratios.
 
     .venv/bin/python -m bench.electrical [--cards 40]      (the local stack must be up)
 
-keymgmt is the electrical tests' HTTP double (tests/integration/test_electrical_keymgmt_double.py):
+keymgmt is the electrical tests' HTTP double (tests/support/electrical_keymgmt.py):
 the same HSM work per card as keymgmt's POST /v1/perso/secure-scripts (static and session key
 derivations, card cryptogram, MK derivations and wraps, C-MACs, C-DECRYPTION), without the
 service's vault read and Postgres binding rows.
@@ -35,7 +35,16 @@ from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import load_stack_env, running
-from tests.integration.hsm_fixtures import (
+from tests.support.electrical import (
+    FeederProcess,
+    feeder_process,
+    prepared,
+    publish,
+    read_events,
+    station,
+)
+from tests.support.electrical_keymgmt import QA_TOKEN, STATION_TOKEN, KeymgmtTestDouble
+from tests.support.hsm import (
     IMK_AC,
     IMK_SMC,
     IMK_SMI,
@@ -48,19 +57,6 @@ from tests.integration.hsm_fixtures import (
     soft_aes_cmac_kcv,
     soft_des_kcv,
     split,
-)
-from tests.integration.test_electrical_keymgmt_double import (
-    QA_TOKEN,
-    STATION_TOKEN,
-    KeymgmtTestDouble,
-)
-from tests.integration.test_electrical_support import (
-    FeederProcess,
-    feeder_process,
-    prepared,
-    publish,
-    read_events,
-    station,
 )
 
 APDUS_PER_CARD = 9  # GET DATA CPLC, SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTH, INSTALL, 4 STORE

@@ -36,7 +36,7 @@ from services.keymgmt.app import bootstrap as keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt
 from services.keymgmt.settings import KeymgmtSettings
 from tests.conftest import load_stack_env
-from tests.integration.intake_harness import CSV_HEADER, PeakRss, csv_line
+from tests.support.intake import CSV_HEADER, PeakRss, csv_line
 
 CHUNK = 64 * 1024
 

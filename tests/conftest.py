@@ -18,6 +18,21 @@ import pytest
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 
+# The fixtures of tests/support, registered once for every tier (pytest takes pytest_plugins only
+# here, in the root conftest). Helpers that are not fixtures are imported from tests/support,
+# whose asserts pytest rewrites like a test module's (they import each other before registration).
+pytest.register_assert_rewrite("tests.support")
+pytest_plugins = [
+    "tests.support.audit",
+    "tests.support.audit_log",
+    "tests.support.electrical",
+    "tests.support.fulfillment",
+    "tests.support.graphical",
+    "tests.support.hsm",
+    "tests.support.keymgmt",
+    "tests.support.pcscd",
+]
+
 REPO = Path(__file__).resolve().parent.parent
 _EXPORT = re.compile(r"^export (\w+)=(.*)$")
 

@@ -25,15 +25,12 @@ import uvicorn
 
 from services.audit.app import build_app
 from services.audit.checkpointer import checkpoint_once
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_audit_harness import publish
-from tests.integration.test_audit_support import SignedLog, log_size_reaches, signed_log
-from tests.integration.test_keymgmt_service import keymgmt_hsm, keymgmt_module  # noqa: F401
-from tests.unit.test_audit_story import BatchStory
+from tests.support.audit import publish
+from tests.support.audit_log import SignedLog, log_size_reaches
+from tests.support.audit_story import BatchStory
+from tests.support.bus import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ["signed_log"]
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"

@@ -8,20 +8,16 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from demo.client import Bureau, demo_cards
 from tests.conftest import REPO
+from tests.support.stack_dump import database_dump, kafka_records
 
 pytestmark = pytest.mark.e2e
 
@@ -33,57 +29,6 @@ CHAIN = [
     "card.qa_passed",
     "card.packed",
 ]
-
-
-async def kafka_records(bootstrap: str, prefix: str) -> list[Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        topics = [t for t in await admin.list_topics() if t.startswith(prefix + ".")]
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        empty_polls = 0
-        while empty_polls < 3:
-            batch = await consumer.getmany(timeout_ms=1000)
-            empty_polls = 0 if batch else empty_polls + 1
-            for part in batch.values():
-                records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
-
-
-def database_dump(database_url: str) -> str:
-    url = urlparse(database_url.replace("+asyncpg", ""))
-    env = {**os.environ, "PGPASSWORD": url.password or ""}
-    return subprocess.run(
-        [
-            "pg_dump",
-            "-h",
-            url.hostname or "127.0.0.1",
-            "-p",
-            str(url.port),
-            "-U",
-            url.username or "bureau",
-            "--data-only",
-            url.path.lstrip("/"),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout
 
 
 # Each service's HTTP port (deploy/local/services.sh), where it serves /metrics.

@@ -33,7 +33,7 @@ from services.graphical.service import FaceData, default_design
 from services.graphical.settings import DEJAVU_SANS
 from shared.db import make_engine
 from tests.conftest import REPO
-from tests.e2e.test_bureau import database_dump, kafka_records
+from tests.support.stack_dump import database_dump, kafka_records
 
 pytestmark = [
     pytest.mark.e2e,

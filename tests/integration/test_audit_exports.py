@@ -14,21 +14,17 @@ import pytest
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.test_audit_harness import (
+from tests.support.audit import (
     AUDITOR,
     OPERATOR,
     OTHER_ISSUERS_AUDITOR,
-    api,
-    audit,
     audit_events,
-    audit_settings,
     logged,
     publish,
 )
-from tests.unit.test_audit_story import BatchStory
+from tests.support.audit_story import BatchStory
 
 pytestmark = pytest.mark.integration
-__all__ = ["api", "audit", "audit_settings"]
 
 
 async def test_exports_filters_and_the_daily_report(

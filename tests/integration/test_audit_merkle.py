@@ -14,14 +14,11 @@ from sqlalchemy import text
 from services.audit.checkpointer import checkpoint_once
 from services.audit.verify import Report, run
 from shared import events
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_audit_harness import publish, read_stream
-from tests.integration.test_audit_support import SignedLog, log_size_reaches, signed_log, view
-from tests.integration.test_keymgmt_service import keymgmt_hsm, keymgmt_module  # noqa: F401
-from tests.unit.test_audit_story import BatchStory
+from tests.support.audit import publish, read_stream
+from tests.support.audit_log import SignedLog, log_size_reaches, view
+from tests.support.audit_story import BatchStory
 
 pytestmark = pytest.mark.integration
-__all__ = ["signed_log"]
 
 
 async def verify(log: SignedLog, command: str, pem: str | None = None, **options: object) -> Report:

@@ -14,25 +14,20 @@ from sqlalchemy.exc import DBAPIError
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.test_audit_harness import (
+from tests.support.audit import (
     AUDITOR,
     OPERATOR,
     OTHER_ISSUERS_AUDITOR,
-    api,
-    audit,
     audit_events,
-    audit_settings,
     logged,
     publish,
     read_stream,
     stream_of,
 )
-from tests.unit.test_audit_story import BatchStory
+from tests.support.audit_story import BatchStory
+from tests.support.bus import collect, wait_for
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["api", "audit", "audit_settings"]
 
 
 async def test_a_batch_from_every_stream_in_any_order_is_reconciled_then_closed(

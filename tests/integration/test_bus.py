@@ -6,33 +6,21 @@ import asyncio
 import sys
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared import events
 from shared.settings import BureauSettings
 from tests.conftest import REPO, running
-from tests.integration.bus_harness import (
+from tests.support.bus import (
     POISON_ISSUER,
     collect,
     effect_count,
     harness_runtime,
     prepared_event,
+    publish,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, bytes]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    try:
-        for key, value in payloads:
-            await producer.send_and_wait(settings.topic(stream), value=value, key=key.encode())
-    finally:
-        await producer.stop()
 
 
 async def test_same_event_delivered_twice_has_one_effect(
@@ -70,7 +58,7 @@ async def test_consumer_killed_after_effect_before_commit_causes_no_duplicate(
     crashed = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.integration.crash_consumer",
+        "tests.support.crash_consumer",
         bureau_settings.topic_prefix,
         schema,
         cwd=REPO,

@@ -15,15 +15,15 @@ from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import running
-from tests.integration.bus_harness import (
+from tests.support.bus import (
     MIGRATIONS,
     POISON_ISSUER,
     collect,
     effect_count,
     prepared_event,
+    publish,
     wait_for,
 )
-from tests.integration.test_bus import publish
 
 pytestmark = pytest.mark.integration
 

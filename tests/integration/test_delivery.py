@@ -9,12 +9,7 @@ import pytest
 
 from shared import events
 from shared.settings import BureauSettings
-from tests.integration.bus_harness import (
-    POISON_ISSUER,
-    effect_count,
-    harness_runtime,
-    prepared_event,
-)
+from tests.support.bus import POISON_ISSUER, effect_count, harness_runtime, prepared_event
 from tests.support.delivery import Delivery, delivering
 
 pytestmark = pytest.mark.integration

@@ -14,33 +14,33 @@ from pathlib import Path
 
 import pytest
 
+from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    test_keys,
-)
-from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
-    KeymgmtTestDouble,
-    keymgmt_double,
-)
-from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
+from tests.support.electrical import (
     FeederProcess,
     feeder_process,
-    pcsc_client,
     prepared,
     publish,
     read_events,
     station,
 )
-from tests.integration.test_pcsc_vcard import pcscd
+from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
+from tests.support.hsm import IssuerKeys
+from tests.support.pcscd import pcscd
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
+
+
+@pytest.fixture(scope="module")
+async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    async with station_keymgmt(hsm, test_keys) as double:
+        yield double
+
 
 log = logging.getLogger(__name__)
 CARDS = 32

@@ -14,31 +14,34 @@ import pytest
 from services.electrical.app import build_app
 from services.electrical.outcomes import RECOVERY_REASON
 from services.electrical.repository import StationRepository
+from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.db import migrate
 from shared.pcsc import PcscClient
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import hsm, hsm_token, test_keys  # noqa: F401  (fixtures)
-from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
-    KeymgmtTestDouble,
-    keymgmt_double,
-)
-from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
+from tests.support.bus import wait_for
+from tests.support.electrical import (
     FeederProcess,
     feeder_process,
-    pcsc_client,
     prepared,
     publish,
     read_events,
     station,
 )
+from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
+from tests.support.hsm import IssuerKeys
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
+
+
+@pytest.fixture(scope="module")
+async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    async with station_keymgmt(hsm, test_keys) as double:
+        yield double
 
 
 @pytest.fixture(scope="module")

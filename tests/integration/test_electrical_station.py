@@ -1,6 +1,6 @@
 """The station agent on the real stack: pcscd + vpcd readers with virtual cards from the real
 feeder, Kafka, Postgres, and keymgmt's real HSM core behind a test double (see
-test_electrical_support.py). Four readers personalise concurrently through SCP03; every chip
+tests/support/electrical.py). Four readers personalise concurrently through SCP03; every chip
 then passes QA; removed and failing chips, a chip with other keys (card cryptogram mismatch) and
 a script tampered with by the station are spoiled while the next card goes on."""
 
@@ -20,25 +20,16 @@ from sqlalchemy import text
 
 from services.electrical.keymgmt_client import PersoScript
 from services.electrical.ports import ScriptSource
+from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    test_keys,
-)
-from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
-    KeymgmtTestDouble,
-    keymgmt_double,
-)
-from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
+from tests.support.bus import wait_for
+from tests.support.electrical import (
     FeederProcess,
     assert_no_clear_pan,
     feeder_process,
     next_card_with,
-    pcsc_client,
     prepared,
     print_face,
     publish,
@@ -46,6 +37,8 @@ from tests.integration.test_electrical_support import (  # noqa: F401  (pytest f
     read_events,
     station,
 )
+from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
+from tests.support.hsm import IssuerKeys
 from vcard.store import CardStore
 
 pytestmark = [
@@ -53,6 +46,13 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="module")
+async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    async with station_keymgmt(hsm, test_keys) as double:
+        yield double
+
 
 PER_READER = 50  # the issue's bar: 4 readers x 50 cards, every chip then through QA
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,28 +17,39 @@ from services.fulfillment.carrier import CarrierLetter, render_carrier
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.test_fulfillment_dispatch import (  # noqa: F401  (fixtures)
+from tests.support.fulfillment import (
     ISSUER,
+    SERVICE_TOKEN,
     count_of,
     emitted,
-    http,
-    keymgmt,
+    fulfillment_settings,
     passed,
     publish,
-    runtime,
-    settings,
     settled,
 )
-from tests.integration.test_graphical_printing import KeymgmtDouble
+from tests.support.graphical import KeymgmtDouble
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
+    async with KeymgmtDouble(SERVICE_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
+def settings(
+    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+) -> FulfillmentSettings:
+    return fulfillment_settings(unique, keymgmt, tmp_path)
+
+
 async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_apart(
-    settings: FulfillmentSettings,  # noqa: F811
-    runtime: ServiceRuntime,  # noqa: F811
-    http: httpx.AsyncClient,  # noqa: F811
-    keymgmt: KeymgmtDouble,  # noqa: F811
+    settings: FulfillmentSettings,
+    runtime: ServiceRuntime,
+    http: httpx.AsyncClient,
+    keymgmt: KeymgmtDouble,
 ) -> None:
     batch = uuid.uuid4()
     good, also_good, misfed = (keymgmt.add_card(ISSUER) for _ in range(3))

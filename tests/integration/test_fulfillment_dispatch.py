@@ -18,19 +18,23 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.fulfillment.app import bootstrap, build_app
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
-from tests.conftest import running
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.test_graphical_printing import CLEAR_PAN, KeymgmtDouble
+from tests.support.bus import collect
+from tests.support.fulfillment import (
+    ISSUER,
+    SERVICE_TOKEN,
+    count_of,
+    emitted,
+    fulfillment_settings,
+    passed,
+    publish,
+    settled,
+)
+from tests.support.graphical import CLEAR_PAN, KeymgmtDouble
 
 pytestmark = pytest.mark.integration
-
-SERVICE_TOKEN = "fulfillment-test-token"
-ISSUER = "acme"
 
 
 @pytest.fixture
@@ -43,79 +47,7 @@ async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
 def settings(
     stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
 ) -> FulfillmentSettings:
-    return FulfillmentSettings(
-        environment="test",
-        topic_prefix=f"t{unique}",
-        service_tokens=f"fulfillment={SERVICE_TOKEN}",
-        principals=f"operator:olga=op-{unique},auditor:ann=aud-{unique}",
-        keymgmt_url=keymgmt.url,
-        fulfillment_manifest_dir=tmp_path / "manifests",
-        fulfillment_inserter_dir=tmp_path / "inserter",
-        fulfillment_courier="swift-post",
-    )
-
-
-@pytest.fixture
-async def runtime(settings: FulfillmentSettings, unique: str) -> AsyncIterator[ServiceRuntime]:
-    async with running(bootstrap(settings, schema=f"fulfillment_{unique}")) as started:
-        yield started
-
-
-@pytest.fixture
-async def http(runtime: ServiceRuntime, unique: str) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(runtime))
-    headers = {"Authorization": f"Bearer op-{unique}"}
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://fulfillment", headers=headers
-    ) as client:
-        yield client
-
-
-def passed(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardQaPassed:
-    return events.CardQaPassed(
-        issuer_id=ISSUER,
-        actor="qa",
-        card_id=card_id,
-        batch_id=batch_id,
-        chip_serial="CS" + card_id.hex[:8],
-        checks=["readback", "arqc"],
-    )
-
-
-async def publish(settings: FulfillmentSettings, *items: tuple[str, events.Event]) -> None:
-    producer = make_producer(settings.kafka_bootstrap, "fulfillment-test")
-    await producer.start()
-    try:
-        for stream, item in items:
-            await producer.send_and_wait(
-                settings.topic(stream),
-                events.encode_event(item),
-                key=item.partition_key().encode(),
-            )
-    finally:
-        await producer.stop()
-
-
-async def emitted(settings: FulfillmentSettings, until: Any) -> list[events.Event]:
-    def enough(seen: list[Any]) -> bool:
-        return bool(until([events.decode_event(r.value) for r in seen]))
-
-    records = await collect(settings.kafka_bootstrap, settings.topic("fulfillment"), enough)
-    return [events.decode_event(r.value) for r in records]
-
-
-def count_of(kind: str, n: int) -> Any:
-    return lambda seen: sum(e.type == kind for e in seen) >= n
-
-
-async def settled(runtime: ServiceRuntime, count: int) -> None:
-    consumer = runtime.consumer
-    assert consumer is not None
-
-    async def seen_all() -> bool:
-        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
-
-    await wait_for(seen_all)
+    return fulfillment_settings(unique, keymgmt, tmp_path)
 
 
 async def test_batch_is_packed_rejects_destroyed_by_two_witnesses_and_dispatched_after_audit(

@@ -5,6 +5,7 @@ rejects the document. A card is never lost and never printed twice."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,27 +17,39 @@ from services.graphical.settings import GraphicalSettings
 from shared import events
 from shared.ipp import IppUnavailable, JobStatus
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.printer_harness import TestPrinter
-from tests.integration.test_graphical_printing import (  # noqa: F401  (fixtures)
+from tests.support.bus import wait_for
+from tests.support.graphical import (
+    SERVICE_TOKEN,
     KeymgmtDouble,
     emitted,
     encoded,
     graphical,
-    keymgmt,
-    printer,
+    graphical_settings,
     publish,
-    settings,
 )
+from tests.support.printer import TestPrinter
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
+    async with KeymgmtDouble(SERVICE_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
+def settings(
+    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+) -> GraphicalSettings:
+    return graphical_settings(unique, keymgmt, printer)
+
+
 async def test_printer_down_then_jammed_the_card_waits_then_is_spoiled_never_lost(
-    settings: GraphicalSettings,  # noqa: F811
+    settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,  # noqa: F811
-    printer: TestPrinter,  # noqa: F811
+    keymgmt: KeymgmtDouble,
+    printer: TestPrinter,
 ) -> None:
     waiting, jammed = keymgmt.add_card("acme"), keymgmt.add_card("acme")
     printer.stop()
@@ -93,10 +106,10 @@ class LosesAnswers(IppPrinter):
 
 
 async def test_a_lost_print_job_answer_is_looked_up_not_printed_again(
-    settings: GraphicalSettings,  # noqa: F811
+    settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,  # noqa: F811
-    printer: TestPrinter,  # noqa: F811
+    keymgmt: KeymgmtDouble,
+    printer: TestPrinter,
 ) -> None:
     card_id = keymgmt.add_card("acme")
     device = LosesAnswers("test-card", printer.uri)
@@ -127,9 +140,9 @@ def auth(unique: str) -> dict[str, str]:
 
 
 async def test_a_printer_that_rejects_the_job_is_retried_then_the_card_is_spoiled(
-    settings: GraphicalSettings,  # noqa: F811
+    settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,  # noqa: F811
+    keymgmt: KeymgmtDouble,
     tmp_path: Path,
 ) -> None:
     pdf_only = TestPrinter(tmp_path / "pdf-only", formats="application/pdf")

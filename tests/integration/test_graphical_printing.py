@@ -11,112 +11,34 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import socket
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI, Header, HTTPException
 from PIL import Image
 from sqlalchemy import text
 
-from services.graphical.app import bootstrap, build_app
+from services.graphical.app import build_app
 from services.graphical.printer import job_name_for
 from services.graphical.settings import GraphicalSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.printer_harness import TestPrinter
+from tests.support.bus import collect, wait_for
+from tests.support.graphical import (
+    CLEAR_PAN,
+    SERVICE_TOKEN,
+    KeymgmtDouble,
+    emitted,
+    encoded,
+    graphical,
+    graphical_settings,
+    publish,
+)
+from tests.support.printer import TestPrinter
 
 pytestmark = pytest.mark.integration
-
-CLEAR_PAN = "4111111111111111"
-MASKED_PAN = "411111******1111"
-SERVICE_TOKEN = "graphical-test-token"
-
-
-class KeymgmtDouble:
-    """Test double of the keymgmt process: print-data and mailing over real HTTP."""
-
-    def __init__(self, token: str) -> None:
-        self.cards: dict[uuid.UUID, dict[str, Any]] = {}
-        self.with_pin: set[uuid.UUID] = set()  # cards whose PIN mailer keymgmt prints
-        self.calls: Counter[str] = Counter()
-        self.outage_left = 0  # answer 503 to this many calls first
-        app = FastAPI()
-
-        def card(card_id: uuid.UUID, authorization: str, endpoint: str) -> dict[str, Any]:
-            self.calls[endpoint] += 1
-            if authorization != f"Bearer {token}":
-                raise HTTPException(401)
-            if self.outage_left > 0:
-                self.outage_left -= 1
-                raise HTTPException(503, "HSM busy")
-            if card_id not in self.cards:
-                raise HTTPException(404, "no such card")
-            return self.cards[card_id]
-
-        @app.get("/v1/vault/cards/{card_id}/print-data")
-        async def print_data(card_id: uuid.UUID, authorization: str = Header("")) -> Any:
-            record = card(card_id, authorization, "print-data")
-            keys = ("card_id", "issuer_id", "cardholder_name", "masked_pan", "expiry")
-            return {k: record[k] for k in keys}
-
-        @app.get("/v1/vault/cards/{card_id}/mailing")
-        async def mailing(card_id: uuid.UUID, authorization: str = Header("")) -> Any:
-            record = card(card_id, authorization, "mailing")
-            return {k: record[k] for k in ("card_id", "cardholder_name", "address")}
-
-        @app.post("/v1/pin-mailers")
-        async def pin_mailer(body: dict[str, str], authorization: str = Header("")) -> Any:
-            card_id = uuid.UUID(body["card_id"])
-            card(card_id, authorization, "pin-mailer")
-            if card_id not in self.with_pin:
-                raise HTTPException(404, "no PIN for this card")
-            mailer_id = uuid.uuid5(card_id, "pin-mailer")
-            return {"mailer_id": str(mailer_id), "card_id": str(card_id), "status": "printed"}
-
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-
-    def add_card(self, issuer_id: str, masked_pan: str = MASKED_PAN) -> uuid.UUID:
-        card_id = uuid.uuid4()
-        self.cards[card_id] = {
-            "card_id": str(card_id),
-            "pan": CLEAR_PAN,  # the vault holds it; neither endpoint hands it out
-            "issuer_id": issuer_id,
-            "cardholder_name": "Jane Q Public",
-            "masked_pan": masked_pan,
-            "expiry": "2812",
-            "address": {
-                "lines": ["1 Test Street"],
-                "postcode": "T1 1ST",
-                "city": "Testville",
-                "country": "GB",
-            },
-        }
-        return card_id
-
-    async def __aenter__(self) -> KeymgmtDouble:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await wait_for(self._started, timeout=10)
-        return self
-
-    async def _started(self) -> bool:
-        return self._server.started
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        await self._task
 
 
 @pytest.fixture
@@ -126,65 +48,10 @@ async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
 
 
 @pytest.fixture
-async def printer(stack_env: dict[str, str], tmp_path: Path) -> AsyncIterator[TestPrinter]:
-    device = TestPrinter(tmp_path / "printer")
-    device.start()
-    try:
-        await device.wait_up()
-        yield device
-    finally:
-        device.stop()
-
-
-@pytest.fixture
 def settings(
     stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> GraphicalSettings:
-    return GraphicalSettings(
-        environment="test",
-        topic_prefix=f"t{unique}",
-        service_tokens=f"graphical={SERVICE_TOKEN},qa=qa-{unique}",
-        principals=f"operator:olga=op-{unique},issuer:acme-ops:acme=iss-{unique},"
-        f"issuer:other-ops:other=oth-{unique}",
-        keymgmt_url=keymgmt.url,
-        keymgmt_attempts=2,
-        card_printer_uri=printer.uri,
-        graphical_printer="test-card",
-        print_backoff_s=0.1,
-        print_backoff_max_s=0.5,
-    )
-
-
-def encoded(card_id: uuid.UUID, issuer_id: str = "acme") -> events.CardEncoded:
-    return events.CardEncoded(
-        issuer_id=issuer_id,
-        actor="station-a",
-        card_id=card_id,
-        batch_id=uuid.uuid4(),
-        chip_serial=f"CS{card_id.hex[:10].upper()}",
-        station_id="station-a",
-        reader="reader-0",
-        apdu_count=12,
-    )
-
-
-async def publish(settings: GraphicalSettings, stream: str, *items: events.Event) -> None:
-    producer = make_producer(settings.kafka_bootstrap, "graphical-test")
-    await producer.start()
-    try:
-        for item in items:
-            await producer.send_and_wait(
-                settings.topic(stream), events.encode_event(item), key=item.partition_key().encode()
-            )
-    finally:
-        await producer.stop()
-
-
-async def emitted(settings: GraphicalSettings, count: int) -> list[events.Event]:
-    records = await collect(
-        settings.kafka_bootstrap, settings.topic("graphical"), lambda seen: len(seen) >= count
-    )
-    return [events.decode_event(r.value) for r in records]
+    return graphical_settings(unique, keymgmt, printer)
 
 
 async def settled(runtime: ServiceRuntime, count: int) -> None:
@@ -195,10 +62,6 @@ async def settled(runtime: ServiceRuntime, count: int) -> None:
         return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
 
     await wait_for(seen_all)
-
-
-def graphical(settings: GraphicalSettings, unique: str) -> ServiceRuntime:
-    return bootstrap(settings, schema=f"graphical_{unique}")
 
 
 async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(

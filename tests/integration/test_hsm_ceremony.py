@@ -17,14 +17,7 @@ from services.keymgmt.keys.ceremony import (
     aimport_key_from_components,
     import_key_from_components,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_aes_cmac_kcv,
-    soft_aes_zero_kcv,
-    soft_des_kcv,
-    split,
-)
+from tests.support.hsm import soft_aes_cmac_kcv, soft_aes_zero_kcv, soft_des_kcv, split
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +29,7 @@ def _objects(h: Hsm) -> int:
     return h.count_objects()
 
 
-def test_des2_from_two_components_published_kcv(hsm: Hsm) -> None:  # noqa: F811
+def test_des2_from_two_components_published_kcv(hsm: Hsm) -> None:
     comps = split(EMV_TEST_KEY, bytes.fromhex("F1F1F1F1F1F1F1F1E0E0E0E0E0E0E0E0"), "des")
     values = [c.value for c in comps]
     result = hsm.run(
@@ -68,7 +61,7 @@ def test_des2_from_two_components_published_kcv(hsm: Hsm) -> None:  # noqa: F811
         hsm.run(lambda h: h.key(result.label)[Attribute.VALUE])
 
 
-def test_des3_from_three_components(hsm: Hsm) -> None:  # noqa: F811
+def test_des3_from_three_components(hsm: Hsm) -> None:
     key = bytes.fromhex("0123456789ABCDEFFEDCBA987654321089ABCDEF01234567")
     c1 = bytes(range(24))
     c2 = bytes(range(100, 124))
@@ -88,7 +81,7 @@ def test_des3_from_three_components(hsm: Hsm) -> None:  # noqa: F811
     assert result.parity_adjusted
 
 
-def test_aes_both_kcv_methods(hsm: Hsm) -> None:  # noqa: F811
+def test_aes_both_kcv_methods(hsm: Hsm) -> None:
     key = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")  # FIPS 197 / SP 800-38B key
     comps = split(key, bytes(16), "aes")
     comps[1] = Component(
@@ -117,7 +110,7 @@ def test_aes_both_kcv_methods(hsm: Hsm) -> None:  # noqa: F811
     assert hsm.run(lambda h: h.key(result.label)[Attribute.SIGN]) is False
 
 
-def test_wrong_component_kcv_is_refused_and_leaves_nothing(hsm: Hsm) -> None:  # noqa: F811
+def test_wrong_component_kcv_is_refused_and_leaves_nothing(hsm: Hsm) -> None:
     label = key_label("cerbank", "IMK-SMI")
     comps = split(EMV_TEST_KEY, bytes(range(16)), "des")
     comps[1] = Component(comps[1].value, "000000", "bob")
@@ -129,7 +122,7 @@ def test_wrong_component_kcv_is_refused_and_leaves_nothing(hsm: Hsm) -> None:  #
     assert all(c.value == bytearray(16) for c in comps)
 
 
-def test_wrong_final_kcv_destroys_the_key(hsm: Hsm) -> None:  # noqa: F811
+def test_wrong_final_kcv_destroys_the_key(hsm: Hsm) -> None:
     label = key_label("cerbank", "IMK-SMC")
     before = hsm.run(_objects)
     with pytest.raises(CeremonyError, match="expected KCV"):
@@ -149,7 +142,7 @@ def test_wrong_final_kcv_destroys_the_key(hsm: Hsm) -> None:  # noqa: F811
     ("custodians", "message"),
     [(("alice", "alice"), "own named custodian"), (("alice", ""), "own named custodian")],
 )
-def test_dual_control(hsm: Hsm, custodians: tuple[str, str], message: str) -> None:  # noqa: F811
+def test_dual_control(hsm: Hsm, custodians: tuple[str, str], message: str) -> None:
     comps = split(EMV_TEST_KEY, bytes(range(16)), "des")
     comps = [Component(c.value, c.kcv, who) for c, who in zip(comps, custodians, strict=True)]
     with pytest.raises(CeremonyError, match=message):
@@ -162,7 +155,7 @@ def test_dual_control(hsm: Hsm, custodians: tuple[str, str], message: str) -> No
         )
 
 
-def test_one_component_is_not_enough(hsm: Hsm) -> None:  # noqa: F811
+def test_one_component_is_not_enough(hsm: Hsm) -> None:
     comps = split(EMV_TEST_KEY, bytes(range(16)), "des")[:1]
     with pytest.raises(CeremonyError, match="2 or 3"):
         hsm.run(
@@ -174,7 +167,7 @@ def test_one_component_is_not_enough(hsm: Hsm) -> None:  # noqa: F811
         )
 
 
-async def test_existing_label_is_refused(hsm: Hsm) -> None:  # noqa: F811
+async def test_existing_label_is_refused(hsm: Hsm) -> None:
     label = key_label("cerbank2", "IMK-AC")
     await aimport_key_from_components(
         hsm, label, CeremonyKeyType.DES2, split(EMV_TEST_KEY, bytes(16), "des"), KeyUsage.DERIVE

@@ -15,12 +15,7 @@ from services.keymgmt.emv.cvv import CvkLabels, card_verification_values, cvv_in
 from services.keymgmt.emv.pin import decimalise
 from services.keymgmt.hsm.session import Hsm, describe_key
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_des_kcv,
-    split,
-)
+from tests.support.hsm import soft_des_kcv, split
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,7 +26,7 @@ CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # psec's documented exa
 
 
 @pytest.fixture(scope="module")
-def cvk(hsm: Hsm) -> CvkLabels:  # noqa: F811
+def cvk(hsm: Hsm) -> CvkLabels:
     labels = CvkLabels.for_issuer("cvvbank")
     for label, half in ((labels.a, CVK[:8]), (labels.b, CVK[8:])):
         comps = split(half, bytes.fromhex("1F2E3D4C5B6A7988"), "des")
@@ -46,11 +41,11 @@ def cvk(hsm: Hsm) -> CvkLabels:  # noqa: F811
     return labels
 
 
-def test_cvv_published_vector(hsm: Hsm, cvk: CvkLabels) -> None:  # noqa: F811
+def test_cvv_published_vector(hsm: Hsm, cvk: CvkLabels) -> None:
     assert hsm.run(visa_cvv, cvk, "1234567890123456", "9912", "220") == "170"
 
 
-def test_cvv_icvv_cvv2_match_psec(hsm: Hsm, cvk: CvkLabels) -> None:  # noqa: F811
+def test_cvv_icvv_cvv2_match_psec(hsm: Hsm, cvk: CvkLabels) -> None:
     rng = random.Random(7)
     for _ in range(25):
         pan = "".join(rng.choice("0123456789") for _ in range(rng.choice((13, 15, 16, 19))))
@@ -76,7 +71,7 @@ def test_cvv_input_is_pan_expiry_service_code_zero_padded() -> None:
         cvv_input("4123456789012345", "8701", "1010")
 
 
-def test_cvk_halves_are_locked_single_des_keys(hsm: Hsm, cvk: CvkLabels) -> None:  # noqa: F811
+def test_cvk_halves_are_locked_single_des_keys(hsm: Hsm, cvk: CvkLabels) -> None:
     for label, half in ((cvk.a, CVK[:8]), (cvk.b, CVK[8:])):
         info = hsm.run(describe_key, label)
         assert (info.key_type, info.bits) == ("_DES", 64)

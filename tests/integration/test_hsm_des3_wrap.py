@@ -31,7 +31,7 @@ from pyemv import kd
 from services.keymgmt.emv.keys import derive_icc_mk
 from services.keymgmt.hsm.p11 import as_key
 from services.keymgmt.hsm.session import Hsm, des3_wrap, des3_wrap_missing, destroy_key
-from tests.integration.hsm_fixtures import IMK_AC, hsm, hsm_token  # noqa: F401
+from tests.support.hsm import IMK_AC
 
 pytestmark = [
     pytest.mark.integration,
@@ -135,7 +135,7 @@ def test_mk_ac_wrapped_under_a_des_k_dek_matches_3des_ecb_of_the_pyemv_key(token
     assert (sensitive, usable) == (True, False)
 
 
-def test_the_detection_tells_the_truth_about_the_softhsm_token(hsm: Hsm) -> None:  # noqa: F811
+def test_the_detection_tells_the_truth_about_the_softhsm_token(hsm: Hsm) -> None:
     """SoftHSM 2.6.1 lacks the wrap: the detector must say so, and the wrap really fail."""
 
     def probe(h: Hsm) -> tuple[str | None, str]:

@@ -18,16 +18,7 @@ from services.keymgmt.emv.keys import (
 from services.keymgmt.hsm.derive import des3_derive
 from services.keymgmt.hsm.p11 import SymKey, as_key
 from services.keymgmt.hsm.session import Hsm
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IMK_AC,
-    IMK_SMC,
-    IMK_SMI,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    reveal,
-    test_keys,
-)
+from tests.support.hsm import IMK_AC, IMK_SMC, IMK_SMI, IssuerKeys, reveal
 
 pytestmark = [
     pytest.mark.integration,
@@ -79,8 +70,8 @@ def _secret(h: Hsm, key_type: KeyType, value: bytes) -> SymKey:
     ],
 )
 def test_icc_mk_published_vectors(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     option: MkDerivation,
     expected: str,
 ) -> None:
@@ -90,8 +81,8 @@ def test_icc_mk_published_vectors(
 
 @pytest.mark.parametrize(("pan", "psn"), CARDS)
 def test_icc_mk_option_a_matches_pyemv(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     pan: str,
     psn: str,
 ) -> None:
@@ -104,8 +95,8 @@ def test_icc_mk_option_a_matches_pyemv(
 
 
 def test_icc_mk_option_b_long_pan_matches_pyemv(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     pan = "6799998900000074324"  # 19 digits
     value = hsm.run(_mk_value, test_keys.imks.ac, pan, "02", MkDerivation.OPTION_B)
@@ -113,7 +104,7 @@ def test_icc_mk_option_b_long_pan_matches_pyemv(
     assert value != kd.derive_icc_mk_a(IMK_AC, pan, "02")
 
 
-def test_common_session_key_published_vector(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_common_session_key_published_vector(hsm: Hsm, test_keys: IssuerKeys) -> None:
     # pyemv's documented vector: MK 0123..3210 (our IMK-AC object), R = 001C000000000000
     def run(h: Hsm) -> bytes:
         data = bytes.fromhex("001CF00000000000001C0F0000000000")
@@ -126,7 +117,7 @@ def test_common_session_key_published_vector(hsm: Hsm, test_keys: IssuerKeys) ->
     assert hsm.run(run).hex().upper() == "E9FB384AF807B940FEDCEA613461B0C4"
 
 
-def test_retail_mac_published_ac_vector(hsm: Hsm) -> None:  # noqa: F811
+def test_retail_mac_published_ac_vector(hsm: Hsm) -> None:
     # pyemv's documented generate_ac vector (ISO 9797-1 alg 3, padding method 2)
     data = bytes.fromhex("000000002000000000000000012400000080000124110309003804823E58000001")
 
@@ -145,8 +136,8 @@ def test_retail_mac_published_ac_vector(hsm: Hsm) -> None:  # noqa: F811
 @pytest.mark.parametrize(("pan", "psn"), CARDS[:2])
 @pytest.mark.parametrize("atc", [1, 2, 0x1234])
 def test_arqc_matches_pyemv(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     pan: str,
     psn: str,
     atc: int,
@@ -162,7 +153,7 @@ def test_arqc_matches_pyemv(
     assert hsm.run(lambda h: h.count_objects()) == before, "session keys must be destroyed"
 
 
-async def test_arqc_rejections(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+async def test_arqc_rejections(hsm: Hsm, test_keys: IssuerKeys) -> None:
     pan, psn, atc = "4761739001010010", "01", b"\x00\x07"
     sk = kd.derive_common_sk(kd.derive_icc_mk_a(IMK_AC, pan, psn), atc + bytes(6))
     good = ac.generate_ac(sk, CDOL1 + AIP + atc)

@@ -22,12 +22,7 @@ from services.keymgmt.hsm.session import (
     generate_bureau_key,
     key_label,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
+from tests.support.hsm import IssuerKeys
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +56,7 @@ def test_labels_are_scoped_by_issuer() -> None:
     ],
 )
 def test_generated_keys_are_sensitive_token_keys(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     kind: BureauKeyKind,
     key_type: str,
     bits: int,
@@ -92,7 +87,7 @@ def test_generated_keys_are_sensitive_token_keys(
         hsm.run(generate_bureau_key, label, kind)
 
 
-def test_master_keys_cannot_leave_the_hsm(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_master_keys_cannot_leave_the_hsm(hsm: Hsm, test_keys: IssuerKeys) -> None:
     for label in (test_keys.imks.ac, test_keys.kmc_label, test_keys.vault_label):
         with pytest.raises(AttributeSensitive):
             hsm.run(_read_value, label)
@@ -103,7 +98,7 @@ def test_master_keys_cannot_leave_the_hsm(hsm: Hsm, test_keys: IssuerKeys) -> No
         assert not info.extractable
 
 
-def test_session_is_refused_outside_the_worker(hsm: Hsm) -> None:  # noqa: F811
+def test_session_is_refused_outside_the_worker(hsm: Hsm) -> None:
     with pytest.raises(RuntimeError, match="worker"):
         _ = hsm.session
     seen: list[str] = []
@@ -111,19 +106,19 @@ def test_session_is_refused_outside_the_worker(hsm: Hsm) -> None:  # noqa: F811
     assert seen[0].startswith("hsm")
 
 
-def test_missing_key(hsm: Hsm) -> None:  # noqa: F811
+def test_missing_key(hsm: Hsm) -> None:
     with pytest.raises(KeyNotFoundError):
         hsm.run(lambda h: h.key("nobody/KMC/1"))
 
 
-def test_key_handles_are_cached(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_key_handles_are_cached(hsm: Hsm, test_keys: IssuerKeys) -> None:
     first = hsm.run(lambda h: h.key(test_keys.kmc_label))
     second = hsm.run(lambda h: h.key(test_keys.kmc_label))
     assert first is second
     assert isinstance(first, pkcs11.SecretKey)
 
 
-async def test_async_calls_are_serialised(hsm: Hsm) -> None:  # noqa: F811
+async def test_async_calls_are_serialised(hsm: Hsm) -> None:
     import asyncio
 
     labels = [key_label("asyncbank", "VAULT", v) for v in range(1, 6)]
@@ -135,7 +130,7 @@ async def test_async_calls_are_serialised(hsm: Hsm) -> None:  # noqa: F811
     assert len(set(randoms)) == 20
 
 
-def test_destroy_key(hsm: Hsm) -> None:  # noqa: F811
+def test_destroy_key(hsm: Hsm) -> None:
     label = key_label("gonebank", "VAULT")
     hsm.run(generate_bureau_key, label, BureauKeyKind.VAULT_AES256)
     hsm.run(destroy_key, label)

@@ -19,18 +19,15 @@ from services.keymgmt.emv.keys import derive_icc_mk
 from services.keymgmt.emv.perso import CardRecord, abuild_perso_script, build_perso_script
 from services.keymgmt.gp.cardkeys import STATIC_KEYS, card_static_key_kcvs, derive_static_key
 from services.keymgmt.hsm.session import Hsm, HsmError
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
+from tests.support.hsm import (
     IMK_AC,
     IMK_SMC,
     IMK_SMI,
     TEST_KMC,
     IssuerKeys,
-    hsm,
-    hsm_token,
     soft_aes_cmac_kcv,
     soft_aes_zero_kcv,
     soft_des_kcv,
-    test_keys,
 )
 
 pytestmark = [
@@ -54,7 +51,7 @@ def _expected_static_key(i: int) -> bytes:
     return _aes_ecb(TEST_KMC, block)
 
 
-def test_script_matches_the_protocol(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_script_matches_the_protocol(hsm: Hsm, test_keys: IssuerKeys) -> None:
     before = hsm.run(lambda h: h.count_objects())
     script = hsm.run(build_perso_script, RECORD, DIV, test_keys.imks, test_keys.kmc_label)
     assert hsm.run(lambda h: h.count_objects()) == before, "per-card keys must be destroyed"
@@ -88,7 +85,7 @@ def test_script_matches_the_protocol(hsm: Hsm, test_keys: IssuerKeys) -> None:  
     assert RECORD.pan not in repr(script)
 
 
-def test_static_key_kcvs_match_cpg202_aes(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_static_key_kcvs_match_cpg202_aes(hsm: Hsm, test_keys: IssuerKeys) -> None:
     kcvs = hsm.run(card_static_key_kcvs, test_keys.kmc_label, DIV)
     for name, i in STATIC_KEYS.items():
         key = _expected_static_key(i)
@@ -96,7 +93,7 @@ def test_static_key_kcvs_match_cpg202_aes(hsm: Hsm, test_keys: IssuerKeys) -> No
         assert (cmac.value, zero.value) == (soft_aes_cmac_kcv(key), soft_aes_zero_kcv(key))
 
 
-def test_trusted_wrap_is_refused_by_softhsm(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_trusted_wrap_is_refused_by_softhsm(hsm: Hsm, test_keys: IssuerKeys) -> None:
     # SoftHSM 2.6.1: only the SO may set CKA_TRUSTED (and the SO cannot use private keys).
     before = hsm.run(lambda h: h.count_objects())
     with pytest.raises(HsmError, match="CKA_TRUSTED"):
@@ -112,8 +109,8 @@ def test_trusted_wrap_is_refused_by_softhsm(hsm: Hsm, test_keys: IssuerKeys) -> 
 
 
 def test_untrusted_key_cannot_wrap_a_wrap_with_trusted_key(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     def run(h: Hsm) -> bytes:
         kdek = derive_static_key(h, test_keys.kmc_label, DIV, 3, MechanismFlag.WRAP)
@@ -133,8 +130,8 @@ def test_untrusted_key_cannot_wrap_a_wrap_with_trusted_key(
 
 
 def test_kdek_cannot_wrap_the_issuer_master_key(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     def run(h: Hsm) -> bytes:
         kdek = derive_static_key(h, test_keys.kmc_label, DIV, 3, MechanismFlag.WRAP)
@@ -148,7 +145,7 @@ def test_kdek_cannot_wrap_the_issuer_master_key(
         hsm.run(run)
 
 
-async def test_async_build_and_throughput(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+async def test_async_build_and_throughput(hsm: Hsm, test_keys: IssuerKeys) -> None:
     cards = [
         CardRecord(f"47617390{n:08d}", "00", "2712", "CARDHOLDER/TEST", "201") for n in range(300)
     ]

@@ -30,13 +30,7 @@ from services.keymgmt.emv.pin import (
 )
 from services.keymgmt.hsm.session import Hsm, describe_key
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_aes_cmac_kcv,
-    soft_des_kcv,
-    split,
-)
+from tests.support.hsm import soft_aes_cmac_kcv, soft_des_kcv, split
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,7 +45,7 @@ BOTH = (PinBlockFormat.ISO0, PinBlockFormat.ISO4)
 
 
 @pytest.fixture(scope="module")
-def pin_keys(hsm: Hsm) -> PinKeys:  # noqa: F811
+def pin_keys(hsm: Hsm) -> PinKeys:
     keys = PinKeys.for_issuer(ISSUER)
     assert keys.iso0
     assert keys.iso4
@@ -83,7 +77,7 @@ def test_format0_field_layout_published_vector() -> None:
 
 
 def test_format0_block_under_the_pin_key_matches_psec(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     pin_keys: PinKeys,
 ) -> None:
     policy = PinPolicy(length=4, formats=(PinBlockFormat.ISO0,))
@@ -93,7 +87,7 @@ def test_format0_block_under_the_pin_key_matches_psec(
     assert _soft_3des_decrypt(PIN_3DES, block).hex().upper() == "041277CDDEEFF669"
 
 
-def test_format4_reproduces_the_published_block(hsm: Hsm, pin_keys: PinKeys) -> None:  # noqa: F811
+def test_format4_reproduces_the_published_block(hsm: Hsm, pin_keys: PinKeys) -> None:
     # psec's documented block for PIN 1234, PAN 1234567890123456 under 0011..EEFF. Recover its
     # random fill in software, then let the HSM encipher PIN 1234 with that fill.
     pan, published = "1234567890123456", bytes.fromhex("E4BE5B623AF7E006AC319E5B93544564")
@@ -110,7 +104,7 @@ def test_format4_reproduces_the_published_block(hsm: Hsm, pin_keys: PinKeys) -> 
 
 
 def test_visa_pvv_and_ibm3624_offset_published_vectors(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     pin_keys: PinKeys,
 ) -> None:
     pan, pin = "1122334455667788", _pin("4524")
@@ -127,7 +121,7 @@ def test_visa_pvv_and_ibm3624_offset_published_vectors(
 
 @pytest.mark.parametrize("verification", [PinVerification.VISA_PVV, PinVerification.IBM3624_OFFSET])
 def test_issued_pins_match_psec(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     pin_keys: PinKeys,
     verification: PinVerification,
 ) -> None:
@@ -153,20 +147,20 @@ def test_issued_pins_match_psec(
         assert pin not in repr(issued)
 
 
-def test_format4_blocks_differ_for_the_same_pin(hsm: Hsm, pin_keys: PinKeys) -> None:  # noqa: F811
+def test_format4_blocks_differ_for_the_same_pin(hsm: Hsm, pin_keys: PinKeys) -> None:
     assert pin_keys.iso4
     pan = "4000001234567899"
     blocks = {hsm.run(encrypt_iso4, pin_keys.iso4, _pin("1234"), pan) for _ in range(5)}
     assert len(blocks) == 5  # random fill from the HSM
 
 
-def test_random_pins_use_every_digit(hsm: Hsm) -> None:  # noqa: F811
+def test_random_pins_use_every_digit(hsm: Hsm) -> None:
     digits = [d for _ in range(50) for d in hsm.run(random_pin, 12)]
     assert set(digits) == set(range(10))
     assert max(digits.count(d) for d in range(10)) < 120  # 600 draws, ~60 each
 
 
-def test_pin_keys_are_locked_and_encrypt_only(hsm: Hsm, pin_keys: PinKeys) -> None:  # noqa: F811
+def test_pin_keys_are_locked_and_encrypt_only(hsm: Hsm, pin_keys: PinKeys) -> None:
     for label in (pin_keys.iso0, pin_keys.iso4, pin_keys.pvk):
         assert label
         info = hsm.run(describe_key, label)

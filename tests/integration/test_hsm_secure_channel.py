@@ -1,5 +1,5 @@
 """SCP03 host side in SoftHSM (services/keymgmt/gp/secure_channel.py) against the independent
-software host of tests/scp03_host.py, which knows the clear test KMC: byte-for-byte the same
+software host of tests/support/scp03_host.py, which knows the clear test KMC: byte-for-byte the same
 EXTERNAL AUTHENTICATE and protected commands, the card cryptogram checked, keys kept in the HSM.
 """
 
@@ -19,17 +19,11 @@ from services.keymgmt.gp.channel import (
 )
 from services.keymgmt.gp.secure_channel import derive_session_key, secure_script
 from services.keymgmt.hsm.session import Hsm
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    TEST_KMC,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
-from tests.scp02_host import Scp02Host, scp02_keys
-from tests.scp02_host import cbc as tdes_cbc
-from tests.scp02_host import pad as tdes_pad
-from tests.scp03_host import Scp03Host, cpg202_aes, ecb, scp03_kdf
+from tests.support.hsm import TEST_KMC, IssuerKeys
+from tests.support.scp02_host import Scp02Host, scp02_keys
+from tests.support.scp02_host import cbc as tdes_cbc
+from tests.support.scp02_host import pad as tdes_pad
+from tests.support.scp03_host import Scp03Host, cpg202_aes, ecb, scp03_kdf
 
 pytestmark = [pytest.mark.integration]
 
@@ -65,8 +59,8 @@ def expected_apdus(host_challenge: bytes, answer: bytes, level: int) -> list[byt
 
 @pytest.mark.parametrize("sensitive", [False, True])
 def test_hsm_host_matches_the_independent_host(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     sensitive: bool,
 ) -> None:
     host_challenge, card_challenge = os.urandom(8), os.urandom(8)
@@ -87,8 +81,8 @@ def test_hsm_host_matches_the_independent_host(
 
 
 def test_card_with_other_keys_is_refused_before_any_script(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     host_challenge = os.urandom(8)
     answer = card_answer(OTHER_KMC, host_challenge, os.urandom(8))
@@ -121,8 +115,8 @@ def test_unusable_answers_say_why(answer: bytes, problem: str) -> None:
 
 
 def test_session_keys_are_sensitive_hsm_objects_equal_to_the_kdf(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     context = os.urandom(16)
 
@@ -155,8 +149,8 @@ def scp02_answer(kmc: bytes, host_challenge: bytes, card_challenge: bytes, seq: 
 
 @pytest.mark.parametrize("sensitive", [False, True])
 def test_scp02_hsm_host_matches_the_independent_host(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     sensitive: bool,
 ) -> None:
     host_challenge = os.urandom(8)
@@ -183,8 +177,8 @@ def test_scp02_hsm_host_matches_the_independent_host(
 
 
 def test_scp02_card_with_other_keys_is_refused(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
 ) -> None:
     host_challenge = os.urandom(8)
     answer = scp02_answer(OTHER_KMC, host_challenge, os.urandom(6), b"\x00\x01")

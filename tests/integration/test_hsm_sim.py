@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.exceptions import PKCS11Error
@@ -27,12 +26,8 @@ from services.keymgmt.sim.secrets import (
     make_imsi,
     protect_sim_secrets,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    hsm,
-    hsm_token,
-    soft_aes_cmac_kcv,
-    split,
-)
+from tests.support.hsm import soft_aes_cmac_kcv, split
+from tests.support.milenage import _aes, _xor, milenage
 
 pytestmark = pytest.mark.integration
 
@@ -48,43 +43,8 @@ F3, F4 = "b40ba9a3c58b2a05bbf0d987b21bf8cb", "f769bcd751044604127672711c6d3441"
 TRANSPORT = bytes.fromhex("000102030405060708090A0B0C0D0E0F")  # test operator transport key
 
 
-def _aes(key: bytes, block: bytes) -> bytes:
-    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(block)
-
-
-def _xor(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b, strict=True))
-
-
-def _rot(x: bytes, r_bits: int) -> bytes:
-    n = r_bits // 8
-    return x[n:] + x[:n]
-
-
-def milenage(k: bytes, opc: bytes, rand: bytes, sqn: bytes, amf: bytes) -> dict[str, str]:
-    """TS 35.206 with r1=64, r2=0, r3=32, r4=64, r5=96 and c1..c5 = 0, 1, 2, 4, 8."""
-    temp = _aes(k, _xor(rand, opc))
-    in1 = sqn + amf + sqn + amf
-    out1 = _xor(_aes(k, _xor(_xor(temp, _rot(_xor(in1, opc), 64)), bytes(16))), opc)
-
-    def out(r: int, c: int) -> bytes:
-        cst = bytes(15) + bytes([c])
-        return _xor(_aes(k, _xor(_rot(_xor(temp, opc), r), cst)), opc)
-
-    out2, out3, out4, out5 = out(0, 1), out(32, 2), out(64, 4), out(96, 8)
-    return {
-        "f1": out1[:8].hex(),
-        "f1*": out1[8:].hex(),
-        "f2": out2[8:].hex(),
-        "f5": out2[:6].hex(),
-        "f3": out3.hex(),
-        "f4": out4.hex(),
-        "f5*": out5[:6].hex(),
-    }
-
-
 @pytest.fixture(scope="module")
-def sim_keys(hsm: Hsm) -> tuple[str, str]:  # noqa: F811
+def sim_keys(hsm: Hsm) -> tuple[str, str]:
     transport = key_label("simop", "TRANSPORT")
     comps = split(TRANSPORT, bytes(range(0x40, 0x50)), "aes")
     hsm.run(
@@ -123,7 +83,7 @@ def test_software_milenage_reproduces_test_set_1() -> None:
 
 
 def test_hsm_opc_matches_published_and_wraps_for_the_operator(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     sim_keys: tuple[str, str],
 ) -> None:
     storage, transport = sim_keys
@@ -145,7 +105,7 @@ def test_hsm_opc_matches_published_and_wraps_for_the_operator(
 
 
 def test_generated_ki_and_opc_are_consistent_and_distinct(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     sim_keys: tuple[str, str],
 ) -> None:
     storage, transport = sim_keys
@@ -159,7 +119,7 @@ def test_generated_ki_and_opc_are_consistent_and_distinct(
         assert len(milenage(ki, _xor(_aes(ki, OP), OP), rand, SQN, AMF)["f2"]) == 16
 
 
-def test_ki_is_sensitive_and_only_leaves_wrapped(hsm: Hsm) -> None:  # noqa: F811
+def test_ki_is_sensitive_and_only_leaves_wrapped(hsm: Hsm) -> None:
     def run(h: Hsm) -> tuple[bool, bool, bool]:
         ki = generate_ki(h)
         try:

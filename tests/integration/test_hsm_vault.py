@@ -22,12 +22,7 @@ from services.keymgmt.vault.crypto import (
     pan_hash,
     pan_hash_matches,
 )
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
+from tests.support.hsm import IssuerKeys
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +49,7 @@ def _session_key(h: Hsm, label: str, key_type: KeyType, value: bytes) -> None:
     )
 
 
-async def test_round_trip_with_random_nonces(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+async def test_round_trip_with_random_nonces(hsm: Hsm, test_keys: IssuerKeys) -> None:
     blob1 = await aencrypt_pan(hsm, test_keys.vault_label, PAN, b"testbank")
     blob2 = await aencrypt_pan(hsm, test_keys.vault_label, PAN, b"testbank")
     assert blob1 != blob2
@@ -64,7 +59,7 @@ async def test_round_trip_with_random_nonces(hsm: Hsm, test_keys: IssuerKeys) ->
     assert SealedPan.from_bytes(blob1).key_label == test_keys.vault_label
 
 
-def test_tampering_and_wrong_context_fail(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_tampering_and_wrong_context_fail(hsm: Hsm, test_keys: IssuerKeys) -> None:
     blob = hsm.run(encrypt_pan, test_keys.vault_label, PAN, b"testbank")
     with pytest.raises(VaultError):
         hsm.run(decrypt_pan, blob, b"otherbank")
@@ -80,7 +75,7 @@ def test_tampering_and_wrong_context_fail(hsm: Hsm, test_keys: IssuerKeys) -> No
         hsm.run(decrypt_pan, forged, b"testbank")
 
 
-def test_gcm_matches_software(hsm: Hsm) -> None:  # noqa: F811
+def test_gcm_matches_software(hsm: Hsm) -> None:
     label = key_label("kat", "VAULT")
     hsm.run(_session_key, label, KeyType.AES, KNOWN_AES256)
     blob = hsm.run(encrypt_pan, label, PAN, b"ctx")
@@ -92,7 +87,7 @@ def test_gcm_matches_software(hsm: Hsm) -> None:  # noqa: F811
     assert hsm.run(decrypt_pan, SealedPan(label, nonce, ct).to_bytes()) == PAN
 
 
-def test_hmac_matches_software(hsm: Hsm) -> None:  # noqa: F811
+def test_hmac_matches_software(hsm: Hsm) -> None:
     label = key_label("kat", "PANHASH")
     hsm.run(_session_key, label, KeyType.GENERIC_SECRET, KNOWN_HMAC)
     expected = hmac.new(KNOWN_HMAC, PAN.encode(), hashlib.sha256).digest()
@@ -101,7 +96,7 @@ def test_hmac_matches_software(hsm: Hsm) -> None:  # noqa: F811
     assert not hsm.run(pan_hash_matches, label, "4761739001010028", expected)
 
 
-async def test_generated_hmac_key_is_deterministic(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+async def test_generated_hmac_key_is_deterministic(hsm: Hsm, test_keys: IssuerKeys) -> None:
     a = await apan_hash(hsm, test_keys.hmac_label, PAN)
     b = await apan_hash(hsm, test_keys.hmac_label, PAN)
     assert a == b
@@ -109,7 +104,7 @@ async def test_generated_hmac_key_is_deterministic(hsm: Hsm, test_keys: IssuerKe
     assert a != await apan_hash(hsm, test_keys.hmac_label, "4761739001010028")
 
 
-def test_generated_key_check_value_is_its_kcv(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_generated_key_check_value_is_its_kcv(hsm: Hsm, test_keys: IssuerKeys) -> None:
     # CKA_CHECK_VALUE (used for generated keys' inventory KCV) equals an HSM-computed KCV.
     info = hsm.run(describe_key, test_keys.vault_label)
     computed = hsm.run(
@@ -118,6 +113,6 @@ def test_generated_key_check_value_is_its_kcv(hsm: Hsm, test_keys: IssuerKeys) -
     assert info.kcvs == (computed,)
 
 
-def test_encrypt_refuses_non_pans(hsm: Hsm, test_keys: IssuerKeys) -> None:  # noqa: F811
+def test_encrypt_refuses_non_pans(hsm: Hsm, test_keys: IssuerKeys) -> None:
     with pytest.raises(ValueError, match="12-19 digits"):
         hsm.run(encrypt_pan, test_keys.vault_label, "4761-7390", b"")

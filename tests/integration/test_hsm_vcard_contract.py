@@ -13,13 +13,7 @@ from services.keymgmt.emv.perso import CardRecord, build_perso_script
 from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.session import Hsm
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    TEST_KMC,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
+from tests.support.hsm import TEST_KMC, IssuerKeys
 
 vcard_card = pytest.importorskip("vcard.card")
 vcard_store = pytest.importorskip("vcard.store")
@@ -35,8 +29,8 @@ CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400")
 
 @pytest.mark.parametrize("scp", ["03", "02"])
 def test_script_personalises_the_virtual_card_and_arqc_verifies(
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     tmp_path: Path,
     scp: str,
 ) -> None:

@@ -19,14 +19,7 @@ from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from tests.conftest import running
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.bus import collect
 
 pytestmark = pytest.mark.integration
 
@@ -77,8 +70,8 @@ class Intake:
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     _, keymgmt_http = keymgmt
@@ -131,7 +124,7 @@ async def intake(
 
 async def test_an_order_is_accepted_once_and_its_events_carry_no_pan(
     intake: Intake,
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
 ) -> None:
     body = {"external_ref": "A-1", "product_id": "debit", "cards": [card(p) for p in PANS]}
     first = await intake.order("bank-a", "key-00000001", body)

@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import (
+from tests.support.intake import (
     CSV_HEADER,
     Intake,
     PeakRss,
@@ -24,12 +23,6 @@ from tests.integration.intake_harness import (
     csv_lines,
     make_pan,
     started_intake,
-)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,8 +37,8 @@ MEMORY_BOUND = 10 * 1024 * 1024
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     async with started_intake(settings, keymgmt[1], unique, stock=BIG) as started:
@@ -63,7 +56,7 @@ def bulk_headers(intake: Intake, key: str, media: str = "text/csv") -> dict[str,
 
 async def test_a_100k_card_file_is_accepted_in_bounded_memory_and_replayed(
     intake: Intake,
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    keymgmt: tuple[Any, httpx.AsyncClient],
 ) -> None:
     size = sum(len(line) for line in csv_lines(BIG))
     assert BIG < 100_000 or size > MEMORY_BOUND * 1.3, "the file must dwarf the bound"
@@ -118,7 +111,7 @@ async def test_a_100k_card_file_is_accepted_in_bounded_memory_and_replayed(
 
 async def test_a_file_with_bad_lines_is_refused_whole_with_every_bad_line_named(
     intake: Intake,
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    keymgmt: tuple[Any, httpx.AsyncClient],
 ) -> None:
     before, vault_before = await intake.state(), await vaulted(keymgmt[0])
     lines = [CSV_HEADER] + [csv_line(n) for n in range(40)]

@@ -20,14 +20,7 @@ from hypothesis import settings as examples
 from schemathesis.checks import not_a_server_error
 
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import Intake, started_intake
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.intake import Intake, started_intake
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +35,8 @@ def text_body(context: Any, value: Any) -> bytes:
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     async with started_intake(settings, keymgmt[1], unique) as started:

@@ -13,23 +13,16 @@ import pytest
 
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import Intake, card, started_intake
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.bus import collect
+from tests.support.intake import Intake, card, started_intake
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     async with started_intake(settings, keymgmt[1], unique, stock=10) as started:

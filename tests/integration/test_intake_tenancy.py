@@ -12,14 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from services.keymgmt.settings import KeymgmtSettings
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import Intake, card, csv_lines, started_intake
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.intake import Intake, card, csv_lines, started_intake
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +128,8 @@ PROBES: dict[tuple[str, str], Probe] = {
 
 @pytest.fixture
 async def world(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[World]:
     async with started_intake(settings, keymgmt[1], unique) as intake:

@@ -21,15 +21,8 @@ import pytest
 from services.intake.webhooks import SIGNATURE_HEADER, verify
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.intake_harness import Intake, card, expect, produce, started_intake
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.bus import collect
+from tests.support.intake import Intake, card, expect, produce, started_intake
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +68,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 async def intake(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt: tuple[Any, httpx.AsyncClient],  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt: tuple[Any, httpx.AsyncClient],
     unique: str,
 ) -> AsyncIterator[Intake]:
     async with started_intake(

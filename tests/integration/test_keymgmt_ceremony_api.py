@@ -15,14 +15,9 @@ from services.keymgmt.hsm.session import Hsm, describe_key
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import hsm_token, soft_des_kcv  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    auth,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.bus import wait_for
+from tests.support.hsm import soft_des_kcv
+from tests.support.keymgmt import auth
 
 pytestmark = [
     pytest.mark.integration,
@@ -40,7 +35,7 @@ def component(part: bytes) -> dict[str, str]:
 
 @pytest.fixture
 async def api(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
 ) -> AsyncIterator[tuple[ServiceRuntime, httpx.AsyncClient]]:
     u = unique
@@ -60,7 +55,7 @@ async def api(
 async def test_ceremony_api_dual_control_refusals_abort_and_generated_keys(
     unique: str,
     api: tuple[ServiceRuntime, httpx.AsyncClient],
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt_hsm: Hsm,
 ) -> None:
     _, http = api
     issuer = f"ia{unique}"

@@ -23,21 +23,18 @@ from services.keymgmt.pin_mailer.service import MailerText, pin_from_iso4, rende
 from services.keymgmt.settings import KeymgmtSettings
 from services.qa.print_check import compare_prints
 from shared.service import ServiceRuntime
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.printer_harness import TestPrinter
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+from tests.support.keymgmt import (
     PAN16,
+    PIN_3DES,
+    PIN_AES,
     auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
     ordered,
     pan_hits,
+    prepared_events,
     publish,
-    settings,
     vault,
 )
-from tests.integration.test_keymgmt_service_security import PIN_3DES, PIN_AES, prepared_events
+from tests.support.printer import TestPrinter
 
 pytestmark = [
     pytest.mark.integration,
@@ -90,10 +87,10 @@ async def issued_card(
 
 
 async def test_pin_mailer_is_printed_once_from_the_encrypted_block_and_shows_the_pin(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
     pin_printer: TestPrinter,
 ) -> None:
     runtime, http = keymgmt
@@ -146,10 +143,10 @@ async def test_pin_mailer_is_printed_once_from_the_encrypted_block_and_shows_the
 
 
 async def test_no_pin_means_no_mailer_and_an_encrypt_only_key_is_a_clear_refusal(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
     pin_printer: TestPrinter,
 ) -> None:
     runtime, http = keymgmt

@@ -16,16 +16,7 @@ from shared import events
 from shared.bus import BatchHandler, PoisonEvent
 from shared.outbox import unit_of_work
 from shared.service import ServiceRuntime
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    PAN19,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    ordered,
-    settings,
-    vault,
-)
+from tests.support.keymgmt import PAN19, ordered, vault
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +38,9 @@ async def prepared_rows(runtime: ServiceRuntime) -> dict[str, str]:
 
 
 async def test_a_run_of_cards_is_prepared_once_each_in_its_own_trace(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
 ) -> None:
     runtime, http = keymgmt
     issuer = f"ia{unique}"
@@ -78,9 +69,9 @@ async def test_a_run_of_cards_is_prepared_once_each_in_its_own_trace(
 
 
 async def test_one_card_missing_from_the_vault_fails_the_run_by_name(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
 ) -> None:
     runtime, http = keymgmt
     issuer = f"ia{unique}"

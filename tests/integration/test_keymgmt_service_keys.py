@@ -31,20 +31,9 @@ from services.keymgmt.settings import KeymgmtSettings
 from shared.db import make_engine, migrate
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import (
-    hsm_token,  # noqa: F401  (fixture)
-    soft_des_kcv,
-)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    ADDRESS,
-    PAN16,
-    auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.bus import wait_for
+from tests.support.hsm import soft_des_kcv
+from tests.support.keymgmt import ADDRESS, PAN16, auth
 
 pytestmark = [
     pytest.mark.integration,
@@ -57,9 +46,9 @@ PARTS.append(bytes(a ^ b ^ c for a, b, c in zip(CVK, *PARTS, strict=True)))
 
 
 async def test_issuers_see_only_their_own_keys_and_custodians_retire_them(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
 ) -> None:
     _, http = keymgmt
     a, b = f"ia{unique}", f"ib{unique}"
@@ -92,7 +81,7 @@ async def test_issuers_see_only_their_own_keys_and_custodians_retire_them(
 
 
 @pytest.fixture
-async def engine(settings: KeymgmtSettings) -> AsyncIterator[AsyncEngine]:  # noqa: F811
+async def engine(settings: KeymgmtSettings) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(settings.database_url, settings.keymgmt_schema)
     await migrate(engine, settings.keymgmt_schema, MIGRATIONS)
     yield engine
@@ -113,10 +102,10 @@ async def run(engine: AsyncEngine, hsm: Hsm, spec: CeremonySpec, *steps: Any) ->
 
 
 async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
     engine: AsyncEngine,
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt_hsm: Hsm,
 ) -> None:
     label = f"ia{unique}/CVK/1"
     spec = CeremonySpec(label, f"ia{unique}", CeremonyKeyType.DES2, KeyUsage.ENCRYPT, 3, "test")
@@ -160,7 +149,7 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
 
 @pytest.fixture
 def cli_env(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> list[str]:
     """The CLI reads its settings from the environment; prompts are answered from a list."""

@@ -19,21 +19,10 @@ from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    PAN16,
-    auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    ordered,
-    publish,
-    settings,
-    vault,
-)
-from tests.integration.test_keymgmt_sim_cards import sim_ordered, sim_product
-from tests.unit.test_vcard_usim import select_usim
+from tests.support.bus import collect, wait_for
+from tests.support.keymgmt import PAN16, auth, ordered, publish, vault
+from tests.support.keymgmt_sim import sim_ordered, sim_product
+from tests.support.vcard import select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore, Scp
@@ -75,9 +64,9 @@ async def script_for(
 
 @pytest.mark.parametrize("scp", ["03", "02"])
 async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
     tmp_path: Path,
     scp: Scp,
 ) -> None:
@@ -178,10 +167,10 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
 
 
 async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
     tmp_path: Path,
 ) -> None:
     """A SIM product's card: the same station call, the USIM script inside the SCP03 session."""
@@ -211,9 +200,9 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
 
 
 async def test_a_cancelled_card_is_never_prepared_nor_scripted(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
     tmp_path: Path,
 ) -> None:
     runtime, http = keymgmt

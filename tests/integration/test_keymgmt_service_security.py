@@ -20,20 +20,17 @@ from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
-from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
+from tests.support.bus import collect
+from tests.support.keymgmt import (
     PAN16,
+    PIN_3DES,
+    PIN_AES,
     auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
     ordered,
     pan_hits,
+    prepared_events,
     publish,
-    settings,
     vault,
 )
 
@@ -42,8 +39,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 
-PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-PIN_AES = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
 PVK = bytes.fromhex("89ABCDEF01234567FEDCBA9876543210")
 CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PROFILE = {
@@ -70,18 +65,11 @@ async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> 
         await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
 
 
-async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Event]:
-    records = await collect(
-        config.kafka_bootstrap, config.topic("keymgmt"), lambda seen: len(seen) >= count
-    )
-    return [events.decode_event(r.value) for r in records]
-
-
 async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
     issuer, other = f"ia{unique}", f"ib{unique}"

@@ -17,14 +17,7 @@ from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    settings,
-)
+from tests.support.keymgmt import auth
 
 pytestmark = pytest.mark.integration
 
@@ -62,10 +55,10 @@ async def _bytea_hits(runtime: ServiceRuntime, needles: list[bytes]) -> list[str
 
 
 async def test_sim_batch_and_operator_output_file(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
     issuer, custodian = f"ia{unique}", auth(f"cu-{unique}")

@@ -18,8 +18,7 @@ from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.p11 import as_key
 from services.keymgmt.hsm.session import BureauKeyKind, Hsm, generate_bureau_key
-from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.perso import build_sim_script, mnc_length_of
 from services.keymgmt.sim.qa import milenage_challenge, milenage_vectors
@@ -27,19 +26,10 @@ from services.keymgmt.sim.secrets import WRAP
 from services.keymgmt.vault.crypto import seal_bytes
 from shared import events
 from shared.service import ServiceRuntime
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    auth,
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    ordered,
-    publish,
-    settings,
-    vault,
-)
-from tests.unit.test_vcard_usim import authenticate, select_usim
+from tests.support.bus import collect
+from tests.support.keymgmt import auth, publish, vault
+from tests.support.keymgmt_sim import OP, sim_ordered, sim_product
+from tests.support.vcard import authenticate, select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore
@@ -54,16 +44,14 @@ pytestmark = [
 K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 SQN, AMF = bytes.fromhex("ff9bb4d0b607"), bytes.fromhex("b9b9")
-OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")
 F1, F2, F5 = "4a9ffac354dfafb3", "a54211d5e3ba50bf", "aa689c648370"
 F3, F4 = "b40ba9a3c58b2a05bbf0d987b21bf8cb", "f769bcd751044604127672711c6d3441"
-TRANSPORT = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")  # test operator transport key
 SELECT_ISD = bytes.fromhex("00A4040008A00000015100000000")
 
 
 def test_hsm_milenage_with_a_wrapped_ki_reproduces_test_set_1(
-    settings: KeymgmtSettings,  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    settings: KeymgmtSettings,
+    keymgmt_hsm: Hsm,
     unique: str,
 ) -> None:
     storage = f"t{unique}/SIMKEK/1"
@@ -102,35 +90,11 @@ def test_hsm_milenage_with_a_wrapped_ki_reproduces_test_set_1(
     assert after == session_objects  # every unwrapped Ki destroyed
 
 
-async def sim_product(
-    runtime: ServiceRuntime, http: Any, hsm: Hsm, issuer: str, unique: str, last: int = 1004
-) -> str:
-    transport = f"{issuer}/TRANSPORT/1"
-    spec = CeremonySpec(transport, issuer, CeremonyKeyType.AES128, KeyUsage.WRAP, 2, "test")
-    await run_demo_ceremony(runtime.engine, hsm, spec, TRANSPORT.hex(), "11" * 16)
-    product: dict[str, Any] = {
-        "op": OP.hex(),
-        "transport_key_label": transport,
-        "iccid_prefix": "8944990",
-        "imsi_prefix": "00101",
-        "first_serial": 1000,
-        "last_serial": last,
-    }
-    path = f"/v1/sim/products/{issuer}/usim-card"
-    put = await http.put(path, json=product, headers=auth(f"cu-{unique}"))
-    assert put.status_code == 200, put.text
-    return "usim-card"
-
-
-def sim_ordered(card: dict[str, Any], issuer: str, product: str, batch: uuid.UUID) -> Any:
-    return ordered(card, issuer).model_copy(update={"product_id": product, "batch_id": batch})
-
-
 async def test_sim_card_ordered_prepared_personalised_and_checked_at_qa(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
     tmp_path: Path,
 ) -> None:
     runtime, http = keymgmt

@@ -12,7 +12,7 @@ from shared.db import migrate
 from shared.outbox import unit_of_work
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
-from tests.integration.bus_harness import harness_runtime
+from tests.support.bus import harness_runtime
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,22 +21,17 @@ from shared.pcsc import (
     PcscClient,
     PcscError,
     ReaderConfig,
-    load_readers,
 )
-from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
-from tests.unit.test_vcard_card import AID, CDOL1, Perso, build_perso, expected_arqc, secured
+from tests.support.pcscd import GET_CPLC, SELECT_ISD, connect, pcscd
+from tests.support.scp03_host import Scp03Host, initialize_update, install_for_perso
+from tests.support.vcard import AID, CDOL1, Perso, build_perso, expected_arqc, secured
 from vcard.crypto import TEST_KMC
 from vcard.feeder import ArmedFaults, Feeder
-from vcard.store import CardStore
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "deploy" / "local" / "pcscd.sh"
 SELECT = bytes.fromhex("00A4040007A000000003101000")
-GET_CPLC = bytes.fromhex("80CA9F7F00")
 GEN_AC = bytes((0x80, 0xAE, 0x80, 0x00, len(CDOL1))) + CDOL1 + b"\x00"
-SELECT_ISD = bytes.fromhex("00A4040008") + ISD_AID + b"\x00"
 
 
 async def personalize_over_scp03(conn: CardConnection, perso: Perso) -> list[int]:
@@ -59,60 +51,9 @@ async def personalize_over_scp03(conn: CardConnection, perso: Perso) -> list[int
     return [sw for _, sw in await conn.transmit_script(script)]
 
 
-def pcscd(command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
     with capsys.disabled():
         sys.stdout.write(f"\n{line}\n")
-
-
-@pytest.fixture(scope="module")
-def readers() -> Iterator[list[ReaderConfig]]:
-    started = pcscd("status").returncode != 0
-    if started:
-        result = pcscd("up")
-        assert result.returncode == 0, result.stderr
-    run_dir = Path(os.environ.get("BUREAU_RUN_DIR", REPO / ".run"))
-    yield load_readers(run_dir / "pcsc" / "readers.json")
-    if started:
-        pcscd("down")
-
-
-@pytest.fixture(scope="module")
-async def feeder(
-    readers: list[ReaderConfig], tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Feeder]:
-    specs = [{"name": r.name, "port": r.port} for r in readers]
-    specs[-1]["mode"] = "manual"  # the last reader is the QA reader
-    await readers_free(readers)
-    instance = Feeder(specs, CardStore(tmp_path_factory.mktemp("cards")))
-    await instance.start()
-    yield instance
-    await instance.stop()
-
-
-async def readers_free(readers: list[ReaderConfig], patience: float = 60.0) -> None:
-    """The vpcd readers are shared on this machine: let another process's cards leave first."""
-    probe = PcscClient()
-    deadline = time.monotonic() + patience
-    try:
-        while busy := [r.name for r in readers if (await probe.status(r.name)).present]:
-            if time.monotonic() > deadline:
-                pytest.fail(f"readers hold cards of another process (a feeder?): {busy}")
-            await asyncio.sleep(0.5)
-    finally:
-        await probe.aclose()
-
-
-@pytest.fixture(scope="module")
-async def client(readers: list[ReaderConfig]) -> AsyncIterator[PcscClient]:
-    instance = PcscClient()
-    yield instance
-    await instance.aclose()
 
 
 async def fresh_card(feeder: Feeder, client: PcscClient, reader: str, **faults: object) -> None:
@@ -134,18 +75,6 @@ async def test_readers_are_listed(readers: list[ReaderConfig], client: PcscClien
     assert [r.name for r in readers] == sorted(names)
     if "BUREAU_VPCD_CHANNELS" not in os.environ:
         assert [r.port for r in readers] == list(range(35963, 35969))
-
-
-async def connect(client: PcscClient, reader: str) -> CardConnection:
-    """Connect to the card in `reader`, riding out a stale 'present' from an earlier card
-    (pcscd notices a vanished card only at its next poll; SCardConnect then says no card)."""
-    for _ in range(3):
-        await client.wait_for_card(reader, timeout=5)
-        try:
-            return await client.connect(reader)
-        except CardRemoved:
-            await asyncio.sleep(0.5)
-    return await client.connect(reader)
 
 
 async def _rate(client: PcscClient, reader: str, count: int) -> float:

@@ -21,30 +21,19 @@ from services.qa.app import build_app
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import (  # noqa: F401  (pytest fixtures)
-    TEST_KMC,
-    IssuerKeys,
-    hsm,
-    hsm_token,
-    test_keys,
-)
-from tests.integration.test_electrical_keymgmt_double import (  # noqa: F401  (pytest fixtures)
-    KeymgmtTestDouble,
-    keymgmt_double,
-    new_record,
-)
-from tests.integration.test_electrical_support import (  # noqa: F401  (pytest fixtures)
+from tests.support.bus import wait_for
+from tests.support.electrical import (
     FeederProcess,
     assert_no_clear_pan,
     feeder_process,
-    pcsc_client,
     print_face,
     publish,
     qa_machine,
     read_events,
 )
-from tests.scp03_host import Scp03Host, initialize_update
+from tests.support.electrical_keymgmt import KeymgmtTestDouble, new_record, station_keymgmt
+from tests.support.hsm import TEST_KMC, IssuerKeys
+from tests.support.scp03_host import Scp03Host, initialize_update
 from vcard.api import WRONG_KMC_HEX
 from vcard.card import VirtualCard
 from vcard.store import CardStore
@@ -54,6 +43,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 GET_CPLC = bytes.fromhex("80CA9F7F00")
+
+
+@pytest.fixture(scope="module")
+async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    async with station_keymgmt(hsm, test_keys) as double:
+        yield double
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +62,7 @@ async def feeder(
 
 
 async def personalised_chip(
-    hsm: Hsm,  # noqa: F811
+    hsm: Hsm,
     keys: IssuerKeys,
     feeder: FeederProcess,
     record: CardRecord,
@@ -105,8 +100,8 @@ async def personalised_chip(
 
 async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
     unique: str,
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     keymgmt: KeymgmtTestDouble,
     feeder: FeederProcess,
     pcsc: PcscClient,
@@ -165,8 +160,8 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
 
 async def test_keymgmt_away_delays_qa_without_failing_the_card(
     unique: str,
-    hsm: Hsm,  # noqa: F811
-    test_keys: IssuerKeys,  # noqa: F811
+    hsm: Hsm,
+    test_keys: IssuerKeys,
     keymgmt: KeymgmtTestDouble,
     feeder: FeederProcess,
     pcsc: PcscClient,

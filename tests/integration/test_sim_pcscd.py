@@ -25,25 +25,10 @@ from services.qa.service import QaFailure
 from services.qa.sim_check import CHECK_SIM_AUTHENTICATE, CHECK_SIM_FILES, is_usim, sim_chip_checks
 from shared.pcsc import PcscClient, ReaderConfig
 from shared.service import ServiceRuntime
-from tests.integration.bus_harness import collect
-from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
-from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
-    keymgmt,
-    keymgmt_hsm,
-    keymgmt_module,
-    publish,
-    settings,
-    vault,
-)
-from tests.integration.test_keymgmt_sim_cards import sim_ordered, sim_product
-from tests.integration.test_pcsc_vcard import (  # noqa: F401  (fixtures)
-    GET_CPLC,
-    SELECT_ISD,
-    client,
-    connect,
-    feeder,
-    readers,
-)
+from tests.support.bus import collect
+from tests.support.keymgmt import publish, vault
+from tests.support.keymgmt_sim import sim_ordered, sim_product
+from tests.support.pcscd import GET_CPLC, SELECT_ISD, connect
 from vcard.feeder import Feeder
 
 pytestmark = [
@@ -53,13 +38,13 @@ pytestmark = [
 
 
 async def test_sim_personalised_at_a_station_passes_qa_in_another_reader(
-    settings: KeymgmtSettings,  # noqa: F811
+    settings: KeymgmtSettings,
     unique: str,
-    keymgmt: tuple[ServiceRuntime, Any],  # noqa: F811
-    keymgmt_hsm: Hsm,  # noqa: F811
-    feeder: Feeder,  # noqa: F811
-    client: PcscClient,  # noqa: F811
-    readers: list[ReaderConfig],  # noqa: F811
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
+    feeder: Feeder,
+    client: PcscClient,
+    readers: list[ReaderConfig],
 ) -> None:
     runtime, http = keymgmt
     issuer = f"ia{unique}"

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from services.audit.service import check_closure, reconcile_batch
 from shared.events import CardCancelled, CardPrepared, Event, StockReturned
-from tests.unit.test_audit_story import ISSUER, BatchStory, fold
+from tests.support.audit_story import ISSUER, BatchStory, fold
 
 
 def cancel(story: BatchStory, card_id: UUID) -> CardCancelled:

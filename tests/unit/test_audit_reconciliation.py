@@ -17,7 +17,7 @@ from shared.events import (
     CardQaPassed,
     CardSpoiled,
 )
-from tests.unit.test_audit_story import ISSUER, BatchStory, Spoil, fold
+from tests.support.audit_story import ISSUER, BatchStory, Spoil, fold
 
 __all__ = ["BatchStory"]  # also imported from here by the integration tests
 

@@ -20,7 +20,7 @@ from services.graphical import app as graphical_app
 from services.intake import app as intake_app
 from services.keymgmt import app as keymgmt_app
 from services.qa import app as qa_app
-from tests.unit.test_k8s_manifests import OVERLAYS, Obj, of_kind, render
+from tests.support.k8s import OVERLAYS, Obj, of_kind, render
 
 STRIMZI = "kafka.strimzi.io/v1beta2"
 CNPG = "postgresql.cnpg.io/v1"

@@ -11,7 +11,7 @@ import fnmatch
 import re
 from pathlib import Path
 
-from tests.unit.test_k8s_manifests import OVERLAYS, bureau_deployments, render
+from tests.support.k8s import OVERLAYS, bureau_deployments, render
 
 REPO = Path(__file__).resolve().parents[2]
 

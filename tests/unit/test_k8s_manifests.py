@@ -9,14 +9,8 @@ built with `go install` on first use; the tests skip, saying so, only when neith
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
-from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
@@ -24,14 +18,10 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from shared.settings import BureauSettings
+from tests.support.k8s import OVERLAYS, REPO, Obj, bureau_deployments, of_kind, render
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "deploy" / "k8s"
-OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
-KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"
 KUBERNETES_VERSION = "1.32.0"  # the oldest minor the manifests promise to apply on
 
-Obj = dict[str, Any]
 # The first run on a machine without kubectl builds kustomize (go install): minutes, once.
 pytestmark = pytest.mark.timeout(900)
 CRD_GROUPS = ("kafka.strimzi.io/", "postgresql.cnpg.io/")
@@ -47,44 +37,9 @@ SECRET_NAME = re.compile(r"(?i)(pin|password|passwd|token|secret|private|credent
 NOT_SECRET = {"BUREAU_HSM_TOKEN"}  # the HSM token's label, not a credential
 
 
-@cache
-def kustomize() -> list[str] | None:
-    """The kustomize command: kubectl's built-in one, else one go-installed into .run/bin."""
-    if kubectl := shutil.which("kubectl"):
-        return [kubectl, "kustomize"]
-    built = REPO / ".run" / "bin" / "kustomize"
-    if built.exists():
-        return [str(built), "build"]
-    go = shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None
-    )
-    if go is None:
-        return None
-    built.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOBIN": str(built.parent), "GOFLAGS": "-mod=mod"}
-    subprocess.run([go, "install", KUSTOMIZE_MODULE], check=True, env=env, timeout=900)
-    return [str(built), "build"]
-
-
-@cache
-def render(overlay: str) -> tuple[Obj, ...]:
-    command = kustomize()
-    if command is None:
-        pytest.skip("neither kubectl nor go is installed: cannot get kustomize to render")
-    done = subprocess.run(
-        [*command, str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"kustomize failed on {overlay}:\n{done.stderr}"
-    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
-
-
 @pytest.fixture(params=OVERLAYS)
 def objects(request: pytest.FixtureRequest) -> tuple[Obj, ...]:
     return render(request.param)
-
-
-def of_kind(objects: tuple[Obj, ...], kind: str) -> list[Obj]:
-    return [o for o in objects if o["kind"] == kind]
 
 
 def named(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:
@@ -99,14 +54,6 @@ def pod_specs(objects: tuple[Obj, ...]) -> Iterator[tuple[str, Obj]]:
 
 def containers(pod: Obj) -> list[Obj]:
     return [*pod.get("initContainers", []), *pod["containers"]]
-
-
-def bureau_deployments(objects: tuple[Obj, ...]) -> list[Obj]:
-    return [
-        d
-        for d in of_kind(objects, "Deployment")
-        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "service"
-    ]
 
 
 def test_every_overlay_renders_the_whole_bureau() -> None:

@@ -3,92 +3,32 @@
 Card keys (CPG202-AES K_DEK) and the ARQC are computed independently of vcard.crypto: AES from
 `cryptography` for K_DEK, pyemv for EMV Option A master keys, session keys and the MAC. The
 personalization runs through an SCP03 session opened by the independent host of
-tests/scp03_host.py.
+tests/support/scp03_host.py.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from pyemv import ac, kd
 
-from shared.iso7816 import CommandAPDU, decode_tlv, store_data_script, tlv
-from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from shared.iso7816 import decode_tlv, store_data_script, tlv
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from tests.support.vcard import (
+    AID,
+    CDOL1,
+    Perso,
+    _aes_ecb,
+    apdu,
+    build_perso,
+    expected_arqc,
+    new_card,
+    secured,
+)
 from vcard.card import ATR_T0, ATR_T1, Faults, VirtualCard
 from vcard.crypto import TEST_KMC, cpg202_aes_diversify
 from vcard.store import CardStore
-
-IMK_AC = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-IMK_SMI = bytes.fromhex("11111111111111112222222222222222")
-IMK_SMC = bytes.fromhex("33333333333333334444444444444444")
-PAN, PSN, EXPIRY = "5413330089010012", "01", "281231"
-AID = bytes.fromhex("A0000000031010")
-CDOL1 = bytes.fromhex(
-    "000000001000"  # amount authorised
-    "000000000000"  # amount other
-    "0826"  # terminal country
-    "0000000000"  # TVR
-    "0978"  # currency
-    "251124"  # date
-    "00"  # type
-    "CAFEBABE"  # unpredictable number
-)
-
-
-def _aes_ecb(key: bytes, data: bytes) -> bytes:
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return enc.update(data) + enc.finalize()
-
-
-def k_dek_of(kmc: bytes, cplc: bytes) -> bytes:
-    """CPG202-AES from docs/perso-protocol.md, re-coded here on purpose (not vcard.crypto)."""
-    d = cplc[0:4] + cplc[12:18]
-    return _aes_ecb(kmc, d[4:10] + b"\xf0\x03" + d[4:10] + b"\x0f\x03")
-
-
-@dataclass
-class Perso:
-    dgis: list[tuple[int, bytes]]
-    mk_ac: bytes
-    record1: bytes
-    record2: bytes
-    select_data: bytes
-
-
-def build_perso(cplc: bytes, kmc: bytes = TEST_KMC, pan: str = PAN) -> Perso:
-    """What keymgmt + data prep produce for one card, computed with pyemv and plain AES."""
-    mk_ac = kd.derive_icc_mk_a(IMK_AC, pan, PSN)
-    mk_smi = kd.derive_icc_mk_a(IMK_SMI, pan, PSN)
-    mk_smc = kd.derive_icc_mk_a(IMK_SMC, pan, PSN)
-    track2 = bytes.fromhex(pan + "D" + EXPIRY[:4] + "201000000000F")
-    record1 = tlv(0x70, tlv(0x57, track2) + tlv(0x5F20, b"DOE/JANE"))
-    record2 = tlv(
-        0x70,
-        tlv(0x5A, bytes.fromhex(pan))
-        + tlv(0x5F24, bytes.fromhex(EXPIRY))
-        + tlv(0x5F34, bytes.fromhex(PSN))
-        + tlv(0x9F07, bytes.fromhex("FF00")),
-    )
-    select_data = tlv(0x50, b"BUREAU DEBIT") + tlv(0x87, b"\x01")
-    keys = _aes_ecb(k_dek_of(kmc, cplc), mk_ac + mk_smi + mk_smc)
-    dgis = [(0x0101, record1), (0x0102, record2), (0x9102, select_data), (0x8000, keys)]
-    return Perso(dgis, mk_ac, record1, record2, select_data)
-
-
-def expected_arqc(mk_ac: bytes, atc: int, cdol1: bytes = CDOL1) -> bytes:
-    atc_b = atc.to_bytes(2, "big")
-    session_key = kd.derive_common_sk(mk_ac, atc_b + bytes(6))
-    return bytes(ac.generate_ac(session_key, cdol1 + bytes.fromhex("3800") + atc_b))
-
-
-def apdu(card: VirtualCard, hex_apdu: str | bytes) -> tuple[bytes, int]:
-    raw = bytes.fromhex(hex_apdu) if isinstance(hex_apdu, str) else hex_apdu
-    response = card.process(raw)
-    return response[:-2], int.from_bytes(response[-2:], "big")
 
 
 def select(card: VirtualCard) -> tuple[bytes, int]:
@@ -104,13 +44,6 @@ def store(tmp_path: Path) -> CardStore:
     return CardStore(tmp_path / "cards")
 
 
-def new_card(store: CardStore, **kwargs: object) -> VirtualCard:
-    state = store.manufacture(TEST_KMC, **kwargs)  # type: ignore[arg-type]
-    card = VirtualCard(state, store.save)
-    card.power_on()
-    return card
-
-
 def open_channel(card: VirtualCard, level: int = 0x03, kmc: bytes = TEST_KMC) -> Scp03Host:
     """SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE, INSTALL [for personalization]."""
     assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
@@ -122,12 +55,6 @@ def open_channel(card: VirtualCard, level: int = 0x03, kmc: bytes = TEST_KMC) ->
     assert apdu(card, host.external_authenticate(level))[1] == 0x9000
     assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(AID)))[1] == 0x9000
     return host
-
-
-def secured(host: Scp03Host, cmd: CommandAPDU | bytes) -> bytes:
-    if isinstance(cmd, bytes):
-        cmd = CommandAPDU.parse(cmd)
-    return host.wrap(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data)
 
 
 def personalize(card: VirtualCard, perso: Perso) -> list[int]:

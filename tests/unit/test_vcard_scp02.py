@@ -1,4 +1,5 @@
-"""The virtual card manager's SCP02 (i=15) against the independent host of tests/scp02_host.py."""
+"""The virtual card manager's SCP02 (i=15) against the independent host of
+tests/support/scp02_host.py."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.scp02_host import Scp02Host
-from tests.scp03_host import ISD_AID, initialize_update, install_for_perso
+from tests.support.scp02_host import Scp02Host
+from tests.support.scp03_host import ISD_AID, initialize_update, install_for_perso
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore

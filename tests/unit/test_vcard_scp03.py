@@ -1,5 +1,5 @@
 """The virtual card's card manager and SCP03 secure channel, against the independent host of
-tests/scp03_host.py (cryptography's KBKDF-CMAC, not vcard/scp03.py)."""
+tests/support/scp03_host.py (cryptography's KBKDF-CMAC, not vcard/scp03.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scp03_host import (
+from tests.support.scp03_host import (
     ISD_AID,
     Scp03Host,
     initialize_update,

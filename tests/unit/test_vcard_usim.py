@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from shared.iso7816 import CommandAPDU, decode_tlv, store_data_script
-from tests.integration.test_hsm_sim import milenage as independent_milenage
-from tests.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
-from tests.unit.test_vcard_card import apdu, k_dek_of, new_card, secured
+from tests.support.milenage import milenage as independent_milenage
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
+from tests.support.vcard import apdu, authenticate, k_dek_of, new_card, secured, select_usim
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.milenage import Milenage, opc_of
@@ -138,14 +138,6 @@ def personalize_usim(card: VirtualCard, ki: bytes, opc: bytes, level: int = 0x03
     assert apdu(card, host.external_authenticate(level))[1] == 0x9000
     assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(USIM_AID)))[1] == 0x9000
     return [apdu(card, secured(host, cmd))[1] for cmd in store_data_script(dgis)]
-
-
-def select_usim(card: VirtualCard) -> tuple[bytes, int]:
-    return apdu(card, bytes.fromhex("00A4040010") + USIM_AID + b"\x00")
-
-
-def authenticate(card: VirtualCard, rand: bytes, autn: bytes) -> tuple[bytes, int]:
-    return apdu(card, bytes.fromhex("0088008122") + b"\x10" + rand + b"\x10" + autn + b"\x00")
 
 
 def network_autn(ki: bytes, opc: bytes, rand: bytes, sqn: int, amf: bytes = b"\x80\x00") -> bytes:

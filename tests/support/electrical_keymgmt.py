@@ -1,8 +1,9 @@
-"""TEST DOUBLE of the keymgmt process for the electrical and QA integration tests (no tests here;
-the file name keeps it inside their room). keymgmt's service layer is being written
-concurrently; this double serves the three endpoints of docs/services.md the station and QA
-call (/v1/perso/secure-scripts, /v1/qa/readback, /v1/arqc/verify) over real HTTP on 127.0.0.1,
-computed by the REAL HSM core (services/keymgmt/emv/perso.py, secure_channel.py, emv.py) on a fresh
+"""TEST DOUBLE of the keymgmt process for the electrical and QA integration tests. keymgmt's
+service layer is being written concurrently; this double serves the three endpoints of
+docs/services.md the station and QA call (/v1/perso/secure-scripts, /v1/qa/readback,
+/v1/arqc/verify) over real HTTP on 127.0.0.1,
+computed by the REAL HSM core (services/keymgmt/emv/perso.py, gp/secure_channel.py,
+emv/keys.py) on a fresh
 SoftHSM token."""
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import secrets
 import socket
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
@@ -34,8 +33,8 @@ from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.perso.schemas import CRYPTOGRAM_MISMATCH, SecureScriptRequest
 from shared.errors import REFUSAL_HEADER
 from shared.pan import luhn_check_digit
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import IssuerKeys
+from tests.support.bus import wait_for
+from tests.support.hsm import IssuerKeys
 
 STATION_TOKEN = "station-a-test-token"
 QA_TOKEN = "qa-test-token"
@@ -164,7 +163,7 @@ class KeymgmtTestDouble:
         await self._task
 
 
-@pytest.fixture(scope="module", name="keymgmt")
-async def keymgmt_double(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN) as double:
-        yield double
+def station_keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> KeymgmtTestDouble:
+    """The double as the station and QA call it. Each electrical test module serves it as its
+    own `keymgmt` fixture: everywhere else that name is the real keymgmt service."""
+    return KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN)

@@ -1,4 +1,4 @@
-"""The audit service on the real stack for tests (no tests here): settings with a fresh topic
+"""The audit service on the real stack for tests: settings with a fresh topic
 prefix and schema, the runtime and its API in process, publishing each event to the stream of
 the service that emits it, and waiting for what audit logs and emits."""
 
@@ -20,7 +20,7 @@ from shared import events
 from shared.db import make_engine
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import collect, wait_for
+from tests.support.bus import collect, wait_for
 
 AUDITOR = {"Authorization": "Bearer auditor-dev-token"}
 OPERATOR = {"Authorization": "Bearer operator-dev-token"}

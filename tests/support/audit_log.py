@@ -1,4 +1,4 @@
-"""Fixtures of the audit log tests (no tests here): the audit service with a real keymgmt in
+"""Fixtures of the audit log tests: the audit service with a real keymgmt in
 process (real SoftHSM token, real Postgres, real Kafka) signing its checkpoints, an auditor
 API client, and the checkpoint key's PEM as keymgmt publishes it."""
 
@@ -21,9 +21,9 @@ from services.keymgmt.hsm.session import Hsm
 from shared.db import make_engine
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.integration.bus_harness import wait_for
-from tests.integration.hsm_fixtures import HsmToken
-from tests.integration.test_keymgmt_service import token_settings
+from tests.support.bus import wait_for
+from tests.support.hsm import HsmToken
+from tests.support.keymgmt import token_settings
 
 AUDITOR = {"Authorization": "Bearer auditor-dev-token"}
 

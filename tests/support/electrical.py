@@ -1,7 +1,7 @@
-"""Helpers shared by the electrical and QA integration tests (no tests here; the file name keeps
-it inside their room): the real card feeder (vcard.feeder) as a subprocess on a free port
+"""Helpers shared by the electrical and QA integration tests (fixtures registered in
+tests/conftest.py): the real card feeder (vcard.feeder) as a subprocess on a free port
 driving the real vpcd readers of the local pcscd, the service runtimes under test, events in
-and out of Kafka. keymgmt's test double is in test_electrical_keymgmt_double.py."""
+and out of Kafka. keymgmt's test double is in electrical_keymgmt.py."""
 
 from __future__ import annotations
 
@@ -36,12 +36,8 @@ from shared.pcsc import PcscClient, PcscError, ReaderConfig, load_readers
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import REPO
-from tests.integration.bus_harness import collect, wait_for
-from tests.integration.test_electrical_keymgmt_double import (
-    QA_TOKEN,
-    STATION_TOKEN,
-    KeymgmtTestDouble,
-)
+from tests.support.bus import collect, wait_for
+from tests.support.electrical_keymgmt import QA_TOKEN, STATION_TOKEN, KeymgmtTestDouble
 
 ISSUER = "testbank"
 

@@ -1,6 +1,7 @@
-"""A fresh SoftHSM token per test session, independent of the local stack.
+"""A fresh SoftHSM token per test module, independent of the local stack.
 
-Import the fixtures into a test module (``from tests.integration.hsm_fixtures import ...``).
+The fixtures are registered once, in tests/conftest.py's pytest_plugins; import only helpers.
+They are module-scoped: each test module had its own token when it imported them, and keeps it.
 The token lives in a tmp dir with its own SOFTHSM2_CONF; the SoftHSM library is loaded from a
 private copy so that its one C_Initialize (which reads SOFTHSM2_CONF) cannot collide with the
 stack's token used by other tests of the same pytest process. The OpenSSL config written here
@@ -104,7 +105,7 @@ class IssuerKeys:
     hmac_label: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hsm_token(tmp_path_factory: pytest.TempPathFactory) -> HsmToken:
     if not Path(SOFTHSM_MODULE).exists() or shutil.which("softhsm2-util") is None:
         pytest.skip("SoftHSM2 is not installed (Debian softhsm2)")
@@ -129,7 +130,7 @@ def hsm_token(tmp_path_factory: pytest.TempPathFactory) -> HsmToken:
     return HsmToken(str(module), label, USER_PIN, SO_PIN, conf, ossl)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hsm(hsm_token: HsmToken) -> Iterator[Hsm]:
     previous = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(hsm_token.softhsm_conf)
@@ -145,7 +146,7 @@ def hsm(hsm_token: HsmToken) -> Iterator[Hsm]:
     device.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def test_keys(hsm: Hsm) -> IssuerKeys:
     """The issuer's IMKs and the bureau KMC by ceremony; vault and HMAC keys generated."""
     imks = ImkLabels.for_issuer(ISSUER)

@@ -1,5 +1,5 @@
 """A batch's life as event contracts (BatchStory), and folding events into projections as the
-audit handlers do without a database: shared by the audit tests of every tier (no tests here)."""
+audit handlers do without a database: shared by the audit tests of every tier."""
 
 from __future__ import annotations
 

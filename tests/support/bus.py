@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 
 from shared import events
@@ -106,3 +106,15 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(0.1)
+
+
+async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, bytes]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for key, value in payloads:
+            await producer.send_and_wait(settings.topic(stream), value=value, key=key.encode())
+    finally:
+        await producer.stop()

@@ -1,7 +1,7 @@
 """Run the harness consumer and SIGKILL this process right after the first effect is durable
 and before the consumer commits its offsets: the crash the inbox exists for.
 
-    python -m tests.integration.crash_consumer <topic_prefix> <schema>
+    python -m tests.support.crash_consumer <topic_prefix> <schema>
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.bus import EventConsumer
 from shared.settings import BureauSettings
-from tests.integration.bus_harness import harness_runtime
+from tests.support.bus import harness_runtime
 
 
 async def main(prefix: str, schema: str) -> None:

@@ -1,0 +1,106 @@
+"""The fulfillment service for tests: its runtime and HTTP client (fixtures registered in
+tests/conftest.py), the service's settings, and events in and out of Kafka."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.fulfillment.app import bootstrap, build_app
+from services.fulfillment.settings import FulfillmentSettings
+from shared import events
+from shared.bus import make_producer
+from shared.service import ServiceRuntime
+from tests.conftest import running
+from tests.support.bus import collect, wait_for
+from tests.support.graphical import KeymgmtDouble
+
+SERVICE_TOKEN = "fulfillment-test-token"
+
+
+ISSUER = "acme"
+
+
+def passed(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardQaPassed:
+    return events.CardQaPassed(
+        issuer_id=ISSUER,
+        actor="qa",
+        card_id=card_id,
+        batch_id=batch_id,
+        chip_serial="CS" + card_id.hex[:8],
+        checks=["readback", "arqc"],
+    )
+
+
+async def publish(settings: FulfillmentSettings, *items: tuple[str, events.Event]) -> None:
+    producer = make_producer(settings.kafka_bootstrap, "fulfillment-test")
+    await producer.start()
+    try:
+        for stream, item in items:
+            await producer.send_and_wait(
+                settings.topic(stream),
+                events.encode_event(item),
+                key=item.partition_key().encode(),
+            )
+    finally:
+        await producer.stop()
+
+
+async def emitted(settings: FulfillmentSettings, until: Any) -> list[events.Event]:
+    def enough(seen: list[Any]) -> bool:
+        return bool(until([events.decode_event(r.value) for r in seen]))
+
+    records = await collect(settings.kafka_bootstrap, settings.topic("fulfillment"), enough)
+    return [events.decode_event(r.value) for r in records]
+
+
+def count_of(kind: str, n: int) -> Any:
+    return lambda seen: sum(e.type == kind for e in seen) >= n
+
+
+async def settled(runtime: ServiceRuntime, count: int) -> None:
+    consumer = runtime.consumer
+    assert consumer is not None
+
+    async def seen_all() -> bool:
+        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
+
+    await wait_for(seen_all)
+
+
+@pytest.fixture
+async def runtime(settings: FulfillmentSettings, unique: str) -> AsyncIterator[ServiceRuntime]:
+    async with running(bootstrap(settings, schema=f"fulfillment_{unique}")) as started:
+        yield started
+
+
+@pytest.fixture
+async def http(runtime: ServiceRuntime, unique: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(runtime))
+    headers = {"Authorization": f"Bearer op-{unique}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://fulfillment", headers=headers
+    ) as client:
+        yield client
+
+
+def fulfillment_settings(
+    unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+) -> FulfillmentSettings:
+    """The service's settings for a test: each test module serves them as its `settings` fixture
+    (the name is per service, so it is not registered for every tier)."""
+    return FulfillmentSettings(
+        environment="test",
+        topic_prefix=f"t{unique}",
+        service_tokens=f"fulfillment={SERVICE_TOKEN}",
+        principals=f"operator:olga=op-{unique},auditor:ann=aud-{unique}",
+        keymgmt_url=keymgmt.url,
+        fulfillment_manifest_dir=tmp_path / "manifests",
+        fulfillment_inserter_dir=tmp_path / "inserter",
+        fulfillment_courier="swift-post",
+    )

@@ -1,0 +1,198 @@
+"""keymgmt in process on the real stack for tests: its SoftHSM module and token, settings with a
+fresh topic prefix and schema, the running service (fixtures registered in tests/conftest.py),
+and the requests and events the keymgmt tests of every service share."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.hsm.process import process_hsm
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.settings import KeymgmtSettings
+from shared import events
+from shared.bus import make_producer
+from shared.service import ServiceRuntime
+from tests.conftest import running
+from tests.support.bus import collect, wait_for
+from tests.support.hsm import HsmToken
+
+PAN16, PAN19 = "4761739001010010", "6799998900000060018"  # test PANs (Luhn-valid)
+
+
+ADDRESS: dict[str, Any] = {
+    "lines": ["1 Test Street"],
+    "postcode": "T1 1ST",
+    "city": "Testville",
+    "country": "GB",
+}
+
+
+@pytest.fixture(scope="module")
+def keymgmt_module(hsm_token: HsmToken) -> str:
+    module = Path(hsm_token.module).with_name("libsofthsm2-keymgmt.so")
+    shutil.copyfile(hsm_token.module, module)
+    return str(module)
+
+
+@pytest.fixture(scope="module")
+async def keymgmt_hsm(
+    keymgmt_module: str,
+    hsm_token: HsmToken,
+) -> AsyncIterator[Hsm]:
+    """Held open for the module (on its own token): every runtime and ceremony of its tests
+    shares it."""
+    base = token_settings(keymgmt_module, hsm_token)
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(hsm_token.softhsm_conf)  # read once, by C_Initialize
+    try:
+        async with process_hsm(base) as hsm:
+            yield hsm
+    finally:
+        if previous is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = previous
+
+
+def token_settings(module: str, token: HsmToken, **kw: Any) -> KeymgmtSettings:
+    return KeymgmtSettings(
+        environment="test",
+        pkcs11_module=module,
+        hsm_token=token.label,
+        hsm_pin=token.user_pin,
+        openssl_conf=str(token.openssl_conf),
+        **kw,
+    )
+
+
+@pytest.fixture
+def settings(
+    stack_env: dict[str, str],
+    unique: str,
+    keymgmt_module: str,
+    hsm_token: HsmToken,
+    keymgmt_hsm: Hsm,
+) -> KeymgmtSettings:
+    u = unique
+    return token_settings(
+        keymgmt_module,
+        hsm_token,
+        topic_prefix=f"t{u}",
+        keymgmt_schema=f"keymgmt_{u}",
+        vault_key_label=f"b{u}/VAULT/1",
+        pan_hash_key_label=f"b{u}/PANHASH/1",
+        kmc_label=f"b{u}/KMC/1",
+        service_tokens=f"intake=in-{u},graphical=gr-{u},fulfillment=fu-{u},qa=qa-{u}",
+        principals=f"custodian:carol=cu-{u},admin:root=ad-{u},station:station-a=st-{u},"
+        f"auditor:ann=au-{u},issuer:a-ops:ia{u}=ia-{u},issuer:b-ops:ib{u}=ib-{u}",
+    )
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def keymgmt(settings: KeymgmtSettings) -> AsyncIterator[tuple[ServiceRuntime, Any]]:
+    runtime = bootstrap(settings)
+    async with running(runtime):
+        transport = httpx.ASGITransport(app=build_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://keymgmt") as http:
+
+            async def hsm_open() -> bool:
+                return runtime.deps.gate.hsm is not None
+
+            await wait_for(hsm_open)
+            yield runtime, http
+
+
+async def vault(http: httpx.AsyncClient, u: str, issuer: str, pan: str = PAN16) -> Any:
+    card: dict[str, Any] = {"card_id": str(uuid.uuid4()), "pan": pan, "psn": "01", "expiry": "2812"}
+    card |= {"cardholder_name": "DOE/JANE", "address": ADDRESS}
+    answer = await http.post(
+        "/v1/vault/cards", json={"issuer_id": issuer, "cards": [card]}, headers=auth(f"in-{u}")
+    )
+    assert answer.status_code == 200, answer.text
+    return card | answer.json()["cards"][0]
+
+
+def ordered(card: dict[str, Any], issuer: str) -> events.CardOrdered:
+    return events.CardOrdered(
+        issuer_id=issuer,
+        actor="intake",
+        card_id=uuid.UUID(card["card_id"]),
+        order_id=uuid.uuid4(),
+        batch_id=uuid.uuid4(),
+        product_id="visa-classic",
+        pan_token=card["pan_token"],
+        masked_pan=card["masked_pan"],
+        expiry="2812",
+        sequence=0,
+    )
+
+
+async def publish(settings: KeymgmtSettings, *items: events.Event) -> None:
+    producer = make_producer(settings.kafka_bootstrap, "keymgmt-test")
+    await producer.start()
+    try:
+        for item in items:
+            await producer.send_and_wait(
+                settings.topic("intake"),
+                events.encode_event(item),
+                key=item.partition_key().encode(),
+            )
+    finally:
+        await producer.stop()
+
+
+async def pan_hits(runtime: ServiceRuntime, pans: list[str]) -> list[str]:
+    """Every text-like and bytea column of the schema, searched for the PANs (ASCII and BCD)."""
+    hits: list[str] = []
+    async with runtime.engine.connect() as conn:
+        columns = await conn.execute(
+            text(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = :s"
+            ),
+            {"s": runtime.schema},
+        )
+        for table, column, kind in columns.all():
+            ref = f'{runtime.schema}.{table}."{column}"'
+            for pan in pans:
+                if kind == "bytea":
+                    where = f"position(:a in {ref}) > 0 OR position(:b in {ref}) > 0"
+                    params: dict[str, Any] = {
+                        "a": pan.encode(),
+                        "b": bytes.fromhex(pan + "F" * (len(pan) % 2)),
+                    }
+                else:
+                    where, params = f"position(:a in CAST({ref} AS text)) > 0", {"a": pan}
+                found = await conn.execute(
+                    text(f"SELECT count(*) FROM {runtime.schema}.{table} WHERE {where}"), params
+                )
+                if found.scalar_one():
+                    hits.append(f"{table}.{column}")
+    return hits
+
+
+PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+
+
+PIN_AES = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+
+
+async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Event]:
+    records = await collect(
+        config.kafka_bootstrap, config.topic("keymgmt"), lambda seen: len(seen) >= count
+    )
+    return [events.decode_event(r.value) for r in records]
