@@ -21,11 +21,11 @@ from services.keymgmt.sim.secrets import (
     compute_opc,
     generate_ki,
     generate_sim_secrets,
-    luhn_digit,
     make_iccid,
     make_imsi,
     protect_sim_secrets,
 )
+from shared.pan import luhn_check_digit
 from tests.support.hsm import soft_aes_cmac_kcv, split
 from tests.support.milenage import _aes, _xor, milenage
 
@@ -138,7 +138,7 @@ def test_ki_is_sensitive_and_only_leaves_wrapped(hsm: Hsm) -> None:
 
 
 def test_luhn_iccid_and_imsi() -> None:
-    assert luhn_digit("7992739871") == "3"  # the textbook Luhn example
+    assert luhn_check_digit("7992739871") == "3"  # the textbook Luhn example
     iccid = make_iccid("8944110", 42)
     assert (len(iccid), iccid[:-1]) == (19, "894411000000000042")
     digits = [int(c) for c in reversed(iccid)]

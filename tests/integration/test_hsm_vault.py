@@ -114,5 +114,7 @@ def test_generated_key_check_value_is_its_kcv(hsm: Hsm, test_keys: IssuerKeys) -
 
 
 def test_encrypt_refuses_non_pans(hsm: Hsm, test_keys: IssuerKeys) -> None:
-    with pytest.raises(ValueError, match="12-19 digits"):
+    with pytest.raises(ValueError, match="13-19 digits"):
         hsm.run(encrypt_pan, test_keys.vault_label, "4761-7390", b"")
+    with pytest.raises(ValueError, match="13-19 digits"):  # 12 digits would not mask
+        hsm.run(encrypt_pan, test_keys.vault_label, "476173900101", b"")

@@ -17,7 +17,8 @@ from services.keymgmt.emv.pin import (
 )
 from services.keymgmt.emv.schemas import ProductProfile
 from services.keymgmt.emv.security import profile_key_labels
-from services.keymgmt.sim.secrets import luhn_digit, make_iccid, make_imsi
+from services.keymgmt.sim.secrets import make_iccid, make_imsi
+from shared.pan import luhn_check_digit
 
 
 def pin(digits: str) -> bytearray:
@@ -85,8 +86,10 @@ def test_profile_names_only_the_keys_it_uses() -> None:
 
 
 def test_iccid_luhn_and_imsi() -> None:
-    assert luhn_digit("7992739871") == "3"
-    assert make_iccid("89441", 7, 20) == "8944100000000000007" + luhn_digit("8944100000000000007")
+    assert luhn_check_digit("7992739871") == "3"
+    assert make_iccid("89441", 7, 20) == "8944100000000000007" + luhn_check_digit(
+        "8944100000000000007"
+    )
     assert make_imsi("310410", 123) == "310410000000123"
     with pytest.raises(ValueError, match="digits"):
-        luhn_digit("12a")
+        luhn_check_digit("12a")

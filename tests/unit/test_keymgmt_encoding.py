@@ -16,10 +16,12 @@ from services.keymgmt.emv.keys import (
     pad_iso9797_m2,
 )
 from services.keymgmt.emv.perso import CardRecord, expiry_yymmdd, select_apdu, tlv, track2
-from services.keymgmt.gp.cardkeys import chip_serial, cpg202_aes_block, diversification_data
+from services.keymgmt.gp.cardkeys import cpg202_aes_block
 from services.keymgmt.gp.script import dgi, store_data_apdus
 from services.keymgmt.hsm.kcv import Kcv, KcvMethod, normalise_kcv
-from services.keymgmt.vault.crypto import SealedPan, VaultError, mask_pan
+from services.keymgmt.vault.crypto import SealedPan, VaultError
+from shared.cplc import chip_identity
+from shared.pan import mask_pan
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 
@@ -108,8 +110,8 @@ def test_store_data_p1_p2() -> None:
 
 def test_card_identity_from_cplc() -> None:
     cplc = bytes.fromhex("4342564300015330010053300A0B0C0D0001") + bytes(24)
-    assert chip_serial(cplc) == "0A0B0C0D0001"
-    div = diversification_data(cplc)
+    assert chip_identity(cplc).chip_serial == "0A0B0C0D0001"
+    div = chip_identity(cplc).diversification_data
     assert div.hex().upper() == "434256430A0B0C0D0001"
     assert cpg202_aes_block(div, 3).hex().upper() == "0A0B0C0D0001F0030A0B0C0D00010F03"
 
@@ -118,6 +120,7 @@ def test_card_identity_from_cplc() -> None:
     "kwargs",
     [
         {"pan": "47617390"},
+        {"pan": "476173900101"},  # 12 digits: the vault seals 13-19, as intake accepts them
         {"psn": "1"},
         {"expiry": "2513"},
         {"service_code": "20"},

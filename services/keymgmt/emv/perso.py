@@ -27,7 +27,7 @@ from services.keymgmt.gp.script import dgi, script_commands
 from services.keymgmt.hsm.kcv import Kcv, KcvMethod, kcv_computed
 from services.keymgmt.hsm.p11 import SymKey
 from services.keymgmt.hsm.session import Hsm, HsmError
-from services.keymgmt.vault.crypto import mask_pan
+from shared.pan import mask_pan
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class CardRecord:
     service_code: str  # 3 digits
 
     def __post_init__(self) -> None:
-        if not self.pan.isdigit() or not 12 <= len(self.pan) <= 19:
-            raise ValueError("PAN must be 12-19 digits")
+        if not self.pan.isdigit() or not 13 <= len(self.pan) <= 19:  # as the vault seals them
+            raise ValueError("PAN must be 13-19 digits")
         if not self.psn.isdigit() or len(self.psn) != 2:
             raise ValueError("PSN must be 2 digits")
         if (

@@ -18,16 +18,6 @@ SCHEME = "CPG202-AES"
 STATIC_KEYS = {"ENC": 1, "MAC": 2, "DEK": 3}
 
 
-def chip_serial(cplc: bytes) -> str:
-    return cplc[12:18].hex().upper()
-
-
-def diversification_data(cplc: bytes) -> bytes:
-    if len(cplc) != 42:
-        raise ValueError("CPLC is 42 bytes")
-    return cplc[0:2] + cplc[2:4] + cplc[12:18]
-
-
 def cpg202_aes_block(div: bytes, i: int) -> bytes:
     if len(div) != 10:
         raise ValueError("key diversification data is 10 bytes")

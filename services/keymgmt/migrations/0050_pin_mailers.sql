@@ -1,4 +1,4 @@
--- PIN mailers printed by keymgmt on the PIN printer (services/keymgmt/pin_mailer/printing.py). The PIN is
+-- PIN mailers printed by keymgmt on the PIN printer (services/keymgmt/pin_mailer.py). The PIN is
 -- never stored: only the print job's state. A row is written BEFORE the job is sent, so a
 -- crash or a lost printer answer is looked up on the printer by job name, never sent twice.
 CREATE TABLE IF NOT EXISTS {schema}.pin_mailers (

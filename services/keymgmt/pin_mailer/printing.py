@@ -6,18 +6,21 @@ issuer's PIN key in the HSM, lays the mailer out in memory (service.py), sends i
 printer over IPP and follows the job; fulfillment gets back only the mailer id and the job's
 status. The PIN is never stored, logged, returned or put in an event.
 
-This module is the print-job state machine, in one place so that a shared print-job component
-can replace it: a mailer's job is recorded before it is sent; a job that may have reached the
-printer is looked up there by its job name before anything is sent again, so a PIN is never
-printed twice. It runs on its own connection and commits each state as it is reached (the
-states must be durable before the printer is asked), which is why it, not a unit of work, owns
-those commits.
+The print job is the shared print-job machine's (shared/print_jobs.py, as graphical's spooler):
+a mailer's job is recorded before it is sent; a job that may have reached the printer is
+looked up there by its job name before anything is sent again, so a PIN is never printed
+twice. PinMailerJobs is its store over pin_mailers: it runs on the request's own connection and
+commits each state as it is reached (the states must be durable before the printer is asked),
+which is why it, not a unit of work, owns those commits. A printer that cannot be reached
+leaves the mailer's status as it was, with the problem, and answers 503; so does a rejection,
+which puts the mailer back to `queued` (no limit: fulfillment asks again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
@@ -38,7 +41,17 @@ from services.keymgmt.pin_mailer.service import (
     reveal_pin,
 )
 from services.keymgmt.repository import KeymgmtRepository
-from shared.ipp import IppClient, IppError, IppRejected, JobState
+from shared.ipp import IppClient, JobStatus
+from shared.print_jobs import (
+    PRINTED,
+    PROBLEM_LIMIT,
+    QUEUED,
+    SPOILED,
+    SUBMITTED,
+    SUBMITTING,
+    PrintJobMachine,
+    PrintPolicy,
+)
 from shared.settings import BureauSettings
 
 log = logging.getLogger(__name__)
@@ -59,17 +72,25 @@ class PinPrinter:
 
     def __init__(self) -> None:
         self._client: IppClient | None = None
+        self._machine: PrintJobMachine | None = None
         self._settings: PinMailerSettings | None = None
 
-    def get(self) -> tuple[IppClient, PinMailerSettings]:
-        if self._client is None or self._settings is None:
+    def get(self) -> tuple[PrintJobMachine, PinMailerSettings]:
+        """The PIN printer's print-job machine: a rejected mailer goes back to `queued` and is
+        answered 503, without a limit (fulfillment asks again)."""
+        if self._machine is None or self._settings is None:
             self._settings = PinMailerSettings()
             self._client = IppClient(
                 self._settings.pin_printer_uri,
                 user="keymgmt",
                 timeout_s=self._settings.pin_printer_timeout_s,
             )
-        return self._client, self._settings
+            self._machine = PrintJobMachine(
+                self._client,
+                document_format="image/png",
+                policy=PrintPolicy(max_rejections=None),
+            )
+        return self._machine, self._settings
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -92,9 +113,77 @@ async def print_mailer(
             await conn.commit()
 
 
-async def _set(conn: AsyncConnection, repo: KeymgmtRepository, card: Any, **changes: Any) -> None:
-    await repo.pin_mailers.update(card, **changes)
-    await conn.commit()
+@dataclass(frozen=True)
+class MailerJob:
+    """A pin_mailers row as the shared print-job machine reads it."""
+
+    row: dict[str, Any]
+    rejections: int = 0  # not counted: the policy has no rejection limit
+
+    @property
+    def job_name(self) -> str | None:
+        return str(self.row["job_name"])
+
+    @property
+    def status(self) -> str:
+        return str(self.row["status"])
+
+    @property
+    def ipp_job_id(self) -> int | None:
+        job_id = self.row["ipp_job_id"]
+        return None if job_id is None else int(job_id)
+
+
+class PinMailerJobs:
+    """The PrintJobStore of PIN mailers: pin_mailers rows on the request's connection, each
+    state committed as it is reached (durable before the printer is asked)."""
+
+    def __init__(self, conn: AsyncConnection, repo: KeymgmtRepository, gate: HsmGate) -> None:
+        self.conn, self.repo, self.gate = conn, repo, gate
+
+    async def _set(self, job: MailerJob, **changes: Any) -> None:
+        await self.repo.pin_mailers.update(job.row["card_id"], **changes)
+        await self.conn.commit()
+
+    async def start_submission(self, job: MailerJob, *, retry_in_s: float) -> bytes:
+        """The mailer as a PNG, from the PIN block revealed in the HSM (the PIN zeroed after)."""
+        card_id = job.row["card_id"]
+        vaulted = await self.repo.vault.vault_card(card_id)
+        pin_row = await self.repo.emv.card_pin(card_id)
+        if vaulted is None or pin_row is None:
+            raise NoPinMailer("the card is not in the vault")
+        await self.repo.vault.record_access([(card_id, "service:fulfillment", "pin-mailer")])
+        # Durable BEFORE the request: from here on, a retry looks the job up first.
+        await self._set(job, status=SUBMITTING, attempts=job.row["attempts"] + 1)
+        try:
+            pin, card = await self.gate.get().call(reveal_pin, vaulted, pin_row)
+        except PinMailerError as exc:
+            await self._set(job, status=QUEUED, last_problem=str(exc)[:PROBLEM_LIMIT])
+            raise PinNotRevealable(str(exc)) from exc
+        try:
+            mailer = mailer_text(str(pin_row["issuer_id"]), card)
+            return await asyncio.to_thread(render_pin_mailer, mailer, pin)
+        finally:
+            pin[:] = bytes(len(pin))
+
+    async def submitted(
+        self, job: MailerJob, printed: JobStatus, *, location: str, retry_in_s: float
+    ) -> None:
+        await self._set(job, status=SUBMITTED, ipp_job_id=printed.job_id, last_problem=None)
+        log.info("PIN mailer sent to the PIN printer", extra={"card_id": str(job.row["card_id"])})
+
+    async def reschedule(
+        self, job: MailerJob, *, status: str, retry_in_s: float, problem: str | None
+    ) -> None:
+        await self._set(job, status=status, last_problem=problem)
+
+    async def rejected(
+        self, job: MailerJob, *, rejections: int, retry_in_s: float, problem: str
+    ) -> None:
+        await self._set(job, status=QUEUED, last_problem=problem)
+
+    async def finish(self, job: MailerJob, printed: JobStatus | None, problem: str | None) -> None:
+        await self._set(job, status=PRINTED if problem is None else SPOILED, last_problem=problem)
 
 
 async def _print(
@@ -105,7 +194,7 @@ async def _print(
     gate: HsmGate,
     printer: PinPrinter,
 ) -> dict[str, Any]:
-    client, settings = printer.get()
+    machine, settings = printer.get()
     row = await repo.pin_mailers.mailer(body.card_id)
     if row is None:
         pin_row = await repo.emv.card_pin(body.card_id)
@@ -119,101 +208,18 @@ async def _print(
         await conn.commit()
         row = await repo.pin_mailers.mailer(body.card_id)
         assert row is not None
-    if row["status"] == "submitting":
-        try:
-            found = await client.find_job(row["job_name"])
-        except IppError as exc:
-            raise PinPrinterUnavailable(f"PIN printer unavailable: {exc}") from exc
-        if found is not None:
-            await _set(conn, repo, body.card_id, status="submitted", ipp_job_id=found.job_id)
-            row = {**row, "status": "submitted", "ipp_job_id": found.job_id}
-    if row["status"] in ("queued", "submitting"):
-        row = await _submit(conn, repo, row, client, gate)
-    if row["status"] == "submitted":
-        row = await _follow(conn, repo, row, client, settings.pin_mailer_wait_s)
-    return row
 
+    async def reload() -> MailerJob:
+        again = await repo.pin_mailers.mailer(body.card_id)
+        assert again is not None
+        return MailerJob(again)
 
-async def _document(
-    conn: AsyncConnection, repo: KeymgmtRepository, row: dict[str, Any], gate: HsmGate
-) -> bytes:
-    """The mailer as a PNG, from the PIN block revealed in the HSM (the PIN zeroed after)."""
-    card_id = row["card_id"]
-    vaulted = await repo.vault.vault_card(card_id)
-    pin_row = await repo.emv.card_pin(card_id)
-    if vaulted is None or pin_row is None:
-        raise NoPinMailer("the card is not in the vault")
-    await repo.vault.record_access([(card_id, "service:fulfillment", "pin-mailer")])
-    # Durable BEFORE the request: from here on, a retry looks the job up first.
-    await _set(conn, repo, card_id, status="submitting", attempts=row["attempts"] + 1)
-    try:
-        pin, card = await gate.get().call(reveal_pin, vaulted, pin_row)
-    except PinMailerError as exc:
-        await _set(conn, repo, card_id, status="queued", last_problem=str(exc)[:500])
-        raise PinNotRevealable(str(exc)) from exc
-    try:
-        mailer = mailer_text(str(pin_row["issuer_id"]), card)
-        return await asyncio.to_thread(render_pin_mailer, mailer, pin)
-    finally:
-        pin[:] = bytes(len(pin))
-
-
-async def _submit(
-    conn: AsyncConnection,
-    repo: KeymgmtRepository,
-    row: dict[str, Any],
-    printer: IppClient,
-    gate: HsmGate,
-) -> dict[str, Any]:
-    card_id = row["card_id"]
-    document = await _document(conn, repo, row, gate)
-    try:
-        status = await printer.print_job(
-            document, job_name=row["job_name"], document_format="image/png"
-        )
-    except IppRejected as exc:
-        await _set(conn, repo, card_id, status="queued", last_problem=str(exc)[:500])
-        raise PinPrinterUnavailable(f"the PIN printer rejected the mailer: {exc}") from exc
-    except IppError as exc:  # maybe printed: the next request looks it up first
-        await _set(conn, repo, card_id, last_problem=str(exc)[:500])
-        raise PinPrinterUnavailable(f"PIN printer unavailable: {exc}") from exc
-    finally:
-        del document
-    await _set(conn, repo, card_id, status="submitted", ipp_job_id=status.job_id, last_problem=None)
-    log.info("PIN mailer sent to the PIN printer", extra={"card_id": str(card_id)})
-    attempts = row["attempts"] + 1
-    return (
-        row
-        | {"status": "submitted", "ipp_job_id": status.job_id, "attempts": attempts}
-        | {"last_problem": None}
+    store = PinMailerJobs(conn, repo, gate)
+    progress = await machine.advance_until_settled(
+        MailerJob(row), store, reload, wait_s=settings.pin_mailer_wait_s
     )
-
-
-async def _follow(
-    conn: AsyncConnection,
-    repo: KeymgmtRepository,
-    row: dict[str, Any],
-    printer: IppClient,
-    wait_s: float,
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
-    while True:
-        try:
-            job = await printer.job(row["ipp_job_id"])
-        except IppRejected as exc:  # the printer forgot the job: its outcome is unknown
-            lost = f"the PIN printer has no record of job {row['ipp_job_id']}: {exc}"
-            await _set(conn, repo, row["card_id"], status="spoiled", last_problem=lost[:500])
-            return {**row, "status": "spoiled", "last_problem": lost}
-        except IppError as exc:
-            raise PinPrinterUnavailable(f"PIN printer unavailable: {exc}") from exc
-        if job.state.final:
-            status = "printed" if job.state is JobState.COMPLETED else "spoiled"
-            problem: str | None = None
-            if status != "printed":
-                problem = ", ".join(job.reasons) or job.state.name
-            await _set(conn, repo, row["card_id"], status=status, last_problem=problem)
-            return {**row, "status": status, "last_problem": problem}
-        if loop.time() >= deadline:
-            return row
-        await asyncio.sleep(0.1)
+    if progress.printer_down:
+        raise PinPrinterUnavailable(f"PIN printer unavailable: {progress.problem}")
+    if progress.status == QUEUED and progress.problem is not None:
+        raise PinPrinterUnavailable(f"the PIN printer rejected the mailer: {progress.problem}")
+    return (await reload()).row

@@ -24,21 +24,11 @@ from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 
 from services.keymgmt.hsm.p11 import SymKey, as_key, encrypt
 from services.keymgmt.hsm.session import Hsm
+from shared.pan import luhn_check_digit
 
 WRAP = Mechanism.AES_KEY_WRAP
 WRAP_NAME = "AES-KEY-WRAP-RFC3394"
 IMSI_LEN = 15
-
-
-def luhn_digit(body: str) -> str:
-    """The Luhn (ISO/IEC 7812-1 Annex B) check digit for ``body``."""
-    if not body.isdigit():
-        raise ValueError("digits only")
-    total = 0
-    for i, c in enumerate(reversed(body)):
-        d = int(c) * (2 if i % 2 == 0 else 1)
-        total += d - 9 if d > 9 else d
-    return str((10 - total % 10) % 10)
 
 
 def make_iccid(prefix: str, serial: int, length: int = 19) -> str:
@@ -47,7 +37,7 @@ def make_iccid(prefix: str, serial: int, length: int = 19) -> str:
     if not prefix.startswith("89") or width < 1 or len(str(serial)) > width:
         raise ValueError("ICCID prefix starts with 89 and leaves room for the serial")
     body = prefix + str(serial).zfill(width)
-    return body + luhn_digit(body)
+    return body + luhn_check_digit(body)
 
 
 def make_imsi(prefix: str, serial: int) -> str:

@@ -31,13 +31,6 @@ class VaultError(HsmError):
     """A blob is malformed, or failed authentication (wrong key, context or tampering)."""
 
 
-def mask_pan(pan: str) -> str:
-    """PCI DSS 3.4 display masking: first six and last four digits, the rest as '*'."""
-    if not pan.isdigit() or len(pan) < 12:
-        raise ValueError("a PAN is 12-19 digits")
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
-
 @dataclass(frozen=True)
 class SealedPan:
     key_label: str
@@ -66,9 +59,10 @@ def _aad(sealed: SealedPan, context: bytes) -> bytes:
 
 
 def encrypt_pan(hsm: Hsm, key_label: str, pan: str, context: bytes = b"") -> bytes:
-    """Seal a PAN (HSM worker). ``context`` (e.g. the issuer id) is bound as extra AAD."""
-    if not pan.isdigit() or not 12 <= len(pan) <= 19:
-        raise ValueError("a PAN is 12-19 digits")
+    """Seal a PAN (HSM worker). ``context`` (e.g. the issuer id) is bound as extra AAD.
+    13-19 digits, as intake accepts them and shared.pan.mask_pan masks them."""
+    if not pan.isdigit() or not 13 <= len(pan) <= 19:
+        raise ValueError("a PAN is 13-19 digits")
     if len(key_label.encode()) > 255:
         raise ValueError("key label too long")
     nonce = hsm.random(NONCE_LEN)

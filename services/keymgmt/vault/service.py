@@ -14,12 +14,12 @@ from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.vault.crypto import (
     decrypt_pan,
     encrypt_pan,
-    mask_pan,
     open_sealed,
     pan_hash,
     seal_bytes,
 )
 from services.keymgmt.vault.schemas import VaultCardIn
+from shared.pan import mask_pan
 
 
 @dataclass(frozen=True)
