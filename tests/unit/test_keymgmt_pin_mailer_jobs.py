@@ -23,7 +23,7 @@ from services.keymgmt.pin_mailer.schemas import (
 from services.keymgmt.pin_mailer.service import PinMailerError, reveal_pin
 from shared.ipp import JobState
 from shared.print_jobs import PrintJobMachine, PrintPolicy
-from tests.unit.test_print_jobs import FakePrinter
+from tests.support.print_jobs import FakePrinter
 
 CARD, BATCH = uuid.uuid4(), uuid.uuid4()
 PIN = b"4821"
