@@ -12,107 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
 from shared.db import checked_identifier
 from shared.events import DeadLetterRecorded, Event, UndecodableEvent, decode_event, encode_event
+from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
+from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork, add_outbox_rows
 from shared.telemetry import continue_trace, tracer
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[UnitOfWork[Any], Any], Awaitable[None]]
-HandlerTable = Mapping[type[Event], Sequence[Handler]]
-BatchFunction = Callable[[UnitOfWork[Any], Sequence[Any]], Awaitable[None]]
-DepsT = TypeVar("DepsT")
-
 DEAD_LETTER_STREAM = "dlq"
 _DLQ_NAMESPACE = uuid.UUID("5f1d3a52-1c1e-4c1b-9d35-0d6c7e5b0001")
-
-
-class PoisonEvent(Exception):
-    """A handler's verdict that this event can never be processed; it goes to the DLQ."""
-
-
-class BatchHandler:
-    """A handler that takes several events of one type at once: ``fn(uow, events)``.
-
-    It sits in a HANDLERS table like any handler. On the consumer's batch path, each run of
-    consecutive fresh events of a type whose handlers are all BatchHandlers is given to each
-    of them in ONE call (so a handler can read, compute and write for the whole run with one
-    statement each); everywhere else (the record-by-record replay, direct calls) it is called
-    with a one-event list. The run is inside the batch's transaction, after the inbox dedup:
-    it never holds an event seen before or the same event twice. A raised exception rolls the
-    whole batch back and the consumer replays it record by record, where retries and
-    dead-lettering decide each event on its own, so ``fn`` may raise PoisonEvent for a run
-    that holds one bad event.
-    """
-
-    def __init__(self, fn: BatchFunction) -> None:
-        self.fn = fn
-        self.__name__ = getattr(fn, "__name__", type(self).__name__)
-        self.__doc__ = fn.__doc__
-
-    async def __call__(self, uow: UnitOfWork[Any], event: Any) -> None:
-        await self.fn(uow, [event])
-
-    def __repr__(self) -> str:
-        return f"BatchHandler({self.__name__})"
-
-
-# A service's HANDLERS table is module-level: `{CardQaPassed: [pack_card]}`, each handler a
-# module function `async def pack_card(uow, event, deps)`. bootstrap() binds the table to the
-# service's deps once (cosmicpython's bootstrap injecting dependencies into handlers).
-DepsHandler = Callable[[UnitOfWork[Any], Any, DepsT], Awaitable[None]]
-DepsBatchFunction = Callable[[UnitOfWork[Any], Sequence[Any], DepsT], Awaitable[None]]
-
-
-class Batch(Generic[DepsT]):
-    """Marks a module-level batch function `fn(uow, events, deps)` in a HANDLERS table; bound,
-    it becomes a BatchHandler."""
-
-    def __init__(self, fn: DepsBatchFunction[DepsT]) -> None:
-        self.fn = fn
-
-
-HandlerSpec = Mapping[type[Event], Sequence[DepsHandler[DepsT] | Batch[DepsT]]]
-
-
-def bind_handlers(spec: HandlerSpec[DepsT], deps: DepsT) -> dict[type[Event], list[Handler]]:
-    """The consumer's table: each module-level handler of `spec` with `deps` bound to it."""
-    table: dict[type[Event], list[Handler]] = {}
-    for event_type, handlers in spec.items():
-        table[event_type] = [_bind(handler, deps) for handler in handlers]
-    return table
-
-
-def _bind(handler: DepsHandler[DepsT] | Batch[DepsT], deps: DepsT) -> Handler:
-    if isinstance(handler, Batch):
-        fn = handler.fn
-
-        async def run_batch(uow: UnitOfWork[Any], events: Sequence[Any]) -> None:
-            await fn(uow, events, deps)
-
-        run_batch.__name__ = getattr(fn, "__name__", "batch")
-        run_batch.__doc__ = fn.__doc__
-        return BatchHandler(run_batch)
-    one = handler
-
-    async def run_one(uow: UnitOfWork[Any], event: Any) -> None:
-        await one(uow, event, deps)
-
-    run_one.__name__ = getattr(one, "__name__", "handler")
-    run_one.__doc__ = one.__doc__
-    return run_one
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -279,7 +199,7 @@ class EventConsumer:
             return True
         try:
             async with self._engine.begin() as conn:
-                fresh = await self._record_many_in_inbox(conn, decoded)
+                fresh = await record_many_in_inbox(conn, self._schema, decoded)
                 uow: UnitOfWork[Any] = UnitOfWork(
                     conn,
                     self._schema,
@@ -348,27 +268,6 @@ class EventConsumer:
                 if isinstance(handler, BatchHandler):  # always, by _runs
                     await handler.fn(uow, run)
 
-    async def _record_many_in_inbox(
-        self, conn: Any, decoded: Sequence[tuple[Any, Event]]
-    ) -> set[uuid.UUID]:
-        rows = await conn.execute(
-            text(
-                f"INSERT INTO {self._schema}.inbox"
-                ' (event_id, event_type, topic, partition, "offset")'
-                " SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]),"
-                " CAST(:topics AS text[]), CAST(:partitions AS int[]), CAST(:offsets AS bigint[]))"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-            ),
-            {
-                "ids": [e.event_id for _, e in decoded],
-                "types": [e.type for _, e in decoded],
-                "topics": [r.topic for r, _ in decoded],
-                "partitions": [r.partition for r, _ in decoded],
-                "offsets": [r.offset for r, _ in decoded],
-            },
-        )
-        return {row[0] for row in rows}
-
     async def _apply_with_retries(self, record: Any) -> None:
         attempt = 0
         while True:
@@ -410,7 +309,7 @@ class EventConsumer:
             ),
         ):
             async with self._engine.begin() as conn:
-                first_time = await self._record_in_inbox(conn, event, record)
+                first_time = await record_in_inbox(conn, self._schema, event, record)
                 if not first_time:
                     self.duplicates += 1
                     metrics.EVENTS_DUPLICATE.labels(service=metrics.service_name()).inc()
@@ -424,26 +323,6 @@ class EventConsumer:
         _count_consumed([event])
         if uow.emitted:
             self._relay.wake()
-
-    async def _record_in_inbox(self, conn: Any, event: Event, record: Any) -> bool:
-        row = (
-            await conn.execute(
-                text(
-                    f"INSERT INTO {self._schema}.inbox"
-                    ' (event_id, event_type, topic, partition, "offset")'
-                    " VALUES (:id, :type, :topic, :partition, :offset)"
-                    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-                ),
-                {
-                    "id": event.event_id,
-                    "type": event.type,
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                },
-            )
-        ).first()
-        return row is not None
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
         """Raw record to the DLQ topic and a counted event, in one transaction, at most once."""

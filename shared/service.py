@@ -31,15 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
 from shared.auth import Authenticator, StaticTokens
-from shared.bus import (
-    DEAD_LETTER_STREAM,
-    EventConsumer,
-    HandlerTable,
-    ensure_topics,
-    make_producer,
-)
+from shared.bus import DEAD_LETTER_STREAM, EventConsumer, ensure_topics, make_producer
 from shared.db import make_engine, migrate
 from shared.errors import install_error_handlers
+from shared.handlers import HandlerTable
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.settings import BureauSettings

@@ -16,7 +16,7 @@ from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner
 from services.audit.store import AuditStore
 from services.audit.sweep import sweep_stale_batches
-from shared.bus import bind_handlers
+from shared.handlers import bind_handlers
 from shared.service import ServiceRuntime, create_app
 
 NAME = "audit"

@@ -18,7 +18,6 @@ from services.audit.projection import (
 from services.audit.repository import AuditRepository, BatchRow
 from services.audit.service import Decision, Reconciliation, decide, worth_evaluating
 from services.audit.store import AuditStore
-from shared.bus import DepsHandler, HandlerSpec
 from shared.events import (
     AnyEvent,
     BatchClosed,
@@ -30,6 +29,7 @@ from shared.events import (
     StockIssued,
     StockReturned,
 )
+from shared.handlers import DepsHandler, HandlerSpec
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from services.electrical.ports import ScriptSource, Transport
 from services.electrical.repository import StationRepository
 from services.electrical.settings import ElectricalSettings
 from services.electrical.station import StationAgent
-from shared.bus import bind_handlers
 from shared.feeder_client import FeederClient
+from shared.handlers import bind_handlers
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from services.electrical.repository import StationRepository
 from services.electrical.station import StationAgent
-from shared.bus import HandlerSpec
 from shared.events import CardCancelled, CardPrepared
+from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

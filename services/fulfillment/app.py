@@ -14,7 +14,7 @@ from services.fulfillment.keymgmt_client import KeymgmtClient
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.settings import FulfillmentSettings
-from shared.bus import bind_handlers
+from shared.handlers import bind_handlers
 from shared.service import ServiceRuntime, create_app
 
 NAME = "fulfillment"

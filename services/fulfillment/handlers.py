@@ -38,7 +38,6 @@ from services.fulfillment.service import (
     state_after_packing,
     state_after_rejection,
 )
-from shared.bus import HandlerSpec, PoisonEvent
 from shared.events import (
     BatchDiscrepancy,
     BatchReconciled,
@@ -49,6 +48,7 @@ from shared.events import (
     PinMailerPrinted,
     ShipmentDispatched,
 )
+from shared.handlers import HandlerSpec, PoisonEvent
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

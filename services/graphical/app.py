@@ -16,7 +16,7 @@ from services.graphical.printing import PrintSpooler
 from services.graphical.render import FaceRenderer
 from services.graphical.repository import GraphicalRepository
 from services.graphical.settings import GraphicalSettings
-from shared.bus import bind_handlers
+from shared.handlers import bind_handlers
 from shared.service import ServiceRuntime, create_app
 
 NAME = "graphical"

@@ -14,8 +14,8 @@ from services.graphical.printer import job_name_for
 from services.graphical.render import RenderError
 from services.graphical.repository import GraphicalRepository, PrintJob
 from services.graphical.service import FaceData, default_design
-from shared.bus import HandlerSpec, PoisonEvent
 from shared.events import CardEncoded, CardSpoiled
+from shared.handlers import HandlerSpec, PoisonEvent
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

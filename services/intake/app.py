@@ -16,7 +16,7 @@ from services.intake.repository import IntakeRepository
 from services.intake.settings import IntakeSettings
 from services.intake.webhooks import Deliverer, SecretBox
 from shared.auth import Principal, token_digest
-from shared.bus import bind_handlers
+from shared.handlers import bind_handlers
 from shared.service import ServiceRuntime, create_app
 
 API_DESCRIPTION = """Issuers post card orders and follow them; operators count blank stock.

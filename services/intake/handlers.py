@@ -9,7 +9,6 @@ from uuid import UUID
 from services.intake.deps import IntakeDeps
 from services.intake.repository import IntakeRepository
 from services.intake.webhooks import delivery
-from shared.bus import HandlerSpec
 from shared.events import (
     CardDestroyed,
     CardEncoded,
@@ -22,6 +21,7 @@ from shared.events import (
     Event,
     ShipmentDispatched,
 )
+from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
 
 # A card's status only moves forward: exceptions rank above every good stage, so a late

@@ -21,7 +21,7 @@ from services.keymgmt.settings import MIGRATIONS as _MIGRATIONS
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.api import router as sim_router
 from services.keymgmt.vault.api import router as vault_router
-from shared.bus import bind_handlers
+from shared.handlers import bind_handlers
 from shared.service import ServiceRuntime, create_app
 
 NAME = "keymgmt"

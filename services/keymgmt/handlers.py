@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from services.keymgmt.deps import KeymgmtDeps
 from services.keymgmt.emv.preparation import prepare_ordered_cards
 from services.keymgmt.repository import KeymgmtRepository
-from shared.bus import Batch, HandlerSpec
 from shared.events import CardCancelled, CardOrdered
+from shared.handlers import Batch, HandlerSpec
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.repository import QaRepository
 from services.qa.service import Transaction
 from services.qa.settings import QaSettings
-from shared.bus import bind_handlers
 from shared.feeder_client import FeederClient
+from shared.handlers import bind_handlers
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from services.qa.checker import QaMachine
 from services.qa.repository import QaRepository
-from shared.bus import HandlerSpec
 from shared.events import CardPrinted
+from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from shared import events
-from shared.bus import BatchHandler, PoisonEvent
+from shared.handlers import BatchHandler, PoisonEvent
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from shared.bus import BatchHandler, PoisonEvent
+from shared.handlers import BatchHandler, PoisonEvent
 from shared.outbox import unit_of_work
 from shared.service import ServiceRuntime
 from tests.support.keymgmt import PAN19, ordered, vault

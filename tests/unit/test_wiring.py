@@ -12,9 +12,9 @@ import httpx
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
-from shared.bus import Batch, BatchHandler, bind_handlers
 from shared.errors import REFUSAL_HEADER, Conflict, Unavailable, install_error_handlers
 from shared.events import CardCancelled
+from shared.handlers import Batch, BatchHandler, bind_handlers
 from shared.service import deps_of
 
 

@@ -36,8 +36,8 @@ from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.sim.preparation import SimTodo, prepare_sim_cards
 from services.keymgmt.sim.repository import SimRepository
 from services.keymgmt.vault.crypto import VaultError
-from shared.bus import PoisonEvent
 from shared.events import CardOrdered, CardPrepared
+from shared.handlers import PoisonEvent
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)

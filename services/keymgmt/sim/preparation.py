@@ -24,8 +24,8 @@ from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.sim.secrets import SimSecrets, make_iccid, make_imsi
 from services.keymgmt.sim.service import make_batch, op_context
 from services.keymgmt.vault.crypto import VaultError
-from shared.bus import PoisonEvent
 from shared.events import CardOrdered, CardPrepared
+from shared.handlers import PoisonEvent
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
