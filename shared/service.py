@@ -5,7 +5,7 @@ One way to wire a service (docs/architecture.md, "wiring"):
 - `services/<name>/app.py` has `SUBSCRIBE` (the streams it consumes), `bootstrap(settings,
   **overrides) -> ServiceRuntime` and `build_app(runtime) -> FastAPI`, nothing else of weight.
 - bootstrap() builds the service's typed deps (a frozen dataclass: settings, ports, clients),
-  binds the module-level HANDLERS table to them (shared.bus.bind_handlers), names the
+  binds the module-level HANDLERS table to them (shared.handlers.bind_handlers), names the
   repository factory and the workers, and adds readiness checks; tests pass other parts as
   keyword overrides.
 - build_app() mounts module-level routers; endpoints take typed `Annotated` dependencies

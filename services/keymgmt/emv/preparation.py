@@ -1,5 +1,5 @@
 """Data preparation of card.ordered events: the consumer's batch handler (handlers.py wires
-it as a shared.bus.BatchHandler, so a fetched run of card.ordered arrives in one call).
+it as a shared.handlers.BatchHandler, so a fetched run of card.ordered arrives in one call).
 
 Per run of cards, inside the consumer's one transaction: one read (the vault rows and which
 cards are already prepared), one HSM-worker call per PREP_CHUNK cards
