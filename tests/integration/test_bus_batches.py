@@ -1,4 +1,4 @@
-"""shared.bus.BatchHandler on the real broker and database: a fetched run of events in one
+"""shared.handlers.BatchHandler on the real broker and database: a fetched run of events in one
 handler call, inbox dedup before the call, poison isolated by the record-by-record replay."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Data preparation of a run of card.ordered in one call (shared.bus.BatchHandler) on the real
+"""Data preparation of a run of card.ordered in one call (shared.handlers.BatchHandler) on the real
 Postgres and a fresh SoftHSM token: one read, the HSM work per card, one write; a card twice
 in the run or already prepared gives nothing more; one bad card fails the run by name."""
 
