@@ -94,7 +94,8 @@ class KafkaDelivery:
 
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
-        self._delivered = 0
+        self._event_ids: list[uuid.UUID] = []
+        self._raw = 0
         self._read_to: dict[TopicPartition, int] = {}
 
     async def deliver(self, *events: Event, stream: str | None = None) -> None:
@@ -109,7 +110,7 @@ class KafkaDelivery:
             await asyncio.gather(*batch)
         finally:
             await producer.stop()
-        self._delivered += len(events)
+        self._event_ids += [e.event_id for e in events]
 
     async def deliver_raw(self, value: bytes, key: bytes | None = None) -> None:
         producer = make_producer(self.runtime.settings.kafka_bootstrap, client_id="delivery")
@@ -118,15 +119,20 @@ class KafkaDelivery:
             await producer.send_and_wait(self.runtime.subscribe[0], value, key=key)
         finally:
             await producer.stop()
-        self._delivered += 1
+        self._raw += 1
 
     async def emitted(self) -> Emitted:
+        """Waits until every event delivered so far is applied (in the inbox) or dead-lettered,
+        and the outbox has drained, then reads what the service published. A service that also
+        consumes its own stream (audit) processes its echoes too, so the consumer's counters
+        alone cannot tell when the delivered events are done."""
         consumer = self.runtime.consumer
         assert consumer is not None, "the runtime subscribes to nothing"
+        ids = sorted(set(self._event_ids))
         async with asyncio.timeout(60):
-            while consumer.processed + consumer.duplicates + consumer.dead_lettered < (
-                self._delivered
-            ) or await _outbox_rows(self.runtime):
+            while await _in_inbox(self.runtime, ids) + consumer.dead_lettered < len(
+                ids
+            ) + self._raw or await _outbox_rows(self.runtime):
                 await asyncio.sleep(0.05)
         return await self._read_new()
 
@@ -158,6 +164,15 @@ class KafkaDelivery:
         finally:
             await reader.stop()
         return _sorted_out(self.runtime, out)
+
+
+async def _in_inbox(runtime: ServiceRuntime, ids: list[uuid.UUID]) -> int:
+    async with runtime.engine.connect() as conn:
+        row = await conn.execute(
+            text(f"SELECT count(*) FROM {runtime.schema}.inbox WHERE event_id = ANY(:ids)"),
+            {"ids": ids},
+        )
+        return int(row.scalar_one())
 
 
 async def _outbox_rows(runtime: ServiceRuntime) -> int:
