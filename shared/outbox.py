@@ -83,7 +83,9 @@ class UnitOfWork(Generic[RepoT]):
         self._buffered = buffered
         self._pending: list[OutboxRow] = []
         self._repo = repository(conn) if repository is not None else None
-        self._cards: list[tuple[str, int]] = []  # card stages emitted, counted at commit
+        # Cards per stage emitted, counted at commit: a Counter, so a 100,000-card order's unit
+        # holds a few integers, not one entry per card.
+        self._cards: Counter[str] = Counter()
 
     @property
     def repo(self) -> RepoT:
@@ -131,13 +133,11 @@ class UnitOfWork(Generic[RepoT]):
             return
         if not self._cards:
             sa_event.listen(connection, "commit", self._count_cards, once=True)
-        self._cards.append(reached)
+        stage, count = reached
+        self._cards[stage] += count
 
     def _count_cards(self, _connection: Connection) -> None:
-        cards, self._cards = self._cards, []
-        totals: Counter[str] = Counter()
-        for stage, count in cards:
-            totals[stage] += count
+        totals, self._cards = self._cards, Counter()
         for stage, count in totals.items():
             metrics.count_card(stage, count)
 
