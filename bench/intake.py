@@ -29,11 +29,11 @@ import httpx
 
 from services.intake.app import build_app as build_intake
 from services.intake.bulk import check_line, csv_header
-from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.app import build_app as build_keymgmt
 from services.keymgmt.app import build_runtime as keymgmt_runtime
 from services.keymgmt.settings import KeymgmtSettings
+from shared.keymgmt.client import KeymgmtClient
 from tests.conftest import load_stack_env
 from tests.integration.intake_harness import CSV_HEADER, PeakRss, csv_line
 
@@ -97,7 +97,7 @@ async def service_path(path: Path, tag: str) -> tuple[int, float, int]:
     app = build_intake(
         settings,
         schema=f"intake_bi{tag}",
-        vault=VaultClient("http://keymgmt", f"in-{tag}", client=km_http),
+        vault=KeymgmtClient("http://keymgmt", f"in-{tag}", http=km_http),
     )
     await app.state.runtime.start()
     async with httpx.AsyncClient(

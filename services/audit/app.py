@@ -23,6 +23,7 @@ from services.audit.signer import KeymgmtSigner
 from services.audit.sweep import stale_batch_sweeper
 from services.audit.tree_api import router as tree_router
 from shared.auth import Principal, require
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, create_app, runtime_of
 
@@ -41,7 +42,15 @@ def bootstrap(
     signer: KeymgmtSigner | None = None,
 ) -> ServiceRuntime:
     """Wire the audit runtime. Tests pass their own schema, consumer group and signer."""
-    signer = signer or KeymgmtSigner(settings.keymgmt_url, settings.token_for("audit"))
+    keymgmt: KeymgmtClient | None = None
+    if signer is None:
+        keymgmt = KeymgmtClient(
+            settings.keymgmt_url,
+            settings.token_for("audit"),
+            timeout_s=10.0,
+            policy=RetryPolicy.once(),
+        )
+        signer = KeymgmtSigner(keymgmt)
     runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
@@ -52,6 +61,8 @@ def bootstrap(
         schema=schema,
         consumer_group=consumer_group,
     )
+    if keymgmt is not None:
+        runtime.on_stop(keymgmt.aclose)
     runtime.state["signer"] = signer
     return runtime
 

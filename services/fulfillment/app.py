@@ -11,13 +11,13 @@ from pydantic import BaseModel, Field
 
 from services.fulfillment.handlers import FulfillmentDeps, MailingSource, build_handlers
 from services.fulfillment.inserter import Inserter
-from services.fulfillment.keymgmt_client import KeymgmtClient
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import DestructionRefused, check_destruction, check_witnesses
 from services.fulfillment.settings import FulfillmentSettings
 from shared.auth import Principal, require
 from shared.events import CardDestroyed
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, create_app, runtime_of
 
@@ -40,7 +40,7 @@ def bootstrap(
             settings.keymgmt_url,
             settings.token_for(NAME),
             timeout_s=settings.keymgmt_timeout_s,
-            attempts=settings.keymgmt_attempts,
+            policy=RetryPolicy(max_attempts=settings.keymgmt_attempts),
         )
         keymgmt = owned = client
     deps = FulfillmentDeps(

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from PIL import Image, ImageDraw
 
 from services.graphical.handlers import GraphicalDeps, PrintDataSource, build_handlers
-from services.graphical.keymgmt_client import KeymgmtClient
 from services.graphical.printer import IppPrinter, Printer
 from services.graphical.printing import PrintSpooler
 from services.graphical.render import FaceRenderer, RenderError, check_photo
@@ -21,6 +20,7 @@ from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
 from services.graphical.settings import GraphicalSettings
 from shared.auth import Principal, require
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app, runtime_of
 
 NAME = "graphical"
@@ -57,7 +57,7 @@ def bootstrap(
             settings.keymgmt_url,
             settings.token_for(NAME),
             timeout_s=settings.keymgmt_timeout_s,
-            attempts=settings.keymgmt_attempts,
+            policy=RetryPolicy(max_attempts=settings.keymgmt_attempts),
         )
         keymgmt = owned = client
     owned_printer = printer is None

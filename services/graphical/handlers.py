@@ -11,19 +11,24 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 from uuid import UUID
 
-from services.graphical.keymgmt_client import CardNotInVault, PrintData
 from services.graphical.printer import job_name_for
 from services.graphical.render import FaceRenderer, RenderError
 from services.graphical.repository import GraphicalRepository, PrintJob
 from services.graphical.service import FaceData, default_design
 from shared.bus import HandlerTable, PoisonEvent
 from shared.events import CardEncoded, CardSpoiled
+from shared.keymgmt.contract import PrintData
+from shared.keymgmt.errors import KeymgmtRefused
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
 class PrintDataSource(Protocol):
+    """keymgmt's vault (shared/keymgmt/client.py), tried a few times: KeymgmtUnavailable is a
+    ConnectionError the consumer retries without limit; a 404 (KeymgmtRefused.not_found) means
+    keymgmt holds no such card."""
+
     async def print_data(self, card_id: UUID) -> PrintData: ...
 
 
@@ -56,8 +61,10 @@ def build_handlers(deps: GraphicalDeps) -> HandlerTable:
             return
         try:
             data = await deps.keymgmt.print_data(event.card_id)
-        except CardNotInVault as exc:
-            raise PoisonEvent(str(exc)) from exc
+        except KeymgmtRefused as exc:
+            if exc.not_found:
+                raise PoisonEvent(f"keymgmt holds no card {event.card_id}") from exc
+            raise
         if data.issuer_id != event.issuer_id:
             raise PoisonEvent(
                 f"card {event.card_id} belongs to another issuer in keymgmt than in the event"

@@ -14,12 +14,14 @@ from fastapi.responses import JSONResponse
 
 from services.intake.bulk_api import bulk_router
 from services.intake.handlers import HANDLERS
-from services.intake.keymgmt_client import VaultClient, VaultUnavailable
 from services.intake.orders import (
+    VAULT_RETRY,
+    VAULT_TIMEOUT,
     IntakeContext,
     check_stock,
     emit_cards_ordered,
     record_acceptance,
+    vault_cards,
 )
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
@@ -38,6 +40,7 @@ from services.intake.tracking_api import tracking_router
 from services.intake.webhooks import Deliverer, SecretBox
 from shared import events
 from shared.auth import Principal, require, token_digest
+from shared.keymgmt.client import KeymgmtClient
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime, create_app
 
@@ -66,13 +69,18 @@ def build_runtime(settings: IntakeSettings, schema: str | None = None) -> Servic
 def build_app(
     settings: IntakeSettings | None = None,
     schema: str | None = None,
-    vault: VaultClient | None = None,
+    vault: KeymgmtClient | None = None,
 ) -> FastAPI:
     """The intake app. Tests pass their own schema, or a vault client bound to another
     transport (the real keymgmt app in-process)."""
     settings = settings or IntakeSettings()
     runtime = build_runtime(settings, schema)
-    vault = vault or VaultClient(settings.keymgmt_url, settings.token_for("intake"))
+    vault = vault or KeymgmtClient(
+        settings.keymgmt_url,
+        settings.token_for("intake"),
+        timeout_s=VAULT_TIMEOUT,
+        policy=VAULT_RETRY,
+    )
 
     async def issuer_credentials(token: str) -> Principal | None:
         async with runtime.engine.connect() as conn:
@@ -91,7 +99,7 @@ def build_app(
         await deliverer.run()
 
     runtime.workers.append(deliver_webhooks)
-    runtime.on_stop(vault.close)
+    runtime.on_stop(vault.aclose)
     runtime.on_stop(deliverer.close)
     ctx = IntakeContext(runtime, settings, vault, deliverer)
     app.state.intake = ctx
@@ -220,23 +228,21 @@ def build_app(
             )
         order_id, batch_id = uuid.uuid4(), uuid.uuid4()
         card_ids = [uuid.uuid4() for _ in body.cards]
-        try:
-            vaulted = await vault.store_cards(
-                issuer_id,
-                [
-                    {
-                        "card_id": str(cid),
-                        "pan": c.pan,
-                        "psn": c.psn,
-                        "expiry": c.expiry,
-                        "cardholder_name": c.cardholder_name,
-                        "address": c.address.model_dump(),
-                    }
-                    for cid, c in zip(card_ids, body.cards, strict=True)
-                ],
-            )
-        except VaultUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+        vaulted = await vault_cards(
+            vault,
+            issuer_id,
+            [
+                {
+                    "card_id": str(cid),
+                    "pan": c.pan,
+                    "psn": c.psn,
+                    "expiry": c.expiry,
+                    "cardholder_name": c.cardholder_name,
+                    "address": c.address.model_dump(),
+                }
+                for cid, c in zip(card_ids, body.cards, strict=True)
+            ],
+        )
         actor = f"issuer:{issuer_id}"
         cards = [
             {
@@ -245,8 +251,8 @@ def build_app(
                 "issuer_id": issuer_id,
                 "batch_id": batch_id,
                 "sequence": seq,
-                "masked_pan": vaulted[str(cid)]["masked_pan"],
-                "pan_token": vaulted[str(cid)]["pan_token"],
+                "masked_pan": vaulted[cid].masked_pan,
+                "pan_token": vaulted[cid].pan_token,
                 "expiry": c.expiry,
             }
             for seq, (cid, c) in enumerate(zip(card_ids, body.cards, strict=True))

@@ -23,7 +23,6 @@ from services.intake.bulk import (
     csv_header,
     numbered_lines,
 )
-from services.intake.keymgmt_client import VaultUnavailable
 from services.intake.orders import (
     IntakeContext,
     check_stock,
@@ -31,6 +30,7 @@ from services.intake.orders import (
     new_order_ids,
     record_acceptance,
     summary,
+    vault_cards,
 )
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import LineError, OrderSummary
@@ -242,16 +242,14 @@ async def _vault_and_write(
     for chunk in spool.read():
         uow = ctx.unit_of_work(conn)  # one per chunk: a unit keeps every event it emitted
         ids = [uuid.uuid4() for _ in chunk]
-        try:
-            vaulted = await ctx.vault.store_cards(
-                order["issuer_id"],
-                [
-                    {"card_id": str(cid), **{k: v for k, v in card.items() if k != "line"}}
-                    for cid, card in zip(ids, chunk, strict=True)
-                ],
-            )
-        except VaultUnavailable as exc:
-            raise HTTPException(503, str(exc)) from exc
+        vaulted = await vault_cards(
+            ctx.vault,
+            order["issuer_id"],
+            [
+                {"card_id": str(cid), **{k: v for k, v in card.items() if k != "line"}}
+                for cid, card in zip(ids, chunk, strict=True)
+            ],
+        )
         cards = []
         for cid, card in zip(ids, chunk, strict=True):
             cards.append(
@@ -261,8 +259,8 @@ async def _vault_and_write(
                     "issuer_id": order["issuer_id"],
                     "batch_id": order["batch_id"],
                     "sequence": sequence,
-                    "masked_pan": vaulted[str(cid)]["masked_pan"],
-                    "pan_token": vaulted[str(cid)]["pan_token"],
+                    "masked_pan": vaulted[cid].masked_pan,
+                    "pan_token": vaulted[cid].pan_token,
                     "expiry": card["expiry"],
                 }
             )

@@ -187,6 +187,12 @@ class Verdict(_Answer):
     ok: StrictBool
     problems: tuple[str, ...] = ()
 
+    def found(self, otherwise: str) -> tuple[str, ...]:
+        """The problems, none when ok; `otherwise` when keymgmt said no without naming one."""
+        if self.ok:
+            return ()
+        return self.problems or (otherwise,)
+
 
 class SimChallengeRequest(_Contract):
     """POST /v1/sim/qa/challenge (service qa)."""

@@ -17,11 +17,11 @@ import httpx
 from sqlalchemy import text
 
 from services.intake.app import build_app
-from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
 from shared.bus import make_producer
 from shared.events import Event, encode_event
+from shared.keymgmt.client import KeymgmtClient
 from tests.conftest import running
 
 ISSUERS = ("bank-a", "bank-b")
@@ -171,7 +171,7 @@ async def started_intake(
         keymgmt_url="http://keymgmt",
         **overrides,
     )
-    vault = VaultClient("http://keymgmt", f"in-{unique}", client=keymgmt_http)
+    vault = KeymgmtClient("http://keymgmt", f"in-{unique}", http=keymgmt_http)
     app = build_app(config, schema=f"intake_{unique}", vault=vault)
     async with running(app.state.runtime):
         transport = httpx.ASGITransport(app=app)

@@ -25,15 +25,13 @@ from services.keymgmt.emv import verify_arqc
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.perso import CardRecord, build_perso_script, record_dgis
 from services.keymgmt.secure_channel import (
-    CRYPTOGRAM_MISMATCH,
-    REFUSAL_HEADER,
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
     ScriptCommand,
     SecureChannelError,
-    SecureScriptRequest,
     secure_script,
 )
+from shared.keymgmt.contract import REFUSAL_HEADER, Refusal, SecureScriptRequest
 from shared.pan import luhn_check_digit
 from tests.integration.bus_harness import wait_for
 from tests.integration.hsm_fixtures import IssuerKeys
@@ -98,7 +96,7 @@ class KeymgmtTestDouble:
             check(authorization, station_token)
             record = record_of(body.card_id)
             if body.card_id in self.cancelled:
-                headers = {REFUSAL_HEADER: "card-cancelled"}
+                headers = {REFUSAL_HEADER: Refusal.CARD_CANCELLED}
                 detail = {"detail": "the card was cancelled by its issuer"}
                 return JSONResponse(detail, status_code=409, headers=headers)
 
@@ -112,7 +110,7 @@ class KeymgmtTestDouble:
                 secured = await hsm.call(secure_script, keys.kmc_label, challenge, iu, build)
             except CardCryptogramMismatch as exc:
                 self.refused_chips.append(body.chip_serial.upper())
-                headers = {REFUSAL_HEADER: CRYPTOGRAM_MISMATCH}
+                headers = {REFUSAL_HEADER: Refusal.CARD_CRYPTOGRAM_MISMATCH}
                 return JSONResponse({"detail": str(exc)}, status_code=409, headers=headers)
             except SecureChannelError as exc:
                 raise HTTPException(422, str(exc)) from exc

@@ -19,9 +19,9 @@ from services.keymgmt.hsm import Hsm
 from services.keymgmt.secure_channel import InitializeUpdateAnswer, ScriptCommand, secure_script
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim_perso import build_sim_script
-from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.service import QaFailure
 from services.qa.sim_check import CHECK_SIM_AUTHENTICATE, CHECK_SIM_FILES, is_usim, sim_chip_checks
+from shared.keymgmt.client import KeymgmtClient
 from shared.pcsc import PcscClient, ReaderConfig
 from tests.integration.bus_harness import collect
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
