@@ -243,14 +243,14 @@ class QaMachine:
         answer, sw = await conn.transmit(apdu)
         require_ok("GENERATE AC", apdu, sw)
         cryptogram = parse_generate_ac(answer)
-        request = ArqcRequest(
+        arqc = ArqcRequest(
             card_id=card.card_id,
             cdol1=cdol1.hex(),
             atc=cryptogram.atc.hex(),
             arqc=cryptogram.arqc.hex(),
         )
         try:
-            ok = (await self.keymgmt.verify_arqc(request)).ok
+            ok = (await self.keymgmt.verify_arqc(arqc)).ok
         except (KeymgmtRefused, KeymgmtBadResponse) as exc:
             raise QaFailure(f"arqc: {exc}") from exc
         if not ok:

@@ -69,8 +69,8 @@ class RetryPolicy:
 
     def delay_s(self, failures: int, draw: float) -> float:
         """The wait after the `failures`-th failure in a row; `draw` is uniform in [0, 1)."""
-        capped = min(self.backoff_s * 2 ** min(failures - 1, 32), self.backoff_max_s)
-        return capped * (1 - self.jitter * draw)
+        doubled: float = self.backoff_s * 2.0 ** min(failures - 1, 32)
+        return min(doubled, self.backoff_max_s) * (1 - self.jitter * draw)
 
 
 @dataclass
