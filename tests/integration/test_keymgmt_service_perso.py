@@ -19,6 +19,7 @@ from services.keymgmt.cli import load_demo_keys
 from services.keymgmt.hsm import Hsm
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
+from shared.keymgmt.contract import REFUSAL_HEADER, Refusal
 from tests.integration.bus_harness import collect, wait_for
 from tests.integration.hsm_fixtures import hsm_token  # noqa: F401  (fixture)
 from tests.integration.test_keymgmt_service import (  # noqa: F401  (fixtures)
@@ -104,7 +105,7 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     refused = await script_for(http, station, card_id, impostor)
     assert refused.status_code == 409
     assert refused.json()["detail"].startswith("card cryptogram mismatch")
-    assert refused.headers["x-bureau-refusal"] == "card-cryptogram-mismatch"
+    assert refused.headers[REFUSAL_HEADER] == Refusal.CARD_CRYPTOGRAM_MISMATCH
 
     answer = await script_for(http, station, card_id, chip)
     assert answer.status_code == 200, answer.text
@@ -254,4 +255,4 @@ async def test_a_cancelled_card_is_never_prepared_nor_scripted(
     for card in (late, early):
         refused = await script_for(http, station, card["card_id"], new_chip(store))
         assert refused.status_code == 409, refused.text
-        assert refused.headers["x-bureau-refusal"] == "card-cancelled"
+        assert refused.headers[REFUSAL_HEADER] == Refusal.CARD_CANCELLED
