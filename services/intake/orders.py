@@ -48,8 +48,12 @@ async def vault_cards(
         request = VaultStore.model_validate({"issuer_id": issuer_id, "cards": cards})
     except ValidationError:  # keymgmt would refuse them just so; `from None`: the PANs
         raise HTTPException(503, "vault refused the cards: HTTP 422") from None
+    # Neither the records nor their models are kept here while keymgmt seals them (the client
+    # drops its reference once the JSON is written): bulk uploads run in bounded memory.
+    storing = vault.store_cards(request)
+    del cards, request
     try:
-        stored = await vault.store_cards(request)
+        stored = await storing
     except KeymgmtUnavailable as exc:
         raise HTTPException(503, VAULT_UNAVAILABLE) from exc
     except KeymgmtRefused as exc:
