@@ -90,7 +90,7 @@ class Address(_Contract):
 
 class VaultCardIn(_Contract):
     card_id: UUID
-    pan: str = Field(pattern=r"^\d{12,19}$", repr=False)
+    pan: str = Field(pattern=r"^\d{13,19}$", repr=False)  # always maskable (shared/pan.py)
     psn: str = Field(default="00", pattern=r"^\d{2}$")
     expiry: str = Field(pattern=r"^\d{2}(0[1-9]|1[0-2])$", description="YYMM")
     cardholder_name: str = Field(min_length=2, max_length=26)
