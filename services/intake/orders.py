@@ -15,7 +15,7 @@ from services.intake.webhooks import delivery
 from shared import events
 from shared.errors import Conflict, Unavailable
 from shared.keymgmt.client import RetryPolicy
-from shared.keymgmt.contract import VaultedCard, VaultStore, VaultStored
+from shared.keymgmt.contract import VaultedCard, VaultStored, vault_store_json
 from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUnavailable
 from shared.outbox import UnitOfWork
 
@@ -29,7 +29,9 @@ VAULT_UNAVAILABLE = "the PAN vault (keymgmt) is unavailable; retry the order lat
 class PanVault(Protocol):
     """keymgmt's PAN vault (shared/keymgmt/client.py): the clear PAN leaves intake here."""
 
-    async def store_cards(self, request: VaultStore) -> VaultStored: ...
+    async def store_cards_json(self, body: bytes) -> VaultStored:
+        """POST /v1/vault/cards with a body written by contract.vault_store_json."""
+        ...
 
 
 async def vault_cards(
@@ -38,13 +40,13 @@ async def vault_cards(
     """Vault the records: card_id -> its pan_token and masked_pan. Unavailable (503) when the
     vault cannot take them, and nothing is written."""
     try:
-        request = VaultStore.model_validate({"issuer_id": issuer_id, "cards": cards})
+        # One card's model at a time, straight to JSON: bulk uploads run in bounded memory.
+        body = vault_store_json(issuer_id, cards)
     except ValidationError:  # keymgmt would refuse them just so; `from None`: the PANs
         raise Unavailable("vault refused the cards: HTTP 422") from None
-    # Neither the records nor their models are kept here while keymgmt seals them (the client
-    # drops its reference once the JSON is written): bulk uploads run in bounded memory.
-    storing = vault.store_cards(request)
-    del cards, request
+    # The records are not kept here while keymgmt seals them.
+    storing = vault.store_cards_json(body)
+    del cards, body
     try:
         stored = await storing
     except KeymgmtUnavailable as exc:

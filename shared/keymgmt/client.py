@@ -134,11 +134,12 @@ class KeymgmtClient:
 
     # -- the vault ---------------------------------------------------------------------------
     async def store_cards(self, request: c.VaultStore) -> c.VaultStored:
-        content = _json(request)
-        # A bulk order's chunk as models weighs several times its JSON: not kept while keymgmt
-        # seals it (intake's bulk upload runs in bounded memory).
-        del request
-        return await self._call("POST", c.VAULT_CARDS, content, c.VaultStored)
+        return await self.store_cards_json(_json(request))
+
+    async def store_cards_json(self, body: bytes) -> c.VaultStored:
+        """store_cards with its body already written (contract.vault_store_json): a bulk
+        order's chunk goes out without ever being models all at once."""
+        return await self._call("POST", c.VAULT_CARDS, body, c.VaultStored)
 
     async def print_data(self, card_id: UUID) -> c.PrintData:
         path = c.VAULT_PRINT_DATA.format(card_id=card_id)

@@ -9,6 +9,7 @@ relied on (a script has at least two commands, a verdict's `ok` is a real boolea
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -22,7 +23,9 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    TypeAdapter,
 )
+from pydantic_core import to_json
 
 from shared.errors import REFUSAL_HEADER
 
@@ -97,11 +100,26 @@ class VaultCardIn(_Contract):
     address: Address
 
 
+IssuerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_ISSUER_ID: TypeAdapter[str] = TypeAdapter(IssuerId)
+
+
 class VaultStore(_Contract):
     """POST /v1/vault/cards (service intake): seal each record; idempotent per card_id."""
 
-    issuer_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    issuer_id: IssuerId
     cards: list[VaultCardIn] = Field(min_length=1)
+
+
+def vault_store_json(issuer_id: str, cards: Iterable[Mapping[str, Any]]) -> bytes:
+    """VaultStore's JSON body (the very bytes of `VaultStore(...).model_dump_json()`), checked
+    and written one card at a time: a bulk order's chunk never exists as models all at once.
+    Raises pydantic's ValidationError as VaultStore would."""
+    issuer = to_json(_ISSUER_ID.validate_python(issuer_id))
+    written = [VaultCardIn.model_validate(card).model_dump_json().encode() for card in cards]
+    if not written:
+        VaultStore.model_validate({"issuer_id": issuer_id, "cards": []})  # raises: no card
+    return b'{"issuer_id":' + issuer + b',"cards":[' + b",".join(written) + b"]}"
 
 
 class VaultedCard(_Answer):

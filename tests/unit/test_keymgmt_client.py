@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from shared.keymgmt import contract as c
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy, status_error
@@ -187,6 +188,19 @@ async def test_store_cards() -> None:
     assert keymgmt.body() == {"issuer_id": "acme", "cards": [card()]}
     assert keymgmt.seen[0].headers["authorization"] == "Bearer svc-token"
     assert PAN not in repr(request)
+
+
+async def test_a_vault_body_written_card_by_card_is_the_models_json() -> None:
+    cards = [card(), {**card(), "card_id": str(uuid.uuid4()), "psn": "01"}]
+    request = c.VaultStore.model_validate({"issuer_id": "acme", "cards": cards})
+    body = c.vault_store_json("acme", cards)
+    assert body == request.model_dump_json().encode()
+    keymgmt = Keymgmt(httpx.Response(200, json={"cards": []}))
+    await keymgmt.client().store_cards_json(body)
+    assert keymgmt.seen[0].content == body
+    for issuer, bad in (("acme", []), ("no spaces", cards), ("acme", [{**card(), "pan": "12"}])):
+        with pytest.raises(ValidationError):
+            c.vault_store_json(issuer, bad)
 
 
 async def test_vault_views() -> None:
