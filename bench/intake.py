@@ -30,11 +30,11 @@ import httpx
 from services.intake.app import bootstrap as bootstrap_intake
 from services.intake.app import build_app as build_intake
 from services.intake.bulk import check_line, csv_header
-from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.app import bootstrap as keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt
 from services.keymgmt.settings import KeymgmtSettings
+from shared.keymgmt.client import KeymgmtClient
 from tests.conftest import load_stack_env
 from tests.support.intake import CSV_HEADER, PeakRss, csv_line
 
@@ -98,7 +98,7 @@ async def service_path(path: Path, tag: str) -> tuple[int, float, int]:
         settings,
         schema=f"intake_bi{tag}",
         subscribe=(),
-        vault=VaultClient("http://keymgmt", f"in-{tag}", client=km_http),
+        vault=KeymgmtClient("http://keymgmt", f"in-{tag}", http=km_http),
     )
     app = build_intake(runtime)
     await runtime.start()

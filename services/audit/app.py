@@ -17,6 +17,7 @@ from services.audit.signer import KeymgmtSigner
 from services.audit.store import AuditStore
 from services.audit.sweep import sweep_stale_batches
 from shared.handlers import bind_handlers
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
 
 NAME = "audit"
@@ -34,9 +35,17 @@ def bootstrap(
     signer: KeymgmtSigner | None = None,
 ) -> ServiceRuntime:
     """Wire the audit runtime. Tests pass their own schema, consumer group and signer."""
-    signer = signer or KeymgmtSigner(settings.keymgmt_url, settings.token_for("audit"))
+    keymgmt: KeymgmtClient | None = None
+    if signer is None:
+        keymgmt = KeymgmtClient(
+            settings.keymgmt_url,
+            settings.token_for("audit"),
+            timeout_s=10.0,
+            policy=RetryPolicy.once(),
+        )
+        signer = KeymgmtSigner(keymgmt)
     deps = AuditDeps(settings=settings, signer=signer)
-    return ServiceRuntime(
+    runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
         migrations=MIGRATIONS,
@@ -48,6 +57,9 @@ def bootstrap(
         repository=partial(AuditStore, schema=schema or NAME),
         deps=deps,
     )
+    if keymgmt is not None:
+        runtime.on_stop(keymgmt.aclose)
+    return runtime
 
 
 def build_app(runtime: ServiceRuntime) -> FastAPI:

@@ -12,13 +12,13 @@ from fastapi import FastAPI
 
 from services.electrical.feeder_client import FeederTransport
 from services.electrical.handlers import HANDLERS, ElectricalDeps
-from services.electrical.keymgmt_client import KeymgmtClient
 from services.electrical.ports import ScriptSource, Transport
 from services.electrical.repository import StationRepository
 from services.electrical.settings import ElectricalSettings
 from services.electrical.station import StationAgent
 from shared.feeder_client import FeederClient
 from shared.handlers import bind_handlers
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 
@@ -59,8 +59,9 @@ def bootstrap(
             settings.keymgmt_url,
             settings.station_token,
             timeout_s=settings.keymgmt_timeout_s,
-            backoff_s=settings.keymgmt_backoff_s,
-            backoff_max_s=settings.keymgmt_backoff_max_s,
+            policy=RetryPolicy.until_answered(
+                settings.keymgmt_backoff_s, settings.keymgmt_backoff_max_s
+            ),
         )
         closers.append(client)
         keymgmt = client

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-from uuid import UUID
 
-from services.electrical.keymgmt_client import PersoScript
+from shared.keymgmt.contract import Refusal, SecureScript, SecureScriptRequest
+from shared.keymgmt.errors import KeymgmtRefused
 
 
 class ScriptSource(Protocol):
-    async def secure_script(
-        self, card_id: UUID, chip_serial: str, host_challenge: bytes, iu_answer: bytes
-    ) -> PersoScript: ...
+    """keymgmt's side of perso (shared/keymgmt/client.py): the card's protected script.
+
+    Waits out any outage of keymgmt (the card stays assigned in its reader meanwhile); a 4xx is
+    keymgmt's verdict on the card (KeymgmtRefused, its refusal code telling a cancelled card
+    and a chip with other keys apart); an answer outside the contract is KeymgmtBadResponse.
+    """
+
+    async def secure_script(self, request: SecureScriptRequest) -> SecureScript: ...
+
+
+def refusal_reason(refused: KeymgmtRefused) -> str:
+    """Why the card is spoiled, as its card.spoiled event says (no card data)."""
+    if refused.refusal is Refusal.CARD_CRYPTOGRAM_MISMATCH:
+        return "card cryptogram mismatch: the chip does not hold our keys"
+    return f"keymgmt refused the script: HTTP {refused.status} {refused.detail}"
 
 
 class Transport(Protocol):

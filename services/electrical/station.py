@@ -18,13 +18,7 @@ import secrets
 import time
 
 from services.electrical import outcomes
-from services.electrical.keymgmt_client import (
-    CardCancelled,
-    ChipRejected,
-    KeymgmtRefused,
-    PersoScript,
-)
-from services.electrical.ports import ReaderActivity, ScriptSource, Transport
+from services.electrical.ports import ReaderActivity, ScriptSource, Transport, refusal_reason
 from services.electrical.repository import StationRepository
 from services.electrical.service import (
     GET_CPLC,
@@ -40,6 +34,8 @@ from services.electrical.service import (
     parse_cplc_response,
 )
 from shared.iso7816 import SW_OK
+from shared.keymgmt.contract import Refusal, SecureScript, SecureScriptRequest
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused
 from shared.pcsc import CardConnection, CardRemoved, Disposition, PcscClient, PcscError
 from shared.service import ServiceRuntime, Worker
 
@@ -240,22 +236,29 @@ class StationAgent:
         except BaseException:
             await outcomes.release(runtime, card)
             raise
+        request = SecureScriptRequest(
+            card_id=card.card_id,
+            chip_serial=serial,
+            host_challenge=host_challenge.hex(),
+            initialize_update_response=iu_answer.hex(),
+        )
         try:
-            script = await self.keymgmt.secure_script(
-                card.card_id, serial, host_challenge, iu_answer
-            )
-        except CardCancelled:
-            # Cancelled while it waited at the reader: no event (intake's card.cancelled is
-            # its outcome), the untouched chip takes the next card.
-            await outcomes.cancelled_at_reader(runtime, card)
-            return False
-        except ChipRejected as exc:
-            # The chip holds other keys: spoil the card with the reason, reject the chip.
-            await self._spoiled(runtime, act, card, serial, str(exc), trace, consumed=True)
-            return True
+            script = await self.keymgmt.secure_script(request)
         except KeymgmtRefused as exc:
+            if exc.refusal is Refusal.CARD_CANCELLED:
+                # Cancelled while it waited at the reader: no event (intake's card.cancelled
+                # is its outcome), the untouched chip takes the next card.
+                await outcomes.cancelled_at_reader(runtime, card)
+                return False
+            # The chip holds other keys: spoil the card with the reason, reject the chip.
+            # Any other refusal: the chip was never written, it takes the next card.
+            rejected = exc.refusal is Refusal.CARD_CRYPTOGRAM_MISMATCH
+            reason = refusal_reason(exc)
+            await self._spoiled(runtime, act, card, serial, reason, trace, consumed=rejected)
+            return rejected
+        except KeymgmtBadResponse as exc:
             await self._spoiled(runtime, act, card, serial, str(exc), trace, consumed=False)
-            return False  # the chip was never written: it takes the next card
+            return False
         except BaseException:
             await outcomes.release(runtime, card)  # stopped, or a fault: never written
             raise
@@ -307,7 +310,7 @@ class StationAgent:
             )
 
     async def _transmit_script(
-        self, conn: CardConnection, script: PersoScript, trace: ApduTrace
+        self, conn: CardConnection, script: SecureScript, trace: ApduTrace
     ) -> None:
         for apdu in script.apdus:
             await self._transmit(conn, apdu, trace)

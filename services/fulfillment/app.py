@@ -10,11 +10,11 @@ from fastapi import FastAPI
 from services.fulfillment import api
 from services.fulfillment.handlers import HANDLERS, FulfillmentDeps, MailingSource
 from services.fulfillment.inserter import Inserter
-from services.fulfillment.keymgmt_client import KeymgmtClient
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.settings import FulfillmentSettings
 from shared.handlers import bind_handlers
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
 
 NAME = "fulfillment"
@@ -36,7 +36,7 @@ def bootstrap(
             settings.keymgmt_url,
             settings.token_for(NAME),
             timeout_s=settings.keymgmt_timeout_s,
-            attempts=settings.keymgmt_attempts,
+            policy=RetryPolicy(max_attempts=settings.keymgmt_attempts),
         )
         keymgmt = owned = client
     deps = FulfillmentDeps(

@@ -22,13 +22,6 @@ from services.fulfillment.carrier import (
     scan_carrier,
 )
 from services.fulfillment.inserter import Inserter
-from services.fulfillment.keymgmt_client import (
-    CardNotInVault,
-    KeymgmtBadResponse,
-    KeymgmtUnavailable,
-    MailingData,
-    PinMailerState,
-)
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import (
@@ -49,15 +42,23 @@ from shared.events import (
     ShipmentDispatched,
 )
 from shared.handlers import HandlerSpec, PoisonEvent
+from shared.keymgmt.contract import MailingData, PinMailerRequest, PinMailerState
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUnavailable
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 
 class MailingSource(Protocol):
+    """keymgmt's vault and PIN printer (shared/keymgmt/client.py), tried a few times:
+    KeymgmtUnavailable is a ConnectionError the consumer retries without limit; a 404 on the
+    mailing address (KeymgmtRefused.not_found) means keymgmt holds no such card."""
+
     async def mailing(self, card_id: UUID) -> MailingData: ...
 
-    async def pin_mailer(self, card_id: UUID, batch_id: UUID) -> PinMailerState | None: ...
+    async def pin_mailer(self, request: PinMailerRequest) -> PinMailerState | None:
+        """The card's PIN mailer printed (idempotent); None: the card has no PIN."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,10 @@ async def pack_card(
         return
     try:
         mailing = await deps.keymgmt.mailing(event.card_id)
-    except CardNotInVault as exc:
-        raise PoisonEvent(str(exc)) from exc
+    except KeymgmtRefused as exc:
+        if exc.not_found:
+            raise PoisonEvent(f"keymgmt holds no card {event.card_id}") from exc
+        raise
     carrier_id = carrier_id_for(event.card_id)
     letter = letter_for(event, carrier_id, mailing)
     pdf = await asyncio.to_thread(render_carrier, letter)
@@ -160,9 +163,10 @@ async def request_pin_mailer(
 ) -> None:
     """keymgmt prints the mailer; a job still running raises, and the event is retried
     (the whole packing with it: keymgmt answers the same mailer again)."""
+    request = PinMailerRequest(card_id=event.card_id, batch_id=event.batch_id)
     try:
-        mailer = await deps.keymgmt.pin_mailer(event.card_id, event.batch_id)
-    except KeymgmtBadResponse as exc:
+        mailer = await deps.keymgmt.pin_mailer(request)
+    except (KeymgmtRefused, KeymgmtBadResponse) as exc:
         raise PoisonEvent(f"PIN mailer: {exc}") from exc
     if mailer is None:
         return  # the card's product has no PIN

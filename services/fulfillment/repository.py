@@ -11,9 +11,9 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.fulfillment.keymgmt_client import MailingData
 from services.fulfillment.service import CardState, Manifest, ManifestItem
 from shared.db import checked_identifier
+from shared.keymgmt.contract import MailingData
 
 
 @dataclass(frozen=True)

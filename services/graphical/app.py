@@ -10,13 +10,13 @@ from fastapi import FastAPI
 from services.graphical import api
 from services.graphical.deps import GraphicalDeps, PrintDataSource
 from services.graphical.handlers import HANDLERS
-from services.graphical.keymgmt_client import KeymgmtClient
 from services.graphical.printer import IppPrinter, Printer
 from services.graphical.printing import PrintSpooler
 from services.graphical.render import FaceRenderer
 from services.graphical.repository import GraphicalRepository
 from services.graphical.settings import GraphicalSettings
 from shared.handlers import bind_handlers
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
 
 NAME = "graphical"
@@ -39,7 +39,7 @@ def bootstrap(
             settings.keymgmt_url,
             settings.token_for(NAME),
             timeout_s=settings.keymgmt_timeout_s,
-            attempts=settings.keymgmt_attempts,
+            policy=RetryPolicy(max_attempts=settings.keymgmt_attempts),
         )
         keymgmt = owned = client
     owned_printer = printer is None

@@ -8,13 +8,17 @@ from uuid import UUID
 
 from fastapi import Depends
 
-from services.graphical.keymgmt_client import PrintData
 from services.graphical.printing import PrintSpooler
 from services.graphical.render import FaceRenderer
+from shared.keymgmt.contract import PrintData
 from shared.service import deps_of
 
 
 class PrintDataSource(Protocol):
+    """keymgmt's vault (shared/keymgmt/client.py), tried a few times: KeymgmtUnavailable is a
+    ConnectionError the consumer retries without limit; a 404 (KeymgmtRefused.not_found) means
+    keymgmt holds no such card."""
+
     async def print_data(self, card_id: UUID) -> PrintData: ...
 
 

@@ -9,13 +9,13 @@ import uuid
 from dataclasses import replace
 
 from services.graphical.deps import GraphicalDeps
-from services.graphical.keymgmt_client import CardNotInVault
 from services.graphical.printer import job_name_for
 from services.graphical.render import RenderError
 from services.graphical.repository import GraphicalRepository, PrintJob
 from services.graphical.service import FaceData, default_design
 from shared.events import CardEncoded, CardSpoiled
 from shared.handlers import HandlerSpec, PoisonEvent
+from shared.keymgmt.errors import KeymgmtRefused
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,10 @@ async def print_card_face(
         return
     try:
         data = await deps.keymgmt.print_data(event.card_id)
-    except CardNotInVault as exc:
-        raise PoisonEvent(str(exc)) from exc
+    except KeymgmtRefused as exc:
+        if exc.not_found:
+            raise PoisonEvent(f"keymgmt holds no card {event.card_id}") from exc
+        raise
     if data.issuer_id != event.issuer_id:
         raise PoisonEvent(
             f"card {event.card_id} belongs to another issuer in keymgmt than in the event"

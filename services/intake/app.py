@@ -11,12 +11,13 @@ from fastapi import FastAPI
 from services.intake import admin_api, bulk_api, orders_api, stock_api, tracking_api
 from services.intake.deps import IntakeDeps
 from services.intake.handlers import HANDLERS
-from services.intake.keymgmt_client import VaultClient
+from services.intake.orders import VAULT_RETRY, VAULT_TIMEOUT
 from services.intake.repository import IntakeRepository
 from services.intake.settings import IntakeSettings
 from services.intake.webhooks import Deliverer, SecretBox
 from shared.auth import Principal, token_digest
 from shared.handlers import bind_handlers
+from shared.keymgmt.client import KeymgmtClient
 from shared.service import ServiceRuntime, create_app
 
 API_DESCRIPTION = """Issuers post card orders and follow them; operators count blank stock.
@@ -39,12 +40,17 @@ def bootstrap(
     schema: str | None = None,
     consumer_group: str | None = None,
     subscribe: Sequence[str] = SUBSCRIBE,
-    vault: VaultClient | None = None,
+    vault: KeymgmtClient | None = None,
     deliverer: Deliverer | None = None,
 ) -> ServiceRuntime:
     """Intake's runtime. Tests pass their own schema, or a vault client bound to another
     transport (the real keymgmt app in-process); a benchmark subscribes to nothing."""
-    vault = vault or VaultClient(settings.keymgmt_url, settings.token_for("intake"))
+    vault = vault or KeymgmtClient(
+        settings.keymgmt_url,
+        settings.token_for("intake"),
+        timeout_s=VAULT_TIMEOUT,
+        policy=VAULT_RETRY,
+    )
     deliverer = deliverer or Deliverer(settings, SecretBox(settings.webhook_key))
     deps = IntakeDeps(settings=settings, vault=vault, deliverer=deliverer)
     runtime = ServiceRuntime(
@@ -59,7 +65,7 @@ def bootstrap(
         repository=IntakeRepository,
         deps=deps,
     )
-    runtime.on_stop(vault.close)
+    runtime.on_stop(vault.aclose)
     runtime.on_stop(deliverer.close)
     return runtime
 

@@ -24,13 +24,19 @@ from services.intake.bulk import (
     numbered_lines,
 )
 from services.intake.deps import IntakeDeps, IntakeDepsDep
-from services.intake.keymgmt_client import VaultClient, VaultUnavailable
-from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance, summary
+from services.intake.orders import (
+    PanVault,
+    check_stock,
+    emit_cards_ordered,
+    record_acceptance,
+    summary,
+    vault_cards,
+)
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import FileTooLarge, LineError, OrderSummary, UnsupportedMedia
 from services.intake.settings import IntakeSettings
 from shared.auth import Principal, require
-from shared.errors import Conflict, Invalid, NotFound, Unavailable
+from shared.errors import Conflict, Invalid, NotFound
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
@@ -259,7 +265,7 @@ async def _validate(
 
 
 async def _vault_and_write(
-    vault: VaultClient, uow: UnitOfWork[IntakeRepository], order: dict[str, Any], spool: Spool
+    vault: PanVault, uow: UnitOfWork[IntakeRepository], order: dict[str, Any], spool: Spool
 ) -> None:
     """Second pass: each staged chunk to the vault, then its cards and card.ordered events."""
     repo = uow.repo
@@ -267,16 +273,14 @@ async def _vault_and_write(
     sequence = 0
     for chunk in spool.read():
         ids = [uuid.uuid4() for _ in chunk]
-        try:
-            vaulted = await vault.store_cards(
-                order["issuer_id"],
-                [
-                    {"card_id": str(cid), **{k: v for k, v in card.items() if k != "line"}}
-                    for cid, card in zip(ids, chunk, strict=True)
-                ],
-            )
-        except VaultUnavailable as exc:
-            raise Unavailable(str(exc)) from exc
+        vaulted = await vault_cards(
+            vault,
+            order["issuer_id"],
+            [
+                {"card_id": str(cid), **{k: v for k, v in card.items() if k != "line"}}
+                for cid, card in zip(ids, chunk, strict=True)
+            ],
+        )
         cards = []
         for cid, card in zip(ids, chunk, strict=True):
             cards.append(
@@ -286,8 +290,8 @@ async def _vault_and_write(
                     "issuer_id": order["issuer_id"],
                     "batch_id": order["batch_id"],
                     "sequence": sequence,
-                    "masked_pan": vaulted[str(cid)]["masked_pan"],
-                    "pan_token": vaulted[str(cid)]["pan_token"],
+                    "masked_pan": vaulted[cid].masked_pan,
+                    "pan_token": vaulted[cid].pan_token,
                     "expiry": card["expiry"],
                 }
             )

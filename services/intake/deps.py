@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from services.intake.keymgmt_client import VaultClient
+from services.intake.orders import PanVault
 from services.intake.settings import IntakeSettings
 from services.intake.webhooks import Deliverer
 from shared.service import deps_of
@@ -16,7 +16,7 @@ from shared.service import deps_of
 @dataclass(frozen=True)
 class IntakeDeps:
     settings: IntakeSettings
-    vault: VaultClient
+    vault: PanVault
     deliverer: Deliverer
 
     def callbacks_queued(self) -> None:

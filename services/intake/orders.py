@@ -3,14 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
+
+import httpx
+from pydantic import ValidationError
 
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import OrderSummary
 from services.intake.webhooks import delivery
 from shared import events
-from shared.errors import Conflict
+from shared.errors import Conflict, Unavailable
+from shared.keymgmt.client import RetryPolicy
+from shared.keymgmt.contract import VaultedCard, VaultStored, vault_store_json
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUnavailable
 from shared.outbox import UnitOfWork
+
+# An order waits on the vault: a few tries, then the issuer is told to retry (503). Sealing a
+# large chunk of cards in the HSM takes long, reaching keymgmt must not.
+VAULT_RETRY = RetryPolicy(max_attempts=3, backoff_s=0.5)
+VAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+VAULT_UNAVAILABLE = "the PAN vault (keymgmt) is unavailable; retry the order later"
+
+
+class PanVault(Protocol):
+    """keymgmt's PAN vault (shared/keymgmt/client.py): the clear PAN leaves intake here."""
+
+    async def store_cards_json(self, body: bytes) -> VaultStored:
+        """POST /v1/vault/cards with a body written by contract.vault_store_json."""
+        ...
+
+
+async def vault_cards(
+    vault: PanVault, issuer_id: str, cards: list[dict[str, Any]]
+) -> dict[UUID, VaultedCard]:
+    """Vault the records: card_id -> its pan_token and masked_pan. Unavailable (503) when the
+    vault cannot take them, and nothing is written."""
+    try:
+        # One card's model at a time, straight to JSON: bulk uploads run in bounded memory.
+        body = vault_store_json(issuer_id, cards)
+    except ValidationError:  # keymgmt would refuse them just so; `from None`: the PANs
+        raise Unavailable("vault refused the cards: HTTP 422") from None
+    # The records are not kept here while keymgmt seals them.
+    storing = vault.store_cards_json(body)
+    del cards, body
+    try:
+        stored = await storing
+    except KeymgmtUnavailable as exc:
+        raise Unavailable(VAULT_UNAVAILABLE) from exc
+    except KeymgmtRefused as exc:
+        raise Unavailable(f"vault refused the cards: HTTP {exc.status}") from exc
+    except KeymgmtBadResponse as exc:
+        raise Unavailable(f"the PAN vault answered outside its contract: {exc}") from exc
+    return stored.by_card()
 
 
 async def record_acceptance(

@@ -10,13 +10,12 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 
 from services.intake.deps import IntakeDeps, IntakeDepsDep
-from services.intake.keymgmt_client import VaultUnavailable
-from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance
+from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance, vault_cards
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import CardSummary, OrderRequest, OrderResponse
 from services.intake.service import request_mac, validate_order
 from shared.auth import Principal, require
-from shared.errors import Conflict, Invalid, NotFound, Unavailable
+from shared.errors import Conflict, Invalid, NotFound
 from shared.service import RuntimeDep
 
 router = APIRouter(tags=["orders"])
@@ -100,23 +99,21 @@ async def _vault_cards(
 ) -> list[dict[str, Any]]:
     """The clear PANs go to the vault; the order keeps each card's token and masked PAN."""
     card_ids = [uuid.uuid4() for _ in body.cards]
-    try:
-        vaulted = await deps.vault.store_cards(
-            issuer_id,
-            [
-                {
-                    "card_id": str(cid),
-                    "pan": c.pan,
-                    "psn": c.psn,
-                    "expiry": c.expiry,
-                    "cardholder_name": c.cardholder_name,
-                    "address": c.address.model_dump(),
-                }
-                for cid, c in zip(card_ids, body.cards, strict=True)
-            ],
-        )
-    except VaultUnavailable as exc:
-        raise Unavailable(str(exc)) from exc
+    vaulted = await vault_cards(
+        deps.vault,
+        issuer_id,
+        [
+            {
+                "card_id": str(cid),
+                "pan": c.pan,
+                "psn": c.psn,
+                "expiry": c.expiry,
+                "cardholder_name": c.cardholder_name,
+                "address": c.address.model_dump(),
+            }
+            for cid, c in zip(card_ids, body.cards, strict=True)
+        ],
+    )
     return [
         {
             "card_id": cid,
@@ -124,8 +121,8 @@ async def _vault_cards(
             "issuer_id": issuer_id,
             "batch_id": batch_id,
             "sequence": seq,
-            "masked_pan": vaulted[str(cid)]["masked_pan"],
-            "pan_token": vaulted[str(cid)]["pan_token"],
+            "masked_pan": vaulted[cid].masked_pan,
+            "pan_token": vaulted[cid].pan_token,
             "expiry": c.expiry,
         }
         for seq, (cid, c) in enumerate(zip(card_ids, body.cards, strict=True))

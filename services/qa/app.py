@@ -11,12 +11,12 @@ from fastapi import FastAPI
 
 from services.qa.checker import ChipOracle, QaMachine
 from services.qa.handlers import HANDLERS, QaDeps
-from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.repository import QaRepository
 from services.qa.service import Transaction
 from services.qa.settings import QaSettings
 from shared.feeder_client import FeederClient
 from shared.handlers import bind_handlers
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 
@@ -54,8 +54,9 @@ def bootstrap(
             settings.keymgmt_url,
             settings.token_for(NAME),
             timeout_s=settings.keymgmt_timeout_s,
-            backoff_s=settings.keymgmt_backoff_s,
-            backoff_max_s=settings.keymgmt_backoff_max_s,
+            policy=RetryPolicy.until_answered(
+                settings.keymgmt_backoff_s, settings.keymgmt_backoff_max_s
+            ),
         )
         closers.append(client)
         keymgmt = client

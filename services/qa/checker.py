@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from services.qa.feeder_client import CardNotFound, Feeder, FeederUnavailable
-from services.qa.keymgmt_client import KeymgmtRefused
 from services.qa.print_check import print_image_problem
 from services.qa.repository import QaCard, QaRepository
 from services.qa.service import (
@@ -40,7 +39,10 @@ from services.qa.service import (
 )
 from services.qa.sim_check import is_usim, sim_chip_checks
 from shared.events import CardQaFailed, CardQaPassed
+from shared.keymgmt.contract import ArqcRequest, ReadbackRequest, Verdict
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused
 from shared.outbox import UnitOfWork
+from shared.pan import redact_pans
 from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
 from shared.service import ServiceRuntime
 
@@ -48,9 +50,19 @@ log = logging.getLogger(__name__)
 
 
 class ChipOracle(Protocol):
-    async def readback(self, card_id: UUID, records: dict[int, bytes]) -> list[str]: ...
+    """keymgmt's checks of a payment chip (shared/keymgmt/client.py). Waits out any outage of
+    keymgmt; a 4xx (KeymgmtRefused) or an answer outside the contract (KeymgmtBadResponse) is a
+    verdict on the card, which fails its QA."""
 
-    async def verify_arqc(self, card_id: UUID, cdol1: bytes, atc: bytes, arqc: bytes) -> bool: ...
+    async def readback(self, request: ReadbackRequest) -> Verdict: ...
+
+    async def verify_arqc(self, request: ArqcRequest) -> Verdict: ...
+
+
+def readback_problems(verdict: Verdict) -> list[str]:
+    """keymgmt's problems with the records, as a QA failure may hold them (no PAN)."""
+    problems = verdict.found("keymgmt says the records do not match")
+    return [redact_pans(p)[:200] for p in problems][:10]
 
 
 class MachineFault(Exception):
@@ -218,8 +230,10 @@ class QaMachine:
             records[number], sw = await conn.transmit(apdu)
             require_ok(f"READ RECORD SFI 1 record {number}", apdu, sw)
         try:
-            problems = await self.keymgmt.readback(card.card_id, records)
-        except KeymgmtRefused as exc:
+            read = {str(n): data.hex().upper() for n, data in records.items()}
+            request = ReadbackRequest(card_id=card.card_id, records=read)
+            problems = readback_problems(await self.keymgmt.readback(request))
+        except (KeymgmtRefused, KeymgmtBadResponse) as exc:
             raise QaFailure(f"chip-readback: {exc}") from exc
         finally:
             records.clear()  # cardholder data: held no longer than the comparison
@@ -230,11 +244,15 @@ class QaMachine:
         answer, sw = await conn.transmit(apdu)
         require_ok("GENERATE AC", apdu, sw)
         cryptogram = parse_generate_ac(answer)
+        arqc = ArqcRequest(
+            card_id=card.card_id,
+            cdol1=cdol1.hex(),
+            atc=cryptogram.atc.hex(),
+            arqc=cryptogram.arqc.hex(),
+        )
         try:
-            ok = await self.keymgmt.verify_arqc(
-                card.card_id, cdol1, cryptogram.atc, cryptogram.arqc
-            )
-        except KeymgmtRefused as exc:
+            ok = (await self.keymgmt.verify_arqc(arqc)).ok
+        except (KeymgmtRefused, KeymgmtBadResponse) as exc:
             raise QaFailure(f"arqc: {exc}") from exc
         if not ok:
             raise QaFailure(

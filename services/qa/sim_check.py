@@ -10,11 +10,14 @@ failure reasons name the check, never the values.
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 from uuid import UUID
 
-from services.qa.keymgmt_client import KeymgmtRefused
+from pydantic import ValidationError
+
 from services.qa.service import QaFailure, require_ok
+from shared.keymgmt.contract import SimChallenge, SimChallengeRequest, SimCheckRequest, Verdict
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, field_problems
 from shared.pcsc import CardConnection
 
 USIM_AID: Final = bytes.fromhex("A0000000871002FFFFFFFF8907090000")
@@ -30,9 +33,11 @@ CHECK_SIM_AUTHENTICATE: Final = "sim-authenticate"
 
 @runtime_checkable
 class SimOracle(Protocol):
-    async def sim_challenge(self, card_id: UUID) -> dict[str, Any]: ...
+    """keymgmt's SIM checks (shared/keymgmt/client.py), as ChipOracle in checker.py."""
 
-    async def sim_check(self, card_id: UUID, rand: bytes, response: bytes) -> list[str]: ...
+    async def sim_challenge(self, request: SimChallengeRequest) -> SimChallenge: ...
+
+    async def sim_check(self, request: SimCheckRequest) -> Verdict: ...
 
 
 def _digits(data: bytes) -> str:
@@ -57,12 +62,15 @@ async def sim_chip_checks(conn: CardConnection, card_id: UUID, oracle: object) -
         raise QaFailure("sim: this QA machine's keymgmt client cannot check SIMs")
     try:
         return await _checks(conn, card_id, oracle)
-    except KeymgmtRefused as exc:
+    except (KeymgmtRefused, KeymgmtBadResponse) as exc:
         raise QaFailure(f"sim: {exc}") from exc
+    except ValidationError as exc:  # the chip's answer cannot even be put to keymgmt
+        problem = field_problems(exc)
+        raise QaFailure(f"sim: the chip's answer breaks the contract: {problem}") from exc
 
 
 async def _checks(conn: CardConnection, card_id: UUID, oracle: SimOracle) -> list[str]:
-    asked = await oracle.sim_challenge(card_id)
+    asked = await oracle.sim_challenge(SimChallengeRequest(card_id=card_id))
     for select, read, name, field in (
         (SELECT_ICCID, READ_ICCID, "EF_ICCID", "iccid"),
         (SELECT_IMSI, READ_IMSI, "EF_IMSI", "imsi"),
@@ -72,9 +80,9 @@ async def _checks(conn: CardConnection, card_id: UUID, oracle: SimOracle) -> lis
         content, sw = await conn.transmit(read)
         require_ok(f"READ BINARY {name}", read, sw)
         found = _digits(content) if field == "iccid" else _digits(content[1:])[1:]
-        if found != asked[field]:
+        if found != getattr(asked, field):
             raise QaFailure(f"{CHECK_SIM_FILES}: {name} does not hold the prepared {field}")
-    rand, autn = bytes.fromhex(asked["rand"]), bytes.fromhex(asked["autn"])
+    rand, autn = asked.rand, asked.autn
     apdu = authenticate_apdu(rand, autn)
     answer, sw = await conn.transmit(apdu)
     if sw == SW_AUTH_MAC_FAILURE:
@@ -82,7 +90,9 @@ async def _checks(conn: CardConnection, card_id: UUID, oracle: SimOracle) -> lis
     require_ok("AUTHENTICATE", apdu, sw)
     if answer[:1] == b"\xdc":
         raise QaFailure(f"{CHECK_SIM_AUTHENTICATE}: the chip reported a SQN out of range")
-    problems = await oracle.sim_check(card_id, rand, answer)
+    request = SimCheckRequest(card_id=card_id, rand=rand.hex(), response=answer.hex())
+    verdict = await oracle.sim_check(request)
+    problems = [p[:200] for p in verdict.found("keymgmt says the answer does not check out")][:10]
     if problems:
         raise QaFailure(f"{CHECK_SIM_AUTHENTICATE}: {'; '.join(problems)}")
     return [CHECK_SIM_FILES, CHECK_SIM_AUTHENTICATE]

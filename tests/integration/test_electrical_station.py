@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.electrical.keymgmt_client import PersoScript
 from services.electrical.ports import ScriptSource
 from services.keymgmt.hsm.session import Hsm
 from shared import events
+from shared.keymgmt.contract import SecureScript, SecureScriptRequest
 from shared.pcsc import PcscClient
 from tests.conftest import running
 from tests.support.bus import wait_for
@@ -234,15 +234,13 @@ class TamperingStation:
     def __init__(self, honest: ScriptSource) -> None:
         self.honest = honest
 
-    async def secure_script(
-        self, card_id: uuid.UUID, chip_serial: str, host_challenge: bytes, iu_answer: bytes
-    ) -> PersoScript:
-        script = await self.honest.secure_script(card_id, chip_serial, host_challenge, iu_answer)
+    async def secure_script(self, request: SecureScriptRequest) -> SecureScript:
+        script = await self.honest.secure_script(request)
         apdus = list(script.apdus)
         target = bytearray(apdus[3])  # EXTERNAL AUTHENTICATE, INSTALL, STORE DATA 00, 01
         target[8] ^= 0x01
         apdus[3] = bytes(target)
-        return PersoScript(script.card_id, script.chip_serial, tuple(apdus), script.security_level)
+        return script.model_copy(update={"apdus": tuple(apdus)})
 
 
 async def test_a_station_tampering_with_a_command_is_stopped_by_the_card(

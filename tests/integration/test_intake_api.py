@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 
 from services.intake.app import bootstrap, build_app
-from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from tests.conftest import running
 from tests.support.bus import collect
 
@@ -82,7 +82,7 @@ async def intake(
         principals=f"admin:root=adm-{unique},operator:olga=op-{unique}",
         keymgmt_url="http://keymgmt",
     )
-    vault = VaultClient("http://keymgmt", f"in-{unique}", client=keymgmt_http)
+    vault = KeymgmtClient("http://keymgmt", f"in-{unique}", http=keymgmt_http)
     runtime = bootstrap(intake_settings, schema=f"intake_{unique}", vault=vault)
     app = build_app(runtime)
     async with running(runtime):
@@ -233,7 +233,7 @@ async def test_bad_input_gets_a_clear_4xx_and_writes_nothing(
 
 async def test_vault_unavailable_means_503_and_nothing_written(intake: Intake, unique: str) -> None:
     before = await intake.counts()
-    dead = VaultClient("http://127.0.0.1:9", f"in-{unique}", attempts=1)
+    dead = KeymgmtClient("http://127.0.0.1:9", f"in-{unique}", policy=RetryPolicy.once())
     runtime = bootstrap(intake.settings, schema=intake.runtime.schema, vault=dead)
     app = build_app(runtime)
     async with running(runtime):

@@ -20,9 +20,9 @@ from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.perso import build_sim_script
-from services.qa.keymgmt_client import KeymgmtClient
 from services.qa.service import QaFailure
 from services.qa.sim_check import CHECK_SIM_AUTHENTICATE, CHECK_SIM_FILES, is_usim, sim_chip_checks
+from shared.keymgmt.client import KeymgmtClient
 from shared.pcsc import PcscClient, ReaderConfig
 from shared.service import ServiceRuntime
 from tests.support.bus import collect

@@ -19,6 +19,7 @@ from services.keymgmt.app import bootstrap as build_keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt_app
 from services.keymgmt.hsm.session import Hsm
 from shared.db import make_engine
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import wait_for
@@ -69,7 +70,13 @@ async def signed_log(
         transport = httpx.ASGITransport(app=keymgmt_app)
         return httpx.AsyncClient(transport=transport, base_url="http://keymgmt")
 
-    signer = KeymgmtSigner("http://keymgmt", f"au-{u}", keymgmt_client)
+    signing = KeymgmtClient(
+        "http://keymgmt",
+        f"au-{u}",
+        transport=httpx.ASGITransport(app=keymgmt_app),
+        policy=RetryPolicy.once(),
+    )
+    signer = KeymgmtSigner(signing)
     schema = f"audit_{u}"
     async with (
         running(keymgmt),
@@ -92,6 +99,7 @@ async def signed_log(
         ) as api:
             pem = answer.json()["public_key_pem"]
             yield SignedLog(audit, settings, signer, api, pem, keymgmt_client, u)
+    await signing.aclose()
     engine = make_engine(settings.database_url, schema)
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))

@@ -30,8 +30,7 @@ from services.keymgmt.gp.channel import (
 )
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.perso.schemas import CRYPTOGRAM_MISMATCH, SecureScriptRequest
-from shared.errors import REFUSAL_HEADER
+from shared.keymgmt.contract import REFUSAL_HEADER, Refusal, SecureScriptRequest
 from shared.pan import luhn_check_digit
 from tests.support.bus import wait_for
 from tests.support.hsm import IssuerKeys
@@ -96,7 +95,7 @@ class KeymgmtTestDouble:
             check(authorization, station_token)
             record = record_of(body.card_id)
             if body.card_id in self.cancelled:
-                headers = {REFUSAL_HEADER: "card-cancelled"}
+                headers = {REFUSAL_HEADER: Refusal.CARD_CANCELLED}
                 detail = {"detail": "the card was cancelled by its issuer"}
                 return JSONResponse(detail, status_code=409, headers=headers)
 
@@ -110,7 +109,7 @@ class KeymgmtTestDouble:
                 secured = await hsm.call(secure_script, keys.kmc_label, challenge, iu, build)
             except CardCryptogramMismatch as exc:
                 self.refused_chips.append(body.chip_serial.upper())
-                headers = {REFUSAL_HEADER: CRYPTOGRAM_MISMATCH}
+                headers = {REFUSAL_HEADER: Refusal.CARD_CRYPTOGRAM_MISMATCH}
                 return JSONResponse({"detail": str(exc)}, status_code=409, headers=headers)
             except SecureChannelError as exc:
                 raise HTTPException(422, str(exc)) from exc

@@ -17,11 +17,11 @@ import httpx
 from sqlalchemy import text
 
 from services.intake.app import bootstrap, build_app
-from services.intake.keymgmt_client import VaultClient
 from services.intake.settings import IntakeSettings
 from services.keymgmt.settings import KeymgmtSettings
 from shared.bus import make_producer
 from shared.events import Event, encode_event
+from shared.keymgmt.client import KeymgmtClient
 from shared.service import ServiceRuntime
 from tests.conftest import running
 
@@ -173,7 +173,7 @@ async def started_intake(
         keymgmt_url="http://keymgmt",
         **overrides,
     )
-    vault = VaultClient("http://keymgmt", f"in-{unique}", client=keymgmt_http)
+    vault = KeymgmtClient("http://keymgmt", f"in-{unique}", http=keymgmt_http)
     runtime = bootstrap(config, schema=f"intake_{unique}", vault=vault)
     app = build_app(runtime)
     async with running(runtime):

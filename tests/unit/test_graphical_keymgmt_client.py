@@ -1,4 +1,5 @@
-"""How the graphical keymgmt client classifies answers: retry, poison or contract breach.
+"""How the keymgmt client, configured as graphical's vault reader, classifies answers: retry,
+poison (an unknown card) or contract breach.
 
 The transport here is httpx's in-process MockTransport; the real HTTP path runs against a
 server in tests/integration/test_graphical_printing.py.
@@ -11,12 +12,8 @@ import uuid
 import httpx
 import pytest
 
-from services.graphical.keymgmt_client import (
-    CardNotInVault,
-    KeymgmtBadResponse,
-    KeymgmtClient,
-    KeymgmtUnavailable,
-)
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUnavailable
 
 CARD = uuid.uuid4()
 BODY = {
@@ -32,8 +29,7 @@ def client(handler: httpx.MockTransport, attempts: int = 3) -> KeymgmtClient:
     return KeymgmtClient(
         "http://keymgmt.test",
         "graphical-token",
-        attempts=attempts,
-        backoff_s=0,
+        policy=RetryPolicy(max_attempts=attempts, backoff_s=0),
         transport=handler,
     )
 
@@ -63,14 +59,22 @@ async def test_lasting_outage_is_transient_for_the_consumer() -> None:
 
 async def test_404_means_the_card_is_unknown() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(404))
-    with pytest.raises(CardNotInVault):
+    with pytest.raises(KeymgmtRefused) as caught:
         await client(transport).print_data(CARD)
+    assert caught.value.not_found
+    assert not isinstance(caught.value, ConnectionError)  # not retried: a poison event
 
 
 async def test_refused_credentials_are_a_fault_of_ours_not_of_the_card() -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(403))
+    seen: list[httpx.Request] = []
+
+    def forbid(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(403)
+
     with pytest.raises(KeymgmtUnavailable, match="service token"):
-        await client(transport, attempts=1).print_data(CARD)
+        await client(httpx.MockTransport(forbid)).print_data(CARD)
+    assert len(seen) == 1  # the vault reader leaves that retry to the consumer
 
 
 async def test_an_answer_outside_the_contract_names_the_field_not_the_data() -> None:

@@ -1,5 +1,5 @@
-"""QA's keymgmt client against a fake transport: read-back problems come back without card data,
-the ARQC answer must be a boolean, and keymgmt being away is retried."""
+"""QA's use of the keymgmt client against a fake transport: read-back problems come back without
+card data, the ARQC answer must be a boolean, and keymgmt being away is retried."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import uuid
 import httpx
 import pytest
 
-from services.qa.keymgmt_client import KeymgmtClient, KeymgmtRefused
+from services.qa.checker import readback_problems
+from shared.keymgmt.client import KeymgmtClient, RetryPolicy
+from shared.keymgmt.contract import ArqcRequest, ReadbackRequest
+from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused
 
 CARD = uuid.uuid4()
+ARQC = ArqcRequest(card_id=CARD, cdol1="00" * 29, atc="0001", arqc="00" * 8)
 
 
 def client(*replies: httpx.Response) -> tuple[KeymgmtClient, list[httpx.Request]]:
@@ -22,7 +26,10 @@ def client(*replies: httpx.Response) -> tuple[KeymgmtClient, list[httpx.Request]
         return queue.pop(0)
 
     keymgmt = KeymgmtClient(
-        "http://keymgmt", "qa-token", backoff_s=0.001, transport=httpx.MockTransport(handle)
+        "http://keymgmt",
+        "qa-token",
+        policy=RetryPolicy.until_answered(backoff_s=0.001),
+        transport=httpx.MockTransport(handle),
     )
     return keymgmt, seen
 
@@ -30,20 +37,29 @@ def client(*replies: httpx.Response) -> tuple[KeymgmtClient, list[httpx.Request]
 async def test_readback_sends_the_records_and_returns_problems_without_pans() -> None:
     problem = "record 2: PAN 4761739001010010 differs"
     keymgmt, seen = client(httpx.Response(200, json={"ok": False, "problems": [problem]}))
-    problems = await keymgmt.readback(CARD, {1: b"\x70\x01\x00", 2: b"\x70\x00"})
-    assert problems == ["record 2: PAN 476173******0010 differs"]
+    records = {"1": b"\x70\x01\x00".hex().upper(), "2": b"\x70\x00".hex().upper()}
+    verdict = await keymgmt.readback(ReadbackRequest(card_id=CARD, records=records))
+    assert readback_problems(verdict) == ["record 2: PAN 476173******0010 differs"]
     assert json.loads(seen[0].content) == {
         "card_id": str(CARD),
         "records": {"1": "700100", "2": "7000"},
     }
+    assert seen[0].url.path == "/v1/qa/readback"
     assert seen[0].headers["authorization"] == "Bearer qa-token"
 
 
 async def test_a_matching_readback_has_no_problems_after_keymgmt_came_back() -> None:
     keymgmt, seen = client(httpx.Response(503), httpx.Response(200, json={"ok": True}))
-    assert await keymgmt.readback(CARD, {1: b"\x70\x00"}) == []
+    verdict = await keymgmt.readback(ReadbackRequest(card_id=CARD, records={"1": "7000"}))
+    assert readback_problems(verdict) == []
     assert len(seen) == 2
-    assert keymgmt.failures == 1
+    assert keymgmt.retries.failures == 1
+
+
+async def test_a_mismatch_without_named_problems_still_fails() -> None:
+    keymgmt, _ = client(httpx.Response(200, json={"ok": False}))
+    verdict = await keymgmt.readback(ReadbackRequest(card_id=CARD, records={"1": "7000"}))
+    assert readback_problems(verdict) == ["keymgmt says the records do not match"]
 
 
 async def test_arqc_verdicts() -> None:
@@ -52,14 +68,15 @@ async def test_arqc_verdicts() -> None:
         httpx.Response(200, json={"ok": "yes"}),
         httpx.Response(404, text="no such card"),
     )
-    assert await keymgmt.verify_arqc(CARD, bytes(29), b"\x00\x01", bytes(8))
+    assert (await keymgmt.verify_arqc(ARQC)).ok
     assert json.loads(seen[0].content) == {
         "card_id": str(CARD),
         "cdol1": "00" * 29,
         "atc": "0001",
         "arqc": "00" * 8,
     }
-    with pytest.raises(KeymgmtRefused, match="boolean"):
-        await keymgmt.verify_arqc(CARD, bytes(29), b"\x00\x01", bytes(8))
+    assert seen[0].url.path == "/v1/arqc/verify"
+    with pytest.raises(KeymgmtBadResponse, match="boolean"):
+        await keymgmt.verify_arqc(ARQC)
     with pytest.raises(KeymgmtRefused, match="404"):
-        await keymgmt.verify_arqc(CARD, bytes(29), b"\x00\x01", bytes(8))
+        await keymgmt.verify_arqc(ARQC)

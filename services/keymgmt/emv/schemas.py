@@ -3,12 +3,23 @@ refusals."""
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.keymgmt.emv.pin import PinBlockFormat, PinPolicy, PinVerification
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.keymgmt.contract import ArqcRequest, ReadbackRequest
+
+# The QA endpoints' requests are keymgmt's contract (shared/keymgmt/contract.py), as QA sends them.
+__all__ = [
+    "ArqcRequest",
+    "CannotVerify",
+    "NoPin",
+    "NoSuchProduct",
+    "NotFulfillment",
+    "ProductProfile",
+    "ReadbackRequest",
+    "UnusableIssuerId",
+]
 
 
 class ProductProfile(BaseModel):
@@ -39,18 +50,6 @@ class ProductProfile(BaseModel):
             validation_offset=self.validation_offset,
             validation_length=self.validation_length,
         )
-
-
-class ReadbackRequest(BaseModel):
-    card_id: UUID
-    records: dict[str, str] = Field(description='{"1": hex, "2": hex}: SFI 1 records')
-
-
-class ArqcRequest(BaseModel):
-    card_id: UUID
-    cdol1: str = Field(pattern=r"^[0-9A-Fa-f]{58}$")
-    atc: str = Field(pattern=r"^[0-9A-Fa-f]{4}$")
-    arqc: str = Field(pattern=r"^[0-9A-Fa-f]{16}$")
 
 
 class UnusableIssuerId(Invalid):

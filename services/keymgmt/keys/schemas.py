@@ -3,14 +3,30 @@ signing), and their refusals."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.keymgmt.hsm.kcv import KcvMethod
 from services.keymgmt.hsm.session import BureauKeyKind
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from shared.errors import Conflict, Forbidden, NotFound
+from shared.keymgmt.contract import CheckpointToSign
+
+# Checkpoint signing's request is keymgmt's contract (shared/keymgmt/contract.py), as audit
+# sends it.
+__all__ = [
+    "CeremonyNotOpen",
+    "CeremonyOpen",
+    "CeremonyStopped",
+    "CheckpointToSign",
+    "ComponentIn",
+    "GenerateKey",
+    "KeyExists",
+    "KeyInUse",
+    "KeyNotActive",
+    "NoSuchKey",
+    "NotAuditService",
+    "SigningKeyUnusable",
+]
 
 
 class CeremonyOpen(BaseModel):
@@ -39,15 +55,6 @@ class GenerateKey(BaseModel):
     owner: str = Field(default="bureau", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     kind: BureauKeyKind
     version: int = Field(default=1, ge=1)
-
-
-class CheckpointToSign(BaseModel):
-    """The fields of an audit checkpoint; keymgmt writes the signed text from them itself."""
-
-    origin: str = Field(min_length=1, max_length=128, pattern=r"^[^\n]+$")
-    tree_size: int = Field(ge=0)
-    root_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    timestamp: datetime
 
 
 class NoSuchKey(NotFound):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from uuid import UUID
-
-from pydantic import BaseModel
 
 from shared.errors import Conflict, Forbidden, NotFound, Unavailable
+from shared.keymgmt.contract import PinMailerRequest
 
-
-class PinMailerRequest(BaseModel):
-    card_id: UUID
-    batch_id: UUID
+# The request is keymgmt's contract (shared/keymgmt/contract.py), as fulfillment sends it.
+__all__ = [
+    "NoPinMailer",
+    "NotFulfillment",
+    "PinMailerRequest",
+    "PinNotRevealable",
+    "PinPrinterUnavailable",
+    "mailer_view",
+]
 
 
 def mailer_view(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,12 +23,12 @@ from services.keymgmt.sim.qa import (
     parse_authenticate,
 )
 from services.keymgmt.sim.schemas import (
-    ChallengeRequest,
-    CheckRequest,
     NoSuchBatch,
     NoSuchSimProduct,
     NotASim,
     SimBatchIn,
+    SimChallengeRequest,
+    SimCheckRequest,
     SimProductIn,
     SimProductInvalid,
     SimRefused,
@@ -161,7 +161,7 @@ async def _sim_of(runtime: RuntimeDep, card_id: UUID, sqn: bool) -> tuple[dict[s
 
 @router.post("/qa/challenge", tags=["qa"], summary="RAND and AUTN for a SIM's AUTHENTICATE at QA")
 async def sim_challenge(
-    body: ChallengeRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep
+    body: SimChallengeRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
     sim, op_sealed = await _sim_of(runtime, body.card_id, sqn=True)
     hsm = deps.hsm()
@@ -179,7 +179,9 @@ async def sim_challenge(
 @router.post(
     "/qa/check", tags=["qa"], summary="Check a SIM's AUTHENTICATE answer (RES, CK, IK) in the HSM"
 )
-async def sim_check(body: CheckRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
+async def sim_check(
+    body: SimCheckRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep
+) -> Any:
     sim, op_sealed = await _sim_of(runtime, body.card_id, sqn=False)
     try:
         answer = parse_authenticate(bytes.fromhex(body.response))

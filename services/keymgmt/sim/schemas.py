@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import Conflict, Invalid, NotFound
+from shared.keymgmt.contract import SimChallengeRequest, SimCheckRequest
+
+# The SIM QA endpoints' requests are keymgmt's contract (shared/keymgmt/contract.py).
+__all__ = [
+    "ISSUER",
+    "MAX_BATCH",
+    "NoSuchBatch",
+    "NoSuchSimProduct",
+    "NotASim",
+    "SimBatchIn",
+    "SimChallengeRequest",
+    "SimCheckRequest",
+    "SimProductIn",
+    "SimProductInvalid",
+    "SimRefused",
+]
 
 MAX_BATCH = 10_000
 ISSUER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -30,22 +44,6 @@ class SimBatchIn(BaseModel):
     issuer_id: str = Field(pattern=ISSUER)
     product_id: str = Field(min_length=1, max_length=64)
     count: int = Field(ge=1, le=MAX_BATCH)
-
-
-class ChallengeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    card_id: UUID
-
-
-class CheckRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    card_id: UUID
-    rand: str = Field(pattern=r"^[0-9A-Fa-f]{32}$")
-    response: str = Field(
-        pattern=r"^([0-9A-Fa-f]{2}){1,64}$",
-        repr=False,
-        description="the AUTHENTICATE response data (without SW1 SW2)",
-    )
 
 
 class SimProductInvalid(Invalid):

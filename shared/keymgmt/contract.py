@@ -1,0 +1,290 @@
+"""The wire contract of keymgmt's HTTP API as the other services call it (docs/services.md).
+
+keymgmt's endpoints and every caller import these: the request and response bodies, the paths
+and the refusal codes a caller must tell apart. The wire format is the one keymgmt has always
+spoken: hex strings stay hex strings (upper case where keymgmt answers), ids are UUID strings.
+Request models keep keymgmt's own validation rules; response models keep the rules the callers
+relied on (a script has at least two commands, a verdict's `ok` is a real boolean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    TypeAdapter,
+)
+from pydantic_core import to_json
+
+from shared.errors import REFUSAL_HEADER
+
+__all__ = ["REFUSAL_HEADER"]  # the header a refusal code travels in (shared/errors.py)
+
+
+# -- paths (FastAPI path templates; `.format(card_id=...)` gives the URL path) ----------------
+VAULT_CARDS: Final = "/v1/vault/cards"
+VAULT_PRINT_DATA: Final = "/v1/vault/cards/{card_id}/print-data"
+VAULT_MAILING: Final = "/v1/vault/cards/{card_id}/mailing"
+SECURE_SCRIPTS: Final = "/v1/perso/secure-scripts"
+QA_READBACK: Final = "/v1/qa/readback"
+ARQC_VERIFY: Final = "/v1/arqc/verify"
+SIM_QA_CHALLENGE: Final = "/v1/sim/qa/challenge"
+SIM_QA_CHECK: Final = "/v1/sim/qa/check"
+PIN_MAILERS: Final = "/v1/pin-mailers"
+PIN_MAILER: Final = "/v1/pin-mailers/{card_id}"
+CHECKPOINT_SIGNATURES: Final = "/v1/signing/audit-checkpoints"
+CHECKPOINT_PUBLIC_KEY: Final = "/v1/signing/audit-checkpoints/public-key"
+
+
+class Refusal(StrEnum):
+    """Refusal codes (header `X-Bureau-Refusal`) a caller acts on, never the message."""
+
+    # docs/perso-protocol.md: the chip failed to prove it holds this bureau's keys (409);
+    # the station spoils the card and rejects the chip.
+    CARD_CRYPTOGRAM_MISMATCH = "card-cryptogram-mismatch"
+    # The issuer cancelled the card: no script (409); the untouched chip takes the next card.
+    CARD_CANCELLED = "card-cancelled"
+
+
+def _hex_bytes(value: Any) -> Any:
+    """Bytes from hex on the wire; bytes built in Python pass as they are."""
+    if isinstance(value, str):
+        return bytes.fromhex(value)  # ValueError: pydantic reports the field
+    return value
+
+
+# Binary data that travels as upper-case hex (keymgmt's answers always did).
+HexBytes = Annotated[
+    bytes,
+    BeforeValidator(_hex_bytes),
+    PlainSerializer(lambda b: b.hex().upper(), return_type=str, when_used="json"),
+]
+ChipSerial = Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{12}$"), AfterValidator(str.upper)]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Answer(BaseModel):
+    """keymgmt's answers: fields added later by keymgmt do not break an older caller."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# -- the PAN vault (intake stores; graphical and fulfillment read their views) ----------------
+class Address(_Contract):
+    lines: list[str] = Field(min_length=1, max_length=4)
+    postcode: str = Field(max_length=16)
+    city: str = Field(max_length=64)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+
+
+class VaultCardIn(_Contract):
+    card_id: UUID
+    pan: str = Field(pattern=r"^\d{13,19}$", repr=False)  # always maskable (shared/pan.py)
+    psn: str = Field(default="00", pattern=r"^\d{2}$")
+    expiry: str = Field(pattern=r"^\d{2}(0[1-9]|1[0-2])$", description="YYMM")
+    cardholder_name: str = Field(min_length=2, max_length=26)
+    address: Address
+
+
+IssuerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_ISSUER_ID: TypeAdapter[str] = TypeAdapter(IssuerId)
+
+
+class VaultStore(_Contract):
+    """POST /v1/vault/cards (service intake): seal each record; idempotent per card_id."""
+
+    issuer_id: IssuerId
+    cards: list[VaultCardIn] = Field(min_length=1)
+
+
+def vault_store_json(issuer_id: str, cards: Iterable[Mapping[str, Any]]) -> bytes:
+    """VaultStore's JSON body (the very bytes of `VaultStore(...).model_dump_json()`), checked
+    and written one card at a time: a bulk order's chunk never exists as models all at once.
+    Raises pydantic's ValidationError as VaultStore would."""
+    issuer = to_json(_ISSUER_ID.validate_python(issuer_id))
+    written = [VaultCardIn.model_validate(card).model_dump_json().encode() for card in cards]
+    if not written:
+        VaultStore.model_validate({"issuer_id": issuer_id, "cards": []})  # raises: no card
+    return b'{"issuer_id":' + issuer + b',"cards":[' + b",".join(written) + b"]}"
+
+
+class VaultedCard(_Answer):
+    card_id: UUID
+    pan_token: str
+    masked_pan: str
+
+
+class VaultStored(_Answer):
+    cards: list[VaultedCard]
+
+    def by_card(self) -> dict[UUID, VaultedCard]:
+        return {card.card_id: card for card in self.cards}
+
+
+class PrintData(_Answer):
+    """GET /v1/vault/cards/{card_id}/print-data (service graphical): never the clear PAN."""
+
+    card_id: UUID
+    issuer_id: str
+    cardholder_name: str
+    masked_pan: str
+    expiry: str  # YYMM
+
+
+class MailingData(_Answer):
+    """GET /v1/vault/cards/{card_id}/mailing (service fulfillment): who the card goes to."""
+
+    card_id: UUID
+    cardholder_name: str
+    address: Address
+
+
+# -- perso: the station's SCP03/SCP02-protected script (docs/perso-protocol.md) --------------
+class SecureScriptRequest(_Contract):
+    """POST /v1/perso/secure-scripts (station): what the station read from the card."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    card_id: UUID
+    chip_serial: str = Field(pattern=r"^[0-9A-Fa-f]{12}$", description="from the CPLC")
+    host_challenge: str = Field(pattern=r"^[0-9A-Fa-f]{16}$", description="8 bytes hex")
+    initialize_update_response: str = Field(
+        pattern=r"^(?:[0-9A-Fa-f]{56}|[0-9A-Fa-f]{58})$",
+        description="the card's answer without SW: 29 bytes (SCP03) or 28 (SCP02)",
+    )
+
+
+class SecureScript(_Answer):
+    """EXTERNAL AUTHENTICATE then the protected commands, to send in this order."""
+
+    card_id: UUID
+    chip_serial: ChipSerial
+    security_level: str = Field(pattern=r"^0[13]$", description="01 C-MAC, 03 C-DEC + C-MAC")
+    apdus: tuple[HexBytes, ...] = Field(min_length=2)
+    dgis: tuple[str, ...] = ()
+
+
+# -- QA: read-back, ARQC and SIM checks --------------------------------------------------------
+class ReadbackRequest(_Contract):
+    """POST /v1/qa/readback (service qa): the SFI 1 records read from the chip."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    card_id: UUID
+    records: dict[str, str] = Field(description='{"1": hex, "2": hex}: SFI 1 records')
+
+
+class ArqcRequest(_Contract):
+    """POST /v1/arqc/verify (service qa): the chip's GENERATE AC answer and its input."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    card_id: UUID
+    cdol1: str = Field(pattern=r"^[0-9A-Fa-f]{58}$")
+    atc: str = Field(pattern=r"^[0-9A-Fa-f]{4}$")
+    arqc: str = Field(pattern=r"^[0-9A-Fa-f]{16}$")
+
+
+class Verdict(_Answer):
+    """keymgmt's check: `ok`, or the problems it found (they name checks, never values)."""
+
+    ok: StrictBool
+    problems: tuple[str, ...] = ()
+
+    def found(self, otherwise: str) -> tuple[str, ...]:
+        """The problems, none when ok; `otherwise` when keymgmt said no without naming one."""
+        if self.ok:
+            return ()
+        return self.problems or (otherwise,)
+
+
+class SimChallengeRequest(_Contract):
+    """POST /v1/sim/qa/challenge (service qa)."""
+
+    card_id: UUID
+
+
+class SimChallenge(_Answer):
+    """RAND and AUTN for the SIM's AUTHENTICATE, and the ICCID and IMSI prepared for it."""
+
+    card_id: UUID
+    iccid: str
+    imsi: str
+    rand: HexBytes
+    autn: HexBytes
+
+
+class SimCheckRequest(_Contract):
+    """POST /v1/sim/qa/check (service qa): the chip's AUTHENTICATE answer to keymgmt's RAND."""
+
+    card_id: UUID
+    rand: str = Field(pattern=r"^[0-9A-Fa-f]{32}$")
+    response: str = Field(
+        pattern=r"^([0-9A-Fa-f]{2}){1,64}$",
+        repr=False,
+        description="the AUTHENTICATE response data (without SW1 SW2)",
+    )
+
+
+# -- PIN mailers (service fulfillment) ---------------------------------------------------------
+class PinMailerRequest(_Contract):
+    """POST /v1/pin-mailers: print the card's PIN mailer on the PIN printer (once)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    card_id: UUID
+    batch_id: UUID
+
+
+class PinMailerState(_Answer):
+    """A PIN mailer as keymgmt shows it: an opaque id and the print job's state, no PIN."""
+
+    mailer_id: UUID
+    card_id: UUID
+    status: Literal["queued", "submitting", "submitted", "printed", "spoiled"]
+    ipp_job_id: int | None = None
+    attempts: int = 0
+    last_problem: str | None = None
+
+
+# -- audit checkpoint signing (service audit) --------------------------------------------------
+class CheckpointToSign(_Contract):
+    """POST /v1/signing/audit-checkpoints: keymgmt writes the signed text from these itself."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    origin: str = Field(min_length=1, max_length=128, pattern=r"^[^\n]+$")
+    tree_size: int = Field(ge=0)
+    root_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    timestamp: Annotated[
+        datetime, PlainSerializer(lambda at: at.isoformat(), return_type=str, when_used="json")
+    ]
+
+
+class CheckpointSignature(_Answer):
+    key_id: str
+    algorithm: str
+    signature: str  # base64 DER
+
+
+class SigningPublicKey(_Answer):
+    """GET /v1/signing/audit-checkpoints/public-key: the checkpoint-verification key."""
+
+    label: str | None = None
+    key_id: str
+    algorithm: str
+    public_key_pem: str
