@@ -15,7 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TREES = ("services", "shared")
-ENFORCED = TREES
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 80
 REASON = "# import inside:"
 
@@ -32,10 +31,6 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
-
-
-def _enforced(module: str, packages: tuple[str, ...] = ENFORCED) -> bool:
-    return any(module == p or module.startswith(f"{p}.") for p in packages)
 
 
 def _imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
@@ -123,19 +118,13 @@ def _long_functions(path: Path) -> Iterator[str]:
                 yield f"{path.relative_to(ROOT)}:{node.lineno} {node.name}()"
 
 
-def _partition(problems: dict[str, list[str]], packages: tuple[str, ...] = ENFORCED) -> list[str]:
-    """The problems of enforced modules; the others are printed, not asserted."""
-    mine = {module: _enforced(module, packages) for module in problems}
-    enforced = [p for module, found in problems.items() if mine[module] for p in found]
-    others = [p for module, found in problems.items() if not mine[module] for p in found]
-    if others:
-        print(f"not yet enforced ({len(others)}):", *others, sep="\n  ")  # noqa: T201
-    return enforced
+def _all(problems: dict[str, list[str]]) -> list[str]:
+    return [problem for found in problems.values() for problem in found]
 
 
 def test_no_import_inside_a_function_without_a_reason() -> None:
     problems = {m: list(_imports_inside_functions(p)) for m, p in MODULES.items()}
-    assert _partition(problems) == []
+    assert _all(problems) == []
 
 
 def test_no_service_imports_another_service() -> None:
@@ -148,14 +137,14 @@ def test_no_service_imports_another_service() -> None:
         ]
         for module, edges in graph.items()
     }
-    assert _partition(problems) == []
+    assert _all(problems) == []
 
 
 def test_no_import_cycle() -> None:
     problems: dict[str, list[str]] = {}
     for cycle in _cycles(_graph()):
         problems.setdefault(cycle[0], []).append(" <-> ".join(cycle))
-    assert _partition(problems) == []
+    assert _all(problems) == []
 
 
 @pytest.mark.parametrize("limit", [MAX_FILE_LINES])
@@ -167,4 +156,4 @@ def test_files_and_functions_stay_small(limit: int) -> None:
         if lines > limit:
             found.append(f"{path.relative_to(ROOT)}: {lines} lines")
         problems[module] = found
-    assert _partition(problems) == []
+    assert _all(problems) == []
