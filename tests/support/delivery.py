@@ -74,10 +74,6 @@ class InProcessDelivery:
         ]
         await self._consumer.deliver(records)
 
-    async def deliver_raw(self, value: bytes, key: bytes | None = None) -> None:
-        record = InProcessRecord(self.runtime.subscribe[0], 0, next(self._offsets), key, value)
-        await self._consumer.deliver([record])
-
     async def emitted(self) -> Emitted:
         async with self.runtime.engine.begin() as conn:
             rows = (
@@ -95,7 +91,6 @@ class KafkaDelivery:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
         self._event_ids: list[uuid.UUID] = []
-        self._raw = 0
         self._read_to: dict[TopicPartition, int] = {}
 
     async def deliver(self, *events: Event, stream: str | None = None) -> None:
@@ -112,15 +107,6 @@ class KafkaDelivery:
             await producer.stop()
         self._event_ids += [e.event_id for e in events]
 
-    async def deliver_raw(self, value: bytes, key: bytes | None = None) -> None:
-        producer = make_producer(self.runtime.settings.kafka_bootstrap, client_id="delivery")
-        await producer.start()
-        try:
-            await producer.send_and_wait(self.runtime.subscribe[0], value, key=key)
-        finally:
-            await producer.stop()
-        self._raw += 1
-
     async def emitted(self) -> Emitted:
         """Waits until every event delivered so far is applied (in the inbox) or dead-lettered,
         and the outbox has drained, then reads what the service published. A service that also
@@ -132,7 +118,7 @@ class KafkaDelivery:
         async with asyncio.timeout(60):
             while await _in_inbox(self.runtime, ids) + consumer.dead_lettered < len(
                 ids
-            ) + self._raw or await _outbox_rows(self.runtime):
+            ) or await _outbox_rows(self.runtime):
                 await asyncio.sleep(0.05)
         return await self._read_new()
 
@@ -215,7 +201,3 @@ async def delivering(runtime: ServiceRuntime, how: str) -> AsyncIterator[Deliver
         yield KafkaDelivery(runtime)
     finally:
         await runtime.stop()
-
-
-def fresh_schema(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
