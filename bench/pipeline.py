@@ -102,9 +102,9 @@ async def device_baseline(swaps: int, apdus: int) -> dict[str, Any]:
                 swap_s.append(time.perf_counter() - started)
         await pcsc.aclose()
     return {
-        "readers": len(hopper),
-        "swap_s": statistics.median(swap_s),
-        "apdu_rtt_s": statistics.median(rtt_s),
+        "hopper_readers_measured": len(hopper),
+        "swap_s": round(statistics.median(swap_s), 4),
+        "apdu_rtt_s": round(statistics.median(rtt_s), 6),
     }
 
 
@@ -146,18 +146,21 @@ async def stage_times(database_url: str, batch_id: str) -> dict[str, dict[str, f
         await engine.dispose()
 
 
-async def apdus_per_card(database_url: str, batch_id: str) -> float:
+async def station_work(database_url: str, batch_id: str) -> tuple[float, int]:
+    """APDUs per encoded card, and how many readers encoded the batch's cards."""
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:
-            value = await conn.scalar(
-                text(
-                    "SELECT avg(apdu_count) FROM electrical.station_cards"
-                    " WHERE batch_id = :b AND state = 'encoded'"
-                ),
-                {"b": batch_id},
-            )
-            return float(value or 0)
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT avg(apdu_count), count(DISTINCT reader)"
+                        " FROM electrical.station_cards WHERE batch_id = :b AND state = 'encoded'"
+                    ),
+                    {"b": batch_id},
+                )
+            ).one()
+            return float(row[0] or 0), int(row[1])
     finally:
         await engine.dispose()
 
@@ -223,14 +226,15 @@ async def bench(cards: int, interval: float) -> dict[str, Any]:
         wall = time.monotonic() - started
         cpu_after = proc_times(run_dir)
         per_card = await stage_times(env["BUREAU_DATABASE_URL"], batch)
-        apdus = await apdus_per_card(env["BUREAU_DATABASE_URL"], batch)
+        apdus, readers = await station_work(env["BUREAU_DATABASE_URL"], batch)
     finally:
         run("bash", str(SERVICES), "down", env=env, timeout=120)
     stages = stage_figures(per_card)
     firsts = [c["ordered"] for c in per_card.values() if "ordered" in c]
     lasts = [c["packed"] for c in per_card.values() if "packed" in c]
     end_to_end = len(lasts) / (max(lasts) - min(firsts)) if lasts and firsts else 0.0
-    device_rate = devices["readers"] / (devices["swap_s"] + apdus * devices["apdu_rtt_s"])
+    devices |= {"station_readers": readers, "apdus_per_card": round(apdus, 1)}
+    device_rate = readers / (devices["swap_s"] + apdus * devices["apdu_rtt_s"])
     cpu = {
         name: round((cpu_after[name][0] - cpu_before.get(name, (0.0, 0))[0]) / wall, 3)
         for name in cpu_after
@@ -241,7 +245,7 @@ async def bench(cards: int, interval: float) -> dict[str, Any]:
         "wall_s": round(wall, 1),
         "stages": stages,
         "end_to_end_cards_per_s": round(end_to_end, 2),
-        "devices": devices | {"apdus_per_card": round(apdus, 1)},
+        "devices": devices,
         "devices_cards_per_s": round(device_rate, 2),
         "ratio_end_to_end_to_devices": round(end_to_end / device_rate, 3) if device_rate else 0,
         "cpu_share_per_process": cpu,
