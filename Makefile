@@ -10,7 +10,7 @@ STACK  := deploy/local/stack.sh
 SVCS   := deploy/local/services.sh
 
 .PHONY: help deps stack-up stack-down stack-status stack-reset services-up services-down \
-        demo test test-unit test-integration test-e2e lint format bench clean
+        demo test test-unit test-integration test-e2e lint format bench bench-pipeline clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,10 @@ format: ## apply ruff's formatting and safe fixes
 
 bench: stack-up ## benchmarks that print their figures as ratios to a raw baseline
 	$(PY) -m bench.bus
+
+CARDS ?= 10000
+bench-pipeline: stack-up ## one batch of CARDS (10000) through the whole bureau vs the devices' rate
+	$(PY) -m bench.pipeline --cards $(CARDS)
 
 clean: stack-reset ## everything the stack made, and the caches
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

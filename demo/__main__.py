@@ -14,9 +14,9 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
 
 from demo.client import Bureau, demo_cards
+from demo.progress import StageView
 
 PRODUCT = "demo-debit"
 SIM_OPERATOR, SIM_PRODUCT = "demo-mno", "demo-usim"
@@ -38,22 +38,6 @@ STAGES = [
 def say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-def progress_printer() -> Any:
-    last: list[str] = []
-    started = time.monotonic()
-
-    def show(view: dict[str, Any]) -> None:
-        counts = view.get("counts", {})
-        ordered = [k for k in STAGES if k in counts] + sorted(set(counts) - set(STAGES))
-        line = " ".join(f"{k}={counts[k]}" for k in ordered if isinstance(counts[k], int))
-        text = f"  [{time.monotonic() - started:5.1f}s] {view['status']:<10} {line}"
-        if not last or last[-1] != text.split("]", 1)[1]:
-            say(text)
-            last.append(text.split("]", 1)[1])
-
-    return show
 
 
 async def run(cards: int, issuer: str, sims: int) -> int:
@@ -81,12 +65,13 @@ async def run_batch(
     say(f"  order {order['order_id']} accepted as batch {batch}")
     say("  first cards: " + ", ".join(c["masked_pan"] for c in order["cards"][:3]) + " ...")
     say("Cards moving through keymgmt -> electrical -> graphical -> qa -> fulfillment:")
-    show = progress_printer()
-    view = await bureau.wait_for_batch(batch, {"reconciled", "closed", "held"}, 600, show)
+    with StageView(cards) as live:
+        view = await bureau.wait_for_batch(batch, {"reconciled", "closed", "held"}, 600, live.show)
+        if view["status"] != "held":
+            view = await bureau.wait_for_batch(batch, {"closed"}, 300, live.show)
     if view["status"] == "held":
         say(f"Batch HELD by audit: {view['problems']} missing={view['missing']}")
         return 1
-    view = await bureau.wait_for_batch(batch, {"closed"}, 300, show)
     say("")
     say(f"Batch {batch} reconciliation ({view['status']}):")
     counts = view["counts"]

@@ -27,7 +27,7 @@ from shared.events import DeadLetterRecorded, Event, UndecodableEvent, decode_ev
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork, add_outbox_rows
-from shared.telemetry import continue_trace, tracer
+from shared.telemetry import continue_trace, echo_span, tracer
 
 log = logging.getLogger(__name__)
 
@@ -255,18 +255,20 @@ class EventConsumer:
                 for handler in self._handlers[type(first)]:
                     await handler(uow, first)
             return
-        # One span for the run, in the first event's trace; a batch handler that emits per
-        # event carries each source event's own trace on what it emits.
+        # One span for the run, in the first event's trace, echoed into each other event's own
+        # trace; a batch handler that emits per event carries each source event's own trace on
+        # what it emits.
         with (
             continue_trace(first.trace),
             self._tracer.start_as_current_span(
                 f"consume {first.type} x{len(run)}",
                 attributes={"event.type": first.type, "event.count": len(run)},
-            ),
+            ) as span,
         ):
             for handler in self._handlers[type(first)]:
                 if isinstance(handler, BatchHandler):  # always, by _runs
                     await handler.fn(uow, run)
+        echo_span(self._tracer, span, [event.trace for event in run[1:]])
 
     async def _apply_with_retries(self, record: Any) -> None:
         attempt = 0

@@ -28,7 +28,12 @@ async def queue_prepared_card(
     """Idempotent twice over: the inbox drops a redelivered event, and a card already known
     (a second card.prepared for it) is not queued again, whatever its state."""
     queued = await uow.repo.enqueue(
-        event.card_id, event.batch_id, event.issuer_id, event.product_id, event.event_id
+        event.card_id,
+        event.batch_id,
+        event.issuer_id,
+        event.product_id,
+        event.event_id,
+        event.trace.traceparent if event.trace else None,
     )
     if not queued:
         log.warning(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.electrical.service import CLAIM_ORDER_COLUMNS, QueuedCard
 from shared.db import checked_identifier
 
-_QUEUED = "card_id, batch_id, batch_seq, seq, issuer_id, product_id"
+_QUEUED = "card_id, batch_id, batch_seq, seq, issuer_id, product_id, traceparent"
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,13 @@ class StationRepository:
         self._s = checked_identifier(schema)
 
     async def enqueue(
-        self, card_id: UUID, batch_id: UUID, issuer_id: str, product_id: str, event_id: UUID
+        self,
+        card_id: UUID,
+        batch_id: UUID,
+        issuer_id: str,
+        product_id: str,
+        event_id: UUID,
+        traceparent: str | None = None,
     ) -> bool:
         """A prepared card joins the queue; False if it is already known (any state) or was
         cancelled before it arrived."""
@@ -40,12 +46,21 @@ class StationRepository:
             await self._conn.execute(
                 text(
                     f"INSERT INTO {self._s}.station_cards"
-                    " (card_id, batch_id, batch_seq, issuer_id, product_id, source_event_id)"
-                    f" SELECT :c, :b, seq, :i, :p, :e FROM {self._s}.batches WHERE batch_id = :b"
+                    " (card_id, batch_id, batch_seq, issuer_id, product_id, source_event_id,"
+                    " traceparent)"
+                    f" SELECT :c, :b, seq, :i, :p, :e, :t FROM {self._s}.batches"
+                    " WHERE batch_id = :b"
                     f" AND NOT EXISTS (SELECT 1 FROM {self._s}.cancelled_cards WHERE card_id = :c)"
                     " ON CONFLICT (card_id) DO NOTHING RETURNING card_id"
                 ),
-                {"c": card_id, "b": batch_id, "i": issuer_id, "p": product_id, "e": event_id},
+                {
+                    "c": card_id,
+                    "b": batch_id,
+                    "i": issuer_id,
+                    "p": product_id,
+                    "e": event_id,
+                    "t": traceparent,
+                },
             )
         ).first()
         return row is not None
@@ -167,7 +182,7 @@ class StationRepository:
             ),
             {"station": station_id},
         )
-        return [UnfinishedCard(QueuedCard(*row[:6]), *row[6:]) for row in rows]
+        return [UnfinishedCard(QueuedCard(*row[:7]), *row[7:]) for row in rows]
 
     async def counts(self) -> dict[str, int]:
         rows = await self._conn.execute(

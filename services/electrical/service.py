@@ -114,6 +114,7 @@ class QueuedCard:
     seq: int
     issuer_id: str
     product_id: str
+    traceparent: str | None = None  # the card's trace, from its card.prepared
 
 
 def claim_order(card: QueuedCard) -> tuple[int, int]:

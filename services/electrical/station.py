@@ -38,6 +38,7 @@ from shared.keymgmt.contract import Refusal, SecureScript, SecureScriptRequest
 from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused
 from shared.pcsc import CardConnection, CardRemoved, Disposition, PcscClient, PcscError
 from shared.service import ServiceRuntime, Worker
+from shared.telemetry import card_stage, trace_context_of
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class StationAgent:
                 return  # another reader took the last card; this chip waits
             act.activity = f"personalising card {card.card_id}"
             started = time.monotonic()
-            eject = await self._personalise(runtime, reader, conn, chip, card, trace)
+            with card_stage("encode", trace_context_of(card.traceparent), str(card.card_id)):
+                eject = await self._personalise(runtime, reader, conn, chip, card, trace)
             if eject:
                 act.busy_s += time.monotonic() - started
         finally:

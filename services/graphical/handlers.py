@@ -69,6 +69,7 @@ async def print_card_face(
         reason=None,
         source_event_id=event.event_id,
         job_name=job_name_for(event.card_id),
+        traceparent=event.trace.traceparent if event.trace else None,
     )
     try:
         png = await asyncio.to_thread(deps.renderer.render, design, face)

@@ -26,6 +26,7 @@ from shared.ipp import IppError, JobStatus
 from shared.metrics import PRINT_OUTCOMES, PRINT_WAITING, PRINTER_UP
 from shared.print_jobs import SUBMITTED, UNFINISHED, PrintJobMachine, PrintPolicy
 from shared.service import ServiceRuntime
+from shared.telemetry import card_stage, trace_context_of
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,11 @@ class CardPrintJobs:
         )
 
     async def finish(self, job: PrintJob, printed: JobStatus | None, problem: str | None) -> None:
-        """The card's print outcome and its event, in one transaction."""
+        """The card's print outcome and its event, in one transaction (in the card's trace)."""
+        with card_stage("print", trace_context_of(job.traceparent), str(job.card_id)):
+            await self._finish(job, problem)
+
+    async def _finish(self, job: PrintJob, problem: str | None) -> None:
         async with self.runtime.unit_of_work() as uow:
             repo: GraphicalRepository = uow.repo
             await repo.purge_photo(job.card_id)  # its face is printed (or spoiled): not needed

@@ -35,6 +35,7 @@ class PrintJob:
     last_problem: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    traceparent: str | None = None  # the card's trace, from its card.encoded
 
 
 _JOB_COLUMNS = (
@@ -42,7 +43,8 @@ _JOB_COLUMNS = (
     " image_sha256, location, reason, source_event_id, job_name"
 )
 _READ_COLUMNS = (
-    f"{_JOB_COLUMNS}, ipp_job_id, attempts, rejections, last_problem, created_at, updated_at"
+    f"{_JOB_COLUMNS}, ipp_job_id, attempts, rejections, last_problem, created_at, updated_at,"
+    " traceparent"
 )
 
 
@@ -132,10 +134,10 @@ class GraphicalRepository:
         placeholders = ", ".join(f":{name}" for name in values)
         await self._conn.execute(
             text(
-                f"INSERT INTO {self._s}.print_jobs ({_JOB_COLUMNS}, document)"
-                f" VALUES ({placeholders}, :document)"
+                f"INSERT INTO {self._s}.print_jobs ({_JOB_COLUMNS}, traceparent, document)"
+                f" VALUES ({placeholders}, :traceparent, :document)"
             ),
-            values | {"document": document},
+            values | {"traceparent": job.traceparent, "document": document},
         )
 
     async def claim_due_job(self, lease_s: float) -> PrintJob | None:

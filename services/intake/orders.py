@@ -18,6 +18,7 @@ from shared.keymgmt.client import RetryPolicy
 from shared.keymgmt.contract import VaultedCard, VaultStored, vault_store_json
 from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUnavailable
 from shared.outbox import UnitOfWork
+from shared.telemetry import new_card_trace
 
 # An order waits on the vault: a few tries, then the issuer is told to retry (503). Sealing a
 # large chunk of cards in the HSM takes long, reaching keymgmt must not.
@@ -143,6 +144,7 @@ async def emit_cards_ordered(
                 masked_pan=card["masked_pan"],
                 expiry=card["expiry"],
                 sequence=card["sequence"],
+                trace=new_card_trace(str(card["card_id"])),
             )
         )
 

@@ -45,6 +45,7 @@ from shared.outbox import UnitOfWork
 from shared.pan import redact_pans
 from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
 from shared.service import ServiceRuntime
+from shared.telemetry import card_stage, trace_context_of
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,11 @@ class QaMachine:
         return card
 
     async def check(self, card: QaCard) -> tuple[list[str], str | None]:
-        """The checks passed and the failure, if any. Raises MachineFault."""
+        """The checks passed and the failure, if any (in the card's trace). Raises MachineFault."""
+        with card_stage("qa", trace_context_of(card.traceparent), str(card.card_id)):
+            return await self._checks(card)
+
+    async def _checks(self, card: QaCard) -> tuple[list[str], str | None]:
         problem = await asyncio.to_thread(
             print_image_problem, self.spool_dir, card.card_id, card.image_sha256
         )
@@ -292,7 +297,8 @@ class QaMachine:
             )
             return True
 
-        await self._in_transaction(runtime, verdict)
+        with card_stage("qa verdict", trace_context_of(card.traceparent), str(card.card_id)):
+            await self._in_transaction(runtime, verdict)
         if failure is None:
             self.status.passed += 1
             log.info("card passed QA", extra={"card_id": str(card.card_id), "checks": checks})

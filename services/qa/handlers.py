@@ -32,6 +32,7 @@ async def queue_printed_card(
         event.chip_serial,
         event.image_sha256,
         event.event_id,
+        event.trace.traceparent if event.trace else None,
     )
     if not queued:
         log.warning("card already known to QA", extra={"card_id": str(event.card_id)})

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import checked_identifier
 
-_CARD = "card_id, batch_id, issuer_id, chip_serial, image_sha256, attempts"
+_CARD = "card_id, batch_id, issuer_id, chip_serial, image_sha256, attempts, traceparent"
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class QaCard:
     chip_serial: str
     image_sha256: str
     attempts: int
+    traceparent: str | None = None  # the card's trace, from its card.printed
 
 
 class QaRepository:
@@ -36,12 +37,14 @@ class QaRepository:
         chip_serial: str,
         image_sha256: str,
         event_id: UUID,
+        traceparent: str | None = None,
     ) -> bool:
         row = (
             await self._conn.execute(
                 text(
                     f"INSERT INTO {self._s}.qa_cards (card_id, batch_id, issuer_id, chip_serial,"
-                    " image_sha256, source_event_id) VALUES (:c, :b, :i, :chip, :sha, :e)"
+                    " image_sha256, source_event_id, traceparent)"
+                    " VALUES (:c, :b, :i, :chip, :sha, :e, :t)"
                     " ON CONFLICT (card_id) DO NOTHING RETURNING card_id"
                 ),
                 {
@@ -51,6 +54,7 @@ class QaRepository:
                     "chip": chip_serial,
                     "sha": image_sha256,
                     "e": event_id,
+                    "t": traceparent,
                 },
             )
         ).first()

@@ -28,6 +28,7 @@ from shared.keymgmt.errors import (
     field_problems,
 )
 from shared.pan import redact_pans
+from shared.telemetry import inject_trace_headers
 
 log = logging.getLogger(__name__)
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -119,7 +120,10 @@ class KeymgmtClient:
         it stays its owner's to close."""
         self._owned = http is None
         self._http = http or httpx.AsyncClient(
-            base_url=base_url, timeout=timeout_s, transport=transport
+            base_url=base_url,
+            timeout=timeout_s,
+            transport=transport,
+            event_hooks={"request": [inject_trace_headers]},
         )
         self._headers = {"Authorization": f"Bearer {token}"}
         self._json_headers = self._headers | {"Content-Type": "application/json"}

@@ -11,17 +11,30 @@ import pytest
 
 from demo.client import Bureau
 from tests.conftest import REPO, load_stack_env
+from tests.support.otlp import OtlpReceiver, start_receiver
 
 SERVICES = REPO / "deploy" / "local" / "services.sh"
 
 
 @pytest.fixture(scope="session")
-def e2e_env() -> dict[str, str]:
+def otlp() -> Iterator[OtlpReceiver]:
+    """The collector every service exports its spans to (OTLP/HTTP, the standard settings)."""
+    receiver, server = start_receiver()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def e2e_env(otlp: OtlpReceiver) -> dict[str, str]:
     values = load_stack_env()
     if not values:
         pytest.fail("the local stack is not up: run `make stack-up`")
     env = {**os.environ, **values}
     env["BUREAU_TOPIC_PREFIX"] = f"e2e{os.getpid()}"
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp.endpoint
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # ms: spans reach the collector soon after a stage
     return env
 
 

@@ -17,6 +17,7 @@ from prometheus_client.samples import Sample
 
 from demo.client import Bureau, demo_cards
 from tests.conftest import REPO
+from tests.support.otlp import OtlpReceiver
 from tests.support.stack_dump import database_dump, kafka_records
 
 pytestmark = pytest.mark.e2e
@@ -125,8 +126,38 @@ def text_files(*roots: Path) -> list[Path]:
     ]
 
 
+CARD_TRACE_SERVICES = {"intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit"}
+CARD_TRACE_STAGES = {"card", "encode", "print", "qa", "qa verdict"}
+
+
+async def assert_one_trace_per_card(otlp: OtlpReceiver, card_ids: set[str]) -> None:
+    """Each card's spans, from intake to packing, share the one trace its root span opened, with
+    a span of every stage, as an OTLP collector received them."""
+    missing: dict[str, object] = {}
+    for _ in range(60):
+        traces = otlp.traces()
+        roots = {
+            s.attributes.get("card.id"): trace_id
+            for trace_id, spans in traces.items()
+            for s in spans
+            if s.name == "card"
+        }
+        missing = {}
+        for card_id in card_ids:
+            spans = traces.get(roots.get(card_id, ""), [])
+            services = {s.service for s in spans}
+            names = {s.name for s in spans}
+            lacking = (CARD_TRACE_SERVICES - services) | (CARD_TRACE_STAGES - names)
+            if lacking:
+                missing[card_id] = sorted(lacking)
+        if not missing:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"cards whose trace lacks services or stages: {missing}")
+
+
 async def test_an_order_of_50_cards_reconciles_with_every_card_accounted_for(
-    bureau: Bureau, e2e_env: dict[str, str]
+    bureau: Bureau, e2e_env: dict[str, str], otlp: OtlpReceiver
 ) -> None:
     token = await bureau.onboard_issuer("e2e-bank", "E2E Bank", "e2e-debit")
     await bureau.receive_stock("e2e-bank", "e2e-debit", 50)
@@ -152,6 +183,7 @@ async def test_an_order_of_50_cards_reconciles_with_every_card_accounted_for(
         ).json()["events"]
     dispatched = {cid for e in shipped for cid in e["payload"]["card_ids"]}
     assert dispatched == card_ids
+    await assert_one_trace_per_card(otlp, card_ids)
 
     pans = [c["pan"] for c in cards]
     records = await kafka_records(e2e_env["BUREAU_KAFKA_BOOTSTRAP"], e2e_env["BUREAU_TOPIC_PREFIX"])
@@ -166,6 +198,8 @@ async def test_an_order_of_50_cards_reconciles_with_every_card_accounted_for(
     for path in text_files(run_dir / "logs", run_dir / "fulfillment", REPO / ".run" / "traces"):
         content = path.read_text(errors="replace")
         assert not [p for p in pans if p in content], f"PAN in {path}"
+    exported = json.dumps([(s.name, s.attributes) for s in otlp.traces_flat()])
+    assert not [p for p in pans if p in exported], "PAN in an exported span"
 
     dump = await asyncio.to_thread(database_dump, e2e_env["BUREAU_DATABASE_URL"])
     assert "e2e-bank" in dump  # the dump really holds this run's rows

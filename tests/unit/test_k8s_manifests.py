@@ -18,6 +18,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from shared.settings import BureauSettings
+from shared.telemetry import OTLP_SETTINGS
 from tests.support.k8s import OVERLAYS, REPO, Obj, bureau_deployments, of_kind, render
 
 KUBERNETES_VERSION = "1.32.0"  # the oldest minor the manifests promise to apply on
@@ -32,7 +33,15 @@ CONSUMERS = {  # Deployment -> topics it follows (docs/services.md); intake cons
     "audit": ["intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit"],
 }
 # Variables read by code other than the services' settings classes.
-NON_SETTINGS_ENV = {"DB_USER", "DB_PASSWORD", "SOFTHSM2_CONF", "PCSCLITE_CSOCK_NAME"}
+# Read outside the services' settings classes: the database role, the HSM and pcsc libraries,
+# and the standard OpenTelemetry exporter settings (shared/telemetry.py checks them).
+NON_SETTINGS_ENV = {
+    "DB_USER",
+    "DB_PASSWORD",
+    "SOFTHSM2_CONF",
+    "PCSCLITE_CSOCK_NAME",
+    *OTLP_SETTINGS,
+}
 SECRET_NAME = re.compile(r"(?i)(pin|password|passwd|token|secret|private|credential)")
 NOT_SECRET = {"BUREAU_HSM_TOKEN"}  # the HSM token's label, not a credential
 

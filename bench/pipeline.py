@@ -1,0 +1,266 @@
+"""bench/pipeline: one batch (default 10,000 cards) through every stage of the bureau on the
+local stack, as `make demo` runs it (every service its own process, the card feeder, pcscd +
+vpcd readers, SoftHSM, Kafka, Postgres, IPP printers), against the rate the virtual devices
+allow, measured in the same run before the order: the encoding readers' card swap (eject, the
+next blank in and answering) and their raw APDU round trip, for the APDUs a card really took.
+
+Prints, while it runs, cards/s per stage over the last interval; at the end JSON figures: per
+stage the sustained rate and the latency from the previous stage (p50/p95, from the audit log's
+event times), the end-to-end rate (ordered -> packed), each process's CPU share and peak RSS,
+and the ratio of the end-to-end rate to the devices' rate.
+
+    .venv/bin/python -m bench.pipeline [--cards 10000] [--interval 30]
+
+The local stack must be up (make stack-up); the bench restarts the services (services.sh) with
+its own topic prefix and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from demo.client import Bureau, demo_cards
+from shared.pcsc import PcscClient
+from shared.pcsc.config import load_readers
+from tests.conftest import REPO, load_stack_env
+
+SERVICES = REPO / "deploy" / "local" / "services.sh"
+ISSUER, PRODUCT = "bench-pipeline", "bench-debit"
+FEEDER = "http://127.0.0.1:8110"
+# Audit's per-card event types in stage order: each stage's latency is from the one before.
+STAGES = (
+    ("ordered", "card.ordered"),
+    ("prepared", "card.prepared"),
+    ("encoded", "card.encoded"),
+    ("printed", "card.printed"),
+    ("qa_passed", "card.qa_passed"),
+    ("packed", "card.packed"),
+)
+GET_CPLC = bytes.fromhex("80CA9F7F00")
+SELECT_ISD = bytes.fromhex("00A4040000")
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run(*argv: str, env: dict[str, str], timeout: float) -> None:
+    subprocess.run(argv, env=env, cwd=REPO, check=True, timeout=timeout)
+
+
+async def chip_serial(pcsc: PcscClient, reader: str) -> bytes | None:
+    try:
+        conn = await pcsc.connect(reader)
+    except Exception:  # noqa: BLE001 (no card yet: the swap is not done)
+        return None
+    try:
+        data, sw = await conn.transmit(GET_CPLC)
+        return data if sw == 0x9000 else None
+    except Exception:  # noqa: BLE001 (the card left under us)
+        return None
+    finally:
+        await conn.disconnect("leave")
+
+
+async def device_baseline(swaps: int, apdus: int) -> dict[str, Any]:
+    """Per hopper reader: seconds per card swap (eject until a different chip answers) and per
+    raw APDU round trip. The station agent leaves readers alone while its queue is empty."""
+    async with httpx.AsyncClient(base_url=FEEDER, timeout=10) as feeder:
+        modes = (await feeder.get("/readers")).json()["readers"]
+        hopper = [(r["name"], r["port"]) for r in modes if r["mode"] == "hopper"]
+        pcsc = PcscClient()
+        swap_s: list[float] = []
+        rtt_s: list[float] = []
+        for reader, port in hopper:
+            conn = await pcsc.connect(reader)
+            started = time.perf_counter()
+            for _ in range(apdus):
+                await conn.transmit(SELECT_ISD)
+            rtt_s.append((time.perf_counter() - started) / apdus)
+            await conn.disconnect("leave")
+            for _ in range(swaps):
+                before = await chip_serial(pcsc, reader)
+                started = time.perf_counter()
+                ejected = await feeder.post(f"/readers/{port}/eject", json={"refill": True})
+                ejected.raise_for_status()
+                while await chip_serial(pcsc, reader) in (None, before):
+                    await asyncio.sleep(0.01)
+                swap_s.append(time.perf_counter() - started)
+        await pcsc.aclose()
+    return {
+        "hopper_readers_measured": len(hopper),
+        "swap_s": round(statistics.median(swap_s), 4),
+        "apdu_rtt_s": round(statistics.median(rtt_s), 6),
+    }
+
+
+def proc_times(run_dir: Path) -> dict[str, tuple[float, int]]:
+    """Per process: CPU seconds so far and peak RSS (bytes), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[str, tuple[float, int]] = {}
+    for pid_file in sorted((run_dir / "pids").glob("*.pid")):
+        pid = pid_file.read_text().strip()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+        found[pid_file.stem] = ((int(fields[11]) + int(fields[12])) / ticks, hwm * 1024)
+    return found
+
+
+async def stage_times(database_url: str, batch_id: str) -> dict[str, dict[str, float]]:
+    """card id -> stage -> event time (epoch seconds), from the audit log."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT card_id, type, extract(epoch FROM occurred_at) FROM audit.events"
+                    " WHERE batch_id = :b AND card_id IS NOT NULL"
+                ),
+                {"b": batch_id},
+            )
+            names = {event_type: stage for stage, event_type in STAGES}
+            cards: dict[str, dict[str, float]] = {}
+            for card_id, event_type, at in rows:
+                if event_type in names:
+                    cards.setdefault(str(card_id), {})[names[event_type]] = float(at)
+            return cards
+    finally:
+        await engine.dispose()
+
+
+async def station_work(database_url: str, batch_id: str) -> tuple[float, int]:
+    """APDUs per encoded card, and how many readers encoded the batch's cards."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT avg(apdu_count), count(DISTINCT reader)"
+                        " FROM electrical.station_cards WHERE batch_id = :b AND state = 'encoded'"
+                    ),
+                    {"b": batch_id},
+                )
+            ).one()
+            return float(row[0] or 0), int(row[1])
+    finally:
+        await engine.dispose()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def stage_figures(cards: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = {}
+    for (before, _), (stage, _) in zip(STAGES, STAGES[1:], strict=False):
+        times = [c[stage] for c in cards.values() if stage in c]
+        waits = [c[stage] - c[before] for c in cards.values() if stage in c and before in c]
+        span = (max(times) - min(times)) if len(times) > 1 else 0.0
+        figures[stage] = {
+            "cards": len(times),
+            "cards_per_s": round(len(times) / span, 2) if span else 0.0,
+            "latency_p50_s": round(percentile(waits, 0.50), 2),
+            "latency_p95_s": round(percentile(waits, 0.95), 2),
+        }
+    return figures
+
+
+async def follow(bureau: Bureau, batch: str, cards: int, interval: float) -> dict[str, Any]:
+    """Print each stage's rate over the last interval until the batch closes (or is held)."""
+    last: dict[str, int] = {}
+    last_t = time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        view = await bureau.reconciliation(batch) or {"status": "unknown", "counts": {}}
+        counts = {k: v for k, v in view.get("counts", {}).items() if isinstance(v, int)}
+        now = time.monotonic()
+        rates = {
+            stage: round((counts.get(stage, 0) - last.get(stage, 0)) / (now - last_t), 2)
+            for stage, _ in STAGES[1:]
+        }
+        say(json.dumps({"status": view["status"], "counts": counts, "per_s": rates}))
+        last, last_t = counts, now
+        if view["status"] in ("closed", "held"):
+            return view
+
+
+async def bench(cards: int, interval: float) -> dict[str, Any]:
+    env = {**os.environ, **load_stack_env()}
+    env["BUREAU_TOPIC_PREFIX"] = f"bench{os.getpid()}"
+    run_dir = Path(env["BUREAU_RUN_DIR"])
+    run(sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", "--issuer", ISSUER,
+        env=env, timeout=300)  # fmt: skip
+    run("bash", str(SERVICES), "down", env=env, timeout=120)
+    run("bash", str(SERVICES), "up", env=env, timeout=300)
+    try:
+        load_readers(env["BUREAU_PCSC_READERS"])
+        devices = await device_baseline(swaps=5, apdus=200)
+        bureau = Bureau()
+        token = await bureau.onboard_issuer(ISSUER, "Bench Bank", PRODUCT)
+        await bureau.receive_stock(ISSUER, PRODUCT, cards)
+        cpu_before = proc_times(run_dir)
+        started = time.monotonic()
+        order = await bureau.post_order(token, PRODUCT, demo_cards(cards, seed=cards))
+        batch = str(order["batch_id"])
+        view = await follow(bureau, batch, cards, interval)
+        wall = time.monotonic() - started
+        cpu_after = proc_times(run_dir)
+        per_card = await stage_times(env["BUREAU_DATABASE_URL"], batch)
+        apdus, readers = await station_work(env["BUREAU_DATABASE_URL"], batch)
+    finally:
+        run("bash", str(SERVICES), "down", env=env, timeout=120)
+    stages = stage_figures(per_card)
+    firsts = [c["ordered"] for c in per_card.values() if "ordered" in c]
+    lasts = [c["packed"] for c in per_card.values() if "packed" in c]
+    end_to_end = len(lasts) / (max(lasts) - min(firsts)) if lasts and firsts else 0.0
+    devices |= {"station_readers": readers, "apdus_per_card": round(apdus, 1)}
+    device_rate = readers / (devices["swap_s"] + apdus * devices["apdu_rtt_s"])
+    cpu = {
+        name: round((cpu_after[name][0] - cpu_before.get(name, (0.0, 0))[0]) / wall, 3)
+        for name in cpu_after
+    }
+    return {
+        "cards": cards,
+        "batch_status": view["status"],
+        "wall_s": round(wall, 1),
+        "stages": stages,
+        "end_to_end_cards_per_s": round(end_to_end, 2),
+        "devices": devices,
+        "devices_cards_per_s": round(device_rate, 2),
+        "ratio_end_to_end_to_devices": round(end_to_end / device_rate, 3) if device_rate else 0,
+        "cpu_share_per_process": cpu,
+        "busiest_process": max(cpu, key=lambda name: cpu[name]) if cpu else None,
+        "peak_rss_mib": {name: round(v[1] / 2**20, 1) for name, v in cpu_after.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cards", type=int, default=10_000)
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between rate lines")
+    args = parser.parse_args()
+    say(json.dumps(asyncio.run(bench(args.cards, args.interval)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
