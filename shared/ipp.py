@@ -8,6 +8,7 @@ Get-Printer-Attributes.
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -25,6 +26,7 @@ from shared.ipp_codec import (
     JOB_GROUP,
     KEYWORD,
     LANGUAGE,
+    MAX_MESSAGE_BYTES,
     MIME_TYPE,
     NAME,
     OPERATION_GROUP,
@@ -66,6 +68,11 @@ class PrinterState(IntEnum):
 
 class IppUnavailable(IppError):
     """Transport failure or a server-error status: try again later."""
+
+
+class IppUntrusted(IppUnavailable):
+    """An ipps:// printer whose certificate does not verify: nothing was sent to it. Retried
+    like any unavailable printer, so a card is not lost while the certificate is fixed."""
 
 
 class IppRejected(IppError):
@@ -120,21 +127,77 @@ def _attr(tag: int, name: str, *values: IppValue) -> tuple[str, Attribute]:
     return name, Attribute(tag, name, values)
 
 
-class IppClient:
-    """One printer, addressed by its ipp:// URI. Every call is one HTTP POST (RFC 8010 §4)."""
+IPP_PORT: Final = 631  # RFC 8010 §4.2 (ipp) and RFC 7472 §4 (ipps): both default to 631
 
-    def __init__(self, uri: str, *, user: str, timeout_s: float = 10.0) -> None:
-        parts = urlsplit(uri)
-        if parts.scheme not in ("ipp", "http") or not parts.hostname:
-            raise ValueError(f"printer URI {uri!r} is not ipp://host:port/path")
+
+def printer_url(uri: str) -> tuple[str, bool]:
+    """The HTTP(S) URL an ipp:// or ipps:// printer URI is posted to, and whether it is TLS."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("ipp", "ipps", "http", "https") or not parts.hostname:
+        raise ValueError(f"printer URI {uri!r} is not ipp://host:port/path or ipps://...")
+    tls = parts.scheme in ("ipps", "https")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port or (IPP_PORT if parts.scheme in ("ipp", "ipps") else None)
+    netloc = f"{host}:{port}" if port else host
+    return f"{'https' if tls else 'http'}://{netloc}{parts.path or '/'}", tls
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify the printer's chain (against `ca_file`, or the system's trust store) and its host
+    name; TLS 1.2 at least."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def _bounded_body(response: httpx.Response, uri: str) -> bytes:
+    """The answer's body, refused past MAX_MESSAGE_BYTES while it streams."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise IppError(f"printer {uri} answered more than {MAX_MESSAGE_BYTES} bytes")
+    return bytes(body)
+
+
+class IppClient:
+    """One printer, addressed by its ipp:// or ipps:// URI. Every call is one HTTP POST (RFC 8010
+    §4); ipps is IPP over HTTPS (RFC 7472), the printer's certificate verified against `ca_file`
+    (a PEM bundle; None: the system's trust store) and its name against the URI's host."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        user: str,
+        timeout_s: float = 10.0,
+        ca_file: str | None = None,
+        require_tls: bool = False,
+    ) -> None:
         self.uri = uri
         self.user = user
-        self._url = f"http://{parts.netloc}{parts.path or '/'}"
-        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._url, tls = printer_url(uri)
+        if require_tls and not tls:
+            raise ValueError(f"printer URI {uri!r} must be ipps:// (IPP over TLS), not plain IPP")
+        self._ca_file = ca_file
+        verify: ssl.SSLContext | bool = tls_context(ca_file) if tls else False
+        self._http = httpx.AsyncClient(timeout=timeout_s, verify=verify, trust_env=False)
         self._ids = itertools.count(1)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def _transport_problem(self, exc: httpx.TransportError) -> IppUnavailable:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trust = self._ca_file or "the system's trust store"
+            return IppUntrusted(
+                f"printer {self.uri} refused: its TLS certificate does not verify against "
+                f"{trust} ({cause.verify_message or cause.reason})"
+            )
+        return IppUnavailable(f"printer {self.uri} unreachable: {exc.__class__.__name__}")
 
     def _operation(self, *extra: tuple[str, Attribute]) -> dict[str, Attribute]:
         return dict(
@@ -151,16 +214,17 @@ class IppClient:
         self, operation: int, attrs: dict[str, Attribute], data: bytes = b""
     ) -> IppMessage:
         request = IppMessage((2, 0), operation, next(self._ids), ((OPERATION_GROUP, attrs),), data)
+        headers = {"Content-Type": "application/ipp"}
         try:
-            response = await self._http.post(
-                self._url, content=encode(request), headers={"Content-Type": "application/ipp"}
-            )
+            async with self._http.stream(
+                "POST", self._url, content=encode(request), headers=headers
+            ) as response:
+                if response.status_code != 200:
+                    raise IppUnavailable(f"printer {self.uri} answered HTTP {response.status_code}")
+                body = await _bounded_body(response, self.uri)
         except httpx.TransportError as exc:
-            problem = f"printer {self.uri} unreachable: {exc.__class__.__name__}"
-            raise IppUnavailable(problem) from exc
-        if response.status_code != 200:
-            raise IppUnavailable(f"printer {self.uri} answered HTTP {response.status_code}")
-        answer = decode(response.content)
+            raise self._transport_problem(exc) from exc
+        answer = decode(body)
         if answer.code >= 0x0500:  # server-error-*: busy, not accepting jobs, internal error
             raise IppUnavailable(f"printer {self.uri} answered status 0x{answer.code:04X}")
         if answer.code >= 0x0400:
