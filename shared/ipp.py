@@ -1,17 +1,14 @@
 """A small IPP/1.1-2.0 client over HTTP: the printers of the card and PIN-mailer paths.
 
-Encoding per RFC 8010 (IPP/1.1 Encoding and Transport): version (2 bytes), operation-id or
-status-code (2), request-id (4), attribute groups (a delimiter tag, then attributes: value
-tag, name length + name, value length + value; an additional value repeats with an empty
-name), the end-of-attributes tag, then the document data. Operations and job states per
+The messages are encoded by shared/ipp_codec.py (RFC 8010). Operations and job states per
 RFC 8011 (Model and Semantics). Used here: Print-Job, Get-Job-Attributes, Get-Jobs and
-Get-Printer-Attributes; only what those need is decoded (collections are skipped whole).
+Get-Printer-Attributes.
 """
 
 from __future__ import annotations
 
 import itertools
-import struct
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -20,38 +17,29 @@ from urllib.parse import urlsplit
 
 import httpx
 
-IppValue = int | bool | str | bytes | tuple[int, int]
-
-# Operations (RFC 8011 §5.2, §5.3, §5.4).
-PRINT_JOB: Final = 0x0002
-GET_JOB_ATTRIBUTES: Final = 0x0009
-GET_JOBS: Final = 0x000A
-GET_PRINTER_ATTRIBUTES: Final = 0x000B
-
-# Delimiter tags (RFC 8010 §3.5.1).
-OPERATION_GROUP: Final = 0x01
-JOB_GROUP: Final = 0x02
-END_OF_ATTRIBUTES: Final = 0x03
-PRINTER_GROUP: Final = 0x04
-UNSUPPORTED_GROUP: Final = 0x05
-
-# Value tags (RFC 8010 §3.5.2).
-INTEGER: Final = 0x21
-BOOLEAN: Final = 0x22
-ENUM: Final = 0x23
-DATE_TIME: Final = 0x31
-RANGE: Final = 0x33
-BEGIN_COLLECTION: Final = 0x34
-END_COLLECTION: Final = 0x37
-TEXT: Final = 0x41
-NAME: Final = 0x42
-KEYWORD: Final = 0x44
-URI: Final = 0x45
-CHARSET: Final = 0x47
-LANGUAGE: Final = 0x48
-MIME_TYPE: Final = 0x49
-MEMBER_NAME: Final = 0x4A
-_STRING_TAGS = frozenset(range(0x41, 0x50))
+from shared.ipp_codec import (
+    CHARSET,
+    GET_JOB_ATTRIBUTES,
+    GET_JOBS,
+    GET_PRINTER_ATTRIBUTES,
+    INTEGER,
+    JOB_GROUP,
+    KEYWORD,
+    LANGUAGE,
+    MAX_MESSAGE_BYTES,
+    MIME_TYPE,
+    NAME,
+    OPERATION_GROUP,
+    PRINT_JOB,
+    PRINTER_GROUP,
+    URI,
+    Attribute,
+    IppMessage,
+    IppValue,
+    decode,
+    encode,
+)
+from shared.ipp_codec import IppError as IppError
 
 
 class JobState(IntEnum):
@@ -78,12 +66,13 @@ class PrinterState(IntEnum):
     STOPPED = 5
 
 
-class IppError(Exception):
-    """The printer could not be reached, or answered something that is not IPP."""
-
-
 class IppUnavailable(IppError):
     """Transport failure or a server-error status: try again later."""
+
+
+class IppUntrusted(IppUnavailable):
+    """An ipps:// printer whose certificate does not verify: nothing was sent to it. Retried
+    like any unavailable printer, so a card is not lost while the certificate is fixed."""
 
 
 class IppRejected(IppError):
@@ -93,114 +82,6 @@ class IppRejected(IppError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"IPP status 0x{status:04X}: {message}")
         self.status = status
-
-
-@dataclass(frozen=True)
-class Attribute:
-    tag: int
-    name: str
-    values: tuple[IppValue, ...]
-
-
-@dataclass(frozen=True)
-class IppMessage:
-    version: tuple[int, int]
-    code: int  # operation-id in a request, status-code in a response
-    request_id: int
-    groups: tuple[tuple[int, dict[str, Attribute]], ...] = ()
-    data: bytes = b""
-
-    def group(self, tag: int) -> dict[str, Attribute]:
-        return next((attrs for t, attrs in self.groups if t == tag), {})
-
-    def all_groups(self, tag: int) -> list[dict[str, Attribute]]:
-        return [attrs for t, attrs in self.groups if t == tag]
-
-
-def _encode_value(tag: int, value: IppValue) -> bytes:
-    if tag in (INTEGER, ENUM):
-        assert isinstance(value, int)
-        return struct.pack(">i", value)
-    if tag == BOOLEAN:
-        return b"\x01" if value else b"\x00"
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bytes):
-        return value
-    raise ValueError(f"cannot encode {value!r} with value tag 0x{tag:02X}")
-
-
-def encode(message: IppMessage) -> bytes:
-    out = bytearray(struct.pack(">bbhi", *message.version, message.code, message.request_id))
-    for group_tag, attrs in message.groups:
-        out.append(group_tag)
-        for attr in attrs.values():
-            for n, value in enumerate(attr.values):
-                name = attr.name.encode("ascii") if n == 0 else b""
-                raw = _encode_value(attr.tag, value)
-                out += struct.pack(">bh", attr.tag, len(name)) + name
-                out += struct.pack(">h", len(raw)) + raw
-    out.append(END_OF_ATTRIBUTES)
-    return bytes(out) + message.data
-
-
-def _decode_value(tag: int, raw: bytes) -> IppValue:
-    if tag in (INTEGER, ENUM) and len(raw) == 4:
-        return int(struct.unpack(">i", raw)[0])
-    if tag == BOOLEAN and len(raw) == 1:
-        return raw != b"\x00"
-    if tag == RANGE and len(raw) == 8:
-        low, high = struct.unpack(">ii", raw)
-        return (int(low), int(high))
-    if tag in _STRING_TAGS:
-        return raw.decode("utf-8", errors="replace")
-    return raw
-
-
-def decode(body: bytes) -> IppMessage:
-    """Parse an IPP message. Raises IppError on a truncated or malformed one."""
-    try:
-        major, minor, code, request_id = struct.unpack_from(">bbhi", body, 0)
-        pos = 8
-        groups: list[tuple[int, dict[str, Attribute]]] = []
-        current: dict[str, Attribute] | None = None
-        last: str | None = None
-        depth = 0  # inside a collection: its members are skipped
-        while True:
-            tag = body[pos]
-            pos += 1
-            if tag == END_OF_ATTRIBUTES and depth == 0:
-                break
-            if tag < 0x10 and depth == 0:  # a delimiter: a new group
-                current = {}
-                groups.append((tag, current))
-                last = None
-                continue
-            (name_len,) = struct.unpack_from(">h", body, pos)
-            name = body[pos + 2 : pos + 2 + name_len].decode("ascii")
-            pos += 2 + name_len
-            (value_len,) = struct.unpack_from(">h", body, pos)
-            raw = body[pos + 2 : pos + 2 + value_len]
-            if len(raw) != value_len:
-                raise IppError("truncated IPP attribute value")
-            pos += 2 + value_len
-            if tag == BEGIN_COLLECTION:
-                depth += 1
-                continue
-            if tag == END_COLLECTION:
-                depth -= 1
-                continue
-            if depth > 0 or current is None:
-                continue
-            if name:
-                last = name
-                current[name] = Attribute(tag, name, (_decode_value(tag, raw),))
-            elif last is not None:  # an additional value of the previous attribute
-                prev = current[last]
-                current[last] = Attribute(prev.tag, last, (*prev.values, _decode_value(tag, raw)))
-    except (IndexError, struct.error, UnicodeDecodeError) as exc:
-        raise IppError(f"malformed IPP message: {exc.__class__.__name__}") from exc
-    return IppMessage((major, minor), code, request_id, tuple(groups), body[pos:])
 
 
 def _one(attrs: dict[str, Attribute], name: str) -> IppValue | None:
@@ -246,21 +127,77 @@ def _attr(tag: int, name: str, *values: IppValue) -> tuple[str, Attribute]:
     return name, Attribute(tag, name, values)
 
 
-class IppClient:
-    """One printer, addressed by its ipp:// URI. Every call is one HTTP POST (RFC 8010 §4)."""
+IPP_PORT: Final = 631  # RFC 8010 §4.2 (ipp) and RFC 7472 §4 (ipps): both default to 631
 
-    def __init__(self, uri: str, *, user: str, timeout_s: float = 10.0) -> None:
-        parts = urlsplit(uri)
-        if parts.scheme not in ("ipp", "http") or not parts.hostname:
-            raise ValueError(f"printer URI {uri!r} is not ipp://host:port/path")
+
+def printer_url(uri: str) -> tuple[str, bool]:
+    """The HTTP(S) URL an ipp:// or ipps:// printer URI is posted to, and whether it is TLS."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("ipp", "ipps", "http", "https") or not parts.hostname:
+        raise ValueError(f"printer URI {uri!r} is not ipp://host:port/path or ipps://...")
+    tls = parts.scheme in ("ipps", "https")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port or (IPP_PORT if parts.scheme in ("ipp", "ipps") else None)
+    netloc = f"{host}:{port}" if port else host
+    return f"{'https' if tls else 'http'}://{netloc}{parts.path or '/'}", tls
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verify the printer's chain (against `ca_file`, or the system's trust store) and its host
+    name; TLS 1.2 at least."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def _bounded_body(response: httpx.Response, uri: str) -> bytes:
+    """The answer's body, refused past MAX_MESSAGE_BYTES while it streams."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise IppError(f"printer {uri} answered more than {MAX_MESSAGE_BYTES} bytes")
+    return bytes(body)
+
+
+class IppClient:
+    """One printer, addressed by its ipp:// or ipps:// URI. Every call is one HTTP POST (RFC 8010
+    §4); ipps is IPP over HTTPS (RFC 7472), the printer's certificate verified against `ca_file`
+    (a PEM bundle; None: the system's trust store) and its name against the URI's host."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        user: str,
+        timeout_s: float = 10.0,
+        ca_file: str | None = None,
+        require_tls: bool = False,
+    ) -> None:
         self.uri = uri
         self.user = user
-        self._url = f"http://{parts.netloc}{parts.path or '/'}"
-        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._url, tls = printer_url(uri)
+        if require_tls and not tls:
+            raise ValueError(f"printer URI {uri!r} must be ipps:// (IPP over TLS), not plain IPP")
+        self._ca_file = ca_file
+        verify: ssl.SSLContext | bool = tls_context(ca_file) if tls else False
+        self._http = httpx.AsyncClient(timeout=timeout_s, verify=verify, trust_env=False)
         self._ids = itertools.count(1)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def _transport_problem(self, exc: httpx.TransportError) -> IppUnavailable:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trust = self._ca_file or "the system's trust store"
+            return IppUntrusted(
+                f"printer {self.uri} refused: its TLS certificate does not verify against "
+                f"{trust} ({cause.verify_message or cause.reason})"
+            )
+        return IppUnavailable(f"printer {self.uri} unreachable: {exc.__class__.__name__}")
 
     def _operation(self, *extra: tuple[str, Attribute]) -> dict[str, Attribute]:
         return dict(
@@ -277,16 +214,17 @@ class IppClient:
         self, operation: int, attrs: dict[str, Attribute], data: bytes = b""
     ) -> IppMessage:
         request = IppMessage((2, 0), operation, next(self._ids), ((OPERATION_GROUP, attrs),), data)
+        headers = {"Content-Type": "application/ipp"}
         try:
-            response = await self._http.post(
-                self._url, content=encode(request), headers={"Content-Type": "application/ipp"}
-            )
+            async with self._http.stream(
+                "POST", self._url, content=encode(request), headers=headers
+            ) as response:
+                if response.status_code != 200:
+                    raise IppUnavailable(f"printer {self.uri} answered HTTP {response.status_code}")
+                body = await _bounded_body(response, self.uri)
         except httpx.TransportError as exc:
-            problem = f"printer {self.uri} unreachable: {exc.__class__.__name__}"
-            raise IppUnavailable(problem) from exc
-        if response.status_code != 200:
-            raise IppUnavailable(f"printer {self.uri} answered HTTP {response.status_code}")
-        answer = decode(response.content)
+            raise self._transport_problem(exc) from exc
+        answer = decode(body)
         if answer.code >= 0x0500:  # server-error-*: busy, not accepting jobs, internal error
             raise IppUnavailable(f"printer {self.uri} answered status 0x{answer.code:04X}")
         if answer.code >= 0x0400:

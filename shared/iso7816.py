@@ -177,7 +177,10 @@ def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
     if pos >= len(data):
         raise ValueError("truncated tag")
     tag, more, pos = data[pos], data[pos] & 0x1F == 0x1F, pos + 1
+    start = pos - 1
     while more:  # subsequent tag bytes carry b8 = 1 except the last
+        if pos - start >= 4:
+            raise ValueError("tag longer than 4 bytes")
         if pos >= len(data):
             raise ValueError("truncated multi-byte tag")
         tag, more, pos = (tag << 8) | data[pos], bool(data[pos] & 0x80), pos + 1
@@ -199,21 +202,47 @@ def _read_length(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos : pos + count], "big"), pos + count
 
 
-def decode_tlv(data: bytes, *, recursive: bool = True) -> list[Tlv]:
-    """Decode BER-TLV objects, constructed ones into children; 00/FF padding is skipped."""
+# Bounds of decode_tlv: EMV nests templates three or four deep (6F > A5 > BF0C > 61, 77 > 70)
+# and a short-APDU answer is at most 256 bytes, a record file a few KiB. Past these the input is
+# hostile or broken, and the decoder says so instead of recursing or working without end.
+MAX_TLV_DEPTH: Final = 16
+MAX_TLV_BYTES: Final = 1 << 16
+
+
+class TlvError(ValueError):
+    """Bytes that are not BER-TLV within the decoder's bounds (a ValueError, as before)."""
+
+
+def decode_tlv(data: bytes, *, recursive: bool = True, max_depth: int = MAX_TLV_DEPTH) -> list[Tlv]:
+    """Decode BER-TLV objects, constructed ones into children; 00/FF padding is skipped.
+
+    Bounded: at most MAX_TLV_BYTES of input and `max_depth` nested templates, else TlvError;
+    every step consumes at least one byte, so the work is at most len(data) * max_depth."""
+    if len(data) > MAX_TLV_BYTES:
+        raise TlvError(f"BER-TLV input of {len(data)} bytes exceeds {MAX_TLV_BYTES}")
+    return _decode_level(bytes(data), recursive, max_depth, 1)
+
+
+def _decode_level(data: bytes, recursive: bool, max_depth: int, depth: int) -> list[Tlv]:
     out: list[Tlv] = []
     pos = 0
     while pos < len(data):
         if data[pos] in (0x00, 0xFF):  # inter-object padding
             pos += 1
             continue
-        tag, pos = _read_tag(data, pos)
-        length, pos = _read_length(data, pos)
+        if depth > max_depth:  # an object at level max_depth + 1
+            raise TlvError(f"BER-TLV templates nested deeper than {max_depth}")
+        try:
+            tag, pos = _read_tag(data, pos)
+            length, pos = _read_length(data, pos)
+        except ValueError as exc:
+            raise TlvError(str(exc)) from exc
         if pos + length > len(data):
-            raise ValueError(f"value of tag {tag:X} overruns the data")
-        value, pos = bytes(data[pos : pos + length]), pos + length
+            raise TlvError(f"value of tag {tag:X} overruns the data")
+        value, pos = data[pos : pos + length], pos + length
         constructed = recursive and bool(_int_bytes(tag)[0] & 0x20)
-        out.append(Tlv(tag, value, decode_tlv(value) if constructed else []))
+        children = _decode_level(value, True, max_depth, depth + 1) if constructed else []
+        out.append(Tlv(tag, value, children))
     return out
 
 

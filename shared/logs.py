@@ -1,4 +1,5 @@
-"""Structured JSON logs. Every line passes PAN redaction before it is written."""
+"""Structured JSON logs. Every line passes PAN redaction before it is written: digit runs, and
+PANs inside hex strings such as APDU traces and BER-TLV dumps (shared/pan.py)."""
 
 from __future__ import annotations
 

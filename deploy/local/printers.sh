@@ -4,7 +4,7 @@
 #   deploy/local/printers.sh up      start the card printer and the PIN-mailer printer (idempotent)
 #   deploy/local/printers.sh down    stop them, and the private D-Bus + Avahi they need
 #   deploy/local/printers.sh status  one line per printer; exit 0 when both run, 3 otherwise
-#   deploy/local/printers.sh env     export lines for clients (printer URIs and spool folders)
+#   deploy/local/printers.sh env     export lines for clients (printer URIs, spool folders, CA)
 #
 # Data under ${BUREAU_RUN_DIR:-<repo>/.run}/printers, logs in .run/logs/printer-<name>.log.
 #
@@ -23,6 +23,15 @@
 # inspects) at once. Faults an operator or a test can set in the printer's folder: `jammed`
 # (the printer aborts every job while it exists), `misprint` (an image printed once instead of
 # the next document).
+#
+# TLS: the printers named in BUREAU_TLS_PRINTERS (default: pin) serve IPPS (`-K <keys>`: the
+# certificate and key ippeveprinter loads for the name `localhost`). At `up` a stack CA is made
+# once (.run/printers/tls/ca.crt, what clients verify against: BUREAU_<NAME>_PRINTER_CA) and
+# signs each TLS printer's server certificate (localhost and 127.0.0.1, 90 days); the CA's key
+# is deleted as soon as it has signed, so nothing on this machine can issue another printer
+# certificate it trusts. Certificates are made again (with a new CA) when one is missing, no
+# longer verifies or expires within a day. ippeveprinter still answers plain IPP on the same
+# port: the guarantee is the client's, which speaks only ipps:// to the PIN printer.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -38,9 +47,13 @@ readonly BUS_SOCKET=$DIR/dbus.sock
 readonly BUS_PID=$DIR/dbus.pid
 readonly AVAHI_PID=/run/avahi-daemon/pid
 readonly AVAHI_OURS=$DIR/avahi.pid
+readonly TLS_DIR=$DIR/tls
+readonly CA_CERT=$TLS_DIR/ca.crt
 # name:port — the card printer and the separate PIN-mailer printer.
 read -r -a PRINTERS <<<"${BUREAU_PRINTERS:-card:8631 pin:8632}"
 readonly PRINTERS
+read -r -a TLS_PRINTERS <<<"${BUREAU_TLS_PRINTERS-pin}"
+readonly TLS_PRINTERS
 
 log() { printf '[printers] %s\n' "$*" >&2; }
 die() {
@@ -71,6 +84,65 @@ stop_pid() { # stop_pid <pid>
         sleep 0.1
     done
     kill -KILL "$1" 2>/dev/null || true
+}
+
+is_tls() { # is_tls <name>: the printer serves IPPS
+    local tls
+    for tls in "${TLS_PRINTERS[@]}"; do [[ $tls == "$1" ]] && return 0; done
+    return 1
+}
+
+uri_of() { # uri_of <name> <port>
+    local scheme=ipp
+    is_tls "$1" && scheme=ipps
+    printf '%s://localhost:%s/ipp/print\n' "$scheme" "$2"
+}
+
+ossl() { env -u OPENSSL_CONF openssl "$@" 2>/dev/null; } # the stack's provider config is not needed
+
+certs_good() { # the CA and every TLS printer's certificate exist, verify and last another day
+    [[ -f $CA_CERT ]] || return 1
+    local name crt
+    for name in "${TLS_PRINTERS[@]}"; do
+        crt=$DIR/$name/keys/localhost.crt
+        [[ -f $crt && -f $DIR/$name/keys/localhost.key ]] || return 1
+        ossl verify -CAfile "$CA_CERT" "$crt" >/dev/null || return 1
+        ossl x509 -in "$crt" -noout -checkend 86400 >/dev/null || return 1
+    done
+}
+
+make_certs() { # make_certs <work dir>: a new CA in <work>, a signed certificate per TLS printer
+    local work=$1 name keys serial
+    ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -keyout "$work/ca.key" -out "$work/ca.crt" -subj "/CN=cardbureau local stack CA" \
+        -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" || return 1
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$work/server.ext"
+    for name in "${TLS_PRINTERS[@]}"; do
+        keys=$DIR/$name/keys
+        mkdir -p -- "$keys" || return 1
+        ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+            -keyout "$keys/localhost.key" -out "$work/$name.csr" || return 1
+        serial=0x$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+        ossl x509 -req -in "$work/$name.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+            -set_serial "$serial" -days 90 -extfile "$work/server.ext" \
+            -out "$keys/localhost.crt" || return 1
+    done
+    mv -f -- "$work/ca.crt" "$CA_CERT" && chmod 644 "$CA_CERT"
+}
+
+tls_up() {
+    ((${#TLS_PRINTERS[@]})) || return 0
+    if certs_good; then return 0; fi
+    command -v openssl >/dev/null || die "openssl missing: apt-get install openssl"
+    log "making the stack CA and the TLS printers' certificates ($TLS_DIR)"
+    mkdir -p -- "$TLS_DIR"
+    local work rc=0
+    work=$(umask 077 && mktemp -d "$TLS_DIR/make.XXXXXX")
+    (umask 077 && make_certs "$work") || rc=$?
+    rm -rf -- "$work" # the CA key with it: it signs nothing more
+    ((rc == 0)) || die "could not make the printers' TLS certificates (openssl failed)"
 }
 
 bus_up() {
@@ -188,15 +260,17 @@ EOF
         sed -i 's/^exec cat .*/exec rm -f -- "$1"/' "$home/print-command"
     fi
     chmod 755 "$home/print-command"
+    local tls=()
+    is_tls "$name" && tls=(-K "$home/keys")
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid ippeveprinter -n localhost -p "$port" \
-        $keep -c "$home/print-command" -d "$home/spool" -f image/png,application/pdf \
+        "${tls[@]}" $keep -c "$home/print-command" -d "$home/spool" -f image/png,application/pdf \
         -l "cardbureau $name printer" -m "$name" "bureau-$name" \
         </dev/null >>"$LOG_DIR/printer-$name.log" 2>&1 9>&- &
     echo $! >"$home/pid"
     local i
     for ((i = 0; i < 50; i++)); do
         if [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]; then
-            log "$name: up (pid $(<"$home/pid"), ipp://localhost:$port/ipp/print)"
+            log "$name: up (pid $(<"$home/pid"), $(uri_of "$name" "$port"))"
             return 0
         fi
         alive "$(<"$home/pid")" || break
@@ -207,6 +281,7 @@ EOF
 
 cmd_up() {
     mkdir -p -- "$DIR" "$LOG_DIR"
+    tls_up
     bus_up
     avahi_up
     local entry
@@ -235,10 +310,10 @@ cmd_status() {
     for entry in "${PRINTERS[@]}"; do
         name=${entry%%:*} port=${entry##*:}
         if pid=$(pid_of "$DIR/$name/pid" ippeveprinter); then
-            printf '%-9s %-8s pid %-7s ipp://localhost:%s/ipp/print  spool %s\n' "printer-$name" \
-                running "$pid" "$port" "$DIR/$name/spool"
+            printf '%-9s %-8s pid %-7s %s  spool %s\n' "printer-$name" \
+                running "$pid" "$(uri_of "$name" "$port")" "$DIR/$name/spool"
         else
-            printf '%-9s %-8s %-11s ipp://localhost:%s/ipp/print\n' "printer-$name" stopped "" "$port"
+            printf '%-9s %-8s %-11s %s\n' "printer-$name" stopped "" "$(uri_of "$name" "$port")"
             rc=3
         fi
     done
@@ -250,8 +325,9 @@ cmd_env() {
     for entry in "${PRINTERS[@]}"; do
         name=${entry%%:*} port=${entry##*:}
         upper=$(printf '%s' "$name" | tr '[:lower:]' '[:upper:]')
-        printf 'export BUREAU_%s_PRINTER_URI=%q\n' "$upper" "ipp://localhost:$port/ipp/print"
+        printf 'export BUREAU_%s_PRINTER_URI=%q\n' "$upper" "$(uri_of "$name" "$port")"
         printf 'export BUREAU_%s_PRINTER_SPOOL=%q\n' "$upper" "$DIR/$name/spool"
+        if is_tls "$name"; then printf 'export BUREAU_%s_PRINTER_CA=%q\n' "$upper" "$CA_CERT"; fi
     done
 }
 

@@ -39,6 +39,31 @@ CSV_OPTIONAL = ("psn", "address_line2", "address_line3", "address_line4")
 CSV_COLUMNS = CSV_REQUIRED + CSV_OPTIONAL
 
 
+# A card is an object holding an address object holding a list of lines: three levels. The JSON
+# decoder recurses per level, so a line of 4,000 '[' would raise RecursionError; deeper lines are
+# refused by a linear scan before decoding.
+MAX_JSON_DEPTH = 8
+_JSON_OPEN = frozenset("[{")
+_JSON_CLOSE = frozenset("]}")
+
+
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, brackets inside strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in _JSON_OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in _JSON_CLOSE:
+            depth -= 1
+    return deepest
+
+
 class BadHeader(ValueError):
     """The CSV header line is unusable; the report names line 1."""
 
@@ -73,7 +98,7 @@ async def numbered_lines(
 def csv_header(raw: bytes) -> list[str]:
     try:
         names = [n.strip().lower() for n in next(csv.reader([raw.decode("utf-8-sig")]))]
-    except (UnicodeDecodeError, StopIteration) as exc:
+    except (UnicodeDecodeError, StopIteration, csv.Error) as exc:
         raise BadHeader("the header is not a UTF-8 CSV line") from exc
     unknown = [n for n in names if n not in CSV_COLUMNS]
     missing = [n for n in CSV_REQUIRED if n not in names]
@@ -96,12 +121,18 @@ def card_fields(fmt: BulkFormat, header: list[str] | None, raw: bytes) -> tuple[
     except UnicodeDecodeError:
         return None, "is not UTF-8"
     if fmt == "ndjson":
+        if json_depth(text) > MAX_JSON_DEPTH:
+            return None, f"nests JSON deeper than {MAX_JSON_DEPTH} levels"
         try:
-            return json.loads(text), None
+            decoded = json.loads(text)
         except ValueError:
             return None, "is not a JSON object"
+        return (decoded, None) if isinstance(decoded, dict) else (None, "is not a JSON object")
     assert header is not None
-    values = next(csv.reader([text]), [])
+    try:
+        values = next(csv.reader([text]), [])
+    except csv.Error:
+        return None, "is not a CSV line"
     if len(values) != len(header):
         return None, f"has {len(values)} fields; the header has {len(header)}"
     row = dict(zip(header, (v.strip() for v in values), strict=True))

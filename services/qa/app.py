@@ -72,6 +72,7 @@ def bootstrap(
         card_timeout_s=settings.qa_card_timeout_s,
         fault_backoff_s=settings.qa_machine_backoff_s,
         queue_poll_s=settings.queue_poll_s,
+        station=settings.qa_station,
     )
     deps = QaDeps(machine=machine)
     runtime = ServiceRuntime(

@@ -92,8 +92,10 @@ class QaMachine:
         card_timeout_s: float = 5.0,
         fault_backoff_s: float = 1.0,
         queue_poll_s: float = 0.5,
+        station: str = "qa-1",
     ) -> None:
         self.reader = reader
+        self.station = station  # the QA station keymgmt's read-back is pinned to
         self.pcsc = pcsc
         self.feeder = feeder
         self.keymgmt = keymgmt
@@ -236,7 +238,12 @@ class QaMachine:
             require_ok(f"READ RECORD SFI 1 record {number}", apdu, sw)
         try:
             read = {str(n): data.hex().upper() for n, data in records.items()}
-            request = ReadbackRequest(card_id=card.card_id, records=read)
+            request = ReadbackRequest(
+                card_id=card.card_id,
+                chip_serial=card.chip_serial,
+                qa_station=self.station,
+                records=read,
+            )
             problems = readback_problems(await self.keymgmt.readback(request))
         except (KeymgmtRefused, KeymgmtBadResponse) as exc:
             raise QaFailure(f"chip-readback: {exc}") from exc

@@ -20,6 +20,11 @@ class QaSettings(BureauSettings):
         default=None, description="BUREAU_PCSC_READERS: readers.json of the local pcscd"
     )
     qa_reader: str = Field(default="", description="PC/SC name; default the 5th of readers.json")
+    qa_station: str = Field(
+        default="qa-1",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+        description="this QA station's name: keymgmt answers a card's read-backs at one station",
+    )
     feeder_url: str = Field(default="http://127.0.0.1:8110", description="the QA machine's feeder")
     feeder_timeout_s: float = Field(default=5.0, gt=0)
     keymgmt_url: str = "http://127.0.0.1:8102"

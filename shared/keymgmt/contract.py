@@ -55,6 +55,12 @@ class Refusal(StrEnum):
     CARD_CRYPTOGRAM_MISMATCH = "card-cryptogram-mismatch"
     # The issuer cancelled the card: no script (409); the untouched chip takes the next card.
     CARD_CANCELLED = "card-cancelled"
+    # QA read-back (409, issue 16): the card is not personalized on that chip, or cancelled;
+    # its QA is at another QA station; it has had its bounded number of read-backs. The card
+    # fails QA: none of these is fixed by asking again.
+    CARD_NOT_IN_QA = "card-not-in-qa"
+    CARD_IN_QA_ELSEWHERE = "card-in-qa-elsewhere"
+    READBACK_LIMIT_REACHED = "readback-limit-reached"
 
 
 def _hex_bytes(value: Any) -> Any:
@@ -180,12 +186,29 @@ class SecureScript(_Answer):
 
 # -- QA: read-back, ARQC and SIM checks --------------------------------------------------------
 class ReadbackRequest(_Contract):
-    """POST /v1/qa/readback (service qa): the SFI 1 records read from the chip."""
+    """POST /v1/qa/readback (service qa): the SFI 1 records read from the chip in the reader of
+    QA station `qa_station`, and the chip's serial (its CPLC). keymgmt answers only for a card
+    personalized on that chip, at the station that began its QA, a bounded number of times."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     card_id: UUID
-    records: dict[str, str] = Field(description='{"1": hex, "2": hex}: SFI 1 records')
+    chip_serial: ChipSerial = Field(description="from the chip's CPLC, as QA read it")
+    qa_station: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="the QA station")
+    records: dict[
+        Annotated[str, Field(pattern=r"^[1-9]$")],
+        Annotated[str, Field(pattern=r"^(?:[0-9A-Fa-f]{2}){1,256}$")],
+    ] = Field(min_length=1, max_length=4, description='{"1": hex, "2": hex}: SFI 1 records')
+
+
+class ReadbackProblem(StrEnum):
+    """What a failed read-back says: a reason code, never which field or value differs (a
+    per-field answer let a caller recover a PAN's digits by guessing, issue 16)."""
+
+    RECORDS_DIFFER = "records-differ"  # a record holds other bytes than were prepared
+    RECORD_MISSING = "record-missing"  # a prepared record was not read back
+    RECORD_UNEXPECTED = "record-unexpected"  # a record keymgmt does not prepare
+    RECORD_MALFORMED = "record-malformed"  # not one well-formed `70` record template
 
 
 class ArqcRequest(_Contract):

@@ -1,6 +1,7 @@
 """The stack's two IPP printers (deploy/local/printers.sh) as docs/local-stack.md promises:
 up, idle, on loopback only (avahi, which ippeveprinter needs, in a network namespace of its
-own), the card printer keeping each job's document and output, the PIN printer nothing."""
+own), the card printer keeping each job's document and output, the PIN printer nothing and
+reached over IPPS with its certificate verified against the stack's CA."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def png() -> bytes:
     return out.getvalue()
 
 
-async def print_once(uri: str, job_name: str) -> None:
-    client = IppClient(uri, user="stack-test")
+async def print_once(uri: str, job_name: str, ca_file: str | None = None) -> None:
+    client = IppClient(uri, user="stack-test", ca_file=ca_file)
     try:
         job = await client.print_job(png(), job_name=job_name, document_format="image/png")
         for _ in range(100):
@@ -70,7 +71,8 @@ async def test_both_printers_print_on_loopback_only_and_the_pin_printer_keeps_no
 
     name = f"stack-test-{uuid.uuid4().hex[:8]}"
     await print_once(card_uri, name)
-    await print_once(pin_uri, name)
+    assert pin_uri.startswith("ipps://"), "the PIN printer serves IPP over TLS (issue 16)"
+    await print_once(pin_uri, name, stack_env["BUREAU_PIN_PRINTER_CA"])
     card_spool = Path(stack_env["BUREAU_CARD_PRINTER_SPOOL"])
     pin_spool = Path(stack_env["BUREAU_PIN_PRINTER_SPOOL"])
     [document] = card_spool.glob(f"*-{name}.png")

@@ -35,6 +35,7 @@ from tests.support.keymgmt import (
     vault,
 )
 from tests.support.printer import TestPrinter
+from tests.support.tls import TestCa
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,9 +49,12 @@ PROFILE = {"pin_length": 4, "pin_formats": ["ISO-9564-1-FORMAT-0", "ISO-9564-1-F
 async def pin_printer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack_env: dict[str, str]
 ) -> AsyncIterator[TestPrinter]:
-    device = TestPrinter(tmp_path / "pin-printer", name="test-pin")
+    ca = TestCa.create(tmp_path / "pin-ca")  # the PIN printer serves IPPS only (issue 16)
+    ca.issue(tmp_path / "pin-keys")
+    device = TestPrinter(tmp_path / "pin-printer", name="test-pin", tls_keys=tmp_path / "pin-keys")
     device.start()
     monkeypatch.setenv("BUREAU_PIN_PRINTER_URI", device.uri)
+    monkeypatch.setenv("BUREAU_PIN_PRINTER_CA", str(ca.cert_file))
     try:
         await device.wait_up()
         yield device
@@ -170,3 +174,25 @@ async def test_no_pin_means_no_mailer_and_an_encrypt_only_key_is_a_clear_refusal
     assert refused.status_code == 409
     assert "usage 'encrypt'" in refused.json()["detail"]
     assert not list(pin_printer.spool.iterdir())  # nothing reached the printer
+
+
+async def test_a_pin_printer_whose_certificate_does_not_verify_gets_no_mailer(
+    settings: KeymgmtSettings,
+    unique: str,
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
+    pin_printer: TestPrinter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The configured CA is another one than the printer's: keymgmt refuses the printer (503
+    naming the certificate), the printer receives nothing, and the mailer can be asked again."""
+    monkeypatch.setenv("BUREAU_PIN_PRINTER_CA", str(TestCa.create(tmp_path / "other").cert_file))
+    runtime, http = keymgmt
+    issuer = f"ic{unique}"
+    card = await issued_card(settings, runtime, http, keymgmt_hsm, issuer, unique)
+    body = {"card_id": card["card_id"], "batch_id": str(uuid.uuid4())}
+    refused = await http.post("/v1/pin-mailers", json=body, headers=auth(f"fu-{unique}"))
+    assert refused.status_code == 503, refused.text
+    assert "TLS certificate does not verify" in refused.json()["detail"]
+    assert not list(pin_printer.spool.iterdir())

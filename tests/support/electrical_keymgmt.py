@@ -30,7 +30,13 @@ from services.keymgmt.gp.channel import (
 )
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.session import Hsm
-from shared.keymgmt.contract import REFUSAL_HEADER, Refusal, SecureScriptRequest
+from shared.keymgmt.contract import (
+    REFUSAL_HEADER,
+    ReadbackProblem,
+    ReadbackRequest,
+    Refusal,
+    SecureScriptRequest,
+)
 from shared.pan import luhn_check_digit
 from tests.support.bus import wait_for
 from tests.support.hsm import IssuerKeys
@@ -49,11 +55,6 @@ def expected_records(record: CardRecord) -> dict[str, str]:
     """SFI 1 records 1 and 2 as the card must answer them: DGIs 0101/0102 without DGI header."""
     r1, r2, _fci = record_dgis(record, APP_LABEL)
     return {"1": r1[3:].hex().upper(), "2": r2[3:].hex().upper()}
-
-
-class _Readback(BaseModel):
-    card_id: uuid.UUID
-    records: dict[str, str]
 
 
 class _Arqc(BaseModel):
@@ -122,14 +123,15 @@ class KeymgmtTestDouble:
             }
 
         @app.post("/v1/qa/readback")
-        async def readback(body: _Readback, authorization: str = Header("")) -> Any:
-            check(authorization, qa_token)
+        async def readback(body: ReadbackRequest, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)  # the contract's request, keymgmt's reason codes
             want = expected_records(record_of(body.card_id))
             got = {k: v.upper() for k, v in body.records.items()}
-            problems = [
-                f"record {n} differs from what was prepared" for n in want if got.get(n) != want[n]
-            ]
-            return {"ok": not problems, "problems": problems}
+            differ = any(got.get(n) != want[n] for n in want)
+            return {
+                "ok": not differ,
+                "problems": [ReadbackProblem.RECORDS_DIFFER] if differ else [],
+            }
 
         @app.post("/v1/arqc/verify")
         async def arqc(body: _Arqc, authorization: str = Header("")) -> Any:

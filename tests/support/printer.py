@@ -1,5 +1,6 @@
 """A real IPP printer per test: Debian's ippeveprinter on a free port with its own spool,
-on the private D-Bus that deploy/local/printers.sh runs (ippeveprinter needs DNS-SD).
+on the private D-Bus that deploy/local/printers.sh runs (ippeveprinter needs DNS-SD); with
+`tls_keys` it serves IPPS with the certificate found there.
 
 The print command copies the document to the job's output (`<job>-<name>.prn`, what came out
 of the printer); two faults can be armed like the card feeder's: `jam()` makes the printer
@@ -40,14 +41,22 @@ class TestPrinter:
     __test__ = False
 
     def __init__(
-        self, home: Path, name: str = "test-card", formats: str = "image/png,application/pdf"
+        self,
+        home: Path,
+        name: str = "test-card",
+        formats: str = "image/png,application/pdf",
+        tls_keys: Path | None = None,
     ) -> None:
+        """`tls_keys`: a folder holding localhost.crt and localhost.key (tests/support/tls.py);
+        the printer then serves IPP over TLS too, and `uri` is its ipps:// URI."""
         self.home = home
         self.name = name
         self.formats = formats
+        self.tls_keys = tls_keys
         self.port = free_port()
         self.spool = home / "spool"
-        self.uri = f"ipp://localhost:{self.port}/ipp/print"
+        scheme = "ipp" if tls_keys is None else "ipps"
+        self.uri = f"{scheme}://localhost:{self.port}/ipp/print"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -60,6 +69,7 @@ class TestPrinter:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={BUS_SOCKET}"}
         self._proc = subprocess.Popen(
             ["ippeveprinter", "-n", "localhost", "-p", str(self.port), "-k"]
+            + ([] if self.tls_keys is None else ["-K", str(self.tls_keys)])
             + ["-c", str(command), "-d", str(self.spool), "-f", self.formats]
             + [self.name],
             env=env,

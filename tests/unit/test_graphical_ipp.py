@@ -8,7 +8,8 @@ import struct
 
 import pytest
 
-from shared.ipp import (
+from shared.ipp import JobState
+from shared.ipp_codec import (
     BEGIN_COLLECTION,
     END_COLLECTION,
     END_OF_ATTRIBUTES,
@@ -23,7 +24,6 @@ from shared.ipp import (
     Attribute,
     IppError,
     IppMessage,
-    JobState,
     decode,
     encode,
 )

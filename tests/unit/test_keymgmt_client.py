@@ -137,7 +137,13 @@ def test_each_refusal_code_reaches_the_caller(code: c.Refusal) -> None:
 
 def test_the_refusal_codes_on_the_wire() -> None:
     codes = {code.value for code in c.Refusal}
-    assert codes == {"card-cryptogram-mismatch", "card-cancelled"}
+    assert codes == {
+        "card-cryptogram-mismatch",
+        "card-cancelled",
+        "card-not-in-qa",
+        "card-in-qa-elsewhere",
+        "readback-limit-reached",
+    }
 
 
 def test_a_refusal_without_or_with_an_unknown_code() -> None:
@@ -279,6 +285,8 @@ async def test_a_client_given_an_http_client_leaves_it_open() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://keymgmt") as http:
         client = KeymgmtClient("http://keymgmt", "t", http=http)
         await client.aclose()
-        request = c.ReadbackRequest(card_id=CARD, records={})
+        request = c.ReadbackRequest(
+            card_id=CARD, chip_serial="A1B2C3D4E5F6", qa_station="qa-1", records={"1": "7000"}
+        )
         assert (await client.readback(request)).ok
         assert http.is_closed is False

@@ -1,4 +1,5 @@
-"""keymgmt service logic without the HSM: read-back comparison, settings, ceremony helpers."""
+"""keymgmt service logic without the HSM: read-back verdicts (reason codes only), settings,
+ceremony helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pydantic import ValidationError
 
 from services.keymgmt.emv.keys import MkDerivation
 from services.keymgmt.emv.perso import CardRecord, record_dgis, tlv, track2
-from services.keymgmt.emv.service import mk_option, readback_problems
+from services.keymgmt.emv.readback import readback_verdict
+from services.keymgmt.emv.service import mk_option
 from services.keymgmt.hsm.gate import HsmGate, HsmUnavailable
 from services.keymgmt.keys.ceremonies import DEMO_IMKS, DEMO_KMC, software_kcv
 from services.keymgmt.keys.ceremony import CeremonyKeyType
@@ -31,48 +33,35 @@ def expected() -> dict[str, bytes]:
 
 def test_identical_records_read_back_clean() -> None:
     want = expected()
-    assert readback_problems(want, {n: v.hex() for n, v in want.items()}) == []
+    assert readback_verdict(want, {n: v.hex() for n, v in want.items()}) == []
 
 
-def test_read_back_problems_name_record_and_field_never_the_value() -> None:
+def test_read_back_problems_are_codes_naming_no_record_field_or_value() -> None:
     want = expected()
     other = CardRecord("4761739001019999", "02", "2512", "DOE/JOHN", "201")
-    got = {"1": record_dgis(other, "CARDBUREAU")[0][3:].hex(), "2": ""}
-    problems = readback_problems(want, got)
-    assert problems == [
-        "record 1: tag 57 (track 2 equivalent data) differs",
-        "record 1: tag 5F20 (cardholder name) differs",
-        "record 2: not a single `70` record template",
-    ]
-    wrong = record_dgis(other, "CARDBUREAU")[1][3:].hex()
-    assert readback_problems(want, {"1": want["1"].hex(), "2": wrong}) == [
-        "record 2: tag 5A (PAN) differs",
-        "record 2: tag 5F34 (PAN sequence number) differs",
-    ]
-    for problem in problems:
-        assert PAN not in problem
-        assert PAN[-4:] not in problem
+    got = {"1": record_dgis(other, "CARDBUREAU")[0][3:].hex(), "2": "9F3601"}
+    assert readback_verdict(want, got) == ["record-malformed", "records-differ"]
+    # Only the PAN differs, or only the name: the same answer (the old one named tag 5A).
+    only_pan = CardRecord("4761739001019999", "01", "2512", "DOE/JANE", "201")
+    only_name = CardRecord(PAN, "01", "2512", "DOE/JOHN", "201")
+    for record in (only_pan, only_name):
+        read = {
+            n: v[3:].hex() for n, v in zip("12", record_dgis(record, "CARDBUREAU")[:2], strict=True)
+        }
+        assert readback_verdict(want, read) == ["records-differ"]
 
 
-def test_missing_extra_and_malformed_records_are_named() -> None:
+def test_missing_extra_and_malformed_records_are_codes() -> None:
     want = expected()
     no_name = tlv(b"\x70", tlv(b"\x57", track2(RECORD)))
-    extra = tlv(b"\x70", want["2"][2:] + tlv(b"\x9f\x36", b"\x01"))
-    read = {"1": no_name.hex(), "2": extra.hex(), "3": "zz"}
-    assert readback_problems(want, read) == [
-        "record 1: tag 5F20 (cardholder name) missing",
-        "record 2: unexpected tag 9F36",
-        "record 3: not a record keymgmt prepares",
+    read = {"1": no_name.hex(), "3": "7000"}
+    assert readback_verdict(want, read) == [
+        "record-missing",
+        "record-unexpected",
+        "records-differ",
     ]
-    padded = {"1": want["1"].hex() + "00", "2": "9F3601"}
-    assert readback_problems(want, padded) == [
-        "record 1: encoding differs",
-        "record 2: not a single `70` record template",
-    ]
-    assert readback_problems(want, {"1": "not hex"}) == [
-        "record 1: not hex",
-        "record 2: not read back",
-    ]
+    nested = b"\x70\x04\x70\x02\x5a\x00"  # data objects two templates deep: malformed
+    assert readback_verdict(want, {"1": nested.hex(), "2": want["2"].hex()}) == ["record-malformed"]
 
 
 def test_option_b_only_for_pans_over_16_digits() -> None:

@@ -25,7 +25,8 @@ def test_redaction_masks_luhn_valid_pans_only() -> None:
     out = redact_pans(text)
     assert "4111 1111 1111 1111" not in out
     assert "4111-1111-1111-1111" not in out
-    assert out.count("411111******1111") == 2
+    assert "4111 11** **** 1111" in out  # spaced hex-like groups keep their spacing
+    assert "411111******1111" in out
     assert "1234567890123" in out  # not Luhn-valid: a reference, not a PAN
 
 

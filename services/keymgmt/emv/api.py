@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.keymgmt.deps import AnyService, Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
+from services.keymgmt.emv.readback import readback_verdict, require_in_qa, take_readback
 from services.keymgmt.emv.schemas import (
     ArqcRequest,
     CannotVerify,
@@ -24,12 +25,7 @@ from services.keymgmt.emv.schemas import (
     ReadbackRequest,
     UnusableIssuerId,
 )
-from services.keymgmt.emv.service import (
-    expected_records,
-    imks_of,
-    readback_problems,
-    verify_card_arqc,
-)
+from services.keymgmt.emv.service import expected_records, imks_of, verify_card_arqc
 from services.keymgmt.hsm.session import HsmError
 from services.keymgmt.vault.api import vault_row
 from shared.service import RuntimeDep
@@ -95,11 +91,17 @@ async def card_pin(card_id: UUID, who: AnyService, runtime: RuntimeDep) -> Any:
 async def readback(
     body: ReadbackRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
-    """Compare the chip's records with the prepared ones; problems never carry values."""
+    """Compare the chip's records with the prepared ones: pass, or fail with reason codes that
+    name no field and no value; only for a card in QA on that chip at that QA station, a
+    bounded number of times (readback.py)."""
+    async with runtime.unit_of_work() as uow:
+        require_in_qa(await uow.repo.readback.qa_card(body.card_id), body)
     hsm, settings = deps.hsm(), deps.settings
     row = await vault_row(runtime, body.card_id, who, "qa-readback")
     want = await hsm.call(expected_records, row, settings.service_code, settings.app_label)
-    problems = readback_problems(want, body.records)
+    async with runtime.unit_of_work() as uow:  # counted (committed) before it is answered
+        await take_readback(uow.repo.readback, body)
+    problems = readback_verdict(want, body.records)
     return {"ok": not problems, "problems": problems}
 
 

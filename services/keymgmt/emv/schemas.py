@@ -7,16 +7,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.keymgmt.emv.pin import PinBlockFormat, PinPolicy, PinVerification
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
-from shared.keymgmt.contract import ArqcRequest, ReadbackRequest
+from shared.keymgmt.contract import ArqcRequest, ReadbackRequest, Refusal
 
 # The QA endpoints' requests are keymgmt's contract (shared/keymgmt/contract.py), as QA sends them.
 __all__ = [
     "ArqcRequest",
     "CannotVerify",
+    "CardInQaElsewhere",
+    "CardNotInQa",
     "NoPin",
     "NoSuchProduct",
     "NotFulfillment",
     "ProductProfile",
+    "ReadbackLimitReached",
     "ReadbackRequest",
     "UnusableIssuerId",
 ]
@@ -70,3 +73,17 @@ class NotFulfillment(Forbidden):
 
 class CannotVerify(Conflict):
     pass
+
+
+class CardNotInQa(Conflict):
+    """QA read-back for a card not personalized on that chip, or cancelled (issue 16)."""
+
+    refusal = Refusal.CARD_NOT_IN_QA
+
+
+class CardInQaElsewhere(Conflict):
+    refusal = Refusal.CARD_IN_QA_ELSEWHERE
+
+
+class ReadbackLimitReached(Conflict):
+    refusal = Refusal.READBACK_LIMIT_REACHED

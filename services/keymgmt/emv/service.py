@@ -1,5 +1,5 @@
 """EMV data preparation and QA checks: per-card master-key KCVs, the perso script of a vaulted
-card, the records QA reads back, ARQC verification.
+card, the records QA reads back (compared in readback.py), ARQC verification.
 
 Functions taking an ``Hsm`` first are HSM-worker functions: run them with ``await
 hsm.call(fn, ...)``; they touch no database. Everything else here is pure.
@@ -18,7 +18,6 @@ from services.keymgmt.emv.perso import CardRecord, PersoScript, build_perso_scri
 from services.keymgmt.hsm.kcv import KcvMethod, kcv_computed
 from services.keymgmt.hsm.session import Hsm, HsmError
 from services.keymgmt.vault.service import OpenedCard, open_card
-from shared.iso7816 import Tlv, decode_tlv
 
 PREPARED_DGIS = ("0101", "0102", "9102", "8000")
 KEY_SCHEMES = {MkDerivation.OPTION_A: "EMV-OPTION-A", MkDerivation.OPTION_B: "EMV-OPTION-B"}
@@ -88,63 +87,3 @@ def verify_card_arqc(
     return verify_arqc(
         hsm, imk_ac, card.pan, card.psn, atc, cdol1, arqc, option=mk_option(card.pan)
     )
-
-
-# -- QA read-back ---------------------------------------------------------------------------------
-TAG_NAMES = {
-    0x57: "track 2 equivalent data",
-    0x5F20: "cardholder name",
-    0x5A: "PAN",
-    0x5F24: "expiry date",
-    0x5F34: "PAN sequence number",
-    0x9F07: "application usage control",
-}
-
-
-def _template(raw: bytes) -> list[Tlv] | None:
-    try:
-        items = decode_tlv(raw)
-    except ValueError:
-        return None
-    if len(items) != 1 or items[0].tag != 0x70:
-        return None
-    return items[0].children
-
-
-def readback_problems(expected: Mapping[str, bytes], read: Mapping[str, str]) -> list[str]:
-    """Compare the records read from the chip with the prepared ones, field by field.
-
-    Problems name the record and the field, never a value (the PAN is among them).
-    """
-    problems: list[str] = []
-    for number, want in sorted(expected.items()):
-        raw_hex = read.get(number)
-        if raw_hex is None:
-            problems.append(f"record {number}: not read back")
-            continue
-        try:
-            raw = bytes.fromhex(raw_hex)
-        except ValueError:
-            problems.append(f"record {number}: not hex")
-            continue
-        if raw == want:
-            continue
-        got_items, want_items = _template(raw), _template(want) or []
-        before = len(problems)
-        if got_items is None:
-            problems.append(f"record {number}: not a single `70` record template")
-            continue
-        got = {item.tag: item.value for item in got_items}
-        for item in want_items:
-            name = f"tag {item.tag:X} ({TAG_NAMES.get(item.tag, 'data object')})"
-            if item.tag not in got:
-                problems.append(f"record {number}: {name} missing")
-            elif got[item.tag] != item.value:
-                problems.append(f"record {number}: {name} differs")
-        for tag in sorted(set(got) - {item.tag for item in want_items}):
-            problems.append(f"record {number}: unexpected tag {tag:X}")
-        if len(problems) == before:  # same fields, other bytes (order, length form, padding)
-            problems.append(f"record {number}: encoding differs")
-    for number in sorted(set(read) - set(expected)):
-        problems.append(f"record {number}: not a record keymgmt prepares")
-    return problems

@@ -3,8 +3,9 @@ PIN exists outside the HSM (DOMAIN.md: "the PIN mailer is printed from the encry
 
 POST /v1/pin-mailers (the fulfillment service): keymgmt decrypts the card's PIN block with the
 issuer's PIN key in the HSM, lays the mailer out in memory (service.py), sends it to the PIN
-printer over IPP and follows the job; fulfillment gets back only the mailer id and the job's
-status. The PIN is never stored, logged, returned or put in an event.
+printer over IPPS (IPP over TLS, the printer's certificate verified; plain ipp:// is refused)
+and follows the job; fulfillment gets back only the mailer id and the job's status. The PIN is
+never stored, logged, returned or put in an event.
 
 The print job is the shared print-job machine's (shared/print_jobs.py, as graphical's spooler):
 a mailer's job is recorded before it is sent; a job that may have reached the printer is
@@ -23,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.keymgmt.hsm.gate import HsmGate
@@ -41,7 +42,7 @@ from services.keymgmt.pin_mailer.service import (
     reveal_pin,
 )
 from services.keymgmt.repository import KeymgmtRepository
-from shared.ipp import IppClient, JobStatus
+from shared.ipp import IppClient, JobStatus, printer_url
 from shared.print_jobs import (
     PRINTED,
     PROBLEM_LIMIT,
@@ -59,16 +60,30 @@ log = logging.getLogger(__name__)
 
 class PinMailerSettings(BureauSettings):
     pin_printer_uri: str = Field(
-        default="ipp://localhost:8632/ipp/print",
-        description="BUREAU_PIN_PRINTER_URI: the PIN-mailer printer (deploy/local/printers.sh)",
+        default="ipps://localhost:8632/ipp/print",
+        description="BUREAU_PIN_PRINTER_URI: the PIN-mailer printer, ipps:// only "
+        "(deploy/local/printers.sh serves it over TLS)",
+    )
+    pin_printer_ca: str | None = Field(
+        default=None,
+        description="BUREAU_PIN_PRINTER_CA: PEM file of the CA the PIN printer's certificate "
+        "must chain to (the local stack's: <run>/printers/tls/ca.crt); unset: the system's",
     )
     pin_printer_timeout_s: float = Field(default=10.0, gt=0)
     pin_mailer_wait_s: float = Field(default=10.0, gt=0, description="follow a job this long")
 
+    @field_validator("pin_printer_uri")
+    @classmethod
+    def _ipps_only(cls, uri: str) -> str:
+        if printer_url(uri)[1]:
+            return uri
+        raise ValueError("the PIN printer is reached over ipps:// only: a PIN never travels clear")
+
 
 class PinPrinter:
     """The PIN printer's IPP client, made on first use (its settings are read then, as before
-    the wiring moved it into keymgmt's deps) and closed when the service stops."""
+    the wiring moved it into keymgmt's deps) and closed when the service stops. It speaks IPP
+    over TLS only, the printer's certificate verified against the configured CA."""
 
     def __init__(self) -> None:
         self._client: IppClient | None = None
@@ -77,14 +92,22 @@ class PinPrinter:
 
     def get(self) -> tuple[PrintJobMachine, PinMailerSettings]:
         """The PIN printer's print-job machine: a rejected mailer goes back to `queued` and is
-        answered 503, without a limit (fulfillment asks again)."""
+        answered 503, without a limit (fulfillment asks again). Settings that name no usable
+        ipps:// printer are a 503 naming the setting, before any mailer is touched."""
         if self._machine is None or self._settings is None:
-            self._settings = PinMailerSettings()
+            try:
+                settings = PinMailerSettings()
+            except ValidationError as exc:
+                problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+                raise PinPrinterUnavailable(f"PIN printer misconfigured: {problems}") from exc
             self._client = IppClient(
-                self._settings.pin_printer_uri,
+                settings.pin_printer_uri,
                 user="keymgmt",
-                timeout_s=self._settings.pin_printer_timeout_s,
+                timeout_s=settings.pin_printer_timeout_s,
+                ca_file=settings.pin_printer_ca,
+                require_tls=True,
             )
+            self._settings = settings
             self._machine = PrintJobMachine(
                 self._client,
                 document_format="image/png",

@@ -1,0 +1,50 @@
+"""A virtual chip personalized through keymgmt's station door (POST /v1/perso/secure-scripts),
+for tests that need a card in QA: SELECT ISD + INITIALIZE UPDATE on the chip, keymgmt's
+protected script run on it, then its SFI 1 records read as QA reads them."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from tests.support.keymgmt import auth
+from vcard.card import VirtualCard
+from vcard.crypto import TEST_KMC
+from vcard.store import CardStore
+
+SELECT_ISD = bytes.fromhex("00A4040008A00000015100000000")
+SELECT_PAYMENT = bytes.fromhex("00A4040007A000000003101000")
+
+
+def new_chip(store: CardStore) -> VirtualCard:
+    chip = VirtualCard(store.manufacture(TEST_KMC, scp="03"), store.save)
+    chip.power_on()
+    return chip
+
+
+async def personalize(
+    http: httpx.AsyncClient, station: str, card_id: str, chip: VirtualCard
+) -> None:
+    """Ask keymgmt for the card's script as station token `station` and run it on the chip."""
+    assert chip.process(SELECT_ISD)[-2:] == b"\x90\x00"
+    challenge = os.urandom(8)
+    answer = chip.process(bytes.fromhex("8050000008") + challenge + b"\x00")
+    assert answer[-2:] == b"\x90\x00"
+    body: dict[str, Any] = {
+        "card_id": card_id,
+        "chip_serial": chip.chip_serial,
+        "host_challenge": challenge.hex(),
+        "initialize_update_response": answer[:-2].hex(),
+    }
+    script = await http.post("/v1/perso/secure-scripts", json=body, headers=auth(station))
+    assert script.status_code == 200, script.text
+    for apdu in script.json()["apdus"]:
+        assert chip.process(bytes.fromhex(apdu))[-2:] == b"\x90\x00", apdu[:8]
+
+
+def read_records(chip: VirtualCard) -> dict[str, str]:
+    """SFI 1 records 1 and 2 (READ RECORD, P2 = 0C), as hex."""
+    assert chip.process(SELECT_PAYMENT)[-2:] == b"\x90\x00"
+    return {n: chip.process(bytes.fromhex(f"00B20{n}0C00"))[:-2].hex() for n in ("1", "2")}
