@@ -12,9 +12,11 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11.exceptions import AttributeSensitive, MechanismInvalid
 
 from services.keymgmt.hsm.mechanisms import LUNA_XOR_BASE_AND_KEY
+from services.keymgmt.hsm.p11 import SymKey
 from services.keymgmt.hsm.session import Hsm, key_label
 from services.keymgmt.keys.ceremony import (
     CeremonyKeyType,
+    Component,
     ComponentKcvError,
     KeyUsage,
     import_key_from_components,
@@ -22,6 +24,7 @@ from services.keymgmt.keys.ceremony import (
 from services.keymgmt.keys.ceremony_kek import (
     WrappedComponentError,
     combine_in_hsm,
+    destroy_components,
     ensure_kek,
     read_component,
     unwrap_component,
@@ -42,6 +45,11 @@ def wrap(der: bytes, component: bytes) -> bytes:
     assert isinstance(public, rsa.RSAPublicKey)
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
     return public.encrypt(component, oaep)
+
+
+def read(hsm: Hsm, key: SymKey, custodian: str, kcv: str) -> Component:
+    del hsm
+    return read_component(key, custodian, kcv, None)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,8 @@ def test_the_kek_can_only_unwrap_and_never_leaves(hsm: Hsm, kek_der: bytes) -> N
         return dict(zip(wanted, (key[a] for a in wanted), strict=True))
 
     got = hsm.run(attrs)
-    assert got[Attribute.UNWRAP] and got[Attribute.SENSITIVE]
+    assert got[Attribute.UNWRAP]
+    assert got[Attribute.SENSITIVE]
     assert not any(got[a] for a in (Attribute.DECRYPT, Attribute.SIGN, Attribute.DERIVE))
     assert not got[Attribute.EXTRACTABLE]
     assert load_der_public_key(kek_der).key_size == 3072  # type: ignore[union-attr]
@@ -86,9 +95,7 @@ def test_wrapped_des2_components_give_the_published_kcv(hsm: Hsm, kek_der: bytes
             readable=True,
         )
         assert kcv.value == soft_des_kcv(part)
-        comps.append(
-            hsm.run(lambda h, k=key, c=f"cust-{n}", v=kcv.value: read_component(k, c, v, None))
-        )
+        comps.append(hsm.run(read, key, f"cust-{n}", kcv.value))
     label = key_label("wrapbank", "IMK-AC")
     result = hsm.run(
         import_key_from_components, label, CeremonyKeyType.DES2, comps, KeyUsage.DERIVE, "08D7B4"
@@ -169,5 +176,4 @@ def test_the_hsm_route_keeps_components_sensitive_and_asks_the_token_to_xor(
             LUNA_XOR_BASE_AND_KEY,
         )
     assert hsm.run(Hsm.find_key, label) is None
-    for key in keys:
-        hsm.run(lambda h, k=key: k.destroy())
+    hsm.run(destroy_components, keys)

@@ -268,7 +268,12 @@ def import_unwrapped(
 ) -> ImportResult:
     """The HSM route of a ceremony whose components arrived wrapped (HSM worker)."""
     try:
-        key, kcvs = combine_in_hsm(hsm, label, key_type, parts, usage, xor_mechanism)
+        try:
+            key, kcvs = combine_in_hsm(hsm, label, key_type, parts, usage, xor_mechanism)
+        except PKCS11Error as exc:
+            raise CeremonyError(
+                f"the HSM refused to combine the components ({exc.__class__.__name__})"
+            ) from exc
         if expected_kcv is not None and not any(k.matches(expected_kcv) for k in kcvs):
             key.destroy()
             raise CeremonyError("combined key KCV differs from the expected KCV")
