@@ -184,6 +184,15 @@ async def test_api_wrapped_components_and_the_recorded_fallback(
     assert sent.json()["kcvs"][0]["kcv"] == "08D7B4"
     key = await http.get(f"/v1/keys/pc{unique}/IMK-AC/1", headers=root)
     assert key.json()["custodians"] == ["custodian:carol", "custodian:dave"]
+    (done,) = (await http.get(f"/v1/ceremonies?label=pc{unique}/IMK-AC/1", headers=root)).json()[
+        "ceremonies"
+    ]
+    combine = done["steps"][-1]
+    assert (combine["step"], combine["outcome"]) == ("combine", "ok")
+    assert (
+        combine["detail"]
+        == "KCV 08D7B4 (DES-3DES-ECB-ZERO), combined in process memory (dev/test fallback)"
+    )
     ready = (await http.get("/ready")).json()
     operations = ready["hsm"]["operations"]
     assert operations["ceremony-component-unwrap"] == "hsm"

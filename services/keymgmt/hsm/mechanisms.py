@@ -6,8 +6,8 @@ configured token AND an HSM path in keymgmt. `survey` (HSM worker) asks the toke
 (C_GetMechanismList, C_GetMechanismInfo, and one throw-away wrap where SoftHSM lists a flag it
 does not honour) and returns the inventory; keymgmt refuses to start in production while any
 operation is missing something (`require_hsm_paths`, named one by one), and in dev/test it runs
-the Python fallback of each such operation, recorded as such: a log line at start, /ready's
-`hsm.operations`, and the `bureau_hsm_operation_in_hsm{operation}` gauge.
+the Python fallback of each such operation, recorded as such: a log line at start (the keeper's
+"hsm mechanism inventory"), /ready's `hsm.operations`, and a ceremony's "combine" step.
 """
 
 from __future__ import annotations
@@ -16,23 +16,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pkcs11 import Mechanism, MechanismFlag
-from prometheus_client import Gauge
 
 from services.keymgmt.hsm.session import Hsm, des3_wrap_missing
-from shared.metrics import REGISTRY
 
 # C_DeriveKey "XOR of two key objects": not in PKCS#11 v2.40 or 3.0, a vendor mechanism whose
 # parameter is the CK_OBJECT_HANDLE of the second key. 0x8000001B is SafeNet/Thales Luna's
 # CKM_XOR_BASE_AND_KEY; other vendors number it CKM_VENDOR_DEFINED + 0x364
 # (BUREAU_HSM_KEY_XOR_MECHANISM chooses).
 LUNA_XOR_BASE_AND_KEY = 0x8000001B
-
-IN_HSM = Gauge(
-    "bureau_hsm_operation_in_hsm",
-    "1 when the operation runs inside the HSM, 0 when keymgmt runs its dev/test fallback",
-    ("operation",),
-    registry=REGISTRY,
-)
 
 
 class HsmOperation(StrEnum):
@@ -91,10 +82,6 @@ class MechanismInventory:
 
     def report(self) -> dict[str, str]:
         return {s.op.value: s.describe() for s in self.states}
-
-    def record(self) -> None:
-        for s in self.states:
-            IN_HSM.labels(s.op.value).set(1 if s.in_hsm else 0)
 
 
 class ProductionRefused(RuntimeError):

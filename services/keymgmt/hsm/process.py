@@ -47,10 +47,9 @@ async def process_hsm(settings: KeymgmtSettings) -> AsyncIterator[Hsm]:
 
 
 async def survey_mechanisms(hsm: Hsm, settings: KeymgmtSettings) -> MechanismInventory:
-    """The token's mechanism inventory (hsm/mechanisms.py), recorded as the gauge; in
-    production, ProductionRefused names every operation the HSM cannot run."""
+    """The token's mechanism inventory (hsm/mechanisms.py); in production, ProductionRefused
+    names every operation the HSM cannot run."""
     inventory = await hsm.call(survey, settings.hsm_key_xor_mechanism)
-    inventory.record()
     if settings.hsm_only:
         require_hsm_paths(inventory, settings.environment)
     return inventory

@@ -104,6 +104,7 @@ class KeyCeremony:
         self._unwrapped: list[SymKey] = []  # sensitive session objects (the HSM route)
         self._custodians: list[str] = []
         self._kcvs: list[Kcv] = []
+        self._in_hsm = False  # how the components were combined (recorded in the combine step)
 
     async def _step(self, step: str, custodian: str | None, outcome: str, detail: str) -> None:
         async with self.engine.begin() as conn:
@@ -217,6 +218,7 @@ class KeyCeremony:
     async def _combine(self) -> ImportResult:
         s = self.spec
         if self._unwrapped:
+            self._in_hsm = True
             parts, self._unwrapped = self._unwrapped, []
             xor = self.policy.xor_mechanism
             if xor is None:  # never: _unwrapped is filled on the HSM route only
@@ -252,7 +254,10 @@ class KeyCeremony:
                 t, u, who = s.key_type.value, s.usage.value, result.custodians
                 row = key_row(s.label, s.issuer_id, t, u, kcvs, "ceremony", who, self.ceremony_id)
                 await repo.add_key(row)
-                await repo.add_step(self.ceremony_id, "combine", None, "ok", f"KCV {kcv}")
+                where = "in the HSM" if self._in_hsm else "in process memory (dev/test fallback)"
+                await repo.add_step(
+                    self.ceremony_id, "combine", None, "ok", f"KCV {kcv}, combined {where}"
+                )
                 await repo.finish_ceremony(self.ceremony_id, "completed", None)
         except Exception as exc:
             await self.hsm.call(destroy_key, s.label)  # no key the inventory does not know
