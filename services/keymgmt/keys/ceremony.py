@@ -9,9 +9,9 @@ audit record; here we only refuse one custodian acting as two.
 DEV/TEST FALLBACK (SoftHSM): production combines the components inside the HSM
 (ceremony_kek.py: wrapped components, unwrapped and XORed by the token) and refuses to start on
 a token that cannot (hsm/mechanisms.py). SoftHSM has no XOR of two keys, so in dev/test the
-components are XOR-ed here, in process memory, and the result is created as a token object. Every buffer
-we own (the components and the combined key) is a bytearray zeroed before returning; the copy
-python-pkcs11 makes while packing CKA_VALUE is outside our control.
+components are XOR-ed here, in process memory, and the result is created as a token object.
+Every buffer we own (the components and the combined key) is a bytearray zeroed before
+returning; the copy python-pkcs11 makes while packing CKA_VALUE is outside our control.
 """
 
 from __future__ import annotations
