@@ -3,11 +3,14 @@
 """
 
 import asyncio
+import logging
 import sys
 
 import uvicorn
 
 from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.hsm.mechanisms import ProductionRefused
+from services.keymgmt.hsm.process import production_check
 from services.keymgmt.keys.cli import main as ceremony
 from services.keymgmt.settings import KeymgmtSettings
 from shared.logs import configure_logging
@@ -19,6 +22,7 @@ async def serve_keymgmt(settings: KeymgmtSettings) -> None:
     # (as in services/graphical/__main__.py).
     configure_logging("keymgmt", settings.log_level)
     configure_tracing("keymgmt", settings.trace_file)
+    await production_check(settings)  # ProductionRefused: no port is opened
     app = build_app(bootstrap(settings))
     config = uvicorn.Config(
         app, host=settings.http_host, port=settings.port, log_config=None, access_log=False
@@ -29,7 +33,12 @@ async def serve_keymgmt(settings: KeymgmtSettings) -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["ceremony"]:
         return ceremony(argv[1:])
-    asyncio.run(serve_keymgmt(KeymgmtSettings()))
+    try:
+        asyncio.run(serve_keymgmt(KeymgmtSettings()))
+    except ProductionRefused as exc:
+        logging.getLogger("services.keymgmt").critical("%s", exc)
+        sys.stderr.write(f"REFUSED: {exc}\n")
+        return 2
     return 0
 
 

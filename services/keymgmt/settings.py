@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.keymgmt.hsm.mechanisms import LUNA_XOR_BASE_AND_KEY
 from services.keymgmt.hsm.session import Hsm
 from shared.settings import BureauSettings
 
@@ -38,6 +39,12 @@ class KeymgmtSettings(BureauSettings):
     kmc_label: str = "bureau/KMC/1"
     # Wraps every SIM's Ki and OPc for keymgmt's table; generated on the first SIM batch.
     sim_kek_label: str = "bureau/SIMKEK/1"
+    # Key ceremonies: the RSA key-exchange key custodians wrap their components under.
+    ceremony_kek_label: str = "bureau/CEREMONYKEK/1"
+    hsm_key_xor_mechanism: int = Field(
+        default=LUNA_XOR_BASE_AND_KEY,
+        description="vendor CKM_ code of C_DeriveKey XOR of two keys (ceremony combination)",
+    )
     app_label: str = Field(default="CARDBUREAU", description="EMV application label (tag 50)")
     service_code: str = Field(
         default="201", pattern=r"^\d{3}$", description="track 2 service code of EMV cards"
@@ -56,6 +63,12 @@ class KeymgmtSettings(BureauSettings):
         if self.vault_key_label.split("/")[1:2] != ["VAULT"]:
             raise ValueError("vault_key_label must look like <owner>/VAULT/<version>")
         return self
+
+    @property
+    def hsm_only(self) -> bool:
+        """Production: no clear component, PIN, PIN block or OP may exist in the process, so
+        keymgmt starts only on a token that runs every such operation (hsm/mechanisms.py)."""
+        return self.environment not in ("dev", "test")
 
     def make_hsm(self) -> Hsm:
         return Hsm(self.pkcs11_module, self.hsm_token, self.hsm_pin, self.openssl_conf)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from services.keymgmt.hsm.mechanisms import MechanismInventory
 from services.keymgmt.hsm.session import Hsm
 from shared.errors import Unavailable
 
@@ -25,6 +26,7 @@ class HsmGate:
     def __init__(self) -> None:
         self.hsm: Hsm | None = None
         self.problem = "HSM session not opened yet"
+        self.inventory: MechanismInventory | None = None  # what runs in the HSM, once surveyed
 
     def get(self) -> Hsm:
         if self.hsm is None:
@@ -51,12 +53,16 @@ async def hsm_problem(gate: HsmGate, timeout: float) -> str | None:
 
 class HsmReadiness:
     """A readiness check (shared.service.ReadinessCheck): not ready while the HSM session is
-    unusable."""
+    unusable; its details name, per secret-handling operation, whether it runs in the HSM or
+    in keymgmt's dev/test fallback (hsm/mechanisms.py)."""
 
     def __init__(self, gate: HsmGate, timeout: float) -> None:
         self.gate, self.timeout = gate, timeout
 
     async def __call__(self, report: dict[str, Any]) -> None:
+        inventory = self.gate.inventory
+        if inventory is not None:
+            report["hsm"] = {"operations": inventory.report()}
         problem = await hsm_problem(self.gate, self.timeout)
         if problem:
             report["problems"].append(f"hsm: {problem}")

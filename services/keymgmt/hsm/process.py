@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from services.keymgmt.hsm.mechanisms import MechanismInventory, require_hsm_paths, survey
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.settings import KeymgmtSettings
 
@@ -43,3 +44,22 @@ async def process_hsm(settings: KeymgmtSettings) -> AsyncIterator[Hsm]:
             if _OPEN.get(key) is entry:
                 del _OPEN[key]
             await entry.hsm.aclose()
+
+
+async def survey_mechanisms(hsm: Hsm, settings: KeymgmtSettings) -> MechanismInventory:
+    """The token's mechanism inventory (hsm/mechanisms.py); in production, ProductionRefused
+    names every operation the HSM cannot run."""
+    inventory = await hsm.call(survey, settings.hsm_key_xor_mechanism)
+    if settings.hsm_only:
+        require_hsm_paths(inventory, settings.environment)
+    return inventory
+
+
+async def production_check(settings: KeymgmtSettings) -> MechanismInventory | None:
+    """At process start: in production, open the token and refuse (ProductionRefused) unless
+    every secret-handling operation runs inside it; dev/test skip this (the keeper records the
+    fallbacks once its session is open)."""
+    if not settings.hsm_only:
+        return None
+    async with process_hsm(settings) as hsm:
+        return await survey_mechanisms(hsm, settings)

@@ -5,6 +5,9 @@ checkpoint signing.
 A ceremony is opened by a custodian or admin; each component is then submitted by an
 authenticated custodian principal (the token names the person: nobody types a name), the
 same principal twice is refused, and the key is combined when the last component arrives.
+Components travel wrapped under the key-exchange key (GET /v1/ceremony-kek; RSA-OAEP, unwrapped
+in the HSM: keys/ceremony_kek.py); a clear component is accepted in dev/test only, and in
+production it is refused (403) together with its ceremony.
 Every step (open, each component, combine, refusal, abort) is a ceremony_steps row through
 the same KeyCeremony the CLI uses, so a refused or aborted ceremony leaves no key and a record.
 Open ceremonies live in this process (ceremonies.OpenCeremonies); one that is idle for
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 from fastapi import APIRouter
@@ -33,17 +36,22 @@ from services.keymgmt.deps import (
 from services.keymgmt.hsm.session import HsmError, key_label
 from services.keymgmt.keys.ceremonies import (
     CEREMONY_TTL,
+    CLEAR_REFUSED,
     ApiCeremony,
+    CeremonyPolicy,
     CeremonyRefused,
     CeremonySpec,
     OpenCeremonies,
     OpenCeremony,
+    ensure_kek_recorded,
 )
+from services.keymgmt.keys.ceremony_kek import KEK_ALGORITHM
 from services.keymgmt.keys.schemas import (
     CeremonyNotOpen,
     CeremonyOpen,
     CeremonyStopped,
     CheckpointToSign,
+    ClearComponentRefused,
     ComponentIn,
     GenerateKey,
     KeyExists,
@@ -104,6 +112,21 @@ async def ceremonies(_: Auditors, runtime: RuntimeDep, label: str | None = None)
 
 
 # -- key ceremonies ------------------------------------------------------------------------------
+@router.get(
+    "/ceremony-kek", tags=["keys"], summary="The key-exchange key components are wrapped under"
+)
+async def ceremony_kek(who: KeyReader, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> dict[str, Any]:
+    label = deps.settings.ceremony_kek_label
+    async with runtime.unit_of_work() as uow:
+        der = await ensure_kek_recorded(uow.repo.keys, deps.hsm(), label, who_of(who))
+    return {
+        "label": label,
+        "key_id": key_id(der),
+        "algorithm": KEK_ALGORITHM,
+        "public_key_pem": pem(der),
+    }
+
+
 @router.post("/ceremonies", tags=["keys"], summary="Open a key ceremony (custodian or admin)")
 async def open_ceremony(
     body: CeremonyOpen, who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep
@@ -118,7 +141,8 @@ async def open_ceremony(
         who_of(who),
         body.expected_kcv,
     )
-    ceremony = ApiCeremony(runtime.engine, deps.hsm(), spec)
+    policy = CeremonyPolicy.of(deps.settings, deps.gate.inventory)
+    ceremony = ApiCeremony(runtime.engine, deps.hsm(), spec, policy)
     try:
         await ceremony.open()
     except CeremonyRefused as exc:
@@ -139,15 +163,33 @@ async def _take(registry: OpenCeremonies, ceremony_id: UUID) -> OpenCeremony:
     return entry
 
 
+async def _refuse_clear(registry: OpenCeremonies, ceremony_id: UUID, who: str) -> NoReturn:
+    """Production: a clear component is refused, and the ceremony it was meant for (if any) is
+    refused with it: the component was exposed, so it must not be used."""
+    entry = registry.pop(ceremony_id, None)
+    if entry is not None:
+        async with entry.lock:
+            await entry.ceremony.stop("component", who, CLEAR_REFUSED)
+    raise ClearComponentRefused(CLEAR_REFUSED)
+
+
 @router.post("/ceremonies/{ceremony_id}/components", tags=["keys"], summary="A component")
 async def submit_component(
     ceremony_id: UUID, body: ComponentIn, who: Custodian, deps: KeymgmtDepsDep
 ) -> Any:
+    if body.component is not None and deps.settings.hsm_only:
+        await _refuse_clear(deps.ceremonies, ceremony_id, who_of(who))
     entry = await _take(deps.ceremonies, ceremony_id)
     ceremony, spec = entry.ceremony, entry.ceremony.spec
     async with entry.lock:
         try:
-            await ceremony.add_component(who_of(who), body.component, body.kcv, body.kcv_method)
+            if body.component is not None:  # clear: dev/test only (the ceremony refuses it)
+                await ceremony.add_component(who_of(who), body.component, body.kcv, body.kcv_method)
+            else:
+                wrapped = body.wrapped_bytes()
+                await ceremony.add_wrapped_component(
+                    who_of(who), wrapped, body.kcv, body.kcv_method
+                )
             received = ceremony.received
             if received < spec.components:
                 return {"ceremony_id": str(ceremony_id), "state": "open", "received": received}

@@ -7,6 +7,7 @@ each step is a `ceremony_steps` row (who, when, outcome; never a component) and 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -19,7 +20,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.cmac import CMAC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.keymgmt.hsm.kcv import KcvMethod, normalise_kcv
+from services.keymgmt.hsm.kcv import Kcv, KcvMethod, normalise_kcv
+from services.keymgmt.hsm.mechanisms import HsmOperation, MechanismInventory
+from services.keymgmt.hsm.p11 import SymKey
 from services.keymgmt.hsm.process import process_hsm
 from services.keymgmt.hsm.session import Hsm, HsmError, destroy_key, key_label
 from services.keymgmt.keys.ceremony import (
@@ -29,6 +32,13 @@ from services.keymgmt.keys.ceremony import (
     KeyUsage,
     aimport_key_from_components,
     check_component,
+)
+from services.keymgmt.keys.ceremony_kek import (
+    destroy_components,
+    ensure_kek,
+    import_unwrapped,
+    read_component,
+    unwrap_component,
 )
 from services.keymgmt.keys.repository import KeysRepository, key_row
 from services.keymgmt.settings import MIGRATIONS, KeymgmtSettings
@@ -52,16 +62,49 @@ class CeremonySpec:
     expected_kcv: str | None = None
 
 
+@dataclass(frozen=True)
+class CeremonyPolicy:
+    """Where components may be combined. ``hsm_only`` (production): a clear component is
+    refused, and wrapped ones are combined only inside the HSM. ``xor_mechanism``: the
+    token's vendor XOR-of-keys mechanism, None when it has none (the dev/test fallback)."""
+
+    hsm_only: bool = False
+    kek_label: str = "bureau/CEREMONYKEK/1"
+    xor_mechanism: int | None = None
+
+    @classmethod
+    def of(cls, settings: KeymgmtSettings, inventory: MechanismInventory | None) -> CeremonyPolicy:
+        in_hsm = inventory is not None and inventory.in_hsm(HsmOperation.CEREMONY_COMBINE)
+        xor = settings.hsm_key_xor_mechanism if in_hsm else None
+        return cls(settings.hsm_only, settings.ceremony_kek_label, xor)
+
+
+CLEAR_REFUSED = (
+    "a clear component is refused in production: wrap it under the ceremony key-exchange key"
+)
+
+
 class KeyCeremony:
     """One ceremony. Each step commits as it happens, so a refusal is on record even though
     no key exists; the key and the ceremony's completion commit together."""
 
-    def __init__(self, engine: AsyncEngine, hsm: Hsm, spec: CeremonySpec) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        hsm: Hsm,
+        spec: CeremonySpec,
+        policy: CeremonyPolicy | None = None,
+    ) -> None:
         if not 2 <= spec.components <= 3:
             raise ValueError("a key is imported from 2 or 3 components")
         self.engine, self.hsm, self.spec = engine, hsm, spec
+        self.policy = policy or CeremonyPolicy()
         self.ceremony_id = uuid.uuid4()
-        self._components: list[Component] = []
+        self._components: list[Component] = []  # clear values (the dev/test route)
+        self._unwrapped: list[SymKey] = []  # sensitive session objects (the HSM route)
+        self._custodians: list[str] = []
+        self._kcvs: list[Kcv] = []
+        self._in_hsm = False  # how the components were combined (recorded in the combine step)
 
     async def _step(self, step: str, custodian: str | None, outcome: str, detail: str) -> None:
         async with self.engine.begin() as conn:
@@ -73,6 +116,9 @@ class KeyCeremony:
         for comp in self._components:
             comp.value[:] = bytes(len(comp.value))
         self._components.clear()
+        if self._unwrapped:
+            await self.hsm.call(destroy_components, list(self._unwrapped))
+            self._unwrapped.clear()
         await self._step(step, custodian, "refused", reason)
         async with self.engine.begin() as conn:
             await KeysRepository(conn).finish_ceremony(self.ceremony_id, "refused", reason)
@@ -90,18 +136,69 @@ class KeyCeremony:
         if await self.hsm.call(Hsm.find_key, s.label) is not None:
             await self._refuse("open", None, f"the HSM already holds a key labelled {s.label}")
 
-    async def add_component(
-        self, custodian: str, component_hex: str, kcv: str, kcv_method: KcvMethod | None = None
-    ) -> None:
-        """One custodian's component, checked at once (custodian, length, KCV in the HSM)."""
-        n, name = len(self._components) + 1, custodian.strip()
+    @property
+    def received(self) -> int:
+        return len(self._custodians)
+
+    async def _admit(self, custodian: str) -> tuple[str, str]:
+        """(step, custodian name) of the next component, or the ceremony refused."""
+        n, name = len(self._custodians) + 1, custodian.strip()
         step = f"component {n}"
         if not name:
             await self._refuse(step, None, "a component needs a named custodian")
-        if any(c.custodian == name for c in self._components):
+        if name in self._custodians:
             await self._refuse(step, name, f"{name} already entered a component: dual control")
         if n > self.spec.components:
             await self._refuse(step, name, f"only {self.spec.components} components expected")
+        return step, name
+
+    async def add_wrapped_component(
+        self, custodian: str, wrapped: bytes, kcv: str, kcv_method: KcvMethod | None = None
+    ) -> None:
+        """One custodian's component, RSA-OAEP-wrapped under the key-exchange key: unwrapped
+        and its KCV checked inside the HSM (ceremony_kek.py)."""
+        step, name = await self._admit(custodian)
+        try:
+            declared = normalise_kcv(kcv)
+        except ValueError:
+            await self._refuse(step, name, "the KCV is not 3 bytes of hex")
+        hsm_route = self.policy.xor_mechanism is not None
+        if self.policy.hsm_only and not hsm_route:
+            await self._refuse(step, name, "production: the HSM cannot combine components")
+        if hsm_route and self._components:
+            await self._refuse(step, name, "clear and wrapped components cannot be combined")
+        try:
+            key, checked = await self.hsm.call(
+                unwrap_component,
+                self.policy.kek_label,
+                self.spec.key_type,
+                wrapped,
+                declared,
+                kcv_method,
+                readable=not hsm_route,
+            )
+        except HsmError as exc:
+            await self._refuse(step, name, f"component of {name}: {exc}")
+        if hsm_route:
+            self._unwrapped.append(key)
+        else:  # DEV/TEST FALLBACK: XORed in process memory by ceremony.py
+            comp = await self.hsm.call(_read, key, name, declared, kcv_method)
+            self._components.append(comp)
+        self._custodians.append(name)
+        self._kcvs.append(checked)
+        await self._step(step, name, "ok", f"wrapped component KCV {declared} verified by the HSM")
+
+    async def add_component(
+        self, custodian: str, component_hex: str, kcv: str, kcv_method: KcvMethod | None = None
+    ) -> None:
+        """One custodian's clear component (dev/test only), checked at once (custodian,
+        length, KCV in the HSM)."""
+        step, name = await self._admit(custodian)
+        if self.policy.hsm_only:
+            log.warning("clear component refused", extra={"ceremony_id": str(self.ceremony_id)})
+            await self._refuse(step, name, CLEAR_REFUSED)
+        if self._unwrapped:
+            await self._refuse(step, name, "clear and wrapped components cannot be combined")
         if not component_hex.strip():
             await self._refuse(step, name, "component missing")
         try:
@@ -111,20 +208,42 @@ class KeyCeremony:
             await self._refuse(step, name, "component or KCV is not hex of the right length")
         comp = Component(value, declared, name, kcv_method)
         self._components.append(comp)
+        self._custodians.append(name)
         try:
-            await self.hsm.call(check_component, self.spec.key_type, comp)
+            self._kcvs.append(await self.hsm.call(check_component, self.spec.key_type, comp))
         except HsmError as exc:
             await self._refuse(step, name, str(exc))
         await self._step(step, name, "ok", f"component KCV {declared} verified by the HSM")
 
+    async def _combine(self) -> ImportResult:
+        s = self.spec
+        if self._unwrapped:
+            self._in_hsm = True
+            parts, self._unwrapped = self._unwrapped, []
+            xor = self.policy.xor_mechanism
+            if xor is None:  # never: _unwrapped is filled on the HSM route only
+                raise HsmError("no XOR mechanism for components unwrapped in the HSM")
+            return await self.hsm.call(
+                import_unwrapped,
+                s.label,
+                s.key_type,
+                parts,
+                tuple(self._custodians),
+                tuple(self._kcvs),
+                s.usage,
+                xor,
+                s.expected_kcv,
+            )
+        return await aimport_key_from_components(
+            self.hsm, s.label, s.key_type, self._components, s.usage, s.expected_kcv
+        )
+
     async def complete(self) -> ImportResult:
-        s, have = self.spec, len(self._components)
+        s, have = self.spec, self.received
         if have < s.components:
             await self._refuse("combine", None, f"component missing: {have} of {s.components}")
         try:
-            result = await aimport_key_from_components(
-                self.hsm, s.label, s.key_type, self._components, s.usage, s.expected_kcv
-            )
+            result = await self._combine()
         except (HsmError, ValueError) as exc:
             await self._refuse("combine", None, str(exc))
         kcv = result.kcvs[0]
@@ -135,13 +254,21 @@ class KeyCeremony:
                 t, u, who = s.key_type.value, s.usage.value, result.custodians
                 row = key_row(s.label, s.issuer_id, t, u, kcvs, "ceremony", who, self.ceremony_id)
                 await repo.add_key(row)
-                await repo.add_step(self.ceremony_id, "combine", None, "ok", f"KCV {kcv}")
+                where = "in the HSM" if self._in_hsm else "in process memory (dev/test fallback)"
+                await repo.add_step(
+                    self.ceremony_id, "combine", None, "ok", f"KCV {kcv}, combined {where}"
+                )
                 await repo.finish_ceremony(self.ceremony_id, "completed", None)
         except Exception as exc:
             await self.hsm.call(destroy_key, s.label)  # no key the inventory does not know
             await self._refuse("record", None, f"inventory not written ({exc.__class__.__name__})")
         log.info("key loaded by ceremony", extra={"label": s.label, "kcv": str(kcv)})
         return result
+
+
+def _read(hsm: Hsm, key: SymKey, name: str, declared: str, method: KcvMethod | None) -> Component:
+    del hsm
+    return read_component(key, name, declared, method)
 
 
 # -- demo keys: the well-known TEST keys, never outside dev/test ------------------------------
@@ -215,11 +342,7 @@ CEREMONY_TTL = 900.0  # seconds a ceremony may wait for its next custodian
 
 
 class ApiCeremony(KeyCeremony):
-    """The CLI's ceremony, plus what the API needs: components so far, abort and expiry."""
-
-    @property
-    def received(self) -> int:
-        return len(self._components)
+    """The CLI's ceremony, plus what the API needs: abort and expiry."""
 
     async def stop(self, step: str, who: str | None, reason: str) -> None:
         """Refuse the ceremony now (zeroes the components, records the step and outcome)."""
@@ -240,3 +363,20 @@ class OpenCeremonies(dict[UUID, OpenCeremony]):
     """The ceremonies open in this process (their checked components are bytearrays, zeroed on
     refusal, abort, expiry and combination: the SoftHSM shortcut of ceremony.py). Custodians of
     one ceremony therefore talk to one keymgmt replica."""
+
+
+async def ensure_kek_recorded(repo: KeysRepository, hsm: Hsm, label: str, who: str) -> bytes:
+    """SubjectPublicKeyInfo (DER) of the ceremony key-exchange key, generated in the HSM and
+    recorded in the key inventory on first use (its "KCV" is the SPKI's SHA-256, 3 bytes)."""
+    await repo.lock(f"keymgmt.generate.{label}")
+    der, generated = await hsm.call(ensure_kek, label)
+    if await repo.key(label) is None:
+        kcv = hashlib.sha256(der).hexdigest()[:6].upper()
+        owner = label.split("/")[0]
+        row = key_row(
+            label, owner, "RSA-3072", "key-exchange", [(kcv, "SHA-256-SPKI")], "generated", (who,)
+        )
+        await repo.add_key(row)
+    if generated:
+        log.info("ceremony key-exchange key generated", extra={"label": label, "by": who})
+    return der

@@ -6,11 +6,12 @@ the component form; only then are the components combined by XOR; the final KCV 
 (and compared with the issuer's expected KCV when one is given). Who acted is the caller's
 audit record; here we only refuse one custodian acting as two.
 
-TEST-ONLY SHORTCUT (SoftHSM): a real payment HSM combines the components inside its boundary
-(each custodian keys a component into the HSM). SoftHSM has no such command, so the components
-are XOR-ed here, in process memory, and the result is created as a token object. Every buffer
-we own (the components and the combined key) is a bytearray zeroed before returning; the copy
-python-pkcs11 makes while packing CKA_VALUE is outside our control.
+DEV/TEST FALLBACK (SoftHSM): production combines the components inside the HSM
+(ceremony_kek.py: wrapped components, unwrapped and XORed by the token) and refuses to start on
+a token that cannot (hsm/mechanisms.py). SoftHSM has no XOR of two keys, so in dev/test the
+components are XOR-ed here, in process memory, and the result is created as a token object.
+Every buffer we own (the components and the combined key) is a bytearray zeroed before
+returning; the copy python-pkcs11 makes while packing CKA_VALUE is outside our control.
 """
 
 from __future__ import annotations

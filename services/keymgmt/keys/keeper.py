@@ -1,6 +1,7 @@
-"""The HSM keeper: a worker that opens the HSM session (retrying until it opens), makes sure the
-bureau keys exist, and holds the session open in the gate until shutdown. Readiness reports
-every failure on the way (hsm/gate.py)."""
+"""The HSM keeper: a worker that opens the HSM session (retrying until it opens), surveys which
+secret-handling operations the token runs (hsm/mechanisms.py: logged, in /ready, and refused in
+production when any is missing), makes sure the bureau keys exist, and holds the session open in
+the gate until shutdown. Readiness reports every failure on the way (hsm/gate.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import logging
 
 from services.keymgmt.hsm.gate import HsmGate
-from services.keymgmt.hsm.process import process_hsm
+from services.keymgmt.hsm.process import process_hsm, survey_mechanisms
 from services.keymgmt.keys.service import ensure_bureau_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
@@ -29,6 +30,11 @@ class HsmKeeper:
         while True:
             try:
                 async with process_hsm(settings) as hsm:
+                    gate.inventory = await survey_mechanisms(hsm, settings)
+                    log.info(
+                        "hsm mechanism inventory",
+                        extra={"production": settings.hsm_only, **gate.inventory.report()},
+                    )
                     async with runtime.unit_of_work() as uow:
                         await ensure_bureau_keys(uow.repo.keys, hsm, settings)
                     gate.hsm, gate.problem = hsm, ""

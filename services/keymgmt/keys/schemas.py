@@ -3,7 +3,9 @@ signing), and their refusals."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import base64
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.keymgmt.hsm.kcv import KcvMethod
 from services.keymgmt.hsm.session import BureauKeyKind
@@ -18,6 +20,7 @@ __all__ = [
     "CeremonyOpen",
     "CeremonyStopped",
     "CheckpointToSign",
+    "ClearComponentRefused",
     "ComponentIn",
     "GenerateKey",
     "KeyExists",
@@ -42,11 +45,37 @@ class CeremonyOpen(BaseModel):
 
 
 class ComponentIn(BaseModel):
+    """One component: ``wrapped`` (RSA-OAEP under the key-exchange key, base64), or, in
+    dev/test only, ``component`` in clear hex (production refuses the ceremony)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    component: str = Field(repr=False, description="hex; never logged or stored")
+    wrapped: str | None = Field(
+        default=None,
+        repr=False,
+        max_length=2048,
+        pattern=r"^[A-Za-z0-9+/]+={0,2}$",
+        description="base64 RSAES-OAEP(SHA-1, MGF1-SHA-1) of the component under the KEK",
+    )
+    component: str | None = Field(
+        default=None, repr=False, description="clear hex, dev/test only; never logged or stored"
+    )
     kcv: str = Field(pattern=r"^[0-9A-Fa-f ]{6,8}$", description="from the component form")
     kcv_method: KcvMethod | None = Field(default=None, description="AES only; default CMAC")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ComponentIn:
+        if (self.wrapped is None) == (self.component is None):
+            raise ValueError("send exactly one of wrapped (base64) or component (clear hex)")
+        if self.wrapped is not None:
+            try:
+                base64.b64decode(self.wrapped, validate=True)
+            except ValueError as exc:
+                raise ValueError("wrapped is not base64") from exc
+        return self
+
+    def wrapped_bytes(self) -> bytes:
+        return base64.b64decode(self.wrapped or "", validate=True)
 
 
 class GenerateKey(BaseModel):
@@ -75,6 +104,10 @@ class KeyExists(Conflict):
 
 class CeremonyNotOpen(NotFound):
     pass
+
+
+class ClearComponentRefused(Forbidden):
+    """Production: a component in clear is refused before anything else looks at it."""
 
 
 class CeremonyStopped(Conflict):
