@@ -48,44 +48,58 @@ async def checkpoint_once(
             latest[0].tree_size >= size or not await store.news_since(latest[0].tree_size)
         ):
             return None
-        root = await store.root(size)
-
-        async def proof_from(old: int) -> list[bytes]:
-            if old > size:
-                raise SignerError(f"a checkpoint of size {old} was signed; the tree has {size}")
-            return await store.range_hashes(consistency_ranges(old, size))
-
-        last = await signer.last_signed(origin)
-        old = 0 if last is None else last[0]
-        note = await signer.sign(origin, size, root, old, await proof_from(old))
-        if witness is not None:
-            note = await witness.cosign(note, _witnessed_size(latest), proof_from)
-        signature = note.signatures[0].signature  # keymgmt's line, verified by the signer
-        at = datetime.now(UTC)
-        key = await signer.public_key()
-        stored = StoredCheckpoint(
-            size,
-            root.hex(),
-            at,
-            origin,
-            note.render(),
-            key.key_id,
-            ALGORITHM,
-            base64.b64encode(signature).decode(),
-        )
+        stored = await sign_tree(store, origin, size, latest, signer, witness)
+        root = stored.root_hash
         event = LogCheckpoint(
-            event_id=uuid.uuid5(_CHECKPOINT_NAMESPACE, f"{origin}/{size}/{root.hex()}"),
+            event_id=uuid.uuid5(_CHECKPOINT_NAMESPACE, f"{origin}/{size}/{root}"),
             issuer_id=settings.bureau_issuer_id,
             actor="audit",
-            occurred_at=at,
+            occurred_at=stored.signed_at,
             tree_size=size,
-            root_hash=root.hex(),
+            root_hash=root,
             signature=stored.signature,
         )
         await store.add_checkpoint(stored, event.event_id)
         await uow.emit(event)
-    log.info("checkpoint signed", extra={"tree_size": size, "root_hash": root.hex()})
+    log.info("checkpoint signed", extra={"tree_size": size, "root_hash": root})
     return stored
+
+
+async def sign_tree(
+    store: MerkleStore,
+    origin: str,
+    size: int,
+    latest: list[StoredCheckpoint],
+    signer: KeymgmtSigner,
+    witness: WitnessClient | None,
+) -> StoredCheckpoint:
+    """The tree of `size` signed by keymgmt (with the consistency proof from the last tree it
+    signed) and cosigned by the witness (from the last it cosigned), as it is to be stored.
+    The caller holds the tree_head lock."""
+    root = await store.root(size)
+
+    async def proof_from(old: int) -> list[bytes]:
+        if old > size:
+            raise SignerError(f"a checkpoint of size {old} was signed; the tree has {size}")
+        return await store.range_hashes(consistency_ranges(old, size))
+
+    last = await signer.last_signed(origin)
+    old = 0 if last is None else last[0]
+    note = await signer.sign(origin, size, root, old, await proof_from(old))
+    if witness is not None:
+        note = await witness.cosign(note, _witnessed_size(latest), proof_from)
+    signature = note.signatures[0].signature  # keymgmt's line, verified by the signer
+    key = await signer.public_key()
+    return StoredCheckpoint(
+        size,
+        root.hex(),
+        datetime.now(UTC),
+        origin,
+        note.render(),
+        key.key_id,
+        ALGORITHM,
+        base64.b64encode(signature).decode(),
+    )
 
 
 def _witnessed_size(latest: list[StoredCheckpoint]) -> int:

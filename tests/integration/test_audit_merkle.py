@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from services.audit.verify import Report
 from shared import events
-from tests.support.audit import publish, read_stream
-from tests.support.audit_log import SignedLog, log_size_reaches, view
+from tests.support.audit import read_stream
+from tests.support.audit_log import SignedLog, log_and_sign, view
 from tests.support.audit_story import BatchStory
 
 pytestmark = pytest.mark.integration
@@ -26,27 +26,15 @@ async def verify(log: SignedLog, command: str, pem: str | None = None, **options
     return await log.verify(command, pem, **options)
 
 
-async def logged_and_signed(log: SignedLog, story_events: list[events.Event]) -> int:
-    """Publish, wait until logged, sign a checkpoint and wait until it is logged too."""
-    before = (await log.api.get("/v1/log/tree")).json()["log_size"]
-    await publish(log.settings, story_events)
-    size = await log_size_reaches(log, before + len(story_events))
-    checkpoint = await log.checkpoint()
-    assert checkpoint is not None
-    assert checkpoint.tree_size == size
-    await log_size_reaches(log, size + 1)  # its log.checkpoint event came back to the log
-    return size
-
-
 async def test_the_verifier_checks_real_checkpoints_and_proofs_with_the_public_key_alone(
     signed_log: SignedLog,
 ) -> None:
     log = signed_log
     first_story, second_story = BatchStory(3), BatchStory(2)
     first_events = first_story.order()
-    first = await logged_and_signed(log, first_events)
+    first = await log_and_sign(log, first_events)
     assert await log.checkpoint() is None  # nothing new
-    second = await logged_and_signed(log, second_story.order())
+    second = await log_and_sign(log, second_story.order())
 
     notices = await read_stream(log.settings, "audit", seconds=2)
     signed = [e for e in notices if isinstance(e, events.LogCheckpoint)]
@@ -133,7 +121,7 @@ async def test_altering_deleting_or_inserting_a_row_is_detected_in_every_trial(
     signed_log: SignedLog,
 ) -> None:
     log = signed_log
-    size = await logged_and_signed(log, BatchStory(5).order())
+    size = await log_and_sign(log, BatchStory(5).order())
     rng = random.Random(6962)
     trials = [(kind, rng.randrange(size - 1)) for kind in ("alter", "delete", "insert") * 3]
     for kind, index in trials:

@@ -27,11 +27,13 @@ from services.audit.witness_client import WitnessClient
 from services.keymgmt.app import bootstrap as build_keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt_app
 from services.keymgmt.hsm.session import Hsm
+from shared import events
 from shared.checkpoint_note import parse_vkey
 from shared.db import make_engine
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime
 from tests.conftest import running
+from tests.support.audit import publish
 from tests.support.bus import wait_for
 from tests.support.hsm import HsmToken
 from tests.support.keymgmt import token_settings
@@ -173,3 +175,15 @@ async def log_size_reaches(log: SignedLog, size: int) -> int:
 def view(response: httpx.Response) -> Any:
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def log_and_sign(log: SignedLog, story_events: list[events.Event]) -> int:
+    """Publish, wait until logged, sign a checkpoint and wait until it is logged too."""
+    before = (await log.api.get("/v1/log/tree")).json()["log_size"]
+    await publish(log.settings, story_events)
+    size = await log_size_reaches(log, before + len(story_events))
+    checkpoint = await log.checkpoint()
+    assert checkpoint is not None
+    assert checkpoint.tree_size == size
+    await log_size_reaches(log, size + 1)  # its log.checkpoint event came back to the log
+    return size
