@@ -179,8 +179,7 @@ async def checkpoint_status(
 ) -> dict[str, Any]:
     """The service's own check, for the auditor page: keymgmt's signature, the witness's
     cosignature, the signed root against the stored tree, consistency with the checkpoint
-    before. Auditors
-    who trust nothing run `python -m services.audit.verify` instead."""
+    before. Auditors who trust nothing run `python -m services.audit.verify` instead."""
     async with runtime.unit_of_work() as uow:
         store: MerkleStore = uow.repo.tree
         latest = await store.checkpoints(limit=2)

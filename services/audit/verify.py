@@ -123,7 +123,11 @@ class Verifier:
             ok = root == checkpoint.root_hash
         else:
             (a, root_a), (b, root_b) = sorted([(size, root), (n, checkpoint.root_hash)])
-            proof = await self.get("/v1/log/proofs/consistency", first=a, second=b)
+            try:
+                proof = await self.get("/v1/log/proofs/consistency", first=a, second=b)
+            except (ApiError, LookupError) as exc:  # e.g. the tree no longer reaches `size`
+                self._fail(f"fork: the log gives no proof from {a} to {b} ({exc})")
+                return False
             hashes = [bytes.fromhex(h) for h in proof["proof"]]
             ok = verify_consistency(a, b, bytes.fromhex(root_a), bytes.fromhex(root_b), hashes)
         if not ok:

@@ -107,6 +107,8 @@ class FakeLog:
             )
         if path == "/v1/log/proofs/consistency":
             m, n = int(q["first"]), int(q["second"])
+            if n > len(self.payloads):  # as the API: the tree does not cover it
+                return httpx.Response(409, json={"detail": f"the tree covers fewer than {n}"})
             proof = [range_hash(a, b, self.stored).hex() for a, b in consistency_ranges(m, n)]
             return httpx.Response(200, json={"first": m, "second": n, "proof": proof})
         return httpx.Response(404, json={"detail": "no such thing"})
@@ -238,3 +240,13 @@ async def test_the_audit_recomputes_each_batch_from_the_entries(
         f"batch {story.batch_id} is logged reconciled, but its entries do not"
         in (report["problems"][0])
     )
+
+
+async def test_a_log_rolled_back_below_a_checkpoint_seen_is_a_fork(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (await report_of(FakeLog(entries(12), [12]), tmp_path, capsys, "checkpoint"))[0] == 0
+    shorter = FakeLog(entries(8), [8])  # its API cannot prove anything up to 12
+    status, report = await report_of(shorter, tmp_path, capsys, "checkpoint")
+    assert status == 1
+    assert report["problems"][0].startswith("fork: the log gives no proof from 8 to 12")
