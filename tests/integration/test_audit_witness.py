@@ -36,6 +36,8 @@ async def rewrite_entry(log: SignedLog, index: int) -> None:
     """What the database owner can do: past the triggers, replace an entry with a leaf hash
     that matches its new content, and rebuild the whole tree over the rewritten log."""
     async with log.runtime.engine.begin() as conn:
+        # The tree's lock first, as the Merkle keeper takes it: no lock cycle with the keeper.
+        await conn.execute(text("SELECT size FROM tree_head FOR UPDATE"))
         for table in ("events", "tree_nodes"):
             await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_append_only"))
         payload = (
