@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from services.audit.witness.settings import WitnessSettings
 from shared.settings import BureauSettings
 from tests.support.k8s import OVERLAYS, REPO, Obj, bureau_deployments, of_kind, render
 
@@ -280,6 +281,8 @@ def test_the_witness_runs_alone_with_its_own_key_store_and_no_credential(
     config = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(objects, "ConfigMap")}
     witness_config = next(v for k, v in config.items() if k.startswith("witness-config"))
     assert witness_config["BUREAU_WITNESS_DIR"] == container["volumeMounts"][0]["mountPath"]
+    reads = {f"BUREAU_WITNESS_{field.upper()}" for field in WitnessSettings.model_fields}
+    assert set(witness_config) <= reads
     audit_config = next(v for k, v in config.items() if k.startswith("audit-config"))
     assert audit_config["BUREAU_WITNESS_URL"] == "http://witness:8108"
     policy = named(objects, "NetworkPolicy", "witness-api")["spec"]
