@@ -89,7 +89,8 @@ async def test_the_rewrite_and_re_sign_attack_is_refused_by_keymgmt_and_detected
     signed_log: SignedLog,
 ) -> None:
     log = signed_log
-    size = await log_and_sign(log, BatchStory(4).order())
+    size = await log_and_sign(log, BatchStory(8).order())  # 9 entries: entry 5 is signed
+    assert size > 5
     honest = await log.verify("audit")
     assert honest.ok, honest
 
@@ -138,7 +139,7 @@ async def test_the_witness_refuses_a_fork_and_the_verifier_detects_one(
     signed_log: SignedLog,
 ) -> None:
     log = signed_log
-    size = await log_and_sign(log, BatchStory(3).order())
+    size = await log_and_sign(log, BatchStory(8).order())  # 9 entries: entry 5 is signed
     assert (await log.verify("checkpoint")).ok  # the verifier remembers checkpoint `size`
 
     # keymgmt's record wiped too (its database owner): keymgmt signs the rewritten log from
