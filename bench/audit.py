@@ -4,12 +4,16 @@
    batch) plus Merkle tree maintenance, against a raw INSERT of the same rows into a table of
    the same shape (same indexes, no chain, no tree, no trigger), both batched (executemany)
    and one statement per row as the consumer's per-event handlers must; and the ratios.
-2. A log of --size entries (default 1,000,000) filled by COPY with a valid chain, the tree
+2. Checkpoints (bench/audit_cosign.py): the same append path with a checkpoint after every
+   consumer batch, signed by keymgmt (real endpoint and SoftHSM key, in process) alone, and
+   signed by keymgmt and cosigned by the witness (its own process), against no checkpoint.
+3. A log of --size entries (default 1,000,000) filled by COPY with a valid chain, the tree
    built over it by the service's builder (leaves/s), then at that size: inclusion and
    consistency proof generation (from Postgres) and verification, p50/p99 in ms; and the
    auditor query by card id (the API's SQL), p50/p99 in ms.
 
     .venv/bin/python -m bench.audit [--size 1000000] [--append 20000] [--samples 500]
+        [--cosign 10000] [--only-cosign]
 
 Prints JSON. Runs in a private schema, dropped afterwards (--keep to look at it).
 """
@@ -31,6 +35,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import text
 
+from bench.audit_cosign import measure_cosigning
 from services.audit.chain import canonical_json, chain_hash, event_document, leaf_hash
 from services.audit.log_repository import EventLog, EventQuery
 from services.audit.merkle import (
@@ -231,8 +236,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await migrate(engine, schema, MIGRATIONS)
     result: dict[str, Any] = {"schema": schema}
     try:
-        progress(f"appending {args.append:,} events, and the same rows raw")
-        result["append"] = await measure_appends(engine, schema, args.append)
+        if not args.only_cosign:
+            progress(f"appending {args.append:,} events, and the same rows raw")
+            result["append"] = await measure_appends(engine, schema, args.append)
+        progress(f"appending {args.cosign:,} events in each of 3 modes: checkpoints cosigned?")
+        result["checkpoints"] = await measure_cosigning(
+            engine, schema, contract_events, args.cosign
+        )
+        if args.only_cosign:
+            return result
         async with engine.connect() as conn:
             head = (
                 await conn.execute(
@@ -267,6 +279,8 @@ if __name__ == "__main__":
     parser.add_argument("--append", type=int, default=20_000, help="events for the append rate")
     parser.add_argument("--samples", type=int, default=500, help="proofs and queries timed")
     parser.add_argument("--keep", action="store_true", help="keep the bench schema")
+    parser.add_argument("--cosign", type=int, default=10_000, help="events per checkpoint mode")
+    parser.add_argument("--only-cosign", action="store_true", help="the checkpoint section only")
     options = parser.parse_args()
     if options.size < options.append:
         parser.error("--size must be at least --append")

@@ -7,7 +7,7 @@ RUN="${BUREAU_RUN_DIR:-$REPO/.run}"
 PY="$REPO/.venv/bin/python"
 SERVICES=(audit keymgmt intake electrical graphical qa fulfillment)
 declare -A PORTS=([intake]=8101 [keymgmt]=8102 [electrical]=8103 [graphical]=8104 [qa]=8105
-                  [fulfillment]=8106 [audit]=8107 [feeder]=8110)
+                  [fulfillment]=8106 [audit]=8107 [witness]=8108 [feeder]=8110)
 
 mkdir -p "$RUN/logs" "$RUN/pids"
 
@@ -38,11 +38,28 @@ start_one() {  # name command...
     echo $! >"$RUN/pids/$name.pid"
 }
 
+start_witness() {  # the audit log's witness: its own process, key and store (docs/audit.md)
+    # keymgmt's log key is pinned in the witness's store on its first start (trust on first
+    # use, dev only: a real witness is given the vkey by its operator).
+    local pinned="$RUN/witness/log.vkey"
+    if [[ ! -s "$pinned" ]]; then
+        mkdir -p "$RUN/witness"
+        curl -fsS -H "Authorization: Bearer ${BUREAU_WITNESS_KEY_READER:-auditor-dev-token}" \
+            "http://127.0.0.1:${PORTS[keymgmt]}/v1/signing/audit-checkpoints/public-key" \
+            | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vkey"])' >"$pinned.tmp"
+        mv "$pinned.tmp" "$pinned"
+    fi
+    BUREAU_WITNESS_DIR="$RUN/witness" BUREAU_WITNESS_LOG_VKEYS="$(cat "$pinned")" \
+        start_one witness "$PY" -m services.audit.witness
+    wait_ready witness "${PORTS[witness]}"
+}
+
 up() {
     [[ -f "$RUN/env.sh" ]] || { echo "services: no $RUN/env.sh; run 'make stack-up' first" >&2; exit 1; }
     # shellcheck disable=SC1091
     source "$RUN/env.sh"
     export BUREAU_TRACE_FILE="${BUREAU_TRACE_FILE:-$RUN/traces.jsonl}"
+    export BUREAU_WITNESS_URL="${BUREAU_WITNESS_URL:-http://127.0.0.1:${PORTS[witness]}}"
     # The 5th reader is the QA station's (manual: cards are inserted by chip serial); the
     # first four are the encoding station's hopper-fed readers.
     local qa_port
@@ -55,12 +72,13 @@ up() {
     for name in "${SERVICES[@]}"; do
         wait_ready "$name" "${PORTS[$name]}"
     done
+    start_witness
     echo "services: all ready (logs in $RUN/logs)"
 }
 
 down() {
     local name
-    for name in "${SERVICES[@]}" feeder; do
+    for name in witness "${SERVICES[@]}" feeder; do
         if alive "$name"; then
             local pid; pid=$(cat "$RUN/pids/$name.pid")
             kill "$pid" 2>/dev/null || true
@@ -73,7 +91,7 @@ down() {
 
 status() {
     local name
-    for name in feeder "${SERVICES[@]}"; do
+    for name in feeder "${SERVICES[@]}" witness; do
         if alive "$name"; then
             printf '%-12s running pid %-7s port %s\n' "$name" "$(cat "$RUN/pids/$name.pid")" "${PORTS[$name]}"
         else

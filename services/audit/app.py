@@ -16,6 +16,7 @@ from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner
 from services.audit.store import AuditStore
 from services.audit.sweep import sweep_stale_batches
+from services.audit.witness_client import WitnessClient
 from shared.handlers import bind_handlers
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
@@ -33,8 +34,10 @@ def bootstrap(
     schema: str | None = None,
     consumer_group: str | None = None,
     signer: KeymgmtSigner | None = None,
+    witness: WitnessClient | None = None,
 ) -> ServiceRuntime:
-    """Wire the audit runtime. Tests pass their own schema, consumer group and signer."""
+    """Wire the audit runtime. Tests pass their own schema, consumer group, signer and
+    witness."""
     keymgmt: KeymgmtClient | None = None
     if signer is None:
         keymgmt = KeymgmtClient(
@@ -44,7 +47,9 @@ def bootstrap(
             policy=RetryPolicy.once(),
         )
         signer = KeymgmtSigner(keymgmt)
-    deps = AuditDeps(settings=settings, signer=signer)
+    if witness is None and settings.witness_url:
+        witness = WitnessClient(settings.witness_url, settings.witness_vkey)
+    deps = AuditDeps(settings=settings, signer=signer, witness=witness)
     runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
@@ -59,6 +64,8 @@ def bootstrap(
     )
     if keymgmt is not None:
         runtime.on_stop(keymgmt.aclose)
+    if witness is not None:
+        runtime.on_stop(witness.aclose)
     return runtime
 
 

@@ -1,29 +1,18 @@
-"""Signed checkpoints of the log (no I/O): the text that is signed, and checking a signature.
+"""Signed checkpoints as audit stores and serves them (no I/O): C2SP signed notes
+(c2sp.org/tlog-checkpoint; the format itself is shared/checkpoint_note.py).
 
-A checkpoint commits to the tree at one size, in the spirit of an RFC 9162 signed tree head
-(section 4.10) written as text, one field per line:
-
-    cardbureau audit checkpoint v1
-    origin <the log's name>
-    tree_size <n>
-    root_hash <MTH of the first n entries, hex>
-    timestamp <UTC, ISO 8601 with milliseconds>
-
-keymgmt signs SHA-256 of that text with an HSM-held EC P-256 key, i.e. an ordinary
-ECDSA-with-SHA256 signature over it (DER, base64 in the API). An auditor rebuilds the text from
-the fields and checks the signature with the public key alone.
+The stored note is the whole signed note: the three checkpoint lines, a blank line, keymgmt's
+ECDSA P-256 line (signature type 0x02, key name = the log's origin) and the witness's
+cosignature/v1 line(s). Anyone holding keymgmt's public key and the witness's vkey checks it
+with any C2SP implementation; nothing audit says beyond the note is needed.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -31,55 +20,55 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from shared.checkpoint_note import HEADER, checkpoint_note, note_digest, signing_time
-
-__all__ = ["ALGORITHM", "HEADER", "checkpoint_note", "note_digest", "signing_time"]
+from shared.checkpoint_note import NoteError, SignedNote, Vkey, ecdsa_vkey, parse_note, verify_with
 
 ALGORITHM = "ecdsa-p256-sha256"
+LEGACY_HEADER = "cardbureau audit checkpoint v1"  # issue 6's format, before C2SP notes
+
+
+def spki_der(public_key_pem: str) -> bytes:
+    key = load_pem_public_key(public_key_pem.encode())
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("the checkpoint key is not an EC P-256 public key")
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_id(public_key_pem: str) -> str:
+    """SHA-256 of the key's SubjectPublicKeyInfo (DER), the id keymgmt reports."""
+    return hashlib.sha256(spki_der(public_key_pem)).hexdigest()
+
+
+def log_vkey(origin: str, public_key_pem: str) -> Vkey:
+    """The C2SP verifier key of the log's signature lines (key name = origin)."""
+    return ecdsa_vkey(origin, spki_der(public_key_pem))
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The signed fields, as an auditor reads them from the API."""
+    """A checkpoint as served: its fields, and the signed note they must agree with."""
 
     origin: str
     tree_size: int
-    root_hash: str
-    timestamp: datetime
-    signature: str  # base64 DER
-    key_id: str = ""
+    root_hash: str  # hex
+    note: SignedNote
 
     @classmethod
     def from_view(cls, view: dict[str, Any]) -> Checkpoint:
-        return cls(
-            origin=str(view["origin"]),
-            tree_size=int(view["tree_size"]),
-            root_hash=str(view["root_hash"]),
-            timestamp=datetime.fromisoformat(str(view["timestamp"]).replace("Z", "+00:00")),
-            signature=str(view["signature"]),
-            key_id=str(view.get("key_id", "")),
-        )
+        """Raises NoteError when the note is not a C2SP checkpoint or says something else
+        than the fields beside it."""
+        text = str(view["note"])
+        if text.startswith(LEGACY_HEADER):
+            raise NoteError(f"checkpoint {view['tree_size']} is in the pre-C2SP format")
+        note = parse_note(text)
+        body = note.body()
+        fields = (str(view["origin"]), int(view["tree_size"]), str(view["root_hash"]))
+        if (body.origin, body.tree_size, body.root_hash.hex()) != fields:
+            raise NoteError(f"checkpoint {fields[1]}: the note and its fields disagree")
+        return cls(body.origin, body.tree_size, body.root_hash.hex(), note)
 
-    def note(self) -> bytes:
-        return checkpoint_note(self.origin, self.tree_size, self.root_hash, self.timestamp)
+    def signed_by(self, vkey: Vkey) -> bool:
+        return verify_with(self.note, vkey) is not None
 
-
-def public_key_id(pem: str) -> str:
-    """SHA-256 of the key's SubjectPublicKeyInfo (DER), the id keymgmt reports."""
-    key = load_pem_public_key(pem.encode())
-    return hashlib.sha256(
-        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    ).hexdigest()
-
-
-def signature_valid(checkpoint: Checkpoint, public_key_pem: str) -> bool:
-    """ECDSA P-256 with SHA-256 over the rebuilt checkpoint text; nothing else is trusted."""
-    key = load_pem_public_key(public_key_pem.encode())
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise ValueError("the checkpoint key is not an EC P-256 public key")
-    try:
-        signature = base64.b64decode(checkpoint.signature, validate=True)
-        key.verify(signature, checkpoint.note(), ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    def cosigned_at(self, vkey: Vkey) -> int | None:
+        """The POSIX time of the witness's valid cosignature, or None."""
+        return verify_with(self.note, vkey)

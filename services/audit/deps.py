@@ -9,6 +9,7 @@ from fastapi import Depends
 
 from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner
+from services.audit.witness_client import WitnessClient
 from shared.service import deps_of
 
 
@@ -16,6 +17,7 @@ from shared.service import deps_of
 class AuditDeps:
     settings: AuditSettings
     signer: KeymgmtSigner
+    witness: WitnessClient | None = None
 
 
 AuditDepsDep = Annotated[AuditDeps, Depends(deps_of(AuditDeps))]

@@ -32,6 +32,13 @@ class AuditSettings(BureauSettings):
     tree_interval_seconds: float = Field(
         default=1.0, gt=0, description="how often the Merkle tree is extended over new entries"
     )
+    witness_url: str = Field(
+        default="",
+        description="the witness that cosigns each checkpoint (empty: checkpoints unwitnessed)",
+    )
+    witness_vkey: str = Field(
+        default="", description="the witness's C2SP vkey (empty: as the witness gives it)"
+    )
     checkpoint_interval_seconds: float = Field(
         default=60.0, ge=0, description="how often a checkpoint is signed (0: never)"
     )

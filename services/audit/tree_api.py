@@ -8,12 +8,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
-from services.audit.checkpoint import Checkpoint, signature_valid
-from services.audit.deps import AuditDepsDep
+from services.audit.checkpoint import Checkpoint
+from services.audit.deps import AuditDeps, AuditDepsDep
 from services.audit.merkle import consistency_ranges, inclusion_ranges, verify_consistency
 from services.audit.signer import SignerError
 from services.audit.tree_repository import MerkleStore, StoredCheckpoint, TreeGapError
 from shared.auth import Principal, require
+from shared.checkpoint_note import NoteError
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.service import RuntimeDep, ServiceRuntime
 
@@ -153,27 +154,39 @@ async def consistency_proof(
     return {"first": first, "second": second, "proof": [h.hex() for h in proof]}
 
 
+async def _note_problems(newest: StoredCheckpoint, deps: AuditDeps) -> list[str]:
+    """keymgmt's signature and the witness's cosignature on the stored note."""
+    try:
+        checkpoint = Checkpoint.from_view(newest.view())
+    except NoteError as exc:
+        return [f"not a C2SP checkpoint: {exc}"]
+    problems: list[str] = []
+    try:
+        if not checkpoint.signed_by(await deps.signer.vkey(newest.origin)):
+            problems.append("the signature does not verify with keymgmt's public key")
+        if deps.witness is None:
+            problems.append("no witness is configured: the checkpoint is not cosigned")
+        elif checkpoint.cosigned_at(await deps.witness.vkey()) is None:
+            problems.append("the witness's cosignature is missing or does not verify")
+    except SignerError as exc:
+        problems.append(f"a key is unavailable: {exc}")
+    return problems
+
+
 @router.get("/checkpoints/latest/status", summary="Is the newest checkpoint sound? (page)")
 async def checkpoint_status(
     principal: Auditor, runtime: RuntimeDep, deps: AuditDepsDep
 ) -> dict[str, Any]:
-    """The service's own check, for the auditor page: signature with keymgmt's public key,
-    the signed root against the stored tree, consistency with the checkpoint before. Auditors
-    who trust nothing run `python -m services.audit.verify` instead."""
-    signer = deps.signer
+    """The service's own check, for the auditor page: keymgmt's signature, the witness's
+    cosignature, the signed root against the stored tree, consistency with the checkpoint
+    before. Auditors who trust nothing run `python -m services.audit.verify` instead."""
     async with runtime.unit_of_work() as uow:
         store: MerkleStore = uow.repo.tree
         latest = await store.checkpoints(limit=2)
         if not latest:
             return {"checkpoint": None, "ok": False, "problems": ["no checkpoint yet"]}
         newest, previous = latest[0], (latest[1] if len(latest) > 1 else None)
-        problems: list[str] = []
-        try:
-            key = await signer.public_key()
-            if not signature_valid(Checkpoint.from_view(newest.view()), key.public_key_pem):
-                problems.append("the signature does not verify with keymgmt's public key")
-        except SignerError as exc:
-            problems.append(f"public key unavailable: {exc}")
+        problems = await _note_problems(newest, deps)
         try:
             if (await store.root(newest.tree_size)).hex() != newest.root_hash:
                 problems.append("the stored tree does not have the signed root")

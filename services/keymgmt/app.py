@@ -14,6 +14,7 @@ from services.keymgmt.handlers import HANDLERS
 from services.keymgmt.hsm.gate import HsmReadiness
 from services.keymgmt.keys.api import router as keys_router
 from services.keymgmt.keys.keeper import HsmKeeper
+from services.keymgmt.keys.signing_api import router as signing_router
 from services.keymgmt.perso.api import router as perso_router
 from services.keymgmt.pin_mailer.api import router as pin_mailer_router
 from services.keymgmt.repository import KeymgmtRepository
@@ -27,7 +28,15 @@ from shared.service import ServiceRuntime, create_app
 NAME = "keymgmt"
 MIGRATIONS: Path = _MIGRATIONS
 SUBSCRIBE = ("intake",)
-ROUTERS = (keys_router, vault_router, perso_router, emv_router, sim_router, pin_mailer_router)
+ROUTERS = (
+    keys_router,
+    signing_router,
+    vault_router,
+    perso_router,
+    emv_router,
+    sim_router,
+    pin_mailer_router,
+)
 
 
 def bootstrap(

@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
@@ -191,6 +192,16 @@ class KeymgmtClient:
 
     async def checkpoint_public_key(self) -> c.SigningPublicKey:
         return await self._call("GET", c.CHECKPOINT_PUBLIC_KEY, None, c.SigningPublicKey)
+
+    async def last_signed_checkpoint(self, origin: str) -> c.LastSignedCheckpoint | None:
+        """keymgmt's record of the newest checkpoint it signed; None before the first."""
+        path = f"{c.CHECKPOINT_LAST_SIGNED}?{urlencode({'origin': origin})}"
+        try:
+            return await self._call("GET", path, None, c.LastSignedCheckpoint)
+        except KeymgmtRefused as exc:
+            if exc.not_found:
+                return None
+            raise
 
     # -- one request, retried by the policy ----------------------------------------------------
     async def _call(

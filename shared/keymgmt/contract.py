@@ -10,7 +10,6 @@ relied on (a script has at least two commands, a verdict's `ok` is a real boolea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
@@ -45,6 +44,7 @@ PIN_MAILERS: Final = "/v1/pin-mailers"
 PIN_MAILER: Final = "/v1/pin-mailers/{card_id}"
 CHECKPOINT_SIGNATURES: Final = "/v1/signing/audit-checkpoints"
 CHECKPOINT_PUBLIC_KEY: Final = "/v1/signing/audit-checkpoints/public-key"
+CHECKPOINT_LAST_SIGNED: Final = "/v1/signing/audit-checkpoints/last"
 
 
 class Refusal(StrEnum):
@@ -61,6 +61,12 @@ class Refusal(StrEnum):
     CARD_NOT_IN_QA = "card-not-in-qa"
     CARD_IN_QA_ELSEWHERE = "card-in-qa-elsewhere"
     READBACK_LIMIT_REACHED = "readback-limit-reached"
+    # Audit checkpoints (docs/audit.md, 409): keymgmt signs only a tree that extends the last it
+    # signed. The tree is smaller than that one, or the request's old size is not that one's
+    # size (ask CHECKPOINT_LAST_SIGNED again), or the consistency proof does not verify.
+    CHECKPOINT_SIZE_BACKWARDS = "checkpoint-size-backwards"
+    CHECKPOINT_OLD_SIZE_MISMATCH = "checkpoint-old-size-mismatch"
+    CHECKPOINT_INCONSISTENT = "checkpoint-inconsistent"
 
 
 def _hex_bytes(value: Any) -> Any:
@@ -286,22 +292,34 @@ class PinMailerState(_Answer):
 
 # -- audit checkpoint signing (service audit) --------------------------------------------------
 class CheckpointToSign(_Contract):
-    """POST /v1/signing/audit-checkpoints: keymgmt writes the signed text from these itself."""
+    """POST /v1/signing/audit-checkpoints: keymgmt writes the C2SP checkpoint text from these
+    itself, and signs it only if `proof` (RFC 9162 consistency proof, hex hashes) shows the tree
+    extends the last one it signed for the origin, whose size is `old_size` (0: none yet)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    origin: str = Field(min_length=1, max_length=128, pattern=r"^[^\n]+$")
+    origin: str = Field(min_length=1, max_length=128, pattern=r"^[^\s+]+$")
     tree_size: int = Field(ge=0)
     root_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    timestamp: Annotated[
-        datetime, PlainSerializer(lambda at: at.isoformat(), return_type=str, when_used="json")
-    ]
+    old_size: int = Field(default=0, ge=0)
+    proof: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        default_factory=list, max_length=63
+    )
 
 
 class CheckpointSignature(_Answer):
     key_id: str
     algorithm: str
     signature: str  # base64 DER
+    note: str = ""  # the C2SP signed note: checkpoint text, blank line, keymgmt's signature line
+
+
+class LastSignedCheckpoint(_Answer):
+    """GET /v1/signing/audit-checkpoints/last?origin=: the newest checkpoint keymgmt signed."""
+
+    origin: str
+    tree_size: int
+    root_hash: str  # hex
 
 
 class SigningPublicKey(_Answer):
@@ -311,3 +329,4 @@ class SigningPublicKey(_Answer):
     key_id: str
     algorithm: str
     public_key_pem: str
+    vkey: str = ""  # C2SP verifier key of the log's signature lines (type 0x02)

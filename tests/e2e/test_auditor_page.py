@@ -1,8 +1,9 @@
 """The auditor page in headless Chromium (Debian chromium + chromedriver, driven through the
 W3C WebDriver protocol): an auditor searches a card and sees its whole timeline, checks the
 latest checkpoint and a batch's reconciliation; then the verifier CLI, as its own process over
-HTTP, proves the same log with the public key alone. The audit service runs on the real stack, its
-checkpoints signed by an in-process keymgmt on a real SoftHSM token."""
+HTTP, proves the same log with keymgmt's public key and the witness's vkey. The audit service runs
+on the real stack, its checkpoints signed by an in-process keymgmt on a real SoftHSM token and
+cosigned by the witness process."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import pytest
 import uvicorn
 
 from services.audit.app import build_app
-from services.audit.checkpointer import checkpoint_once
 from tests.support.audit import publish
 from tests.support.audit_log import SignedLog, log_size_reaches
 from tests.support.audit_story import BatchStory
@@ -143,8 +143,11 @@ async def served(signed_log: SignedLog) -> AsyncIterator[str]:
         await task
 
 
-async def run_verifier(url: str, key: Path, *command: str) -> tuple[int, dict[str, Any]]:
-    """The auditors' CLI as its own process, over HTTP, with only the public key."""
+async def run_verifier(
+    url: str, key: Path, witness_vkey: str, *command: str
+) -> tuple[int, dict[str, Any]]:
+    """The auditors' CLI as its own process, over HTTP, with only the public key, the witness's
+    vkey and its own memory."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -153,6 +156,10 @@ async def run_verifier(url: str, key: Path, *command: str) -> tuple[int, dict[st
         url,
         "--public-key",
         str(key),
+        "--witness-vkey",
+        witness_vkey,
+        "--state",
+        str(key.with_name("verifier-memory.json")),
         *command,
         env={**os.environ, "BUREAU_AUDITOR_TOKEN": "auditor-dev-token"},
         stdout=asyncio.subprocess.PIPE,
@@ -168,7 +175,7 @@ async def test_an_auditor_searches_a_card_and_sees_its_whole_timeline(
     batch = [*story.good_batch(), story.dispatch(story.card_ids)]
     await publish(signed_log.settings, batch)
     size = await log_size_reaches(signed_log, len(batch))
-    assert await checkpoint_once(signed_log.runtime, signed_log.settings, signed_log.signer)
+    assert await signed_log.checkpoint()  # signed by keymgmt, cosigned by the witness process
     await log_size_reaches(signed_log, size + 1)
     card = story.card_ids[0]
     expected = [
@@ -208,10 +215,10 @@ async def test_an_auditor_searches_a_card_and_sees_its_whole_timeline(
     await wait_for(batch_shown, timeout=20)
     assert await browser.texts("#batch-status") == ["closed"]
 
-    # What the page says, the auditors' own verifier proves from the public key alone.
+    # What the page says, the auditors' own verifier proves from the keys alone.
     key = tmp_path / "checkpoint-key.pem"
     key.write_text(signed_log.public_key_pem)
-    status, report = await run_verifier(served, key, "audit")
+    status, report = await run_verifier(served, key, signed_log.witness_vkey, "audit")
     assert status == 0, report
     # The checkpoint covers the batch and whatever audit itself logged since (its own
     # batch.reconciled / batch.closed decisions may land before the signature): at least `size`.
@@ -223,5 +230,7 @@ async def test_an_auditor_searches_a_card_and_sees_its_whole_timeline(
     assert len(covered) == 1, report["checks"]
     assert covered[0] >= size
     first = str(batch[0].event_id)
-    status, report = await run_verifier(served, key, "inclusion", "--event-id", first)
+    status, report = await run_verifier(
+        served, key, signed_log.witness_vkey, "inclusion", "--event-id", first
+    )
     assert status == 0, report

@@ -1,42 +1,29 @@
-"""The Merkle log on the real stack: checkpoints signed by keymgmt's HSM key, proofs from the
-API, and the auditors' verifier, which trusts only the public key (issue 6, "Done when")."""
+"""The Merkle log on the real stack: checkpoints signed by keymgmt's HSM key and cosigned by the
+witness process, proofs from the API, and the auditors' verifier, which trusts only the keys it
+is given and its own memory (issue 6 and issue 15, "Done when"). The rewrite-and-re-sign
+attack and forks: test_audit_witness.py."""
 
 from __future__ import annotations
 
-import argparse
 import random
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import text
 
-from services.audit.checkpointer import checkpoint_once
-from services.audit.verify import Report, run
+from services.audit.verify import Report
 from shared import events
-from tests.support.audit import publish, read_stream
-from tests.support.audit_log import SignedLog, log_size_reaches, view
+from tests.support.audit import read_stream
+from tests.support.audit_log import SignedLog, log_and_sign, view
 from tests.support.audit_story import BatchStory
 
 pytestmark = pytest.mark.integration
 
 
-async def verify(log: SignedLog, command: str, pem: str | None = None, **options: object) -> Report:
-    defaults: dict[str, object] = {"tree_size": None, "log_index": None, "event_id": None}
-    args = argparse.Namespace(**(defaults | options))
-    return await run(log.api, pem or log.public_key_pem, command, args)
-
-
-async def logged_and_signed(log: SignedLog, story_events: list[events.Event]) -> int:
-    """Publish, wait until logged, sign a checkpoint and wait until it is logged too."""
-    before = (await log.api.get("/v1/log/tree")).json()["log_size"]
-    await publish(log.settings, story_events)
-    size = await log_size_reaches(log, before + len(story_events))
-    checkpoint = await checkpoint_once(log.runtime, log.settings, log.signer)
-    assert checkpoint is not None
-    assert checkpoint.tree_size == size
-    await log_size_reaches(log, size + 1)  # its log.checkpoint event came back to the log
-    return size
+async def verify(log: SignedLog, command: str, pem: str | None = None, **options: Any) -> Report:
+    return await log.verify(command, pem, **options)
 
 
 async def test_the_verifier_checks_real_checkpoints_and_proofs_with_the_public_key_alone(
@@ -45,9 +32,9 @@ async def test_the_verifier_checks_real_checkpoints_and_proofs_with_the_public_k
     log = signed_log
     first_story, second_story = BatchStory(3), BatchStory(2)
     first_events = first_story.order()
-    first = await logged_and_signed(log, first_events)
-    assert await checkpoint_once(log.runtime, log.settings, log.signer) is None  # nothing new
-    second = await logged_and_signed(log, second_story.order())
+    first = await log_and_sign(log, first_events)
+    assert await log.checkpoint() is None  # nothing new
+    second = await log_and_sign(log, second_story.order())
 
     notices = await read_stream(log.settings, "audit", seconds=2)
     signed = [e for e in notices if isinstance(e, events.LogCheckpoint)]
@@ -79,7 +66,7 @@ async def test_the_verifier_checks_real_checkpoints_and_proofs_with_the_public_k
     pem = stranger.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
     refused = await verify(log, "checkpoint", pem=pem)
     assert not refused.ok
-    assert "not the given key" in refused.problems[0]
+    assert "not signed by the log key" in refused.problems[0]
 
 
 async def tamper(log: SignedLog, kind: str, index: int) -> None:
@@ -134,7 +121,7 @@ async def test_altering_deleting_or_inserting_a_row_is_detected_in_every_trial(
     signed_log: SignedLog,
 ) -> None:
     log = signed_log
-    size = await logged_and_signed(log, BatchStory(5).order())
+    size = await log_and_sign(log, BatchStory(5).order())
     rng = random.Random(6962)
     trials = [(kind, rng.randrange(size - 1)) for kind in ("alter", "delete", "insert") * 3]
     for kind, index in trials:
@@ -161,12 +148,7 @@ async def test_only_the_audit_service_has_checkpoints_signed(signed_log: SignedL
         async with signed_log.keymgmt() as keymgmt:
             asked = await keymgmt.post(
                 "/v1/signing/audit-checkpoints",
-                json={
-                    "origin": "x",
-                    "tree_size": 1,
-                    "root_hash": "00" * 32,
-                    "timestamp": "2026-11-24T00:00:00Z",
-                },
+                json={"origin": "cardbureau/audit", "tree_size": 1, "root_hash": "00" * 32},
                 headers={"Authorization": f"Bearer {token}"},
             )
         assert asked.status_code == refused, asked.text

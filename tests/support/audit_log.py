@@ -1,11 +1,14 @@
 """Fixtures of the audit log tests: the audit service with a real keymgmt in
-process (real SoftHSM token, real Postgres, real Kafka) signing its checkpoints, an auditor
-API client, and the checkpoint key's PEM as keymgmt publishes it."""
+process (real SoftHSM token, real Postgres, real Kafka) signing its checkpoints, the witness as
+its own process cosigning them, an auditor API client, the checkpoint key's PEM as keymgmt
+publishes it, and the auditors' verifier with its own memory."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,18 +16,28 @@ import pytest
 from sqlalchemy import text
 
 from services.audit.app import bootstrap, build_app
+from services.audit.checkpoint import log_vkey
+from services.audit.checkpointer import checkpoint_once
 from services.audit.settings import AuditSettings
 from services.audit.signer import KeymgmtSigner
+from services.audit.tree_repository import StoredCheckpoint
+from services.audit.verify import Report, Verifier, run
+from services.audit.verify_state import SeenCheckpoints
+from services.audit.witness_client import WitnessClient
 from services.keymgmt.app import bootstrap as build_keymgmt_runtime
 from services.keymgmt.app import build_app as build_keymgmt_app
 from services.keymgmt.hsm.session import Hsm
+from shared import events
+from shared.checkpoint_note import parse_vkey
 from shared.db import make_engine
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime
 from tests.conftest import running
+from tests.support.audit import publish
 from tests.support.bus import wait_for
 from tests.support.hsm import HsmToken
 from tests.support.keymgmt import token_settings
+from tests.support.witness import WitnessProcess
 
 AUDITOR = {"Authorization": "Bearer auditor-dev-token"}
 
@@ -38,6 +51,27 @@ class SignedLog:
     public_key_pem: str
     keymgmt: Callable[[], httpx.AsyncClient]  # keymgmt's API, in process
     unique: str  # keymgmt tokens: qa-<unique> (service qa), an-/cu-<unique> (auditor, custodian)
+    log_vkey: str  # keymgmt's C2SP vkey, as it publishes it
+    witness: WitnessProcess
+    witness_vkey: str
+    witness_client: WitnessClient
+    state: Path  # the verifier's memory of the checkpoints it saw
+
+    async def checkpoint(self) -> StoredCheckpoint | None:
+        """One round of the Merkle keeper: keymgmt signs, the witness cosigns."""
+        return await checkpoint_once(self.runtime, self.settings, self.signer, self.witness_client)
+
+    async def verify(
+        self, command: str, pem: str | None = None, state: Path | None = None, **options: Any
+    ) -> Report:
+        """The auditors' verifier with the keys given out of band and its own memory."""
+        defaults: dict[str, object] = {"tree_size": None, "log_index": None, "event_id": None}
+        args = argparse.Namespace(**(defaults | options))
+        origin = self.settings.log_origin
+        seen = SeenCheckpoints(state or self.state, origin)
+        witnesses = [parse_vkey(self.witness_vkey)]
+        verifier = Verifier(self.api, log_vkey(origin, pem or self.public_key_pem), witnesses, seen)
+        return await run(verifier, command, args)
 
 
 @pytest.fixture
@@ -47,6 +81,7 @@ async def signed_log(
     keymgmt_module: str,
     hsm_token: HsmToken,
     keymgmt_hsm: Hsm,
+    tmp_path: Path,
 ) -> AsyncIterator[SignedLog]:
     u = unique
     keymgmt_settings = token_settings(
@@ -78,10 +113,7 @@ async def signed_log(
     )
     signer = KeymgmtSigner(signing)
     schema = f"audit_{u}"
-    async with (
-        running(keymgmt),
-        running(bootstrap(settings, schema=schema, signer=signer)) as audit,
-    ):
+    async with running(keymgmt):
 
         async def hsm_open() -> bool:
             return keymgmt.deps.gate.hsm is not None
@@ -93,12 +125,33 @@ async def signed_log(
                 headers={"Authorization": f"Bearer an-{u}"},
             )
         assert answer.status_code == 200, answer.text
-        transport = httpx.ASGITransport(app=build_app(audit))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://audit", headers=AUDITOR
-        ) as api:
-            pem = answer.json()["public_key_pem"]
-            yield SignedLog(audit, settings, signer, api, pem, keymgmt_client, u)
+        key = answer.json()
+        witness = WitnessProcess(tmp_path / "witness", key["vkey"])
+        witness_vkey = await witness.start()
+        cosigning = WitnessClient(witness.url, witness_vkey)
+        runtime = bootstrap(settings, schema=schema, signer=signer, witness=cosigning)
+        try:
+            async with running(runtime) as audit:
+                transport = httpx.ASGITransport(app=build_app(audit))
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://audit", headers=AUDITOR
+                ) as api:
+                    yield SignedLog(
+                        audit,
+                        settings,
+                        signer,
+                        api,
+                        key["public_key_pem"],
+                        keymgmt_client,
+                        u,
+                        key["vkey"],
+                        witness,
+                        witness_vkey,
+                        cosigning,
+                        tmp_path / "verifier-state.json",
+                    )
+        finally:
+            await witness.stop()
     await signing.aclose()
     engine = make_engine(settings.database_url, schema)
     async with engine.begin() as conn:
@@ -122,3 +175,15 @@ async def log_size_reaches(log: SignedLog, size: int) -> int:
 def view(response: httpx.Response) -> Any:
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def log_and_sign(log: SignedLog, story_events: list[events.Event]) -> int:
+    """Publish, wait until logged, sign a checkpoint and wait until it is logged too."""
+    before = (await log.api.get("/v1/log/tree")).json()["log_size"]
+    await publish(log.settings, story_events)
+    size = await log_size_reaches(log, before + len(story_events))
+    checkpoint = await log.checkpoint()
+    assert checkpoint is not None
+    assert checkpoint.tree_size == size
+    await log_size_reaches(log, size + 1)  # its log.checkpoint event came back to the log
+    return size

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from services.audit.witness.settings import WitnessSettings
 from shared.settings import BureauSettings
 from shared.telemetry import OTLP_SETTINGS
 from tests.support.k8s import OVERLAYS, REPO, Obj, bureau_deployments, of_kind, render
@@ -270,3 +271,32 @@ def test_services_start_after_the_replicated_topics_exist(objects: tuple[Obj, ..
         streams = set(env["BUREAU_WAIT_FOR_TOPICS"].split(","))
         assert {*CONSUMERS.get(name, []), name, "dlq"} <= streams, name
         assert {f"bureau.{s}" for s in streams} <= topics, name
+
+
+def test_the_witness_runs_alone_with_its_own_key_store_and_no_credential(
+    objects: tuple[Obj, ...],
+) -> None:
+    deployment = named(objects, "Deployment", "witness")
+    spec = deployment["spec"]
+    assert (spec["replicas"], spec["strategy"]["type"]) == (1, "Recreate")
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["services.audit.witness"]
+    assert "secretKeyRef" not in yaml.safe_dump(deployment)  # no database, Kafka or token
+    (source,) = container["envFrom"]
+    assert source["configMapRef"]["name"].startswith("witness-config")
+    (volume,) = pod["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "witness-store"
+    config = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(objects, "ConfigMap")}
+    witness_config = next(v for k, v in config.items() if k.startswith("witness-config"))
+    assert witness_config["BUREAU_WITNESS_DIR"] == container["volumeMounts"][0]["mountPath"]
+    reads = {f"BUREAU_WITNESS_{field.upper()}" for field in WitnessSettings.model_fields}
+    assert set(witness_config) <= reads
+    audit_config = next(v for k, v in config.items() if k.startswith("audit-config"))
+    assert audit_config["BUREAU_WITNESS_URL"] == "http://witness:8108"
+    policy = named(objects, "NetworkPolicy", "witness-api")["spec"]
+    (allowed,) = policy["ingress"]
+    assert allowed["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "audit"}}}
+    ]
+    assert policy["egress"] == []

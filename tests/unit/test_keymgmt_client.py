@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -143,6 +142,9 @@ def test_the_refusal_codes_on_the_wire() -> None:
         "card-not-in-qa",
         "card-in-qa-elsewhere",
         "readback-limit-reached",
+        "checkpoint-size-backwards",
+        "checkpoint-old-size-mismatch",
+        "checkpoint-inconsistent",
     }
 
 
@@ -251,18 +253,29 @@ async def test_sim_qa() -> None:
 
 
 async def test_checkpoint_signing() -> None:
-    signed = {"key_id": "k1", "algorithm": "ecdsa-p256-sha256", "signature": "c2ln"}
+    signed = {"key_id": "k1", "algorithm": "ecdsa-p256-sha256", "signature": "c2ln", "note": "N"}
     keymgmt = Keymgmt(httpx.Response(200, json=signed))
-    at = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    request = c.CheckpointToSign(origin="bureau", tree_size=7, root_hash="ab" * 32, timestamp=at)
-    assert (await keymgmt.client().sign_checkpoint(request)).signature == "c2ln"
+    request = c.CheckpointToSign(
+        origin="bureau", tree_size=7, root_hash="ab" * 32, old_size=4, proof=["cd" * 32]
+    )
+    assert (await keymgmt.client().sign_checkpoint(request)).note == "N"
     assert keymgmt.seen[0].url.path == "/v1/signing/audit-checkpoints"
     assert keymgmt.body() == {
         "origin": "bureau",
         "tree_size": 7,
         "root_hash": "ab" * 32,
-        "timestamp": at.isoformat(),
+        "old_size": 4,
+        "proof": ["cd" * 32],
     }
+    last = {"origin": "bureau", "tree_size": 4, "root_hash": "ef" * 32}
+    keymgmt = Keymgmt(httpx.Response(200, json=last))
+    found = await keymgmt.client().last_signed_checkpoint("bureau")
+    assert found is not None
+    assert found.tree_size == 4
+    assert keymgmt.seen[0].url.path == "/v1/signing/audit-checkpoints/last"
+    assert keymgmt.seen[0].url.params["origin"] == "bureau"
+    keymgmt = Keymgmt(httpx.Response(404, json={"detail": "nothing signed"}))
+    assert await keymgmt.client().last_signed_checkpoint("bureau") is None
     key = {"label": "L", "key_id": "k1", "algorithm": "a", "public_key_pem": "PEM"}
     keymgmt = Keymgmt(httpx.Response(200, json=key))
     assert (await keymgmt.client().checkpoint_public_key()).public_key_pem == "PEM"

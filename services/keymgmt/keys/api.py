@@ -1,6 +1,6 @@
 """Key endpoints: the key inventory (issuers see their own keys), key ceremonies through the API
-beside the custodians' CLI, bureau-owned keys generated in the HSM, and the audit log's
-checkpoint signing.
+beside the custodians' CLI, and bureau-owned keys generated in the HSM (the audit log's
+checkpoint signing is signing_api.py).
 
 A ceremony is opened by a custodian or admin; each component is then submitted by an
 authenticated custodian principal (the token names the person: nobody types a name), the
@@ -16,7 +16,6 @@ CEREMONY_TTL is refused as expired on its next request.
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any, NoReturn
 from uuid import UUID
@@ -24,13 +23,11 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.keymgmt.deps import (
-    AnyService,
     Auditors,
     Conductor,
     Custodian,
     KeymgmtDepsDep,
     KeyReader,
-    SigningKeyReader,
     who_of,
 )
 from services.keymgmt.hsm.session import HsmError, key_label
@@ -50,7 +47,6 @@ from services.keymgmt.keys.schemas import (
     CeremonyNotOpen,
     CeremonyOpen,
     CeremonyStopped,
-    CheckpointToSign,
     ClearComponentRefused,
     ComponentIn,
     GenerateKey,
@@ -58,15 +54,9 @@ from services.keymgmt.keys.schemas import (
     KeyInUse,
     KeyNotActive,
     NoSuchKey,
-    NotAuditService,
 )
-from services.keymgmt.keys.service import (
-    ensure_generated_key,
-    ensure_signing_key,
-    usable_signing_key,
-)
-from services.keymgmt.keys.signing import ALGORITHM, key_id, pem, sign_digest, signing_settings
-from shared.checkpoint_note import checkpoint_note, note_digest
+from services.keymgmt.keys.service import ensure_generated_key
+from services.keymgmt.keys.signing import key_id, pem
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1")
@@ -230,48 +220,3 @@ async def generate_key(
             )
         except HsmError as exc:
             raise KeyExists(str(exc)) from exc
-
-
-# -- the audit log's checkpoint signing (issue 6) -----------------------------------------------
-async def _signing_key(runtime: RuntimeDep, deps: KeymgmtDepsDep) -> tuple[str, bytes]:
-    hsm, label = deps.hsm(), signing_settings().audit_signing_key_label
-    async with runtime.unit_of_work() as uow:
-        row = await ensure_signing_key(uow.repo.keys, hsm, label)
-    return label, await usable_signing_key(row, hsm, label)
-
-
-@router.post(
-    "/signing/audit-checkpoints",
-    tags=["signing"],
-    summary="Sign an audit checkpoint built from its fields (service audit)",
-)
-async def sign_checkpoint(
-    body: CheckpointToSign, who: AnyService, runtime: RuntimeDep, deps: KeymgmtDepsDep
-) -> Any:
-    if who.name != "audit":
-        raise NotAuditService(f"service {who.name!r} may not sign audit checkpoints")
-    label, der = await _signing_key(runtime, deps)
-    note = checkpoint_note(body.origin, body.tree_size, body.root_hash, body.timestamp)
-    signature = await deps.hsm().call(sign_digest, label, note_digest(note))
-    return {
-        "key_id": key_id(der),
-        "algorithm": ALGORITHM,
-        "signature": base64.b64encode(signature).decode(),
-    }
-
-
-@router.get(
-    "/signing/audit-checkpoints/public-key",
-    tags=["signing"],
-    summary="The checkpoint-verification key (PEM)",
-)
-async def checkpoint_public_key(
-    who: SigningKeyReader, runtime: RuntimeDep, deps: KeymgmtDepsDep
-) -> dict[str, Any]:
-    label, der = await _signing_key(runtime, deps)
-    return {
-        "label": label,
-        "key_id": key_id(der),
-        "algorithm": ALGORITHM,
-        "public_key_pem": pem(der),
-    }

@@ -2,10 +2,12 @@
 
 An EC P-256 key pair generated inside the HSM (private half sensitive, non-extractable) on
 first use, under an advisory lock so replicas make one, and kept in the key inventory. The
-audit service alone may have a checkpoint digest signed; anyone auditing may read the public
-key. SoftHSM offers CKM_ECDSA over a digest but not CKM_ECDSA_SHA256 (INFRA.md), so the caller
-sends SHA-256(checkpoint) and the result is an ordinary ECDSA-with-SHA256 signature over the
-checkpoint text (FIPS 186-5), DER-encoded as in RFC 5480 / X9.62.
+audit service alone may have a checkpoint signed (signing_api.py, which first checks it extends
+the last one signed: signed_log.py); anyone auditing may read the public key. SoftHSM offers
+CKM_ECDSA over a digest but not CKM_ECDSA_SHA256 (INFRA.md), so keymgmt hashes the C2SP
+checkpoint text itself and the result is an ordinary ECDSA-with-SHA256 signature over it
+(FIPS 186-5), DER-encoded as in RFC 5480 / X9.62: a signed-note signature of type 0x02
+(c2sp.org/signed-note), as transparency tooling reads it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class SigningSettings(BaseSettings):
 
     audit_signing_key_label: str = Field(
         default="bureau/AUDITSIGN/1", description="HSM label of the checkpoint-signing key pair"
+    )
+    log_origin: str = Field(
+        default="cardbureau/audit",
+        description="the one log origin the key signs checkpoints for (also its key name)",
     )
 
 
