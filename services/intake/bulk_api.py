@@ -37,6 +37,7 @@ from services.intake.schemas import FileTooLarge, LineError, OrderSummary, Unsup
 from services.intake.settings import IntakeSettings
 from shared.auth import Principal, require
 from shared.errors import Conflict, Invalid, NotFound
+from shared.limits import body_limit
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
@@ -101,6 +102,7 @@ Issuer = Annotated[Principal, Depends(require("issuer"))]
         503: {"description": "the PAN vault is unavailable; nothing was written"},
     },
 )
+@body_limit(setting="bulk_max_bytes")
 async def submit_bulk_order(
     request: Request,
     idempotency_key: Annotated[str, Header(min_length=8, max_length=128)],

@@ -16,6 +16,7 @@ from services.intake.schemas import CardSummary, OrderRequest, OrderResponse
 from services.intake.service import request_mac, validate_order
 from shared.auth import Principal, require
 from shared.errors import Conflict, Invalid, NotFound
+from shared.limits import body_limit
 from shared.service import RuntimeDep
 
 router = APIRouter(tags=["orders"])
@@ -35,6 +36,7 @@ IdempotencyKey = Annotated[str, Header(min_length=8, max_length=128)]
         503: {"description": "the PAN vault is unavailable; nothing was written"},
     },
 )
+@body_limit(setting="order_max_bytes")
 async def submit_order(
     body: OrderRequest,
     idempotency_key: IdempotencyKey,

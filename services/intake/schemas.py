@@ -10,6 +10,9 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from shared.errors import DomainError
 
+# The most cards one order (JSON or file) may name: the bound of every card list.
+MAX_CARDS_PER_ORDER = 100_000
+
 
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +65,7 @@ class OrderRequest(BaseModel):
 
     external_ref: str = Field(min_length=1, max_length=64)
     product_id: str = Field(min_length=1, max_length=64)
-    cards: list[CardRequest] = Field(min_length=1)
+    cards: list[CardRequest] = Field(min_length=1, max_length=MAX_CARDS_PER_ORDER)
 
 
 class CardSummary(BaseModel):

@@ -19,13 +19,17 @@ from services.keymgmt.vault.schemas import (
 )
 from services.keymgmt.vault.service import new_pan_token, open_card, pan_hashes, seal_cards
 from shared.auth import Principal
+from shared.limits import body_limit
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1/vault", tags=["vault"])
+# The largest store call: a JSON order of intake's largest size, with room for the card ids.
+VAULT_STORE_MAX_BYTES = 64 * 1024 * 1024
 SEAL_CHUNK = 200  # cards per HSM-worker call: other HSM work interleaves with a big order
 
 
 @router.post("/cards")
+@body_limit(VAULT_STORE_MAX_BYTES)
 async def store_cards(
     body: VaultStore, who: Intake, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
