@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
@@ -17,10 +17,12 @@ MAX_CARDS_PER_ORDER = 100_000
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lines: list[str] = Field(min_length=1, max_length=4)
+    # The rules of each field are shared/cardholder.py's (the vault's too), checked by
+    # service.validate_card, which names the card and the field.
+    lines: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=4)
     postcode: str = Field(max_length=16)
     city: str = Field(max_length=64)
-    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2, capitals")
 
 
 class CardRequest(BaseModel):
@@ -29,10 +31,13 @@ class CardRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pan: str = Field(description="13-19 digits, Luhn-valid; handed to the vault at once")
-    psn: str = Field(default="00", description="PAN sequence number, 2 digits")
-    expiry: str = Field(description="YYMM, in the future")
-    cardholder_name: str = Field(description="embossable characters, at most 26")
+    # Lengths here only bound what is parsed; the rules are shared/cardholder.py's.
+    pan: str = Field(
+        max_length=64, description="13-19 digits, Luhn-valid; handed to the vault at once"
+    )
+    psn: str = Field(default="00", max_length=8, description="PAN sequence number, 2 digits")
+    expiry: str = Field(max_length=8, description="YYMM, in the future")
+    cardholder_name: str = Field(max_length=256, description="2 to 26 embossable characters")
     address: Address
 
 

@@ -15,6 +15,8 @@ from services.keymgmt.vault.schemas import (
     DuplicateCard,
     NotInVault,
     VaultedWithOtherData,
+    VaultForget,
+    VaultForgotten,
     VaultStore,
 )
 from services.keymgmt.vault.service import new_pan_token, open_card, pan_hashes, seal_cards
@@ -64,6 +66,17 @@ async def store_cards(
             {k: str(stored[i][k]) for k in ("card_id", "pan_token", "masked_pan")} for i in ids
         ]
     }
+
+
+@router.post("/cards/forget")
+async def forget_cards(body: VaultForget, who: Intake, runtime: RuntimeDep) -> Any:
+    """Delete the records of cards whose order was refused or failed after they were stored;
+    each deletion is recorded in the access log (the card id only)."""
+    async with runtime.unit_of_work() as uow:
+        repo = uow.repo.vault
+        deleted, kept = await repo.forget_unprepared(body.issuer_id, body.card_ids)
+        await repo.record_access((i, f"service:{who.name}", "forget") for i in deleted)
+    return VaultForgotten(forgotten=len(deleted), kept=kept).model_dump(mode="json")
 
 
 async def vault_row(runtime: RuntimeDep, card_id: UUID, who: Principal, purpose: str) -> Any:
