@@ -1,6 +1,7 @@
 """keymgmt on the real stack: an issuer's product profile turns card.ordered into a card
-with an HSM-generated PIN (encrypted ISO 9564 blocks + PVV) and CVV/iCVV/CVV2 sealed in the
-vault; what is stored is checked against psec with the test-known issuer keys."""
+with an HSM-generated PIN (encrypted ISO 9564 blocks + PVV) and CVV/iCVV sealed in the
+vault (CVV2 is not stored: nothing reads it); what is stored is checked against psec with
+the test-known issuer keys."""
 
 from __future__ import annotations
 
@@ -102,8 +103,7 @@ async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
     assert values == {
         "cvv": psec_cvv.generate_cvv(CVK, PAN16, "2812", "201"),
         "icvv": psec_cvv.generate_cvv(CVK, PAN16, "2812", "999"),
-        "cvv2": psec_cvv.generate_cvv(CVK, PAN16, "2812", "000"),
-    }
+    }, "CVV2 is not stored: nothing reads it"
     assert await pan_hits(runtime, [PAN16]) == []
     async with runtime.engine.connect() as conn:  # the clear format 0 block is nowhere
         found = await conn.execute(

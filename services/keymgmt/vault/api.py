@@ -9,8 +9,17 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.keymgmt.deps import Fulfillment, Graphical, Intake, KeymgmtDepsDep, who_of
+from services.keymgmt.deps import (
+    Conductor,
+    Fulfillment,
+    Graphical,
+    Intake,
+    KeymgmtDepsDep,
+    who_of,
+)
+from services.keymgmt.vault.retention import purge_due
 from services.keymgmt.vault.schemas import (
     DuplicateCard,
     NotInVault,
@@ -21,6 +30,7 @@ from services.keymgmt.vault.schemas import (
 )
 from services.keymgmt.vault.service import new_pan_token, open_card, pan_hashes, seal_cards
 from shared.auth import Principal
+from shared.keymgmt.contract import IssuerId
 from shared.limits import body_limit
 from shared.service import RuntimeDep
 
@@ -77,6 +87,33 @@ async def forget_cards(body: VaultForget, who: Intake, runtime: RuntimeDep) -> A
         deleted, kept = await repo.forget_unprepared(body.issuer_id, body.card_ids)
         await repo.record_access((i, f"service:{who.name}", "forget") for i in deleted)
     return VaultForgotten(forgotten=len(deleted), kept=kept).model_dump(mode="json")
+
+
+class RetentionPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cardholder_days: int = Field(
+        ge=0, le=3650, description="days the PAN, name and address stay after dispatch"
+    )
+
+
+@router.put("/retention/{issuer_id}")
+async def set_retention(
+    issuer_id: IssuerId, body: RetentionPolicy, who: Conductor, runtime: RuntimeDep
+) -> Any:
+    """The issuer's retention window for cardholder data after dispatch (custodian, admin)."""
+    async with runtime.unit_of_work() as uow:
+        await uow.repo.retention.set_policy(issuer_id, body.cardholder_days, who_of(who))
+    return {"issuer_id": issuer_id, "cardholder_days": body.cardholder_days}
+
+
+@router.post("/purge")
+async def purge_now(who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
+    """Run the retention purge now (it also runs on its own schedule); what it deleted."""
+    done = await purge_due(runtime, deps.settings.cardholder_retention_days, who_of(who))
+    return {
+        "sensitive_authentication_data": done.sensitive_authentication_data,
+        "cardholder_data": done.cardholder_data,
+    }
 
 
 async def vault_row(runtime: RuntimeDep, card_id: UUID, who: Principal, purpose: str) -> Any:
