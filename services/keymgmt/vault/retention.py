@@ -59,6 +59,8 @@ async def purge_chunk(
         await repo.delete_cardholder([r["card_id"] for r in held], now)
         await _audit(uow, held, "cardholder-data", actor, "retention window after dispatch")
         report.cardholder_data = len(held)
+        # The SAD left with the PAN (a PIN block is nothing without it) counts too.
+        report.sensitive_authentication_data += sum(r["sad_purged_at"] is None for r in held)
     return report
 
 
@@ -70,12 +72,15 @@ async def _audit(
     reason: str,
 ) -> None:
     for row in rows:
+        kinds: list[Kind] = [kind]
+        if kind == "cardholder-data" and row.get("sad_purged_at", True) is None:
+            kinds.insert(0, "sensitive-authentication-data")  # deleted with the record
         await uow.emit(
             CardDataPurged(
                 issuer_id=row["issuer_id"],
                 actor=actor,
                 card_id=row["card_id"],
-                purged=[kind],
+                purged=kinds,
                 reason=reason,
             )
         )

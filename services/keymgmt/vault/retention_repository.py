@@ -28,7 +28,7 @@ _SAD_DUE = """
 # Cardholder data goes a window after dispatch (the issuer's, else the default), or at once
 # when the card was finished without being dispatched and its SAD is gone.
 _CARDHOLDER_DUE = """
-    SELECT r.card_id, r.issuer_id FROM card_retention r
+    SELECT r.card_id, r.issuer_id, r.sad_purged_at FROM card_retention r
     LEFT JOIN retention_policies p ON p.issuer_id = r.issuer_id
     WHERE r.cardholder_purged_at IS NULL
       AND ((r.dispatched_at IS NOT NULL
