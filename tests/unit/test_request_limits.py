@@ -4,6 +4,7 @@ uses; a route's own bound (bytes or a settings field) replaces the default."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Annotated
@@ -12,6 +13,9 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Request
 
+from services.graphical import app as graphical_app
+from services.graphical.render import MAX_PHOTO_BYTES
+from services.graphical.settings import GraphicalSettings
 from shared.auth import Principal, StaticTokens, require
 from shared.errors import install_error_handlers
 from shared.limits import DEFAULT_BODY_BYTES, body_limit, install_request_limits
@@ -117,3 +121,24 @@ def test_a_limit_is_bytes_or_a_setting_never_both() -> None:
         body_limit(10, setting="x")
     with pytest.raises(ValueError, match="either"):
         body_limit()
+
+
+async def test_the_photo_upload_of_the_real_graphical_app_is_bounded_while_it_streams() -> None:
+    """graphical's own app (not started: the refusals come before any database work)."""
+    settings = GraphicalSettings(environment="test", principals="operator:olga=op-token")
+    app = graphical_app.build_app(graphical_app.bootstrap(settings))
+    transport = httpx.ASGITransport(app=app)
+    auth = {"Authorization": "Bearer op-token", "Content-Type": "image/png"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+        path = f"/v1/photos/acme/{uuid.uuid4()}"
+        body = Body(20 * MAX_PHOTO_BYTES, chunk=64 * 1024)
+        answer = await client.put(path, content=body, headers=auth)
+        assert answer.status_code == 413, answer.text
+        assert f"{MAX_PHOTO_BYTES} bytes" in answer.json()["detail"]
+        assert body.sent <= MAX_PHOTO_BYTES + 64 * 1024
+        unauthenticated = Body(20 * MAX_PHOTO_BYTES)
+        refused = await client.put(
+            path, content=unauthenticated, headers={"Content-Type": "image/png"}
+        )
+        assert refused.status_code == 401
+        assert unauthenticated.sent <= 64 * 1024
