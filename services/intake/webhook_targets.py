@@ -42,6 +42,7 @@ INTERNAL_SUFFIXES = (
     ".corp",
 )
 PRODUCTION_PORTS = (443, 8443)
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class TargetRefused(ValueError):
@@ -130,7 +131,13 @@ async def resolve_target(
     parts = check_url(url, production=production)
     host = (parts.hostname or "").rstrip(".").lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = [ipaddress.ip_address(host)] if _is_address(host) else await resolver(host, port)
+    if _is_address(host):
+        addresses: list[IpAddress] = [ipaddress.ip_address(host)]
+    else:
+        try:
+            addresses = await asyncio.wait_for(resolver(host, port), RESOLVE_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise TargetRefused(f"the host {host!r} did not resolve in time") from exc
     if not addresses:
         raise TargetRefused(f"the host {host!r} does not resolve")
     if not all(address_allowed(a, allowed) for a in addresses):
