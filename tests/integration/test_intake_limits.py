@@ -5,7 +5,6 @@ bounded memory; every body is bounded while it streams (413 naming the limit).""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,7 +46,6 @@ async def test_26_mb_without_credentials_is_refused_unread_in_bounded_memory(
 ) -> None:
     for headers in ({}, {"Authorization": "Bearer not-a-token"}):
         body = Body(26 * MB)
-        started = time.perf_counter()
         with PeakRss() as peak:
             answer = await intake.http.post(
                 "/v1/orders",
@@ -57,8 +55,6 @@ async def test_26_mb_without_credentials_is_refused_unread_in_bounded_memory(
         assert answer.status_code == 401, answer.text
         assert body.sent <= 64 * 1024
         assert peak.growth < 8 * MB, peak.growth
-        # Not a speed target: a refusal that read the body took seconds (issue 16).
-        assert time.perf_counter() - started < 2.0
     bulk = Body(26 * MB)
     answer = await intake.http.post(
         "/v1/orders/bulk?product_id=debit&external_ref=x",
