@@ -221,7 +221,7 @@ def raw_loop(tag: str, cards: int, start_at: float) -> dict[str, float]:
             cvk_a.encrypt(step, mechanism=Mechanism._DES_ECB)
         seal = GCMParams(session.generate_random(96), b"cvv-aad", 128)
         vault.encrypt(
-            b'{"cvv": "123", "icvv": "456", "cvv2": "789"}',
+            b'{"cvv": "123", "icvv": "456"}',
             mechanism=Mechanism.AES_GCM,
             mechanism_param=seal,
         )

@@ -30,6 +30,8 @@ def token_digest(token: str) -> str:
 
 
 Authenticator = Callable[[str], Awaitable[Principal | None]]
+# Where shared.limits leaves the principal it found before the body was read (scope state).
+PRINCIPAL_KEY = "bureau.principal"
 
 
 class StaticTokens:
@@ -76,25 +78,36 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+async def authenticate(authenticators: Iterable[Authenticator], token: str) -> Principal | None:
+    """The principal the first authenticator that knows the token names, or None."""
+    for authenticator in authenticators:
+        principal = await authenticator(token)
+        if principal is not None:
+            return principal
+    return None
+
+
 def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """FastAPI dependency: authenticate through app.state.authenticators and check the role."""
     allowed = set(roles)
 
     async def dependency(request: Request, token: str = Depends(bearer_token)) -> Principal:
-        authenticators: Iterable[Authenticator] = request.app.state.authenticators
-        for authenticate in authenticators:
-            principal = await authenticate(token)
-            if principal is not None:
-                if principal.role not in allowed:
-                    raise HTTPException(
-                        status.HTTP_403_FORBIDDEN,
-                        detail=f"role {principal.role!r} may not call this endpoint",
-                    )
-                return principal
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="unknown or revoked credentials",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        # shared.limits already authenticated a request with a body, before reading it.
+        found = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+        principal = found if isinstance(found, Principal) else None
+        if principal is None:
+            principal = await authenticate(request.app.state.authenticators, token)
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="unknown or revoked credentials",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"role {principal.role!r} may not call this endpoint",
+            )
+        return principal
 
     return dependency

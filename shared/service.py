@@ -35,6 +35,7 @@ from shared.bus import DEAD_LETTER_STREAM, EventConsumer, ensure_topics, make_pr
 from shared.db import make_engine, migrate
 from shared.errors import install_error_handlers
 from shared.handlers import HandlerTable
+from shared.limits import install_request_limits
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.settings import BureauSettings
@@ -221,6 +222,7 @@ def create_app(
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, version="0.1.0")
     install_error_handlers(app)
+    install_request_limits(app, routers)  # credentials and size bounds before any body is read
     app.state.runtime = runtime
     app.state.authenticators = [
         *authenticators,

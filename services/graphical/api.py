@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from PIL import Image, ImageDraw
 
 from services.graphical.deps import GraphicalDepsDep
-from services.graphical.render import RenderError, check_photo
+from services.graphical.render import MAX_PHOTO_BYTES, RenderError, check_photo
 from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
 from shared.auth import Principal, require
 from shared.errors import DomainError, Forbidden, Invalid, NotFound
+from shared.limits import body_limit
 from shared.service import RuntimeDep
 
 
@@ -108,6 +109,7 @@ PHOTO_TYPES = {"image/png", "image/jpeg"}
     "/photos/{issuer_id}/{card_id}",
     summary="The cardholder's photo for a card (PNG or JPEG body), for designs with a photo box",
 )
+@body_limit(MAX_PHOTO_BYTES)  # refused while it streams, before it is held whole
 async def put_photo(
     issuer_id: str, card_id: UUID, principal: DesignReader, request: Request, runtime: RuntimeDep
 ) -> dict[str, Any]:

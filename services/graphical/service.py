@@ -77,7 +77,7 @@ class CardDesign(BaseModel):
     issuer_name: str = Field(min_length=1, max_length=64)
     background: Background
     text_colour: Colour = Field(default="#ffffff", pattern=_COLOUR)
-    fields: tuple[TextField, ...] = Field(min_length=1)
+    fields: tuple[TextField, ...] = Field(min_length=1, max_length=32)
     photo: PhotoBox | None = Field(
         default=None, description="a photo box: every card then needs a photo (PUT /v1/photos)"
     )

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from services.intake import admin_api, bulk_api, orders_api, stock_api, tracking_api
 from services.intake.deps import IntakeDeps
 from services.intake.handlers import HANDLERS
-from services.intake.orders import VAULT_RETRY, VAULT_TIMEOUT
+from services.intake.orders import VAULT_RETRY, VAULT_TIMEOUT, PanVault
 from services.intake.repository import IntakeRepository
 from services.intake.settings import IntakeSettings
 from services.intake.webhooks import Deliverer, SecretBox
@@ -40,7 +40,7 @@ def bootstrap(
     schema: str | None = None,
     consumer_group: str | None = None,
     subscribe: Sequence[str] = SUBSCRIBE,
-    vault: KeymgmtClient | None = None,
+    vault: PanVault | None = None,
     deliverer: Deliverer | None = None,
 ) -> ServiceRuntime:
     """Intake's runtime. Tests pass their own schema, or a vault client bound to another

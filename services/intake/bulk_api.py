@@ -26,8 +26,10 @@ from services.intake.bulk import (
 from services.intake.deps import IntakeDeps, IntakeDepsDep
 from services.intake.orders import (
     PanVault,
+    Vaulted,
     check_stock,
     emit_cards_ordered,
+    forgotten_unless_committed,
     record_acceptance,
     summary,
     vault_cards,
@@ -37,6 +39,7 @@ from services.intake.schemas import FileTooLarge, LineError, OrderSummary, Unsup
 from services.intake.settings import IntakeSettings
 from shared.auth import Principal, require
 from shared.errors import Conflict, Invalid, NotFound
+from shared.limits import body_limit
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
@@ -101,6 +104,7 @@ Issuer = Annotated[Principal, Depends(require("issuer"))]
         503: {"description": "the PAN vault is unavailable; nothing was written"},
     },
 )
+@body_limit(setting="bulk_max_bytes")
 async def submit_bulk_order(
     request: Request,
     idempotency_key: Annotated[str, Header(min_length=8, max_length=128)],
@@ -133,7 +137,10 @@ async def submit_bulk_order(
     # One transaction for the request, as one connection served it before: the checks, then the
     # file validated, vaulted and written. A refused file's transaction commits (the duplicate
     # check's rows are the request's own) and is answered after it.
-    async with runtime.unit_of_work() as uow:
+    async with (
+        forgotten_unless_committed(deps.vault, issuer_id) as vaulted,
+        runtime.unit_of_work() as uow,
+    ):
         repo: IntakeRepository = uow.repo
         earlier = await repo.order_by_key(issuer_id, idempotency_key)
         if earlier is not None:
@@ -145,7 +152,7 @@ async def submit_bulk_order(
             raise NotFound(f"unknown product {product_id!r} for this issuer")
         spool = Spool(settings.bulk_spool_dir)
         try:
-            refused = await _accept(uow, deps, order, mac, body, spool)
+            refused = await _accept(uow, deps, order, mac, body, spool, vaulted)
         finally:
             spool.close()
     if refused is not None:
@@ -161,6 +168,7 @@ async def _accept(
     mac: BodyMac,
     body: Any,
     spool: Spool,
+    vaulted: Vaulted,
 ) -> Refused | None:
     """Validate the file, then vault and write it; `order` gets its ids, card count and the
     file's MAC (known once the whole body was read). Returns the refusal of a bad file."""
@@ -185,7 +193,7 @@ async def _accept(
     )
     await repo.add_order(order, [])
     validated = time.perf_counter()
-    await _vault_and_write(deps.vault, uow, order, spool)
+    await _vault_and_write(deps.vault, uow, order, spool, vaulted)
     log.info(
         "bulk order accepted",
         extra={
@@ -265,15 +273,21 @@ async def _validate(
 
 
 async def _vault_and_write(
-    vault: PanVault, uow: UnitOfWork[IntakeRepository], order: dict[str, Any], spool: Spool
+    vault: PanVault,
+    uow: UnitOfWork[IntakeRepository],
+    order: dict[str, Any],
+    spool: Spool,
+    vaulted: Vaulted,
 ) -> None:
-    """Second pass: each staged chunk to the vault, then its cards and card.ordered events."""
+    """Second pass: each staged chunk to the vault, then its cards and card.ordered events.
+    Each chunk's ids join `vaulted` first, so a failed file takes every chunk back out."""
     repo = uow.repo
     actor = f"issuer:{order['issuer_id']}"
     sequence = 0
     for chunk in spool.read():
         ids = [uuid.uuid4() for _ in chunk]
-        vaulted = await vault_cards(
+        vaulted.extend(ids)
+        stored = await vault_cards(
             vault,
             order["issuer_id"],
             [
@@ -290,8 +304,8 @@ async def _vault_and_write(
                     "issuer_id": order["issuer_id"],
                     "batch_id": order["batch_id"],
                     "sequence": sequence,
-                    "masked_pan": vaulted[cid].masked_pan,
-                    "pan_token": vaulted[cid].pan_token,
+                    "masked_pan": stored[cid].masked_pan,
+                    "pan_token": stored[cid].pan_token,
                     "expiry": card["expiry"],
                 }
             )

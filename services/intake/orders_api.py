@@ -10,12 +10,20 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 
 from services.intake.deps import IntakeDeps, IntakeDepsDep
-from services.intake.orders import check_stock, emit_cards_ordered, record_acceptance, vault_cards
+from services.intake.orders import (
+    Vaulted,
+    check_stock,
+    emit_cards_ordered,
+    forgotten_unless_committed,
+    record_acceptance,
+    vault_cards,
+)
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import CardSummary, OrderRequest, OrderResponse
 from services.intake.service import request_mac, validate_order
 from shared.auth import Principal, require
 from shared.errors import Conflict, Invalid, NotFound
+from shared.limits import body_limit
 from shared.service import RuntimeDep
 
 router = APIRouter(tags=["orders"])
@@ -35,6 +43,7 @@ IdempotencyKey = Annotated[str, Header(min_length=8, max_length=128)]
         503: {"description": "the PAN vault is unavailable; nothing was written"},
     },
 )
+@body_limit(setting="order_max_bytes")
 async def submit_order(
     body: OrderRequest,
     idempotency_key: IdempotencyKey,
@@ -42,43 +51,48 @@ async def submit_order(
     runtime: RuntimeDep,
     deps: IntakeDepsDep,
 ) -> Any:
-    """Submit an order: all of it is accepted, or none of it."""
+    """Submit an order: all of it is accepted, or none of it. The cardholder data goes to the
+    vault only once the order passed every check (product, cards, stock, idempotency), and
+    comes out of it again if the order still fails before it is committed."""
     issuer_id = str(who.issuer_id)
     mac = request_mac(deps.settings.idempotency_secret, issuer_id, body)
-    async with runtime.unit_of_work() as uow:
-        earlier = await uow.repo.order_by_key(issuer_id, idempotency_key)
-        if earlier is not None:
-            return await _replay(uow.repo, earlier, mac)
-        kind = await uow.repo.product_kind(issuer_id, body.product_id)
-    if kind is None:
-        raise NotFound(f"unknown product {body.product_id!r} for this issuer")
     errors = validate_order(body, datetime.now(UTC).date(), deps.settings.max_cards_per_order)
-    if errors:
-        raise Invalid(
-            {
-                "message": f"{len(errors)} problem(s); nothing was accepted",
-                "errors": [e.model_dump() for e in errors],
-            }
-        )
-    order_id, batch_id = uuid.uuid4(), uuid.uuid4()
-    cards = await _vault_cards(deps, body, issuer_id, order_id, batch_id)
     actor = f"issuer:{issuer_id}"
-    order = {
-        "order_id": order_id,
-        "issuer_id": issuer_id,
-        "external_ref": body.external_ref,
-        "idempotency_key": idempotency_key,
-        "request_mac": mac,
-        "product_id": body.product_id,
-        "card_count": len(cards),
-        "batch_id": batch_id,
-        "status": "accepted",
-    }
-    async with runtime.unit_of_work() as uow:
+    async with (
+        forgotten_unless_committed(deps.vault, issuer_id) as vaulted,
+        runtime.unit_of_work() as uow,
+    ):
         repo: IntakeRepository = uow.repo
-        await check_stock(repo, issuer_id, body.product_id, len(cards))
+        earlier = await repo.order_by_key(issuer_id, idempotency_key)
+        if earlier is not None:
+            return await _replay(repo, earlier, mac)
+        if await repo.product_kind(issuer_id, body.product_id) is None:
+            raise NotFound(f"unknown product {body.product_id!r} for this issuer")
+        if errors:
+            raise Invalid(
+                {
+                    "message": f"{len(errors)} problem(s); nothing was accepted",
+                    "errors": [e.model_dump() for e in errors],
+                }
+            )
+        # Locks the product's stock to the commit: a concurrent order with this key waits
+        # here, then finds this one and is answered as a replay or a conflict.
+        await check_stock(repo, issuer_id, body.product_id, len(body.cards))
         if await repo.order_by_key(issuer_id, idempotency_key) is not None:
             raise Conflict("a concurrent request with this Idempotency-Key won")
+        order_id, batch_id = uuid.uuid4(), uuid.uuid4()
+        cards = await _vault_cards(deps, body, issuer_id, order_id, batch_id, vaulted)
+        order = {
+            "order_id": order_id,
+            "issuer_id": issuer_id,
+            "external_ref": body.external_ref,
+            "idempotency_key": idempotency_key,
+            "request_mac": mac,
+            "product_id": body.product_id,
+            "card_count": len(cards),
+            "batch_id": batch_id,
+            "status": "accepted",
+        }
         await repo.add_order(order, cards)
         await repo.add_stock_movement(
             issuer_id=issuer_id,
@@ -95,11 +109,19 @@ async def submit_order(
 
 
 async def _vault_cards(
-    deps: IntakeDeps, body: OrderRequest, issuer_id: str, order_id: uuid.UUID, batch_id: uuid.UUID
+    deps: IntakeDeps,
+    body: OrderRequest,
+    issuer_id: str,
+    order_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    vaulted: Vaulted,
 ) -> list[dict[str, Any]]:
-    """The clear PANs go to the vault; the order keeps each card's token and masked PAN."""
+    """The clear PANs go to the vault; the order keeps each card's token and masked PAN.
+    The card ids join `vaulted` before the call: a call that stored and then failed to
+    answer is taken back too (forgetting an id never stored does nothing)."""
     card_ids = [uuid.uuid4() for _ in body.cards]
-    vaulted = await vault_cards(
+    vaulted.extend(card_ids)
+    stored = await vault_cards(
         deps.vault,
         issuer_id,
         [
@@ -121,8 +143,8 @@ async def _vault_cards(
             "issuer_id": issuer_id,
             "batch_id": batch_id,
             "sequence": seq,
-            "masked_pan": vaulted[cid].masked_pan,
-            "pan_token": vaulted[cid].pan_token,
+            "masked_pan": stored[cid].masked_pan,
+            "pan_token": stored[cid].pan_token,
             "expiry": c.expiry,
         }
         for seq, (cid, c) in enumerate(zip(card_ids, body.cards, strict=True))

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from shared.errors import DomainError
 
+# The most cards one order (JSON or file) may name: the bound of every card list.
+MAX_CARDS_PER_ORDER = 100_000
+
 
 class Address(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lines: list[str] = Field(min_length=1, max_length=4)
+    # The rules of each field are shared/cardholder.py's (the vault's too), checked by
+    # service.validate_card, which names the card and the field.
+    lines: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=4)
     postcode: str = Field(max_length=16)
     city: str = Field(max_length=64)
-    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2, capitals")
 
 
 class CardRequest(BaseModel):
@@ -26,10 +31,13 @@ class CardRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pan: str = Field(description="13-19 digits, Luhn-valid; handed to the vault at once")
-    psn: str = Field(default="00", description="PAN sequence number, 2 digits")
-    expiry: str = Field(description="YYMM, in the future")
-    cardholder_name: str = Field(description="embossable characters, at most 26")
+    # Lengths here only bound what is parsed; the rules are shared/cardholder.py's.
+    pan: str = Field(
+        max_length=64, description="13-19 digits, Luhn-valid; handed to the vault at once"
+    )
+    psn: str = Field(default="00", max_length=8, description="PAN sequence number, 2 digits")
+    expiry: str = Field(max_length=8, description="YYMM, in the future")
+    cardholder_name: str = Field(max_length=256, description="2 to 26 embossable characters")
     address: Address
 
 
@@ -62,7 +70,7 @@ class OrderRequest(BaseModel):
 
     external_ref: str = Field(min_length=1, max_length=64)
     product_id: str = Field(min_length=1, max_length=64)
-    cards: list[CardRequest] = Field(min_length=1)
+    cards: list[CardRequest] = Field(min_length=1, max_length=MAX_CARDS_PER_ORDER)
 
 
 class CardSummary(BaseModel):

@@ -10,44 +10,24 @@ from datetime import date
 from typing import Any
 
 from services.intake.schemas import CardRequest, LineError, OrderRequest, PlannedBatch
-from shared.pan import luhn_valid
-
-# Characters an embosser or laser engraver prints on a payment card's name line (ISO 7811 /
-# track 1 name field): upper-case Latin letters, digits, space and a little punctuation.
-EMBOSSABLE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .-'/")
-MAX_NAME = 26
+from shared.cardholder import card_problems
 
 
 def validate_card(line: int, card: CardRequest, today: date) -> list[LineError]:
-    errors: list[LineError] = []
-
-    def problem(field: str, text: str) -> None:
-        errors.append(LineError(line=line, field=field, problem=text))
-
-    if not card.pan.isdigit() or not 13 <= len(card.pan) <= 19:
-        problem("pan", "must be 13 to 19 digits")
-    elif not luhn_valid(card.pan):
-        problem("pan", "fails the Luhn check")
-    if len(card.psn) != 2 or not card.psn.isdigit():
-        problem("psn", "must be 2 digits")
-    if len(card.expiry) != 4 or not card.expiry.isdigit():
-        problem("expiry", "must be YYMM")
-    else:
+    """The card's fields by the rules the vault applies too (shared/cardholder.py), and
+    intake's own: a card ordered today must not have expired."""
+    found = card_problems(
+        pan=card.pan,
+        psn=card.psn,
+        expiry=card.expiry,
+        cardholder_name=card.cardholder_name,
+        address=card.address.model_dump(),
+    )
+    if not any(field == "expiry" for field, _ in found):
         year, month = 2000 + int(card.expiry[:2]), int(card.expiry[2:])
-        if not 1 <= month <= 12:
-            problem("expiry", "month must be 01 to 12")
-        elif (year, month) <= (today.year, today.month):
-            problem("expiry", "must be in the future")
-    name = card.cardholder_name
-    if not name.strip():
-        problem("cardholder_name", "must not be empty")
-    elif len(name) > MAX_NAME:
-        problem("cardholder_name", f"has {len(name)} characters; at most {MAX_NAME}")
-    else:
-        bad = sorted(set(name) - EMBOSSABLE)
-        if bad:
-            problem("cardholder_name", f"has characters that cannot be embossed: {''.join(bad)!r}")
-    return errors
+        if (year, month) <= (today.year, today.month):
+            found.append(("expiry", "must be in the future"))
+    return [LineError(line=line, field=field, problem=text) for field, text in found]
 
 
 def validate_order(order: OrderRequest, today: date, max_cards: int) -> list[LineError]:

@@ -27,6 +27,7 @@ from services.intake.schemas import (
     WebhookView,
 )
 from services.intake.tracking_repository import CANCELLABLE
+from services.intake.webhook_targets import TargetRefused
 from services.intake.webhooks import delivery
 from shared import events
 from shared.auth import Principal, require
@@ -242,6 +243,10 @@ async def set_webhook(
     """Where milestones are posted, signed with the secret (shown only in this answer when the
     bureau makes it)."""
     issuer_id = str(who.issuer_id)
+    try:
+        await deps.deliverer.check_target(str(body.url))
+    except TargetRefused as exc:
+        raise Invalid({"field": "url", "problem": str(exc)}) from None
     secret = body.secret or "whsec_" + secrets.token_urlsafe(32)
     async with runtime.unit_of_work() as uow:
         updated = await uow.repo.set_webhook(

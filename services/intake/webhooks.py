@@ -29,11 +29,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.intake.repository import IntakeRepository
 from services.intake.settings import IntakeSettings
+from services.intake.webhook_targets import (
+    Resolver,
+    Target,
+    TargetRefused,
+    parse_networks,
+    resolve_target,
+    system_resolver,
+)
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Bureau-Signature"
+NO_ANSWER = "not delivered: no HTTP answer from the endpoint"
 _NAMESPACE = uuid.UUID("3c2b7f3e-8a1d-4e55-b0a3-6d1c9e0a7b21")
 
 
@@ -106,13 +115,26 @@ class Deliverer:
         settings: IntakeSettings,
         box: SecretBox,
         client: httpx.AsyncClient | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._settings = settings
         self.box = box
+        self._allowed = parse_networks(settings.webhook_allowed_networks)
+        self._resolver = resolver
         self._client = client or httpx.AsyncClient(
             timeout=settings.webhook_timeout, follow_redirects=False
         )
         self.wakeup = asyncio.Event()
+
+    async def check_target(self, url: str) -> Target:
+        """The URL checked and its host resolved as a delivery would: TargetRefused if the
+        bureau must not post there (webhook_targets.py)."""
+        return await resolve_target(
+            url,
+            production=self._settings.environment not in ("dev", "test"),
+            allowed=self._allowed,
+            resolver=self._resolver,
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -173,9 +195,24 @@ class Deliverer:
             "X-Bureau-Event-Type": row["type"],
         }
         try:
-            answer = await self._client.post(row["url"], content=body, headers=headers)
+            # Resolved and checked again now: the name may point elsewhere than when it was set.
+            target = await self.check_target(row["url"])
+        except TargetRefused as exc:
+            return f"not delivered: {exc}"
+        headers["Host"] = target.host_header
+        try:
+            # Connect to the checked address (pinned); TLS still verifies the issuer's name.
+            answer = await self._client.post(
+                target.url,
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": target.host},
+            )
         except httpx.HTTPError as exc:
-            return f"{exc.__class__.__name__}"
+            # Which transport error it was stays in our log: told to the issuer, it would map
+            # what listens where (a port scanner).
+            log.info("webhook transport error", extra={"error": exc.__class__.__name__})
+            return NO_ANSWER
         if 200 <= answer.status_code < 300:
             return None
-        return f"HTTP {answer.status_code}"
+        return f"not acknowledged: the endpoint answered HTTP {answer.status_code}"

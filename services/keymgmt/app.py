@@ -22,12 +22,14 @@ from services.keymgmt.settings import MIGRATIONS as _MIGRATIONS
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.api import router as sim_router
 from services.keymgmt.vault.api import router as vault_router
+from services.keymgmt.vault.retention import RetentionPurger
 from shared.handlers import bind_handlers
 from shared.service import ServiceRuntime, create_app
 
 NAME = "keymgmt"
 MIGRATIONS: Path = _MIGRATIONS
-SUBSCRIBE = ("intake",)
+# intake: orders and cancellations; qa and fulfillment: the milestones retention waits for.
+SUBSCRIBE = ("intake", "qa", "fulfillment")
 ROUTERS = (
     keys_router,
     signing_router,
@@ -56,7 +58,12 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=bind_handlers(HANDLERS, deps),
         subscribe=SUBSCRIBE,
-        workers=[HsmKeeper(settings, deps.gate)],
+        workers=[
+            HsmKeeper(settings, deps.gate),
+            RetentionPurger(
+                settings.cardholder_retention_days, settings.retention_purge_interval_seconds
+            ),
+        ],
         schema=schema or settings.keymgmt_schema,
         consumer_group=consumer_group,
         repository=KeymgmtRepository,

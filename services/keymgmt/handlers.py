@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from services.keymgmt.deps import KeymgmtDeps
 from services.keymgmt.emv.preparation import prepare_ordered_cards
 from services.keymgmt.repository import KeymgmtRepository
-from shared.events import CardCancelled, CardOrdered
+from shared.events import (
+    CardCancelled,
+    CardDestroyed,
+    CardOrdered,
+    CardQaPassed,
+    ShipmentDispatched,
+)
 from shared.handlers import Batch, HandlerSpec
 from shared.outbox import UnitOfWork
 
@@ -42,7 +48,39 @@ async def remember_cancelled(
     log.info("card cancelled by its issuer", extra={"card_id": str(event.card_id)})
 
 
+async def note_personalized(
+    uow: UnitOfWork[KeymgmtRepository], event: CardQaPassed, deps: KeymgmtDeps
+) -> None:
+    """QA passed: the card is personalized for good; its CVVs and PIN blocks may go once its
+    PIN mailer is printed (vault/retention.py)."""
+    await uow.repo.retention.note(
+        "personalized_at", event.issuer_id, [event.card_id], event.occurred_at
+    )
+
+
+async def note_finished(
+    uow: UnitOfWork[KeymgmtRepository], event: CardDestroyed | CardCancelled, deps: KeymgmtDeps
+) -> None:
+    """Destroyed or cancelled: the card will never be made; nothing of it need be kept."""
+    await uow.repo.retention.note(
+        "finished_at", event.issuer_id, [event.card_id], event.occurred_at
+    )
+
+
+async def note_dispatched(
+    uow: UnitOfWork[KeymgmtRepository], event: ShipmentDispatched, deps: KeymgmtDeps
+) -> None:
+    """Cards dispatched: the issuer's retention window for their cardholder data starts."""
+    if event.kind == "cards":
+        await uow.repo.retention.note(
+            "dispatched_at", event.issuer_id, event.card_ids, event.occurred_at
+        )
+
+
 HANDLERS: HandlerSpec[KeymgmtDeps] = {
     CardOrdered: [Batch(prepare_cards)],
-    CardCancelled: [remember_cancelled],
+    CardCancelled: [remember_cancelled, note_finished],
+    CardQaPassed: [note_personalized],
+    CardDestroyed: [note_finished],
+    ShipmentDispatched: [note_dispatched],
 }

@@ -17,6 +17,7 @@ from services.keymgmt.perso.repository import PersoRepository
 from services.keymgmt.pin_mailer.repository import PinMailerRepository
 from services.keymgmt.sim.repository import SimRepository
 from services.keymgmt.vault.repository import VaultRepository
+from services.keymgmt.vault.retention_repository import RetentionRepository
 
 
 class KeymgmtRepository:
@@ -31,3 +32,4 @@ class KeymgmtRepository:
         self.sim = SimRepository(conn)
         self.perso = PersoRepository(conn)
         self.pin_mailers = PinMailerRepository(conn)
+        self.retention = RetentionRepository(conn)

@@ -51,6 +51,10 @@ class KeymgmtSettings(BureauSettings):
     )
     hsm_retry_seconds: float = Field(default=5.0, gt=0, description="wait between HSM opens")
     hsm_ping_timeout_seconds: float = Field(default=5.0, gt=0, description="readiness probe")
+    # Retention (vault/retention.py): days cardholder data stays after dispatch unless the
+    # issuer's policy says otherwise, and how often the purge job runs.
+    cardholder_retention_days: int = Field(default=90, ge=0, le=3650)
+    retention_purge_interval_seconds: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")
     def _check_hsm_settings(self) -> KeymgmtSettings:

@@ -14,6 +14,7 @@ from shared.events.lifecycle import (
     BatchDiscrepancy,
     BatchReconciled,
     CardCancelled,
+    CardDataPurged,
     CardDestroyed,
     CardEncoded,
     CardOrdered,
@@ -56,6 +57,7 @@ AnyEvent = Annotated[
     | ShipmentDispatched
     | CardDestroyed
     | CardCancelled
+    | CardDataPurged
     | StockDestroyed
     | BatchReconciled
     | BatchDiscrepancy
@@ -117,6 +119,7 @@ __all__ = [
     "BatchDiscrepancy",
     "BatchReconciled",
     "CardCancelled",
+    "CardDataPurged",
     "CardDestroyed",
     "CardEncoded",
     "CardOrdered",

@@ -197,6 +197,19 @@ class CardDestroyed(Event):
     witnesses: tuple[str, str]
 
 
+class CardDataPurged(Event):
+    """keymgmt deleted a card's data under the retention rules (PCI Card Production): its
+    sensitive authentication data (CVV, iCVV, PIN blocks) or its cardholder data (PAN, name,
+    address). Names what was deleted and why, never a value."""
+
+    type: Literal["card.data_purged"] = "card.data_purged"
+    card_id: UUID
+    purged: list[Literal["sensitive-authentication-data", "cardholder-data"]] = Field(
+        min_length=1, max_length=2
+    )
+    reason: str = Field(max_length=200)
+
+
 class BatchReconciled(Event):
     type: Literal["batch.reconciled"] = "batch.reconciled"
     batch_id: UUID

@@ -146,6 +146,9 @@ class KeymgmtClient:
         order's chunk goes out without ever being models all at once."""
         return await self._call("POST", c.VAULT_CARDS, body, c.VaultStored)
 
+    async def forget_cards(self, request: c.VaultForget) -> c.VaultForgotten:
+        return await self._call("POST", c.VAULT_FORGET, _json(request), c.VaultForgotten)
+
     async def print_data(self, card_id: UUID) -> c.PrintData:
         path = c.VAULT_PRINT_DATA.format(card_id=card_id)
         return await self._call("GET", path, None, c.PrintData)

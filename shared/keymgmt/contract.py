@@ -23,9 +23,11 @@ from pydantic import (
     PlainSerializer,
     StrictBool,
     TypeAdapter,
+    model_validator,
 )
 from pydantic_core import to_json
 
+from shared.cardholder import card_problems
 from shared.errors import REFUSAL_HEADER
 
 __all__ = ["REFUSAL_HEADER"]  # the header a refusal code travels in (shared/errors.py)
@@ -33,6 +35,7 @@ __all__ = ["REFUSAL_HEADER"]  # the header a refusal code travels in (shared/err
 
 # -- paths (FastAPI path templates; `.format(card_id=...)` gives the URL path) ----------------
 VAULT_CARDS: Final = "/v1/vault/cards"
+VAULT_FORGET: Final = "/v1/vault/cards/forget"
 VAULT_PRINT_DATA: Final = "/v1/vault/cards/{card_id}/print-data"
 VAULT_MAILING: Final = "/v1/vault/cards/{card_id}/mailing"
 SECURE_SCRIPTS: Final = "/v1/perso/secure-scripts"
@@ -97,19 +100,35 @@ class _Answer(BaseModel):
 
 # -- the PAN vault (intake stores; graphical and fulfillment read their views) ----------------
 class Address(_Contract):
-    lines: list[str] = Field(min_length=1, max_length=4)
+    lines: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=4)
     postcode: str = Field(max_length=16)
     city: str = Field(max_length=64)
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
 
 
 class VaultCardIn(_Contract):
+    """A cardholder record; its fields obey shared/cardholder.py, the rules intake checks an
+    order with, so the vault refuses nothing intake accepted."""
+
     card_id: UUID
     pan: str = Field(pattern=r"^\d{13,19}$", repr=False)  # always maskable (shared/pan.py)
     psn: str = Field(default="00", pattern=r"^\d{2}$")
     expiry: str = Field(pattern=r"^\d{2}(0[1-9]|1[0-2])$", description="YYMM")
     cardholder_name: str = Field(min_length=2, max_length=26)
     address: Address
+
+    @model_validator(mode="after")
+    def _card_rules(self) -> VaultCardIn:
+        found = card_problems(
+            pan=self.pan,
+            psn=self.psn,
+            expiry=self.expiry,
+            cardholder_name=self.cardholder_name,
+            address=self.address.model_dump(),
+        )
+        if found:  # names the fields and rules, never the values
+            raise ValueError("; ".join(f"{field} {problem}" for field, problem in found))
+        return self
 
 
 IssuerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -120,7 +139,7 @@ class VaultStore(_Contract):
     """POST /v1/vault/cards (service intake): seal each record; idempotent per card_id."""
 
     issuer_id: IssuerId
-    cards: list[VaultCardIn] = Field(min_length=1)
+    cards: list[VaultCardIn] = Field(min_length=1, max_length=100_000)
 
 
 def vault_store_json(issuer_id: str, cards: Iterable[Mapping[str, Any]]) -> bytes:
@@ -132,6 +151,23 @@ def vault_store_json(issuer_id: str, cards: Iterable[Mapping[str, Any]]) -> byte
     if not written:
         VaultStore.model_validate({"issuer_id": issuer_id, "cards": []})  # raises: no card
     return b'{"issuer_id":' + issuer + b',"cards":[' + b",".join(written) + b"]}"
+
+
+# The most cards one store or forget call names (intake's largest order).
+VAULT_MAX_CARDS: Final = 100_000
+
+
+class VaultForget(_Contract):
+    """POST /v1/vault/cards/forget (service intake): delete the records of cards whose order
+    was refused or failed after they were stored. keymgmt keeps a card it already prepared."""
+
+    issuer_id: IssuerId
+    card_ids: list[UUID] = Field(min_length=1, max_length=VAULT_MAX_CARDS)
+
+
+class VaultForgotten(_Answer):
+    forgotten: int
+    kept: list[UUID] = Field(default_factory=list, description="already prepared: not deleted")
 
 
 class VaultedCard(_Answer):

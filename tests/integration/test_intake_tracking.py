@@ -78,6 +78,7 @@ async def intake(
         unique,
         webhook_backoff_base=0.05,
         webhook_poll_interval=0.05,
+        webhook_allowed_networks="127.0.0.1/32",  # the test receiver, allowed by the operator
     ) as started:
         consumer = started.runtime.consumer
         assert consumer is not None

@@ -1,6 +1,7 @@
 """keymgmt on the real stack: an issuer's product profile turns card.ordered into a card
-with an HSM-generated PIN (encrypted ISO 9564 blocks + PVV) and CVV/iCVV/CVV2 sealed in the
-vault; what is stored is checked against psec with the test-known issuer keys."""
+with an HSM-generated PIN (encrypted ISO 9564 blocks + PVV) and CVV/iCVV sealed in the
+vault (CVV2 is not stored: nothing reads it); what is stored is checked against psec with
+the test-known issuer keys."""
 
 from __future__ import annotations
 
@@ -17,16 +18,19 @@ from sqlalchemy import text
 from services.keymgmt.emv.repository import EmvRepository
 from services.keymgmt.emv.security import open_card_values
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
 from tests.support.bus import collect
 from tests.support.keymgmt import (
+    CVK,
     PAN16,
     PIN_3DES,
     PIN_AES,
+    PROFILE,
+    PVK,
     auth,
+    load_security_keys,
     ordered,
     pan_hits,
     prepared_events,
@@ -38,31 +42,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
-
-PVK = bytes.fromhex("89ABCDEF01234567FEDCBA9876543210")
-CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-PROFILE = {
-    "pin_length": 4,
-    "pin_formats": ["ISO-9564-1-FORMAT-0", "ISO-9564-1-FORMAT-4"],
-    "pin_verification": "visa-pvv",
-    "pvki": "2",
-    "cvv": True,
-}
-
-
-async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
-    des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
-    enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
-    for usage, kt, key_usage, value in (
-        ("PIN-3DES", des2, enc_only, PIN_3DES),
-        ("PIN-AES", aes, enc_only, PIN_AES),
-        ("PVK", des2, enc_only, PVK),
-        ("CVK-A", des1, enc, CVK[:8]),
-        ("CVK-B", des1, enc, CVK[8:]),
-    ):
-        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kt, key_usage, 2, "test")
-        first = bytes(range(0x31, 0x31 + len(value))).hex()
-        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
 
 
 async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
@@ -102,8 +81,7 @@ async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
     assert values == {
         "cvv": psec_cvv.generate_cvv(CVK, PAN16, "2812", "201"),
         "icvv": psec_cvv.generate_cvv(CVK, PAN16, "2812", "999"),
-        "cvv2": psec_cvv.generate_cvv(CVK, PAN16, "2812", "000"),
-    }
+    }, "CVV2 is not stored: nothing reads it"
     assert await pan_hits(runtime, [PAN16]) == []
     async with runtime.engine.connect() as conn:  # the clear format 0 block is nowhere
         found = await conn.execute(

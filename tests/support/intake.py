@@ -9,7 +9,7 @@ import asyncio
 import ctypes
 import gc
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +17,10 @@ import httpx
 from sqlalchemy import text
 
 from services.intake.app import bootstrap, build_app
+from services.intake.orders import PanVault
 from services.intake.settings import IntakeSettings
+from services.intake.webhook_targets import Resolver, system_resolver
+from services.intake.webhooks import Deliverer, SecretBox
 from services.keymgmt.settings import KeymgmtSettings
 from shared.bus import make_producer
 from shared.events import Event, encode_event
@@ -163,8 +166,12 @@ async def started_intake(
     unique: str,
     *,
     stock: int = 20,
+    vault: Callable[[KeymgmtClient], PanVault] | None = None,
+    resolver: Resolver | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Intake]:
+    """`vault` wraps the client of the real keymgmt (a test injecting a fault); `resolver`
+    answers the webhook deliverer's name lookups."""
     config = IntakeSettings(
         environment="test",
         topic_prefix=f"{keymgmt_settings.topic_prefix}i",
@@ -173,8 +180,16 @@ async def started_intake(
         keymgmt_url="http://keymgmt",
         **overrides,
     )
-    vault = KeymgmtClient("http://keymgmt", f"in-{unique}", http=keymgmt_http)
-    runtime = bootstrap(config, schema=f"intake_{unique}", vault=vault)
+    client = KeymgmtClient("http://keymgmt", f"in-{unique}", http=keymgmt_http)
+    deliverer = Deliverer(
+        config, SecretBox(config.webhook_key), resolver=resolver or system_resolver
+    )
+    runtime = bootstrap(
+        config,
+        schema=f"intake_{unique}",
+        vault=vault(client) if vault else client,
+        deliverer=deliverer,
+    )
     app = build_app(runtime)
     async with running(runtime):
         transport = httpx.ASGITransport(app=app)

@@ -18,6 +18,8 @@ from sqlalchemy import text
 from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.process import process_hsm
 from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
+from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.bus import make_producer
@@ -141,13 +143,14 @@ def ordered(card: dict[str, Any], issuer: str) -> events.CardOrdered:
     )
 
 
-async def publish(settings: KeymgmtSettings, *items: events.Event) -> None:
+async def publish(settings: KeymgmtSettings, *items: events.Event, stream: str = "intake") -> None:
+    """Play another service: its events on its stream (intake's by default)."""
     producer = make_producer(settings.kafka_bootstrap, "keymgmt-test")
     await producer.start()
     try:
         for item in items:
             await producer.send_and_wait(
-                settings.topic("intake"),
+                settings.topic(stream),
                 events.encode_event(item),
                 key=item.partition_key().encode(),
             )
@@ -189,6 +192,32 @@ PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 
 
 PIN_AES = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+
+
+PVK = bytes.fromhex("89ABCDEF01234567FEDCBA9876543210")
+CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+PROFILE = {
+    "pin_length": 4,
+    "pin_formats": ["ISO-9564-1-FORMAT-0", "ISO-9564-1-FORMAT-4"],
+    "pin_verification": "visa-pvv",
+    "pvki": "2",
+    "cvv": True,
+}
+
+
+async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
+    des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
+    enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
+    for usage, kt, key_usage, value in (
+        ("PIN-3DES", des2, enc_only, PIN_3DES),
+        ("PIN-AES", aes, enc_only, PIN_AES),
+        ("PVK", des2, enc_only, PVK),
+        ("CVK-A", des1, enc, CVK[:8]),
+        ("CVK-B", des1, enc, CVK[8:]),
+    ):
+        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kt, key_usage, 2, "test")
+        first = bytes(range(0x31, 0x31 + len(value))).hex()
+        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
 
 
 async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Event]:

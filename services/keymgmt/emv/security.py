@@ -88,7 +88,8 @@ def card_security(
     if profile.cvv:
         cvk = CvkLabels.for_issuer(issuer)
         values = card_verification_values(hsm, cvk, card.pan, card.expiry, service_code)
-        clear = json.dumps({"cvv": values.cvv, "icvv": values.icvv, "cvv2": values.cvv2})
+        # CVV2 is not kept: nothing in the bureau reads it (PCI: store no SAD without need).
+        clear = json.dumps({"cvv": values.cvv, "icvv": values.icvv})
         vault_label = SealedPan.from_bytes(bytes(vaulted["pan_blob"])).key_label
         sealed = seal_bytes(hsm, vault_label, clear.encode(), values_context(card_id, issuer))
     return CardSecurity(pin, pvki, cvk, sealed)

@@ -9,23 +9,39 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
-from services.keymgmt.deps import Fulfillment, Graphical, Intake, KeymgmtDepsDep, who_of
+from services.keymgmt.deps import (
+    Conductor,
+    Fulfillment,
+    Graphical,
+    Intake,
+    KeymgmtDepsDep,
+    who_of,
+)
+from services.keymgmt.vault.retention import purge_due
 from services.keymgmt.vault.schemas import (
     DuplicateCard,
     NotInVault,
     VaultedWithOtherData,
+    VaultForget,
+    VaultForgotten,
     VaultStore,
 )
 from services.keymgmt.vault.service import new_pan_token, open_card, pan_hashes, seal_cards
 from shared.auth import Principal
+from shared.keymgmt.contract import IssuerId
+from shared.limits import body_limit
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1/vault", tags=["vault"])
+# The largest store call: a JSON order of intake's largest size, with room for the card ids.
+VAULT_STORE_MAX_BYTES = 64 * 1024 * 1024
 SEAL_CHUNK = 200  # cards per HSM-worker call: other HSM work interleaves with a big order
 
 
 @router.post("/cards")
+@body_limit(VAULT_STORE_MAX_BYTES)
 async def store_cards(
     body: VaultStore, who: Intake, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
@@ -59,6 +75,44 @@ async def store_cards(
         "cards": [
             {k: str(stored[i][k]) for k in ("card_id", "pan_token", "masked_pan")} for i in ids
         ]
+    }
+
+
+@router.post("/cards/forget")
+async def forget_cards(body: VaultForget, who: Intake, runtime: RuntimeDep) -> Any:
+    """Delete the records of cards whose order was refused or failed after they were stored;
+    each deletion is recorded in the access log (the card id only)."""
+    async with runtime.unit_of_work() as uow:
+        repo = uow.repo.vault
+        deleted, kept = await repo.forget_unprepared(body.issuer_id, body.card_ids)
+        await repo.record_access((i, f"service:{who.name}", "forget") for i in deleted)
+    return VaultForgotten(forgotten=len(deleted), kept=kept).model_dump(mode="json")
+
+
+class RetentionPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cardholder_days: int = Field(
+        ge=0, le=3650, description="days the PAN, name and address stay after dispatch"
+    )
+
+
+@router.put("/retention/{issuer_id}")
+async def set_retention(
+    issuer_id: IssuerId, body: RetentionPolicy, who: Conductor, runtime: RuntimeDep
+) -> Any:
+    """The issuer's retention window for cardholder data after dispatch (custodian, admin)."""
+    async with runtime.unit_of_work() as uow:
+        await uow.repo.retention.set_policy(issuer_id, body.cardholder_days, who_of(who))
+    return {"issuer_id": issuer_id, "cardholder_days": body.cardholder_days}
+
+
+@router.post("/purge")
+async def purge_now(who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
+    """Run the retention purge now (it also runs on its own schedule); what it deleted."""
+    done = await purge_due(runtime, deps.settings.cardholder_retention_days, who_of(who))
+    return {
+        "sensitive_authentication_data": done.sensitive_authentication_data,
+        "cardholder_data": done.cardholder_data,
     }
 
 

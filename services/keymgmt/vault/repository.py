@@ -31,6 +31,24 @@ class VaultRepository(SqlRepository):
                 list(rows),
             )
 
+    async def forget_unprepared(
+        self, issuer_id: str, card_ids: Sequence[UUID]
+    ) -> tuple[list[UUID], list[UUID]]:
+        """Delete the issuer's vault records of these cards unless keymgmt prepared the card
+        (its order went on); (deleted, kept)."""
+        kept = await self._all(
+            "SELECT card_id FROM prepared_cards WHERE card_id = ANY(:ids)", ids=list(card_ids)
+        )
+        keep = [r["card_id"] for r in kept]
+        deleted = await self._all(
+            "DELETE FROM vault_cards WHERE issuer_id = :i AND card_id = ANY(:ids)"
+            " AND NOT (card_id = ANY(:keep)) RETURNING card_id",
+            i=issuer_id,
+            ids=list(card_ids),
+            keep=keep,
+        )
+        return [r["card_id"] for r in deleted], keep
+
     async def vault_card(self, card_id: UUID) -> dict[str, Any] | None:
         return await self._one(
             "SELECT card_id, issuer_id, pan_token, pan_blob, record_blob, masked_pan"

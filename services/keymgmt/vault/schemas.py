@@ -4,13 +4,21 @@ contract, shared/keymgmt/contract.py, which intake imports too), and their refus
 from __future__ import annotations
 
 from shared.errors import Conflict, Invalid, NotFound
-from shared.keymgmt.contract import Address, VaultCardIn, VaultStore
+from shared.keymgmt.contract import (
+    Address,
+    VaultCardIn,
+    VaultForget,
+    VaultForgotten,
+    VaultStore,
+)
 
 __all__ = [
     "Address",
     "DuplicateCard",
     "NotInVault",
     "VaultCardIn",
+    "VaultForget",
+    "VaultForgotten",
     "VaultStore",
     "VaultedWithOtherData",
 ]

@@ -1,0 +1,89 @@
+"""An order that fails after vaulting takes its records back out of the vault: on a refusal, an
+error, or a cancelled request; a committed order keeps them; a vault that cannot be reached
+for the deletion is logged, never hidden."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+
+from services.intake.orders import Vaulted, forgotten_unless_committed
+from shared.errors import Conflict
+from shared.keymgmt.contract import VaultForget, VaultForgotten, VaultStored
+
+
+class FakeVault:
+    def __init__(self, fail: bool = False) -> None:
+        self.forgotten: list[uuid.UUID] = []
+        self.fail = fail
+
+    async def store_cards_json(self, body: bytes) -> VaultStored:
+        raise NotImplementedError
+
+    async def forget_cards(self, request: VaultForget) -> VaultForgotten:
+        if self.fail:
+            raise ConnectionError("keymgmt down")
+        self.forgotten.extend(request.card_ids)
+        return VaultForgotten(forgotten=len(request.card_ids))
+
+    async def aclose(self) -> None:
+        return None
+
+
+IDS = [uuid.uuid4() for _ in range(3)]
+
+
+async def failing_order(vault: FakeVault, error: Exception) -> None:
+    async with forgotten_unless_committed(vault, "acme") as vaulted:
+        vaulted.extend(IDS[:2])
+        vaulted.extend(IDS[2:])
+        raise error
+
+
+async def test_a_failure_after_vaulting_forgets_every_id() -> None:
+    vault = FakeVault()
+    with pytest.raises(Conflict):
+        await failing_order(vault, Conflict("a concurrent request won"))
+    assert vault.forgotten == IDS
+
+
+async def test_a_committed_order_keeps_its_records() -> None:
+    vault = FakeVault()
+    async with forgotten_unless_committed(vault, "acme") as vaulted:
+        vaulted.extend(IDS)
+    assert vault.forgotten == []
+
+
+async def test_a_cancelled_request_still_forgets() -> None:
+    vault = FakeVault()
+    started = asyncio.Event()
+
+    async def order() -> None:
+        async with forgotten_unless_committed(vault, "acme") as vaulted:
+            vaulted.extend(IDS)
+            started.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(order())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert vault.forgotten == IDS
+
+
+async def test_an_unreachable_vault_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(RuntimeError), caplog.at_level(logging.ERROR):
+        await failing_order(FakeVault(fail=True), RuntimeError("database gone"))
+    assert "could not be deleted" in caplog.text
+
+
+def test_ids_are_kept_compactly_and_chunked() -> None:
+    vaulted = Vaulted()
+    ids = [uuid.uuid4() for _ in range(5)]
+    vaulted.extend(ids)
+    assert len(vaulted) == 5
+    assert vaulted.chunks(2) == [ids[:2], ids[2:4], ids[4:]]
