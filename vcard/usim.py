@@ -11,7 +11,7 @@ USIM_AID), and the 81xx DGIs only from a session that encrypts command data:
     DGI 0203  EF.AD (TS 31.102 §4.2.18; byte 4 = length of the MNC)
     DGI 0204-020D  optional: EF.SPN, HPPLMN, FPLMN, ACC, UST, EST, PL, MSISDN, SMSP, ECC
     DGI 8101  AES-128-ECB(K_DEK, Ki) || AES-128-ECB(K_DEK, OPc), 32 bytes
-    DGI 8102  optional: AES-128-ECB(K_DEK, PIN1 PUK1 PIN2 PUK2 ADM1 flags), 48 bytes
+    DGI 8102  optional: AES-128-CBC(K_DEK, zero IV, PIN1 PUK1 PIN2 PUK2 ADM1 flags), 48 bytes
     DGI 8103  optional: AES-128-ECB(K_DEK, KIc KID KIK), 48 bytes (OTA keys, kept)
 
 After the last block the card checks the mandatory DGIs are there and that DGI 8101 opens
@@ -60,7 +60,7 @@ from vcard.uicc.files import (
     initial_contents,
 )
 from vcard.uicc.filesystem import UiccFiles
-from vcard.uicc.pins import DGI_PINS, NVM_PIN_STATE, Pins, initial_pin_state
+from vcard.uicc.pins import DGI_PINS, NVM_PIN_STATE, Pins, cbc, initial_pin_state
 
 __all__ = [
     "NVM_SQN",
@@ -224,7 +224,7 @@ class UsimApplication:
         for tag, content in initial_contents(imsi).items():
             self.state.dgis.setdefault(tag, content)
         if DGI_PINS in self.state.dgis:
-            flags = aes_ecb_decrypt(self.state.k_dek, self.state.dgis[DGI_PINS])[40]
+            flags = cbc(self.state.k_dek, self.state.dgis[DGI_PINS], decrypt=True)[40]
             self.state.dgis[NVM_PIN_STATE] = initial_pin_state(pin1_enabled=bool(flags & 1))
         self.state.dgis[NVM_SQN] = bytes(6)
         self.state.lifecycle = "personalized"

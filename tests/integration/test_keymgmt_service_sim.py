@@ -80,6 +80,21 @@ async def test_sim_batch_and_operator_output_file(
     not_custodian = await http.put(path, json=product, headers=auth(f"ia-{unique}"))
     put = await http.put(path, json=product, headers=custodian)
     assert (wrong_key.status_code, not_custodian.status_code) == (409, 403)
+    unknown_file = product | {"profile": {"files": {"EF.XYZ": "00"}}}
+    refused = await http.put(path, json=unknown_file, headers=custodian)
+    assert refused.status_code == 422
+    assert "unknown file 'EF.XYZ'" in refused.text
+    wrong_mnc = await http.put(
+        path, json=product | {"profile": {"mnc_length": 3}}, headers=custodian
+    )
+    assert wrong_mnc.status_code == 422
+    assert "mnc_length 3 contradicts the IMSI prefix 00101" in wrong_mnc.text
+    async with runtime.engine.connect() as conn:  # the refusals changed nothing
+        rows = await conn.execute(
+            text("SELECT profile FROM sim_products WHERE issuer_id = :i"), {"i": issuer}
+        )
+        stored = rows.scalar_one()
+        assert (stored["files"], stored["mnc_length"]) == ({}, None)
     assert put.status_code == 200, put.text
     assert OP.hex() not in put.text
     # Another product may not hand out the same ICCIDs or IMSIs; the next serials it may.
@@ -110,10 +125,19 @@ async def test_sim_batch_and_operator_output_file(
     output = await http.get(file_path, headers=auth(f"ia-{unique}"))
     assert output.status_code == 200
     lines = [line for line in output.text.splitlines() if not line.startswith(("*", "var_"))]
-    assert f"AES-KEY-WRAP-RFC3394 under {transport}" in output.text
-    kis = []
+    assert f"* transport key: {transport}  KCV " in output.text
+    assert "* encryption: AES-KEY-WRAP-RFC3394 under the transport key" in output.text
+    assert "var_out: ICCID/IMSI/KI/OPC/PINS/OTA" in output.text
+    kis, pin_blocks = [], []
     for line in lines:
-        iccid, imsi, ki_hex, opc_hex = line.split()
+        iccid, imsi, ki_hex, opc_hex, pins_hex, ota = line.split()
+        pins = aes_key_unwrap(TRANSPORT, bytes.fromhex(pins_hex))
+        values = [pins[i : i + 8].rstrip(b"\xff").decode() for i in range(0, 40, 8)]
+        assert [len(v) for v in values] == [4, 8, 4, 8, 8]
+        assert all(v.isdigit() for v in values)
+        assert pins[40] == 1  # PIN1 enabled: the default profile
+        assert ota == "-"  # no OTA keys unless the profile asks
+        pin_blocks.append(pins)
         ki = aes_key_unwrap(TRANSPORT, bytes.fromhex(ki_hex))
         opc = aes_key_unwrap(TRANSPORT, bytes.fromhex(opc_hex))
         aes_ki = Cipher(algorithms.AES(ki), modes.ECB()).encryptor().update(OP)
@@ -126,7 +150,8 @@ async def test_sim_batch_and_operator_output_file(
         kis.append(ki)
     assert [line.split()[1] for line in lines] == [f"00101000000{n}" for n in (1000, 1001, 1002)]
     assert len(set(kis)) == 3
-    assert await _bytea_hits(runtime, [*kis, OP]) == []
+    assert len(set(pin_blocks)) == 3
+    assert await _bytea_hits(runtime, [*kis, OP, *pin_blocks]) == []
     async with runtime.engine.connect() as conn:
         inventory = await conn.execute(
             text("SELECT usage, origin FROM keys WHERE label = :l"),

@@ -139,3 +139,10 @@ def personalize_with(
 def under_kdek(card: VirtualCard, clear: bytes) -> bytes:
     """AES-128-ECB under the card's K_DEK, as keymgmt sends Ki, OPc and PINs."""
     return _aes_ecb(k_dek_of(TEST_KMC, card.state.cplc), clear)
+
+
+def under_kdek_cbc(card: VirtualCard, clear: bytes) -> bytes:
+    """AES-128-CBC, zero IV, under the card's K_DEK: how keymgmt sends the PIN block."""
+    key = k_dek_of(TEST_KMC, card.state.cplc)
+    enc = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor()
+    return enc.update(clear) + enc.finalize()

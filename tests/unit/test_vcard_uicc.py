@@ -28,7 +28,7 @@ from tests.support.uicc_client import (
     pin_block,
     plmn_of,
 )
-from tests.support.vcard import apdu, new_card, personalize_with, under_kdek
+from tests.support.vcard import apdu, new_card, personalize_with, under_kdek, under_kdek_cbc
 from vcard.card import VirtualCard
 from vcard.store import CardStore
 
@@ -58,7 +58,7 @@ def sim_dgis(
         (0x0204, SPN),
         (0x0206, FPLMN),
         (0x8101, under_kdek(card, ki) + under_kdek(card, opc)),
-        (0x8102, under_kdek(card, pins + flags)),
+        (0x8102, under_kdek_cbc(card, pins + flags)),
     ]
 
 

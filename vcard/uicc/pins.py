@@ -1,7 +1,7 @@
 """PINs of the UICC (ETSI TS 102 221 §9.5, §11.1.9-§11.1.13): VERIFY, CHANGE, DISABLE,
 ENABLE and UNBLOCK PIN, with their retry counters in the card's NVM.
 
-Values: DGI 8102 as personalisation stored it, AES-128-ECB under K_DEK (docs/sim.md):
+Values: DGI 8102 as personalisation stored it, AES-128-CBC under K_DEK, zero IV (docs/sim.md):
 PIN1, PUK1, PIN2, PUK2, ADM1 (8 bytes each: ASCII digits, FF-padded) and a flag block whose
 first byte says whether PIN1 is enabled (PIN2 always is). The card opens it for each check,
 as it does Ki. Counters (DF02): tries left for PIN1, PUK1, PIN2, PUK2, ADM1, then PIN1's and
@@ -15,6 +15,8 @@ import hmac
 from collections.abc import Callable
 from typing import Final
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from shared.iso7816 import (
     SW_CONDITIONS_NOT_SATISFIED,
     SW_INCORRECT_P1P2,
@@ -23,7 +25,6 @@ from shared.iso7816 import (
     CommandAPDU,
     ResponseAPDU,
 )
-from vcard.crypto import aes_ecb_decrypt, aes_ecb_encrypt
 from vcard.store import CardState
 from vcard.uicc.arr import KEY_ADM1, KEY_PIN1, KEY_PIN2
 
@@ -37,6 +38,13 @@ SW_INVALIDATED: Final = 0x6984  # referenced data invalidated (a disabled PIN)
 # key reference -> (index of its value in DGI 8102, index of its counter, PUK's, flag's)
 _PIN: Final = {KEY_PIN1: (0, 0, 1, 5), KEY_PIN2: (2, 2, 3, 6), KEY_ADM1: (4, 4, None, None)}
 _PUK_VALUE: Final = {KEY_PIN1: 1, KEY_PIN2: 3}
+
+
+def cbc(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
+    """AES-128-CBC with a zero IV, how DGI 8102 travels and stays."""
+    cipher = Cipher(algorithms.AES(key), modes.CBC(bytes(16)))
+    op = cipher.decryptor() if decrypt else cipher.encryptor()
+    return op.update(data) + op.finalize()
 
 
 def _sw(sw: int) -> ResponseAPDU:
@@ -88,7 +96,7 @@ class Pins:
         return [(r, self.enabled(r)) for r in (KEY_PIN1, KEY_PIN2, KEY_ADM1)]
 
     def _values(self) -> bytes:
-        return aes_ecb_decrypt(self.state.k_dek, self.state.dgis[DGI_PINS])
+        return cbc(self.state.k_dek, self.state.dgis[DGI_PINS], decrypt=True)
 
     def _value(self, index: int) -> bytes:
         return self._values()[8 * index : 8 * index + 8]
@@ -198,5 +206,5 @@ class Pins:
     def _store(self, index: int, value: bytes) -> None:
         values = bytearray(self._values())
         values[8 * index : 8 * index + 8] = value
-        self.state.dgis[DGI_PINS] = aes_ecb_encrypt(self.state.k_dek, bytes(values))
+        self.state.dgis[DGI_PINS] = cbc(self.state.k_dek, bytes(values), decrypt=False)
         self._persist(self.state)
