@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from services.keymgmt.deps import Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
+from services.keymgmt.hsm.kcv import KcvMethod
 from services.keymgmt.hsm.session import BureauKeyKind, HsmError, key_label
 from services.keymgmt.keys.service import ensure_generated_key, inventory_row
 from services.keymgmt.repository import KeymgmtRepository
