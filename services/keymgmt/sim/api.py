@@ -15,7 +15,8 @@ from fastapi.responses import PlainTextResponse
 from services.keymgmt.deps import Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
 from services.keymgmt.hsm.kcv import KcvMethod
 from services.keymgmt.hsm.session import BureauKeyKind, HsmError, key_label
-from services.keymgmt.keys.service import ensure_generated_key, inventory_row
+from services.keymgmt.keys.repository import key_row
+from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.sim.credentials import make_batch_credentials, pin1_of
 from services.keymgmt.sim.profile import profile_json, profile_of, profile_problem
@@ -191,7 +192,10 @@ async def exchange_transport_key_endpoint(
             info, wrapped = await deps.hsm().call(exchange_transport_key, label, modulus, exponent)
         except HsmError as exc:
             raise SimRefused(str(exc)) from exc
-        await uow.repo.keys.add_key(inventory_row(info, issuer_id, "wrap", (who_of(who),)))
+        kcvs = [(k.value, k.method.value) for k in info.kcvs]
+        key_type = f"{info.key_type}-{info.bits}"
+        row = key_row(label, issuer_id, key_type, "wrap", kcvs, "exchanged", (who_of(who),))
+        await uow.repo.keys.add_key(row)
     cmac = next(k for k in info.kcvs if k.method == KcvMethod.AES_CMAC)
     log.info("SIM transport key exchanged", extra={"label": label})
     return {

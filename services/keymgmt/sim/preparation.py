@@ -28,7 +28,7 @@ from services.keymgmt.sim.credentials import (
 )
 from services.keymgmt.sim.profile import profile_json, profile_of
 from services.keymgmt.sim.secrets import SimSecrets, make_iccid, make_imsi
-from services.keymgmt.sim.service import make_batch, op_context
+from services.keymgmt.sim.service import make_batch, op_context, transport_key_problem
 from services.keymgmt.vault.crypto import VaultError
 from shared.events import CardOrdered, CardPrepared
 from shared.handlers import PoisonEvent
@@ -65,10 +65,9 @@ async def prepare_sim_cards(
 
 async def _transport_row(repo: KeymgmtRepository, label: str, issuer_id: str) -> dict[str, Any]:
     row = await repo.keys.key(label)
-    if row is None or row["state"] != "active" or row["usage"] != "wrap":
-        raise PoisonEvent(f"SIM transport key {label} is not an active wrap key in the inventory")
-    if row["issuer_id"] not in (issuer_id, "bureau"):
-        raise PoisonEvent(f"SIM transport key {label} belongs to another issuer")
+    problem = transport_key_problem(row, label, issuer_id)
+    if problem is not None or row is None:
+        raise PoisonEvent(f"SIM transport key: {problem}")
     return row
 
 

@@ -54,6 +54,11 @@ def transport_key_problem(row: Mapping[str, Any] | None, label: str, issuer_id: 
     if row["issuer_id"] != issuer_id:
         owner = "the bureau" if row["issuer_id"] == "bureau" else "another issuer"
         return f"{label} belongs to {owner}, not to operator {issuer_id}"
+    if row.get("origin") == "generated":
+        return (
+            f"{label} was generated in the HSM and never given to operator {issuer_id}: import"
+            " it from the operator's components or exchange it under the operator's RSA key"
+        )
     return None
 
 
