@@ -247,6 +247,11 @@ class UiccClient:
         n, length = fcp.records, fcp.record_length
         return [await self.read_record(i, length) for i in range(1, n + 1)]
 
+    async def read_transparent(self, fcp: Fcp) -> bytes:
+        if fcp.structure != "transparent":
+            raise ValueError(f"EF {fcp.fid} is {fcp.structure}, not transparent")
+        return await self.read_binary(fcp.size or 0)
+
     async def applications(self) -> list[tuple[bytes, bytes]]:
         """(AID, label) of each application template in EF.DIR (TS 102 221 §13.1)."""
         fcp = await self.select_path(EF_DIR)
