@@ -192,7 +192,9 @@ async def exchange_transport_key_endpoint(
             info, wrapped = await deps.hsm().call(exchange_transport_key, label, modulus, exponent)
         except HsmError as exc:
             raise SimRefused(str(exc)) from exc
-        kcvs = [(k.value, k.method.value) for k in info.kcvs]
+        # The X9.24-1:2017 CMAC KCV first: the one the operator is told and its file names.
+        ordered = sorted(info.kcvs, key=lambda k: k.method != KcvMethod.AES_CMAC)
+        kcvs = [(k.value, k.method.value) for k in ordered]
         key_type = f"{info.key_type}-{info.bits}"
         row = key_row(label, issuer_id, key_type, "wrap", kcvs, "exchanged", (who_of(who),))
         await uow.repo.keys.add_key(row)
