@@ -100,8 +100,10 @@ async def run_batch(
     discrepancies = len(view["problems"]) + sum(len(v) for v in view["missing"].values())
     say(f"  discrepancies: {discrepancies}")
     if operator is not None:
-        sims = operator.open_output_file(await bureau.sim_output_file(batch), DEMO_OP)
-        say(f"Operator opened its output file with its own key: {len(sims)} SIMs")
+        text = await bureau.sim_output_file(batch, token)
+        sims = operator.open_output_file(text, DEMO_OP)
+        say("Operator fetched its output file with its own token, opened it with its key:")
+        say(f"  {len(sims)} SIMs")
         for sim in sims[:3]:
             say(f"  ICCID {sim['iccid']}  IMSI {sim['imsi']}  Ki/OPc unwrapped, OPc checked")
     return 0 if discrepancies == 0 else 1

@@ -117,11 +117,11 @@ class Bureau:
             response.raise_for_status()
         return operator
 
-    async def sim_output_file(self, batch_id: str) -> str:
-        """The operator's output file of a batch (fetched with the bureau's admin token:
-        keymgmt does not yet accept the operator's own issuer token, docs/sim.md)."""
-        async with self._client(self.urls.keymgmt, self.tokens.admin) as admin:
-            response = await admin.get(f"/v1/sim/batches/{batch_id}/output-file")
+    async def sim_output_file(self, batch_id: str, operator_token: str) -> str:
+        """The operator's output file of a batch, fetched with the operator's own issuer token
+        (intake's credentials API; keymgmt verifies it with intake, docs/sim.md)."""
+        async with self._client(self.urls.keymgmt, operator_token) as operator:
+            response = await operator.get(f"/v1/sim/batches/{batch_id}/output-file")
             response.raise_for_status()
             return response.text
 

@@ -158,12 +158,16 @@ async def create_batch(
 
 @router.get("/batches/{batch_id}/output-file", tags=["sim"], response_class=PlainTextResponse)
 async def get_output_file(batch_id: UUID, who: KeyReader, runtime: RuntimeDep) -> str:
-    """The operator's output file: ICCID, IMSI, Ki and OPc wrapped under its transport key."""
+    """The operator's output file (docs/sim.md): every SIM's secrets wrapped under its
+    transport key. An operator sees only its own batches (another's answers 404, as if it did
+    not exist); every fetch is recorded with who made it."""
     async with runtime.unit_of_work() as uow:
         batch = await uow.repo.sim.batch(batch_id)
         if batch is None or (who.role == "issuer" and who.issuer_id != batch["issuer_id"]):
-            raise NoSuchBatch("no such batch")
+            raise NoSuchBatch("no such batch of this operator")
         cards = await uow.repo.sim.batch_cards(batch_id)
+        await uow.repo.sim.record_fetch(batch_id, who_of(who), len(cards))
+    log.info("SIM output file fetched", extra={"batch_id": str(batch_id), "by": who_of(who)})
     return output_file(batch_id, batch, cards)
 
 

@@ -147,3 +147,19 @@ class SimRepository(SqlRepository):
             c=card_id,
         )
         return None if row is None else int(row["qa_sqn"])
+
+    async def record_fetch(self, batch_id: UUID, who: str, sims: int) -> None:
+        await self.conn.execute(
+            text("INSERT INTO sim_output_fetches (batch_id, fetched_by, sims) VALUES (:b, :w, :n)"),
+            {"b": batch_id, "w": who, "n": sims},
+        )
+
+    async def fetches(self, batch_id: UUID) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT fetched_by, sims, fetched_at FROM sim_output_fetches WHERE batch_id = :b"
+                " ORDER BY fetch_id"
+            ),
+            {"b": batch_id},
+        )
+        return [dict(r) for r in rows.mappings()]
