@@ -128,6 +128,7 @@ def perso(hsm: Hsm, settings: KeymgmtSettings, sim: dict[str, Any], count: int) 
         for _ in range(count):
             card = VirtualCard(store.manufacture(TEST_KMC), store.save)
             card.power_on()
+            card.process(bytes.fromhex("80CA9F7F00"))  # GET DATA CPLC, as a station does
             card.process(bytes.fromhex("00A4040008A00000015100000000"))
             challenge = os.urandom(8)
             iu = card.process(bytes.fromhex("8050000008") + challenge + b"\x00")[:-2]
