@@ -15,7 +15,7 @@ import asyncio
 import sys
 import time
 
-from demo.client import Bureau, demo_cards
+from demo.client import DEMO_OP, Bureau, demo_cards
 from demo.progress import StageView
 
 PRODUCT = "demo-debit"
@@ -54,9 +54,13 @@ async def run_batch(
 ) -> int:
     say(f"Onboarding issuer {issuer!r} with {kind.upper()} product {product!r} ...")
     token = await bureau.onboard_issuer(issuer, name, product, kind=kind)
+    operator = None
     if kind == "sim":
-        say("  SIM product in keymgmt: operator transport key made in the HSM, ICCID/IMSI ranges")
-        await bureau.sim_product(issuer, product, imsi_prefix="00101")
+        operator = await bureau.sim_product(issuer, product, imsi_prefix="00101")
+        say(
+            f"  SIM product in keymgmt: transport key {operator.transport_label}"
+            f" (KCV {operator.kcv}) received by the operator under its RSA key"
+        )
     say(f"Receiving {cards} blank cards into the vault ...")
     await bureau.receive_stock(issuer, product, cards)
     say(f"Issuer posts an order of {cards} cards ...")
@@ -80,6 +84,13 @@ async def run_batch(
         say(f"  {stage:<28} {count}")
     discrepancies = len(view["problems"]) + sum(len(v) for v in view["missing"].values())
     say(f"  discrepancies: {discrepancies}")
+    if operator is not None:
+        text = await bureau.sim_output_file(batch, token)
+        sims = operator.open_output_file(text, DEMO_OP)
+        say("Operator fetched its output file with its own token, opened it with its key:")
+        say(f"  {len(sims)} SIMs")
+        for sim in sims[:3]:
+            say(f"  ICCID {sim['iccid']}  IMSI {sim['imsi']}  Ki/OPc unwrapped, OPc checked")
     return 0 if discrepancies == 0 else 1
 
 

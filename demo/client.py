@@ -12,8 +12,10 @@ from typing import Any
 
 import httpx
 
+from demo.operator import Operator
 from shared.pan import luhn_check_digit
 
+DEMO_OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")  # TS 35.208 test set 1
 DEMO_BIN = "476173"  # an EMV test-card BIN: never a live account range
 FIRST = ["ADA", "ALAN", "GRACE", "EDSGER", "BARBARA", "DONALD", "FRANCES", "KEN", "RADIA", "TIM"]
 LAST = ["LOVELACE", "TURING", "HOPPER", "DIJKSTRA", "LISKOV", "KNUTH", "ALLEN", "THOMPSON"]
@@ -91,29 +93,37 @@ class Bureau:
 
     async def sim_product(
         self, issuer_id: str, product_id: str, imsi_prefix: str, iccid_prefix: str = "8932990"
-    ) -> None:
-        """The operator's SIM product in keymgmt: a transport key generated in the HSM for the
-        operator's output file, a TEST OP (3GPP TS 35.208 test set 1), the ICCID and IMSI
-        ranges (keymgmt refuses ranges that overlap another product's). Idempotent (the serial
-        counter survives)."""
+    ) -> Operator:
+        """The operator's SIM product in keymgmt: the operator's own transport key, sent to it
+        under its RSA public key (RSA-OAEP), a TEST OP (3GPP TS 35.208 test set 1), the ICCID
+        and IMSI ranges (keymgmt refuses ranges that overlap another product's) and a SIM
+        profile. Idempotent (the serial counter survives); returns the operator holding the
+        key its output file will be under."""
+        operator = Operator(issuer_id)
         async with self._client(self.urls.keymgmt, self.tokens.admin) as admin:
-            response = await admin.post(
-                "/v1/bureau-keys", json={"owner": issuer_id, "kind": "TRANSPORT"}
-            )
-            if response.status_code not in (200, 201, 409):
-                response.raise_for_status()
+            await operator.receive_transport_key(admin)
             response = await admin.put(
                 f"/v1/sim/products/{issuer_id}/{product_id}",
                 json={
-                    "op": "cdc202d5123e20f62b6d676ac72cb318",  # a published test value
-                    "transport_key_label": f"{issuer_id}/TRANSPORT/1",
+                    "op": DEMO_OP.hex(),
+                    "transport_key_label": operator.transport_label,
                     "iccid_prefix": iccid_prefix,
                     "imsi_prefix": imsi_prefix,
                     "first_serial": 1,
                     "last_serial": 10**9,
+                    "profile": {"spn": "Demo Mobile", "fplmn": ["00103"]},
                 },
             )
             response.raise_for_status()
+        return operator
+
+    async def sim_output_file(self, batch_id: str, operator_token: str) -> str:
+        """The operator's output file of a batch, fetched with the operator's own issuer token
+        (intake's credentials API; keymgmt verifies it with intake, docs/sim.md)."""
+        async with self._client(self.urls.keymgmt, operator_token) as operator:
+            response = await operator.get(f"/v1/sim/batches/{batch_id}/output-file")
+            response.raise_for_status()
+            return response.text
 
     async def receive_stock(self, issuer_id: str, product_id: str, quantity: int) -> None:
         async with self._client(self.urls.intake, self.tokens.operator) as operator:

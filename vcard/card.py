@@ -69,10 +69,18 @@ _COMMANDS: Final[dict[int, frozenset[int]]] = {
     0x82: _PROPRIETARY,  # EXTERNAL AUTHENTICATE (GlobalPlatform, always with a C-MAC)
     0xE6: _PROPRIETARY,  # INSTALL (GlobalPlatform; [for personalization] only)
     0xAE: _PROPRIETARY,  # GENERATE AC (EMV)
-    0xB0: _ISO,  # READ BINARY (USIM files)
+    0xB0: _ISO,  # READ BINARY (UICC files, TS 102 221 §11.1.3)
+    0xD6: _ISO,  # UPDATE BINARY
+    0xDC: _ISO,  # UPDATE RECORD
+    0xF2: _PROPRIETARY,  # STATUS (TS 102 221 §11.1.2)
+    0x20: _ISO,  # VERIFY PIN
+    0x24: _ISO,  # CHANGE PIN
+    0x26: _ISO,  # DISABLE PIN
+    0x28: _ISO,  # ENABLE PIN
+    0x2C: _ISO,  # UNBLOCK PIN
     0x88: _ISO,  # AUTHENTICATE (USIM, TS 31.102 §7.1.2)
 }
-_CASE2: Final = frozenset({0xB2, 0xCA, 0xC0, 0xB0})  # commands that only return data
+_CASE2: Final = frozenset({0xB2, 0xCA, 0xC0, 0xB0, 0xF2})  # commands that only return data
 
 
 def _sw(sw: int) -> ResponseAPDU:
@@ -129,8 +137,10 @@ class VirtualCard:
 
     def _reset_volatile(self) -> None:
         # After a reset no application is selected: this card has no default application, the
-        # terminal selects one (EMV 4.3 Book 1 §12, application selection).
-        self._selected = None
+        # terminal selects one (EMV 4.3 Book 1 §12, application selection). A personalised
+        # UICC has its MF current instead (TS 102 221 §8.6), so a handset starts there.
+        self.usim.reset()
+        self._selected = self.usim if self.usim.personalized else None
         self.manager.deselect()  # a secure channel does not survive a reset
         self._pending = b""
 
@@ -210,8 +220,13 @@ class VirtualCard:
         return app.generate_ac(cmd)
 
     def _select(self, cmd: CommandAPDU) -> ResponseAPDU:
-        if cmd.p1 != 0x04 and self._selected is self.usim:
-            return self.usim.select_file(cmd)  # the USIM's files, by FID or path
+        uicc = self.usim.personalized and (cmd.p1 != 0x04 or USIM_AID.startswith(cmd.data))
+        if uicc and cmd.data not in (ISD_AID, PAYMENT_AID):  # the UICC's files and its USIM
+            response = self.usim.select(cmd)
+            if response.sw == 0x9000:
+                self.manager.deselect()
+                self._selected = self.usim
+            return response
         if cmd.p1 != 0x04:
             return _sw(SW_FUNCTION_NOT_SUPPORTED)  # only selection by DF name (AID)
         if cmd.p2 not in (0x00, 0x0C):
@@ -221,11 +236,6 @@ class VirtualCard:
         if cmd.data == ISD_AID:
             self._selected = self.manager
             return self.manager.select()
-        if cmd.data == USIM_AID and self.usim.personalized:  # selectable once personalised
-            self.manager.deselect()
-            self._selected = self.usim
-            fcp = self.usim.select()
-            return _sw(0x9000) if cmd.p2 == 0x0C else fcp
         if cmd.data != PAYMENT_AID:
             return _sw(SW_FILE_NOT_FOUND)  # the current selection is kept
         self.manager.deselect()  # selecting another application ends the session

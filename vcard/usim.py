@@ -1,24 +1,29 @@
-"""The USIM application of the virtual card: personalization, files, AUTHENTICATE (Milenage).
+"""The UICC with its USIM application (ETSI TS 102 221, 3GPP TS 31.102): personalization,
+the file system (vcard/uicc/), PINs and AUTHENTICATE (Milenage). docs/sim.md describes it all.
 
 Contract with keymgmt (docs/perso-protocol.md, "SIM products"). Before personalization the
 USIM takes STORE DATA (one DGI per command, DGI format) only as handed over by the card
 manager from an authenticated SCP03 session (vcard/gp.py, INSTALL [for personalization] of
-USIM_AID), and DGI 8101 only from a session that encrypts command data:
+USIM_AID), and the 81xx DGIs only from a session that encrypts command data:
 
-    DGI 0201  EF_ICCID contents (10 bytes, TS 102 221 §13.2: BCD, nibbles swapped, F-padded)
-    DGI 0202  EF_IMSI contents (9 bytes, TS 31.102 §4.2.2)
-    DGI 0203  EF_AD contents (TS 31.102 §4.2.18; byte 4 = length of the MNC)
+    DGI 0201  EF.ICCID (10 bytes, TS 102 221 §13.2: BCD, nibbles swapped, F-padded)
+    DGI 0202  EF.IMSI (9 bytes, TS 31.102 §4.2.2)
+    DGI 0203  EF.AD (TS 31.102 §4.2.18; byte 4 = length of the MNC)
+    DGI 0204-020D  optional: EF.SPN, HPPLMN, FPLMN, ACC, UST, EST, PL, MSISDN, SMSP, ECC
     DGI 8101  AES-128-ECB(K_DEK, Ki) || AES-128-ECB(K_DEK, OPc), 32 bytes
+    DGI 8102  optional: AES-128-CBC(K_DEK, zero IV, PIN1 PUK1 PIN2 PUK2 ADM1 flags), 48 bytes
+    DGI 8103  optional: AES-128-ECB(K_DEK, KIc KID KIK), 48 bytes (OTA keys, kept)
 
-After the last block the card checks every DGI is there and that DGI 8101 opens under its
-K_DEK, and from then on answers SELECT (by AID, 6A82 before personalization as if the
-application were not there, so an EMV product's chip is no SIM; files by FID or path), READ
-BINARY and
-AUTHENTICATE in the 3G security context (TS 31.102 §7.1.2.1): `00 88 00 81 22 10 RAND 10 AUTN`
--> `DB 08 RES 10 CK 10 IK` (9000), `DC 0E AUTS` on a SQN out of range (TS 33.102 §6.3.3), or
-9862 when the network's MAC is wrong. Like a physical card it keeps Ki and OPc in its NVM
-(here DGI 8101 as stored, opened under K_DEK for each AUTHENTICATE) and the highest SQN it
-accepted. No PIN is set on this test USIM (a real one asks PIN1 before AUTHENTICATE).
+After the last block the card checks the mandatory DGIs are there and that DGI 8101 opens
+under its K_DEK, gives every file it was not sent its initial contents, and from then on
+is a UICC: the MF is current after a reset, the USIM is selected by AID (6A82 before
+personalization, as if it were not there, so an EMV product's chip is no SIM), files by FID,
+path or SFI, each access checked against EF.ARR, PINs per TS 102 221 §11.1.9-13, and
+AUTHENTICATE in the 3G security context (TS 31.102 §7.1.2.1) once PIN1 is verified or
+disabled: `00 88 00 81 22 10 RAND 10 AUTN` -> `DB 08 RES 10 CK 10 IK` (9000), `DC 0E AUTS`
+on a SQN out of range (TS 33.102 §6.3.3), or 9862 when the network's MAC is wrong. Like a
+physical card it keeps Ki, OPc and the PINs in its NVM as sent (opened under K_DEK for each
+use) and the highest SQN it accepted.
 """
 
 from __future__ import annotations
@@ -30,38 +35,53 @@ from typing import Final
 
 from shared.iso7816 import (
     SW_CONDITIONS_NOT_SATISFIED,
-    SW_FILE_NOT_FOUND,
+    SW_FUNCTION_NOT_SUPPORTED,
     SW_INCORRECT_P1P2,
     SW_INS_NOT_SUPPORTED,
     SW_REFERENCED_DATA_NOT_FOUND,
     SW_SECURITY_STATUS_NOT_SATISFIED,
     SW_WRONG_DATA,
     SW_WRONG_LENGTH,
-    SW_WRONG_P1P2,
     CommandAPDU,
     ResponseAPDU,
     decode_dgis,
-    tlv,
 )
 from vcard.crypto import aes_ecb_decrypt
 from vcard.milenage import Milenage
 from vcard.store import CardState
+from vcard.uicc.arr import KEY_PIN1
+from vcard.uicc.files import (
+    DGI_AD,
+    DGI_ICCID,
+    DGI_IMSI,
+    FID_ADF,
+    PERSO_FILES,
+    USIM_AID,
+    initial_contents,
+)
+from vcard.uicc.filesystem import UiccFiles
+from vcard.uicc.pins import DGI_PINS, NVM_PIN_STATE, Pins, cbc, initial_pin_state
+
+__all__ = [
+    "NVM_SQN",
+    "USIM_AID",
+    "UsimApplication",
+    "ef_imsi",
+    "iccid_of",
+    "imsi_of",
+    "swapped_bcd",
+]
 
 log = logging.getLogger(__name__)
 
-# RID A000000087 (3GPP), PIX 1002 = USIM, then country and provider fields (here the bureau's).
-USIM_AID: Final = bytes.fromhex("A0000000871002FFFFFFFF8907090000")
-DGI_ICCID: Final = 0x0201
-DGI_IMSI: Final = 0x0202
-DGI_AD: Final = 0x0203
 DGI_SECRETS: Final = 0x8101
+DGI_OTA_KEYS: Final = 0x8103
 # The highest SQN accepted so far, in the card's NVM (never written by STORE DATA).
 NVM_SQN: Final = 0xDF01
 USIM_DGIS: Final = frozenset({DGI_ICCID, DGI_IMSI, DGI_AD, DGI_SECRETS})
-DGI_LENGTHS: Final = {DGI_ICCID: 10, DGI_IMSI: 9, DGI_SECRETS: 32}
-FID_MF: Final = 0x3F00
-FID_ADF: Final = 0x7FFF  # the current ADF (the USIM), TS 102 221 §8.3
-FILES: Final = {0x2FE2: DGI_ICCID, 0x6F07: DGI_IMSI, 0x6FAD: DGI_AD}
+SENSITIVE_DGIS: Final = frozenset({DGI_SECRETS, DGI_PINS, DGI_OTA_KEYS})
+KNOWN_DGIS: Final = frozenset(PERSO_FILES) | SENSITIVE_DGIS
+DGI_LENGTHS: Final = {DGI_SECRETS: 32, DGI_PINS: 48, DGI_OTA_KEYS: 48}
 SW_AUTH_MAC_FAILURE: Final = 0x9862  # TS 31.102 §7.3: authentication error, incorrect MAC
 CONTEXT_3G: Final = 0x81
 SQN_DELTA: Final = 1 << 28  # TS 33.102 Annex C.2.1: a SQN further ahead is refused too
@@ -94,62 +114,74 @@ def iccid_of(ef: bytes) -> str:
     return "".join(f"{b & 0x0F:X}{b >> 4:X}" for b in ef).rstrip("F")
 
 
+def _dgi_problem(tag: int, value: bytes, encrypted: bool) -> int | None:
+    """The status word refusing one personalization DGI, or None when it is acceptable."""
+    if tag not in KNOWN_DGIS:
+        return SW_REFERENCED_DATA_NOT_FOUND
+    if tag in SENSITIVE_DGIS and not encrypted:
+        return SW_SECURITY_STATUS_NOT_SATISFIED  # keys and PINs under C-DECRYPTION only
+    ef = PERSO_FILES.get(tag)
+    if ef is not None and ef.size is not None and len(value) != ef.size:
+        return SW_WRONG_DATA
+    if ef is not None and ef.structure == "linear" and len(value) % ef.record_length:
+        return SW_WRONG_DATA
+    if len(value) != DGI_LENGTHS.get(tag, len(value)) or not value:
+        return SW_WRONG_DATA
+    return None
+
+
 class UsimApplication:
-    """One USIM instance bound to one card's persistent state."""
+    """The UICC and its USIM bound to one card's persistent state."""
 
     def __init__(self, state: CardState, persist: Callable[[CardState], None]) -> None:
         self.state = state
         self._persist = persist
         self._next_block = 0
-        self._file: int | None = None
+        self.pins = Pins(state, persist)
+        self.files = UiccFiles(state, persist, self.pins)
 
     @property
     def personalized(self) -> bool:
         return self.state.lifecycle == "personalized" and DGI_SECRETS in self.state.dgis
 
-    def select(self) -> ResponseAPDU:
-        """SELECT by AID: the ADF's FCP (`62`: `82` descriptor, `84` AID)."""
-        self._next_block, self._file = 0, None
-        fcp = tlv(0x62, tlv(0x82, bytes.fromhex("7821")) + tlv(0x84, USIM_AID))
-        return ResponseAPDU(fcp, 0x9000)
+    def reset(self) -> None:
+        """A reset: the MF current, no application active, no PIN verified."""
+        self.files.reset()
+        self.pins.reset()
 
-    def deselect(self) -> None:
-        self._file = None
-
-    def select_file(self, cmd: CommandAPDU) -> ResponseAPDU:
-        """SELECT by FID (P1 00) or by path from the MF (P1 08): the last FID names the file."""
-        if cmd.p1 not in (0x00, 0x08) or cmd.p2 not in (0x04, 0x0C):
-            return _sw(SW_INCORRECT_P1P2)
-        if not cmd.data or len(cmd.data) % 2:
-            return _sw(SW_WRONG_LENGTH)
-        fid = int.from_bytes(cmd.data[-2:], "big")
-        if fid in (FID_MF, FID_ADF):
-            self._file = None
-            return _sw(0x9000)
-        tag = FILES.get(fid)
-        if tag is None or not self.personalized or tag not in self.state.dgis:
-            return _sw(SW_FILE_NOT_FOUND)
-        self._file = fid
-        if cmd.p2 == 0x0C:
-            return _sw(0x9000)
-        size = len(self.state.dgis[tag])
-        fcp = (
-            tlv(0x82, bytes.fromhex("4121"))  # working EF, transparent
-            + tlv(0x83, fid.to_bytes(2, "big"))
-            + tlv(0x80, size.to_bytes(2, "big"))
-            + tlv(0x8A, b"\x05")  # life cycle: operational, activated
-        )
-        return ResponseAPDU(tlv(0x62, fcp), 0x9000)
+    def select(self, cmd: CommandAPDU) -> ResponseAPDU:
+        """SELECT of the USIM by AID (P1 04), or of a file by FID (00), path (08, 09) or the
+        parent DF (03); P1 01 (a child DF by FID) names nothing on this card."""
+        if cmd.p1 == 0x04:
+            return self.files.select_adf(cmd)
+        if cmd.p1 not in (0x00, 0x03, 0x08, 0x09):
+            return _sw(SW_FUNCTION_NOT_SUPPORTED if cmd.p1 != 0x01 else 0x6A82)
+        return self.files.select(cmd)
 
     def execute(self, cmd: CommandAPDU) -> ResponseAPDU:
-        if cmd.ins == 0xB0:
-            return self._read_binary(cmd)
-        if cmd.ins == 0x88:
-            return self._authenticate(cmd)
+        handler = self._handlers().get(cmd.ins)
         if cmd.ins == 0xE2:
             # Personalization data only arrives through the card manager's secure channel.
             return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)
-        return _sw(SW_INS_NOT_SUPPORTED)
+        if handler is None or not self.personalized:
+            return _sw(SW_INS_NOT_SUPPORTED if handler is None else SW_CONDITIONS_NOT_SATISFIED)
+        return handler(cmd)
+
+    def _handlers(self) -> dict[int, Callable[[CommandAPDU], ResponseAPDU]]:
+        files, pins = self.files, self.pins
+        return {
+            0xB0: lambda c: files.binary(c, update=False),
+            0xD6: lambda c: files.binary(c, update=True),
+            0xB2: lambda c: files.record_op(c, update=False),
+            0xDC: lambda c: files.record_op(c, update=True),
+            0xF2: files.status,
+            0x20: pins.verify,
+            0x24: pins.change,
+            0x26: lambda c: pins.set_enabled(c, enable=False),
+            0x28: lambda c: pins.set_enabled(c, enable=True),
+            0x2C: pins.unblock,
+            0x88: self._authenticate,
+        }
 
     # -- personalization -------------------------------------------------------------------
 
@@ -171,12 +203,9 @@ class UsimApplication:
         if not dgis:
             return _sw(SW_WRONG_LENGTH)
         for tag, value in dgis:
-            if tag not in USIM_DGIS:
-                return _sw(SW_REFERENCED_DATA_NOT_FOUND)
-            if tag == DGI_SECRETS and not encrypted:
-                return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)  # keys under C-DECRYPTION only
-            if len(value) != DGI_LENGTHS.get(tag, len(value)) or not value:
-                return _sw(SW_WRONG_DATA)
+            refused = _dgi_problem(tag, value, encrypted)
+            if refused is not None:
+                return _sw(refused)
         for tag, value in dgis:
             self.state.dgis[tag] = value
         self._next_block += 1
@@ -191,25 +220,20 @@ class UsimApplication:
             log.info("USIM: last STORE DATA but DGIs missing: %s", sorted(missing))
             self._persist(self.state)
             return _sw(SW_CONDITIONS_NOT_SATISFIED)
+        imsi = imsi_of(self.state.dgis[DGI_IMSI])
+        for tag, content in initial_contents(imsi).items():
+            self.state.dgis.setdefault(tag, content)
+        if DGI_PINS in self.state.dgis:
+            flags = cbc(self.state.k_dek, self.state.dgis[DGI_PINS], decrypt=True)[40]
+            self.state.dgis[NVM_PIN_STATE] = initial_pin_state(pin1_enabled=bool(flags & 1))
         self.state.dgis[NVM_SQN] = bytes(6)
         self.state.lifecycle = "personalized"
         self._persist(self.state)
+        self.reset()
         log.info("card %s: USIM personalized", self.state.chip_serial)
         return _sw(0x9000)
 
     # -- in the field -----------------------------------------------------------------------
-
-    def _read_binary(self, cmd: CommandAPDU) -> ResponseAPDU:
-        if cmd.p1 & 0x80:
-            return _sw(SW_INCORRECT_P1P2)  # short file identifiers are not supported
-        if self._file is None:
-            return _sw(SW_CONDITIONS_NOT_SATISFIED)  # no EF selected
-        content = self.state.dgis[FILES[self._file]]
-        offset = (cmd.p1 << 8) | cmd.p2
-        if offset >= len(content):
-            return _sw(SW_WRONG_P1P2)
-        want = cmd.le if cmd.le is not None else 256
-        return ResponseAPDU(content[offset : offset + want], 0x9000)
 
     def _milenage(self) -> Milenage:
         clear = aes_ecb_decrypt(self.state.k_dek, self.state.dgis[DGI_SECRETS])
@@ -217,8 +241,10 @@ class UsimApplication:
 
     def _authenticate(self, cmd: CommandAPDU) -> ResponseAPDU:
         """AUTHENTICATE, 3G context (TS 31.102 §7.1.2.1; TS 33.102 §6.3.3 checks)."""
-        if not self.personalized:
-            return _sw(SW_CONDITIONS_NOT_SATISFIED)
+        if not self.personalized or self.files.df != FID_ADF:
+            return _sw(SW_CONDITIONS_NOT_SATISFIED)  # in the USIM's context only
+        if not self.pins.granted(KEY_PIN1):
+            return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)  # PIN1 first (TS 31.102 §7.1.2)
         if cmd.p1 != 0x00 or cmd.p2 != CONTEXT_3G:
             return _sw(SW_INCORRECT_P1P2)
         data = cmd.data

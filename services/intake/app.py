@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.intake import admin_api, bulk_api, orders_api, stock_api, tracking_api
+from services.intake import admin_api, bulk_api, orders_api, stock_api, tracking_api, whoami_api
 from services.intake.deps import IntakeDeps
 from services.intake.handlers import HANDLERS
 from services.intake.orders import VAULT_RETRY, VAULT_TIMEOUT, PanVault
@@ -94,5 +94,6 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
             orders_api.router,
             bulk_api.router,
             tracking_api.router,
+            whoami_api.router,
         ],
     )

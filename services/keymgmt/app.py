@@ -23,7 +23,9 @@ from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.api import router as sim_router
 from services.keymgmt.vault.api import router as vault_router
 from services.keymgmt.vault.retention import RetentionPurger
+from shared.auth import Authenticator
 from shared.handlers import bind_handlers
+from shared.issuer_tokens import RemoteIssuerTokens
 from shared.service import ServiceRuntime, create_app
 
 NAME = "keymgmt"
@@ -74,11 +76,19 @@ def bootstrap(
     return runtime
 
 
-def build_app(runtime: ServiceRuntime) -> FastAPI:
-    return create_app(
+def build_app(runtime: ServiceRuntime, issuer_tokens: Authenticator | None = None) -> FastAPI:
+    """The API; issuer tokens are verified by intake (`issuer_tokens`, by default from
+    settings.intake_url), after the configured principals so those never cause a call."""
+    app = create_app(
         runtime,
         title="cardbureau keymgmt",
         description="The only door to the HSM: key inventory, PAN vault, data preparation, "
         "perso scripts for stations, chip read-back and ARQC checks for QA.",
         routers=ROUTERS,
     )
+    settings: KeymgmtSettings = runtime.settings  # type: ignore[assignment]
+    if issuer_tokens is None and settings.intake_url:
+        issuer_tokens = RemoteIssuerTokens(settings.intake_url)
+    if issuer_tokens is not None:
+        app.state.authenticators.append(issuer_tokens)
+    return app

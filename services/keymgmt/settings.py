@@ -49,6 +49,12 @@ class KeymgmtSettings(BureauSettings):
     service_code: str = Field(
         default="201", pattern=r"^\d{3}$", description="track 2 service code of EMV cards"
     )
+    intake_url: str = Field(
+        default="http://127.0.0.1:8101",
+        description="BUREAU_INTAKE_URL: where issuer tokens are verified (GET /v1/whoami), so"
+        " an operator fetches its SIM output file with its own token; empty: configured"
+        " principals only",
+    )
     hsm_retry_seconds: float = Field(default=5.0, gt=0, description="wait between HSM opens")
     hsm_ping_timeout_seconds: float = Field(default=5.0, gt=0, description="readiness probe")
     # Retention (vault/retention.py): days cardholder data stays after dispatch unless the

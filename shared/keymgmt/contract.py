@@ -291,6 +291,12 @@ class SimChallenge(_Answer):
     imsi: str
     rand: HexBytes
     autn: HexBytes
+    pin1: HexBytes | None = Field(
+        default=None,
+        repr=False,
+        description="PIN1 as the UICC takes it (8 bytes) when the profile enables PIN1, for"
+        " QA's VERIFY as a handset's user would type it; None when PIN1 is disabled",
+    )
 
 
 class SimCheckRequest(_Contract):

@@ -182,12 +182,13 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
     answer = await script_for(http, station, card["card_id"], chip)
     assert answer.status_code == 200, answer.text
     script = answer.json()
-    assert script["dgis"] == ["0201", "0202", "0203", "8101"]
+    files = ["0201", "0202", "0203", "0205", "0206", "0207", "0208"]  # + the profile's files
+    assert script["dgis"] == [*files, "8101", "8102"]  # Ki || OPc, the PIN block
     assert script["security_level"] == "03"
     for apdu in script["apdus"]:
         assert chip.process(bytes.fromhex(apdu))[-2:] == b"\x90\x00", apdu[:8]
     assert select_usim(chip)[1] == 0x9000
-    assert chip.process(bytes.fromhex("00A4000C022FE2"))[-2:] == b"\x90\x00"
+    assert chip.process(bytes.fromhex("00A4080C022FE2"))[-2:] == b"\x90\x00"  # from the MF
     iccid = iccid_of(chip.process(bytes.fromhex("00B000000A"))[:-2])
     async with runtime.engine.connect() as conn:
         row = await conn.execute(

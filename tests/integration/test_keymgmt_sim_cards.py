@@ -138,14 +138,20 @@ async def test_sim_card_ordered_prepared_personalised_and_checked_at_qa(
     assert secured.security_level == 0x03  # DGI 8101 is sensitive: C-DECRYPTION
     for apdu in secured.apdus:
         assert chip.process(apdu)[-2:] == b"\x90\x00", apdu[:4].hex()
-    assert select_usim(chip)[1] == 0x9000
-    assert chip.process(bytes.fromhex("00A4000C022FE2"))[-2:] == b"\x90\x00"
+    assert chip.process(bytes.fromhex("00A4080C022FE2"))[-2:] == b"\x90\x00"  # path from MF
     assert iccid_of(chip.process(bytes.fromhex("00B000000A"))[:-2]) == sim["iccid"]
+    assert select_usim(chip)[1] == 0x9000
     assert chip.process(bytes.fromhex("00A4000C026F07"))[-2:] == b"\x90\x00"
-    assert imsi_of(chip.process(bytes.fromhex("00B0000009"))[:-2]) == sim["imsi"]
+    assert chip.process(bytes.fromhex("00B0000009"))[-2:] == b"\x69\x82"  # PIN1 first
 
-    # QA: keymgmt's challenge, the card's AUTHENTICATE, keymgmt's check in the HSM.
+    # QA: keymgmt's challenge (with PIN1 for the VERIFY), the card's AUTHENTICATE, keymgmt's
+    # check in the HSM.
     qa = auth(f"qa-{unique}")
+    first = await http.post("/v1/sim/qa/challenge", json={"card_id": str(card_id)}, headers=qa)
+    pin1 = bytes.fromhex(first.json()["pin1"])
+    assert len(pin1) == 8
+    assert chip.process(bytes.fromhex("0020000108") + pin1)[-2:] == b"\x90\x00"
+    assert imsi_of(chip.process(bytes.fromhex("00B0000009"))[:-2]) == sim["imsi"]
     for _ in range(2):  # each challenge a fresh SQN the card accepts
         asked = await http.post("/v1/sim/qa/challenge", json={"card_id": str(card_id)}, headers=qa)
         assert asked.status_code == 200, asked.text

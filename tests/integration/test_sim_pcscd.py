@@ -21,7 +21,13 @@ from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.perso import build_sim_script
 from services.qa.service import QaFailure
-from services.qa.sim_check import CHECK_SIM_AUTHENTICATE, CHECK_SIM_FILES, is_usim, sim_chip_checks
+from services.qa.sim_check import (
+    CHECK_SIM_AUTHENTICATE,
+    CHECK_SIM_FILES,
+    CHECK_SIM_PIN,
+    is_usim,
+    sim_chip_checks,
+)
 from shared.keymgmt.client import KeymgmtClient
 from shared.pcsc import PcscClient, ReaderConfig
 from shared.service import ServiceRuntime
@@ -73,7 +79,7 @@ async def test_sim_personalised_at_a_station_passes_qa_in_another_reader(
 
         secured = await keymgmt_hsm.call(secure_script, settings.kmc_label, challenge, iu, build)
         answers = await chip.transmit_script(list(secured.apdus))
-        assert [sw for _, sw in answers] == [0x9000] * 6  # EXT AUTH, INSTALL, 4 x STORE DATA
+        assert [sw for _, sw in answers] == [0x9000] * 11  # EXT AUTH, INSTALL, 9 x STORE DATA
     serial = cplc[3 + 12 : 3 + 18].hex().upper()
     assert (await feeder.eject(station))["ejected"] == serial
 
@@ -85,7 +91,7 @@ async def test_sim_personalised_at_a_station_passes_qa_in_another_reader(
         async with await client.connect(qa) as reader:
             assert await is_usim(reader)
             checks = await sim_chip_checks(reader, card_id, oracle)
-            assert checks == [CHECK_SIM_FILES, CHECK_SIM_AUTHENTICATE]
+            assert checks == [CHECK_SIM_FILES, CHECK_SIM_PIN, CHECK_SIM_AUTHENTICATE]
             assert await is_usim(reader)
             with pytest.raises(QaFailure, match="sim-files: EF_ICCID does not hold the prepared"):
                 await sim_chip_checks(reader, uuid.UUID(cards[1]["card_id"]), oracle)

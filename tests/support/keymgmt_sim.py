@@ -18,7 +18,13 @@ TRANSPORT = bytes.fromhex("2B7E151628AED2A6ABF7158809CF4F3C")  # test operator t
 
 
 async def sim_product(
-    runtime: ServiceRuntime, http: Any, hsm: Hsm, issuer: str, unique: str, last: int = 1004
+    runtime: ServiceRuntime,
+    http: Any,
+    hsm: Hsm,
+    issuer: str,
+    unique: str,
+    last: int = 1004,
+    profile: dict[str, Any] | None = None,
 ) -> str:
     transport = f"{issuer}/TRANSPORT/1"
     spec = CeremonySpec(transport, issuer, CeremonyKeyType.AES128, KeyUsage.WRAP, 2, "test")
@@ -30,6 +36,7 @@ async def sim_product(
         "imsi_prefix": "00101",
         "first_serial": 1000,
         "last_serial": last,
+        "profile": profile or {},
     }
     path = f"/v1/sim/products/{issuer}/usim-card"
     put = await http.put(path, json=product, headers=auth(f"cu-{unique}"))

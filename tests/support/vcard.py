@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyemv import ac, kd
 
-from shared.iso7816 import CommandAPDU, tlv
-from tests.support.scp03_host import Scp03Host
+from shared.iso7816 import CommandAPDU, store_data_script, tlv
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore
@@ -115,3 +116,33 @@ def select_usim(card: VirtualCard) -> tuple[bytes, int]:
 
 def authenticate(card: VirtualCard, rand: bytes, autn: bytes) -> tuple[bytes, int]:
     return apdu(card, bytes.fromhex("0088008122") + b"\x10" + rand + b"\x10" + autn + b"\x00")
+
+
+def personalize_with(
+    card: VirtualCard, aid: bytes, dgis: list[tuple[int, bytes]], level: int = 0x03
+) -> list[int]:
+    """INSTALL [for personalization] of `aid` and one STORE DATA per DGI in an SCP03 session
+    at `level` (03: C-DECRYPTION + C-MAC), built by the independent host; the STORE DATA
+    status words."""
+    assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
+    challenge = os.urandom(8)
+    answer, sw = apdu(card, initialize_update(challenge))
+    if sw >> 8 == 0x61:  # T=0: GET RESPONSE
+        answer, sw = apdu(card, bytes((0x00, 0xC0, 0x00, 0x00, sw & 0xFF)))
+    assert sw == 0x9000
+    host = Scp03Host.from_kmc(TEST_KMC, challenge, answer)
+    assert apdu(card, host.external_authenticate(level))[1] == 0x9000
+    assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(aid)))[1] == 0x9000
+    return [apdu(card, secured(host, cmd))[1] for cmd in store_data_script(dgis)]
+
+
+def under_kdek(card: VirtualCard, clear: bytes) -> bytes:
+    """AES-128-ECB under the card's K_DEK, as keymgmt sends Ki, OPc and PINs."""
+    return _aes_ecb(k_dek_of(TEST_KMC, card.state.cplc), clear)
+
+
+def under_kdek_cbc(card: VirtualCard, clear: bytes) -> bytes:
+    """AES-128-CBC, zero IV, under the card's K_DEK: how keymgmt sends the PIN block."""
+    key = k_dek_of(TEST_KMC, card.state.cplc)
+    enc = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor()
+    return enc.update(clear) + enc.finalize()

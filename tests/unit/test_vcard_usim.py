@@ -92,6 +92,13 @@ def test_card_milenage_reproduces_the_published_test_sets(vector: tuple[str, ...
     assert card.f5_star(rand) == f5s
 
 
+@pytest.mark.parametrize("vector", TEST_SETS, ids=["set1", "set2", "set3"])
+def test_independent_milenage_reproduces_the_published_test_sets(vector: tuple[str, ...]) -> None:
+    k, rand, sqn, amf, _op, opc, f1, f1s, f2, f5, f3, f4, f5s = vector
+    got = independent_milenage(*map(bytes.fromhex, (k, opc, rand, sqn, amf)))
+    assert got == {"f1": f1, "f1*": f1s, "f2": f2, "f5": f5, "f3": f3, "f4": f4, "f5*": f5s}
+
+
 def test_card_milenage_agrees_with_an_independent_one_on_random_inputs() -> None:
     for _ in range(20):
         k, opc, rand = os.urandom(16), os.urandom(16), os.urandom(16)
@@ -163,7 +170,8 @@ def test_personalized_usim_reads_its_files_and_authenticates(store: CardStore) -
     _, sw = apdu(card, "00A40804022FE2")  # EF_ICCID by path from the MF
     assert sw == 0x9000
     assert apdu(card, "00B000000A") == (swapped_bcd(ICCID, 10), 0x9000)
-    assert apdu(card, "00A4000C026F07")[1] == 0x9000
+    assert apdu(card, "00A4000C026F07")[1] == 0x6A82  # the MF is current: not its child
+    assert apdu(card, "00A4080C047FFF6F07")[1] == 0x9000  # by path through the ADF
     content, sw = apdu(card, "00B0000009")
     assert (imsi_of(content), sw) == (IMSI, 0x9000)
     assert apdu(card, "00B0000305") == (content[3:8], 0x9000)  # offset 3, 5 bytes

@@ -17,6 +17,7 @@ from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.perso.schemas import PersoRefused
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.sim.perso import SimPersoScript, build_sim_script, mnc_length_of
+from services.keymgmt.sim.profile import SimProfile, profile_of
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class PersoTarget:
     sim: Mapping[str, Any] | None
     mnc_length: int
     imks: ImkLabels
+    sim_profile: SimProfile | None = None
 
 
 def binding_problem(bound: Mapping[str, Any] | None, chip: str, chip_card: Any) -> str | None:
@@ -48,13 +50,14 @@ def target_of(
     sim_product: Mapping[str, Any] | None,
 ) -> PersoTarget:
     """The card's target; a USIM needs its product (for the MNC length)."""
-    mnc_length = 0
+    mnc_length, profile = 0, None
     if sim is not None:
         if sim_product is None:
             raise PersoRefused("the SIM's product is not configured")
         mnc_length = mnc_length_of(sim_product["imsi_prefix"])
+        profile = profile_of(dict(sim_product))
     imks = imks_of(prepared["issuer_id"])
-    return PersoTarget(prepared, vaulted, bound, sim, mnc_length, imks)
+    return PersoTarget(prepared, vaulted, bound, sim, mnc_length, imks, profile)
 
 
 def needed_keys(target: PersoTarget, kmc_label: str) -> list[str]:
@@ -74,7 +77,8 @@ class ScriptBuilder:
     def __call__(self, hsm: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
         div, s, t = answer.diversification_data, self.settings, self.target
         if t.sim is not None:
-            self.built.append(build_sim_script(hsm, t.sim, div, s.kmc_label, t.mnc_length))
+            sim = (t.sim, div, s.kmc_label, t.mnc_length, t.sim_profile)
+            self.built.append(build_sim_script(hsm, *sim))
         else:
             args = (div, t.imks, s.kmc_label, s.app_label, s.service_code)
             self.built.append(build_card_script(hsm, t.vaulted, *args))

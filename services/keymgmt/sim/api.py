@@ -13,9 +13,13 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from services.keymgmt.deps import Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
-from services.keymgmt.hsm.session import BureauKeyKind, HsmError
+from services.keymgmt.hsm.kcv import KcvMethod
+from services.keymgmt.hsm.session import BureauKeyKind, HsmError, key_label
+from services.keymgmt.keys.repository import key_row
 from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.sim.credentials import make_batch_credentials, pin1_of
+from services.keymgmt.sim.profile import profile_json, profile_of, profile_problem
 from services.keymgmt.sim.qa import (
     check_answer,
     milenage_challenge,
@@ -32,6 +36,7 @@ from services.keymgmt.sim.schemas import (
     SimProductIn,
     SimProductInvalid,
     SimRefused,
+    TransportKeyExchange,
 )
 from services.keymgmt.sim.service import (
     batch_cards,
@@ -41,6 +46,11 @@ from services.keymgmt.sim.service import (
     output_file,
     range_problems,
     transport_key_problem,
+)
+from services.keymgmt.sim.transport import (
+    MECHANISM_NAME,
+    exchange_transport_key,
+    operator_public_key,
 )
 from services.keymgmt.vault.crypto import seal_bytes
 from shared.service import RuntimeDep
@@ -72,6 +82,9 @@ async def put_sim_product(
         check_ranges(issuer_id, body)
     except ValueError as exc:
         raise SimProductInvalid(str(exc)) from exc
+    problem = profile_problem(body.profile, body.imsi_prefix)
+    if problem is not None:
+        raise SimProductInvalid(f"profile: {problem}")
     hsm = deps.hsm()
     async with runtime.unit_of_work() as uow:
         await _transport_key(uow.repo, body.transport_key_label, issuer_id)
@@ -86,7 +99,7 @@ async def put_sim_product(
         await uow.repo.sim.put_product(
             fields
             | {"issuer_id": issuer_id, "product_id": product_id, "op_sealed": sealed}
-            | {"updated_by": who_of(who)}
+            | {"updated_by": who_of(who), "profile": profile_json(body.profile)}
         )
     return {"issuer_id": issuer_id, "product_id": product_id, **fields}
 
@@ -117,9 +130,18 @@ async def create_batch(
         secrets = await hsm.call(
             make_batch, bytes(product["op_sealed"]), context, storage, transport, body.count
         )
+        profile = profile_of(product)
+        credentials = await hsm.call(
+            make_batch_credentials,
+            storage,
+            transport,
+            body.count,
+            profile.pin1_enabled,
+            profile.ota,
+        )
         batch_id = uuid.uuid4()
         common = {"batch_id": batch_id, "issuer_id": body.issuer_id, "product_id": body.product_id}
-        cards = batch_cards(common, product, first, storage, secrets)
+        cards = batch_cards(common, product, first, storage, secrets, credentials)
         batch = common | {
             "count": body.count,
             "first_iccid": cards[0]["iccid"],
@@ -127,6 +149,7 @@ async def create_batch(
             "transport_key_label": transport,
             "transport_kcv": f"{tkey['kcv']} ({tkey['kcv_method']})",
             "created_by": who_of(who),
+            "profile": profile_json(profile),
         }
         await uow.repo.sim.add_batch(batch, cards)
     log.info("SIM batch made", extra={"batch_id": str(batch_id), "count": body.count})
@@ -135,13 +158,59 @@ async def create_batch(
 
 @router.get("/batches/{batch_id}/output-file", tags=["sim"], response_class=PlainTextResponse)
 async def get_output_file(batch_id: UUID, who: KeyReader, runtime: RuntimeDep) -> str:
-    """The operator's output file: ICCID, IMSI, Ki and OPc wrapped under its transport key."""
+    """The operator's output file (docs/sim.md): every SIM's secrets wrapped under its
+    transport key. An operator sees only its own batches (another's answers 404, as if it did
+    not exist); every fetch is recorded with who made it."""
     async with runtime.unit_of_work() as uow:
         batch = await uow.repo.sim.batch(batch_id)
         if batch is None or (who.role == "issuer" and who.issuer_id != batch["issuer_id"]):
-            raise NoSuchBatch("no such batch")
+            raise NoSuchBatch("no such batch of this operator")
         cards = await uow.repo.sim.batch_cards(batch_id)
+        await uow.repo.sim.record_fetch(batch_id, who_of(who), len(cards))
+    log.info("SIM output file fetched", extra={"batch_id": str(batch_id), "by": who_of(who)})
     return output_file(batch_id, batch, cards)
+
+
+@router.post(
+    "/transport-keys/{issuer_id}",
+    tags=["sim"],
+    summary="An operator's transport key, generated in the HSM and sent under its RSA key",
+)
+async def exchange_transport_key_endpoint(
+    issuer_id: str,
+    body: TransportKeyExchange,
+    who: Conductor,
+    runtime: RuntimeDep,
+    deps: KeymgmtDepsDep,
+) -> Any:
+    try:
+        label = key_label(issuer_id, "TRANSPORT", body.version)
+        modulus, exponent = operator_public_key(body.public_key_pem)
+    except ValueError as exc:
+        raise SimProductInvalid(str(exc)) from exc
+    async with runtime.unit_of_work() as uow:
+        await uow.repo.keys.lock(f"keymgmt.generate.{label}")
+        if await uow.repo.keys.key(label) is not None:
+            raise SimRefused(f"{label} already exists")
+        try:
+            info, wrapped = await deps.hsm().call(exchange_transport_key, label, modulus, exponent)
+        except HsmError as exc:
+            raise SimRefused(str(exc)) from exc
+        # The X9.24-1:2017 CMAC KCV first: the one the operator is told and its file names.
+        ordered = sorted(info.kcvs, key=lambda k: k.method != KcvMethod.AES_CMAC)
+        kcvs = [(k.value, k.method.value) for k in ordered]
+        key_type = f"{info.key_type}-{info.bits}"
+        row = key_row(label, issuer_id, key_type, "wrap", kcvs, "exchanged", (who_of(who),))
+        await uow.repo.keys.add_key(row)
+    cmac = next(k for k in info.kcvs if k.method == KcvMethod.AES_CMAC)
+    log.info("SIM transport key exchanged", extra={"label": label})
+    return {
+        "label": label,
+        "kcv": cmac.value,
+        "kcv_method": cmac.method.value,
+        "wrapped_key": wrapped.hex().upper(),
+        "mechanism": MECHANISM_NAME,
+    }
 
 
 # -- SIM QA -------------------------------------------------------------------------------------
@@ -153,6 +222,7 @@ async def _sim_of(runtime: RuntimeDep, card_id: UUID, sqn: bool) -> tuple[dict[s
         product = await uow.repo.sim.product(sim["issuer_id"], sim["product_id"])
         if product is None:
             raise SimRefused("the card's SIM product is gone")
+        sim["pin1_enabled"] = profile_of(product).pin1_enabled
         if sqn:
             sim["qa_sqn"] = await uow.repo.sim.next_qa_sqn(card_id)
         await uow.repo.vault.record_access([(card_id, "service:qa", "sim-qa")])
@@ -167,12 +237,16 @@ async def sim_challenge(
     hsm = deps.hsm()
     context = op_context(sim["issuer_id"], sim["product_id"])
     rand, autn = await hsm.call(milenage_challenge, sim, op_sealed, context, sim["qa_sqn"])
+    pin1 = None
+    if sim.get("pins_stored") is not None and sim["pin1_enabled"]:
+        pin1 = await hsm.call(pin1_of, sim["storage_key_label"], bytes(sim["pins_stored"]))
     return {
         "card_id": str(body.card_id),
         "iccid": sim["iccid"],
         "imsi": sim["imsi"],
         "rand": rand.hex().upper(),
         "autn": autn.hex().upper(),
+        "pin1": None if pin1 is None else pin1.hex().upper(),
     }
 
 

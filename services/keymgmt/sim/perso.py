@@ -8,14 +8,18 @@ STORE DATA per DGI:
     DGI 0201  EF_ICCID (TS 102 221 §13.2: BCD, nibbles swapped, F-padded to 10 bytes)
     DGI 0202  EF_IMSI (TS 31.102 §4.2.2: length, parity nibble, digits)
     DGI 0203  EF_AD (TS 31.102 §4.2.18: normal operation, length of the MNC)
+    DGI 0204-020D  the profile's files (profile.py): SPN, HPPLMN, FPLMN, ACC, UST, ...
     DGI 8101  AES-128-ECB(K_DEK, Ki) || AES-128-ECB(K_DEK, OPc)       -- sensitive
+    DGI 8102  AES-128-CBC(K_DEK, IV 0, PIN1 PUK1 PIN2 PUK2 ADM1 flags) -- sensitive
+    DGI 8103  AES-128-ECB(K_DEK, KIc) || .. KID || .. KIK (OTA)       -- sensitive, optional
 
-Ki and OPc are held wrapped under the bureau SIM storage key (sim.py); here each is unwrapped
-inside the HSM as a sensitive session object with no usage, and wrapped again under the card's
-K_DEK (CPG202-AES from the KMC, perso.derive_static_key) with CKM_AES_CBC and a zero IV over
-its one block, which is AES-ECB (SoftHSM 2.6.1 has no CKM_AES_ECB wrap). No clear Ki or OPc
-leaves the HSM; the DGI 8101 command is sensitive, so the session runs at C-DECRYPTION and
-the data travels encrypted once more under S-ENC.
+Ki and OPc, the PIN block and the OTA keys (credentials.py) are held wrapped under the
+bureau SIM storage key; here each is unwrapped inside the HSM as a sensitive session object
+with no usage, and wrapped again under the card's K_DEK (CPG202-AES from the KMC,
+perso.derive_static_key) with CKM_AES_CBC and a zero IV (over one block that is AES-ECB;
+SoftHSM 2.6.1 has no CKM_AES_ECB wrap). No clear Ki, OPc, PIN or OTA key leaves the HSM;
+the 81xx commands are sensitive, so the session runs at C-DECRYPTION and their data travels
+encrypted once more under S-ENC.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from services.keymgmt.gp.script import dgi, install_for_personalization_apdu, st
 from services.keymgmt.hsm.kcv import Kcv, KcvMethod, kcv_computed
 from services.keymgmt.hsm.p11 import SymKey, as_key
 from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.sim.credentials import BLOCK as PIN_BLOCK
+from services.keymgmt.sim.profile import SimProfile, profile_dgis
 from services.keymgmt.sim.secrets import WRAP
 
 if TYPE_CHECKING:
@@ -42,6 +48,8 @@ DGI_ICCID: Final = 0x0201
 DGI_IMSI: Final = 0x0202
 DGI_AD: Final = 0x0203
 DGI_SECRETS: Final = 0x8101
+DGI_PINS: Final = 0x8102
+DGI_OTA: Final = 0x8103
 SCHEME: Final = "CPG202-AES"
 
 
@@ -94,7 +102,9 @@ class SimPersoScript:
         return tuple(c.apdu for c in self.commands)
 
 
-def _unwrap_for_rewrap(hsm: Hsm, storage_label: str, wrapped: bytes) -> SymKey:
+def _unwrap_for_rewrap(
+    hsm: Hsm, storage_label: str, wrapped: bytes, key_type: KeyType = KeyType.AES
+) -> SymKey:
     """A stored secret back as a sensitive session object that can only be wrapped again."""
     template: dict[Attribute, Any] = {
         Attribute.TOKEN: False,
@@ -104,7 +114,7 @@ def _unwrap_for_rewrap(hsm: Hsm, storage_label: str, wrapped: bytes) -> SymKey:
     storage = cast("UnwrapMixin", hsm.key(storage_label))  # an AES wrap key unwraps too
     key = storage.unwrap_key(
         ObjectClass.SECRET_KEY,
-        KeyType.AES,
+        key_type,
         wrapped,
         mechanism=WRAP,
         capabilities=MechanismFlag(0),
@@ -113,12 +123,45 @@ def _unwrap_for_rewrap(hsm: Hsm, storage_label: str, wrapped: bytes) -> SymKey:
     return as_key(key)
 
 
+def _rewrapped(
+    hsm: Hsm, kdek: SymKey, storage: str, wrapped: bytes, created: list[SymKey], size: int = 16
+) -> bytes:
+    """RFC 3394 blobs of `size`-byte secrets, each under K_DEK with CBC and a zero IV."""
+    out = b""
+    step = size + 8
+    for i in range(0, len(wrapped), step):
+        key_type = KeyType.AES if size == 16 else KeyType.GENERIC_SECRET
+        secret = _unwrap_for_rewrap(hsm, storage, wrapped[i : i + step], key_type)
+        created.append(secret)
+        out += kdek.wrap_key(secret, mechanism=Mechanism.AES_CBC, mechanism_param=bytes(16))
+    return out
+
+
+def _sensitive_dgis(
+    hsm: Hsm, kdek: SymKey, sim: Mapping[str, Any], created: list[SymKey]
+) -> list[bytes]:
+    storage = sim["storage_key_label"]
+    ki_opc = bytes(sim["ki_stored"]) + bytes(sim["opc_stored"])
+    out = [dgi(DGI_SECRETS, _rewrapped(hsm, kdek, storage, ki_opc, created))]
+    if sim.get("pins_stored") is not None:
+        pins = _rewrapped(hsm, kdek, storage, bytes(sim["pins_stored"]), created, PIN_BLOCK)
+        out.append(dgi(DGI_PINS, pins))
+    if sim.get("ota_stored") is not None:
+        out.append(dgi(DGI_OTA, _rewrapped(hsm, kdek, storage, bytes(sim["ota_stored"]), created)))
+    return out
+
+
 def build_sim_script(
-    hsm: Hsm, sim: Mapping[str, Any], div: bytes, kmc_label: str, mnc_length: int
+    hsm: Hsm,
+    sim: Mapping[str, Any],
+    div: bytes,
+    kmc_label: str,
+    mnc_length: int,
+    profile: SimProfile | None = None,
 ) -> SimPersoScript:
     """INSTALL [for personalization] of the USIM + STORE DATA per DGI, for one chip (HSM
     worker). ``sim``: the card's sim_cards row (iccid, imsi, storage key label, Ki and OPc
-    wrapped under it)."""
+    and the PIN block and OTA keys wrapped under it); ``profile``: the product's."""
     created: list[SymKey] = []
     try:
         kdek = derive_static_key(hsm, kmc_label, div, STATIC_KEYS["DEK"], MechanismFlag.WRAP)
@@ -126,24 +169,19 @@ def build_sim_script(
         check = derive_static_key(hsm, kmc_label, div, STATIC_KEYS["DEK"], MechanismFlag.SIGN)
         created.append(check)
         kdek_kcv = kcv_computed(check, KcvMethod.AES_CMAC)
-        secrets = b""
-        for column in ("ki_stored", "opc_stored"):
-            secret = _unwrap_for_rewrap(hsm, sim["storage_key_label"], bytes(sim[column]))
-            created.append(secret)
-            secrets += kdek.wrap_key(secret, mechanism=Mechanism.AES_CBC, mechanism_param=bytes(16))
+        files = profile_dgis(profile or SimProfile(), sim["imsi"], hsm.random(1)[0])
         dgis = [
             dgi(DGI_ICCID, ef_iccid(sim["iccid"])),
             dgi(DGI_IMSI, ef_imsi(sim["imsi"])),
             dgi(DGI_AD, ef_ad(mnc_length)),
-            dgi(DGI_SECRETS, secrets),
+            *(dgi(tag, value) for tag, value in files),
+            *_sensitive_dgis(hsm, kdek, sim, created),
         ]
         stores = store_data_apdus(dgis)
         commands = (
             ScriptCommand(install_for_personalization_apdu(USIM_AID)),
-            *(ScriptCommand(a, d[:2] == DGI_SECRETS.to_bytes(2, "big")) for a, d in zip(
-                stores, dgis, strict=True
-            )),
-        )  # fmt: skip
+            *(ScriptCommand(a, d[0] == 0x81) for a, d in zip(stores, dgis, strict=True)),
+        )
         summary = SimPersoSummary(
             chip_serial=div[4:10].hex().upper(),
             iccid=sim["iccid"],

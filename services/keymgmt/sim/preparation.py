@@ -21,8 +21,14 @@ from typing import Any
 from services.keymgmt.hsm.session import BureauKeyKind, Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.repository import KeymgmtRepository
+from services.keymgmt.sim.credentials import (
+    SimCredentials,
+    credential_columns,
+    make_batch_credentials,
+)
+from services.keymgmt.sim.profile import profile_json, profile_of
 from services.keymgmt.sim.secrets import SimSecrets, make_iccid, make_imsi
-from services.keymgmt.sim.service import make_batch, op_context
+from services.keymgmt.sim.service import make_batch, op_context, transport_key_problem
 from services.keymgmt.vault.crypto import VaultError
 from shared.events import CardOrdered, CardPrepared
 from shared.handlers import PoisonEvent
@@ -31,7 +37,8 @@ from shared.outbox import UnitOfWork
 log = logging.getLogger(__name__)
 
 SIM_KEY_SCHEME = "MILENAGE"
-SIM_DGIS = ("0201", "0202", "0203", "8101")  # EF_ICCID, EF_IMSI, EF_AD, Ki || OPc (sim_perso)
+# EF.ICCID, EF.IMSI, EF.AD, the profile's files, Ki || OPc, the PIN block (sim/perso.py)
+SIM_DGIS = ("0201", "0202", "0203", "0205", "0206", "0207", "0208", "8101", "8102")
 
 
 @dataclass(frozen=True)
@@ -58,10 +65,9 @@ async def prepare_sim_cards(
 
 async def _transport_row(repo: KeymgmtRepository, label: str, issuer_id: str) -> dict[str, Any]:
     row = await repo.keys.key(label)
-    if row is None or row["state"] != "active" or row["usage"] != "wrap":
-        raise PoisonEvent(f"SIM transport key {label} is not an active wrap key in the inventory")
-    if row["issuer_id"] not in (issuer_id, "bureau"):
-        raise PoisonEvent(f"SIM transport key {label} belongs to another issuer")
+    problem = transport_key_problem(row, label, issuer_id)
+    if problem is not None or row is None:
+        raise PoisonEvent(f"SIM transport key: {problem}")
     return row
 
 
@@ -73,7 +79,7 @@ async def _make_secrets(
     count: int,
     storage: str,
     actor: str,
-) -> tuple[dict[str, Any], dict[str, Any], int, list[SimSecrets]]:
+) -> tuple[dict[str, Any], dict[str, Any], int, list[tuple[SimSecrets, SimCredentials]]]:
     """The product, its transport key's row, the first serial reserved, and `count` Ki/OPc
     pairs made in the HSM; PoisonEvent names what cannot be used."""
     sims = uow.repo.sim
@@ -90,13 +96,17 @@ async def _make_secrets(
     if first is None:
         raise PoisonEvent(f"the ICCID/IMSI range of SIM product {product_id} is exhausted")
     context = op_context(issuer_id, product_id)
+    profile = profile_of(product)
     try:
         secrets = await hsm.call(
             make_batch, bytes(product["op_sealed"]), context, storage, transport, count
         )
+        credentials = await hsm.call(
+            make_batch_credentials, storage, transport, count, profile.pin1_enabled, profile.ota
+        )
     except (KeyNotFoundError, VaultError) as exc:
         raise PoisonEvent(f"SIM product {product_id}: {exc.__class__.__name__}: {exc}") from exc
-    return product, tkey, first, secrets
+    return product, tkey, first, list(zip(secrets, credentials, strict=True))
 
 
 async def _prepare_group(
@@ -120,7 +130,7 @@ async def _prepare_group(
     ]  # fmt: skip
     rows: list[dict[str, Any]] = []
     prepared: list[dict[str, Any]] = []
-    for todo, (iccid, imsi), sec in zip(group, ids, secrets, strict=True):
+    for todo, (iccid, imsi), (sec, cred) in zip(group, ids, secrets, strict=True):
         event = todo.event
         common = {"issuer_id": issuer_id, "product_id": product_id, "card_id": event.card_id}
         rows.append(
@@ -129,6 +139,7 @@ async def _prepare_group(
             | {"storage_key_label": storage, "ki_stored": sec.ki_stored}
             | {"opc_stored": sec.opc_stored, "transport_key_label": transport}
             | {"ki_transport": sec.ki_transport, "opc_transport": sec.opc_transport}
+            | credential_columns(cred)
         )
         prepared.append(
             common
@@ -149,6 +160,7 @@ async def _prepare_group(
             "transport_key_label": transport,
             "transport_kcv": f"{tkey['kcv']} ({tkey['kcv_method']})",
             "created_by": f"service:{actor}",
+            "profile": profile_json(profile_of(product)),
         }
         await sims.add_ordered_sims(batch, mine, [p for p in prepared if p["batch_id"] == batch_id])
     await _emit_prepared(uow, group, issuer_id, product_id, actor)

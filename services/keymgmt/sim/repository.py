@@ -18,12 +18,13 @@ class SimRepository(SqlRepository):
             text(
                 "INSERT INTO sim_products (issuer_id, product_id, op_sealed, transport_key_label,"
                 " iccid_prefix, iccid_length, imsi_prefix, first_serial, last_serial,"
-                " next_serial, updated_by) VALUES (:issuer_id, :product_id, :op_sealed,"
+                " next_serial, updated_by, profile) VALUES (:issuer_id, :product_id, :op_sealed,"
                 " :transport_key_label, :iccid_prefix, :iccid_length, :imsi_prefix,"
-                " :first_serial, :last_serial, :first_serial, :updated_by)"
-                " ON CONFLICT (issuer_id, product_id) DO UPDATE SET op_sealed ="
-                " EXCLUDED.op_sealed, transport_key_label = EXCLUDED.transport_key_label,"
-                " last_serial = EXCLUDED.last_serial, updated_by = EXCLUDED.updated_by,"
+                " :first_serial, :last_serial, :first_serial, :updated_by,"
+                " CAST(:profile AS jsonb)) ON CONFLICT (issuer_id, product_id) DO UPDATE SET"
+                " op_sealed = EXCLUDED.op_sealed, transport_key_label ="
+                " EXCLUDED.transport_key_label, last_serial = EXCLUDED.last_serial,"
+                " updated_by = EXCLUDED.updated_by, profile = EXCLUDED.profile,"
                 " updated_at = now()"
             ),
             product,
@@ -63,9 +64,9 @@ class SimRepository(SqlRepository):
         await self.conn.execute(
             text(
                 "INSERT INTO sim_batches (batch_id, issuer_id, product_id, count, first_iccid,"
-                " last_iccid, transport_key_label, transport_kcv, created_by) VALUES"
+                " last_iccid, transport_key_label, transport_kcv, created_by, profile) VALUES"
                 " (:batch_id, :issuer_id, :product_id, :count, :first_iccid, :last_iccid,"
-                " :transport_key_label, :transport_kcv, :created_by)"
+                " :transport_key_label, :transport_kcv, :created_by, CAST(:profile AS jsonb))"
             ),
             batch,
         )
@@ -73,9 +74,11 @@ class SimRepository(SqlRepository):
             text(
                 "INSERT INTO sim_cards (iccid, imsi, batch_id, issuer_id, product_id,"
                 " storage_key_label, ki_stored, opc_stored, transport_key_label, ki_transport,"
-                " opc_transport) VALUES (:iccid, :imsi, :batch_id, :issuer_id, :product_id,"
+                " opc_transport, pins_stored, pins_transport, ota_stored, ota_transport)"
+                " VALUES (:iccid, :imsi, :batch_id, :issuer_id, :product_id,"
                 " :storage_key_label, :ki_stored, :opc_stored, :transport_key_label,"
-                " :ki_transport, :opc_transport)"
+                " :ki_transport, :opc_transport, :pins_stored, :pins_transport, :ota_stored,"
+                " :ota_transport)"
             ),
             list(cards),
         )
@@ -86,7 +89,8 @@ class SimRepository(SqlRepository):
     async def batch_cards(self, batch_id: UUID) -> list[dict[str, Any]]:
         rows = await self.conn.execute(
             text(
-                "SELECT iccid, imsi, ki_transport, opc_transport FROM sim_cards"
+                "SELECT iccid, imsi, ki_transport, opc_transport, pins_transport,"
+                " ota_transport FROM sim_cards"
                 " WHERE batch_id = :b ORDER BY iccid"
             ),
             {"b": batch_id},
@@ -101,9 +105,9 @@ class SimRepository(SqlRepository):
         await self.conn.execute(
             text(
                 "INSERT INTO sim_batches (batch_id, issuer_id, product_id, count, first_iccid,"
-                " last_iccid, transport_key_label, transport_kcv, created_by) VALUES"
+                " last_iccid, transport_key_label, transport_kcv, created_by, profile) VALUES"
                 " (:batch_id, :issuer_id, :product_id, :count, :first_iccid, :last_iccid,"
-                " :transport_key_label, :transport_kcv, :created_by)"
+                " :transport_key_label, :transport_kcv, :created_by, CAST(:profile AS jsonb))"
                 " ON CONFLICT (batch_id) DO UPDATE SET count = sim_batches.count + EXCLUDED.count,"
                 " first_iccid = LEAST(sim_batches.first_iccid, EXCLUDED.first_iccid),"
                 " last_iccid = GREATEST(sim_batches.last_iccid, EXCLUDED.last_iccid)"
@@ -114,9 +118,11 @@ class SimRepository(SqlRepository):
             text(
                 "INSERT INTO sim_cards (iccid, imsi, batch_id, issuer_id, product_id,"
                 " storage_key_label, ki_stored, opc_stored, transport_key_label, ki_transport,"
-                " opc_transport, card_id) VALUES (:iccid, :imsi, :batch_id, :issuer_id,"
+                " opc_transport, card_id, pins_stored, pins_transport, ota_stored,"
+                " ota_transport) VALUES (:iccid, :imsi, :batch_id, :issuer_id,"
                 " :product_id, :storage_key_label, :ki_stored, :opc_stored,"
-                " :transport_key_label, :ki_transport, :opc_transport, :card_id)"
+                " :transport_key_label, :ki_transport, :opc_transport, :card_id,"
+                " :pins_stored, :pins_transport, :ota_stored, :ota_transport)"
             ),
             list(cards),
         )
@@ -141,3 +147,19 @@ class SimRepository(SqlRepository):
             c=card_id,
         )
         return None if row is None else int(row["qa_sqn"])
+
+    async def record_fetch(self, batch_id: UUID, who: str, sims: int) -> None:
+        await self.conn.execute(
+            text("INSERT INTO sim_output_fetches (batch_id, fetched_by, sims) VALUES (:b, :w, :n)"),
+            {"b": batch_id, "w": who, "n": sims},
+        )
+
+    async def fetches(self, batch_id: UUID) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT fetched_by, sims, fetched_at FROM sim_output_fetches WHERE batch_id = :b"
+                " ORDER BY fetch_id"
+            ),
+            {"b": batch_id},
+        )
+        return [dict(r) for r in rows.mappings()]

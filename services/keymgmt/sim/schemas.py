@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.keymgmt.sim.profile import SimProfile
 from shared.errors import Conflict, Invalid, NotFound
 from shared.keymgmt.contract import SimChallengeRequest, SimCheckRequest
 
@@ -20,6 +21,7 @@ __all__ = [
     "SimProductIn",
     "SimProductInvalid",
     "SimRefused",
+    "TransportKeyExchange",
 ]
 
 MAX_BATCH = 10_000
@@ -36,6 +38,9 @@ class SimProductIn(BaseModel):
     imsi_prefix: str = Field(pattern=r"^\d{5,6}$", description="MCC || MNC")
     first_serial: int = Field(ge=0)
     last_serial: int = Field(ge=0)
+    profile: SimProfile = Field(
+        default_factory=SimProfile, description="the operator's SIM profile (docs/sim.md)"
+    )
 
 
 class SimBatchIn(BaseModel):
@@ -44,6 +49,15 @@ class SimBatchIn(BaseModel):
     issuer_id: str = Field(pattern=ISSUER)
     product_id: str = Field(min_length=1, max_length=64)
     count: int = Field(ge=1, le=MAX_BATCH)
+
+
+class TransportKeyExchange(BaseModel):
+    """POST /v1/sim/transport-keys/{operator}: the operator's RSA public key (PEM)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_key_pem: str = Field(min_length=1, max_length=16_000)
+    version: int = Field(default=1, ge=1, le=999)
 
 
 class SimProductInvalid(Invalid):

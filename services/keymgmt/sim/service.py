@@ -4,11 +4,18 @@ operator's output file. No database here: the caller passes what it read."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 from services.keymgmt.hsm.session import Hsm, key_label
+from services.keymgmt.sim.credentials import (
+    OTA_NAMES,
+    PIN_NAMES,
+    SimCredentials,
+    credential_columns,
+)
 from services.keymgmt.sim.schemas import SimProductIn
 from services.keymgmt.sim.secrets import (
     WRAP_NAME,
@@ -39,11 +46,19 @@ def make_batch(
 
 
 def transport_key_problem(row: Mapping[str, Any] | None, label: str, issuer_id: str) -> str | None:
-    """Why the key cannot be a SIM product's transport key, or None when it can."""
+    """Why the key cannot be a SIM product's transport key, or None when it can: it must be
+    the operator's own (imported from its components or exchanged under its public key),
+    never a bureau key the operator could not open its file with."""
     if row is None or row["state"] != "active" or row["usage"] != "wrap":
         return f"{label} is not an active wrap key in the inventory"
-    if row["issuer_id"] not in (issuer_id, "bureau"):
-        return f"{label} belongs to another issuer"
+    if row["issuer_id"] != issuer_id:
+        owner = "the bureau" if row["issuer_id"] == "bureau" else "another issuer"
+        return f"{label} belongs to {owner}, not to operator {issuer_id}"
+    if row.get("origin") == "generated":
+        return (
+            f"{label} was generated in the HSM and never given to operator {issuer_id}: import"
+            " it from the operator's components or exchange it under the operator's RSA key"
+        )
     return None
 
 
@@ -84,8 +99,10 @@ def batch_cards(
     first: int,
     storage: str,
     secrets: Sequence[SimSecrets],
+    credentials: Sequence[SimCredentials],
 ) -> list[dict[str, Any]]:
-    """sim_cards rows of a batch: ICCID and IMSI from the serials, Ki and OPc wrapped twice."""
+    """sim_cards rows of a batch: ICCID and IMSI from the serials, Ki and OPc, the PIN block
+    and the OTA keys wrapped twice."""
     ids = [
         (
             make_iccid(product["iccid_prefix"], s, product["iccid_length"]),
@@ -100,25 +117,36 @@ def batch_cards(
         | {"ki_stored": sec.ki_stored, "opc_stored": sec.opc_stored}
         | {"transport_key_label": transport, "ki_transport": sec.ki_transport}
         | {"opc_transport": sec.opc_transport}
-        for (iccid, imsi), sec in zip(ids, secrets, strict=True)
+        | credential_columns(cred)
+        for (iccid, imsi), sec, cred in zip(ids, secrets, credentials, strict=True)
     ]
+
+
+def _hex(value: Any) -> str:
+    return "-" if value is None else bytes(value).hex().upper()
 
 
 def output_file(
     batch_id: UUID, batch: Mapping[str, Any], cards: Sequence[Mapping[str, Any]]
 ) -> str:
-    """The operator's output file: ICCID, IMSI, Ki and OPc wrapped under its transport key."""
+    """The operator's output file (docs/sim.md, "The output file", field by field): a header
+    naming the batch, the profile and the transport key, then one line per SIM."""
+    profile = batch.get("profile") or {}
+    profile_text = profile if isinstance(profile, str) else json.dumps(profile, sort_keys=True)
     head = [
-        "* cardbureau SIM output file",
+        "* cardbureau SIM output file v2",
         f"* issuer: {batch['issuer_id']}  product: {batch['product_id']}  batch: {batch_id}",
         f"* quantity: {batch['count']}",
-        f"* Ki, OPc: {WRAP_NAME} under {batch['transport_key_label']},"
-        f" KCV {batch['transport_kcv']}",
-        "var_out: ICCID/IMSI/KI/OPC",
+        f"* profile: {profile_text}",
+        f"* transport key: {batch['transport_key_label']}  KCV {batch['transport_kcv']}",
+        f"* encryption: {WRAP_NAME} under the transport key, one blob per field",
+        f"* PINS: {' '.join(PIN_NAMES)} (8 bytes each, ASCII digits FF-padded) + flags",
+        f"* OTA: {' '.join(OTA_NAMES)} (three blobs, '-' when the profile has no OTA)",
+        "var_out: ICCID/IMSI/KI/OPC/PINS/OTA",
     ]
     rows = [
-        f"{c['iccid']} {c['imsi']} {bytes(c['ki_transport']).hex().upper()}"
-        f" {bytes(c['opc_transport']).hex().upper()}"
+        f"{c['iccid']} {c['imsi']} {_hex(c['ki_transport'])} {_hex(c['opc_transport'])}"
+        f" {_hex(c.get('pins_transport'))} {_hex(c.get('ota_transport'))}"
         for c in cards
     ]
     return "\n".join(head + rows) + "\n"
