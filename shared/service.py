@@ -15,6 +15,7 @@ One way to wire a service (docs/architecture.md, "wiring"):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -189,6 +190,19 @@ class ServiceRuntime:
         status = "failed" if gave_up else "ok"
         return {"status": status, "service": self.name, "alive": not gave_up, "gave_up": gave_up}
 
+    async def _kafka_answers(self) -> bool:
+        """While Kafka is counted down, readiness asks the broker itself (a metadata request),
+        so an idle service sees it back without waiting for traffic."""
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(2.0):
+                await self._producer.client.fetch_all_metadata()
+        except Exception:
+            return False
+        KAFKA.up()
+        return True
+
     async def check_ready(self) -> dict[str, Any]:
         problems: list[str] = self.supervisor.problems()
         try:
@@ -198,7 +212,7 @@ class ServiceRuntime:
         except Exception as exc:
             DATABASE.down(exc)
             problems.append(f"database: {exc.__class__.__name__}")
-        if KAFKA.is_down:
+        if KAFKA.is_down and not await self._kafka_answers():
             problems.append(f"{KAFKA.problem()}")
         if self.consumer is not None and not self.consumer.ready.is_set():
             problems.append("consumer: no partitions assigned yet")
