@@ -286,6 +286,8 @@ class OutboxRelay:
         published: list[Row[Any]] = []
         outage: BaseException | None = None
         for row in (r for r in rows if r.attempts):
+            if (row.topic, row.key) in blocked:
+                continue
             error = await self._send_alone(row)
             if error is None:
                 published.append(row)
