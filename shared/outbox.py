@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar, overload
 from uuid import UUID
 
+from aiokafka import errors as kafka_errors
 from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Row
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 
 
 OutboxRow = tuple[UUID, str, str, bytes, dict[str, str]]
+# The idempotent producer's own state broke (a refused batch leaves its sequence numbers out of
+# step with the broker's): no fault of the row. The relay renews the producer and tries again.
+_PRODUCER_STATE: tuple[type[BaseException], ...] = (
+    kafka_errors.OutOfOrderSequenceNumber,
+    kafka_errors.UnknownProducerId,
+    kafka_errors.InvalidProducerEpoch,
+)
 RepoT = TypeVar("RepoT")
 RepositoryFactory = Callable[[AsyncConnection], RepoT]
 
@@ -206,8 +214,12 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 0.5,
         max_attempts: int = 5,
+        new_producer: Callable[[], Any] | None = None,
     ) -> None:
         self._engine = engine
+        # Makes a fresh producer after a refusal (see _PRODUCER_STATE); None: keep the one given.
+        self._new_producer = new_producer
+        self._renew = False
         self._schema = checked_identifier(schema)
         self._producer = producer
         self._batch_size = batch_size
@@ -273,6 +285,8 @@ class OutboxRelay:
                 )
             if refused:
                 await self._count_refusals(conn, refused)
+        if (refused or self._renew) and self._new_producer is not None:
+            await self._renew_producer()
         self.published += len(published)
         for row in published:
             metrics.EVENTS_PUBLISHED.labels(service=metrics.service_name(), topic=row.topic).inc()
@@ -295,7 +309,8 @@ class OutboxRelay:
                 outage = error
                 blocked.add((row.topic, row.key))
             else:
-                refused[row.id] = repr(error)
+                if (reason := self._refusal(error)) is not None:
+                    refused[row.id] = reason
                 blocked.add((row.topic, row.key))
         if outage is not None:
             raise outage
@@ -308,7 +323,8 @@ class OutboxRelay:
             except Exception as exc:
                 if is_outage(exc):
                     raise
-                refused[row.id] = repr(exc)
+                if (reason := self._refusal(exc)) is not None:
+                    refused[row.id] = reason
                 blocked.add((row.topic, row.key))
         results = await asyncio.gather(*(f for _r, f in sent), return_exceptions=True)
         for (row, _future), result in zip(sent, results, strict=True):
@@ -316,13 +332,32 @@ class OutboxRelay:
                 published.append(row)
             elif is_outage(result):
                 outage = result
-            else:
-                refused[row.id] = repr(result)
+            elif (reason := self._refusal(result)) is not None:
+                refused[row.id] = reason
         if published:
             KAFKA.up()
         if outage is not None and not published:
             raise outage
         return published, refused
+
+    @property
+    def producer(self) -> Any:
+        return self._producer
+
+    async def _renew_producer(self) -> None:
+        assert self._new_producer is not None
+        old, self._producer = self._producer, self._new_producer()
+        self._renew = False
+        await self._producer.start()
+        with contextlib.suppress(Exception):
+            await old.stop()
+
+    def _refusal(self, error: BaseException) -> str | None:
+        """What to count against a row for `error`; None when the producer is at fault."""
+        if isinstance(error, _PRODUCER_STATE):
+            self._renew = True
+            return None
+        return repr(error)
 
     async def _send(self, row: Row[Any]) -> Any:
         headers = [(k, str(v).encode()) for k, v in (row.headers or {}).items()]

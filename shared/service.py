@@ -97,9 +97,10 @@ class ServiceRuntime:
 
     @property
     def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
+        if self._producer is None or self._relay is None:
             raise RuntimeError(f"{self.name}: the runtime is not started")
-        return self._producer
+        producer: AIOKafkaProducer = self._relay.producer  # renewed after a refused row
+        return producer
 
     @property
     def relay(self) -> OutboxRelay:
@@ -136,8 +137,10 @@ class ServiceRuntime:
             self.settings.kafka_bootstrap,
             [*self.subscribe, self.emit_topic, self.settings.topic(DEAD_LETTER_STREAM)],
         )
-        self._producer = make_producer(self.settings.kafka_bootstrap, client_id=self.name)
-        self._relay = OutboxRelay(self.engine, self.schema, self._producer)
+        self._producer = self._make_producer()
+        self._relay = OutboxRelay(
+            self.engine, self.schema, self._producer, new_producer=self._make_producer
+        )
         await self._producer.start()
         self.supervisor.spawn("outbox-relay", self._relay.run)
         if self.subscribe:
@@ -145,6 +148,9 @@ class ServiceRuntime:
             self.supervisor.spawn("event-consumer", consumer.run)
         for worker in self.workers:
             self.supervisor.spawn(getattr(worker, "__name__", "worker"), self._bind(worker))
+
+    def _make_producer(self) -> AIOKafkaProducer:
+        return make_producer(self.settings.kafka_bootstrap, client_id=self.name)
 
     def _bind(self, worker: Worker) -> Callable[[], Awaitable[None]]:
         def run() -> Awaitable[None]:
@@ -179,8 +185,8 @@ class ServiceRuntime:
                 await callback()
             except Exception:
                 log.exception("cleanup failed while stopping %s", self.name)
-        if self._producer is not None:
-            await self._producer.stop()
+        if self._relay is not None:
+            await self._relay.producer.stop()
             self._producer = None
         await self.engine.dispose()
 
@@ -193,11 +199,11 @@ class ServiceRuntime:
     async def _kafka_answers(self) -> bool:
         """While Kafka is counted down, readiness asks the broker itself (a metadata request),
         so an idle service sees it back without waiting for traffic."""
-        if self._producer is None:
+        if self._relay is None:
             return False
         try:
             async with asyncio.timeout(2.0):
-                await self._producer.client.fetch_all_metadata()
+                await self._relay.producer.client.fetch_all_metadata()
         except Exception:
             return False
         KAFKA.up()

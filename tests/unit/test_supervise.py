@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
+import httpx
 import pytest
 
+from shared.service import ServiceRuntime, create_app
+from shared.settings import BureauSettings
 from shared.supervise import Supervision, Supervisor
 
 FAST = Supervision(initial_s=0.01, cap_s=0.04, healthy_after_s=0.2, give_up_after_s=60.0)
@@ -154,3 +158,37 @@ async def test_cancelling_the_supervisor_cancels_the_task() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await supervisor.stop()
     assert cancelled.is_set()
+
+
+async def test_liveness_fails_once_a_task_of_the_service_gave_up(tmp_path: Path) -> None:
+    """/health is liveness: 200 while every task can run, 503 naming the task once one gave
+    up, and the runtime's on_give_up (serve() ends the process with it) is called."""
+    rule = Supervision(initial_s=0.01, cap_s=0.02, give_up_after_s=0.1)
+    runtime = ServiceRuntime(
+        name="qa",
+        settings=BureauSettings(environment="test"),
+        migrations=tmp_path,
+        supervision=rule,
+    )
+    ended: list[str] = []
+    runtime.on_give_up = ended.append
+    transport = httpx.ASGITransport(app=create_app(runtime, title="qa"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://qa") as http:
+        assert (await http.get("/health")).json()["alive"] is True
+
+        async def run() -> None:
+            raise RuntimeError("the reader's driver is missing")
+
+        runtime.supervisor.spawn("run", run)
+        await asyncio.sleep(0.4)
+        answer = await http.get("/health")
+    await runtime.supervisor.stop()
+    await runtime.engine.dispose()
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "status": "failed",
+        "service": "qa",
+        "alive": False,
+        "gave_up": ["qa:run"],
+    }
+    assert ended == ["qa:run"]
