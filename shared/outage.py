@@ -34,9 +34,35 @@ KAFKA_DOWN: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes of a database that cannot serve: 08 connection exception, 57P operator
+# intervention (shutting down, crash shutdown, "the database system is starting up").
+_DOWN_SQLSTATES = ("08", "57P")
+
+
+def _database_down(exc: sa_exc.DBAPIError) -> bool:
+    """A DBAPIError whose cause says the server is away. asyncpg's "starting up" (57P03) and
+    "shutting down" arrive as a plain DBAPIError, not an OperationalError."""
+    if exc.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc.orig, exc.__cause__]
+    while todo:
+        cause = todo.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_DOWN_SQLSTATES):
+            return True
+        if isinstance(cause, (*DATABASE_DOWN, OSError)):
+            return True
+        todo += [cause.__cause__, cause.__context__]
+    return False
+
+
 def dependency_of(exc: BaseException) -> str | None:
     """'database' or 'kafka' when `exc` says that dependency cannot be reached, else None."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, sa_exc.DBAPIError) and _database_down(exc):
         return "database"
     if isinstance(exc, DATABASE_DOWN):
         return "database"

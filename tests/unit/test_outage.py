@@ -9,6 +9,7 @@ import logging
 import uuid
 from typing import Any, NamedTuple
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -66,6 +67,27 @@ async def test_a_dependency_away_answers_503_with_retry_after(
         "detail": f"{dependency} unavailable; retry later",
         "refusal": "unavailable",
     }
+
+
+def starting_up() -> Exception:
+    """What SQLAlchemy's asyncpg dialect raises while PostgreSQL recovers from a crash: a
+    plain DBAPIError whose DBAPI error carries SQLSTATE 57P03, caused by asyncpg's error."""
+
+    class AdaptedError(Exception):
+        sqlstate = "57P03"
+
+    orig = AdaptedError("the database system is starting up")
+    orig.__cause__ = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    return sa_exc.DBAPIError("SELECT 1", {}, orig)
+
+
+def test_a_database_starting_up_is_an_outage_not_a_handler_failure() -> None:
+    """Seen in the Postgres hard-stop e2e: classified as a handler failure, it dead-lettered
+    good events after five attempts."""
+    assert outage.dependency_of(starting_up()) == "database"
+    plain = sa_exc.DBAPIError("SELECT 1", {}, ValueError("invalid input syntax"))
+    assert outage.dependency_of(plain) is None
+    assert outage.dependency_of(sa_exc.IntegrityError("INSERT", {}, ValueError("dup"))) is None
 
 
 async def test_a_database_error_that_is_no_outage_stays_a_500() -> None:
