@@ -15,7 +15,7 @@ import pytest
 from demo.client import Bureau, demo_cards
 from tests.support.postgres_fault import start_postgres, stop_postgres_hard
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 PORTS = {
     "intake": 8101,
@@ -81,7 +81,7 @@ async def test_a_hard_postgres_stop_mid_batch_heals_without_a_hand(
         problems = await not_ready()
     assert problems == {}, f"not ready {READY_WITHIN_S} s after the database came back"
 
-    view = await bureau.wait_for_batch(batch, {"closed", "held"}, timeout=600)
+    view = await bureau.wait_for_batch(batch, {"closed", "held"}, timeout=420)
     assert view["status"] == "closed", view
     assert view["problems"] == []
     assert all(not ids for ids in view["missing"].values())
