@@ -11,28 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
 from shared.db import checked_identifier
-from shared.events import DeadLetterRecorded, Event, UndecodableEvent, decode_event, encode_event
+from shared.dead_letter import record_dead_letter
+from shared.events import Event, UndecodableEvent, decode_event
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
-from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork, add_outbox_rows
+from shared.outage import KAFKA, report_failure
+from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.telemetry import continue_trace, echo_span, tracer
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_STREAM = "dlq"
-_DLQ_NAMESPACE = uuid.UUID("5f1d3a52-1c1e-4c1b-9d35-0d6c7e5b0001")
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
@@ -70,13 +69,19 @@ async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int =
         await admin.close()
 
 
-def _is_transient(exc: BaseException) -> bool:
-    """Infrastructure faults are retried without limit; they say nothing about the event."""
-    if isinstance(exc, OSError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa_exc.InterfaceError | sa_exc.OperationalError)
+def decode_record(record: Any) -> Event:
+    """The record's event; UndecodableEvent for anything else (no value, bytes that are not
+    UTF-8 JSON, an unknown contract). The key and headers are never read: they carry nothing
+    the consumer needs, and any producer on the cluster may put any bytes there."""
+    value = record.value
+    if not isinstance(value, bytes | bytearray):
+        raise UndecodableEvent(f"<root>: no event bytes ({type(value).__name__})")
+    try:
+        return decode_event(bytes(value))
+    except UndecodableEvent:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:  # not UTF-8, nested too deep
+        raise UndecodableEvent(f"<root>: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
 
 
 def _count_consumed(events: Iterable[Event]) -> None:
@@ -135,6 +140,7 @@ class EventConsumer:
             metadata_max_age_ms=10_000,
         )
         self._consumer = consumer
+        self.ready.clear()
         await consumer.start()
         try:
             while True:
@@ -147,7 +153,9 @@ class EventConsumer:
                 for records in batches.values():
                     await self.deliver(records)
                 await consumer.commit()
+                KAFKA.up()
         finally:
+            self.ready.clear()
             self._consumer = None
             await consumer.stop()
 
@@ -190,7 +198,7 @@ class EventConsumer:
         decoded: list[tuple[Any, Event]] = []
         for record in records:
             try:
-                event = decode_event(record.value)
+                event = decode_record(record)
             except UndecodableEvent:
                 return False
             if self._handlers.get(type(event)):
@@ -271,35 +279,41 @@ class EventConsumer:
         echo_span(self._tracer, span, [event.trace for event in run[1:]])
 
     async def _apply_with_retries(self, record: Any) -> None:
+        """Apply one record, or dead-letter it; never gives up on an outage (the database or
+        Kafka away is retried without limit and logged once, by shared.outage), and retries
+        a failing handler `max_attempts` times. Dead-lettering is retried the same way."""
         attempt = 0
+        verdict: str | None = None
         while True:
             attempt += 1
             try:
-                await self._apply(record)
+                if verdict is None:
+                    await self._apply(record)
+                else:
+                    await self._dead_letter(record, verdict)
                 return
             except asyncio.CancelledError:
                 raise
             except PoisonEvent as exc:
-                await self._dead_letter(record, f"poison: {exc}")
-                return
+                verdict = f"poison: {exc}"
+                continue
+            except UndecodableEvent as exc:
+                verdict = f"undecodable: {exc}"
+                continue
             except Exception as exc:
-                metrics.count_error("transient" if _is_transient(exc) else "handler")
-                if _is_transient(exc):
-                    log.warning("transient failure, retrying", extra={"error": repr(exc)})
-                elif attempt >= self._max_attempts:
-                    log.exception("handler failed %d times; dead-lettering", attempt)
-                    await self._dead_letter(record, f"handler failed: {exc!r}")
-                    return
+                if report_failure(exc):
+                    metrics.count_error("transient")
                 else:
+                    metrics.count_error("handler")
+                    if verdict is None and attempt >= self._max_attempts:
+                        log.exception("handler failed %d times; dead-lettering", attempt)
+                        verdict = f"handler failed: {exc!r}"
+                        continue
                     log.warning("handler failed, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 5.0))
 
     async def _apply(self, record: Any) -> None:
-        try:
-            event = decode_event(record.value)
-        except UndecodableEvent as exc:
-            await self._dead_letter(record, f"undecodable: {exc}")
-            return
+        event = decode_record(record)
         handlers = self._handlers.get(type(event), ())
         if not handlers:
             return
@@ -327,48 +341,21 @@ class EventConsumer:
             self._relay.wake()
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
-        """Raw record to the DLQ topic and a counted event, in one transaction, at most once."""
-        coordinates = f"{self._group_id}/{record.topic}/{record.partition}/{record.offset}"
-        dlq_id = uuid.uuid5(_DLQ_NAMESPACE, coordinates)
-        notice = DeadLetterRecorded(
-            event_id=uuid.uuid5(_DLQ_NAMESPACE, "notice/" + coordinates),
-            issuer_id="bureau",
-            actor=self._group_id,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            consumer=self._group_id,
-            reason=reason[:2000],
-        )
-        headers = {
-            "dlq.reason": reason[:2000],
-            "dlq.source": coordinates,
-            "dlq.consumer": self._group_id,
-        }
+        """The raw record to the DLQ topic and a counted event, in one transaction, at most
+        once (shared/dead_letter.py: nothing of the record is decoded, and it always fits)."""
         async with self._engine.begin() as conn:
-            await add_outbox_rows(
+            source = await record_dead_letter(
                 conn,
-                self._schema,
-                [
-                    (
-                        dlq_id,
-                        self._dlq_topic,
-                        record.key.decode() if record.key else coordinates,
-                        bytes(record.value or b""),
-                        headers,
-                    ),
-                    (
-                        notice.event_id,
-                        self._emit_topic,
-                        notice.partition_key(),
-                        encode_event(notice),
-                        {},
-                    ),
-                ],
+                schema=self._schema,
+                consumer=self._group_id,
+                dead_letter_topic=self._dlq_topic,
+                emit_topic=self._emit_topic,
+                record=record,
+                reason=reason,
             )
         self.dead_lettered += 1
         metrics.EVENTS_DEAD_LETTERED.labels(
             service=metrics.service_name(), reason=metrics.dead_letter_reason(reason)
         ).inc()
-        log.error("event dead-lettered", extra={"source": coordinates, "reason": reason[:300]})
+        log.error("event dead-lettered", extra={"source": source, "reason": reason[:300]})
         self._relay.wake()

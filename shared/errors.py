@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+from shared.outage import DATABASE_DOWN, KAFKA_DOWN, dependency_of, report_failure
 
 REFUSAL_HEADER = "X-Bureau-Refusal"
 
@@ -87,6 +90,22 @@ async def render_validation_error(request: Request, exc: Exception) -> JSONRespo
     )
 
 
+async def render_outage(request: Request, exc: Exception) -> JSONResponse:
+    """The database or Kafka away is an outage, not a fault of the request: 503 with
+    Retry-After, and the outage is logged once (shared.outage), not once per request."""
+    dependency = dependency_of(exc)
+    if dependency is None:
+        raise exc  # a DBAPIError that is no outage (a constraint): the server's fault, 500
+    report_failure(exc)
+    return JSONResponse(
+        status_code=Unavailable.status_code,
+        content={"detail": f"{dependency} unavailable; retry later", "refusal": "unavailable"},
+        headers={"Retry-After": str(Unavailable.retry_after_s)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, render_domain_error)
     app.add_exception_handler(RequestValidationError, render_validation_error)
+    for outage in (*DATABASE_DOWN, *KAFKA_DOWN, sa_exc.DBAPIError, OSError):
+        app.add_exception_handler(outage, render_outage)

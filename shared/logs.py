@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from shared.outage import DATABASE, KAFKA, Dependency
 from shared.pan import redact_pans
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
@@ -40,9 +41,38 @@ class JsonFormatter(logging.Formatter):
         return redact_pans(json.dumps(entry, default=str))
 
 
+class OutageFold(logging.Filter):
+    """aiokafka logs every failed reconnect and metadata refresh, and SQLAlchemy's pool every
+    connection it cannot reset: several lines a second while Kafka or PostgreSQL is away
+    (5,400 to 8,000 in a 60 s Kafka outage). Those lines are folded into shared.outage's two
+    lines per outage (down, and back with its duration and retries)."""
+
+    _FOLDED: tuple[tuple[str, Dependency], ...] = (
+        ("aiokafka", KAFKA),
+        ("sqlalchemy.pool", DATABASE),
+        ("asyncpg", DATABASE),
+    )
+
+    # What a line says when its dependency cannot be reached (not a rebalance, not a bug).
+    _UNREACHABLE = ("connect", "metadata", "timed out", "timeout", "not available", "closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.levelno >= logging.CRITICAL:
+            return True
+        for prefix, dependency in self._FOLDED:
+            if record.name == prefix or record.name.startswith(prefix + "."):
+                message = record.getMessage()
+                if not any(word in message.lower() for word in self._UNREACHABLE):
+                    return True
+                dependency.down(message)
+                return False
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(OutageFold())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -5,7 +5,10 @@ defined here, once per process, in the bureau's own registry; label values come 
 (event types, stages, operations, readers), never from cardholder data. Where each is recorded:
 - `bureau_events_consumed_total`, `..._duplicate_total`, `..._dead_lettered_total`,
   `bureau_consumer_lag`: the event consumer (shared/bus.py).
-- `bureau_events_published_total`: the outbox relay (shared/outbox.py).
+- `bureau_events_published_total`, `bureau_outbox_parked_total`: the outbox relay
+  (shared/outbox.py).
+- `bureau_task_restarts_total{service,task}`: the supervisor of long-running tasks
+  (shared/supervise.py).
 - `bureau_cards_total{service,stage}`: a card event's transaction commits (shared/outbox.py).
 - `bureau_errors_total{service,kind}`: handled failures that are retried: a handler or the
   infrastructure under it (shared/bus.py), the outbox relay (shared/outbox.py).
@@ -87,6 +90,18 @@ EVENTS_PUBLISHED = Counter(
     ("service", "topic"),
     registry=REGISTRY,
 )
+OUTBOX_PARKED = Counter(
+    "bureau_outbox_parked_total",
+    "Outbox rows the broker kept refusing, parked for an operator to replay.",
+    ("service",),
+    registry=REGISTRY,
+)
+TASK_RESTARTS = Counter(
+    "bureau_task_restarts_total",
+    "Long-running tasks (consumer, relay, workers) restarted by their supervisor.",
+    ("service", "task"),
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "bureau_consumer_lag",
     "Records between the consumer's position and the partition's high watermark.",
@@ -147,6 +162,7 @@ def set_service_name(name: str) -> None:
     global _service_name
     _service_name = name
     EVENTS_DUPLICATE.labels(service=name)
+    OUTBOX_PARKED.labels(service=name)
     for reason in DEAD_LETTER_REASONS:
         EVENTS_DEAD_LETTERED.labels(service=name, reason=reason)
     for kind in ERROR_KINDS:

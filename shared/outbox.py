@@ -8,7 +8,6 @@ the duplicate by event_id: effectively once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import Counter
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared import metrics
 from shared.db import checked_identifier
 from shared.events import Event, ShipmentDispatched, encode_event
+from shared.relay import OutboxRelay as OutboxRelay  # the relay of these rows
 from shared.telemetry import current_trace_context
 
 log = logging.getLogger(__name__)
@@ -183,79 +183,3 @@ async def unit_of_work(
         )
         yield uow
         await uow.flush()
-
-
-class OutboxRelay:
-    """Publishes a service's outbox. Woken at once after a local commit, else it polls."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        schema: str,
-        producer: Any,
-        batch_size: int = 500,
-        poll_interval: float = 0.5,
-    ) -> None:
-        self._engine = engine
-        self._schema = checked_identifier(schema)
-        self._producer = producer
-        self._batch_size = batch_size
-        self._poll_interval = poll_interval
-        self._wakeup = asyncio.Event()
-        self.published = 0
-
-    def wake(self) -> None:
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                sent = await self.publish_once()
-                backoff = 0.2
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                metrics.count_error("outbox_relay")
-                log.exception("outbox relay failed; rows stay in the outbox and are retried")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if sent < self._batch_size:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
-                except TimeoutError:
-                    pass
-                self._wakeup.clear()
-
-    async def publish_once(self) -> int:
-        """Claim up to a batch of rows, publish them all, delete them. Returns rows sent."""
-        async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        f"SELECT id, topic, key, payload, headers FROM {self._schema}.outbox"
-                        " ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
-                    ),
-                    {"n": self._batch_size},
-                )
-            ).all()
-            if not rows:
-                return 0
-            futures = []
-            for _id, topic, key, payload, headers in rows:
-                kafka_headers = [(k, str(v).encode()) for k, v in (headers or {}).items()]
-                futures.append(
-                    await self._producer.send(
-                        topic, value=bytes(payload), key=key.encode(), headers=kafka_headers
-                    )
-                )
-            await asyncio.gather(*futures)
-            await conn.execute(
-                text(f"DELETE FROM {self._schema}.outbox WHERE id = ANY(:ids)"),
-                {"ids": [row[0] for row in rows]},
-            )
-        self.published += len(rows)
-        for row in rows:
-            metrics.EVENTS_PUBLISHED.labels(service=metrics.service_name(), topic=row[1]).inc()
-        return len(rows)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,8 +39,10 @@ from shared.errors import install_error_handlers
 from shared.handlers import HandlerTable
 from shared.limits import install_request_limits
 from shared.logs import configure_logging
+from shared.outage import DATABASE, KAFKA
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.settings import BureauSettings
+from shared.supervise import Supervision, Supervisor
 from shared.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class ServiceRuntime:
         repository: RepositoryFactory[Any] | None = None,
         deps: Any = None,
         readiness: Sequence[ReadinessCheck] = (),
+        supervision: Supervision | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -85,14 +90,18 @@ class ServiceRuntime:
         # The service's typed dependencies (a frozen dataclass made by its bootstrap()).
         self.deps = deps
         self.readiness_checks = list(readiness)
-        self._tasks: list[asyncio.Task[None]] = []
+        # Every long-running task runs under one rule (shared/supervise.py); a task that cannot
+        # run calls on_give_up, which serve() points at ending the process.
+        self.supervisor = Supervisor(name, supervision or Supervision(), self._gave_up)
+        self.on_give_up: Callable[[str], None] | None = None
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
+        if self._producer is None or self._relay is None:
             raise RuntimeError(f"{self.name}: the runtime is not started")
-        return self._producer
+        producer: AIOKafkaProducer = self._relay.producer  # renewed after a refused row
+        return producer
 
     @property
     def relay(self) -> OutboxRelay:
@@ -129,15 +138,30 @@ class ServiceRuntime:
             self.settings.kafka_bootstrap,
             [*self.subscribe, self.emit_topic, self.settings.topic(DEAD_LETTER_STREAM)],
         )
-        self._producer = make_producer(self.settings.kafka_bootstrap, client_id=self.name)
-        self._relay = OutboxRelay(self.engine, self.schema, self._producer)
+        self._producer = self._make_producer()
+        self._relay = OutboxRelay(
+            self.engine, self.schema, self._producer, new_producer=self._make_producer
+        )
         await self._producer.start()
-        self._spawn(self._relay.run(), "outbox-relay")
+        self.supervisor.spawn("outbox-relay", self._relay.run)
         if self.subscribe:
-            self.consumer = self.build_consumer(self.relay)
-            self._spawn(self.consumer.run(), "event-consumer")
+            consumer = self.consumer = self.build_consumer(self.relay)
+            self.supervisor.spawn("event-consumer", consumer.run)
         for worker in self.workers:
-            self._spawn(worker(self), getattr(worker, "__name__", "worker"))
+            self.supervisor.spawn(getattr(worker, "__name__", "worker"), self._bind(worker))
+
+    def _make_producer(self) -> AIOKafkaProducer:
+        return make_producer(self.settings.kafka_bootstrap, client_id=self.name)
+
+    def _bind(self, worker: Worker) -> Callable[[], Awaitable[None]]:
+        def run() -> Awaitable[None]:
+            return worker(self)
+
+        return run
+
+    def _gave_up(self, task: str) -> None:
+        if self.on_give_up is not None:
+            self.on_give_up(task)
 
     def build_consumer(self, relay: OutboxRelay) -> EventConsumer:
         """The consumer of this service's HANDLERS; start() runs it on Kafka, tests may feed it
@@ -155,46 +179,48 @@ class ServiceRuntime:
             repository=self.repository,
         )
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A dead loop must not look alive: readiness reports it and the log says why.
-                log.exception("background task %s died", name)
-                raise
-
-        self._tasks.append(asyncio.create_task(guarded(), name=f"{self.name}:{name}"))
-
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await self.supervisor.stop()
         for callback in reversed(self._on_stop):
             try:
                 await callback()
             except Exception:
                 log.exception("cleanup failed while stopping %s", self.name)
-        if self._producer is not None:
-            await self._producer.stop()
+        if self._relay is not None:
+            await self._relay.producer.stop()
             self._producer = None
         await self.engine.dispose()
 
-    def dead_tasks(self) -> list[str]:
-        return [t.get_name() for t in self._tasks if t.done()]
+    def alive(self) -> dict[str, Any]:
+        """Liveness: False once a task gave up (the process is then ending)."""
+        gave_up = self.supervisor.given_up()
+        status = "failed" if gave_up else "ok"
+        return {"status": status, "service": self.name, "alive": not gave_up, "gave_up": gave_up}
+
+    async def _kafka_answers(self) -> bool:
+        """While Kafka is counted down, readiness asks the broker itself (a metadata request),
+        so an idle service sees it back without waiting for traffic."""
+        if self._relay is None:
+            return False
+        try:
+            async with asyncio.timeout(2.0):
+                await self._relay.producer.client.fetch_all_metadata()
+        except Exception:
+            return False
+        KAFKA.up()
+        return True
 
     async def check_ready(self) -> dict[str, Any]:
-        problems: list[str] = [f"task stopped: {name}" for name in self.dead_tasks()]
+        problems: list[str] = self.supervisor.problems()
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+            DATABASE.up()
         except Exception as exc:
+            DATABASE.down(exc)
             problems.append(f"database: {exc.__class__.__name__}")
+        if KAFKA.is_down and not await self._kafka_answers():
+            problems.append(f"{KAFKA.problem()}")
         if self.consumer is not None and not self.consumer.ready.is_set():
             problems.append("consumer: no partitions assigned yet")
         report: dict[str, Any] = {"service": self.name, "problems": problems}
@@ -230,9 +256,12 @@ def create_app(
         StaticTokens(runtime.settings.principals),
     ]
 
-    @app.get("/health", tags=["ops"], summary="Liveness: the process answers")
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.name}
+    @app.get("/health", tags=["ops"], summary="Liveness: every task can run")
+    async def health(response: Response) -> dict[str, Any]:
+        report = runtime.alive()
+        if not report["alive"]:
+            response.status_code = 503
+        return report
 
     @app.get("/ready", tags=["ops"], summary="Readiness: database, Kafka consumer, workers")
     async def ready(response: Response) -> dict[str, Any]:
@@ -288,4 +317,21 @@ def service_principals(settings: BureauSettings) -> str:
 def serve(app: FastAPI, settings: BureauSettings, name: str, port: int) -> None:
     configure_logging(name, settings.log_level)
     configure_tracing(name, settings.trace_file)
+    runtime = runtime_of_app(app)
+    gave_up: list[str] = []
+
+    def end_process(task: str) -> None:
+        # uvicorn shuts down cleanly on SIGTERM; the exit status below tells the orchestrator
+        # (services.sh, Kubernetes) that this process must be started afresh.
+        gave_up.append(task)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    runtime.on_give_up = end_process
     uvicorn.run(app, host=settings.http_host, port=port, log_config=None, access_log=False)
+    if gave_up:
+        raise SystemExit(f"{name}: task {gave_up[0]} cannot run; exiting so it is restarted")
+
+
+def runtime_of_app(app: FastAPI) -> ServiceRuntime:
+    runtime: ServiceRuntime = app.state.runtime
+    return runtime

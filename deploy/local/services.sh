@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Start and stop the bureau's services (and the card feeder) as private processes on the local
 # stack. Each logs JSON to .run/logs/<name>.log and keeps its pid in .run/pids/<name>.pid.
+# Each runs under a keeper (its pid in .run/pids/<name>.keeper.pid) that starts it again, with
+# backoff, whenever it exits: a service whose task cannot run exits on purpose (its liveness
+# fails first, docs/architecture.md "Supervision"), as Kubernetes would restart its pod.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN="${BUREAU_RUN_DIR:-$REPO/.run}"
@@ -11,12 +14,44 @@ declare -A PORTS=([intake]=8101 [keymgmt]=8102 [electrical]=8103 [graphical]=810
 
 mkdir -p "$RUN/logs" "$RUN/pids"
 
-alive() { [[ -f "$RUN/pids/$1.pid" ]] && kill -0 "$(cat "$RUN/pids/$1.pid")" 2>/dev/null; }
+proc_alive() {  # pid: a live process. kill -0 also succeeds on a zombie (exited, not reaped),
+    # so the state letter in /proc/<pid>/stat decides: Z (zombie) and X (dead) are not alive.
+    local stat state
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    state=${stat##*) }
+    state=${state%% *}
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+alive() { [[ -f "$RUN/pids/$1.pid" ]] && proc_alive "$(cat "$RUN/pids/$1.pid")"; }
+
+kept() { [[ -f "$RUN/pids/$1.keeper.pid" ]] && proc_alive "$(cat "$RUN/pids/$1.keeper.pid")"; }
+
+keep() {  # name command...: run it; whenever it exits, start it again (backoff 1 s doubling to
+    # 30 s, back to 1 s after a run of a minute), until this keeper is told to stop (TERM).
+    local name=$1 child="" delay=1 started rc
+    shift
+    trap 'if [[ -n $child ]]; then kill "$child" 2>/dev/null; wait "$child"; fi; exit 0' TERM INT
+    while true; do
+        started=$SECONDS
+        "$@" &
+        child=$!
+        echo "$child" >"$RUN/pids/$name.pid"
+        rc=0
+        wait "$child" || rc=$?
+        if ((SECONDS - started >= 60)); then delay=1; fi
+        echo "services: $name exited with status $rc; starting it again in ${delay} s" >&2
+        sleep "$delay" &
+        child=$!
+        wait "$child" || true
+        delay=$((delay * 2 > 30 ? 30 : delay * 2))
+    done
+}
 
 wait_ready() {  # name port
     local deadline=$((SECONDS + 60))
     until curl -fsS "http://127.0.0.1:$2/ready" >/dev/null 2>&1; do
-        if ! alive "$1"; then
+        if ! kept "$1"; then
             echo "services: $1 exited while starting; last log lines:" >&2
             tail -n 20 "$RUN/logs/$1.log" >&2
             return 1
@@ -33,9 +68,11 @@ wait_ready() {  # name port
 
 start_one() {  # name command...
     local name=$1; shift
-    if alive "$name"; then echo "services: $name already running"; return 0; fi
-    (cd "$REPO" && exec "$@") >>"$RUN/logs/$name.log" 2>&1 &
-    echo $! >"$RUN/pids/$name.pid"
+    if alive "$name" || kept "$name"; then echo "services: $name already running"; return 0; fi
+    rm -f "$RUN/pids/$name.pid"
+    (cd "$REPO" && keep "$name" "$@") >>"$RUN/logs/$name.log" 2>&1 &
+    echo $! >"$RUN/pids/$name.keeper.pid"
+    for _ in $(seq 1 50); do [[ -f "$RUN/pids/$name.pid" ]] && break; sleep 0.1; done
 }
 
 start_witness() {  # the audit log's witness: its own process, key and store (docs/audit.md)
@@ -79,6 +116,11 @@ up() {
 down() {
     local name
     for name in witness "${SERVICES[@]}" feeder; do
+        if kept "$name"; then  # the keeper stops its process and waits for it
+            kill "$(cat "$RUN/pids/$name.keeper.pid")" 2>/dev/null || true
+            for _ in $(seq 1 60); do kept "$name" || break; sleep 0.2; done
+        fi
+        rm -f "$RUN/pids/$name.keeper.pid"
         if alive "$name"; then
             local pid; pid=$(cat "$RUN/pids/$name.pid")
             kill "$pid" 2>/dev/null || true
@@ -100,9 +142,12 @@ status() {
     done
 }
 
-case "${1:-}" in
-    up) up ;;
-    down) down ;;
-    status) status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
-esac
+# Sourced (tests/unit/test_services_sh.py), it only defines its functions.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    case "${1:-}" in
+        up) up ;;
+        down) down ;;
+        status) status ;;
+        *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+    esac
+fi

@@ -37,6 +37,7 @@ from services.intake.webhook_targets import (
     resolve_target,
     system_resolver,
 )
+from shared.outage import report_failure
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,11 @@ class Deliverer:
                 sent = await self.deliver_due(units)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("webhook delivery pass failed; rows stay queued")
+            except Exception as exc:
+                # Rows stay queued either way. An outage is waited out here and logged once
+                # (shared.outage); anything else ends the loop for its supervisor to restart.
+                if not report_failure(exc):
+                    raise
                 sent = 0
             if sent == 0:
                 try:

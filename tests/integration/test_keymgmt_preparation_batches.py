@@ -14,7 +14,6 @@ from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.handlers import BatchHandler, PoisonEvent
-from shared.outbox import unit_of_work
 from shared.service import ServiceRuntime
 from tests.support.keymgmt import PAN19, ordered, vault
 
@@ -25,8 +24,7 @@ async def prepare_run(runtime: ServiceRuntime, run: list[events.CardOrdered]) ->
     """The consumer's batch call, in a transaction of its own; returns what it emitted."""
     (handler,) = runtime.handlers[events.CardOrdered]
     assert isinstance(handler, BatchHandler)
-    topic = runtime.settings.topic("keymgmt")
-    async with unit_of_work(runtime.engine, runtime.schema, topic, runtime.repository) as uow:
+    async with runtime.unit_of_work() as uow:
         await handler.fn(uow, run)
     return uow.emitted
 

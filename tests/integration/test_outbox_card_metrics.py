@@ -9,7 +9,6 @@ import pytest
 
 from shared import events, metrics
 from shared.db import migrate
-from shared.outbox import unit_of_work
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.support.bus import harness_runtime
@@ -38,7 +37,7 @@ def encoded() -> events.CardEncoded:
 
 
 async def emit_then_fail(runtime: ServiceRuntime) -> None:
-    async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
+    async with runtime.unit_of_work() as uow:
         await uow.emit(encoded())
         raise RuntimeError("the handler failed after emitting")
 
@@ -55,7 +54,7 @@ async def test_cards_count_when_their_transaction_commits_and_never_on_rollback(
             await emit_then_fail(runtime)
         assert (cards("encoded"), cards("dispatched")) == before
 
-        async with unit_of_work(runtime.engine, runtime.schema, runtime.emit_topic) as uow:
+        async with runtime.unit_of_work() as uow:
             await uow.emit(encoded())
             await uow.emit(encoded())
             await uow.emit(

@@ -20,7 +20,7 @@ from services.keymgmt.keys.repository import key_row
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.vault.schemas import VaultCardIn
 from services.keymgmt.vault.service import OpenedCard, new_pan_token, pan_context, record_context
-from shared.bus import _is_transient
+from shared.outage import is_outage
 
 PAN = "4761739001010010"
 RECORD = CardRecord(PAN, "01", "2512", "DOE/JANE", "201")
@@ -94,7 +94,7 @@ def test_cardholder_data_stays_out_of_reprs() -> None:
 def test_a_closed_hsm_is_a_transient_fault_for_the_consumer() -> None:
     with pytest.raises(HsmUnavailable) as caught:
         HsmGate().get()
-    assert _is_transient(caught.value)
+    assert is_outage(caught.value)
 
 
 def test_settings_refuse_a_development_hsm_pin_outside_dev() -> None:
