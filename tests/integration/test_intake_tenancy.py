@@ -108,6 +108,15 @@ async def webhook_deliveries(w: World) -> None:
     assert mine.json(), "A's own deliveries are there"
 
 
+async def whoami(w: World) -> None:
+    """A token speaks for its own issuer only: B's token names B, never A."""
+    answer = await w.as_b("GET", "/v1/whoami")
+    assert answer.status_code == 200
+    assert answer.json() == {"role": "issuer", "issuer_id": "bank-b"}
+    mine = await w.intake.http.get("/v1/whoami", headers=w.a)
+    assert mine.json()["issuer_id"] == "bank-a"
+
+
 PROBES: dict[tuple[str, str], Probe] = {
     ("GET", "/v1/orders/{order_id}"): lambda w: order_of_a(w, "GET", ""),
     ("GET", "/v1/orders/{order_id}/cards"): lambda w: order_of_a(w, "GET", "/cards"),
@@ -123,6 +132,7 @@ PROBES: dict[tuple[str, str], Probe] = {
     ("PUT", "/v1/webhook"): webhook_set,
     ("DELETE", "/v1/webhook"): webhook_delete,
     ("GET", "/v1/webhook/deliveries"): webhook_deliveries,
+    ("GET", "/v1/whoami"): whoami,
 }
 
 
