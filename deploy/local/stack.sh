@@ -359,6 +359,10 @@ port = $PG_PORT
 unix_socket_directories = '$PG_SOCKET_DIR'
 max_connections = 200
 password_encryption = scram-sha-256
+# Every test schema stays until stack-reset; the e2e's pg_dump locks every table of every schema
+# in one transaction, so the lock table must hold them all (64 per connection ran out at about
+# 25,000 tables on a long-lived dev stack).
+max_locks_per_transaction = 1024
 EOF
     if is_root; then chown "$PG_OS_USER": -- "$PG_DATA/bureau.conf"; fi
     if ! grep -q "^include_if_exists = 'bureau.conf'" "$PG_DATA/postgresql.conf"; then
