@@ -88,6 +88,8 @@ class Supervisor:
         """Run `factory()` under supervision; it is called again for every restart."""
         health = TaskHealth(name=f"{self._service}:{name}")
         self.health[health.name] = health
+        # The series starts at 0, so a healthy task charts "0 restarts" rather than no data.
+        metrics.TASK_RESTARTS.labels(service=metrics.service_name(), task=health.name)
         self._tasks.append(asyncio.create_task(self._keep(health, factory), name=health.name))
 
     def problems(self) -> list[str]:
