@@ -25,7 +25,7 @@ from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
 
 from services.keymgmt.hsm.p11 import SymKey, as_key
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.sim.secrets import WRAP
+from services.keymgmt.sim.secrets import WRAP, generate_ki
 
 if TYPE_CHECKING:
     from pkcs11.types import UnwrapMixin
@@ -76,19 +76,6 @@ def _secret_object(hsm: Hsm, value: bytearray) -> SymKey:
     return as_key(hsm.session.create_object(template))
 
 
-def _ota_key(hsm: Hsm) -> SymKey:
-    template: dict[Attribute, Any] = {
-        Attribute.TOKEN: False,
-        Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: True,
-    }
-    return as_key(
-        hsm.session.generate_key(
-            KeyType.AES, 128, capabilities=MechanismFlag.ENCRYPT, template=template
-        )
-    )
-
-
 def make_credentials(
     hsm: Hsm, storage_label: str, transport_label: str, pin1_enabled: bool, ota: bool
 ) -> SimCredentials:
@@ -104,7 +91,8 @@ def make_credentials(
         sent = transport.wrap_key(pins, mechanism=WRAP)
         if not ota:
             return SimCredentials(stored, sent)
-        keys = [_ota_key(hsm) for _ in OTA_NAMES]
+        # An OTA key is made as a Ki is: a sensitive AES-128 session object, leaving only wrapped.
+        keys = [generate_ki(hsm) for _ in OTA_NAMES]
         created.extend(keys)
         ota_stored = b"".join(storage.wrap_key(k, mechanism=WRAP) for k in keys)
         ota_sent = b"".join(transport.wrap_key(k, mechanism=WRAP) for k in keys)
