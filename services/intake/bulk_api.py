@@ -138,7 +138,7 @@ async def submit_bulk_order(
     # file validated, vaulted and written. A refused file's transaction commits (the duplicate
     # check's rows are the request's own) and is answered after it.
     async with (
-        forgotten_unless_committed(deps.vault, issuer_id) as vaulted,
+        forgotten_unless_committed(deps.vault, issuer_id, settings.bulk_spool_dir) as vaulted,
         runtime.unit_of_work() as uow,
     ):
         repo: IntakeRepository = uow.repo

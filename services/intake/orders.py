@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import IO, Any, Protocol
 from uuid import UUID
 
 import httpx
@@ -19,7 +21,6 @@ from shared import events
 from shared.errors import Conflict, Unavailable
 from shared.keymgmt.client import RetryPolicy
 from shared.keymgmt.contract import (
-    VAULT_MAX_CARDS,
     VaultedCard,
     VaultForget,
     VaultForgotten,
@@ -54,30 +55,51 @@ class PanVault(Protocol):
 
 
 class Vaulted:
-    """Card ids handed to the vault, 16 bytes each (a 100,000-card file's ids take 1.6 MB)."""
+    """Card ids handed to the vault, spooled to an unlinked temporary file (16 bytes each): a
+    100,000-card file's ids are not held in memory while it is written. Card ids are not
+    cardholder data; the file goes with the request."""
 
-    def __init__(self) -> None:
-        self._ids = bytearray()
+    def __init__(self, directory: str | None = None) -> None:
+        self._directory = directory
+        self._file: IO[bytes] | None = None
+        self._count = 0
 
     def extend(self, card_ids: Sequence[UUID]) -> None:
-        for card_id in card_ids:
-            self._ids += card_id.bytes
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._directory)  # unlinked at once
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(b"".join(card_id.bytes for card_id in card_ids))
+        self._count += len(card_ids)
 
     def __len__(self) -> int:
-        return len(self._ids) // 16
+        return self._count
 
-    def chunks(self, size: int) -> list[list[UUID]]:
-        ids = [UUID(bytes=bytes(self._ids[i : i + 16])) for i in range(0, len(self._ids), 16)]
-        return [ids[start : start + size] for start in range(0, len(ids), size)]
+    def chunks(self, size: int) -> Iterator[list[UUID]]:
+        if self._file is None:
+            return
+        self._file.seek(0)
+        while block := self._file.read(16 * size):
+            yield [UUID(bytes=block[i : i + 16]) for i in range(0, len(block), 16)]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# Card ids per forget call when a failed order's records leave the vault again.
+FORGET_CHUNK = 10_000
 
 
 @contextlib.asynccontextmanager
-async def forgotten_unless_committed(vault: PanVault, issuer_id: str) -> AsyncIterator[Vaulted]:
+async def forgotten_unless_committed(
+    vault: PanVault, issuer_id: str, spool_dir: str | None = None
+) -> AsyncIterator[Vaulted]:
     """The order's vaulted card ids go in the yielded Vaulted as the vault takes them; if the
     block fails (a refusal after vaulting, a database error, a lost commit, a cancelled
     request), those records are deleted from the vault again, so a refused or failed order
     leaves nothing there. Wrap the unit of work, so the commit is inside."""
-    vaulted = Vaulted()
+    vaulted = Vaulted(spool_dir)
     try:
         yield vaulted
     except BaseException:
@@ -85,10 +107,12 @@ async def forgotten_unless_committed(vault: PanVault, issuer_id: str) -> AsyncIt
             # Shielded: a cancelled request still takes its records back out of the vault.
             await asyncio.shield(_forget(vault, issuer_id, vaulted))
         raise
+    finally:
+        vaulted.close()
 
 
 async def _forget(vault: PanVault, issuer_id: str, vaulted: Vaulted) -> None:
-    for chunk in vaulted.chunks(VAULT_MAX_CARDS):
+    for chunk in vaulted.chunks(FORGET_CHUNK):
         try:
             await vault.forget_cards(VaultForget(issuer_id=issuer_id, card_ids=chunk))
         except Exception:

@@ -18,7 +18,7 @@ class IntakeSettings(BureauSettings):
 
     # Bulk files: cards per chunk (one vault call, one insert), the longest line accepted, the
     # largest file, and how many problems a refused file's report lists at most.
-    bulk_chunk: int = Field(default=1000, ge=1, le=10_000)
+    bulk_chunk: int = Field(default=250, ge=1, le=10_000)
     bulk_max_line_bytes: int = Field(default=4096, ge=256)
     bulk_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     bulk_max_reported_errors: int = Field(default=100_000, ge=1)

@@ -93,9 +93,12 @@ class _Contract(BaseModel):
 
 
 class _Answer(BaseModel):
-    """keymgmt's answers: fields added later by keymgmt do not break an older caller."""
+    """keymgmt's answers: fields added later by keymgmt do not break an older caller. Parsed
+    without pydantic-core's process-wide string cache for values: an answer's values are
+    cardholder data, PAN tokens and card ids, which must not linger in memory after the call
+    (nor fill the cache with strings never seen again)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", cache_strings="keys")
 
 
 # -- the PAN vault (intake stores; graphical and fulfillment read their views) ----------------

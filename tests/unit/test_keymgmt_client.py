@@ -303,3 +303,20 @@ async def test_a_client_given_an_http_client_leaves_it_open() -> None:
         )
         assert (await client.readback(request)).ok
         assert http.is_closed is False
+
+
+def test_answer_values_are_not_kept_in_the_parsers_string_cache() -> None:
+    """pydantic-core caches short strings process-wide when it parses JSON; a keymgmt answer's
+    values (PAN tokens, masked PANs, cardholder print data) must not stay behind in it."""
+    card_id = str(uuid.uuid4())
+    raw = json.dumps(
+        {
+            "cards": [
+                {"card_id": card_id, "pan_token": "tok-unique-1", "masked_pan": "411111******1111"}
+            ]
+        }
+    ).encode()
+    first, second = c.VaultStored.model_validate_json(raw), c.VaultStored.model_validate_json(raw)
+    assert first.cards[0].pan_token == second.cards[0].pan_token
+    assert first.cards[0].pan_token is not second.cards[0].pan_token
+    assert first.cards[0].masked_pan is not second.cards[0].masked_pan
