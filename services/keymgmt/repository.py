@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.keymgmt.emv.oda_repository import OdaRepository
 from services.keymgmt.emv.repository import EmvRepository
 from services.keymgmt.keys.repository import KeysRepository
 from services.keymgmt.perso.repository import PersoRepository
@@ -26,6 +27,7 @@ class KeymgmtRepository:
         self.keys = KeysRepository(conn)
         self.vault = VaultRepository(conn)
         self.emv = EmvRepository(conn)
+        self.oda = OdaRepository(conn)
         self.sim = SimRepository(conn)
         self.perso = PersoRepository(conn)
         self.pin_mailers = PinMailerRepository(conn)

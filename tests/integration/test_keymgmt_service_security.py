@@ -14,8 +14,8 @@ from psec import pin as psec_pin
 from psec import pinblock
 from sqlalchemy import text
 
+from services.keymgmt.emv.card_data import open_card_values
 from services.keymgmt.emv.repository import EmvRepository
-from services.keymgmt.emv.security import open_card_values
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage

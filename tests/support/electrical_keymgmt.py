@@ -3,8 +3,7 @@ service layer is being written concurrently; this double serves the three endpoi
 docs/services.md the station and QA call (/v1/perso/secure-scripts, /v1/qa/readback,
 /v1/arqc/verify) over real HTTP on 127.0.0.1,
 computed by the REAL HSM core (services/keymgmt/emv/perso.py, gp/secure_channel.py,
-emv/keys.py) on a fresh
-SoftHSM token."""
+emv/keys.py, the full EMV profile of docs/emv-profile.md) on a fresh SoftHSM token."""
 
 from __future__ import annotations
 
@@ -21,7 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.keymgmt.emv.keys import verify_arqc
-from services.keymgmt.emv.perso import CardRecord, build_perso_script, record_dgis
+from services.keymgmt.emv.perso import CardRecord, build_perso_script
+from services.keymgmt.emv.records import magstripe_record, static_record
 from services.keymgmt.gp.channel import (
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
@@ -33,11 +33,11 @@ from services.keymgmt.hsm.session import Hsm
 from shared.keymgmt.contract import REFUSAL_HEADER, Refusal, SecureScriptRequest
 from shared.pan import luhn_check_digit
 from tests.support.bus import wait_for
+from tests.support.emv_cards import TestCard, TestIssuerOda, card_profile_on, issuer_oda_on
 from tests.support.hsm import IssuerKeys
 
 STATION_TOKEN = "station-a-test-token"
 QA_TOKEN = "qa-test-token"
-APP_LABEL = "CARDBUREAU"
 
 
 def new_record(name: str = "TEST/CARDHOLDER") -> CardRecord:
@@ -45,10 +45,11 @@ def new_record(name: str = "TEST/CARDHOLDER") -> CardRecord:
     return CardRecord(body + luhn_check_digit(body), "01", "2812", name, "201")
 
 
-def expected_records(record: CardRecord) -> dict[str, str]:
-    """SFI 1 records 1 and 2 as the card must answer them: DGIs 0101/0102 without DGI header."""
-    r1, r2, _fci = record_dgis(record, APP_LABEL)
-    return {"1": r1[3:].hex().upper(), "2": r2[3:].hex().upper()}
+def expected_records(record: CardRecord, card: TestCard) -> dict[str, str]:
+    """SFI 1 record 1 and SFI 2 record 1 as the card must answer them (docs/emv-profile.md)."""
+    r1 = magstripe_record(record, card.data.icvv)
+    r2 = static_record(record, card.data.profile, card.data.effective)
+    return {"1": r1.hex().upper(), "2": r2.hex().upper()}
 
 
 class _Readback(BaseModel):
@@ -69,6 +70,8 @@ class KeymgmtTestDouble:
     def __init__(self, hsm: Hsm, keys: IssuerKeys, station_token: str, qa_token: str) -> None:
         self.hsm, self.keys = hsm, keys
         self.records: dict[uuid.UUID, CardRecord] = {}
+        self.cards: dict[uuid.UUID, TestCard] = {}
+        self.issuer: TestIssuerOda = hsm.run(issuer_oda_on, keys.issuer)
         self.scripts: Counter[uuid.UUID] = Counter()
         self.refused_chips: list[str] = []  # card cryptogram mismatches
         self.cancelled: set[uuid.UUID] = set()  # cards keymgmt refuses as cancelled
@@ -101,7 +104,8 @@ class KeymgmtTestDouble:
 
             def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
                 div = answer.diversification_data
-                return build_perso_script(h, record, div, keys.imks, keys.kmc_label).commands
+                data = self.cards[body.card_id].data
+                return build_perso_script(h, record, div, keys.imks, keys.kmc_label, data).commands
 
             challenge = bytes.fromhex(body.host_challenge)
             iu = bytes.fromhex(body.initialize_update_response)
@@ -124,7 +128,7 @@ class KeymgmtTestDouble:
         @app.post("/v1/qa/readback")
         async def readback(body: _Readback, authorization: str = Header("")) -> Any:
             check(authorization, qa_token)
-            want = expected_records(record_of(body.card_id))
+            want = expected_records(record_of(body.card_id), self.cards[body.card_id])
             got = {k: v.upper() for k, v in body.records.items()}
             problems = [
                 f"record {n} differs from what was prepared" for n in want if got.get(n) != want[n]
@@ -147,6 +151,7 @@ class KeymgmtTestDouble:
     def add_card(self, record: CardRecord | None = None) -> uuid.UUID:
         card_id = uuid.uuid4()
         self.records[card_id] = record or new_record()
+        self.cards[card_id] = self.hsm.run(card_profile_on, self.records[card_id], self.issuer)
         return card_id
 
     async def __aenter__(self) -> KeymgmtTestDouble:

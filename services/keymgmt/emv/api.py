@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.keymgmt.deps import AnyService, Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
+from services.keymgmt.emv.card_rows import emv_card_rows
 from services.keymgmt.emv.schemas import (
     ArqcRequest,
     CannotVerify,
@@ -98,7 +99,18 @@ async def readback(
     """Compare the chip's records with the prepared ones; problems never carry values."""
     hsm, settings = deps.hsm(), deps.settings
     row = await vault_row(runtime, body.card_id, who, "qa-readback")
-    want = await hsm.call(expected_records, row, settings.service_code, settings.app_label)
+    async with runtime.unit_of_work() as uow:
+        prepared = await uow.repo.perso.prepared(body.card_id)
+        rows = None
+        if prepared is not None:
+            issuer, product = prepared["issuer_id"], prepared["product_id"]
+            rows = await emv_card_rows(uow.repo, body.card_id, issuer, product)
+    if rows is None:
+        return {"ok": False, "problems": ["the card was not prepared with an EMV profile"]}
+    try:
+        want = await hsm.call(expected_records, row, settings.service_code, rows)
+    except HsmError as exc:  # its EMV data is missing or changed since preparation
+        return {"ok": False, "problems": [str(exc)]}
     problems = readback_problems(want, body.records)
     return {"ok": not problems, "problems": problems}
 

@@ -13,14 +13,16 @@ from typing import Any
 
 from pkcs11 import MechanismFlag
 
+from services.keymgmt.emv.card_data import EmvCardRows, card_profile_data
 from services.keymgmt.emv.keys import ImkLabels, MkDerivation, derive_icc_mk, verify_arqc
-from services.keymgmt.emv.perso import CardRecord, PersoScript, build_perso_script, record_dgis
+from services.keymgmt.emv.perso import CardRecord, PersoScript, build_perso_script
+from services.keymgmt.emv.records import magstripe_record, static_record
 from services.keymgmt.hsm.kcv import KcvMethod, kcv_computed
 from services.keymgmt.hsm.session import Hsm, HsmError
 from services.keymgmt.vault.service import OpenedCard, open_card
 from shared.iso7816 import Tlv, decode_tlv
 
-PREPARED_DGIS = ("0101", "0102", "9102", "8000")
+PREPARED_DGIS = ("0101", "0201", "9102", "9104", "0D01", "9010", "8000", "8010")
 KEY_SCHEMES = {MkDerivation.OPTION_A: "EMV-OPTION-A", MkDerivation.OPTION_B: "EMV-OPTION-B"}
 
 
@@ -58,12 +60,16 @@ def mk_kcv(hsm: Hsm, imk_label: str, pan: str, psn: str, option: MkDerivation) -
 
 
 def expected_records(
-    hsm: Hsm, vaulted: Mapping[str, Any], service_code: str, app_label: str
+    hsm: Hsm, vaulted: Mapping[str, Any], service_code: str, rows: EmvCardRows
 ) -> dict[str, bytes]:
-    """The `70` templates of SFI 1 records 1 and 2 that preparation writes (HSM worker)."""
+    """The `70` templates QA reads back: "1" SFI 1 record 1 (track 2, name), "2" SFI 2 record
+    1 (the static data signed for ODA), as preparation wrote them (HSM worker)."""
     record = emv_record(open_card(hsm, vaulted), service_code)
-    dgis = record_dgis(record, app_label)
-    return {"1": dgis[0][3:], "2": dgis[1][3:]}
+    data = card_profile_data(hsm, rows, record)
+    return {
+        "1": magstripe_record(record, data.icvv),
+        "2": static_record(record, data.profile, data.effective),
+    }
 
 
 def build_card_script(
@@ -72,13 +78,14 @@ def build_card_script(
     div: bytes,
     imks: ImkLabels,
     kmc_label: str,
-    app_label: str,
     service_code: str,
+    rows: EmvCardRows,
 ) -> PersoScript:
-    """The perso script of a vaulted card for one chip (HSM worker, docs/perso-protocol.md)."""
+    """The perso script of a vaulted card for one chip (HSM worker, docs/emv-profile.md)."""
     card = open_card(hsm, vaulted)
     record = emv_record(card, service_code)
-    return build_perso_script(hsm, record, div, imks, kmc_label, app_label, mk_option(card.pan))
+    data = card_profile_data(hsm, rows, record)
+    return build_perso_script(hsm, record, div, imks, kmc_label, data, mk_option(card.pan))
 
 
 def verify_card_arqc(

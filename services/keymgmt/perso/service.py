@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.keymgmt.emv.card_data import EmvCardRows
 from services.keymgmt.emv.keys import ImkLabels
 from services.keymgmt.emv.perso import PersoScript, PersoSummary
 from services.keymgmt.emv.service import build_card_script, imks_of
@@ -29,6 +30,7 @@ class PersoTarget:
     sim: Mapping[str, Any] | None
     mnc_length: int
     imks: ImkLabels
+    emv: EmvCardRows | None = None  # an EMV card's profile rows (docs/emv-profile.md)
 
 
 def binding_problem(bound: Mapping[str, Any] | None, chip: str, chip_card: Any) -> str | None:
@@ -46,6 +48,7 @@ def target_of(
     bound: Mapping[str, Any] | None,
     sim: Mapping[str, Any] | None,
     sim_product: Mapping[str, Any] | None,
+    emv: EmvCardRows | None = None,
 ) -> PersoTarget:
     """The card's target; a USIM needs its product (for the MNC length)."""
     mnc_length = 0
@@ -54,7 +57,7 @@ def target_of(
             raise PersoRefused("the SIM's product is not configured")
         mnc_length = mnc_length_of(sim_product["imsi_prefix"])
     imks = imks_of(prepared["issuer_id"])
-    return PersoTarget(prepared, vaulted, bound, sim, mnc_length, imks)
+    return PersoTarget(prepared, vaulted, bound, sim, mnc_length, imks, emv)
 
 
 def needed_keys(target: PersoTarget, kmc_label: str) -> list[str]:
@@ -76,7 +79,9 @@ class ScriptBuilder:
         if t.sim is not None:
             self.built.append(build_sim_script(hsm, t.sim, div, s.kmc_label, t.mnc_length))
         else:
-            args = (div, t.imks, s.kmc_label, s.app_label, s.service_code)
+            if t.emv is None:
+                raise PersoRefused("the card's product has no EMV profile (docs/emv-profile.md)")
+            args = (div, t.imks, s.kmc_label, s.service_code, t.emv)
             self.built.append(build_card_script(hsm, t.vaulted, *args))
         return self.built[-1].commands
 
