@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from services.keymgmt.emv.card_oda import generate_pool_pairs, sign_card_oda
-from services.keymgmt.emv.oda import OdaError, issuer_key_label, recover, bureau_test_ca_label
+from services.keymgmt.emv.oda import OdaError, bureau_test_ca_label, issuer_key_label, recover
 from services.keymgmt.emv.profile import EmvProfile, OdaMethod
 from services.keymgmt.emv.records import CardRecord, IssuerOda, aip, static_data, static_record
 from services.keymgmt.hsm.p11 import as_key

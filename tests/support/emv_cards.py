@@ -9,10 +9,10 @@ from datetime import date
 
 from services.keymgmt.emv.card_data import IssuerOdaInputs, prepare_emv_data
 from services.keymgmt.emv.card_oda import generate_pool_pairs
-from services.keymgmt.emv.oda import issuer_key_label, bureau_test_ca_label
+from services.keymgmt.emv.oda import bureau_test_ca_label, issuer_key_label
 from services.keymgmt.emv.perso import CardProfileData
 from services.keymgmt.emv.profile import EmvProfile
-from services.keymgmt.emv.records import CardOda, CardRecord, IssuerOda
+from services.keymgmt.emv.records import CardRecord, IssuerOda
 from services.keymgmt.hsm.rsa import PooledPair, RsaPublic
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.hsm.storage import ICC_POOL_KEY, PIN_STORAGE_KEY

@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.keymgmt.emv.keys import MkDerivation
-from services.keymgmt.emv.perso import CardRecord, record_dgis, tlv, track2
+from services.keymgmt.emv.profile import EmvProfile
+from services.keymgmt.emv.records import CardRecord, magstripe_record, static_record, track2
 from services.keymgmt.emv.service import mk_option, readback_problems
 from services.keymgmt.hsm.gate import HsmGate, HsmUnavailable
 from services.keymgmt.keys.ceremonies import DEMO_IMKS, DEMO_KMC, software_kcv
@@ -19,14 +20,22 @@ from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.vault.schemas import VaultCardIn
 from services.keymgmt.vault.service import OpenedCard, new_pan_token, pan_context, record_context
 from shared.bus import _is_transient
+from shared.iso7816 import tlv
 
 PAN = "4761739001010010"
 RECORD = CardRecord(PAN, "01", "2512", "DOE/JANE", "201")
 
 
+def records_of(record: CardRecord) -> dict[str, bytes]:
+    """SFI 1 record 1 and SFI 2 record 1 of the profile (docs/emv-profile.md)."""
+    return {
+        "1": magstripe_record(record, "123"),
+        "2": static_record(record, EmvProfile(), "261207"),
+    }
+
+
 def expected() -> dict[str, bytes]:
-    dgis = record_dgis(RECORD, "CARDBUREAU")
-    return {"1": dgis[0][3:], "2": dgis[1][3:]}
+    return records_of(RECORD)
 
 
 def test_identical_records_read_back_clean() -> None:
@@ -37,14 +46,14 @@ def test_identical_records_read_back_clean() -> None:
 def test_read_back_problems_name_record_and_field_never_the_value() -> None:
     want = expected()
     other = CardRecord("4761739001019999", "02", "2512", "DOE/JOHN", "201")
-    got = {"1": record_dgis(other, "CARDBUREAU")[0][3:].hex(), "2": ""}
+    got = {"1": records_of(other)["1"].hex(), "2": ""}
     problems = readback_problems(want, got)
     assert problems == [
         "record 1: tag 57 (track 2 equivalent data) differs",
         "record 1: tag 5F20 (cardholder name) differs",
         "record 2: not a single `70` record template",
     ]
-    wrong = record_dgis(other, "CARDBUREAU")[1][3:].hex()
+    wrong = records_of(other)["2"].hex()
     assert readback_problems(want, {"1": want["1"].hex(), "2": wrong}) == [
         "record 2: tag 5A (PAN) differs",
         "record 2: tag 5F34 (PAN sequence number) differs",
@@ -56,8 +65,8 @@ def test_read_back_problems_name_record_and_field_never_the_value() -> None:
 
 def test_missing_extra_and_malformed_records_are_named() -> None:
     want = expected()
-    no_name = tlv(b"\x70", tlv(b"\x57", track2(RECORD)))
-    extra = tlv(b"\x70", want["2"][2:] + tlv(b"\x9f\x36", b"\x01"))
+    no_name = tlv(0x70, tlv(0x57, track2(RECORD, "123")))
+    extra = tlv(0x70, want["2"][3:] + tlv(0x9F36, b"\x01"))  # 70 81 L: value from byte 3
     read = {"1": no_name.hex(), "2": extra.hex(), "3": "zz"}
     assert readback_problems(want, read) == [
         "record 1: tag 5F20 (cardholder name) missing",

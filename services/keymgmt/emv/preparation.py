@@ -260,6 +260,18 @@ async def prepare_ordered_cards(
         chunk = todo[start : start + PREP_CHUNK]
         work = [(t.vaulted, t.imks, t.profile, emv.get(t.event.card_id)) for t in chunk]
         results += await hsm.call(prepare_cards_data, work, service_code)
+    await _record_prepared(uow, todo, results, emv, actor)
+    log.info("cards prepared", extra={"count": len(todo)})
+
+
+async def _record_prepared(
+    uow: UnitOfWork[KeymgmtRepository],
+    todo: Sequence[_Todo],
+    results: Sequence[CardData | Exception],
+    emv: dict[UUID, EmvInputs],
+    actor: str,
+) -> None:
+    """The run's rows (prepared cards, PINs, CVVs, offline PINs, ODA) and card.prepared."""
     rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
     oda_rows: list[dict[str, Any]] = []
     done: list[tuple[_Todo, Preparation]] = []
@@ -272,10 +284,9 @@ async def prepare_ordered_cards(
         if security is not None and security.emv is not None:
             card_id, issuer = item.event.card_id, item.event.issuer_id
             oda_rows.append(oda_row(card_id, issuer, security.emv, emv.get(card_id)))
-    await repo.record_preparations(rows, f"service:{actor}")
-    await uow.repo.oda.put_offline_pins(
-        [r[1]["offline_pin"] for r in rows if "offline_pin" in r[1]]
-    )
+    await uow.repo.emv.record_preparations(rows, f"service:{actor}")
+    offline = [extra["offline_pin"] for _, extra in rows if "offline_pin" in extra]
+    await uow.repo.oda.put_offline_pins(offline)
     await uow.repo.oda.put_card_oda(oda_rows)
     for item, prep in done:
         event = item.event
@@ -292,7 +303,6 @@ async def prepare_ordered_cards(
                 trace=event.trace,
             )
         )
-    log.info("cards prepared", extra={"count": len(todo)})
 
 
 def _rows_of(

@@ -160,7 +160,7 @@ class EmvProfile(BaseModel):
     cvm_list: Annotated[str, AfterValidator(_cvm)] = "0000000000000000410342031E031F00"
     pdol: Dol = "9F66049F02069F1A025F2A029A039C019F3704"  # 9F38 (contact)
     contactless_pdol: Dol | None = None  # 9F38 (contactless); None: the contact PDOL
-    cdol1: Dol = "9F02069F03069F1A0295055F2A029A039C019F37049F35019F3403"  # 8C
+    cdol1: Dol = "9F02069F03069F1A0295055F2A029A039C019F3704"  # 8C
     cdol2: Dol = "8A029F02069F03069F1A0295055F2A029A039C019F3704"  # 8D
     lower_offline_limit: int = Field(default=0, ge=0, le=255)  # 9F14
     upper_offline_limit: int = Field(default=0, ge=0, le=255)  # 9F23

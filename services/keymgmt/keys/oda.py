@@ -14,9 +14,9 @@ from datetime import date
 from services.keymgmt.emv.oda import (
     IssuerCertificateFacts,
     OdaError,
+    bureau_test_ca_label,
     check_issuer_certificate,
     issuer_certificate_block,
-    bureau_test_ca_label,
 )
 from services.keymgmt.hsm.rsa import RsaPublic, generate_rsa_pair, rsa_public, rsa_raw_sign
 from services.keymgmt.hsm.session import Hsm, KeyNotFoundError
