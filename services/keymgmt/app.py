@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from services.keymgmt.deps import KeymgmtDeps
 from services.keymgmt.emv.api import router as emv_router
+from services.keymgmt.emv.icc_pool import PoolRefiller
 from services.keymgmt.handlers import HANDLERS
 from services.keymgmt.hsm.gate import HsmReadiness
 from services.keymgmt.keys.api import router as keys_router
 from services.keymgmt.keys.keeper import HsmKeeper
+from services.keymgmt.keys.oda_api import router as oda_router
 from services.keymgmt.perso.api import router as perso_router
 from services.keymgmt.pin_mailer.api import router as pin_mailer_router
 from services.keymgmt.repository import KeymgmtRepository
@@ -27,7 +29,15 @@ from shared.service import ServiceRuntime, create_app
 NAME = "keymgmt"
 MIGRATIONS: Path = _MIGRATIONS
 SUBSCRIBE = ("intake",)
-ROUTERS = (keys_router, vault_router, perso_router, emv_router, sim_router, pin_mailer_router)
+ROUTERS = (
+    keys_router,
+    oda_router,
+    vault_router,
+    perso_router,
+    emv_router,
+    sim_router,
+    pin_mailer_router,
+)
 
 
 def bootstrap(
@@ -47,7 +57,10 @@ def bootstrap(
         migrations=MIGRATIONS,
         handlers=bind_handlers(HANDLERS, deps),
         subscribe=SUBSCRIBE,
-        workers=[HsmKeeper(settings, deps.gate)],
+        workers=[
+            HsmKeeper(settings, deps.gate),
+            PoolRefiller(deps.gate, settings.icc_pool_low, settings.icc_pool_target),
+        ],
         schema=schema or settings.keymgmt_schema,
         consumer_group=consumer_group,
         repository=KeymgmtRepository,

@@ -42,6 +42,10 @@ class KeymgmtSettings(BureauSettings):
     service_code: str = Field(
         default="201", pattern=r"^\d{3}$", description="track 2 service code of EMV cards"
     )
+    icc_pool_low: int = Field(
+        default=0, ge=0, description="refill the ICC key pool when fewer free pairs (0: never)"
+    )
+    icc_pool_target: int = Field(default=0, ge=0, description="free ICC pairs after a refill")
     hsm_retry_seconds: float = Field(default=5.0, gt=0, description="wait between HSM opens")
     hsm_ping_timeout_seconds: float = Field(default=5.0, gt=0, description="readiness probe")
 

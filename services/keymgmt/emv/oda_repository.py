@@ -86,12 +86,13 @@ class OdaRepository(SqlRepository):
             return []
         rows = await self.conn.execute(
             text(
-                "WITH free AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM icc_key_pool"
-                " WHERE taken_by IS NULL ORDER BY id LIMIT :count FOR UPDATE SKIP LOCKED),"
+                "WITH free AS (SELECT id FROM icc_key_pool WHERE taken_by IS NULL ORDER BY id"
+                " LIMIT :count FOR UPDATE SKIP LOCKED),"
+                " numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM free),"
                 " cards AS (SELECT c, ordinality AS n FROM unnest(CAST(:cards AS uuid[]))"
                 " WITH ORDINALITY AS t(c, ordinality))"
                 " UPDATE icc_key_pool p SET taken_by = cards.c, taken_at = now()"
-                " FROM free JOIN cards ON cards.n = free.n WHERE p.id = free.id"
+                " FROM numbered JOIN cards ON cards.n = numbered.n WHERE p.id = numbered.id"
                 " RETURNING p.id, p.taken_by, p.pool_key_label, p.modulus, p.exponent"
             ),
             {"count": len(card_ids), "cards": list(card_ids)},

@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from services.keymgmt.emv.card_data import IssuerOdaInputs
+from services.keymgmt.emv.key_checks import product_key_problems
 from services.keymgmt.emv.keys import ImkLabels
 from services.keymgmt.emv.oda import issuer_key_label
 from services.keymgmt.emv.records import dgi_names
@@ -58,6 +59,25 @@ class ConfigCache:
         self.ttl = ttl
         self._entries: dict[tuple[str, str], tuple[float, set[str], ProductProfile | None]] = {}
         self._sims: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._checks: dict[tuple[str, str], tuple[float, list[str]]] = {}
+
+    async def key_problems(
+        self,
+        repo: KeymgmtRepository,
+        hsm: Hsm,
+        issuer_id: str,
+        product_id: str,
+        profile: ProductProfile,
+        kmc_label: str,
+    ) -> list[str]:
+        """key_checks.product_key_problems of an EMV-profile product, cached for ``ttl``."""
+        now = time.monotonic()
+        hit = self._checks.get((issuer_id, product_id))
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        found = await product_key_problems(repo, hsm, issuer_id, profile, kmc_label, date.today())
+        self._checks[(issuer_id, product_id)] = (now, found)
+        return found
 
     async def is_sim(self, sims: SimRepository, issuer_id: str, product_id: str) -> bool:
         """Whether (issuer, product) is a SIM product (sim_products has it)."""
@@ -104,6 +124,24 @@ class ProductIncomplete(ConnectionError):
     """A product's EMV keys or certificate are missing, or the ICC key pool is dry: the run is
     retried (a transient failure to the consumer), so the batch waits, named in the log, until
     the key is loaded or the pool refilled; no card is failed for it."""
+
+
+async def _hold_incomplete_products(
+    repo: KeymgmtRepository, hsm: Hsm, todo: Sequence[_Todo], cache: ConfigCache, kmc: str
+) -> None:
+    """Key checks of each EMV-profile product in the run (key_checks.py): ProductIncomplete
+    naming every missing or mismatching key holds the run."""
+    products = {
+        (t.event.issuer_id, t.event.product_id): t.profile
+        for t in todo
+        if t.profile is not None and t.profile.emv is not None
+    }
+    for (issuer, product), profile in products.items():
+        problems = await cache.key_problems(repo, hsm, issuer, product, profile, kmc)
+        if problems:
+            raise ProductIncomplete(
+                f"product {product} of issuer {issuer} is held: {'; '.join(problems)}"
+            )
 
 
 async def _emv_inputs(repo: KeymgmtRepository, todo: Sequence[_Todo]) -> dict[UUID, EmvInputs]:
@@ -219,6 +257,7 @@ async def prepare_ordered_cards(
     actor: str,
     cache: ConfigCache,
     sim_storage_label: str = "bureau/SIMKEK/1",
+    kmc_label: str = "bureau/KMC/1",
 ) -> None:
     """Derive each card's MK-AC/SMI/SMC in the HSM (KCVs kept), issue PIN and CVVs when the
     product asks, emit card.prepared; cards of SIM products go to sim/preparation.py. A
@@ -253,8 +292,9 @@ async def prepare_ordered_cards(
         await prepare_sim_cards(uow, sims, hsm_of, sim_storage_label, actor)
     if not todo:
         return
-    emv = await _emv_inputs(uow.repo, todo)
     hsm = hsm_of()  # HsmUnavailable is a ConnectionError: retried, never poison
+    await _hold_incomplete_products(uow.repo, hsm, todo, cache, kmc_label)
+    emv = await _emv_inputs(uow.repo, todo)
     results: list[CardData | Exception] = []
     for start in range(0, len(todo), PREP_CHUNK):
         chunk = todo[start : start + PREP_CHUNK]
