@@ -24,35 +24,22 @@ from services.keymgmt.emv.card_rows import emv_card_rows
 from services.keymgmt.emv.key_checks import product_key_problems
 from services.keymgmt.emv.service import build_card_script, imks_of
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
 from tests.support.bus import collect
 from tests.support.emv_oracle import public_key, recover_icc_key, recover_issuer_key, verify_sda
 from tests.support.keymgmt import PAN16, PIN_3DES, auth, ordered, prepared_events, publish, vault
+from tests.support.keymgmt_emv import EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 
-CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-PROFILE: dict[str, Any] = {"pin_formats": ["ISO-9564-1-FORMAT-0"], "cvv": True, "emv": {}}
 DIV = bytes.fromhex("434256430A0B0C0D0001")
 KMC = bytes.fromhex("404142434445464748494A4B4C4D4E4F")  # the demo KMC (ceremonies.DEMO_KMC)
-
-
-async def _load_pin_and_cvv_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
-    for usage, kt, key_usage, value in (
-        ("PIN-3DES", CeremonyKeyType.DES2, KeyUsage.ENCRYPT_ONLY, PIN_3DES),
-        ("CVK-A", CeremonyKeyType.DES1, KeyUsage.ENCRYPT, CVK[:8]),
-        ("CVK-B", CeremonyKeyType.DES1, KeyUsage.ENCRYPT, CVK[8:]),
-    ):
-        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kt, key_usage, 2, "test")
-        first = bytes(range(0x31, 0x31 + len(value))).hex()
-        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
 
 
 async def _problems(runtime: ServiceRuntime, hsm: Hsm, issuer: str, kmc: str) -> list[str]:
@@ -72,13 +59,13 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
     runtime, http = keymgmt
     issuer, cu = f"ia{unique}", auth(f"cu-{unique}")
     await load_demo_keys(settings, issuer)
-    await _load_pin_and_cvv_keys(runtime, keymgmt_hsm, issuer)
+    await load_pin_and_cvv_keys(runtime, keymgmt_hsm, issuer)
     path = f"/v1/products/{issuer}/visa-classic"
-    bad = await http.put(path, json=PROFILE | {"emv": {"cdol1": "9F0205"}}, headers=cu)
+    bad = await http.put(path, json=EMV_PRODUCT | {"emv": {"cdol1": "9F0205"}}, headers=cu)
     assert bad.status_code == 422
     assert "cdol1" in bad.text
     assert "9F02 must have length 6" in bad.text
-    assert (await http.put(path, json=PROFILE, headers=cu)).status_code == 200
+    assert (await http.put(path, json=EMV_PRODUCT, headers=cu)).status_code == 200
 
     # No issuer RSA key, certificate nor pool yet: the card is held, the missing piece named.
     problems = await _problems(runtime, keymgmt_hsm, issuer, settings.kmc_label)
@@ -91,18 +78,7 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
         )
 
     # The bureau's test CA signs the issuer key; the pool is filled: the held card goes on.
-    ca = await http.post("/v1/ca-keys/test/92", json={"expires": "2031-12-31"}, headers=cu)
-    assert ca.status_code == 200, ca.text
-    key = await http.post(f"/v1/issuers/{issuer}/issuer-key", headers=cu)
-    assert key.status_code == 200, key.text
-    signed = await http.post(
-        f"/v1/issuers/{issuer}/issuer-certificate/test-ca",
-        json={"ca_index": "92", "bin": "476173", "expires": "2030-12-31"},
-        headers=cu,
-    )
-    assert signed.status_code == 200, signed.text
-    refill = await http.post("/v1/icc-pool/refill", json={"count": 3}, headers=cu)
-    assert refill.json() == {"free": 3}
+    ca = await load_oda_keys(http, unique, issuer, 3)
     assert await _problems(runtime, keymgmt_hsm, issuer, settings.kmc_label) == []
     [prepared] = await prepared_events(settings, 1)
     assert prepared.type == "card.prepared"
@@ -132,7 +108,7 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
         t: v for n, d in dgis.items() if n[:2] in ("01", "02") for t, v in decode(d)["70"].items()
     }
     static = _value(dgis["0201"]) + decode(dgis["9104"])["82"]
-    ca_key = public_key(bytes.fromhex(ca.json()["modulus"]), b"\x03")
+    ca_key = public_key(bytes.fromhex(ca["modulus"]), b"\x03")
     ipk = recover_issuer_key(records["90"], records.get("92", b""), records["9F32"], ca_key)
     issuer_key = public_key(ipk.modulus, ipk.exponent)
     verify_sda(records["93"], static, issuer_key)
