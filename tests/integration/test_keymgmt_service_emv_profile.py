@@ -17,6 +17,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+from psec import cvv as psec_cvv
 from psec import pinblock
 from pyemv.tlv import decode
 
@@ -31,7 +32,7 @@ from shared.service import ServiceRuntime
 from tests.support.bus import collect
 from tests.support.emv_oracle import public_key, recover_icc_key, recover_issuer_key, verify_sda
 from tests.support.keymgmt import PAN16, PIN_3DES, auth, ordered, prepared_events, publish, vault
-from tests.support.keymgmt_emv import EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
+from tests.support.keymgmt_emv import CVK, EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
 
 pytestmark = [
     pytest.mark.integration,
@@ -113,7 +114,8 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
     issuer_key = public_key(ipk.modulus, ipk.exponent)
     verify_sda(records["93"], static, issuer_key)
     recover_icc_key(records["9F46"], records.get("9F48", b""), records["9F47"], static, issuer_key)
-    assert records["57"].hex().upper().startswith(f"{PAN16}D2812201")
+    icvv = psec_cvv.generate_cvv(CVK, PAN16, "2812", "999")  # iCVV: service code 999
+    assert records["57"].hex().upper() == f"{PAN16}D281220100000{icvv}"
 
 
 def _value(template: bytes) -> bytes:
