@@ -38,7 +38,6 @@ class KeymgmtSettings(BureauSettings):
     kmc_label: str = "bureau/KMC/1"
     # Wraps every SIM's Ki and OPc for keymgmt's table; generated on the first SIM batch.
     sim_kek_label: str = "bureau/SIMKEK/1"
-    app_label: str = Field(default="CARDBUREAU", description="EMV application label (tag 50)")
     service_code: str = Field(
         default="201", pattern=r"^\d{3}$", description="track 2 service code of EMV cards"
     )
