@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 from psec import cvv as psec_cvv
 from psec import pinblock
 from pyemv.tlv import decode
+from sqlalchemy import text
 
+from services.keymgmt.app import bootstrap
 from services.keymgmt.emv.card_rows import emv_card_rows
 from services.keymgmt.emv.key_checks import product_key_problems
 from services.keymgmt.emv.service import build_card_script, imks_of
@@ -29,7 +31,8 @@ from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
-from tests.support.bus import collect
+from tests.conftest import running
+from tests.support.bus import collect, wait_for
 from tests.support.emv_oracle import public_key, recover_icc_key, recover_issuer_key, verify_sda
 from tests.support.keymgmt import PAN16, PIN_3DES, auth, ordered, prepared_events, publish, vault
 from tests.support.keymgmt_emv import CVK, EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
@@ -186,3 +189,28 @@ async def test_issuer_certificate_import_refusals(
     ok = await put("01", good, rest)
     assert ok.status_code == 200, ok.text
     assert ok.json()["expires"] == "2030-12-31"
+
+
+async def test_the_icc_key_pool_refills_itself_in_the_background(
+    settings: KeymgmtSettings,
+) -> None:
+    tuned = settings.model_copy(update={"icc_pool_low": 2, "icc_pool_target": 5})
+    runtime = bootstrap(tuned)
+
+    async def free() -> int:
+        async with runtime.engine.connect() as conn:
+            return await KeymgmtRepository(conn).oda.free_pool_pairs()
+
+    async def full() -> bool:
+        return await free() == 5
+
+    async with running(runtime):
+        await wait_for(full, timeout=60)
+        async with runtime.engine.begin() as conn:  # a batch draws four pairs
+            await KeymgmtRepository(conn).oda.draw_pool_pairs([uuid.uuid4() for _ in range(4)])
+        await wait_for(full, timeout=60)
+    async with runtime.engine.connect() as conn:
+        taken = await conn.execute(
+            text("SELECT count(*) FROM icc_key_pool WHERE taken_by IS NOT NULL")
+        )
+        assert taken.scalar_one() == 4

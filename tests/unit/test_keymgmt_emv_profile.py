@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 from pyemv.tlv import decode
 
+from services.keymgmt.emv.key_checks import inventory_problems, needed_keys
 from services.keymgmt.emv.oda import OdaError, expiry_of, issuer_certificate_block, sda_block
 from services.keymgmt.emv.profile import EmvProfile, OdaMethod
 from services.keymgmt.emv.records import CardRecord, afl, aip, clear_dgis, dgi_names
@@ -105,3 +106,26 @@ def test_certificate_formats_refuse_impossible_sizes() -> None:
         expiry_of(b"\x13\x30")
     block = sda_block(b"\xda\xc1", b"static", 144)
     assert (len(block), block[:5].hex().upper()) == (144, "6A0301DAC1")
+
+
+def test_key_checks_name_each_missing_or_unfit_key() -> None:
+    profile = ProductProfile.model_validate(
+        {"pin_formats": ["ISO-9564-1-FORMAT-0"], "cvv": True, "emv": {}}
+    )
+    needed = needed_keys("bank1", profile, "bureau/KMC/1")
+    assert [k.label for k in needed] == [
+        "bureau/KMC/1", "bank1/IMK-AC/1", "bank1/IMK-SMI/1", "bank1/IMK-SMC/1",
+        "bank1/PIN-3DES/1", "bank1/CVK-A/1", "bank1/CVK-B/1",
+    ]  # fmt: skip
+    row = {"state": "active", "key_type": "DES2", "usage": "derive"}
+    rows: dict[str, dict[str, str] | None] = {k.label: row for k in needed}
+    rows["bureau/KMC/1"] = row | {"key_type": "AES128"}  # any type for the KMC
+    rows["bank1/IMK-SMC/1"] = None
+    rows["bank1/IMK-SMI/1"] = row | {"state": "retired"}
+    rows["bank1/CVK-A/1"] = row | {"key_type": "DES1", "usage": "derive"}
+    assert inventory_problems(needed, rows) == [
+        "IMK-SMI bank1/IMK-SMI/1 is retired: load it by key ceremony",
+        "IMK-SMC bank1/IMK-SMC/1 is missing: load it by key ceremony",
+        "PIN key (format 0) bank1/PIN-3DES/1 has usage derive",
+        "CVK-A bank1/CVK-A/1 has usage derive",
+    ]
