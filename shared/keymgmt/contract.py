@@ -10,7 +10,7 @@ relied on (a script has at least two commands, a verdict's `ok` is a real boolea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
@@ -45,6 +45,7 @@ PIN_MAILERS: Final = "/v1/pin-mailers"
 PIN_MAILER: Final = "/v1/pin-mailers/{card_id}"
 CHECKPOINT_SIGNATURES: Final = "/v1/signing/audit-checkpoints"
 CHECKPOINT_PUBLIC_KEY: Final = "/v1/signing/audit-checkpoints/public-key"
+CA_PUBLIC_KEY: Final = "/v1/ca-keys/{rid}/{ca_index}"
 
 
 class Refusal(StrEnum):
@@ -288,3 +289,15 @@ class SigningPublicKey(_Answer):
     key_id: str
     algorithm: str
     public_key_pem: str
+
+
+# -- EMV offline data authentication (docs/emv-profile.md) -------------------------------------
+class CaPublicKey(_Answer):
+    """GET /v1/ca-keys/{rid}/{ca_index}: a certification authority public key the bureau
+    trusts, as a terminal holds it (EMV Book 2 §5.1), for QA's ODA checks."""
+
+    rid: str  # 5 bytes, hex
+    ca_index: str  # 1 byte, hex
+    modulus: str  # hex
+    exponent: str  # hex
+    expires: date

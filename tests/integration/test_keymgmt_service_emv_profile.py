@@ -112,7 +112,12 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
         t: v for n, d in dgis.items() if n[:2] in ("01", "02") for t, v in decode(d)["70"].items()
     }
     static = _value(dgis["0201"]) + decode(dgis["9104"])["82"]
-    ca_key = public_key(bytes.fromhex(ca["modulus"]), b"\x03")
+    trusted = await http.get("/v1/ca-keys/A000000003/92", headers=auth(f"qa-{unique}"))
+    assert trusted.json()["modulus"] == ca["modulus"]  # what QA's terminal checks use
+    assert (
+        await http.get("/v1/ca-keys/A000000003/93", headers=auth(f"qa-{unique}"))
+    ).status_code == 404
+    ca_key = public_key(bytes.fromhex(trusted.json()["modulus"]), b"\x03")
     ipk = recover_issuer_key(records["90"], records.get("92", b""), records["9F32"], ca_key)
     issuer_key = public_key(ipk.modulus, ipk.exponent)
     verify_sda(records["93"], static, issuer_key)

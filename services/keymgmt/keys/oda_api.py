@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from services.keymgmt.deps import Conductor, KeymgmtDepsDep, KeyReader, who_of
+from services.keymgmt.deps import Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
 from services.keymgmt.emv.icc_pool import refill_pool
 from services.keymgmt.emv.oda import (
     TEST_RID,
@@ -31,6 +31,7 @@ from services.keymgmt.keys.oda_schemas import (
     CaPublicKeyIn,
     CertificateRefused,
     IssuerCertificateIn,
+    NoCaKey,
     NoIssuerKey,
     NotInProduction,
     PoolRefillIn,
@@ -38,6 +39,7 @@ from services.keymgmt.keys.oda_schemas import (
     TestCertificateIn,
     UnknownCa,
 )
+from shared.keymgmt.contract import CaPublicKey
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["oda"])
@@ -65,6 +67,22 @@ async def put_ca_key(
     async with runtime.unit_of_work() as uow:
         await uow.repo.oda.put_ca_key(row)
     return {"rid": row["rid"], "ca_index": row["ca_index"], "expires": body.expires}
+
+
+@router.get("/ca-keys/{rid}/{ca_index}", response_model=CaPublicKey)
+async def get_ca_key(rid: str, ca_index: str, who: Qa, runtime: RuntimeDep) -> Any:
+    """A trusted CA public key, for QA's terminal-side ODA checks."""
+    async with runtime.unit_of_work() as uow:
+        row = await uow.repo.oda.ca_key(rid.upper(), ca_index.upper())
+    if row is None:
+        raise NoCaKey(f"no trusted CA public key {rid.upper()}/{ca_index.upper()}")
+    return CaPublicKey(
+        rid=row["rid"],
+        ca_index=row["ca_index"],
+        modulus=bytes(row["modulus"]).hex().upper(),
+        exponent=bytes(row["exponent"]).hex().upper(),
+        expires=row["expires"],
+    )
 
 
 @router.post("/ca-keys/test/{ca_index}", summary="The bureau's test CA key pair (test, demo)")

@@ -63,6 +63,10 @@ class CertificateRefused(Invalid):
     pass
 
 
+class NoCaKey(NotFound):
+    pass
+
+
 class NoIssuerKey(NotFound):
     pass
 
