@@ -13,6 +13,7 @@ from services.keymgmt.emv.perso import CardRecord, build_perso_script
 from services.keymgmt.gp.channel import InitializeUpdateAnswer, ScriptCommand
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.session import Hsm
+from tests.support.emv_cards import card_profile_on, issuer_oda_on
 from tests.support.hsm import TEST_KMC, IssuerKeys
 
 vcard_card = pytest.importorskip("vcard.card")
@@ -44,8 +45,9 @@ def test_script_personalises_the_virtual_card_and_arqc_verifies(
     clear: list[bytes] = []
 
     def build(h: Hsm, iu: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
+        data = card_profile_on(h, RECORD, issuer_oda_on(h, test_keys.issuer)).data
         script = build_perso_script(
-            h, RECORD, iu.diversification_data, test_keys.imks, test_keys.kmc_label
+            h, RECORD, iu.diversification_data, test_keys.imks, test_keys.kmc_label, data
         )
         assert script.summary.chip_serial == card.chip_serial
         clear.extend(script.apdus)
@@ -59,7 +61,8 @@ def test_script_personalises_the_virtual_card_and_arqc_verifies(
         build,
     )
     assert secured.security_level == 0x03
-    assert len(secured.apdus) == 6  # EXTERNAL AUTHENTICATE, INSTALL, 4 x STORE DATA
+    # EXTERNAL AUTHENTICATE, INSTALL, 13 DGIs of docs/emv-profile.md (8201 over 4 commands)
+    assert len(secured.apdus) == 2 + 16
     for apdu in secured.apdus:
         response = card.process(apdu)
         assert response[-2:] == b"\x90\x00", (apdu[:4].hex(), response.hex())

@@ -32,6 +32,7 @@ from tests.support.electrical import (
     read_events,
 )
 from tests.support.electrical_keymgmt import KeymgmtTestDouble, new_record, station_keymgmt
+from tests.support.emv_cards import card_profile_on, issuer_oda_on
 from tests.support.hsm import TEST_KMC, IssuerKeys
 from tests.support.scp03_host import Scp03Host, initialize_update
 from vcard.api import WRONG_KMC_HEX
@@ -82,7 +83,8 @@ async def personalised_chip(
 
     def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
         div = answer.diversification_data
-        return build_perso_script(h, record, div, keys.imks, keys.kmc_label).commands
+        data = card_profile_on(h, record, issuer_oda_on(h, keys.issuer)).data
+        return build_perso_script(h, record, div, keys.imks, keys.kmc_label, data).commands
 
     if kmc == TEST_KMC:
         apdus = list((await hsm.call(secure_script, keys.kmc_label, challenge, iu, build)).apdus)

@@ -303,3 +303,14 @@ async def test_a_client_given_an_http_client_leaves_it_open() -> None:
         )
         assert (await client.readback(request)).ok
         assert http.is_closed is False
+
+
+async def test_a_trusted_ca_public_key_for_qa() -> None:
+    answer = {"rid": "A000000003", "ca_index": "92", "modulus": "C0FFEE", "exponent": "03"}
+    keymgmt = Keymgmt(httpx.Response(200, json=answer | {"expires": "2031-12-31"}))
+    key = await keymgmt.client().ca_public_key("a000000003", "92")
+    assert (key.modulus, key.expires.year) == ("C0FFEE", 2031)
+    assert (keymgmt.seen[0].method, keymgmt.seen[0].url.path) == (
+        "GET",
+        "/v1/ca-keys/A000000003/92",
+    )
