@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyemv import ac, kd
 
-from shared.iso7816 import CommandAPDU, tlv
-from tests.support.scp03_host import Scp03Host
+from shared.iso7816 import CommandAPDU, encode_dgi, store_data, tlv
+from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore
@@ -115,3 +117,46 @@ def select_usim(card: VirtualCard) -> tuple[bytes, int]:
 
 def authenticate(card: VirtualCard, rand: bytes, autn: bytes) -> tuple[bytes, int]:
     return apdu(card, bytes.fromhex("0088008122") + b"\x10" + rand + b"\x10" + autn + b"\x00")
+
+
+def open_perso_session(card: VirtualCard, aid: bytes = AID, kmc: bytes = TEST_KMC) -> Scp03Host:
+    """SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE at C-DEC + C-MAC, INSTALL [for
+    personalization] of the payment application, as a perso station would."""
+    assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
+    challenge = os.urandom(8)
+    answer, sw = apdu(card, initialize_update(challenge))
+    assert sw == 0x9000
+    host = Scp03Host.from_kmc(kmc, challenge, answer)
+    assert apdu(card, host.external_authenticate(0x03))[1] == 0x9000
+    assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(aid)))[1] == 0x9000
+    return host
+
+
+STORE_DATA_CHUNK = 200  # under C-DEC + C-MAC: padded to 208, + 8 MAC bytes, within 255
+
+
+def perso_commands(dgis: list[tuple[int, bytes]]) -> list[CommandAPDU]:
+    """STORE DATA per docs/perso-protocol.md: one DGI per command, a DGI too long for one
+    short command continued in the next ones; blocks from 00, P1 b8 on the last."""
+    chunks = [
+        encoded[i : i + STORE_DATA_CHUNK]
+        for tag, value in dgis
+        for encoded in (encode_dgi(tag, value),)
+        for i in range(0, len(encoded), STORE_DATA_CHUNK)
+    ]
+    return [store_data(n, chunk, last=n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
+
+
+def personalize_dgis(card: VirtualCard, dgis: list[tuple[int, bytes]]) -> list[int]:
+    """The STORE DATA script of `dgis` through an SCP03 session; the status words."""
+    host = open_perso_session(card)
+    return [apdu(card, secured(host, cmd))[1] for cmd in perso_commands(dgis)]
+
+
+def card_transmit(card: VirtualCard) -> Callable[[bytes], Awaitable[tuple[bytes, int]]]:
+    """The card in-process as a terminal kernel's transmit function."""
+
+    async def transmit(raw: bytes) -> tuple[bytes, int]:
+        return apdu(card, raw)
+
+    return transmit
