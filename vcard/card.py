@@ -223,7 +223,7 @@ class VirtualCard:
             return self.usim.select_file(cmd)  # the USIM's files, by FID or path
         if cmd.p1 != 0x04:
             return _sw(SW_FUNCTION_NOT_SUPPORTED)  # only selection by DF name (AID)
-        if cmd.p2 & ~0x0E:
+        if cmd.p2 not in (0x00, 0x02, 0x0C, 0x0E):
             return _sw(SW_INCORRECT_P1P2)  # first/next occurrence; FCI or no data
         if not 5 <= len(cmd.data) <= 16:
             return _sw(SW_WRONG_LENGTH)  # an AID is 5 to 16 bytes (ISO 7816-5)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyemv import ac, kd
 
-from shared.iso7816 import CommandAPDU, encode_dgi, store_data, tlv
+from shared.iso7816 import CommandAPDU, encode_dgi, store_data
+from tests.support import emv_issuer
 from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
@@ -61,35 +62,23 @@ def k_dek_of(kmc: bytes, cplc: bytes) -> bytes:
 class Perso:
     dgis: list[tuple[int, bytes]]
     mk_ac: bytes
-    record1: bytes
-    record2: bytes
+    record1: bytes  # SFI 1 record 1: track 2, name
+    record2: bytes  # SFI 2 record 1: PAN, expiry, ... (signed for SDA)
     select_data: bytes
 
 
 def build_perso(cplc: bytes, kmc: bytes = TEST_KMC, pan: str = PAN) -> Perso:
-    """What keymgmt + data prep produce for one card, computed with pyemv and plain AES."""
-    mk_ac = kd.derive_icc_mk_a(IMK_AC, pan, PSN)
-    mk_smi = kd.derive_icc_mk_a(IMK_SMI, pan, PSN)
-    mk_smc = kd.derive_icc_mk_a(IMK_SMC, pan, PSN)
-    track2 = bytes.fromhex(pan + "D" + EXPIRY[:4] + "201000000000F")
-    record1 = tlv(0x70, tlv(0x57, track2) + tlv(0x5F20, b"DOE/JANE"))
-    record2 = tlv(
-        0x70,
-        tlv(0x5A, bytes.fromhex(pan))
-        + tlv(0x5F24, bytes.fromhex(EXPIRY))
-        + tlv(0x5F34, bytes.fromhex(PSN))
-        + tlv(0x9F07, bytes.fromhex("FF00")),
-    )
-    select_data = tlv(0x50, b"BUREAU DEBIT") + tlv(0x87, b"\x01")
-    keys = _aes_ecb(k_dek_of(kmc, cplc), mk_ac + mk_smi + mk_smc)
-    dgis = [(0x0101, record1), (0x0102, record2), (0x9102, select_data), (0x8000, keys)]
-    return Perso(dgis, mk_ac, record1, record2, select_data)
+    """What keymgmt's data preparation produces for one card: the test issuer's full profile
+    (tests/support/emv_issuer.py, from the specifications with cryptography and pyemv)."""
+    card = emv_issuer.build_card(cplc, kmc, pan=pan)
+    fci = dict(card.dgis)[0x9102]
+    return Perso(card.dgis, card.mk_ac, card.records[0x0101], card.records[0x0201], fci)
 
 
 def expected_arqc(mk_ac: bytes, atc: int, cdol1: bytes = CDOL1) -> bytes:
     atc_b = atc.to_bytes(2, "big")
     session_key = kd.derive_common_sk(mk_ac, atc_b + bytes(6))
-    return bytes(ac.generate_ac(session_key, cdol1 + bytes.fromhex("3800") + atc_b))
+    return bytes(ac.generate_ac(session_key, cdol1 + emv_issuer.AIP + atc_b))
 
 
 def apdu(card: VirtualCard, hex_apdu: str | bytes) -> tuple[bytes, int]:
