@@ -108,15 +108,17 @@ def authenticate(card: VirtualCard, rand: bytes, autn: bytes) -> tuple[bytes, in
     return apdu(card, bytes.fromhex("0088008122") + b"\x10" + rand + b"\x10" + autn + b"\x00")
 
 
-def open_perso_session(card: VirtualCard, aid: bytes = AID, kmc: bytes = TEST_KMC) -> Scp03Host:
-    """SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE at C-DEC + C-MAC, INSTALL [for
-    personalization] of the payment application, as a perso station would."""
+def open_perso_session(
+    card: VirtualCard, aid: bytes = AID, kmc: bytes = TEST_KMC, level: int = 0x03
+) -> Scp03Host:
+    """SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE (default C-DEC + C-MAC), INSTALL
+    [for personalization] of the payment application, as a perso station would."""
     assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
     challenge = os.urandom(8)
     answer, sw = apdu(card, initialize_update(challenge))
     assert sw == 0x9000
     host = Scp03Host.from_kmc(kmc, challenge, answer)
-    assert apdu(card, host.external_authenticate(0x03))[1] == 0x9000
+    assert apdu(card, host.external_authenticate(level))[1] == 0x9000
     assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(aid)))[1] == 0x9000
     return host
 
