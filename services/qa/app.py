@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.qa.checker import ChipOracle, QaMachine
+from services.qa.emv.oda import load_ca_keys
 from services.qa.handlers import HANDLERS, QaDeps
 from services.qa.repository import QaRepository
 from services.qa.service import Transaction
@@ -34,6 +35,10 @@ async def reader_readiness(machine: QaMachine, report: dict[str, Any]) -> None:
         report["problems"].append(f"pcscd: {exc.__class__.__name__}")
     if not known:
         report["problems"].append(f"QA reader not known to pcscd: {machine.reader}")
+    try:
+        machine.ca_keys()
+    except ValueError as exc:
+        report["problems"].append(f"EMV kernel: {exc}")
     report.update(reader=machine.reader, machine=asdict(machine.status))
 
 
@@ -69,6 +74,7 @@ def bootstrap(
         transaction=Transaction(
             settings.qa_amount_minor, settings.qa_terminal_country, settings.qa_currency
         ),
+        ca_keys=partial(load_ca_keys, settings.ca_keys_path),
         card_timeout_s=settings.qa_card_timeout_s,
         fault_backoff_s=settings.qa_machine_backoff_s,
         queue_poll_s=settings.queue_poll_s,

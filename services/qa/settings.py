@@ -37,10 +37,18 @@ class QaSettings(BureauSettings):
     qa_amount_minor: int = Field(default=100, ge=0, lt=10**12, description="amount, minor units")
     qa_terminal_country: str = Field(default="0826", pattern=r"^\d{4}$", description="ISO 3166")
     qa_currency: str = Field(default="0826", pattern=r"^\d{4}$", description="ISO 4217 numeric")
+    # The CA public keys QA's EMV kernel trusts, by RID and index (docs/terminal.md).
+    qa_ca_keys: Path | None = Field(
+        default=None, description="BUREAU_QA_CA_KEYS; default <run_dir>/emv/ca-public-keys.json"
+    )
 
     @property
     def spool_dir(self) -> Path:
         return self.card_printer_spool or self.run_dir / "printers" / "card" / "spool"
+
+    @property
+    def ca_keys_path(self) -> Path:
+        return self.qa_ca_keys or self.run_dir / "emv" / "ca-public-keys.json"
 
     def reader_name(self) -> str:
         """The QA reader. Loading readers.json also points libpcsclite at its pcscd."""

@@ -40,7 +40,7 @@ CDOL2 = bytes.fromhex("8A029F02069F03069F1A0295055F2A029A039C019F3704")  # 31 by
 # then signature, then no CVM (Book 3 Annex C3).
 CVM_LIST = bytes(8) + bytes.fromhex("4103" + "5E03" + "1F03")
 AFL = bytes.fromhex("08010100" + "10010101" + "18010300")
-Corruption = Literal["issuer_cert", "icc_cert", "ssad", "icc_key"] | None
+Corruption = Literal["issuer_cert", "icc_cert", "ssad", "icc_key", "static_data"] | None
 
 
 def _aes_ecb(key: bytes, data: bytes) -> bytes:
@@ -156,7 +156,7 @@ class CardData:
     extra: dict[str, bytes] = field(default_factory=dict)
 
 
-def _records(pan: str, oda: list[bytes]) -> dict[int, bytes]:
+def _records(pan: str, oda: list[bytes], auc: bytes = b"\xff\x00") -> dict[int, bytes]:
     track2 = bytes.fromhex(pan + "D" + EXPIRY[:4] + "201" + "0000" + "123" + "F")  # iCVV 123
     app = (
         tlv(0x5A, bytes.fromhex(pan))
@@ -164,7 +164,7 @@ def _records(pan: str, oda: list[bytes]) -> dict[int, bytes]:
         + tlv(0x5F25, bytes.fromhex("250101"))
         + tlv(0x5F34, bytes.fromhex(PSN))
         + tlv(0x5F28, bytes.fromhex("0826"))
-        + tlv(0x9F07, bytes.fromhex("FF00"))
+        + tlv(0x9F07, auc)
         + tlv(0x8E, CVM_LIST)
         + tlv(0x9F0D, bytes.fromhex("BC50BC8800"))
         + tlv(0x9F0E, bytes(5))
@@ -231,7 +231,8 @@ def build_card(
         icc_cert = _flip(icc_cert)
     elif corrupt == "ssad":
         ssad = _flip(ssad)
-    records = _records(pan, [issuer_cert, issuer_rem, ssad, icc_cert, icc_rem])
+    auc = b"\xff\x80" if corrupt == "static_data" else b"\xff\x00"  # changed after signing
+    records = _records(pan, [issuer_cert, issuer_rem, ssad, icc_cert, icc_rem], auc)
     k_dek = k_dek_of(kmc, cplc)
     mk_ac = kd.derive_icc_mk_a(IMK_AC, pan, PSN)
     keys = mk_ac + kd.derive_icc_mk_a(IMK_SMI, pan, PSN) + kd.derive_icc_mk_a(IMK_SMC, pan, PSN)

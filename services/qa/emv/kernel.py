@@ -225,26 +225,41 @@ class Kernel:
         rules = cvm[8:]
         return any(rules[i] & 0x3F == CVM_PLAINTEXT_PIN for i in range(0, len(rules) - 1, 2))
 
+    @property
+    def _cda(self) -> bool:
+        return self._icc_key is not None
+
     async def _generate_ac(self, out: Outcome, *, second: bool) -> None:
-        cda = bool(out.aip[0] & AIP_CDA) and self._icc_key is not None
+        """First GENERATE AC asking an ARQC (terminal action analysis goes online: QA and a
+        test terminal always want the issuer to see the cryptogram)."""
+        cda = bool(out.aip[0] & AIP_CDA) and self._cda
         cdol1 = parse_dol(out.data.get(0x8C))
-        values = self.config.values(secrets.token_bytes(4))
-        data1 = build_dol_data(cdol1, values)
+        data1 = build_dol_data(cdol1, self.config.values(secrets.token_bytes(4)))
         answer = await command(self.transmit, generate_ac(CID_ARQC | cda * P1_CDA, data1), "genac1")
         out.first = self._cryptogram(answer, data1, data1, cdol1, cda, "genac1")
         if out.first.cid != CID_ARQC:
             raise KernelFailure("genac1", f"asked ARQC, got CID {out.first.cid:02X}")
         if cda:
             out.oda.append("CDA")
-        if not second:
-            return
+        if second:
+            await self.complete(out, approved=True)
+
+    async def complete(self, out: Outcome, *, approved: bool) -> None:
+        """Second GENERATE AC with the issuer's answer: ARC '00' (approved) asking a TC, or
+        ARC '05' asking an AAC (Book 3 §9.3, Book 4 §6.3.7)."""
+        if out.first is None or out.second is not None:
+            raise KernelFailure("genac2", "no ARQC to complete")
+        cda = bool(out.aip[0] & AIP_CDA) and self._cda and approved
         cdol2 = parse_dol(out.data.get(0x8D))
-        values2 = self.config.values(secrets.token_bytes(4)) | {0x8A: b"00"}
-        data2 = build_dol_data(cdol2, values2)
-        answer = await command(self.transmit, generate_ac(CID_TC | cda * P1_CDA, data2), "genac2")
-        out.second = self._cryptogram(answer, data1 + data2, data2, cdol2, cda, "genac2")
-        if out.second.cid != CID_TC:
-            raise KernelFailure("genac2", f"approved, got CID {out.second.cid:02X}")
+        arc = b"00" if approved else b"05"
+        data2 = build_dol_data(cdol2, self.config.values(secrets.token_bytes(4)) | {0x8A: arc})
+        p1 = (CID_TC if approved else CID_AAC) | cda * P1_CDA
+        answer = await command(self.transmit, generate_ac(p1, data2), "genac2")
+        data_all = out.first.cdol_data + data2
+        out.second = self._cryptogram(answer, data_all, data2, cdol2, cda, "genac2")
+        want = CID_TC if approved else CID_AAC
+        if out.second.cid != want:
+            raise KernelFailure("genac2", f"asked {want:02X}, got CID {out.second.cid:02X}")
 
     def _cryptogram(
         self,
