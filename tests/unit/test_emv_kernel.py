@@ -187,3 +187,11 @@ def test_atc_limit_blocks_generate_ac(store: CardStore) -> None:
     card.power_on()
     with pytest.raises(KernelFailure, match="genac1: card answered 6985"):
         contact(card)
+
+
+def test_an_expired_application_fails_processing_restrictions(store: CardStore) -> None:
+    card, _ = issued_card(store)
+    rid, modulus, index, exponent = emv_issuer.ca_public_key()
+    later = TerminalConfig({(rid, index): PublicKey(modulus, exponent)}, today=date(2031, 1, 1))
+    with pytest.raises(KernelFailure, match=r"processing restrictions: application expired"):
+        asyncio.run(Kernel(card_transmit(card), later).contact(None))

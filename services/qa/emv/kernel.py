@@ -165,6 +165,17 @@ class Kernel:
         answer = await command(self.transmit, gpo(self._pdol_data), "gpo")
         out.aip, afl = _gpo_answer(answer)
         out.data = await read_afl(self.transmit, afl_entries(afl), out.aip)
+        self._processing_restrictions(out.data)
+
+    def _processing_restrictions(self, data: CardData) -> None:
+        """Book 3 §10.4.3: the application is effective and not expired (YYMMDD, BCD). A real
+        terminal sets TVR bits and may go on; for QA a card that would be declined fails."""
+        today = (self.config.today or date.today()).strftime("%y%m%d")
+        expiry, effective = data.get(0x5F24).hex(), data.get(0x5F25, b"").hex()
+        if not expiry.isdigit() or expiry < today:
+            raise KernelFailure("processing restrictions", "application expired (5F24)")
+        if effective and (not effective.isdigit() or effective > today):
+            raise KernelFailure("processing restrictions", "application not yet effective (5F25)")
 
     def _ca_key(self, out: Outcome) -> PublicKey:
         index = out.data.get(0x8F)
