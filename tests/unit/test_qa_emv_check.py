@@ -11,41 +11,19 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from pyemv import ac, kd
 
 from services.qa.emv.kernel import TerminalConfig
 from services.qa.emv.oda import PublicKey, load_ca_keys
 from services.qa.emv_check import emv_chip_checks
 from services.qa.service import QaFailure
-from shared.keymgmt.contract import ArqcRequest, ReadbackRequest, Verdict
 from tests.support import emv_issuer
+from tests.support.emv_oracle import IssuerOracle
 from tests.support.vcard import card_transmit, new_card, personalize_dgis
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardStore
 
 CARD_ID = "6f1c2a9e-0000-4000-8000-000000000001"
-
-
-class IssuerOracle:
-    """What keymgmt answers, from the issuer's own data."""
-
-    def __init__(self, data: emv_issuer.CardData, *, arqc_ok: bool = True) -> None:
-        self.data = data
-        self.arqc_ok = arqc_ok
-        self.verified: list[ArqcRequest] = []
-
-    async def readback(self, request: ReadbackRequest) -> Verdict:
-        want = {f"{dgi:04X}": raw.hex().upper() for dgi, raw in self.data.records.items()}
-        problems = [f"record {k} differs" for k in want if request.records.get(k) != want[k]]
-        return Verdict(ok=not problems, problems=tuple(problems))
-
-    async def verify_arqc(self, request: ArqcRequest) -> Verdict:
-        self.verified.append(request)
-        atc = bytes.fromhex(request.atc)
-        session_key = kd.derive_common_sk(self.data.mk_ac, atc + bytes(6))
-        mac = ac.generate_ac(session_key, bytes.fromhex(request.cdol1) + emv_issuer.AIP + atc)
-        return Verdict(ok=self.arqc_ok and bytes(mac).hex() == request.arqc)
 
 
 def terminal() -> TerminalConfig:
@@ -63,14 +41,15 @@ def issued(
     return card, data
 
 
-def check(card: VirtualCard, oracle: IssuerOracle) -> list[str]:
+def check(card: VirtualCard, oracle: IssuerOracle, data: emv_issuer.CardData) -> list[str]:
+    oracle.add(UUID(CARD_ID), data)
     return asyncio.run(emv_chip_checks(card_transmit(card), UUID(CARD_ID), oracle, terminal()))
 
 
 def test_a_good_card_passes_both_interfaces(tmp_path: Path) -> None:
     card, data = issued(tmp_path)
-    oracle = IssuerOracle(data)
-    checks = check(card, oracle)
+    oracle = IssuerOracle()
+    checks = check(card, oracle, data)
     assert checks == ["emv-contact", "oda", "chip-readback", "arqc", "emv-contactless"]
     assert [r.atc for r in oracle.verified] == ["0001", "0002"]
 
@@ -78,7 +57,7 @@ def test_a_good_card_passes_both_interfaces(tmp_path: Path) -> None:
 def test_a_wrong_static_signature_fails_with_the_reason(tmp_path: Path) -> None:
     card, data = issued(tmp_path, "ssad")
     with pytest.raises(QaFailure) as failure:
-        check(card, IssuerOracle(data))
+        check(card, IssuerOracle(), data)
     assert str(failure.value) == (
         "emv-contact: oda: signed static application data (93):"
         " recovered data header/trailer is not 6A..BC"
@@ -88,7 +67,7 @@ def test_a_wrong_static_signature_fails_with_the_reason(tmp_path: Path) -> None:
 def test_an_arqc_keymgmt_refuses_fails_qa(tmp_path: Path) -> None:
     card, data = issued(tmp_path)
     with pytest.raises(QaFailure, match=r"arqc: the chip's contact ARQC \(ATC 0001\)"):
-        check(card, IssuerOracle(data, arqc_ok=False))
+        check(card, IssuerOracle(arqc_ok=False), data)
 
 
 def test_records_of_another_card_fail_the_readback(tmp_path: Path) -> None:
@@ -96,7 +75,7 @@ def test_records_of_another_card_fail_the_readback(tmp_path: Path) -> None:
     other, _ = issued(tmp_path)
     other_data = emv_issuer.build_card(other.state.cplc, TEST_KMC, pan="5413330089010020")
     with pytest.raises(QaFailure, match="chip-readback: record 0101 differs; record 0201 differs"):
-        check(card, IssuerOracle(other_data))
+        check(card, IssuerOracle(), other_data)
 
 
 def test_ca_key_configuration_errors_name_the_entry(tmp_path: Path) -> None:
