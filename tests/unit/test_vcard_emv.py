@@ -172,3 +172,19 @@ def test_t0_card_runs_the_whole_kernel_through_get_response(store: CardStore) ->
     assert out.oda == ["SDA", "DDA", "CDA"]
     assert out.first is not None
     assert out.first.cid == CID_ARQC
+
+
+def test_verify_writes_the_decremented_counter_before_comparing(store: CardStore) -> None:
+    """A card pulled during VERIFY must not give a free try: the NVM sees the decrement first,
+    even for the right PIN (which then writes the counter back to the limit)."""
+    card = personalized(store)
+    written: list[int] = []
+    app = card.app
+    app._persist = lambda state: written.append(state.pin_tries)  # watch the NVM writes
+    assert apdu(card, SELECT_AID)[1] == 0x9000
+    right = "0020008008" + f"2{len(emv_issuer.PIN)}{emv_issuer.PIN}".ljust(16, "F")
+    assert apdu(card, right)[1] == 0x9000
+    assert written == [2, 3]
+    written.clear()
+    assert apdu(card, "0020008008" + "241111FFFFFFFFFF")[1] == 0x63C2
+    assert written == [2]
