@@ -1,5 +1,5 @@
 """ODA keys on a real SoftHSM token, checked by a terminal-side oracle written from EMV Book 2
-(tests/support/emv_oracle.py, `cryptography` public numbers): the test CA's issuer certificate,
+(tests/support/oda_terminal.py, `cryptography` public numbers): the test CA's issuer certificate,
 the import checks (each refusal tried), the ICC key pool, the ICC certificate and SDA, and the
 ICC private key as DGI 8201 unwrapped in software with K_DEK."""
 
@@ -29,7 +29,7 @@ from services.keymgmt.keys.oda import (
     ensure_rsa_pair,
     sign_with_test_ca,
 )
-from tests.support.emv_oracle import (
+from tests.support.oda_terminal import (
     OdaFailed,
     public_key,
     recover_icc_key,

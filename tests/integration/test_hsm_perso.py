@@ -3,7 +3,7 @@
 K_DEK is recomputed here with `cryptography` (CPG202-AES), DGI 8000 is decrypted with it and
 compared with pyemv's Option A keys derived from the same test IMKs; DGIs 8010 and 8201 are
 opened with it too, the records decoded with pyemv's TLV decoder, and ODA verified by the
-terminal-side oracle of tests/support/emv_oracle.py (written from EMV Book 2).
+terminal-side oracle of tests/support/oda_terminal.py (written from EMV Book 2).
 """
 
 from __future__ import annotations
@@ -27,13 +27,6 @@ from services.keymgmt.emv.perso import CardRecord, abuild_perso_script, build_pe
 from services.keymgmt.gp.cardkeys import STATIC_KEYS, card_static_key_kcvs, derive_static_key
 from services.keymgmt.hsm.session import Hsm, HsmError
 from tests.support.emv_cards import card_profile_on, issuer_oda_on
-from tests.support.emv_oracle import (
-    OdaFailed,
-    public_key,
-    recover_icc_key,
-    recover_issuer_key,
-    verify_sda,
-)
 from tests.support.hsm import (
     IMK_AC,
     IMK_SMC,
@@ -43,6 +36,13 @@ from tests.support.hsm import (
     soft_aes_cmac_kcv,
     soft_aes_zero_kcv,
     soft_des_kcv,
+)
+from tests.support.oda_terminal import (
+    OdaFailed,
+    public_key,
+    recover_icc_key,
+    recover_issuer_key,
+    verify_sda,
 )
 
 pytestmark = [

@@ -2,7 +2,7 @@
 profile validated by the API, a batch held while its ODA keys are missing (the missing key
 named) and prepared once they are loaded, the issuer certificate import refused for each bad
 certificate, and the prepared card's script: its offline PIN (DGI 8010) is the PIN of its PIN
-block (psec), its ODA data verifies with the test CA (tests/support/emv_oracle.py)."""
+block (psec), its ODA data verifies with the test CA (tests/support/oda_terminal.py)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import collect, wait_for
-from tests.support.emv_oracle import public_key, recover_icc_key, recover_issuer_key, verify_sda
 from tests.support.keymgmt import PAN16, PIN_3DES, auth, ordered, prepared_events, publish, vault
 from tests.support.keymgmt_emv import CVK, EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
+from tests.support.oda_terminal import public_key, recover_icc_key, recover_issuer_key, verify_sda
 
 pytestmark = [
     pytest.mark.integration,

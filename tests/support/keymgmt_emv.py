@@ -8,44 +8,31 @@ from typing import Any
 
 import httpx
 
+from demo.emv_product import EMV_PRODUCT as EMV_PRODUCT
+from demo.emv_product import set_up_emv_product
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
-from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.ceremonies import DEMO_EMV_KEYS, CeremonySpec, run_demo_ceremony
 from shared.service import ServiceRuntime
-from tests.support.keymgmt import PIN_3DES, auth
+from tests.support.keymgmt import auth
 
 CVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
-EMV_PRODUCT: dict[str, Any] = {"pin_formats": ["ISO-9564-1-FORMAT-0"], "cvv": True, "emv": {}}
 
 
 async def load_pin_and_cvv_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
-    for usage, kt, key_usage, value in (
-        ("PIN-3DES", CeremonyKeyType.DES2, KeyUsage.ENCRYPT_ONLY, PIN_3DES),
-        ("CVK-A", CeremonyKeyType.DES1, KeyUsage.ENCRYPT, CVK[:8]),
-        ("CVK-B", CeremonyKeyType.DES1, KeyUsage.ENCRYPT, CVK[8:]),
-    ):
-        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kt, key_usage, 2, "test")
-        first = bytes(range(0x31, 0x31 + len(value))).hex()
-        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
+    """The PIN key and CVKs `ceremony demo-keys --emv` loads (DEMO_EMV_KEYS), on the test's HSM."""
+    for usage, (key_type, key_usage, value, first) in DEMO_EMV_KEYS.items():
+        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, key_type, key_usage, 2, "test")
+        await run_demo_ceremony(runtime.engine, hsm, spec, value, first)
 
 
 async def load_oda_keys(http: httpx.AsyncClient, unique: str, issuer: str, pairs: int) -> Any:
-    """The test CA (index 92), the issuer key and certificate, ``pairs`` ICC pairs; returns the
-    test CA's public key (JSON: modulus, exponent)."""
+    """The test CA (index 92), the issuer key and certificate, ``pairs`` ICC pairs, and the
+    product profile, with demo/emv_product.py (the one set-up of demo, e2e and these tests);
+    returns the test CA's public key (JSON: modulus, exponent)."""
     cu = auth(f"cu-{unique}")
-    ca = await http.post("/v1/ca-keys/test/92", json={"expires": "2031-12-31"}, headers=cu)
-    assert ca.status_code == 200, ca.text
-    key = await http.post(f"/v1/issuers/{issuer}/issuer-key", headers=cu)
-    assert key.status_code == 200, key.text
-    signed = await http.post(
-        f"/v1/issuers/{issuer}/issuer-certificate/test-ca",
-        json={"ca_index": "92", "bin": "476173", "expires": "2030-12-31"},
-        headers=cu,
+    return await set_up_emv_product(
+        http, issuer, "visa-classic", bin_="476173", pairs=pairs, headers=cu
     )
-    assert signed.status_code == 200, signed.text
-    refill = await http.post("/v1/icc-pool/refill", json={"count": pairs}, headers=cu)
-    assert refill.status_code == 200, refill.text
-    return ca.json()
 
 
 async def emv_product(
@@ -54,11 +41,7 @@ async def emv_product(
     hsm: Hsm,
     unique: str,
     issuer: str,
-    product: str = "visa-classic",
 ) -> Any:
     """Everything a full-profile product needs; returns the test CA's public key."""
     await load_pin_and_cvv_keys(runtime, hsm, issuer)
-    path = f"/v1/products/{issuer}/{product}"
-    put = await http.put(path, json=EMV_PRODUCT, headers=auth(f"cu-{unique}"))
-    assert put.status_code == 200, put.text
     return await load_oda_keys(http, unique, issuer, 2)

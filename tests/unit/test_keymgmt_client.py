@@ -299,7 +299,7 @@ async def test_a_client_given_an_http_client_leaves_it_open() -> None:
         client = KeymgmtClient("http://keymgmt", "t", http=http)
         await client.aclose()
         request = c.ReadbackRequest(
-            card_id=CARD, chip_serial="A1B2C3D4E5F6", qa_station="qa-1", records={"1": "7000"}
+            card_id=CARD, chip_serial="A1B2C3D4E5F6", qa_station="qa-1", records={"0101": "7000"}
         )
         assert (await client.readback(request)).ok
         assert http.is_closed is False
