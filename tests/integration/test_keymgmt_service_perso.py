@@ -121,7 +121,10 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     second = await script_for(http, station, card_id, new_chip(store))
     assert second.status_code == 409  # never two chips for one card
 
-    chip.process(SELECT)
+    assert chip.process(SELECT)[-2:] == b"\x90\x00"
+    # GET PROCESSING OPTIONS with the default PDOL's data (TTQ 9F66 zero: contact), 22 bytes
+    gpo = chip.process(bytes.fromhex("80A8000018" + "8316") + bytes(22) + b"\x00")
+    assert gpo[-2:] == b"\x90\x00", gpo.hex()
     # every AFL record (08010100 10010401) by DGI number: "0101" SFI 1 record 1 (track 2,
     # name), "0201" SFI 2 record 1 (the static data for ODA), "0202".."0204" the ODA records
     afl = [(1, 1), (2, 1), (2, 2), (2, 3), (2, 4)]
@@ -136,7 +139,7 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
 
     cdol1 = CDOL1 + bytes.fromhex("3804823E")
     response = chip.process(bytes.fromhex("80AE80001D") + cdol1 + b"\x00")
-    assert response[:3] == bytes.fromhex("800B80")
+    assert (response[0], response[2]) == (0x80, 0x80)  # format 1, CID: an ARQC
     atc, arqc = response[3:5].hex(), response[5:13].hex()
     body = {"card_id": card_id, "cdol1": cdol1.hex(), "atc": atc, "arqc": arqc}
     verified = await http.post("/v1/arqc/verify", json=body, headers=qa)

@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from services.keymgmt.deps import AnyService, Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
 from services.keymgmt.emv.card_rows import emv_card_rows
 from services.keymgmt.emv.readback import readback_verdict, require_in_qa, take_readback
+from services.keymgmt.emv.records import aip
 from services.keymgmt.emv.schemas import (
     ArqcRequest,
     CannotVerify,
@@ -125,10 +126,17 @@ async def readback(
 async def arqc_verify(body: ArqcRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
     hsm = deps.hsm()
     row = await vault_row(runtime, body.card_id, who, "arqc-verify")
+    async with runtime.unit_of_work() as uow:
+        prepared = await uow.repo.perso.prepared(body.card_id)
+        product = None
+        if prepared is not None:
+            product = await uow.repo.emv.product(prepared["issuer_id"], prepared["product_id"])
+    if product is None or product.emv is None:
+        raise CannotVerify(f"cannot verify: card {body.card_id}'s product has no EMV profile")
     try:
         imk_ac = imks_of(row["issuer_id"]).ac
         cdol1, atc, arqc = (bytes.fromhex(x) for x in (body.cdol1, body.atc, body.arqc))
-        ok = await hsm.call(verify_card_arqc, row, imk_ac, cdol1, atc, arqc)
+        ok = await hsm.call(verify_card_arqc, row, imk_ac, cdol1, atc, arqc, aip(product.emv))
     except HsmError as exc:  # no such issuer key in the HSM, or an unusable issuer id
         raise CannotVerify(f"cannot verify: {exc}") from exc
     return {"ok": ok}

@@ -85,9 +85,17 @@ def build_card_script(
 
 
 def verify_card_arqc(
-    hsm: Hsm, vaulted: Mapping[str, Any], imk_ac: str, cdol1: bytes, atc: bytes, arqc: bytes
+    hsm: Hsm,
+    vaulted: Mapping[str, Any],
+    imk_ac: str,
+    cdol1: bytes,
+    atc: bytes,
+    arqc: bytes,
+    aip: bytes,
 ) -> bool:
+    """The ARQC over the CDOL1 data, the AIP the card was personalized with (its product's
+    EMV profile: the card's DGI 9104/9105) and the ATC."""
     card = open_card(hsm, vaulted)
     return verify_arqc(
-        hsm, imk_ac, card.pan, card.psn, atc, cdol1, arqc, option=mk_option(card.pan)
+        hsm, imk_ac, card.pan, card.psn, atc, cdol1, arqc, aip, option=mk_option(card.pan)
     )
