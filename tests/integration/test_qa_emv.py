@@ -7,7 +7,6 @@ test_qa_checks.py then covers the HTTP side)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -56,14 +55,6 @@ def personalized_chip(
     return card.chip_serial, data
 
 
-def ca_keys_file(directory: Path) -> Path:
-    rid, modulus, index, exponent = emv_issuer.ca_public_key()
-    path = directory / "ca-public-keys.json"
-    entry = {"rid": rid.hex(), "index": f"{index:02X}", "modulus": modulus.hex()}
-    path.write_text(json.dumps([entry | {"exponent": exponent.hex()}]))
-    return path
-
-
 async def test_qa_passes_a_good_card_and_names_each_emv_failure(
     unique: str, feeder: FeederProcess, pcsc: PcscClient, tmp_path: Path
 ) -> None:
@@ -82,7 +73,6 @@ async def test_qa_passes_a_good_card_and_names_each_emv_failure(
         feeder_url=feeder.url,
         card_printer_spool=spool,
         queue_poll_s=0.2,
-        qa_ca_keys=ca_keys_file(tmp_path),
     )
     qa = qa_bootstrap(
         settings, schema=f"qa_{unique}", reader=feeder.qa_reader, pcsc=pcsc, keymgmt=oracle

@@ -20,8 +20,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.keymgmt.emv.keys import verify_arqc
+from services.keymgmt.emv.oda import TEST_RID
 from services.keymgmt.emv.perso import CardRecord, build_perso_script
-from services.keymgmt.emv.records import afl_records
+from services.keymgmt.emv.records import afl_records, aip
 from services.keymgmt.gp.channel import (
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
@@ -140,10 +141,25 @@ class KeymgmtTestDouble:
         @app.post("/v1/arqc/verify")
         async def arqc(body: _Arqc, authorization: str = Header("")) -> Any:
             check(authorization, qa_token)
-            record = record_of(body.card_id)
+            record, profile = record_of(body.card_id), self.cards[body.card_id].data.profile
             args = (bytes.fromhex(body.atc), bytes.fromhex(body.cdol1), bytes.fromhex(body.arqc))
-            ok = await hsm.call(verify_arqc, keys.imks.ac, record.pan, record.psn, *args)
+            imk, product_aip = keys.imks.ac, aip(profile)  # the product's AIP, as keymgmt
+            ok = await hsm.call(verify_arqc, imk, record.pan, record.psn, *args, product_aip)
             return {"ok": ok}
+
+        @app.get("/v1/ca-keys/{rid}/{ca_index}")
+        async def ca_key(rid: str, ca_index: str, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)  # the test CA keymgmt trusts, as keymgmt answers
+            ca, index = self.issuer.ca, f"{self.issuer.oda.ca_index:02X}"
+            if (rid.upper(), ca_index.upper()) != (TEST_RID, index):
+                raise HTTPException(404, f"no trusted CA public key {rid}/{ca_index}")
+            return {
+                "rid": TEST_RID,
+                "ca_index": index,
+                "modulus": ca.modulus.hex().upper(),
+                "exponent": ca.exponent.hex().upper(),
+                "expires": "2031-12-31",
+            }
 
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
