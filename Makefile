@@ -48,7 +48,7 @@ demo: deps ## a demo batch of cards through the whole bureau, ending in reconcil
 	@started=0; \
 	if ! bash $(STACK) status --quiet; then bash $(STACK) up; started=1; fi; \
 	rc=0; { source .run/env.sh \
-	  && $(PY) -m services.keymgmt ceremony demo-keys --issuer $(DEMO_ISSUER) \
+	  && $(PY) -m services.keymgmt ceremony demo-keys --emv --issuer $(DEMO_ISSUER) \
 	  && bash $(SVCS) up \
 	  && $(PY) -m demo --issuer $(DEMO_ISSUER) --cards $(DEMO_CARDS); } || rc=$$?; \
 	if [ "$(KEEP_RUNNING)" != 1 ]; then \

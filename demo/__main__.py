@@ -53,7 +53,7 @@ async def run_batch(
     bureau: Bureau, issuer: str, name: str, product: str, kind: str, cards: int
 ) -> int:
     say(f"Onboarding issuer {issuer!r} with {kind.upper()} product {product!r} ...")
-    token = await bureau.onboard_issuer(issuer, name, product, kind=kind)
+    token = await bureau.onboard_issuer(issuer, name, product, kind=kind, cards=cards)
     operator = None
     if kind == "sim":
         operator = await bureau.sim_product(issuer, product, imsi_prefix="00101")

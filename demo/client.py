@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from demo.emv_product import set_up_emv_product
 from demo.operator import Operator
 from shared.pan import luhn_check_digit
 
@@ -71,10 +72,13 @@ class Bureau:
         )
 
     async def onboard_issuer(
-        self, issuer_id: str, name: str, product_id: str, kind: str = "emv"
+        self, issuer_id: str, name: str, product_id: str, kind: str = "emv", cards: int = 50
     ) -> str:
-        """Create the issuer and its product (`emv` or `sim`) if missing; return a fresh
-        issuer API token."""
+        """Create the issuer and its product (`emv` or `sim`) if missing, an EMV product with
+        its full profile in keymgmt (`cards` ICC pairs for its cards); return a fresh issuer
+        API token."""
+        if kind == "emv":
+            await self.emv_product(issuer_id, product_id, cards)
         async with self._client(self.urls.intake, self.tokens.admin) as admin:
             response = await admin.post(
                 "/v1/admin/issuers", json={"issuer_id": issuer_id, "name": name}
@@ -90,6 +94,15 @@ class Bureau:
             response = await admin.post(f"/v1/admin/issuers/{issuer_id}/credentials")
             response.raise_for_status()
             return str(response.json()["token"])
+
+    async def emv_product(self, issuer_id: str, product_id: str, cards: int) -> Any:
+        """The product's EMV profile, the test CA, the issuer key and its certificate, ICC key
+        pairs in keymgmt's pool (demo/emv_product.py); the issuer's IMKs, PIN key and CVKs come
+        from `ceremony demo-keys --emv`. Returns the test CA's public key."""
+        async with self._client(self.urls.keymgmt, self.tokens.admin) as admin:
+            return await set_up_emv_product(
+                admin, issuer_id, product_id, bin_=DEMO_BIN, pairs=max(cards, 1)
+            )
 
     async def sim_product(
         self, issuer_id: str, product_id: str, imsi_prefix: str, iccid_prefix: str = "8932990"

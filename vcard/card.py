@@ -32,7 +32,8 @@ from shared.iso7816 import (
     ResponseAPDU,
     tlv,
 )
-from vcard.emv import PAYMENT_AID, PaymentApplication
+from vcard.emv import NAMES as PAYMENT_NAMES
+from vcard.emv import PaymentApplication
 from vcard.gp import ISD_AID, CardManager
 from vcard.scp03 import CLA_SM
 from vcard.store import CardState
@@ -51,10 +52,17 @@ def _with_tck(atr: bytes) -> bytes:
     return atr + bytes((check,))
 
 
-# T=1 only: TS=3B, T0=8A (TD1 follows, 10 historical bytes), TD1=01 (T=1), then TCK.
-ATR_T1: Final = _with_tck(bytes((0x3B, 0x80 | len(HISTORICAL_BYTES), 0x01)) + HISTORICAL_BYTES)
-# T=0 only: no interface bytes, so T=0 is implicit and there is no TCK (ISO 7816-3 §8.2.5).
-ATR_T0: Final = bytes((0x3B, len(HISTORICAL_BYTES))) + HISTORICAL_BYTES
+# The basic ATRs of EMV 4.3 Book 1 §8.3 (Table 8 for T=0, Table 9 for T=1), direct convention:
+# T=0: TS=3B, T0=6x (TB1, TC1 follow; x historical bytes), TB1=00 (no VPP), TC1=00 (no extra
+#      guard time); T=0 is implicit without TD1 and there is no TCK.
+ATR_T0: Final = bytes((0x3B, 0x60 | len(HISTORICAL_BYTES), 0x00, 0x00)) + HISTORICAL_BYTES
+# T=1: TS=3B, T0=Ex (TB1, TC1, TD1 follow), TB1=00, TC1=00, TD1=81 (TD2 follows, T=1),
+#      TD2=31 (TA3 and TB3 follow, T=1), TA3=FE (IFSC 254, within 10..FE), TB3=45 (BWI 4,
+#      CWI 5; 2^CWI > N+1 with N=0), then TCK.
+ATR_T1: Final = _with_tck(
+    bytes((0x3B, 0xE0 | len(HISTORICAL_BYTES), 0x00, 0x00, 0x81, 0x31, 0xFE, 0x45))
+    + HISTORICAL_BYTES
+)
 
 # Commands this card knows: INS -> allowed CLA values (before channel/SM bits).
 _ISO: Final = frozenset({0x00})
@@ -78,7 +86,8 @@ _COMMANDS: Final[dict[int, frozenset[int]]] = {
     0x26: _ISO,  # DISABLE PIN
     0x28: _ISO,  # ENABLE PIN
     0x2C: _ISO,  # UNBLOCK PIN
-    0x88: _ISO,  # AUTHENTICATE (USIM, TS 31.102 §7.1.2)
+    0x88: _ISO,  # AUTHENTICATE (USIM, TS 31.102 §7.1.2); INTERNAL AUTHENTICATE (EMV DDA)
+    0xA8: _PROPRIETARY,  # GET PROCESSING OPTIONS (EMV)
 }
 _CASE2: Final = frozenset({0xB2, 0xCA, 0xC0, 0xB0, 0xF2})  # commands that only return data
 
@@ -142,6 +151,7 @@ class VirtualCard:
         self.usim.reset()
         self._selected = self.usim if self.usim.personalized else None
         self.manager.deselect()  # a secure channel does not survive a reset
+        self.app.reset_session()
         self._pending = b""
 
     def process(self, raw: bytes) -> bytes:
@@ -215,13 +225,12 @@ class VirtualCard:
             return _sw(SW_SECURITY_STATUS_NOT_SATISFIED)
         if cmd.ins in (0x50, 0x82, 0xE6):
             return _sw(SW_INS_NOT_SUPPORTED)  # card manager commands
-        if cmd.ins == 0xB2:
-            return app.read_record(cmd)
-        return app.generate_ac(cmd)
+        return app.execute(cmd)
 
     def _select(self, cmd: CommandAPDU) -> ResponseAPDU:
         uicc = self.usim.personalized and (cmd.p1 != 0x04 or USIM_AID.startswith(cmd.data))
-        if uicc and cmd.data not in (ISD_AID, PAYMENT_AID):  # the UICC's files and its USIM
+        # the UICC's files and its USIM
+        if uicc and cmd.data != ISD_AID and cmd.data not in PAYMENT_NAMES:
             response = self.usim.select(cmd)
             if response.sw == 0x9000:
                 self.manager.deselect()
@@ -229,19 +238,21 @@ class VirtualCard:
             return response
         if cmd.p1 != 0x04:
             return _sw(SW_FUNCTION_NOT_SUPPORTED)  # only selection by DF name (AID)
-        if cmd.p2 not in (0x00, 0x0C):
-            return _sw(SW_INCORRECT_P1P2)  # first occurrence only; FCI or no data
+        if cmd.p2 not in (0x00, 0x02, 0x0C, 0x0E):
+            return _sw(SW_INCORRECT_P1P2)  # first/next occurrence; FCI or no data
         if not 5 <= len(cmd.data) <= 16:
             return _sw(SW_WRONG_LENGTH)  # an AID is 5 to 16 bytes (ISO 7816-5)
-        if cmd.data == ISD_AID:
+        if cmd.data == ISD_AID and cmd.p2 in (0x00, 0x0C):
             self._selected = self.manager
             return self.manager.select()
-        if cmd.data != PAYMENT_AID:
+        if cmd.data not in PAYMENT_NAMES:
             return _sw(SW_FILE_NOT_FOUND)  # the current selection is kept
+        fci = self.app.select(cmd.data, cmd.p2)
+        if fci.sw != 0x9000:
+            return fci
         self.manager.deselect()  # selecting another application ends the session
         self._selected = self.app
-        fci = self.app.select()
-        return _sw(0x9000) if cmd.p2 == 0x0C else fci
+        return _sw(0x9000) if cmd.p2 & 0x0C == 0x0C else fci
 
     def _get_data(self, cmd: CommandAPDU) -> ResponseAPDU:
         if cmd.data:

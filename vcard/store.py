@@ -73,6 +73,14 @@ class CardState:
     mk_smi: bytes | None = None
     mk_smc: bytes | None = None
     atc: int = 0
+    # The EMV payment application's own NVM (vcard/emv.py): the plaintext offline PIN block,
+    # the PIN try counter and limit, the ICC private key (PKCS#8 DER), card risk counters.
+    pin_block: bytes | None = None
+    pin_tries: int = 0
+    pin_try_limit: int = 0
+    icc_key: bytes | None = None
+    last_online_atc: int = 0
+    offline_count: int = 0
     # A defect of the silicon: STORE DATA from this block number on answers 6581.
     memory_failure_at_block: int | None = None
     # The card manager's secure channel protocol; an SCP02 card also holds a DES key set and
@@ -108,6 +116,12 @@ class CardState:
             "mk_smi": _hex(self.mk_smi),
             "mk_smc": _hex(self.mk_smc),
             "atc": self.atc,
+            "pin_block": _hex(self.pin_block),
+            "pin_tries": self.pin_tries,
+            "pin_try_limit": self.pin_try_limit,
+            "icc_key": _hex(self.icc_key),
+            "last_online_atc": self.last_online_atc,
+            "offline_count": self.offline_count,
             "memory_failure_at_block": self.memory_failure_at_block,
             "scp": self.scp,
             "scp02_enc": _hex(self.scp02_enc),
@@ -137,6 +151,12 @@ class CardState:
             mk_smi=_unhex(doc.get("mk_smi")),
             mk_smc=_unhex(doc.get("mk_smc")),
             atc=int(doc.get("atc", 0)),
+            pin_block=_unhex(doc.get("pin_block")),
+            pin_tries=int(doc.get("pin_tries", 0)),
+            pin_try_limit=int(doc.get("pin_try_limit", 0)),
+            icc_key=_unhex(doc.get("icc_key")),
+            last_online_atc=int(doc.get("last_online_atc", 0)),
+            offline_count=int(doc.get("offline_count", 0)),
             memory_failure_at_block=doc.get("memory_failure_at_block"),
             scp=doc.get("scp", "03"),
             scp02_enc=_unhex(doc.get("scp02_enc")),

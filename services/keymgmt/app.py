@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from services.keymgmt.deps import KeymgmtDeps
 from services.keymgmt.emv.api import router as emv_router
+from services.keymgmt.emv.icc_pool import PoolRefiller
 from services.keymgmt.handlers import HANDLERS
 from services.keymgmt.hsm.gate import HsmReadiness
 from services.keymgmt.keys.api import router as keys_router
 from services.keymgmt.keys.keeper import HsmKeeper
+from services.keymgmt.keys.oda_api import router as oda_router
 from services.keymgmt.keys.signing_api import router as signing_router
 from services.keymgmt.perso.api import router as perso_router
 from services.keymgmt.pin_mailer.api import router as pin_mailer_router
@@ -35,6 +37,7 @@ SUBSCRIBE = ("intake", "qa", "fulfillment")
 ROUTERS = (
     keys_router,
     signing_router,
+    oda_router,
     vault_router,
     perso_router,
     emv_router,
@@ -65,6 +68,7 @@ def bootstrap(
             RetentionPurger(
                 settings.cardholder_retention_days, settings.retention_purge_interval_seconds
             ),
+            PoolRefiller(deps.gate, settings.icc_pool_low, settings.icc_pool_target),
         ],
         schema=schema or settings.keymgmt_schema,
         consumer_group=consumer_group,

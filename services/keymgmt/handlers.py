@@ -36,6 +36,7 @@ async def prepare_cards(
         deps.actor,
         deps.config_cache,
         settings.sim_kek_label,
+        settings.kmc_label,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.keymgmt.emv.oda_repository import OdaRepository
 from services.keymgmt.emv.readback import ReadbackRepository
 from services.keymgmt.emv.repository import EmvRepository
 from services.keymgmt.keys.repository import KeysRepository
@@ -29,6 +30,7 @@ class KeymgmtRepository:
         self.vault = VaultRepository(conn)
         self.emv = EmvRepository(conn)
         self.readback = ReadbackRepository(conn)  # QA read-backs (emv/readback.py)
+        self.oda = OdaRepository(conn)
         self.sim = SimRepository(conn)
         self.perso = PersoRepository(conn)
         self.pin_mailers = PinMailerRepository(conn)

@@ -45,7 +45,6 @@ class KeymgmtSettings(BureauSettings):
         default=LUNA_XOR_BASE_AND_KEY,
         description="vendor CKM_ code of C_DeriveKey XOR of two keys (ceremony combination)",
     )
-    app_label: str = Field(default="CARDBUREAU", description="EMV application label (tag 50)")
     service_code: str = Field(
         default="201", pattern=r"^\d{3}$", description="track 2 service code of EMV cards"
     )
@@ -55,6 +54,10 @@ class KeymgmtSettings(BureauSettings):
         " an operator fetches its SIM output file with its own token; empty: configured"
         " principals only",
     )
+    icc_pool_low: int = Field(
+        default=0, ge=0, description="refill the ICC key pool when fewer free pairs (0: never)"
+    )
+    icc_pool_target: int = Field(default=0, ge=0, description="free ICC pairs after a refill")
     hsm_retry_seconds: float = Field(default=5.0, gt=0, description="wait between HSM opens")
     hsm_ping_timeout_seconds: float = Field(default=5.0, gt=0, description="readiness probe")
     # Retention (vault/retention.py): days cardholder data stays after dispatch unless the

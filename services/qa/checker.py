@@ -1,10 +1,10 @@
 """The QA machine at work: one printed card at a time, print check then chip checks.
 
 Per card: the printer's output must look like the render card.printed announced
-(print_check.py); the feeder puts the card
-into the QA reader by chip serial; the chip must be that chip, answer SELECT and READ RECORD
-SFI 1 records 1-2 (keymgmt compares them with what it prepared), and answer GENERATE AC with
-an ARQC that keymgmt verifies in the HSM. The verdict and its event commit in one transaction.
+(print_check.py); the feeder puts the card into the QA reader by chip serial; the chip must be
+that chip, then run a whole EMV transaction on both interfaces with QA's terminal kernel
+(emv_check.py: keymgmt compares the records and verifies the ARQCs in the HSM), or a SIM's
+checks (sim_check.py). The verdict and its event commit in one transaction.
 A fault of the machine (feeder, reader, pcscd) puts the card back in the queue instead.
 """
 
@@ -19,30 +19,23 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
 
+from services.qa.emv.kernel import TerminalConfig
+from services.qa.emv_check import QaPlace, ca_key_source, emv_chip_checks
+from services.qa.emv_check import readback_problems as readback_problems
 from services.qa.feeder_client import CardNotFound, Feeder, FeederUnavailable
 from services.qa.print_check import print_image_problem
 from services.qa.repository import QaCard, QaRepository
 from services.qa.service import (
-    CHECK_ARQC,
-    CHECK_CHIP_READBACK,
     CHECK_PRINT_IMAGE,
     GET_CPLC,
-    SELECT_AID,
     QaFailure,
     Transaction,
     chip_serial_from_cplc,
-    generate_ac,
-    parse_generate_ac,
-    read_record,
-    require_ok,
-    unpredictable_number,
 )
 from services.qa.sim_check import is_usim, sim_chip_checks
 from shared.events import CardQaFailed, CardQaPassed
-from shared.keymgmt.contract import ArqcRequest, ReadbackRequest, Verdict
-from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused
+from shared.keymgmt.contract import ArqcRequest, CaPublicKey, ReadbackRequest, Verdict
 from shared.outbox import UnitOfWork
-from shared.pan import redact_pans
 from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
 from shared.service import ServiceRuntime
 from shared.telemetry import card_stage, trace_context_of
@@ -59,11 +52,7 @@ class ChipOracle(Protocol):
 
     async def verify_arqc(self, request: ArqcRequest) -> Verdict: ...
 
-
-def readback_problems(verdict: Verdict) -> list[str]:
-    """keymgmt's problems with the records, as a QA failure may hold them (no PAN)."""
-    problems = verdict.found("keymgmt says the records do not match")
-    return [redact_pans(p)[:200] for p in problems][:10]
+    async def ca_public_key(self, rid: str, ca_index: str) -> CaPublicKey: ...
 
 
 class MachineFault(Exception):
@@ -229,48 +218,16 @@ class QaMachine:
     async def _chip_checks(self, conn: CardConnection, card: QaCard) -> list[str]:
         if await is_usim(conn):  # a SIM product: the USIM's own checks (sim_check.py)
             return await sim_chip_checks(conn, card.card_id, self.keymgmt)
-        _fci, sw = await conn.transmit(SELECT_AID)
-        require_ok("SELECT", SELECT_AID, sw)
-        records: dict[int, bytes] = {}
-        for number in (1, 2):
-            apdu = read_record(number)
-            records[number], sw = await conn.transmit(apdu)
-            require_ok(f"READ RECORD SFI 1 record {number}", apdu, sw)
-        try:
-            read = {str(n): data.hex().upper() for n, data in records.items()}
-            request = ReadbackRequest(
-                card_id=card.card_id,
-                chip_serial=card.chip_serial,
-                qa_station=self.station,
-                records=read,
-            )
-            problems = readback_problems(await self.keymgmt.readback(request))
-        except (KeymgmtRefused, KeymgmtBadResponse) as exc:
-            raise QaFailure(f"chip-readback: {exc}") from exc
-        finally:
-            records.clear()  # cardholder data: held no longer than the comparison
-        if problems:
-            raise QaFailure(f"chip-readback: {'; '.join(problems)}")
-        cdol1 = self.transaction.cdol1(unpredictable_number())
-        apdu = generate_ac(cdol1)
-        answer, sw = await conn.transmit(apdu)
-        require_ok("GENERATE AC", apdu, sw)
-        cryptogram = parse_generate_ac(answer)
-        arqc = ArqcRequest(
-            card_id=card.card_id,
-            cdol1=cdol1.hex(),
-            atc=cryptogram.atc.hex(),
-            arqc=cryptogram.arqc.hex(),
-        )
-        try:
-            ok = (await self.keymgmt.verify_arqc(arqc)).ok
-        except (KeymgmtRefused, KeymgmtBadResponse) as exc:
-            raise QaFailure(f"arqc: {exc}") from exc
-        if not ok:
-            raise QaFailure(
-                f"arqc: the chip's ARQC (ATC {cryptogram.atc.hex().upper()}) does not verify"
-            )
-        return [CHECK_CHIP_READBACK, CHECK_ARQC]
+        at = QaPlace(card.card_id, card.chip_serial, self.station)
+        return await emv_chip_checks(conn.transmit, at, self.keymgmt, self.terminal())
+
+    def terminal(self) -> TerminalConfig:
+        """The kernel's configuration: the CA public keys are the ones keymgmt trusts, asked of
+        it by RID and index as the card names them (emv_check.py)."""
+        tx = self.transaction
+        country, currency = bytes.fromhex(tx.terminal_country), bytes.fromhex(tx.currency)
+        source = ca_key_source(self.keymgmt)
+        return TerminalConfig({}, tx.amount_minor, country, currency, ca_key_source=source)
 
     async def _record(
         self, runtime: ServiceRuntime, card: QaCard, checks: list[str], failure: str | None

@@ -172,6 +172,11 @@ class KeymgmtClient:
     async def verify_arqc(self, request: c.ArqcRequest) -> c.Verdict:
         return await self._call("POST", c.ARQC_VERIFY, _json(request), c.Verdict)
 
+    async def ca_public_key(self, rid: str, ca_index: str) -> c.CaPublicKey:
+        """A CA public key the bureau trusts, by RID and index (QA's ODA checks)."""
+        path = c.CA_PUBLIC_KEY.format(rid=rid.upper(), ca_index=ca_index.upper())
+        return await self._call("GET", path, None, c.CaPublicKey)
+
     async def sim_challenge(self, request: c.SimChallengeRequest) -> c.SimChallenge:
         return await self._call("POST", c.SIM_QA_CHALLENGE, _json(request), c.SimChallenge)
 

@@ -10,6 +10,7 @@ relied on (a script has at least two commands, a verdict's `ok` is a real boolea
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
@@ -48,6 +49,7 @@ PIN_MAILER: Final = "/v1/pin-mailers/{card_id}"
 CHECKPOINT_SIGNATURES: Final = "/v1/signing/audit-checkpoints"
 CHECKPOINT_PUBLIC_KEY: Final = "/v1/signing/audit-checkpoints/public-key"
 CHECKPOINT_LAST_SIGNED: Final = "/v1/signing/audit-checkpoints/last"
+CA_PUBLIC_KEY: Final = "/v1/ca-keys/{rid}/{ca_index}"
 
 
 class Refusal(StrEnum):
@@ -231,9 +233,12 @@ class SecureScript(_Answer):
 
 # -- QA: read-back, ARQC and SIM checks --------------------------------------------------------
 class ReadbackRequest(_Contract):
-    """POST /v1/qa/readback (service qa): the SFI 1 records read from the chip in the reader of
-    QA station `qa_station`, and the chip's serial (its CPLC). keymgmt answers only for a card
-    personalized on that chip, at the station that began its QA, a bounded number of times."""
+    """POST /v1/qa/readback (service qa): every record of the chip's AFL as read in the reader
+    of QA station `qa_station`, keyed by its DGI number SSRR (SFI, record; 4 hex digits: "0101"
+    is SFI 1 record 1), and the chip's serial (its CPLC). keymgmt answers only for a card
+    personalized on that chip, at the station that began its QA, a bounded number of times.
+    Bounded: at most 16 records of at most 1024 bytes (a full
+    profile has 5: SFI 1 record 1, SFI 2 records 1-4; an issuer certificate record ~260)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -241,9 +246,13 @@ class ReadbackRequest(_Contract):
     chip_serial: ChipSerial = Field(description="from the chip's CPLC, as QA read it")
     qa_station: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="the QA station")
     records: dict[
-        Annotated[str, Field(pattern=r"^[1-9]$")],
-        Annotated[str, Field(pattern=r"^(?:[0-9A-Fa-f]{2}){1,256}$")],
-    ] = Field(min_length=1, max_length=4, description='{"1": hex, "2": hex}: SFI 1 records')
+        Annotated[str, Field(pattern=r"^(?:0[1-9A-F]|1[0-9A-E])(?:0[1-9A-F]|[1-9A-F][0-9A-F])$")],
+        Annotated[str, Field(pattern=r"^(?:[0-9A-Fa-f]{2}){1,1024}$")],
+    ] = Field(
+        min_length=1,
+        max_length=16,
+        description='{"0101": hex, "0201": hex, ...}: the AFL records by DGI number',
+    )
 
 
 class ReadbackProblem(StrEnum):
@@ -254,6 +263,7 @@ class ReadbackProblem(StrEnum):
     RECORD_MISSING = "record-missing"  # a prepared record was not read back
     RECORD_UNEXPECTED = "record-unexpected"  # a record keymgmt does not prepare
     RECORD_MALFORMED = "record-malformed"  # not one well-formed `70` record template
+    PROFILE_CHANGED = "profile-changed"  # the product's EMV profile moved since preparation
 
 
 class ArqcRequest(_Contract):
@@ -375,3 +385,15 @@ class SigningPublicKey(_Answer):
     algorithm: str
     public_key_pem: str
     vkey: str = ""  # C2SP verifier key of the log's signature lines (type 0x02)
+
+
+# -- EMV offline data authentication (docs/emv-profile.md) -------------------------------------
+class CaPublicKey(_Answer):
+    """GET /v1/ca-keys/{rid}/{ca_index}: a certification authority public key the bureau
+    trusts, as a terminal holds it (EMV Book 2 §5.1), for QA's ODA checks."""
+
+    rid: str  # 5 bytes, hex
+    ca_index: str  # 1 byte, hex
+    modulus: str  # hex
+    exponent: str  # hex
+    expires: date

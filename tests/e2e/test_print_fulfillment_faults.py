@@ -158,7 +158,7 @@ async def test_faulty_cards_are_destroyed_good_ones_dispatched_pins_stay_in_keym
     admin = {"Authorization": f"Bearer {bureau.tokens.admin}"}
     operator = {"Authorization": f"Bearer {bureau.tokens.operator}"}
     async with httpx.AsyncClient(timeout=60) as http:
-        profile = {"pin_length": 12, "pin_formats": ["ISO-9564-1-FORMAT-0"]}
+        profile = {"pin_length": 12, "pin_formats": ["ISO-9564-1-FORMAT-0"], "emv": {}}
         put = await http.put(
             f"{KEYMGMT}/v1/products/{ISSUER}/{PRODUCT}", json=profile, headers=admin
         )

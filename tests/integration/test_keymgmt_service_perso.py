@@ -1,7 +1,8 @@
 """keymgmt's station and QA doors on the real stack: the SCP03-protected perso script from POST
 /v1/perso/secure-scripts personalises a virtual card (vcard, in process), one chip per card, a
 chip with other keys is refused and recorded, the chip's records read back clean and its ARQC
-verifies through POST /v1/arqc/verify."""
+verifies through POST /v1/arqc/verify. The script is the full EMV profile of
+docs/emv-profile.md: the virtual card takes it once branch h/emvcard is merged."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shared import events
 from shared.service import ServiceRuntime
 from tests.support.bus import collect, wait_for
 from tests.support.keymgmt import PAN16, auth, ordered, publish, vault
+from tests.support.keymgmt_emv import emv_product
 from tests.support.keymgmt_sim import sim_ordered, sim_product
 from tests.support.vcard import select_usim
 from vcard.card import VirtualCard
@@ -67,12 +69,14 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     settings: KeymgmtSettings,
     unique: str,
     keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
     tmp_path: Path,
     scp: Scp,
 ) -> None:
     runtime, http = keymgmt
     issuer, station, qa = f"ia{unique}", f"st-{unique}", auth(f"qa-{unique}")
     await load_demo_keys(settings, issuer)
+    await emv_product(http, runtime, keymgmt_hsm, unique, issuer)  # docs/emv-profile.md
     card = await vault(http, unique, issuer)
     card_id = card["card_id"]
     store = CardStore(tmp_path)
@@ -99,9 +103,13 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     assert answer.status_code == 200, answer.text
     script = answer.json()
     assert script["chip_serial"] == chip.chip_serial
-    assert script["dgis"] == ["0101", "0102", "9102", "8000"]
+    assert script["dgis"] == [
+        "0101", "0201", "0202", "0203", "0204", "9102", "9103", "9104", "9105",
+        "0D01", "9010", "8000", "8010", "8201",
+    ]  # fmt: skip
     assert script["security_level"] == "03"
-    assert len(script["apdus"]) == 6  # EXTERNAL AUTHENTICATE, INSTALL, 4 x STORE DATA
+    # EXTERNAL AUTHENTICATE, INSTALL, 13 DGIs in STORE DATA, DGI 8201 over 4 of them
+    assert len(script["apdus"]) == 2 + 16
     assert PAN16 not in "".join(script["apdus"])  # C-DECRYPTION: no clear PAN on the wire
     for apdu in script["apdus"]:
         response = chip.process(bytes.fromhex(apdu))
@@ -113,18 +121,25 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     second = await script_for(http, station, card_id, new_chip(store))
     assert second.status_code == 409  # never two chips for one card
 
-    chip.process(SELECT)
-    records = {n: chip.process(bytes.fromhex(f"00B20{n}0C00"))[:-2].hex() for n in ("1", "2")}
+    assert chip.process(SELECT)[-2:] == b"\x90\x00"
+    # GET PROCESSING OPTIONS with the default PDOL's data (TTQ 9F66 zero: contact), 22 bytes
+    gpo = chip.process(bytes.fromhex("80A8000018" + "8316") + bytes(22) + b"\x00")
+    assert gpo[-2:] == b"\x90\x00", gpo.hex()
+    # every AFL record (08010100 10010401) by DGI number: "0101" SFI 1 record 1 (track 2,
+    # name), "0201" SFI 2 record 1 (the static data for ODA), "0202".."0204" the ODA records
+    afl = [(1, 1), (2, 1), (2, 2), (2, 3), (2, 4)]
+    reads = {f"{s:02X}{r:02X}": bytes([0, 0xB2, r, s << 3 | 4, 0]) for s, r in afl}
+    records = {n: chip.process(apdu)[:-2].hex() for n, apdu in reads.items()}
     readback = {"card_id": card_id, "chip_serial": chip.chip_serial, "qa_station": "qa-1"}
     clean = await http.post("/v1/qa/readback", json=readback | {"records": records}, headers=qa)
     assert clean.json() == {"ok": True, "problems": []}
-    tampered = records | {"2": records["2"].replace(PAN16, PAN16[:-4] + "9999")}
+    tampered = records | {"0201": records["0201"].replace(PAN16, PAN16[:-4] + "9999")}
     dirty = await http.post("/v1/qa/readback", json=readback | {"records": tampered}, headers=qa)
     assert dirty.json() == {"ok": False, "problems": ["records-differ"]}  # no field named
 
     cdol1 = CDOL1 + bytes.fromhex("3804823E")
     response = chip.process(bytes.fromhex("80AE80001D") + cdol1 + b"\x00")
-    assert response[:3] == bytes.fromhex("800B80")
+    assert (response[0], response[2]) == (0x80, 0x80)  # format 1, CID: an ARQC
     atc, arqc = response[3:5].hex(), response[5:13].hex()
     body = {"card_id": card_id, "cdol1": cdol1.hex(), "atc": atc, "arqc": arqc}
     verified = await http.post("/v1/arqc/verify", json=body, headers=qa)

@@ -15,8 +15,8 @@ from psec import pin as psec_pin
 from psec import pinblock
 from sqlalchemy import text
 
+from services.keymgmt.emv.card_data import open_card_values
 from services.keymgmt.emv.repository import EmvRepository
-from services.keymgmt.emv.security import open_card_values
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from shared.iso7816 import store_data_script
 from shared.pcsc import (
     CardConnection,
     CardRemoved,
@@ -24,13 +23,22 @@ from shared.pcsc import (
 )
 from tests.support.pcscd import GET_CPLC, SELECT_ISD, connect, pcscd
 from tests.support.scp03_host import Scp03Host, initialize_update, install_for_perso
-from tests.support.vcard import AID, CDOL1, Perso, build_perso, expected_arqc, secured
+from tests.support.vcard import (
+    AID,
+    CDOL1,
+    Perso,
+    build_perso,
+    expected_arqc,
+    perso_commands,
+    secured,
+)
 from vcard.crypto import TEST_KMC
 from vcard.feeder import ArmedFaults, Feeder
 
 pytestmark = pytest.mark.integration
 
 SELECT = bytes.fromhex("00A4040007A000000003101000")
+GPO = bytes.fromhex("80A80000128310") + bytes(16) + b"\x00"  # contact: the PDOL's 16 bytes zero
 GEN_AC = bytes((0x80, 0xAE, 0x80, 0x00, len(CDOL1))) + CDOL1 + b"\x00"
 
 
@@ -46,7 +54,7 @@ async def personalize_over_scp03(conn: CardConnection, perso: Perso) -> list[int
     script = [
         host.external_authenticate(0x03),
         host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(AID)),
-        *(secured(host, c) for c in store_data_script(perso.dgis)),
+        *(secured(host, c) for c in perso_commands(perso.dgis)),
     ]
     return [sw for _, sw in await conn.transmit_script(script)]
 
@@ -116,11 +124,13 @@ async def test_personalize_then_qa_in_another_reader(
         assert sw == 0x9000
         cplc = data[3:]
         perso = build_perso(cplc)
-        assert await personalize_over_scp03(conn, perso) == [0x9000] * 6
+        sws = await personalize_over_scp03(conn, perso)
+        assert sws == [0x9000] * (2 + len(perso_commands(perso.dgis)))
         assert (await conn.transmit(SELECT))[1] == 0x9000
+        assert (await conn.transmit(GPO))[1] == 0x9000
         data, sw = await conn.transmit(GEN_AC)
         assert sw == 0x9000
-        assert data[5:] == expected_arqc(perso.mk_ac, 1)
+        assert data[5:13] == expected_arqc(perso.mk_ac, 1)
     serial = cplc[12:18].hex().upper()
     assert (await feeder.eject(station))["ejected"] == serial
 
@@ -131,10 +141,11 @@ async def test_personalize_then_qa_in_another_reader(
         assert sw == 0x9000
         assert b"BUREAU DEBIT" in fci
         assert await conn.transmit(bytes.fromhex("00B2010C00")) == (perso.record1, 0x9000)
-        assert await conn.transmit(bytes.fromhex("00B2020C00")) == (perso.record2, 0x9000)
+        assert await conn.transmit(bytes.fromhex("00B2011400")) == (perso.record2, 0x9000)
+        assert (await conn.transmit(GPO))[1] == 0x9000
         data, sw = await conn.transmit(GEN_AC)
         assert int.from_bytes(data[3:5], "big") == 2  # the ATC came along in the card
-        assert data[5:] == expected_arqc(perso.mk_ac, 2)
+        assert data[5:13] == expected_arqc(perso.mk_ac, 2)
     await feeder.eject(qa)
     await client.wait_for_removal(qa, timeout=5)
 

@@ -14,12 +14,14 @@ import httpx
 import pytest
 
 from services.keymgmt.emv.readback import READBACK_LIMIT
+from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared.keymgmt.contract import ReadbackProblem
 from shared.pan import luhn_valid
 from shared.service import ServiceRuntime
 from tests.support.keymgmt import PAN16, auth, ordered, prepared_events, publish, vault
+from tests.support.keymgmt_emv import emv_product
 from tests.support.perso_chip import new_chip, personalize, read_records
 from vcard.card import VirtualCard
 from vcard.store import CardStore
@@ -32,11 +34,18 @@ CODES = {p.value for p in ReadbackProblem}
 
 
 async def card_in_qa(
-    settings: KeymgmtSettings, http: httpx.AsyncClient, unique: str, tmp_path: Path
+    settings: KeymgmtSettings,
+    keymgmt: tuple[ServiceRuntime, Any],
+    hsm: Hsm,
+    unique: str,
+    tmp_path: Path,
 ) -> tuple[str, VirtualCard, dict[str, str]]:
-    """A card vaulted, prepared and personalized on a virtual chip; the chip's records."""
+    """A card of a full-profile product vaulted, prepared and personalized on a virtual chip;
+    the chip's AFL records."""
+    runtime, http = keymgmt
     issuer = f"io{unique}"
     await load_demo_keys(settings, issuer)
+    await emv_product(http, runtime, hsm, unique, issuer)
     card = await vault(http, unique, issuer)
     await publish(settings, ordered(card, issuer))
     assert len(await prepared_events(settings, 1)) == 1
@@ -55,10 +64,14 @@ async def readback(http: httpx.AsyncClient, unique: str, body: dict[str, Any]) -
 
 
 async def test_guessing_a_pans_digits_through_readback_fails(
-    settings: KeymgmtSettings, unique: str, keymgmt: tuple[ServiceRuntime, Any], tmp_path: Path
+    settings: KeymgmtSettings,
+    unique: str,
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
+    tmp_path: Path,
 ) -> None:
     _, http = keymgmt
-    card_id, chip, records = await card_in_qa(settings, http, unique, tmp_path)
+    card_id, chip, records = await card_in_qa(settings, keymgmt, keymgmt_hsm, unique, tmp_path)
     base = {"card_id": card_id, "chip_serial": chip.chip_serial, "qa_station": "qa-1"}
     # The attacker holds every byte but the PAN's middle six digits (the masked PAN shows the
     # rest) and tries Luhn-valid PANs in turn, the true one as the 20th guess.
@@ -84,10 +97,14 @@ async def test_guessing_a_pans_digits_through_readback_fails(
 
 
 async def test_readback_answers_only_for_a_card_in_qa_on_its_chip_at_its_station(
-    settings: KeymgmtSettings, unique: str, keymgmt: tuple[ServiceRuntime, Any], tmp_path: Path
+    settings: KeymgmtSettings,
+    unique: str,
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
+    tmp_path: Path,
 ) -> None:
     _, http = keymgmt
-    card_id, chip, records = await card_in_qa(settings, http, unique, tmp_path)
+    card_id, chip, records = await card_in_qa(settings, keymgmt, keymgmt_hsm, unique, tmp_path)
     body = {"card_id": card_id, "chip_serial": chip.chip_serial, "qa_station": "qa-1"}
 
     # Not personalized: a vaulted, prepared card without a chip, and an unknown card.
@@ -110,7 +127,7 @@ async def test_readback_answers_only_for_a_card_in_qa_on_its_chip_at_its_station
     elsewhere = await readback(http, unique, body | {"qa_station": "qa-2", "records": records})
     assert elsewhere.status_code == 409
     assert elsewhere.headers["x-bureau-refusal"] == "card-in-qa-elsewhere"
-    malformed = await readback(http, unique, body | {"records": {"1": "70" * 200 + "00"}})
+    malformed = await readback(http, unique, body | {"records": {"0101": "70" * 200 + "00"}})
     assert malformed.json()["problems"] == sorted(
         [ReadbackProblem.RECORD_MALFORMED, ReadbackProblem.RECORD_MISSING]
     )
@@ -118,17 +135,21 @@ async def test_readback_answers_only_for_a_card_in_qa_on_its_chip_at_its_station
 
 
 async def test_deeply_nested_records_are_a_verdict_not_a_500(
-    settings: KeymgmtSettings, unique: str, keymgmt: tuple[ServiceRuntime, Any], tmp_path: Path
+    settings: KeymgmtSettings,
+    unique: str,
+    keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
+    tmp_path: Path,
 ) -> None:
     """1,200 nested templates once raised RecursionError (a 500); the contract bounds a record
-    to 256 bytes, and inside that a deep record is a `record-malformed` verdict."""
+    to 1024 bytes, and inside that a deep record is a `record-malformed` verdict."""
     _, http = keymgmt
-    card_id, chip, records = await card_in_qa(settings, http, unique, tmp_path)
+    card_id, chip, records = await card_in_qa(settings, keymgmt, keymgmt_hsm, unique, tmp_path)
     body = {"card_id": card_id, "chip_serial": chip.chip_serial, "qa_station": "qa-1"}
     huge = "".join(f"7082{4 * (1200 - i - 1):04X}" for i in range(1200))  # 1,200 nested
-    too_big = await readback(http, unique, body | {"records": {"1": huge, "2": records["2"]}})
+    too_big = await readback(http, unique, body | {"records": records | {"0101": huge}})
     assert too_big.status_code == 422
     deep = "".join(f"70{2 * (60 - i - 1):02X}" for i in range(60))  # 60 nested, 120 bytes
-    nested = await readback(http, unique, body | {"records": {"1": deep, "2": records["2"]}})
+    nested = await readback(http, unique, body | {"records": records | {"0101": deep}})
     assert nested.status_code == 200, nested.text
     assert nested.json() == {"ok": False, "problems": ["record-malformed"]}

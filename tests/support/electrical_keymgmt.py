@@ -3,8 +3,7 @@ service layer is being written concurrently; this double serves the three endpoi
 docs/services.md the station and QA call (/v1/perso/secure-scripts, /v1/qa/readback,
 /v1/arqc/verify) over real HTTP on 127.0.0.1,
 computed by the REAL HSM core (services/keymgmt/emv/perso.py, gp/secure_channel.py,
-emv/keys.py) on a fresh
-SoftHSM token."""
+emv/keys.py, the full EMV profile of docs/emv-profile.md) on a fresh SoftHSM token."""
 
 from __future__ import annotations
 
@@ -21,7 +20,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.keymgmt.emv.keys import verify_arqc
-from services.keymgmt.emv.perso import CardRecord, build_perso_script, record_dgis
+from services.keymgmt.emv.oda import TEST_RID
+from services.keymgmt.emv.perso import CardRecord, build_perso_script
+from services.keymgmt.emv.records import afl_records, aip
 from services.keymgmt.gp.channel import (
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
@@ -39,11 +40,11 @@ from shared.keymgmt.contract import (
 )
 from shared.pan import luhn_check_digit
 from tests.support.bus import wait_for
+from tests.support.emv_cards import TestCard, TestIssuerOda, card_profile_on, issuer_oda_on
 from tests.support.hsm import IssuerKeys
 
 STATION_TOKEN = "station-a-test-token"
 QA_TOKEN = "qa-test-token"
-APP_LABEL = "CARDBUREAU"
 
 
 def new_record(name: str = "TEST/CARDHOLDER") -> CardRecord:
@@ -51,10 +52,11 @@ def new_record(name: str = "TEST/CARDHOLDER") -> CardRecord:
     return CardRecord(body + luhn_check_digit(body), "01", "2812", name, "201")
 
 
-def expected_records(record: CardRecord) -> dict[str, str]:
-    """SFI 1 records 1 and 2 as the card must answer them: DGIs 0101/0102 without DGI header."""
-    r1, r2, _fci = record_dgis(record, APP_LABEL)
-    return {"1": r1[3:].hex().upper(), "2": r2[3:].hex().upper()}
+def expected_records(record: CardRecord, card: TestCard) -> dict[str, str]:
+    """Every AFL record by DGI number, as the card must answer them (docs/emv-profile.md)."""
+    d = card.data
+    records = afl_records(record, d.profile, d.icvv, d.effective, d.issuer, d.card)
+    return {n: r.hex().upper() for n, r in records.items()}
 
 
 class _Arqc(BaseModel):
@@ -70,6 +72,8 @@ class KeymgmtTestDouble:
     def __init__(self, hsm: Hsm, keys: IssuerKeys, station_token: str, qa_token: str) -> None:
         self.hsm, self.keys = hsm, keys
         self.records: dict[uuid.UUID, CardRecord] = {}
+        self.cards: dict[uuid.UUID, TestCard] = {}
+        self.issuer: TestIssuerOda = hsm.run(issuer_oda_on, keys.issuer)
         self.scripts: Counter[uuid.UUID] = Counter()
         self.refused_chips: list[str] = []  # card cryptogram mismatches
         self.cancelled: set[uuid.UUID] = set()  # cards keymgmt refuses as cancelled
@@ -102,7 +106,8 @@ class KeymgmtTestDouble:
 
             def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
                 div = answer.diversification_data
-                return build_perso_script(h, record, div, keys.imks, keys.kmc_label).commands
+                data = self.cards[body.card_id].data
+                return build_perso_script(h, record, div, keys.imks, keys.kmc_label, data).commands
 
             challenge = bytes.fromhex(body.host_challenge)
             iu = bytes.fromhex(body.initialize_update_response)
@@ -125,7 +130,7 @@ class KeymgmtTestDouble:
         @app.post("/v1/qa/readback")
         async def readback(body: ReadbackRequest, authorization: str = Header("")) -> Any:
             check(authorization, qa_token)  # the contract's request, keymgmt's reason codes
-            want = expected_records(record_of(body.card_id))
+            want = expected_records(record_of(body.card_id), self.cards[body.card_id])
             got = {k: v.upper() for k, v in body.records.items()}
             differ = any(got.get(n) != want[n] for n in want)
             return {
@@ -136,10 +141,25 @@ class KeymgmtTestDouble:
         @app.post("/v1/arqc/verify")
         async def arqc(body: _Arqc, authorization: str = Header("")) -> Any:
             check(authorization, qa_token)
-            record = record_of(body.card_id)
+            record, profile = record_of(body.card_id), self.cards[body.card_id].data.profile
             args = (bytes.fromhex(body.atc), bytes.fromhex(body.cdol1), bytes.fromhex(body.arqc))
-            ok = await hsm.call(verify_arqc, keys.imks.ac, record.pan, record.psn, *args)
+            imk, product_aip = keys.imks.ac, aip(profile)  # the product's AIP, as keymgmt
+            ok = await hsm.call(verify_arqc, imk, record.pan, record.psn, *args, product_aip)
             return {"ok": ok}
+
+        @app.get("/v1/ca-keys/{rid}/{ca_index}")
+        async def ca_key(rid: str, ca_index: str, authorization: str = Header("")) -> Any:
+            check(authorization, qa_token)  # the test CA keymgmt trusts, as keymgmt answers
+            ca, index = self.issuer.ca, f"{self.issuer.oda.ca_index:02X}"
+            if (rid.upper(), ca_index.upper()) != (TEST_RID, index):
+                raise HTTPException(404, f"no trusted CA public key {rid}/{ca_index}")
+            return {
+                "rid": TEST_RID,
+                "ca_index": index,
+                "modulus": ca.modulus.hex().upper(),
+                "exponent": ca.exponent.hex().upper(),
+                "expires": "2031-12-31",
+            }
 
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
@@ -149,6 +169,7 @@ class KeymgmtTestDouble:
     def add_card(self, record: CardRecord | None = None) -> uuid.UUID:
         card_id = uuid.uuid4()
         self.records[card_id] = record or new_record()
+        self.cards[card_id] = self.hsm.run(card_profile_on, self.records[card_id], self.issuer)
         return card_id
 
     async def __aenter__(self) -> KeymgmtTestDouble:

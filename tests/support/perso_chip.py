@@ -1,6 +1,6 @@
 """A virtual chip personalized through keymgmt's station door (POST /v1/perso/secure-scripts),
 for tests that need a card in QA: SELECT ISD + INITIALIZE UPDATE on the chip, keymgmt's
-protected script run on it, then its SFI 1 records read as QA reads them."""
+protected script run on it, then its AFL records read as QA reads them."""
 
 from __future__ import annotations
 
@@ -45,6 +45,17 @@ async def personalize(
 
 
 def read_records(chip: VirtualCard) -> dict[str, str]:
-    """SFI 1 records 1 and 2 (READ RECORD, P2 = 0C), as hex."""
+    """Every record the chip's AFL names, by DGI number ("0101", "0201", ...), as QA reads
+    them: SELECT, GET PROCESSING OPTIONS (the default PDOL's 22 bytes), READ RECORD."""
     assert chip.process(SELECT_PAYMENT)[-2:] == b"\x90\x00"
-    return {n: chip.process(bytes.fromhex(f"00B20{n}0C00"))[:-2].hex() for n in ("1", "2")}
+    gpo = chip.process(bytes.fromhex("80A80000188316") + bytes(22) + b"\x00")
+    assert gpo[-2:] == b"\x90\x00"
+    afl = gpo[gpo.index(b"\x94") + 2 : -2]  # 77 L 82 02 AIP 94 L AFL
+    records = {}
+    for at in range(0, len(afl), 4):
+        sfi, first, last = afl[at] >> 3, afl[at + 1], afl[at + 2]
+        for number in range(first, last + 1):
+            raw = chip.process(bytes((0x00, 0xB2, number, sfi << 3 | 4, 0x00)))
+            assert raw[-2:] == b"\x90\x00"
+            records[f"{sfi:02X}{number:02X}"] = raw[:-2].hex()
+    return records

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pyemv import ac, kd
 
-from shared.iso7816 import CommandAPDU, store_data_script, tlv
+from shared.iso7816 import CommandAPDU, encode_dgi, store_data, store_data_script
+from tests.support import emv_issuer
 from tests.support.scp03_host import ISD_AID, Scp03Host, initialize_update, install_for_perso
 from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
@@ -60,35 +62,23 @@ def k_dek_of(kmc: bytes, cplc: bytes) -> bytes:
 class Perso:
     dgis: list[tuple[int, bytes]]
     mk_ac: bytes
-    record1: bytes
-    record2: bytes
+    record1: bytes  # SFI 1 record 1: track 2, name
+    record2: bytes  # SFI 2 record 1: PAN, expiry, ... (signed for SDA)
     select_data: bytes
 
 
 def build_perso(cplc: bytes, kmc: bytes = TEST_KMC, pan: str = PAN) -> Perso:
-    """What keymgmt + data prep produce for one card, computed with pyemv and plain AES."""
-    mk_ac = kd.derive_icc_mk_a(IMK_AC, pan, PSN)
-    mk_smi = kd.derive_icc_mk_a(IMK_SMI, pan, PSN)
-    mk_smc = kd.derive_icc_mk_a(IMK_SMC, pan, PSN)
-    track2 = bytes.fromhex(pan + "D" + EXPIRY[:4] + "201000000000F")
-    record1 = tlv(0x70, tlv(0x57, track2) + tlv(0x5F20, b"DOE/JANE"))
-    record2 = tlv(
-        0x70,
-        tlv(0x5A, bytes.fromhex(pan))
-        + tlv(0x5F24, bytes.fromhex(EXPIRY))
-        + tlv(0x5F34, bytes.fromhex(PSN))
-        + tlv(0x9F07, bytes.fromhex("FF00")),
-    )
-    select_data = tlv(0x50, b"BUREAU DEBIT") + tlv(0x87, b"\x01")
-    keys = _aes_ecb(k_dek_of(kmc, cplc), mk_ac + mk_smi + mk_smc)
-    dgis = [(0x0101, record1), (0x0102, record2), (0x9102, select_data), (0x8000, keys)]
-    return Perso(dgis, mk_ac, record1, record2, select_data)
+    """What keymgmt's data preparation produces for one card: the test issuer's full profile
+    (tests/support/emv_issuer.py, from the specifications with cryptography and pyemv)."""
+    card = emv_issuer.build_card(cplc, kmc, pan=pan)
+    fci = dict(card.dgis)[0x9102]
+    return Perso(card.dgis, card.mk_ac, card.records[0x0101], card.records[0x0201], fci)
 
 
 def expected_arqc(mk_ac: bytes, atc: int, cdol1: bytes = CDOL1) -> bytes:
     atc_b = atc.to_bytes(2, "big")
     session_key = kd.derive_common_sk(mk_ac, atc_b + bytes(6))
-    return bytes(ac.generate_ac(session_key, cdol1 + bytes.fromhex("3800") + atc_b))
+    return bytes(ac.generate_ac(session_key, cdol1 + emv_issuer.AIP + atc_b))
 
 
 def apdu(card: VirtualCard, hex_apdu: str | bytes) -> tuple[bytes, int]:
@@ -146,3 +136,48 @@ def under_kdek_cbc(card: VirtualCard, clear: bytes) -> bytes:
     key = k_dek_of(TEST_KMC, card.state.cplc)
     enc = Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor()
     return enc.update(clear) + enc.finalize()
+
+
+def open_perso_session(
+    card: VirtualCard, aid: bytes = AID, kmc: bytes = TEST_KMC, level: int = 0x03
+) -> Scp03Host:
+    """SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTHENTICATE (default C-DEC + C-MAC), INSTALL
+    [for personalization] of the payment application, as a perso station would."""
+    assert apdu(card, bytes.fromhex("00A4040008") + ISD_AID + b"\x00")[1] == 0x9000
+    challenge = os.urandom(8)
+    answer, sw = apdu(card, initialize_update(challenge))
+    assert sw == 0x9000
+    host = Scp03Host.from_kmc(kmc, challenge, answer)
+    assert apdu(card, host.external_authenticate(level))[1] == 0x9000
+    assert apdu(card, host.wrap(0x80, 0xE6, 0x20, 0x00, install_for_perso(aid)))[1] == 0x9000
+    return host
+
+
+STORE_DATA_CHUNK = 200  # under C-DEC + C-MAC: padded to 208, + 8 MAC bytes, within 255
+
+
+def perso_commands(dgis: list[tuple[int, bytes]]) -> list[CommandAPDU]:
+    """STORE DATA per docs/perso-protocol.md: one DGI per command, a DGI too long for one
+    short command continued in the next ones; blocks from 00, P1 b8 on the last."""
+    chunks = [
+        encoded[i : i + STORE_DATA_CHUNK]
+        for tag, value in dgis
+        for encoded in (encode_dgi(tag, value),)
+        for i in range(0, len(encoded), STORE_DATA_CHUNK)
+    ]
+    return [store_data(n, chunk, last=n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
+
+
+def personalize_dgis(card: VirtualCard, dgis: list[tuple[int, bytes]]) -> list[int]:
+    """The STORE DATA script of `dgis` through an SCP03 session; the status words."""
+    host = open_perso_session(card)
+    return [apdu(card, secured(host, cmd))[1] for cmd in perso_commands(dgis)]
+
+
+def card_transmit(card: VirtualCard) -> Callable[[bytes], Awaitable[tuple[bytes, int]]]:
+    """The card in-process as a terminal kernel's transmit function."""
+
+    async def transmit(raw: bytes) -> tuple[bytes, int]:
+        return apdu(card, raw)
+
+    return transmit

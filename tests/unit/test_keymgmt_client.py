@@ -299,7 +299,7 @@ async def test_a_client_given_an_http_client_leaves_it_open() -> None:
         client = KeymgmtClient("http://keymgmt", "t", http=http)
         await client.aclose()
         request = c.ReadbackRequest(
-            card_id=CARD, chip_serial="A1B2C3D4E5F6", qa_station="qa-1", records={"1": "7000"}
+            card_id=CARD, chip_serial="A1B2C3D4E5F6", qa_station="qa-1", records={"0101": "7000"}
         )
         assert (await client.readback(request)).ok
         assert http.is_closed is False
@@ -320,3 +320,14 @@ def test_answer_values_are_not_kept_in_the_parsers_string_cache() -> None:
     assert first.cards[0].pan_token == second.cards[0].pan_token
     assert first.cards[0].pan_token is not second.cards[0].pan_token
     assert first.cards[0].masked_pan is not second.cards[0].masked_pan
+
+
+async def test_a_trusted_ca_public_key_for_qa() -> None:
+    answer = {"rid": "A000000003", "ca_index": "92", "modulus": "C0FFEE", "exponent": "03"}
+    keymgmt = Keymgmt(httpx.Response(200, json=answer | {"expires": "2031-12-31"}))
+    key = await keymgmt.client().ca_public_key("a000000003", "92")
+    assert (key.modulus, key.expires.year) == ("C0FFEE", 2031)
+    assert (keymgmt.seen[0].method, keymgmt.seen[0].url.path) == (
+        "GET",
+        "/v1/ca-keys/A000000003/92",
+    )

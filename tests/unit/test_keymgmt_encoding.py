@@ -15,12 +15,14 @@ from services.keymgmt.emv.keys import (
     option_b_y,
     pad_iso9797_m2,
 )
-from services.keymgmt.emv.perso import CardRecord, expiry_yymmdd, select_apdu, tlv, track2
+from services.keymgmt.emv.perso import select_apdu
+from services.keymgmt.emv.records import CardRecord, expiry_yymmdd, track2
 from services.keymgmt.gp.cardkeys import cpg202_aes_block
 from services.keymgmt.gp.script import dgi, store_data_apdus
 from services.keymgmt.hsm.kcv import Kcv, KcvMethod, normalise_kcv
 from services.keymgmt.vault.crypto import SealedPan, VaultError
 from shared.cplc import chip_identity
+from shared.iso7816 import tlv
 from shared.pan import mask_pan
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -88,16 +90,18 @@ def test_arqc_input_layout() -> None:
 
 
 def test_tlv_and_dgi_lengths() -> None:
-    assert tlv(b"\x5a", b"\x01") == bytes.fromhex("5A0101")
-    assert tlv(b"\x70", bytes(200))[:3] == bytes.fromhex("7081C8")
-    assert tlv(b"\x70", bytes(300))[:4] == bytes.fromhex("7082012C")
+    assert tlv(0x5A, b"\x01") == bytes.fromhex("5A0101")
+    assert tlv(0x70, bytes(200))[:3] == bytes.fromhex("7081C8")
+    assert tlv(0x70, bytes(300))[:4] == bytes.fromhex("7082012C")
     assert dgi(0x0101, bytes(254))[:3] == bytes.fromhex("0101FE")
     assert dgi(0x0101, bytes(255))[:5] == bytes.fromhex("0101FF00FF")
 
 
 def test_track2_and_expiry() -> None:
     odd = CardRecord("4761739001010", "00", "2602", "A B", "201")
-    assert track2(odd).hex().upper() == "4761739001010D2602201F"
+    assert track2(odd, None).hex().upper() == "4761739001010D2602201F"
+    # iCVV in the discretionary data, after the zero PVKI/PVV positions (docs/emv-profile.md)
+    assert track2(odd, "987").hex().upper() == "4761739001010D260220100000987F"
     assert expiry_yymmdd("2802") == bytes.fromhex("280229")  # leap year
     assert expiry_yymmdd("2702") == bytes.fromhex("270228")
 
@@ -105,6 +109,13 @@ def test_track2_and_expiry() -> None:
 def test_store_data_p1_p2() -> None:
     apdus = store_data_apdus([b"\x01\x01\x01\xaa", b"\x01\x02\x01\xbb", b"\x80\x00\x01\xcc"])
     assert [a[:5].hex().upper() for a in apdus] == ["80E2080004", "80E2080104", "80E2880204"]
+    # a DGI over 239 bytes continues in the next commands (EMV CPS v1.1 §3.2.7.4)
+    big = dgi(0x8201, bytes(range(256)) * 2 + bytes(100))  # 617 bytes = 239 + 239 + 139
+    split = store_data_apdus([b"\x01\x01\x01\xaa", big])
+    assert [a[:5].hex().upper() for a in split] == [
+        "80E2080004", "80E20801EF", "80E20802EF", "80E288038B",
+    ]  # fmt: skip
+    assert b"".join(a[5:] for a in split[1:]) == big
     assert select_apdu().hex().upper() == "00A4040007A000000003101000"
 
 

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.keymgmt.emv.keys import MkDerivation
-from services.keymgmt.emv.perso import CardRecord, record_dgis, tlv, track2
+from services.keymgmt.emv.profile import EmvProfile
 from services.keymgmt.emv.readback import readback_verdict
+from services.keymgmt.emv.records import CardRecord, afl_records, track2
 from services.keymgmt.emv.service import mk_option
 from services.keymgmt.hsm.gate import HsmGate, HsmUnavailable
 from services.keymgmt.keys.ceremonies import DEMO_IMKS, DEMO_KMC, software_kcv
@@ -20,15 +21,25 @@ from services.keymgmt.keys.repository import key_row
 from services.keymgmt.settings import KeymgmtSettings
 from services.keymgmt.vault.schemas import VaultCardIn
 from services.keymgmt.vault.service import OpenedCard, new_pan_token, pan_context, record_context
+from shared.iso7816 import tlv
 from shared.outage import is_outage
 
 PAN = "4761739001010010"
 RECORD = CardRecord(PAN, "01", "2512", "DOE/JANE", "201")
+NO_ODA = EmvProfile.model_validate({"oda_methods": []})
+
+
+def records_of(record: CardRecord) -> dict[str, bytes]:
+    """The AFL records by DGI number: SFI 1 record 1 and SFI 2 record 1 (no ODA)."""
+    return afl_records(record, NO_ODA, "123", "261207", None, None)
 
 
 def expected() -> dict[str, bytes]:
-    dgis = record_dgis(RECORD, "CARDBUREAU")
-    return {"1": dgis[0][3:], "2": dgis[1][3:]}
+    return records_of(RECORD)
+
+
+def test_afl_records_are_keyed_by_dgi_number() -> None:
+    assert list(expected()) == ["0101", "0201"]
 
 
 def test_identical_records_read_back_clean() -> None:
@@ -39,29 +50,28 @@ def test_identical_records_read_back_clean() -> None:
 def test_read_back_problems_are_codes_naming_no_record_field_or_value() -> None:
     want = expected()
     other = CardRecord("4761739001019999", "02", "2512", "DOE/JOHN", "201")
-    got = {"1": record_dgis(other, "CARDBUREAU")[0][3:].hex(), "2": "9F3601"}
+    got = {"0101": records_of(other)["0101"].hex(), "0201": "9F3601"}
     assert readback_verdict(want, got) == ["record-malformed", "records-differ"]
     # Only the PAN differs, or only the name: the same answer (the old one named tag 5A).
     only_pan = CardRecord("4761739001019999", "01", "2512", "DOE/JANE", "201")
     only_name = CardRecord(PAN, "01", "2512", "DOE/JOHN", "201")
     for record in (only_pan, only_name):
-        read = {
-            n: v[3:].hex() for n, v in zip("12", record_dgis(record, "CARDBUREAU")[:2], strict=True)
-        }
+        read = {n: v.hex() for n, v in records_of(record).items()}
         assert readback_verdict(want, read) == ["records-differ"]
 
 
 def test_missing_extra_and_malformed_records_are_codes() -> None:
     want = expected()
-    no_name = tlv(b"\x70", tlv(b"\x57", track2(RECORD)))
-    read = {"1": no_name.hex(), "3": "7000"}
+    no_name = tlv(0x70, tlv(0x57, track2(RECORD, "123")))
+    read = {"0101": no_name.hex(), "0301": "7000"}
     assert readback_verdict(want, read) == [
         "record-missing",
         "record-unexpected",
         "records-differ",
     ]
     nested = b"\x70\x04\x70\x02\x5a\x00"  # data objects two templates deep: malformed
-    assert readback_verdict(want, {"1": nested.hex(), "2": want["2"].hex()}) == ["record-malformed"]
+    read = {"0101": nested.hex(), "0201": want["0201"].hex()}
+    assert readback_verdict(want, read) == ["record-malformed"]
 
 
 def test_option_b_only_for_pans_over_16_digits() -> None:

@@ -44,14 +44,14 @@ def client(*replies: httpx.Response) -> tuple[KeymgmtClient, list[httpx.Request]
 async def test_readback_sends_chip_station_and_records_and_returns_problems_without_pans() -> None:
     problem = "record 2: PAN 4761739001010010 differs"  # an older keymgmt's wording: redacted
     keymgmt, seen = client(httpx.Response(200, json={"ok": False, "problems": [problem]}))
-    records = {"1": b"\x70\x01\x00".hex().upper(), "2": b"\x70\x00".hex().upper()}
+    records = {"0101": b"\x70\x01\x00".hex().upper(), "0201": b"\x70\x00".hex().upper()}
     verdict = await keymgmt.readback(readback_of(records))
     assert readback_problems(verdict) == ["record 2: PAN 476173******0010 differs"]
     assert json.loads(seen[0].content) == {
         "card_id": str(CARD),
         "chip_serial": CHIP,
         "qa_station": "qa-1",
-        "records": {"1": "700100", "2": "7000"},
+        "records": {"0101": "700100", "0201": "7000"},
     }
     assert seen[0].url.path == "/v1/qa/readback"
     assert seen[0].headers["authorization"] == "Bearer qa-token"
@@ -59,7 +59,7 @@ async def test_readback_sends_chip_station_and_records_and_returns_problems_with
 
 async def test_a_matching_readback_has_no_problems_after_keymgmt_came_back() -> None:
     keymgmt, seen = client(httpx.Response(503), httpx.Response(200, json={"ok": True}))
-    verdict = await keymgmt.readback(readback_of({"1": "7000"}))
+    verdict = await keymgmt.readback(readback_of({"0101": "7000"}))
     assert readback_problems(verdict) == []
     assert len(seen) == 2
     assert keymgmt.retries.failures == 1
@@ -67,7 +67,7 @@ async def test_a_matching_readback_has_no_problems_after_keymgmt_came_back() -> 
 
 async def test_a_mismatch_without_named_problems_still_fails() -> None:
     keymgmt, _ = client(httpx.Response(200, json={"ok": False}))
-    verdict = await keymgmt.readback(readback_of({"1": "7000"}))
+    verdict = await keymgmt.readback(readback_of({"0101": "7000"}))
     assert readback_problems(verdict) == ["keymgmt says the records do not match"]
 
 
@@ -93,7 +93,14 @@ async def test_arqc_verdicts() -> None:
 
 @pytest.mark.parametrize(
     "records",
-    [{}, {"1": "70" * 300}, {"0": "7000"}, {"1": "7"}, {str(n): "7000" for n in range(1, 6)}],
+    [
+        {},
+        {"0101": "70" * 1025},
+        {"1": "7000"},
+        {"0100": "7000"},
+        {"0101": "7"},
+        {f"01{n:02X}": "7000" for n in range(1, 18)},
+    ],
 )
 def test_a_readback_request_is_bounded(records: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="records"):

@@ -20,7 +20,7 @@ from shared.keymgmt.contract import ReadbackRequest
 
 CHIP = "A1B2C3D4E5F6"
 REQUEST = ReadbackRequest(
-    card_id=uuid.uuid4(), chip_serial=CHIP, qa_station="qa-1", records={"1": "7000"}
+    card_id=uuid.uuid4(), chip_serial=CHIP, qa_station="qa-1", records={"0101": "7000"}
 )
 BOUND = {"chip_serial": CHIP, "state": "bound", "cancelled": False}
 
@@ -64,3 +64,14 @@ async def test_a_refused_readback_says_whether_the_station_or_the_limit_refused_
         await take_readback(FakeReadbacks(None, "qa-7"), REQUEST)
     with pytest.raises(ReadbackLimitReached, match=f"its {READBACK_LIMIT} read-backs"):
         await take_readback(FakeReadbacks(None, "qa-1"), REQUEST)
+
+
+def test_a_readback_is_bounded_to_16_records_of_1024_bytes_keyed_by_dgi_number() -> None:
+    ids = {"card_id": uuid.uuid4(), "chip_serial": CHIP, "qa_station": "qa-1"}
+    full = {f"{0x0100 + n:04X}": "AB" * 1024 for n in range(1, 17)}
+    assert len(ReadbackRequest.model_validate(ids | {"records": full}).records) == 16
+    too_many = full | {"0201": "7000"}
+    too_long = {"0101": "AB" * 1025}
+    for records in (too_many, too_long, {"1": "7000"}, {"0100": "7000"}, {"1F01": "7000"}):
+        with pytest.raises(ValueError, match="records"):
+            ReadbackRequest.model_validate(ids | {"records": records})

@@ -1,5 +1,6 @@
-"""QA domain logic: the CDOL1 QA sends with GENERATE AC, the card's answer, the terminal APDUs,
-(the print-image check: test_qa_print.py)."""
+"""QA domain logic: the terminal's transaction data as the kernel puts it in the card's DOLs,
+the chip identity (the print-image check: test_qa_print.py; the EMV check: test_qa_emv_check.py
+and test_emv_kernel.py)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,22 @@ from datetime import date
 
 import pytest
 
-from services.qa.service import (
-    QaFailure,
-    Transaction,
-    chip_serial_from_cplc,
-    generate_ac,
-    parse_generate_ac,
-    read_record,
-    unpredictable_number,
-)
-from shared.iso7816 import CommandAPDU
+from services.qa.emv.dol import build_dol_data, parse_dol, split_dol_data
+from services.qa.emv.kernel import TerminalConfig
+from services.qa.service import QaFailure, Transaction, chip_serial_from_cplc
 from vcard.store import build_cplc
 
 UN = bytes.fromhex("3804823E")
+# CDOL1 of docs/perso-protocol.md: the 29 bytes keymgmt's ARQC verification takes.
+CDOL1 = bytes.fromhex("9F02069F03069F1A0295055F2A029A039C019F3704")
 
 
-def test_cdol1_is_the_29_bytes_of_the_perso_protocol_in_bcd() -> None:
-    cdol1 = Transaction(1000, "0826", "0978", date(2025, 11, 24)).cdol1(UN)
-    assert cdol1.hex().upper() == (
+def test_cdol1_data_is_the_29_bytes_of_the_perso_protocol_in_bcd() -> None:
+    config = TerminalConfig(
+        {}, 1000, bytes.fromhex("0826"), bytes.fromhex("0978"), today=date(2025, 11, 24)
+    )
+    data = build_dol_data(parse_dol(CDOL1), config.values(UN))
+    assert data.hex().upper() == (
         "000000001000"  # amount authorised, n12: 10.00
         "000000000000"  # amount other
         "0826"  # terminal country
@@ -34,39 +33,23 @@ def test_cdol1_is_the_29_bytes_of_the_perso_protocol_in_bcd() -> None:
         "00"  # transaction type: purchase
         "3804823E"  # unpredictable number
     )
-    assert len(cdol1) == 29
+    assert split_dol_data(parse_dol(CDOL1), data)[0x9F37] == UN
 
 
-def test_cdol1_refuses_what_does_not_fit() -> None:
-    with pytest.raises(ValueError, match="BCD"):
-        Transaction(10**12).cdol1(UN)
-    with pytest.raises(ValueError, match="4 bytes"):
-        Transaction().cdol1(b"\x01\x02")
+def test_unknown_dol_elements_are_zeros_and_lengths_are_the_dols() -> None:
+    """Book 3 §5.4: a contact terminal fills the contactless TTQ '9F66' with zeros."""
+    dol = parse_dol(bytes.fromhex("9F66049F1A03DF810101"))
+    assert dol == [(0x9F66, 4), (0x9F1A, 3), (0xDF8101, 1)]
+    assert build_dol_data(dol, {0x9F1A: b"\x08\x26"}) == bytes(4) + b"\x08\x26\x00" + b"\x00"
+    with pytest.raises(ValueError, match="ends inside"):
+        parse_dol(bytes.fromhex("9F02069F"))
 
 
-def test_the_unpredictable_number_is_fresh_each_time() -> None:
-    numbers = {unpredictable_number() for _ in range(50)}
-    assert len(numbers) == 50
-    assert all(len(n) == 4 for n in numbers)
-
-
-def test_terminal_apdus_are_those_of_the_perso_protocol() -> None:
-    assert read_record(1) == bytes.fromhex("00B2010C00")
-    assert read_record(2) == bytes.fromhex("00B2020C00")
-    cdol1 = Transaction(day=date(2025, 1, 2)).cdol1(UN)
-    command = CommandAPDU.parse(generate_ac(cdol1))
-    assert (command.cla, command.ins, command.p1, command.p2) == (0x80, 0xAE, 0x80, 0x00)
-    assert (command.data, command.le) == (cdol1, 256)
-
-
-def test_the_generate_ac_answer_must_be_an_arqc_in_format_1() -> None:
-    answer = bytes.fromhex("800B80") + bytes.fromhex("0007") + bytes(range(8))
-    cryptogram = parse_generate_ac(answer)
-    assert (cryptogram.cid, cryptogram.atc, cryptogram.arqc) == (0x80, b"\x00\x07", bytes(range(8)))
-    with pytest.raises(QaFailure, match="not an ARQC"):
-        parse_generate_ac(bytes.fromhex("800B00") + bytes(10))
-    with pytest.raises(QaFailure, match="format 1"):
-        parse_generate_ac(bytes.fromhex("770B80") + bytes(10))
+def test_the_transaction_refuses_what_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="n12"):
+        Transaction(10**12)
+    with pytest.raises(ValueError, match="currency is 4 digits"):
+        Transaction(100, "0826", "EUR")
 
 
 def test_the_chip_serial_is_read_from_the_cplc() -> None:

@@ -14,10 +14,13 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.keymgmt.deps import AnyService, Conductor, KeymgmtDepsDep, KeyReader, Qa, who_of
+from services.keymgmt.emv.card_rows import emv_card_rows
 from services.keymgmt.emv.readback import readback_verdict, require_in_qa, take_readback
+from services.keymgmt.emv.records import aip
 from services.keymgmt.emv.schemas import (
     ArqcRequest,
     CannotVerify,
+    CardNotInQa,
     NoPin,
     NoSuchProduct,
     NotFulfillment,
@@ -28,6 +31,7 @@ from services.keymgmt.emv.schemas import (
 from services.keymgmt.emv.service import expected_records, imks_of, verify_card_arqc
 from services.keymgmt.hsm.session import HsmError
 from services.keymgmt.vault.api import vault_row
+from shared.keymgmt.contract import ReadbackProblem
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1")
@@ -98,9 +102,22 @@ async def readback(
         require_in_qa(await uow.repo.readback.qa_card(body.card_id), body)
     hsm, settings = deps.hsm(), deps.settings
     row = await vault_row(runtime, body.card_id, who, "qa-readback")
-    want = await hsm.call(expected_records, row, settings.service_code, settings.app_label)
+    async with runtime.unit_of_work() as uow:
+        prepared = await uow.repo.perso.prepared(body.card_id)
+        rows = None
+        if prepared is not None:
+            issuer, product = prepared["issuer_id"], prepared["product_id"]
+            rows = await emv_card_rows(uow.repo, body.card_id, issuer, product)
+    if rows is None:  # the station refuses such a card: it cannot be in QA
+        raise CardNotInQa(f"card {body.card_id} was not prepared with an EMV profile")
+    try:
+        want = await hsm.call(expected_records, row, settings.service_code, rows)
+    except HsmError:  # its EMV data changed since preparation: nothing to compare with
+        want = None
     async with runtime.unit_of_work() as uow:  # counted (committed) before it is answered
         await take_readback(uow.repo.readback, body)
+    if want is None:
+        return {"ok": False, "problems": [ReadbackProblem.PROFILE_CHANGED]}
     problems = readback_verdict(want, body.records)
     return {"ok": not problems, "problems": problems}
 
@@ -109,10 +126,17 @@ async def readback(
 async def arqc_verify(body: ArqcRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
     hsm = deps.hsm()
     row = await vault_row(runtime, body.card_id, who, "arqc-verify")
+    async with runtime.unit_of_work() as uow:
+        prepared = await uow.repo.perso.prepared(body.card_id)
+        product = None
+        if prepared is not None:
+            product = await uow.repo.emv.product(prepared["issuer_id"], prepared["product_id"])
+    if product is None or product.emv is None:
+        raise CannotVerify(f"cannot verify: card {body.card_id}'s product has no EMV profile")
     try:
         imk_ac = imks_of(row["issuer_id"]).ac
         cdol1, atc, arqc = (bytes.fromhex(x) for x in (body.cdol1, body.atc, body.arqc))
-        ok = await hsm.call(verify_card_arqc, row, imk_ac, cdol1, atc, arqc)
+        ok = await hsm.call(verify_card_arqc, row, imk_ac, cdol1, atc, arqc, aip(product.emv))
     except HsmError as exc:  # no such issuer key in the HSM, or an unusable issuer id
         raise CannotVerify(f"cannot verify: {exc}") from exc
     return {"ok": ok}

@@ -17,20 +17,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from typing import Any
 from uuid import UUID
 
+from services.keymgmt.emv.card_data import IssuerOdaInputs
+from services.keymgmt.emv.key_checks import product_key_problems
 from services.keymgmt.emv.keys import ImkLabels
+from services.keymgmt.emv.oda import issuer_key_label
+from services.keymgmt.emv.records import dgi_names
 from services.keymgmt.emv.repository import EmvRepository
 from services.keymgmt.emv.schemas import ProductProfile
 from services.keymgmt.emv.security import (
     CardSecurity,
+    EmvInputs,
+    oda_row,
     prepare_card_data,
     profile_key_labels,
     security_rows,
 )
 from services.keymgmt.emv.service import PREPARED_DGIS, Preparation
+from services.keymgmt.hsm.rsa import RsaPublic
 from services.keymgmt.hsm.session import Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.sim.preparation import SimTodo, prepare_sim_cards
@@ -51,6 +59,25 @@ class ConfigCache:
         self.ttl = ttl
         self._entries: dict[tuple[str, str], tuple[float, set[str], ProductProfile | None]] = {}
         self._sims: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._checks: dict[tuple[str, str], tuple[float, list[str]]] = {}
+
+    async def key_problems(
+        self,
+        repo: KeymgmtRepository,
+        hsm: Hsm,
+        issuer_id: str,
+        product_id: str,
+        profile: ProductProfile,
+        kmc_label: str,
+    ) -> list[str]:
+        """key_checks.product_key_problems of an EMV-profile product, cached for ``ttl``."""
+        now = time.monotonic()
+        hit = self._checks.get((issuer_id, product_id))
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        found = await product_key_problems(repo, hsm, issuer_id, profile, kmc_label, date.today())
+        self._checks[(issuer_id, product_id)] = (now, found)
+        return found
 
     async def is_sim(self, sims: SimRepository, issuer_id: str, product_id: str) -> bool:
         """Whether (issuer, product) is a SIM product (sim_products has it)."""
@@ -93,6 +120,67 @@ class _Todo:
     profile: ProductProfile | None
 
 
+class ProductIncomplete(ConnectionError):
+    """A product's EMV keys or certificate are missing, or the ICC key pool is dry: the run is
+    retried (a transient failure to the consumer), so the batch waits, named in the log, until
+    the key is loaded or the pool refilled; no card is failed for it."""
+
+
+async def _hold_incomplete_products(
+    repo: KeymgmtRepository, hsm: Hsm, todo: Sequence[_Todo], cache: ConfigCache, kmc: str
+) -> None:
+    """Key checks of each EMV-profile product in the run (key_checks.py): ProductIncomplete
+    naming every missing or mismatching key holds the run."""
+    products = {
+        (t.event.issuer_id, t.event.product_id): t.profile
+        for t in todo
+        if t.profile is not None and t.profile.emv is not None
+    }
+    for (issuer, product), profile in products.items():
+        problems = await cache.key_problems(repo, hsm, issuer, product, profile, kmc)
+        if problems:
+            raise ProductIncomplete(
+                f"product {product} of issuer {issuer} is held: {'; '.join(problems)}"
+            )
+
+
+async def _emv_inputs(repo: KeymgmtRepository, todo: Sequence[_Todo]) -> dict[UUID, EmvInputs]:
+    """Per EMV-profile card: the issuer certificate and a drawn ICC pool pair."""
+    certs: dict[str, IssuerOdaInputs | None] = {}
+    wants_icc: list[UUID] = []
+    inputs: dict[UUID, EmvInputs] = {}
+    today = date.today()
+    for item in todo:
+        emv = None if item.profile is None else item.profile.emv
+        if emv is None:
+            continue
+        issuer, product = item.event.issuer_id, item.event.product_id
+        cert = None
+        if emv.oda_methods:
+            if issuer not in certs:
+                row = await repo.oda.issuer_certificate(issuer, issuer_key_label(issuer))
+                certs[issuer] = None if row is None else IssuerOdaInputs.of_row(row)
+            cert = certs[issuer]
+            if cert is None:
+                raise ProductIncomplete(
+                    f"product {product} of issuer {issuer} uses ODA but the issuer has no"
+                    f" issuer public key certificate for {issuer_key_label(issuer)}"
+                )
+        if emv.needs_icc_key:
+            wants_icc.append(item.event.card_id)
+        inputs[item.event.card_id] = EmvInputs(cert, None, None, today)
+    drawn = await repo.oda.draw_pool_pairs(wants_icc)
+    if len(drawn) < len(wants_icc):
+        raise ProductIncomplete(
+            f"the ICC key pool has {len(drawn)} free pairs, the run needs {len(wants_icc)}"
+        )
+    for row in drawn:
+        card_id = row["taken_by"]
+        public = RsaPublic(bytes(row["modulus"]), bytes(row["exponent"]))
+        inputs[card_id] = replace(inputs[card_id], icc=public, pool_id=row["id"])
+    return inputs
+
+
 async def _checked(
     repo: EmvRepository,
     event: CardOrdered,
@@ -126,16 +214,16 @@ CardData = tuple[Preparation, CardSecurity | None]
 
 def prepare_cards_data(
     hsm: Hsm,
-    work: Sequence[tuple[dict[str, Any], ImkLabels, ProductProfile | None]],
+    work: Sequence[tuple[dict[str, Any], ImkLabels, ProductProfile | None, EmvInputs | None]],
     service_code: str,
 ) -> list[CardData | Exception]:
     """security.prepare_card_data for each card in ONE HSM-worker call. A card whose keys,
     record or profile cannot be used gets its exception in its place (the caller makes it
     poison); a PKCS#11 failure of the session itself propagates and fails the whole call."""
     out: list[CardData | Exception] = []
-    for vaulted, imks, profile in work:
+    for vaulted, imks, profile, emv in work:
         try:
-            out.append(prepare_card_data(hsm, vaulted, imks, service_code, profile))
+            out.append(prepare_card_data(hsm, vaulted, imks, service_code, profile, emv))
         except (HsmError, ValueError, VaultError) as exc:
             out.append(exc)
     return out
@@ -169,6 +257,7 @@ async def prepare_ordered_cards(
     actor: str,
     cache: ConfigCache,
     sim_storage_label: str = "bureau/SIMKEK/1",
+    kmc_label: str = "bureau/KMC/1",
 ) -> None:
     """Derive each card's MK-AC/SMI/SMC in the HSM (KCVs kept), issue PIN and CVVs when the
     product asks, emit card.prepared; cards of SIM products go to sim/preparation.py. A
@@ -204,19 +293,41 @@ async def prepare_ordered_cards(
     if not todo:
         return
     hsm = hsm_of()  # HsmUnavailable is a ConnectionError: retried, never poison
+    await _hold_incomplete_products(uow.repo, hsm, todo, cache, kmc_label)
+    emv = await _emv_inputs(uow.repo, todo)
     results: list[CardData | Exception] = []
     for start in range(0, len(todo), PREP_CHUNK):
         chunk = todo[start : start + PREP_CHUNK]
-        work = [(t.vaulted, t.imks, t.profile) for t in chunk]
+        work = [(t.vaulted, t.imks, t.profile, emv.get(t.event.card_id)) for t in chunk]
         results += await hsm.call(prepare_cards_data, work, service_code)
+    await _record_prepared(uow, todo, results, emv, actor)
+    log.info("cards prepared", extra={"count": len(todo)})
+
+
+async def _record_prepared(
+    uow: UnitOfWork[KeymgmtRepository],
+    todo: Sequence[_Todo],
+    results: Sequence[CardData | Exception],
+    emv: dict[UUID, EmvInputs],
+    actor: str,
+) -> None:
+    """The run's rows (prepared cards, PINs, CVVs, offline PINs, ODA) and card.prepared."""
     rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    oda_rows: list[dict[str, Any]] = []
     done: list[tuple[_Todo, Preparation]] = []
     for item, result in zip(todo, results, strict=True):
         if isinstance(result, Exception):
             raise _poison_of(item.event.card_id, result) from result
         rows.append(_rows_of(item, *result))
         done.append((item, result[0]))
-    await repo.record_preparations(rows, f"service:{actor}")
+        security = result[1]
+        if security is not None and security.emv is not None:
+            card_id, issuer = item.event.card_id, item.event.issuer_id
+            oda_rows.append(oda_row(card_id, issuer, security.emv, emv.get(card_id)))
+    await uow.repo.emv.record_preparations(rows, f"service:{actor}")
+    offline = [extra["offline_pin"] for _, extra in rows if "offline_pin" in extra]
+    await uow.repo.oda.put_offline_pins(offline)
+    await uow.repo.oda.put_card_oda(oda_rows)
     for item, prep in done:
         event = item.event
         await uow.emit(
@@ -232,13 +343,13 @@ async def prepare_ordered_cards(
                 trace=event.trace,
             )
         )
-    log.info("cards prepared", extra={"count": len(todo)})
 
 
 def _rows_of(
     item: _Todo, prep: Preparation, security: CardSecurity | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     event = item.event
+    emv = None if item.profile is None else item.profile.emv
     prepared: dict[str, Any] = {
         "card_id": event.card_id,
         "issuer_id": event.issuer_id,
@@ -247,7 +358,7 @@ def _rows_of(
         "product_id": event.product_id,
         "masked_pan": item.vaulted["masked_pan"],
         "key_scheme": prep.key_scheme,
-        "dgis": list(PREPARED_DGIS),
+        "dgis": list(PREPARED_DGIS) if emv is None else dgi_names(emv),
         "mk_ac_kcv": prep.mk_kcvs[0],
         "mk_smi_kcv": prep.mk_kcvs[1],
         "mk_smc_kcv": prep.mk_kcvs[2],

@@ -4,6 +4,7 @@ verification values, and the cards their issuer cancelled."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Any
 from uuid import UUID
@@ -40,15 +41,23 @@ class EmvRepository(SqlRepository):
             .mappings()
             .first()
         )
-        return None if row is None else ProductProfile.model_validate(dict(row))
+        if row is None:
+            return None
+        found = dict(row)
+        if isinstance(found["emv"], str):  # asyncpg hands jsonb over as text
+            found["emv"] = json.loads(found["emv"])
+        return ProductProfile.model_validate(found)
 
     async def put_product(
         self, issuer_id: str, product_id: str, profile: ProductProfile, who: str
     ) -> None:
         cols = ", ".join(_PROFILE_COLUMNS)
-        values = ", ".join(f":{c}" for c in _PROFILE_COLUMNS)
+        values = ", ".join(
+            "CAST(:emv AS jsonb)" if c == "emv" else f":{c}" for c in _PROFILE_COLUMNS
+        )
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PROFILE_COLUMNS)
         params = profile.model_dump(mode="json") | {"i": issuer_id, "p": product_id, "w": who}
+        params["emv"] = None if profile.emv is None else json.dumps(params["emv"])
         await self.conn.execute(
             text(
                 f"INSERT INTO card_products (issuer_id, product_id, {cols}, updated_by)"

@@ -3,9 +3,10 @@ refusals."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.keymgmt.emv.pin import PinBlockFormat, PinPolicy, PinVerification
+from services.keymgmt.emv.profile import EmvProfile
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.keymgmt.contract import ArqcRequest, ReadbackRequest, Refusal
 
@@ -40,6 +41,15 @@ class ProductProfile(BaseModel):
     validation_offset: int | None = Field(default=None, ge=0, le=18)
     validation_length: int = Field(default=12, ge=1, le=16)
     cvv: bool = Field(default=False, description="CVV, iCVV and CVV2 from the CVK pair")
+    emv: EmvProfile | None = Field(
+        default=None, description="the EMV data elements (docs/emv-profile.md); None: defaults"
+    )
+
+    @model_validator(mode="after")
+    def _offline_pin_needs_a_pin(self) -> ProductProfile:
+        if self.emv is not None and not self.pin_formats:
+            raise ValueError("pin_formats: an EMV profile needs a PIN (DGI 8010, offline PIN)")
+        return self
 
     def pin_policy(self) -> PinPolicy | None:
         if not self.pin_formats:

@@ -11,9 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from uuid import UUID
 
+from services.keymgmt.emv.card_data import (
+    EmvPrep,
+    IssuerOdaInputs,
+    prepare_emv_data,
+    values_context,
+)
 from services.keymgmt.emv.cvv import CvkLabels, card_verification_values
 from services.keymgmt.emv.keys import ImkLabels
 from services.keymgmt.emv.pin import (
@@ -23,6 +30,8 @@ from services.keymgmt.emv.pin import (
     PinPolicy,
     PinVerification,
     issue_pin,
+    protect_pin,
+    random_pin,
 )
 from services.keymgmt.emv.schemas import ProductProfile
 from services.keymgmt.emv.service import (
@@ -32,8 +41,10 @@ from services.keymgmt.emv.service import (
     mk_kcv,
     mk_option,
 )
+from services.keymgmt.hsm.rsa import RsaPublic
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.vault.crypto import SealedPan, open_sealed, seal_bytes
+from services.keymgmt.hsm.storage import PIN_STORAGE_KEY
+from services.keymgmt.vault.crypto import SealedPan, seal_bytes
 from services.keymgmt.vault.service import OpenedCard, open_card
 
 
@@ -43,6 +54,18 @@ class CardSecurity:
     pvki: str | None
     cvk: CvkLabels | None
     sealed_values: bytes | None
+    emv: EmvPrep | None = None
+
+
+@dataclass(frozen=True)
+class EmvInputs:
+    """What an EMV-profile card's preparation needs beside its record: the issuer certificate
+    (None without ODA), the card's ICC pool pair (None without DDA/CDA), today's date."""
+
+    issuer: IssuerOdaInputs | None
+    icc: RsaPublic | None
+    pool_id: int | None
+    today: date
 
 
 def profile_key_labels(issuer_id: str, profile: ProductProfile) -> list[str]:
@@ -59,10 +82,6 @@ def profile_key_labels(issuer_id: str, profile: ProductProfile) -> list[str]:
     return [label for label in labels if label is not None]
 
 
-def values_context(card_id: UUID, issuer_id: str) -> bytes:
-    return f"cvv|{card_id}|{issuer_id}".encode()
-
-
 def prepare_card_security(
     hsm: Hsm, vaulted: Mapping[str, Any], profile: ProductProfile, service_code: str
 ) -> CardSecurity:
@@ -77,12 +96,25 @@ def card_security(
     vaulted: Mapping[str, Any],
     profile: ProductProfile,
     service_code: str,
+    emv: EmvInputs | None = None,
 ) -> CardSecurity:
+    """PIN, CVVs and, for a product with an EMV profile, the offline PIN wrap and the ODA
+    signatures (card_data.prepare_emv_data), the PIN digits shared by all."""
     issuer, card_id = vaulted["issuer_id"], vaulted["card_id"]
     policy = profile.pin_policy()
-    pin, pvki = None, None
+    pin, pvki, emv_prep = None, None, None
     if policy is not None:
-        pin = issue_card_pin(hsm, card.pan, policy, PinKeys.for_issuer(issuer))
+        digits = random_pin(hsm, policy.length)
+        try:
+            pin = issue_card_pin(hsm, card.pan, policy, PinKeys.for_issuer(issuer), digits)
+            if profile.emv is not None:
+                inputs = emv or EmvInputs(None, None, None, date.today())
+                record = emv_record(card, service_code)
+                emv_prep = prepare_emv_data(
+                    hsm, record, profile.emv, digits, inputs.issuer, inputs.icc, inputs.today
+                )
+        finally:
+            digits[:] = bytes(len(digits))
         pvki = policy.pvki if pin.pvv is not None else None
     cvk, sealed = None, None
     if profile.cvv:
@@ -92,7 +124,7 @@ def card_security(
         clear = json.dumps({"cvv": values.cvv, "icvv": values.icvv})
         vault_label = SealedPan.from_bytes(bytes(vaulted["pan_blob"])).key_label
         sealed = seal_bytes(hsm, vault_label, clear.encode(), values_context(card_id, issuer))
-    return CardSecurity(pin, pvki, cvk, sealed)
+    return CardSecurity(pin, pvki, cvk, sealed, emv_prep)
 
 
 def prepare_card_data(
@@ -101,6 +133,7 @@ def prepare_card_data(
     imks: ImkLabels,
     service_code: str,
     profile: ProductProfile | None,
+    emv: EmvInputs | None = None,
 ) -> tuple[Preparation, CardSecurity | None]:
     """Data preparation of one card in ONE HSM-worker call, the vault record opened once:
     the MK-AC/SMI/SMC KCVs (each MK derived for the check only, service.mk_kcv) and, when
@@ -114,25 +147,23 @@ def prepare_card_data(
     prep = Preparation(KEY_SCHEMES[option], (ac, smi, smc))
     if profile is None:
         return prep, None
-    return prep, card_security(hsm, card, vaulted, profile, service_code)
+    return prep, card_security(hsm, card, vaulted, profile, service_code, emv)
 
 
-def issue_card_pin(hsm: Hsm, pan: str, policy: PinPolicy, keys: PinKeys) -> IssuedPin:
-    """Only the keys the policy uses: a product without PVV needs no PVK."""
+def issue_card_pin(
+    hsm: Hsm, pan: str, policy: PinPolicy, keys: PinKeys, digits: bytearray | None = None
+) -> IssuedPin:
+    """Only the keys the policy uses: a product without PVV needs no PVK. ``digits``: the
+    PIN drawn by the caller (who zeroes it), else a new random one."""
     needs_pvk = policy.verification is not PinVerification.NONE
     used = PinKeys(
         keys.iso0 if PinBlockFormat.ISO0 in policy.formats else None,
         keys.iso4 if PinBlockFormat.ISO4 in policy.formats else None,
         keys.pvk if needs_pvk else None,
     )
-    return issue_pin(hsm, pan, policy, used)
-
-
-def open_card_values(hsm: Hsm, row: Mapping[str, Any]) -> dict[str, str]:
-    """The sealed CVV/iCVV/CVV2 of a card (HSM worker; for the personalisation path only)."""
-    context = values_context(row["card_id"], row["issuer_id"])
-    values: dict[str, str] = json.loads(open_sealed(hsm, bytes(row["sealed"]), context))
-    return values
+    if digits is None:
+        return issue_pin(hsm, pan, policy, used)
+    return protect_pin(hsm, digits, pan, policy, used)
 
 
 def security_rows(card_id: UUID, issuer_id: str, sec: CardSecurity) -> dict[str, Any]:
@@ -160,4 +191,25 @@ def security_rows(card_id: UUID, issuer_id: str, sec: CardSecurity) -> dict[str,
             "cvk_b_label": sec.cvk.b,
             "sealed": sec.sealed_values,
         }
+    if sec.emv is not None:
+        rows["offline_pin"] = {
+            "card_id": card_id,
+            "storage_key_label": PIN_STORAGE_KEY,
+            "wrapped": sec.emv.offline_pin,
+        }
     return rows
+
+
+def oda_row(card_id: UUID, issuer_id: str, prep: EmvPrep, emv: EmvInputs | None) -> dict[str, Any]:
+    """The card_oda row of an EMV-profile card (its static data hash even without ODA)."""
+    signed = prep.signed
+    return {
+        "card_id": card_id,
+        "issuer_id": issuer_id,
+        "issuer_key_label": "" if emv is None or emv.issuer is None else emv.issuer.key_label,
+        "pool_id": None if emv is None else emv.pool_id,
+        "effective": prep.effective,
+        "static_hash": prep.static_hash if signed is None else signed.static_hash,
+        "sda": None if signed is None else signed.oda.sda,
+        "icc_certificate": None if signed is None else signed.oda.icc_certificate,
+    }

@@ -13,13 +13,15 @@ from typing import Any
 
 from pkcs11 import MechanismFlag
 
+from services.keymgmt.emv.card_data import EmvCardRows, card_profile_data
 from services.keymgmt.emv.keys import ImkLabels, MkDerivation, derive_icc_mk, verify_arqc
-from services.keymgmt.emv.perso import CardRecord, PersoScript, build_perso_script, record_dgis
+from services.keymgmt.emv.perso import CardRecord, PersoScript, build_perso_script
+from services.keymgmt.emv.records import afl_records
 from services.keymgmt.hsm.kcv import KcvMethod, kcv_computed
 from services.keymgmt.hsm.session import Hsm, HsmError
 from services.keymgmt.vault.service import OpenedCard, open_card
 
-PREPARED_DGIS = ("0101", "0102", "9102", "8000")
+PREPARED_DGIS = ("0101", "0201", "9102", "9104", "0D01", "9010", "8000", "8010")
 KEY_SCHEMES = {MkDerivation.OPTION_A: "EMV-OPTION-A", MkDerivation.OPTION_B: "EMV-OPTION-B"}
 
 
@@ -57,12 +59,13 @@ def mk_kcv(hsm: Hsm, imk_label: str, pan: str, psn: str, option: MkDerivation) -
 
 
 def expected_records(
-    hsm: Hsm, vaulted: Mapping[str, Any], service_code: str, app_label: str
+    hsm: Hsm, vaulted: Mapping[str, Any], service_code: str, rows: EmvCardRows
 ) -> dict[str, bytes]:
-    """The `70` templates of SFI 1 records 1 and 2 that preparation writes (HSM worker)."""
+    """The `70` templates of every AFL record QA reads back, by DGI number ("0101", "0201",
+    ...), as preparation wrote them (HSM worker); HsmError when the card's EMV data moved."""
     record = emv_record(open_card(hsm, vaulted), service_code)
-    dgis = record_dgis(record, app_label)
-    return {"1": dgis[0][3:], "2": dgis[1][3:]}
+    d = card_profile_data(hsm, rows, record)
+    return afl_records(record, d.profile, d.icvv, d.effective, d.issuer, d.card)
 
 
 def build_card_script(
@@ -71,19 +74,28 @@ def build_card_script(
     div: bytes,
     imks: ImkLabels,
     kmc_label: str,
-    app_label: str,
     service_code: str,
+    rows: EmvCardRows,
 ) -> PersoScript:
-    """The perso script of a vaulted card for one chip (HSM worker, docs/perso-protocol.md)."""
+    """The perso script of a vaulted card for one chip (HSM worker, docs/emv-profile.md)."""
     card = open_card(hsm, vaulted)
     record = emv_record(card, service_code)
-    return build_perso_script(hsm, record, div, imks, kmc_label, app_label, mk_option(card.pan))
+    data = card_profile_data(hsm, rows, record)
+    return build_perso_script(hsm, record, div, imks, kmc_label, data, mk_option(card.pan))
 
 
 def verify_card_arqc(
-    hsm: Hsm, vaulted: Mapping[str, Any], imk_ac: str, cdol1: bytes, atc: bytes, arqc: bytes
+    hsm: Hsm,
+    vaulted: Mapping[str, Any],
+    imk_ac: str,
+    cdol1: bytes,
+    atc: bytes,
+    arqc: bytes,
+    aip: bytes,
 ) -> bool:
+    """The ARQC over the CDOL1 data, the AIP the card was personalized with (its product's
+    EMV profile: the card's DGI 9104/9105) and the ATC."""
     card = open_card(hsm, vaulted)
     return verify_arqc(
-        hsm, imk_ac, card.pan, card.psn, atc, cdol1, arqc, option=mk_option(card.pan)
+        hsm, imk_ac, card.pan, card.psn, atc, cdol1, arqc, aip, option=mk_option(card.pan)
     )

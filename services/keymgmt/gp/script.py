@@ -18,13 +18,26 @@ def dgi(tag: int, value: bytes) -> bytes:
     return tag.to_bytes(2, "big") + length + value
 
 
+# Clear data of one STORE DATA that still fits a short APDU after C-DECRYPTION padding (to 16)
+# and the 8-byte C-MAC: 239 + pad to 240 + 8 = 248 <= 255.
+MAX_BLOCK = 239
+
+
+def split_dgi(data: bytes) -> list[bytes]:
+    """A DGI too large for one command, split as EMV CPS v1.1 §3.2.7.4 prescribes: the first
+    command carries the DGI header and the start of the value, the next ones the rest."""
+    return [data[i : i + MAX_BLOCK] for i in range(0, len(data), MAX_BLOCK)]
+
+
 def store_data_apdus(dgis: list[bytes]) -> list[bytes]:
-    """STORE DATA 80 E2 P1 P2 Lc data: one DGI per command, P2 = block number."""
+    """STORE DATA 80 E2 P1 P2 Lc data: one DGI per command (a large one over consecutive
+    commands), P2 = block number."""
+    blocks = [part for data in dgis for part in split_dgi(data)]
+    if len(blocks) > 256:
+        raise ValueError("a script has at most 256 STORE DATA blocks")
     apdus = []
-    for block, data in enumerate(dgis):
-        if len(data) > 255 or block > 255:
-            raise ValueError("a DGI must fit one short STORE DATA command")
-        p1 = P1_LAST if block == len(dgis) - 1 else P1_DGI
+    for block, data in enumerate(blocks):
+        p1 = P1_LAST if block == len(blocks) - 1 else P1_DGI
         apdus.append(bytes([0x80, 0xE2, p1, block, len(data)]) + data)
     return apdus
 
@@ -39,9 +52,12 @@ def install_for_personalization_apdu(aid: bytes) -> bytes:
 def script_commands(
     aid: bytes, dgis: list[bytes], sensitive: frozenset[int]
 ) -> tuple[ScriptCommand, ...]:
-    """INSTALL [for personalization], then STORE DATA per DGI (sensitive by DGI tag)."""
+    """INSTALL [for personalization], then STORE DATA per DGI (sensitive by DGI tag, every
+    command of a split DGI too)."""
     stores = store_data_apdus(dgis)
-    marked = [int.from_bytes(d[:2], "big") in sensitive for d in dgis]
+    marked = [
+        int.from_bytes(d[:2], "big") in sensitive for d in dgis for _ in range(len(split_dgi(d)))
+    ]
     return (
         ScriptCommand(install_for_personalization_apdu(aid)),
         *(ScriptCommand(a, s) for a, s in zip(stores, marked, strict=True)),

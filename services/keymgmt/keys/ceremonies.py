@@ -279,6 +279,18 @@ DEMO_IMKS = {  # EMV's classic test IMKs (the HSM-core tests' values), split in 
     "IMK-SMC": ("0123456789ABCDEF0123456789ABCDEF", "5454545454545454FEFEFEFEFEFEFEFE"),
 }
 DEMO_KMC = ("404142434445464748494A4B4C4D4E4F", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF")  # GP test key
+# What an EMV-profile product needs beyond the IMKs (docs/emv-profile.md): the PIN key (format 0
+# blocks, offline PIN) and the CVK pair. Public test values, split in two like the others.
+DEMO_EMV_KEYS = {
+    "PIN-3DES": (
+        CeremonyKeyType.DES2,
+        KeyUsage.ENCRYPT_ONLY,
+        "0123456789ABCDEFFEDCBA9876543210",
+        "3132333435363738393A3B3C3D3E3F40",
+    ),
+    "CVK-A": (CeremonyKeyType.DES1, KeyUsage.ENCRYPT, "0123456789ABCDEF", "3132333435363738"),
+    "CVK-B": (CeremonyKeyType.DES1, KeyUsage.ENCRYPT, "FEDCBA9876543210", "3132333435363738"),
+}
 
 
 def software_kcv(key: bytes, key_type: CeremonyKeyType) -> str:
@@ -305,11 +317,12 @@ async def run_demo_ceremony(
 
 
 async def load_demo_keys(
-    settings: KeymgmtSettings, issuer_id: str, *, schema: str | None = None
+    settings: KeymgmtSettings, issuer_id: str, *, schema: str | None = None, emv: bool = False
 ) -> list[str]:
     """Import the TEST IMK-AC/SMI/SMC of the issuer and the bureau's test KMC through the
-    ceremony primitive, with two named demo custodians. Existing labels are skipped; returns
-    the labels imported now."""
+    ceremony primitive, with two named demo custodians; with `emv`, also the issuer's test PIN
+    key and CVK pair (DEMO_EMV_KEYS). Existing labels are skipped; returns the labels imported
+    now."""
     if settings.environment not in ("dev", "test"):
         raise CeremonyRefused("demo keys are public test keys: refused outside dev/test")
     des2, derive = CeremonyKeyType.DES2, KeyUsage.DERIVE
@@ -320,6 +333,9 @@ async def load_demo_keys(
     owner = settings.kmc_label.split("/")[0]
     kmc = CeremonySpec(settings.kmc_label, owner, CeremonyKeyType.AES128, derive, 2, "demo")
     wanted.append((kmc, *DEMO_KMC))
+    for name, (key_type, usage, key, first) in DEMO_EMV_KEYS.items() if emv else ():
+        spec = CeremonySpec(key_label(issuer_id, name), issuer_id, key_type, usage, 2, "demo")
+        wanted.append((spec, key, first))
     schema = schema or settings.keymgmt_schema
     engine = make_engine(settings.database_url, schema)
     imported: list[str] = []

@@ -139,6 +139,9 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-keys", help="load the public TEST keys (dev/test only)")
     demo.add_argument("--issuer", required=True)
     demo.add_argument("--schema", help="database schema (default: the service's)")
+    demo.add_argument(
+        "--emv", action="store_true", help="also the PIN key and CVKs of an EMV-profile product"
+    )
     return top
 
 
@@ -152,7 +155,8 @@ def main(argv: Sequence[str]) -> int:
         elif args.command == "kek":
             sys.stdout.write(asyncio.run(show_kek(settings, args)))
         else:
-            labels = asyncio.run(load_demo_keys(settings, args.issuer, schema=args.schema))
+            demo_keys = load_demo_keys(settings, args.issuer, schema=args.schema, emv=args.emv)
+            labels = asyncio.run(demo_keys)
             sys.stdout.write(f"imported: {', '.join(labels) or 'nothing (all present)'}\n")
     except (CeremonyRefused, ProductionRefused, ValueError) as exc:
         sys.stderr.write(f"REFUSED: {exc}\n")

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 
 from services.keymgmt.deps import KeymgmtDepsDep, Station
+from services.keymgmt.emv.card_rows import emv_card_rows
 from services.keymgmt.gp.channel import (
     CardCryptogramMismatch,
     InitializeUpdateAnswer,
@@ -20,7 +21,7 @@ from services.keymgmt.gp.channel import (
     SecuredScript,
 )
 from services.keymgmt.gp.secure_channel import secure_script
-from services.keymgmt.hsm.session import Hsm, KeyNotFoundError
+from services.keymgmt.hsm.session import Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.perso.schemas import (
     CardCancelledByIssuer,
     CardCryptogramRefused,
@@ -74,10 +75,12 @@ async def _target(repo: KeymgmtRepository, card_id: UUID, chip: str, kmc: str) -
     if problem is not None:
         raise PersoRefused(problem)
     sim = await repo.sim.card(card_id)
-    product = None
+    product, emv = None, None
     if sim is not None:
         product = await repo.sim.product(prepared["issuer_id"], prepared["product_id"])
-    target = target_of(prepared, vaulted, bound, sim, product)
+    else:
+        emv = await emv_card_rows(repo, card_id, prepared["issuer_id"], prepared["product_id"])
+    target = target_of(prepared, vaulted, bound, sim, product, emv)
     needed = needed_keys(target, kmc)
     missing = set(needed) - await repo.keys.active_labels(needed)
     if missing:
@@ -92,6 +95,8 @@ async def _secure(
         return await hsm.call(secure_script, kmc, challenge, iu, builder)
     except KeyNotFoundError as exc:
         raise PersoRefused(f"key {exc} is not in the HSM") from exc
+    except HsmError as exc:  # the card's EMV data is missing or changed since preparation
+        raise PersoRefused(str(exc)) from exc
     except CardCryptogramMismatch as exc:
         return exc
     except SecureChannelError as exc:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.keymgmt.emv.card_data import EmvCardRows
 from services.keymgmt.emv.keys import ImkLabels
 from services.keymgmt.emv.perso import PersoScript, PersoSummary
 from services.keymgmt.emv.service import build_card_script, imks_of
@@ -31,6 +32,7 @@ class PersoTarget:
     mnc_length: int
     imks: ImkLabels
     sim_profile: SimProfile | None = None
+    emv: EmvCardRows | None = None  # an EMV card's profile rows (docs/emv-profile.md)
 
 
 def binding_problem(bound: Mapping[str, Any] | None, chip: str, chip_card: Any) -> str | None:
@@ -48,6 +50,7 @@ def target_of(
     bound: Mapping[str, Any] | None,
     sim: Mapping[str, Any] | None,
     sim_product: Mapping[str, Any] | None,
+    emv: EmvCardRows | None = None,
 ) -> PersoTarget:
     """The card's target; a USIM needs its product (for the MNC length)."""
     mnc_length, profile = 0, None
@@ -57,7 +60,7 @@ def target_of(
         mnc_length = mnc_length_of(sim_product["imsi_prefix"])
         profile = profile_of(dict(sim_product))
     imks = imks_of(prepared["issuer_id"])
-    return PersoTarget(prepared, vaulted, bound, sim, mnc_length, imks, profile)
+    return PersoTarget(prepared, vaulted, bound, sim, mnc_length, imks, profile, emv)
 
 
 def needed_keys(target: PersoTarget, kmc_label: str) -> list[str]:
@@ -80,7 +83,9 @@ class ScriptBuilder:
             sim = (t.sim, div, s.kmc_label, t.mnc_length, t.sim_profile)
             self.built.append(build_sim_script(hsm, *sim))
         else:
-            args = (div, t.imks, s.kmc_label, s.app_label, s.service_code)
+            if t.emv is None:
+                raise PersoRefused("the card's product has no EMV profile (docs/emv-profile.md)")
+            args = (div, t.imks, s.kmc_label, s.service_code, t.emv)
             self.built.append(build_card_script(hsm, t.vaulted, *args))
         return self.built[-1].commands
 
