@@ -35,7 +35,8 @@ from shared.iso7816 import (
 from vcard.emv import PAYMENT_AID, PaymentApplication
 from vcard.gp import ISD_AID, CardManager
 from vcard.scp03 import CLA_SM
-from vcard.store import CardState
+from vcard.store import CardState, Protocol
+from vcard.uicc.atr import UICC_ATR
 from vcard.usim import USIM_AID, UsimApplication
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class VirtualCard:
         self.powered = False
         self._selected: PaymentApplication | CardManager | UsimApplication | None = None
         self._pending: bytes = b""  # T=0 data waiting for GET RESPONSE
+        self._protocol: Protocol = state.protocol  # the one the last ATR offered
 
     @property
     def chip_serial(self) -> str:
@@ -117,6 +119,10 @@ class VirtualCard:
 
     @property
     def atr(self) -> bytes:
+        """A personalised USIM makes the chip a UICC: it answers the UICC's ATR (T=0, TS 102
+        221 §6.3); the blank and the payment card answer as the factory made them."""
+        if self.usim.personalized:
+            return UICC_ATR
         return ATR_T0 if self.state.protocol == "T=0" else ATR_T1
 
     @property
@@ -143,6 +149,7 @@ class VirtualCard:
         self._selected = self.usim if self.usim.personalized else None
         self.manager.deselect()  # a secure channel does not survive a reset
         self._pending = b""
+        self._protocol = "T=0" if self.usim.personalized else self.state.protocol
 
     def process(self, raw: bytes) -> bytes:
         self.apdu_count += 1
@@ -267,11 +274,11 @@ class VirtualCard:
             return response
         exact = len(data) & 0xFF  # 256 bytes would be announced as 00
         if cmd.ins in _CASE2 and cmd.le is not None:
-            t1_any = self.state.protocol == "T=1" and cmd.le == 256
+            t1_any = self._protocol == "T=1" and cmd.le == 256
             if cmd.le != len(data) and not t1_any:
                 return _sw((SW1_WRONG_LE << 8) | exact)
             return response
-        if self.state.protocol == "T=0" and cmd.data:
+        if self._protocol == "T=0" and cmd.data:
             self._pending = data + response.sw.to_bytes(2, "big")
             return _sw((SW1_BYTES_REMAINING << 8) | exact)
         return response

@@ -24,9 +24,11 @@ from tests.support.uicc_client import (
     UiccClient,
     authenticate_answer,
     bcd_swapped,
+    check_uicc_atr,
     imsi_of,
     pin_block,
     plmn_of,
+    tlvs,
 )
 from tests.support.vcard import apdu, new_card, personalize_with, under_kdek, under_kdek_cbc
 from vcard.card import VirtualCard
@@ -77,6 +79,27 @@ def client_of(card: VirtualCard) -> UiccClient:
         return apdu(card, raw)
 
     return UiccClient(transmit)
+
+
+async def test_a_personalised_usim_answers_the_atr_a_handset_accepts(
+    sim: Sim, tmp_path: Path
+) -> None:
+    card, _ki, _opc = sim
+    atr = check_uicc_atr(card.atr)
+    assert atr.protocols[0] == 0  # T=0 first: the protocol a handset starts with
+    assert atr.global_ta is not None
+    classes = atr.global_ta & 0x3F
+    # TS 102 221 §14.5.2: the MF's UICC characteristics ('A5' '80') name the same classes.
+    mf = await client_of(card).select_fid(MF)
+    characteristics = dict(tlvs(mf.proprietary))[0x80][0]
+    assert (characteristics >> 4) & 0x07 == classes & 0x07
+    payment = CardStore(tmp_path / "emv")  # payment cards are no UICC
+    with pytest.raises(ValueError, match="offers T=0"):
+        check_uicc_atr(new_card(payment, protocol="T=1").atr)
+    with pytest.raises(ValueError, match="no class indicator"):
+        check_uicc_atr(new_card(payment, protocol="T=0").atr)
+    with pytest.raises(ValueError, match="TCK"):
+        check_uicc_atr(card.atr[:-1] + bytes((card.atr[-1] ^ 0x01,)))
 
 
 async def test_a_handset_finds_the_usim_and_reads_every_file(sim: Sim) -> None:
