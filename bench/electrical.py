@@ -127,7 +127,7 @@ def sim_rows(hsm: Hsm, count: int) -> list[dict[str, Any]]:
     """`count` sim_cards rows made on the bench token as keymgmt's batch path makes them
     (HSM worker): OP sealed under a vault key, Ki/OPc and the credentials (with OTA keys)
     wrapped under a SIM storage key and a transport key generated for the run."""
-    storage, transport, vault = (key_label("benchsim", k) for k in ("SIMKEK", "TRANSPORT", "V"))
+    storage, transport, vault = (key_label("benchsim", k) for k in ("SIMKEK", "TRANSPORT", "VAULT"))
     generate_bureau_key(hsm, storage, BureauKeyKind.SIM_KEK_AES256)
     generate_bureau_key(hsm, transport, BureauKeyKind.TRANSPORT_AES256)
     generate_bureau_key(hsm, vault, BureauKeyKind.VAULT_AES256)
