@@ -10,7 +10,7 @@ STACK  := deploy/local/stack.sh
 SVCS   := deploy/local/services.sh
 
 .PHONY: help deps stack-up stack-down stack-status stack-reset services-up services-down \
-        demo test test-unit test-integration test-e2e lint format bench bench-pipeline clean
+        demo test test-unit test-integration test-e2e lint format bench bench-pipeline bench-sim-electrical clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -88,6 +88,10 @@ bench: stack-up ## benchmarks that print their figures as ratios to a raw baseli
 CARDS ?= 10000
 bench-pipeline: stack-up ## one batch of CARDS (10000) through the whole bureau vs the devices' rate
 	$(PY) -m bench.pipeline --cards $(CARDS)
+
+SIM_CARDS ?= 40
+bench-sim-electrical: stack-up ## a SIM batch (SIM_CARDS, 40) through a station on 1 and 4 readers vs raw APDUs
+	flock /tmp/bureau-stack.lock $(PY) -m bench.electrical --product sim --cards $(SIM_CARDS)
 
 clean: stack-reset ## everything the stack made, and the caches
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

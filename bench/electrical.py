@@ -5,7 +5,13 @@ Kafka) on 1 reader and on 4 readers, against the raw APDU round-trip rate throug
 pcscd in the same run, expressed for the same number of APDUs per card. Prints JSON figures
 and the ratios.
 
-    .venv/bin/python -m bench.electrical [--cards 40]      (the local stack must be up)
+    .venv/bin/python -m bench.electrical [--cards 40] [--product emv|sim]   (stack up)
+
+`--product sim`: a SIM batch instead. Each SIM's sim_cards row is made on the bench token by
+keymgmt's batch functions (Ki/OPc from a sealed OP, PINs/PUKs/ADM1 and OTA keys, all wrapped
+under a SIM storage key) and the station gets keymgmt's USIM script (services/keymgmt/sim/
+perso.py: INSTALL [for personalization] + STORE DATA per DGI, under SCP03). The APDUs per SIM
+are counted from the scripts served, plus the station's GET DATA, SELECT and INITIALIZE UPDATE.
 
 keymgmt is the electrical tests' HTTP double (tests/support/electrical_keymgmt.py):
 the same HSM work per card as keymgmt's POST /v1/perso/secure-scripts (static and session key
@@ -30,8 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from services.keymgmt.emv.keys import ImkLabels
-from services.keymgmt.hsm.session import Hsm, key_label
+from services.keymgmt.hsm.session import BureauKeyKind, Hsm, generate_bureau_key, key_label
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage, import_key_from_components
+from services.keymgmt.sim.credentials import make_batch_credentials
+from services.keymgmt.sim.profile import SimProfile
+from services.keymgmt.sim.service import batch_cards, make_batch, op_context
+from services.keymgmt.vault.crypto import seal_bytes
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import load_stack_env, running
@@ -60,7 +70,10 @@ from tests.support.hsm import (
 )
 
 APDUS_PER_CARD = 9  # GET DATA CPLC, SELECT ISD, INITIALIZE UPDATE, EXTERNAL AUTH, INSTALL, 4 STORE
+STATION_APDUS = 3  # the station's own before the script: GET DATA CPLC, SELECT ISD, INIT UPDATE
 GET_CPLC = bytes.fromhex("80CA9F7F00")
+OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")  # TS 35.208 test set 1 (public)
+SIM_PROFILE = SimProfile.model_validate({"spn": "Bench Mobile", "fplmn": ["00103"], "ota": True})
 
 
 def fresh_token(root: Path) -> Hsm:
@@ -110,6 +123,25 @@ def load_keys(hsm: Hsm) -> IssuerKeys:
     return IssuerKeys("benchbank", imks, kmc, "", "")
 
 
+def sim_rows(hsm: Hsm, count: int) -> list[dict[str, Any]]:
+    """`count` sim_cards rows made on the bench token as keymgmt's batch path makes them
+    (HSM worker): OP sealed under a vault key, Ki/OPc and the credentials (with OTA keys)
+    wrapped under a SIM storage key and a transport key generated for the run."""
+    storage, transport, vault = (key_label("benchsim", k) for k in ("SIMKEK", "TRANSPORT", "VAULT"))
+    generate_bureau_key(hsm, storage, BureauKeyKind.SIM_KEK_AES256)
+    generate_bureau_key(hsm, transport, BureauKeyKind.TRANSPORT_AES256)
+    generate_bureau_key(hsm, vault, BureauKeyKind.VAULT_AES256)
+    context = op_context("benchsim", "bench-usim")
+    sealed = seal_bytes(hsm, vault, OP, context)
+    secrets = make_batch(hsm, sealed, context, storage, transport, count)
+    creds = make_batch_credentials(hsm, storage, transport, count, True, True)
+    product = {"iccid_prefix": "8949990", "iccid_length": 19, "imsi_prefix": "00109"}
+    common = {"batch_id": uuid.uuid4(), "issuer_id": "benchsim", "product_id": "bench-usim"}
+    return batch_cards(
+        common, product | {"transport_key_label": transport}, 1, storage, secrets, creds
+    )
+
+
 async def raw_rate(pcsc: PcscClient, readers: list[str], apdus: int) -> float:
     """APDU round trips/s (GET DATA CPLC, one awaited transmit at a time per reader), all the
     readers at once, through the same pcscd and the same feeder's cards."""
@@ -129,10 +161,19 @@ def encoded(n: int) -> Callable[[list[events.Event]], bool]:
 
 
 async def station_rate(
-    keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient, readers: int, cards: int
+    keymgmt: KeymgmtTestDouble,
+    feeder: FeederProcess,
+    pcsc: PcscClient,
+    readers: int,
+    cards: int | list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """EMV cards (a count) or SIMs (their sim_cards rows) through the station."""
     unique = uuid.uuid4().hex[:10]
-    ids = [keymgmt.add_card() for _ in range(cards)]
+    if isinstance(cards, int):
+        ids = [keymgmt.add_card() for _ in range(cards)]
+    else:
+        ids = [keymgmt.add_sim(row, SIM_PROFILE) for row in cards]
+        cards = len(ids)
     batch = uuid.uuid4()
     electrical = station(unique, keymgmt, feeder, pcsc, readers=readers)
     async with running(electrical):
@@ -149,17 +190,24 @@ async def station_rate(
         "seconds": round(elapsed, 2),
         "spoiled": spoiled,
         "cards_per_s": round(cards / elapsed, 2),
+        "apdus_per_card": STATION_APDUS + sum(keymgmt.script_apdus[c] for c in ids) / cards,
         # claim to commit: secure channel, keymgmt call, script, outbox (no card swap)
         "claim_to_commit_ms_per_card": round(1000 * busy, 1),
     }
 
 
-async def main(cards: int) -> dict[str, Any]:
+async def main(cards: int, product: str = "emv") -> dict[str, Any]:
     for name, value in load_stack_env().items():
         os.environ.setdefault(name, value)
     tmp = Path(tempfile.mkdtemp(prefix="bench-electrical-"))
     hsm = fresh_token(tmp / "hsm")
     keys = load_keys(hsm)
+    one_batch: int | list[dict[str, Any]] = cards // 4 or 1
+    four_batch: int | list[dict[str, Any]] = cards
+    if product == "sim":  # the rows are made before the clock starts, as keymgmt's dataprep
+        first = cards // 4 or 1
+        rows = hsm.run(sim_rows, first + cards)
+        one_batch, four_batch = rows[:first], rows[first:]
     pcsc = PcscClient()
     try:
         async with (
@@ -170,16 +218,24 @@ async def main(cards: int) -> dict[str, Any]:
             await raw_rate(pcsc, readers, 200)  # warm-up
             raw_1 = await raw_rate(pcsc, readers[:1], 2000)
             raw_4 = await raw_rate(pcsc, readers, 2000)
-            one = await station_rate(keymgmt, feeder, pcsc, 1, cards // 4 or 1)
-            four = await station_rate(keymgmt, feeder, pcsc, 4, cards)
+            one = await station_rate(keymgmt, feeder, pcsc, 1, one_batch)
+            four = await station_rate(keymgmt, feeder, pcsc, 4, four_batch)
     finally:
         await pcsc.aclose()
         hsm.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    raw_cards_1 = raw_1 / APDUS_PER_CARD
-    raw_cards_4 = raw_4 / APDUS_PER_CARD
+    return figures(product, raw_1, raw_4, one, four)
+
+
+def figures(
+    product: str, raw_1: float, raw_4: float, one: dict[str, Any], four: dict[str, Any]
+) -> dict[str, Any]:
+    """The raw APDU rate expressed in cards of the same number of APDUs, and the ratios."""
+    apdus = four["apdus_per_card"]
+    raw_cards_1, raw_cards_4 = raw_1 / apdus, raw_4 / apdus
     return {
-        "apdus_per_card": APDUS_PER_CARD,
+        "product": product,
+        "apdus_per_card": apdus,
         "raw_apdus_per_s": {"1_reader": round(raw_1), "4_readers": round(raw_4)},
         "raw_cards_per_s_equivalent": {
             "1_reader": round(raw_cards_1, 1),
@@ -197,5 +253,6 @@ async def main(cards: int) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cards", type=int, default=40, help="cards on 4 readers (1/4 on one)")
+    parser.add_argument("--product", choices=["emv", "sim"], default="emv")
     args = parser.parse_args()
-    sys.stdout.write(json.dumps(asyncio.run(main(args.cards)), indent=2) + "\n")
+    sys.stdout.write(json.dumps(asyncio.run(main(args.cards, args.product)), indent=2) + "\n")

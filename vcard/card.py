@@ -36,7 +36,8 @@ from vcard.emv import NAMES as PAYMENT_NAMES
 from vcard.emv import PaymentApplication
 from vcard.gp import ISD_AID, CardManager
 from vcard.scp03 import CLA_SM
-from vcard.store import CardState
+from vcard.store import CardState, Protocol
+from vcard.uicc.atr import UICC_ATR
 from vcard.usim import USIM_AID, UsimApplication
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class VirtualCard:
         self.powered = False
         self._selected: PaymentApplication | CardManager | UsimApplication | None = None
         self._pending: bytes = b""  # T=0 data waiting for GET RESPONSE
+        self._protocol: Protocol = state.protocol  # the one the last ATR offered
 
     @property
     def chip_serial(self) -> str:
@@ -126,6 +128,10 @@ class VirtualCard:
 
     @property
     def atr(self) -> bytes:
+        """A personalised USIM makes the chip a UICC: it answers the UICC's ATR (T=0, TS 102
+        221 §6.3); the blank and the payment card answer as the factory made them."""
+        if self.usim.personalized:
+            return UICC_ATR
         return ATR_T0 if self.state.protocol == "T=0" else ATR_T1
 
     @property
@@ -153,6 +159,7 @@ class VirtualCard:
         self.manager.deselect()  # a secure channel does not survive a reset
         self.app.reset_session()
         self._pending = b""
+        self._protocol = "T=0" if self.usim.personalized else self.state.protocol
 
     def process(self, raw: bytes) -> bytes:
         self.apdu_count += 1
@@ -278,11 +285,11 @@ class VirtualCard:
             return response
         exact = len(data) & 0xFF  # 256 bytes would be announced as 00
         if cmd.ins in _CASE2 and cmd.le is not None:
-            t1_any = self.state.protocol == "T=1" and cmd.le == 256
+            t1_any = self._protocol == "T=1" and cmd.le == 256
             if cmd.le != len(data) and not t1_any:
                 return _sw((SW1_WRONG_LE << 8) | exact)
             return response
-        if self.state.protocol == "T=0" and cmd.data:
+        if self._protocol == "T=0" and cmd.data:
             self._pending = data + response.sw.to_bytes(2, "big")
             return _sw((SW1_BYTES_REMAINING << 8) | exact)
         return response

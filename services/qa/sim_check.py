@@ -12,7 +12,10 @@
    /v1/sim/qa/challenge), the chip answers with RES, CK and IK (TS 31.102 §7.1.2.1), keymgmt
    recomputes them in the HSM (POST /v1/sim/qa/check).
 
-QA never holds a key; the failure reasons name the check, never the values.
+QA never holds a key; the failure reasons name the check, never the values. PIN1 is the one
+secret QA receives (VERIFY carries it in clear to the card, as a handset's keypad does): it is
+taken out of keymgmt's answer at once, lives only until the VERIFY is sent, and is never logged,
+put in a failure reason or stored (docs/sim.md, "PIN1 at QA").
 """
 
 from __future__ import annotations
@@ -180,6 +183,8 @@ async def _pin1(conn: CardConnection, adf_fcp: Tlv, pin1: bytes | None) -> None:
 
 async def _checks(conn: CardConnection, card_id: UUID, oracle: SimOracle) -> list[str]:
     asked = await oracle.sim_challenge(SimChallengeRequest(card_id=card_id))
+    pin1 = asked.pin1
+    asked = asked.model_copy(update={"pin1": None})  # the rest of the check never sees PIN1
     aid = await usim_aid(conn)
     if aid is None:
         raise QaFailure(f"{CHECK_SIM_FILES}: EF.DIR names no USIM")
@@ -192,7 +197,10 @@ async def _checks(conn: CardConnection, card_id: UUID, oracle: SimOracle) -> lis
     apdu = _select_aid(aid)
     adf, sw = await conn.transmit(apdu)
     require_ok("SELECT ADF.USIM", apdu, sw)
-    await _pin1(conn, _fcp("ADF.USIM", adf), asked.pin1)
+    try:
+        await _pin1(conn, _fcp("ADF.USIM", adf), pin1)
+    finally:
+        del pin1  # held for the VERIFY only
     files = {name: await _read_ef(conn, fid, name) for fid, name in MANDATORY_EFS.items()}
     if _digits(files["EF.IMSI"][1:])[1:] != asked.imsi:
         raise QaFailure(f"{CHECK_SIM_FILES}: EF_IMSI does not hold the prepared imsi")

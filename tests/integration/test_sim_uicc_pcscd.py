@@ -38,6 +38,7 @@ from tests.support.uicc_client import (
     UiccClient,
     authenticate_answer,
     bcd_swapped,
+    check_uicc_atr,
     imsi_of,
     plmn_of,
 )
@@ -112,12 +113,13 @@ async def test_a_sim_from_the_bureau_reads_as_the_specs_say(
     serial = await _personalise(settings, keymgmt_hsm, client, station, sim)
     assert (await feeder.eject(station))["ejected"] == serial
     await feeder.insert(qa, serial)
-    await client.wait_for_card(qa, timeout=5)
+    check_uicc_atr(await client.wait_for_card(qa, timeout=5))  # a UICC to the handset
     output = await http.get(f"/v1/sim/batches/{batch}/output-file", headers=auth(f"ia-{unique}"))
     assert output.status_code == 200
     operator = _operator_line(output.text, sim["iccid"])
     try:
         async with await client.connect(qa) as reader:
+            assert reader.protocol == "T=0"  # what pcscd chose from the UICC's ATR
             uicc = UiccClient(reader.transmit)
             mf = await uicc.select_fid(MF)
             assert mf.is_df

@@ -3,7 +3,8 @@ service layer is being written concurrently; this double serves the three endpoi
 docs/services.md the station and QA call (/v1/perso/secure-scripts, /v1/qa/readback,
 /v1/arqc/verify) over real HTTP on 127.0.0.1,
 computed by the REAL HSM core (services/keymgmt/emv/perso.py, gp/secure_channel.py,
-emv/keys.py, the full EMV profile of docs/emv-profile.md) on a fresh SoftHSM token."""
+emv/keys.py, the full EMV profile of docs/emv-profile.md; sim/perso.py for a SIM added with
+add_sim) on a fresh SoftHSM token."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import secrets
 import socket
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
@@ -31,6 +33,8 @@ from services.keymgmt.gp.channel import (
 )
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.sim.perso import build_sim_script
+from services.keymgmt.sim.profile import SimProfile
 from shared.keymgmt.contract import (
     REFUSAL_HEADER,
     ReadbackProblem,
@@ -74,6 +78,9 @@ class KeymgmtTestDouble:
         self.records: dict[uuid.UUID, CardRecord] = {}
         self.cards: dict[uuid.UUID, TestCard] = {}
         self.issuer: TestIssuerOda = hsm.run(issuer_oda_on, keys.issuer)
+        # SIMs: the card's sim_cards row (values wrapped under a storage key on this token)
+        self.sims: dict[uuid.UUID, tuple[Mapping[str, Any], SimProfile]] = {}
+        self.script_apdus: Counter[uuid.UUID] = Counter()  # APDUs of the scripts served
         self.scripts: Counter[uuid.UUID] = Counter()
         self.refused_chips: list[str] = []  # card cryptogram mismatches
         self.cancelled: set[uuid.UUID] = set()  # cards keymgmt refuses as cancelled
@@ -98,7 +105,8 @@ class KeymgmtTestDouble:
             body: SecureScriptRequest, authorization: str = Header("")
         ) -> dict[str, Any] | JSONResponse:
             check(authorization, station_token)
-            record = record_of(body.card_id)
+            sim = self.sims.get(body.card_id)
+            record = record_of(body.card_id) if sim is None else None
             if body.card_id in self.cancelled:
                 headers = {REFUSAL_HEADER: Refusal.CARD_CANCELLED}
                 detail = {"detail": "the card was cancelled by its issuer"}
@@ -106,6 +114,9 @@ class KeymgmtTestDouble:
 
             def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
                 div = answer.diversification_data
+                if sim is not None:  # a USIM: 2-digit MNC, the product's profile
+                    return build_sim_script(h, sim[0], div, keys.kmc_label, 2, sim[1]).commands
+                assert record is not None
                 data = self.cards[body.card_id].data
                 return build_perso_script(h, record, div, keys.imks, keys.kmc_label, data).commands
 
@@ -120,6 +131,7 @@ class KeymgmtTestDouble:
             except SecureChannelError as exc:
                 raise HTTPException(422, str(exc)) from exc
             self.scripts[body.card_id] += 1
+            self.script_apdus[body.card_id] += len(secured.apdus)
             return {
                 "card_id": str(body.card_id),
                 "chip_serial": secured.chip_serial,
@@ -170,6 +182,11 @@ class KeymgmtTestDouble:
         card_id = uuid.uuid4()
         self.records[card_id] = record or new_record()
         self.cards[card_id] = self.hsm.run(card_profile_on, self.records[card_id], self.issuer)
+        return card_id
+
+    def add_sim(self, sim: Mapping[str, Any], profile: SimProfile | None = None) -> uuid.UUID:
+        card_id = uuid.uuid4()
+        self.sims[card_id] = (sim, profile or SimProfile())
         return card_id
 
     async def __aenter__(self) -> KeymgmtTestDouble:

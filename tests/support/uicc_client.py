@@ -77,6 +77,88 @@ def tlvs(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+@dataclass(frozen=True)
+class Atr:
+    """An Answer To Reset as ISO/IEC 7816-3 §8.2 structures it."""
+
+    protocols: tuple[int, ...]  # T values the TDi bytes indicate, in order (none: T=0)
+    global_ta: int | None  # the first TA after T=15: clock stop and class indicator (§8.3)
+    historical: bytes
+    tck_ok: bool | None  # None when there is no TCK (only T=0 indicated)
+
+
+def parse_atr(atr: bytes) -> Atr:
+    """ISO/IEC 7816-3 §8.2: T0 (Y1, K), then interface bytes chained by TDi's high nibble."""
+    if len(atr) < 2 or atr[0] not in (0x3B, 0x3F):
+        raise ValueError(f"not an ATR (TS must be 3B or 3F): {atr.hex()}")
+    y, k, pos = atr[1] >> 4, atr[1] & 0x0F, 2
+    protocols: list[int] = []
+    global_ta: int | None = None
+    last_t: int | None = None
+    while True:
+        ta = atr[pos] if y & 0x1 else None
+        pos += bin(y & 0x7).count("1")  # TA, TB, TC
+        if last_t == 15 and ta is not None and global_ta is None:
+            global_ta = ta
+        if not y & 0x8:
+            break
+        td = atr[pos]
+        pos += 1
+        y, last_t = td >> 4, td & 0x0F
+        protocols.append(last_t)
+    historical = atr[pos : pos + k]
+    if len(historical) != k:
+        raise ValueError(f"ATR ends inside its {k} historical bytes: {atr.hex()}")
+    tail = atr[pos + k :]
+    tck_ok: bool | None = None
+    if any(t != 0 for t in protocols):  # TCK present unless only T=0 is indicated (§8.2.5)
+        if len(tail) != 1:
+            raise ValueError(f"ATR indicates {protocols} but has no single TCK: {atr.hex()}")
+        check = 0
+        for byte in atr[1:]:
+            check ^= byte
+        tck_ok = check == 0
+    elif tail:
+        raise ValueError(f"ATR has {len(tail)} bytes after its historical bytes: {atr.hex()}")
+    return Atr(tuple(protocols), global_ta, historical, tck_ok)
+
+
+def compact_tlvs(historical: bytes) -> list[tuple[int, bytes]]:
+    """ISO/IEC 7816-4 §8.1.1: category indicator 80, then COMPACT-TLV objects (tag nibble,
+    length nibble)."""
+    if historical[:1] != b"\x80":
+        raise ValueError(f"historical bytes not in COMPACT-TLV (category {historical[:1].hex()})")
+    out, pos = [], 1
+    while pos < len(historical):
+        tag, length = historical[pos] >> 4, historical[pos] & 0x0F
+        out.append((tag, historical[pos + 1 : pos + 1 + length]))
+        pos += 1 + length
+    return out
+
+
+def check_uicc_atr(atr: bytes) -> Atr:
+    """What a terminal checks in a UICC's ATR (ETSI TS 102 221 §6.2, §6.3, §7): T=0 offered,
+    the class indicator present (first TA for T=15) with a class the terminal supplies (B: 3 V
+    or C: 1.8 V), a correct TCK, and the historical bytes' card service data then card
+    capabilities. ValueError naming the fault otherwise."""
+    parsed = parse_atr(atr)
+    if parsed.protocols and 0 not in parsed.protocols:
+        raise ValueError(f"a UICC offers T=0; this ATR offers T={parsed.protocols}")
+    if parsed.tck_ok is False:
+        raise ValueError(f"ATR check byte TCK is wrong: {atr.hex()}")
+    if parsed.global_ta is None:
+        raise ValueError("no class indicator: a UICC gives its classes in the first TA for T=15")
+    classes = parsed.global_ta & 0x3F
+    if not classes & 0x06:
+        raise ValueError(f"class indicator {parsed.global_ta:02X} has neither class B nor C")
+    objects = compact_tlvs(parsed.historical)
+    if [tag for tag, _ in objects[:2]] != [0x3, 0x7]:
+        raise ValueError("historical bytes: card service data (31) then card capabilities (73)")
+    if not objects[0][1][:1] or not objects[0][1][0] & 0x80:
+        raise ValueError("card service data does not declare selection by full DF name (AID)")
+    return parsed
+
+
 @dataclass
 class Fcp:
     """What TS 102 221 §11.1.1.3 puts in a file's FCP template ('62')."""

@@ -11,6 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.support.milenage import milenage
+from tests.support.sim_card import (
+    ADM1,
+    AID,
+    ICCID,
+    IMSI,
+    PIN1,
+    PUK1,
+    SPN,
+    Sim,
+    sim_dgis,
+)
 from tests.support.uicc_client import (
     EF_ARR,
     EF_DIR,
@@ -24,42 +35,14 @@ from tests.support.uicc_client import (
     UiccClient,
     authenticate_answer,
     bcd_swapped,
+    check_uicc_atr,
     imsi_of,
-    pin_block,
     plmn_of,
+    tlvs,
 )
-from tests.support.vcard import apdu, new_card, personalize_with, under_kdek, under_kdek_cbc
+from tests.support.vcard import apdu, new_card, personalize_with
 from vcard.card import VirtualCard
 from vcard.store import CardStore
-
-ICCID, IMSI = "8949001234567890123", "001010123456789"
-PIN1, PUK1, PIN2, PUK2, ADM1 = "1234", "12345678", "5678", "87654321", "31415926"
-AID = bytes.fromhex("A0000000871002FFFFFFFF8907090000")
-SPN = bytes((0x01,)) + b"Bureau Mobile".ljust(16, b"\xff")
-Sim = tuple[VirtualCard, bytes, bytes]
-FPLMN = bytes.fromhex("00F110") + b"\xff" * 9  # 001-01 forbidden, three free entries
-
-
-def _swapped(digits: str, length: int) -> bytes:
-    padded = digits.ljust(2 * length, "F")
-    return bytes(int(padded[i + 1] + padded[i], 16) for i in range(0, 2 * length, 2))
-
-
-def sim_dgis(
-    card: VirtualCard, ki: bytes, opc: bytes, pin1_enabled: bool = True
-) -> list[tuple[int, bytes]]:
-    pins = b"".join(pin_block(p) for p in (PIN1, PUK1, PIN2, PUK2, ADM1))
-    flags = bytes((1 if pin1_enabled else 0,)) + bytes(7)
-    ef_imsi = bytes((8,)) + _swapped("9" + IMSI, 8)
-    return [
-        (0x0201, _swapped(ICCID, 10)),
-        (0x0202, ef_imsi),
-        (0x0203, bytes.fromhex("00000002")),
-        (0x0204, SPN),
-        (0x0206, FPLMN),
-        (0x8101, under_kdek(card, ki) + under_kdek(card, opc)),
-        (0x8102, under_kdek_cbc(card, pins + flags)),
-    ]
 
 
 @pytest.fixture
@@ -77,6 +60,27 @@ def client_of(card: VirtualCard) -> UiccClient:
         return apdu(card, raw)
 
     return UiccClient(transmit)
+
+
+async def test_a_personalised_usim_answers_the_atr_a_handset_accepts(
+    sim: Sim, tmp_path: Path
+) -> None:
+    card, _ki, _opc = sim
+    atr = check_uicc_atr(card.atr)
+    assert atr.protocols[0] == 0  # T=0 first: the protocol a handset starts with
+    assert atr.global_ta is not None
+    classes = atr.global_ta & 0x3F
+    # TS 102 221 §14.5.2: the MF's UICC characteristics ('A5' '80') name the same classes.
+    mf = await client_of(card).select_fid(MF)
+    characteristics = dict(tlvs(mf.proprietary))[0x80][0]
+    assert (characteristics >> 4) & 0x07 == classes & 0x07
+    payment = CardStore(tmp_path / "emv")  # payment cards are no UICC
+    with pytest.raises(ValueError, match="offers T=0"):
+        check_uicc_atr(new_card(payment, protocol="T=1").atr)
+    with pytest.raises(ValueError, match="no class indicator"):
+        check_uicc_atr(new_card(payment, protocol="T=0").atr)
+    with pytest.raises(ValueError, match="TCK"):
+        check_uicc_atr(card.atr[:-1] + bytes((card.atr[-1] ^ 0x01,)))
 
 
 async def test_a_handset_finds_the_usim_and_reads_every_file(sim: Sim) -> None:

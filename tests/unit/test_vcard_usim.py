@@ -18,6 +18,7 @@ from vcard.card import VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.milenage import Milenage, opc_of
 from vcard.store import CardStore
+from vcard.uicc.atr import UICC_ATR
 from vcard.usim import (
     NVM_SQN,
     USIM_AID,
@@ -185,9 +186,11 @@ def test_personalized_usim_reads_its_files_and_authenticates(store: CardStore) -
     again = VirtualCard(store.load(card.chip_serial), store.save)
     again.power_on()
     assert again.state.dgis[NVM_SQN] == (1).to_bytes(6, "big")
-    assert select_usim(again)[1] == 0x9000
+    # Powered up again it is a UICC: T=0, so the answers wait behind 61xx for GET RESPONSE.
+    assert again.atr == UICC_ATR
+    assert select_usim(again)[1] >> 8 == 0x61
     rand = os.urandom(16)
-    assert authenticate(again, rand, network_autn(ki, opc, rand, 2))[1] == 0x9000
+    assert authenticate(again, rand, network_autn(ki, opc, rand, 2))[1] >> 8 == 0x61
 
 
 def test_authenticate_refuses_a_wrong_mac_and_answers_a_replay_with_auts(

@@ -15,7 +15,7 @@ from vcard.uicc.files import ARR_DF, FID_ARR, FID_MF, Ef
 
 DATA_CODING: Final = 0x21  # TS 102 221 §11.1.1.4.3
 OPERATIONAL_ACTIVATED: Final = b"\x05"
-UICC_CHARACTERISTICS: Final = b"\x71"  # clock stop allowed, 5 V / 3 V / 1.8 V (§14.5.2)
+UICC_CHARACTERISTICS: Final = b"\x61"  # clock stop allowed, 3 V / 1.8 V (§14.5.2; as the ATR)
 
 
 def _security(record: int) -> bytes:
