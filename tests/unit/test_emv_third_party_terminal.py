@@ -53,8 +53,8 @@ def test_python_emv_runs_a_contact_flow(tmp_path: Path) -> None:
     card = new_card(CardStore(tmp_path / "cards"))
     data = emv_issuer.build_card(card.state.cplc, TEST_KMC)
     assert set(personalize_dgis(card, data.dgis)) == {0x9000}
+    card.state.protocol = "T=0"  # the library speaks T=0 only; the card takes it at reset
     card.power_on()
-    card.state.protocol = "T=0"  # the library speaks T=0 only
     connection = PyscardLikeConnection(card)
     terminal = Card(connection)
 
