@@ -166,6 +166,7 @@ def test_second_generate_ac_declines_without_approval(store: CardStore) -> None:
 def test_t0_card_runs_the_whole_kernel_through_get_response(store: CardStore) -> None:
     card = personalized(store)
     card.state.protocol = "T=0"  # personalized over T=1 here; the terminal side speaks T=0
+    card.power_on()  # a card takes its protocol at reset
     rid, modulus, index, exponent = emv_issuer.ca_public_key()
     config = TerminalConfig({(rid, index): PublicKey(modulus, exponent)}, today=date(2026, 12, 7))
     out = asyncio.run(Kernel(card_transmit(card), config).contact(emv_issuer.PIN))
