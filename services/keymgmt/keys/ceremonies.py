@@ -280,11 +280,13 @@ DEMO_IMKS = {  # EMV's classic test IMKs (the HSM-core tests' values), split in 
 }
 DEMO_KMC = ("404142434445464748494A4B4C4D4E4F", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF")  # GP test key
 # What an EMV-profile product needs beyond the IMKs (docs/emv-profile.md): the PIN key (format 0
-# blocks, offline PIN) and the CVK pair. Public test values, split in two like the others.
+# blocks, offline PIN) and the CVK pair. Public test values, split in two like the others. The
+# demo's PIN key has usage `encrypt`, not `encrypt-only`: its cards get PIN mailers, which on
+# SoftHSM are printed from a block the HSM decrypts (pin_mailer/service.py, SOFTHSM SHORTCUT).
 DEMO_EMV_KEYS = {
     "PIN-3DES": (
         CeremonyKeyType.DES2,
-        KeyUsage.ENCRYPT_ONLY,
+        KeyUsage.ENCRYPT,
         "0123456789ABCDEFFEDCBA9876543210",
         "3132333435363738393A3B3C3D3E3F40",
     ),
