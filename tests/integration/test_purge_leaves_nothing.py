@@ -1,15 +1,15 @@
 """After the retention purge nothing sensitive of a dispatched card is left anywhere (issue 16).
 
 On the real stack (Postgres, Kafka, a fresh SoftHSM token, real IPP printers, the PIN printer
-over IPPS), in this process: keymgmt, serving HTTP on a loopback port; graphical, which fetches
-the card's face from it and prints it; fulfillment, which packs the card with its carrier
-letter, has keymgmt print the PIN mailer, and dispatches. Intake, electrical, qa and audit are
-played by publishing their events (card.ordered, card.encoded, card.qa_passed,
-batch.reconciled) on their topics.
+over IPPS), in this process: intake, which takes the issuer's order and vaults the card;
+keymgmt, which prepares it and serves HTTP on a loopback port; graphical, which fetches the
+card's face from it and prints it; fulfillment, which packs the card with its carrier letter,
+has keymgmt print the PIN mailer, and dispatches. Electrical, qa and audit are played by
+publishing their events (card.encoded, card.qa_passed, batch.reconciled) on their topics.
 
 The card's PAN (ASCII, chip BCD, hex), cardholder name, address, CVV/iCVV/CVV2 (computed by
 psec from the test's CVK, an independent oracle), PIN, PIN blocks (clear and encrypted) and the
-vault's encrypted record are then searched for in every table of the three services' schemas,
+vault's encrypted record are then searched for in every table of the four services' schemas,
 every file the services wrote and every record of every topic of the test. The same scan finds
 them before the purge, and finds a PAN planted afterwards in a table, a file and a topic, so an
 empty result means something.
@@ -17,7 +17,6 @@ empty result means something.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,9 @@ from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import collect, wait_for
-from tests.support.keymgmt import ADDRESS, CVK, PIN_3DES, auth, ordered, prepared_events, vault
+from tests.support.intake import card as order_line
+from tests.support.intake import started_intake
+from tests.support.keymgmt import CVK, PIN_3DES, auth, prepared_events
 from tests.support.keymgmt import publish as publish_as
 from tests.support.printer import TestPrinter
 from tests.support.purge_flow import fulfillment_for, graphical_for, load_mailer_keys, served
@@ -61,8 +62,25 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 
-PAN = "4761739001010044"  # Luhn-valid test PAN
-EXPIRY, SERVICE_CODE = "2812", "201"  # vault()'s expiry, keymgmt's default service code
+ISSUER, PAN = "bank-a", "4761739001010044"  # an issuer of started_intake; a Luhn-valid PAN
+EXPIRY, SERVICE_CODE = "2812", "201"  # the order's expiry, keymgmt's default service code
+STREET, POSTCODE, CITY = "17 Retention Road", "RT1 7PG", "Purgeville"
+ADDRESS = {"lines": [STREET], "postcode": POSTCODE, "city": CITY, "country": "GB"}
+LINE = order_line(
+    0,
+    pan=PAN,
+    expiry=EXPIRY,
+    cardholder_name="JANE Q PURGETEST",
+    address=ADDRESS,
+)
+KEPT_UNTIL_PURGE = {
+    "card_pins.iso0_block",
+    "card_pins.iso4_block",
+    "card_verification_values.sealed",
+    "vault_cards.pan_blob",
+    "vault_cards.record_blob",
+    "vault_cards.pan_hash",
+}
 PROFILE = {
     "pin_length": 4,
     "pin_formats": ["ISO-9564-1-FORMAT-0", "ISO-9564-1-FORMAT-4"],
@@ -89,10 +107,10 @@ async def pin_printer(
         device.stop()
 
 
-async def stored_secrets(runtime: ServiceRuntime, card: dict[str, Any]) -> list[Secret]:
+async def stored_secrets(runtime: ServiceRuntime, card_id: str) -> list[Secret]:
     """What keymgmt holds of the card, in every form, with the values psec derives."""
     async with runtime.engine.connect() as conn:
-        c = {"c": card["card_id"]}
+        c = {"c": card_id}
         pins = (
             await conn.execute(
                 text("SELECT iso0_block, iso4_block FROM card_pins WHERE card_id = :c"), c
@@ -118,9 +136,10 @@ async def stored_secrets(runtime: ServiceRuntime, card: dict[str, Any]) -> list[
     }
     return [
         pan_secret("PAN", PAN),
-        text_secret("cardholder name", card["cardholder_name"]),
-        text_secret("address line", ADDRESS["lines"][0]),
-        text_secret("postcode", ADDRESS["postcode"]),
+        text_secret("cardholder name", LINE["cardholder_name"]),
+        text_secret("address line", STREET),
+        text_secret("postcode", POSTCODE),
+        text_secret("city", CITY),
         *(short_secret(name.upper(), value, name) for name, value in values.items()),
         short_secret("PIN", pin, "pin"),
         bytes_secret("clear PIN block", clear_iso0),
@@ -155,10 +174,11 @@ async def emitted(settings: KeymgmtSettings, stream: str, kind: str) -> None:
 
 
 async def to_dispatch(
-    settings: KeymgmtSettings, runtime: ServiceRuntime, card_id: str, issuer: str
+    settings: KeymgmtSettings, runtime: ServiceRuntime, prepared: events.CardPrepared
 ) -> None:
     """The card's way from the encoding station to the courier, each step awaited."""
-    card, batch, common = uuid.UUID(card_id), uuid.uuid4(), {"issuer_id": issuer}
+    card, batch, common = prepared.card_id, prepared.batch_id, {"issuer_id": prepared.issuer_id}
+    card_id = str(card)
     encoded = events.CardEncoded(
         **common,
         actor="station-a",
@@ -189,7 +209,7 @@ async def to_dispatch(
 async def scan(
     settings: KeymgmtSettings, runtime: ServiceRuntime, u: str, files: Path, secrets: list[Secret]
 ) -> list[str]:
-    schemas = [runtime.schema, f"graphical_{u}", f"fulfillment_{u}"]
+    schemas = [runtime.schema, f"intake_{u}", f"graphical_{u}", f"fulfillment_{u}"]
     hits = await table_hits(runtime.engine, schemas, secrets)
     hits += file_hits([files], secrets)
     count, in_topics = await topic_hits(settings.kafka_bootstrap, settings.topic_prefix, secrets)
@@ -207,34 +227,38 @@ async def test_nothing_sensitive_of_a_dispatched_card_is_left_after_the_purge(
     tmp_path: Path,
 ) -> None:
     runtime, http = keymgmt
-    u, issuer, custodian = unique, f"ia{unique}", auth(f"cu-{unique}")
-    await load_demo_keys(settings, issuer)
-    await load_mailer_keys(runtime, keymgmt_hsm, issuer)
-    put = await http.put(f"/v1/products/{issuer}/visa-classic", json=PROFILE, headers=custodian)
+    u, custodian = unique, auth(f"cu-{unique}")
+    await load_demo_keys(settings, ISSUER)
+    await load_mailer_keys(runtime, keymgmt_hsm, ISSUER)
+    put = await http.put(f"/v1/products/{ISSUER}/debit", json=PROFILE, headers=custodian)
     assert put.status_code == 200, put.text
-    card = await vault(http, u, issuer, PAN)
-    await publish_as(settings, ordered(card, issuer))
-    assert len(await prepared_events(settings, 1)) == 1
-    secrets = await stored_secrets(runtime, card)
 
     files = tmp_path / "services"  # everything the services write goes below it
-    async with served(build_app(runtime)) as url:
+    async with (
+        started_intake(settings, http, u, topic_prefix=settings.topic_prefix) as intake,
+        served(build_app(runtime)) as url,
+    ):
+        ordered = await intake.order(ISSUER, f"purge-{u}", [LINE])
+        assert ordered.status_code == 201, ordered.text
+        [prepared] = await prepared_events(settings, 1)
+        assert isinstance(prepared, events.CardPrepared)
+        secrets = await stored_secrets(runtime, str(prepared.card_id))
         graphical = graphical_bootstrap(graphical_for(u, url, printer), schema=f"graphical_{u}")
         fulfillment = fulfillment_bootstrap(
             fulfillment_for(u, url, files), schema=f"fulfillment_{u}"
         )
         async with running(graphical), running(fulfillment):
-            await to_dispatch(settings, runtime, card["card_id"], issuer)
+            await to_dispatch(settings, runtime, prepared)
     assert list(printer.spool.glob("*.prn")), "the card's face was printed"
     assert list(pin_printer.spool.glob("*.prn")), "its PIN mailer was printed"
 
     before = await scan(settings, runtime, u, files, secrets)
-    print("BEFORE", before)
-    assert any(hit.startswith("ISO-0 PIN block in ") for hit in before), before
-    assert any(hit.startswith("vault record blob in ") for hit in before), before
+    assert {hit.split(" in ")[1] for hit in before} == {
+        f"{runtime.schema}.{place}" for place in KEPT_UNTIL_PURGE
+    }, before  # only keymgmt's sealed or encrypted records, until the purge
 
     window = await http.put(
-        f"/v1/vault/retention/{issuer}", json={"cardholder_days": 0}, headers=custodian
+        f"/v1/vault/retention/{ISSUER}", json={"cardholder_days": 0}, headers=custodian
     )
     assert window.status_code == 200, window.text
     purged = await http.post("/v1/vault/purge", headers=custodian)
