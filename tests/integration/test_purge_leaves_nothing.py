@@ -17,6 +17,7 @@ empty result means something.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from tests.support.purge_flow import fulfillment_for, graphical_for, load_mailer
 from tests.support.purge_scan import (
     Secret,
     bytes_secret,
+    field_secret,
     file_hits,
     pan_secret,
     short_secret,
@@ -73,13 +75,12 @@ LINE = order_line(
     cardholder_name="JANE Q PURGETEST",
     address=ADDRESS,
 )
+VAULT_COLUMNS = ("pan_blob", "record_blob", "pan_hash")
 KEPT_UNTIL_PURGE = {
     "card_pins.iso0_block",
     "card_pins.iso4_block",
     "card_verification_values.sealed",
-    "vault_cards.pan_blob",
-    "vault_cards.record_blob",
-    "vault_cards.pan_hash",
+    *(f"vault_cards.{column}" for column in VAULT_COLUMNS),
 }
 PROFILE = {
     "pin_length": 4,
@@ -128,7 +129,7 @@ async def stored_secrets(runtime: ServiceRuntime, card_id: str) -> list[Secret]:
             )
         ).one()
     clear_iso0 = Cipher(TripleDES(PIN_3DES), modes.ECB()).decryptor().update(bytes(pins[0]))
-    pin = pinblock.decode_pinblock_iso_0(clear_iso0, PAN)
+    assert pinblock.decode_pinblock_iso_0(clear_iso0, PAN).isdigit()  # the key and PAN fit
     values = {
         "cvv": cvv.generate_cvv(CVK, PAN, EXPIRY, SERVICE_CODE),
         "icvv": cvv.generate_cvv(CVK, PAN, EXPIRY, ICVV_SERVICE_CODE),
@@ -141,7 +142,7 @@ async def stored_secrets(runtime: ServiceRuntime, card_id: str) -> list[Secret]:
         text_secret("postcode", POSTCODE),
         text_secret("city", CITY),
         *(short_secret(name.upper(), value, name) for name, value in values.items()),
-        short_secret("PIN", pin, "pin"),
+        field_secret("PIN", "pin", "pin_digits", "clear_pin"),
         bytes_secret("clear PIN block", clear_iso0),
         bytes_secret("ISO-0 PIN block", bytes(pins[0])),
         bytes_secret("ISO-4 PIN block", bytes(pins[1])),
@@ -257,15 +258,37 @@ async def test_nothing_sensitive_of_a_dispatched_card_is_left_after_the_purge(
         f"{runtime.schema}.{place}" for place in KEPT_UNTIL_PURGE
     }, before  # only keymgmt's sealed or encrypted records, until the purge
 
+    # Personalized (QA passed) and its PIN mailer printed: the sensitive authentication data
+    # goes at once, the cardholder data stays for the issuer's window (the default, 90 days).
+    first = await http.post("/v1/vault/purge", headers=custodian)
+    assert first.json() == {"sensitive_authentication_data": 1, "cardholder_data": 0}
+    sad_gone = {hit.split(" in ")[1] for hit in await scan(settings, runtime, u, files, secrets)}
+    assert sad_gone == {f"{runtime.schema}.vault_cards.{c}" for c in VAULT_COLUMNS}, sad_gone
+
     window = await http.put(
         f"/v1/vault/retention/{ISSUER}", json={"cardholder_days": 0}, headers=custodian
     )
     assert window.status_code == 200, window.text
     purged = await http.post("/v1/vault/purge", headers=custodian)
-    assert purged.json() == {"sensitive_authentication_data": 1, "cardholder_data": 1}
+    assert purged.json() == {"sensitive_authentication_data": 0, "cardholder_data": 1}
 
     assert await scan(settings, runtime, u, files, secrets) == []
+    assert await purges_audited(settings) == [
+        (prepared.card_id, ("sensitive-authentication-data",)),
+        (prepared.card_id, ("cardholder-data",)),
+    ]
     await planted_pan_is_found(settings, runtime, u, files, secrets)
+
+
+async def purges_audited(settings: KeymgmtSettings) -> list[tuple[uuid.UUID, tuple[str, ...]]]:
+    """The card.data_purged events keymgmt published, in order (audit logs every event)."""
+    records = await collect(
+        settings.kafka_bootstrap,
+        settings.topic("keymgmt"),
+        lambda seen: sum(b'"card.data_purged"' in r.value for r in seen) >= 2,
+    )
+    decoded = map(events.decode_event, (r.value for r in records))
+    return [(e.card_id, tuple(e.purged)) for e in decoded if isinstance(e, events.CardDataPurged)]
 
 
 async def planted_pan_is_found(

@@ -4,9 +4,10 @@ every record of every Kafka topic under the test's prefix.
 
 A secret is looked for in each form it can take: a PAN as ASCII digits, as the chip's BCD bytes
 (tag 5A, track 2 equivalent data) and as that BCD in hex, upper or lower case; bytes (a PIN
-block, a sealed value) as raw bytes, hex and base64. Short values (a CVV, a PIN) would match
-any timestamp by chance, so they count only where they stand alone: a whole column value, a
-JSON string value, or a JSON field named after the secret.
+block, a sealed value) as raw bytes, hex and base64. Short values (a CVV) would match any
+timestamp by chance, so they count only where they stand alone: a whole column value, a JSON
+string value, or a JSON field named after the secret; a PIN only under a field named for it
+(its clear and encrypted blocks are looked for everywhere).
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ class Secret:
     def found_in(self, blob: bytes) -> bool:
         if any(form in blob for form in self.forms):
             return True
-        if self.short is None:
-            return False
-        quoted = re.escape(json.dumps(self.short).encode())
-        if blob.strip() == self.short.encode() or re.search(rb":\s*" + quoted, blob):
-            return True
+        if self.short is not None:
+            quoted = re.escape(json.dumps(self.short).encode())
+            if blob.strip() == self.short.encode() or re.search(rb":\s*" + quoted, blob):
+                return True
         return any(
             re.search(re.escape(json.dumps(key).encode()) + rb"\s*:\s*\"?" + b"\\d", blob)
             for key in self.fields
@@ -66,6 +66,12 @@ def bytes_secret(name: str, value: bytes) -> Secret:
 
 def short_secret(name: str, digits: str, *fields: str) -> Secret:
     return Secret(name, (), digits, fields)
+
+
+def field_secret(name: str, *fields: str) -> Secret:
+    """A value too short or too random to look for alone (a generated PIN would meet an expiry
+    date by chance now and then): any digits under one of these JSON keys."""
+    return Secret(name, (), None, fields)
 
 
 def _blob(value: Any) -> bytes:
