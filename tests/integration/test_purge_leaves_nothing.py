@@ -17,6 +17,7 @@ empty result means something.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -51,6 +52,7 @@ from tests.support.purge_scan import (
     bytes_secret,
     field_secret,
     file_hits,
+    log_hits,
     pan_secret,
     short_secret,
     table_hits,
@@ -226,7 +228,10 @@ async def test_nothing_sensitive_of_a_dispatched_card_is_left_after_the_purge(
     printer: TestPrinter,
     pin_printer: TestPrinter,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    for ours in ("services", "shared"):  # every level of our code (not SQLAlchemy's echo)
+        caplog.set_level(logging.DEBUG, logger=ours)
     runtime, http = keymgmt
     u, custodian = unique, auth(f"cu-{unique}")
     await load_demo_keys(settings, ISSUER)
@@ -273,6 +278,8 @@ async def test_nothing_sensitive_of_a_dispatched_card_is_left_after_the_purge(
     assert purged.json() == {"sensitive_authentication_data": 0, "cardholder_data": 1}
 
     assert await scan(settings, runtime, u, files, secrets) == []
+    assert caplog.records, "the services logged"
+    assert log_hits(caplog.records, secrets) == []
     assert await purges_audited(settings) == [
         (prepared.card_id, ("sensitive-authentication-data",)),
         (prepared.card_id, ("cardholder-data",)),

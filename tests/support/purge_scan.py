@@ -1,6 +1,6 @@
 """Searching everything a test's services left behind for a card's sensitive data: every row of
 every table of the given schemas (whatever their columns), every file under the given folders,
-every record of every Kafka topic under the test's prefix.
+every record of every Kafka topic under the test's prefix, every log record of the services.
 
 A secret is looked for in each form it can take: a PAN as ASCII digits, as the chip's BCD bytes
 (tag 5A, track 2 equivalent data) and as that BCD in hex, upper or lower case; bytes (a PIN
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -135,3 +136,12 @@ async def topic_hits(bootstrap: str, prefix: str, secrets: list[Secret]) -> tupl
         for part in parts:
             hits += _hits(where, part, secrets)
     return len(records), sorted(set(hits))
+
+
+def log_hits(records: Iterable[logging.LogRecord], secrets: list[Secret]) -> list[str]:
+    """Every log record, its message and every attribute (the JSON log's extra fields)."""
+    hits: list[str] = []
+    for record in records:
+        rendered = json.dumps({**record.__dict__, "message": record.getMessage()}, default=str)
+        hits += _hits(f"log {record.name}:{record.lineno}", rendered.encode(), secrets)
+    return sorted(set(hits))
