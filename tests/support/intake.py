@@ -172,14 +172,14 @@ async def started_intake(
 ) -> AsyncIterator[Intake]:
     """`vault` wraps the client of the real keymgmt (a test injecting a fault); `resolver`
     answers the webhook deliverer's name lookups."""
-    config = IntakeSettings(
-        environment="test",
-        topic_prefix=f"{keymgmt_settings.topic_prefix}i",
-        service_tokens=keymgmt_settings.service_tokens,
-        principals=f"admin:root=adm-{unique},operator:olga=op-{unique}",
-        keymgmt_url="http://keymgmt",
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "environment": "test",
+        "topic_prefix": f"{keymgmt_settings.topic_prefix}i",  # override to have keymgmt prepare
+        "service_tokens": keymgmt_settings.service_tokens,
+        "principals": f"admin:root=adm-{unique},operator:olga=op-{unique}",
+        "keymgmt_url": "http://keymgmt",
+    }
+    config = IntakeSettings(**(values | overrides))
     client = KeymgmtClient("http://keymgmt", f"in-{unique}", http=keymgmt_http)
     deliverer = Deliverer(
         config, SecretBox(config.webhook_key), resolver=resolver or system_resolver

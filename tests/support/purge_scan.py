@@ -1,0 +1,147 @@
+"""Searching everything a test's services left behind for a card's sensitive data: every row of
+every table of the given schemas (whatever their columns), every file under the given folders,
+every record of every Kafka topic under the test's prefix, every log record of the services.
+
+A secret is looked for in each form it can take: a PAN as ASCII digits, as the chip's BCD bytes
+(tag 5A, track 2 equivalent data) and as that BCD in hex, upper or lower case; bytes (a PIN
+block, a sealed value) as raw bytes, hex and base64. Short values (a CVV) would match any
+timestamp by chance, so they count only where they stand alone: a whole column value, a JSON
+string value, or a JSON field named after the secret; a PIN only under a field named for it
+(its clear and encrypted blocks are looked for everywhere).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import checked_identifier
+from tests.support.stack_dump import kafka_records
+
+
+@dataclass(frozen=True)
+class Secret:
+    """One sensitive value and the byte strings that give it away."""
+
+    name: str
+    forms: tuple[bytes, ...] = ()
+    short: str | None = None  # a few digits: matched only standing alone
+    fields: tuple[str, ...] = field(default=())  # JSON keys whose value would be it
+
+    def found_in(self, blob: bytes) -> bool:
+        if any(form in blob for form in self.forms):
+            return True
+        if self.short is not None:
+            quoted = re.escape(json.dumps(self.short).encode())
+            if blob.strip() == self.short.encode() or re.search(rb":\s*" + quoted, blob):
+                return True
+        return any(
+            re.search(re.escape(json.dumps(key).encode()) + rb"\s*:\s*\"?" + b"\\d", blob)
+            for key in self.fields
+        )
+
+
+def pan_secret(name: str, pan: str) -> Secret:
+    bcd = bytes.fromhex(pan + "F" * (len(pan) % 2))
+    hexed = bcd.hex()
+    return Secret(name, (pan.encode(), bcd, hexed.encode(), hexed.upper().encode()))
+
+
+def text_secret(name: str, value: str) -> Secret:
+    return Secret(name, (value.encode(), value.upper().encode(), value.encode("utf-16-le")))
+
+
+def bytes_secret(name: str, value: bytes) -> Secret:
+    forms = (value, value.hex().encode(), value.hex().upper().encode(), base64.b64encode(value))
+    return Secret(name, forms)
+
+
+def short_secret(name: str, digits: str, *fields: str) -> Secret:
+    return Secret(name, (), digits, fields)
+
+
+def field_secret(name: str, *fields: str) -> Secret:
+    """A value too short or too random to look for alone (a generated PIN would meet an expiry
+    date by chance now and then): any digits under one of these JSON keys."""
+    return Secret(name, (), None, fields)
+
+
+def _blob(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value).encode()
+    return str(value).encode()
+
+
+def _hits(where: str, blob: bytes, secrets: Iterable[Secret]) -> list[str]:
+    return [f"{secret.name} in {where}" for secret in secrets if secret.found_in(blob)]
+
+
+async def table_hits(
+    engine: AsyncEngine, schemas: Iterable[str], secrets: list[Secret]
+) -> list[str]:
+    """Every row of every table of the schemas (information_schema names them), every column."""
+    hits: list[str] = []
+    async with engine.connect() as conn:
+        for schema in schemas:
+            tables = await conn.execute(
+                text(
+                    "SELECT table_name FROM information_schema.tables"
+                    " WHERE table_schema = :s AND table_type = 'BASE TABLE'"
+                ),
+                {"s": schema},
+            )
+            names = [str(t) for (t,) in tables.all()]
+            assert names, f"schema {schema} has no tables: the scan would prove nothing"
+            for table in names:
+                ref = f'{checked_identifier(schema)}."{table}"'
+                rows = await conn.execute(text(f"SELECT * FROM {ref}"))  # noqa: S608
+                for row in rows.mappings():
+                    for column, value in row.items():
+                        if value is not None:
+                            hits += _hits(f"{schema}.{table}.{column}", _blob(value), secrets)
+    return sorted(set(hits))
+
+
+def file_hits(roots: Iterable[Path], secrets: list[Secret], skip: Iterable[Path] = ()) -> list[str]:
+    """Every regular file under the roots, except the folders in `skip`."""
+    skipped = [s.resolve() for s in skip]
+    hits: list[str] = []
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or any(path.resolve().is_relative_to(s) for s in skipped):
+                continue
+            hits += _hits(str(path), path.read_bytes(), secrets)
+    return sorted(set(hits))
+
+
+async def topic_hits(bootstrap: str, prefix: str, secrets: list[Secret]) -> tuple[int, list[str]]:
+    """Every record (key, value, headers) of every topic `<prefix>.*`, read from the start."""
+    records = await kafka_records(bootstrap, prefix)
+    hits: list[str] = []
+    for record in records:
+        parts = [record.key or b"", record.value or b""]
+        parts += [value or b"" for _, value in record.headers]
+        where = f"{record.topic}@{record.offset}"
+        for part in parts:
+            hits += _hits(where, part, secrets)
+    return len(records), sorted(set(hits))
+
+
+def log_hits(records: Iterable[logging.LogRecord], secrets: list[Secret]) -> list[str]:
+    """Every log record, its message and every attribute (the JSON log's extra fields)."""
+    hits: list[str] = []
+    for record in records:
+        rendered = json.dumps({**record.__dict__, "message": record.getMessage()}, default=str)
+        hits += _hits(f"log {record.name}:{record.lineno}", rendered.encode(), secrets)
+    return sorted(set(hits))
