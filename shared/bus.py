@@ -28,6 +28,7 @@ from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.outage import KAFKA, report_failure
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.telemetry import continue_trace, echo_span, tracer
+from shared.unreadable import UNREADABLE_ERRORS, step_past_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,11 @@ class EventConsumer:
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                try:
+                    batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                except UNREADABLE_ERRORS:  # a record aiokafka cannot unpack (shared/unreadable)
+                    await step_past_unreadable(consumer, self.deliver, self._dead_letter_retried)
+                    continue
                 if consumer.assignment():
                     self.ready.set()
                 await self._measure_lag(consumer)
@@ -278,12 +283,11 @@ class EventConsumer:
                     await handler.fn(uow, run)
         echo_span(self._tracer, span, [event.trace for event in run[1:]])
 
-    async def _apply_with_retries(self, record: Any) -> None:
+    async def _apply_with_retries(self, record: Any, verdict: str | None = None) -> None:
         """Apply one record, or dead-letter it; never gives up on an outage (the database or
         Kafka away is retried without limit and logged once, by shared.outage), and retries
         a failing handler `max_attempts` times. Dead-lettering is retried the same way."""
         attempt = 0
-        verdict: str | None = None
         while True:
             attempt += 1
             try:
@@ -311,6 +315,10 @@ class EventConsumer:
                         continue
                     log.warning("handler failed, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(min(0.2 * 2 ** min(attempt, 5), 5.0))
+
+    async def _dead_letter_retried(self, record: Any, reason: str) -> None:
+        """Dead-letter `record` with `reason`, retried like any record (an outage waits)."""
+        await self._apply_with_retries(record, verdict=reason)
 
     async def _apply(self, record: Any) -> None:
         event = decode_record(record)

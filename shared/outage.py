@@ -60,8 +60,31 @@ def _database_down(exc: sa_exc.DBAPIError) -> bool:
     return False
 
 
+# The client library a raw socket error came through names the dependency it was talking to:
+# asyncpg lets ConnectionRefusedError and other OSErrors of its connect out as they are, and
+# SQLAlchemy's pool passes them on unwrapped.
+_CLIENT_MODULES = (("asyncpg", "database"), ("sqlalchemy", "database"), ("aiokafka", "kafka"))
+
+
+def _raised_through(exc: BaseException) -> str | None:
+    """The dependency whose client library the traceback of `exc` passes through, innermost
+    frame first (the library nearest the socket names it)."""
+    modules: list[str] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+        tb = tb.tb_next
+    for module in reversed(modules):
+        for prefix, dependency in _CLIENT_MODULES:
+            if module == prefix or module.startswith(prefix + "."):
+                return dependency
+    return None
+
+
 def dependency_of(exc: BaseException) -> str | None:
-    """'database' or 'kafka' when `exc` says that dependency cannot be reached, else None."""
+    """'database' or 'kafka' when `exc` says that dependency cannot be reached, 'network' for
+    another socket error, else None. A raw OSError raised inside the database's or Kafka's
+    client library is that dependency's."""
     if isinstance(exc, sa_exc.DBAPIError) and _database_down(exc):
         return "database"
     if isinstance(exc, DATABASE_DOWN):
@@ -69,7 +92,7 @@ def dependency_of(exc: BaseException) -> str | None:
     if isinstance(exc, KAFKA_DOWN):
         return "kafka"
     if isinstance(exc, OSError | ConnectionError | TimeoutError):
-        return "network"
+        return _raised_through(exc) or "network"
     return None
 
 
@@ -129,6 +152,7 @@ class Dependency:
 DATABASE = Dependency("database")
 KAFKA = Dependency("kafka")
 _OTHERS: dict[str, Dependency] = {}
+_NAMED: dict[str, Dependency] = {}
 
 
 def report_failure(exc: BaseException) -> bool:
@@ -146,7 +170,18 @@ def report_failure(exc: BaseException) -> bool:
     return True
 
 
-def report_recovery() -> None:
-    """A pass of a loop succeeded end to end: whatever else it found down is back."""
+def named(name: str) -> Dependency:
+    """The process's one Dependency called `name` (pcscd, the checkpoint signer...), for a loop
+    whose failures say which dependency is away by their type rather than by an exception
+    report_failure classifies."""
+    return _NAMED.setdefault(name, Dependency(name))
+
+
+def report_recovery(*back: Dependency) -> None:
+    """A pass of a loop succeeded end to end: the dependencies it used (`back`; the database when
+    none is named) are up again, and so is any socket it found down. Each end of an outage is
+    logged once (Dependency.up)."""
+    for dependency in back or (DATABASE,):
+        dependency.up()
     for dependency in _OTHERS.values():
         dependency.up()

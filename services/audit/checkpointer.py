@@ -21,6 +21,7 @@ from services.audit.tree_repository import (
     build_tree,
 )
 from services.audit.witness_client import WitnessClient
+from shared import outage
 from shared.checkpoint_note import NoteError
 from shared.events import LogCheckpoint
 from shared.service import ServiceRuntime
@@ -120,6 +121,7 @@ async def keep_merkle_tree(runtime: ServiceRuntime) -> None:
     loop = asyncio.get_running_loop()
     next_checkpoint = loop.time() + settings.tree_interval_seconds
     reported = ""
+    signing = outage.named("checkpoint signing")
     while True:
         await asyncio.sleep(settings.tree_interval_seconds)
         try:
@@ -127,6 +129,8 @@ async def keep_merkle_tree(runtime: ServiceRuntime) -> None:
             if settings.checkpoint_interval_seconds and loop.time() >= next_checkpoint:
                 next_checkpoint = loop.time() + settings.checkpoint_interval_seconds
                 await checkpoint_once(runtime, settings, signer, witness)
+                signing.up()
+            outage.report_recovery()
         except asyncio.CancelledError:
             raise
         except TreeGapError as exc:
@@ -137,7 +141,9 @@ async def keep_merkle_tree(runtime: ServiceRuntime) -> None:
                 reported = str(exc)
         except SignerError as exc:
             # keymgmt or the witness down or refusing (a refusal names why: a rewritten log
-            # stays unsigned): the tree keeps growing, the next round tries again.
-            log.warning("checkpoint not signed: %s", exc)
-        except Exception:
-            log.exception("merkle keeper round failed")
+            # stays unsigned): the tree keeps growing, the next round tries again. Logged when
+            # signing stops and when it works again, with how long and how many rounds.
+            signing.down(f"checkpoint not signed: {exc}")
+        except Exception as exc:
+            if not outage.report_failure(exc):  # the database away: one line down, one back
+                log.exception("merkle keeper round failed")

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from services.electrical.repository import StationRepository
 from services.electrical.service import QueuedCard
 from shared.events import CardEncoded, CardSpoiled
+from shared.outage import report_failure, report_recovery
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 
@@ -35,10 +36,11 @@ async def in_transaction(runtime: ServiceRuntime, work: Work) -> bool:
             async with runtime.unit_of_work() as uow:
                 done = await work(uow, uow.repo)
         except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
-            log.warning("database unavailable; retrying", extra={"error": repr(exc)})
+            report_failure(exc)  # logged when the outage starts, counted after
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
+        report_recovery()
         return done
 
 

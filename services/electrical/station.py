@@ -33,10 +33,18 @@ from services.electrical.service import (
     initialize_update,
     parse_cplc_response,
 )
+from shared import outage
 from shared.iso7816 import SW_OK
 from shared.keymgmt.contract import Refusal, SecureScript, SecureScriptRequest
 from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused
-from shared.pcsc import CardConnection, CardRemoved, Disposition, PcscClient, PcscError
+from shared.pcsc import (
+    CardConnection,
+    CardRemoved,
+    Disposition,
+    PcscClient,
+    PcscError,
+    PcscUnavailable,
+)
 from shared.service import ServiceRuntime, Worker
 from shared.telemetry import card_stage, trace_context_of
 
@@ -98,24 +106,30 @@ class StationAgent:
         act = self.activity[reader]
         pause = 0.05
         while True:
+            # pcscd, and this reader in it: each logged when it goes away and when it is back.
+            pcscd, this_reader = outage.named("pcscd"), outage.named(f"reader {reader}")
             try:
                 await self._serve_chip(runtime, reader, act)
                 pause = 0.05
+                outage.report_recovery(outage.DATABASE, pcscd, this_reader)
             except asyncio.CancelledError:
                 raise
             except (CardRemoved, PcscError) as exc:
-                # No card was claimed: a chip that left early, or pcscd restarting.
+                # No card was claimed: a chip that left early (once per chip), or pcscd
+                # restarting or the reader gone (once per outage, however many retries).
                 act.last_problem = f"{exc.__class__.__name__}: {exc}"
-                log.info(
-                    "reader problem before a claim", extra={"reader": reader, "error": str(exc)}
-                )
+                if isinstance(exc, CardRemoved):
+                    log.info("chip left before a claim", extra={"reader": reader})
+                else:
+                    (pcscd if isinstance(exc, PcscUnavailable) else this_reader).down(exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
             except Exception as exc:
                 # The database away, or a fault: the reader goes on after a pause. A claimed card
                 # was released (never written) or its outcome recorded before this point.
                 act.last_problem = exc.__class__.__name__
-                log.exception("reader loop failed; going on", extra={"reader": reader})
+                if not outage.report_failure(exc):  # an outage: one line down, one back
+                    log.exception("reader loop failed; going on", extra={"reader": reader})
                 await asyncio.sleep(1.0)
 
     async def _serve_chip(self, runtime: ServiceRuntime, reader: str, act: ReaderActivity) -> None:

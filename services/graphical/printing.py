@@ -24,6 +24,7 @@ from services.graphical.repository import GraphicalRepository, PrintJob
 from shared.events import CardPrinted, CardSpoiled
 from shared.ipp import IppError, JobStatus
 from shared.metrics import PRINT_OUTCOMES, PRINT_WAITING, PRINTER_UP
+from shared.outage import report_failure, report_recovery
 from shared.print_jobs import SUBMITTED, UNFINISHED, PrintJobMachine, PrintPolicy
 from shared.service import ServiceRuntime
 from shared.telemetry import card_stage, trace_context_of
@@ -93,9 +94,12 @@ class PrintSpooler:
             try:
                 worked = await self.step(runtime)
             except Exception as exc:  # the database away: wait for it, the jobs are safe
-                log.warning("print spooler step failed", extra={"error": repr(exc)})
+                if not report_failure(exc):  # an outage is logged once, when it starts
+                    log.warning("print spooler step failed", extra={"error": repr(exc)})
                 worked = False
                 await asyncio.sleep(self.backoff_s)
+            else:
+                report_recovery()
             if worked:
                 continue
             if loop.time() - last_status >= self.status_every_s:

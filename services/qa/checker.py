@@ -35,6 +35,7 @@ from services.qa.service import (
 from services.qa.sim_check import is_usim, sim_chip_checks
 from shared.events import CardQaFailed, CardQaPassed
 from shared.keymgmt.contract import ArqcRequest, CaPublicKey, ReadbackRequest, Verdict
+from shared.outage import report_failure, report_recovery
 from shared.outbox import UnitOfWork
 from shared.pcsc import CardConnection, CardRemoved, PcscClient, PcscError
 from shared.service import ServiceRuntime
@@ -106,11 +107,13 @@ class QaMachine:
             self.status.activity = "waiting for a printed card"
             try:
                 card = await self._claim(runtime)
-            except Exception as exc:  # the database away: QA waits for it
+            except Exception as exc:  # the database away: QA waits for it, logged once
                 self.status.last_problem = f"database: {exc.__class__.__name__}"
-                log.warning("cannot claim a card", extra={"error": repr(exc)})
+                if not report_failure(exc):
+                    log.warning("cannot claim a card", extra={"error": repr(exc)})
                 await asyncio.sleep(self.fault_backoff_s)
                 continue
+            report_recovery()
             if card is None:
                 try:
                     await asyncio.wait_for(self._queue_changed.wait(), self.queue_poll_s)
