@@ -300,3 +300,20 @@ def test_the_witness_runs_alone_with_its_own_key_store_and_no_credential(
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "audit"}}}
     ]
     assert policy["egress"] == []
+
+
+def test_keymgmt_verifies_issuer_tokens_at_intake_and_only_there(objects: tuple[Obj, ...]) -> None:
+    config = {c["metadata"]["name"]: c.get("data", {}) for c in of_kind(objects, "ConfigMap")}
+    keymgmt_config = next(v for k, v in config.items() if k.startswith("keymgmt-config"))
+    assert keymgmt_config["BUREAU_INTAKE_URL"] == "http://intake:8101"
+    egress = named(objects, "NetworkPolicy", "keymgmt-to-intake")["spec"]["egress"]
+    assert egress == [
+        {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "intake"}}}],
+            "ports": [{"protocol": "TCP", "port": 8101}],
+        }
+    ]
+    (ingress,) = named(objects, "NetworkPolicy", "intake-from-keymgmt")["spec"]["ingress"]
+    assert ingress["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "keymgmt"}}}
+    ]
