@@ -153,6 +153,13 @@ PRINT_WAITING = Gauge(
     registry=REGISTRY,
 )
 
+ICC_POOL_FREE = Gauge(
+    "bureau_icc_key_pool_free",
+    "Free ICC key pairs in keymgmt's pool (set on every refill check and refill).",
+    ("service",),
+    registry=REGISTRY,
+)
+
 _service_name = "unknown"
 
 
@@ -195,3 +202,8 @@ def time_hsm_operation(fn: Callable[..., object]) -> Timer:
 
 def render() -> str:
     return generate_latest(REGISTRY).decode()
+
+
+def set_icc_pool_free(free: int) -> None:
+    """keymgmt's free ICC key pairs (only keymgmt sets it, so only keymgmt exposes the series)."""
+    ICC_POOL_FREE.labels(_service_name).set(free)

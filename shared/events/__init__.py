@@ -25,6 +25,8 @@ from shared.events.lifecycle import (
     CardQaPassed,
     CardSpoiled,
     DeadLetterRecorded,
+    IccKeyPairDrawn,
+    IccKeyPoolRefilled,
     LogCheckpoint,
     OrderAccepted,
     OrderReceived,
@@ -58,6 +60,8 @@ AnyEvent = Annotated[
     | CardDestroyed
     | CardCancelled
     | CardDataPurged
+    | IccKeyPoolRefilled
+    | IccKeyPairDrawn
     | StockDestroyed
     | BatchReconciled
     | BatchDiscrepancy
@@ -131,6 +135,8 @@ __all__ = [
     "CardSpoiled",
     "DeadLetterRecorded",
     "Event",
+    "IccKeyPairDrawn",
+    "IccKeyPoolRefilled",
     "LogCheckpoint",
     "OrderAccepted",
     "OrderReceived",

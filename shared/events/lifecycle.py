@@ -10,14 +10,15 @@ Departures from ../shared/ARCHITECTURE.md, on purpose:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.events.base import Event
 
 MaskedPan = str  # first 6 + last 4, the rest '*' (never the clear PAN)
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class OrderReceived(Event):
@@ -208,6 +209,42 @@ class CardDataPurged(Event):
         min_length=1, max_length=2
     )
     reason: str = Field(max_length=200)
+
+
+class IccKeyPoolRefilled(Event):
+    """keymgmt generated ICC key pairs in the HSM and stored them in its pool, each private key
+    wrapped under the pool key at once (EMV Book 2 DDA/CDA). Names each pair by its pool id and
+    the SHA-256 of its public modulus, never a private part."""
+
+    type: Literal["icc_key_pool.refilled"] = "icc_key_pool.refilled"
+    pool_key_label: str = Field(min_length=1, max_length=128)
+    bits: int = Field(ge=512, le=4096)
+    count: int = Field(ge=1)
+    pool_ids: list[int] = Field(min_length=1, max_length=100)
+    fingerprints: list[Sha256Hex] = Field(
+        min_length=1, max_length=100, description="SHA-256 of each pair's modulus, hex"
+    )
+    pool_size: int = Field(ge=0, description="free pairs in the pool after the refill")
+
+    @model_validator(mode="after")
+    def _one_fingerprint_per_pair(self) -> IccKeyPoolRefilled:
+        if not self.count == len(self.pool_ids) == len(self.fingerprints):
+            raise ValueError(
+                f"count {self.count}, {len(self.pool_ids)} pool ids and"
+                f" {len(self.fingerprints)} fingerprints must agree"
+            )
+        return self
+
+
+class IccKeyPairDrawn(Event):
+    """A card's preparation took an ICC key pair from the pool: which pair (pool id and the
+    SHA-256 of its public modulus) went to which card."""
+
+    type: Literal["icc_key_pair.drawn"] = "icc_key_pair.drawn"
+    card_id: UUID
+    pool_id: int = Field(ge=1)
+    pool_key_label: str = Field(min_length=1, max_length=128)
+    fingerprint: Sha256Hex = Field(description="SHA-256 of the pair's modulus, hex")
 
 
 class BatchReconciled(Event):

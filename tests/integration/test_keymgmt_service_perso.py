@@ -21,7 +21,7 @@ from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
 from tests.support.bus import collect, wait_for
-from tests.support.keymgmt import PAN16, auth, ordered, publish, vault
+from tests.support.keymgmt import PAN16, auth, ordered, prepared_events, publish, vault
 from tests.support.keymgmt_emv import emv_product
 from tests.support.keymgmt_sim import sim_ordered, sim_product
 from tests.support.vcard import select_usim
@@ -86,7 +86,7 @@ async def test_script_personalises_one_chip_whose_records_and_arqc_check_out(
     assert early.status_code == 409  # vaulted, not prepared yet
     assert (await script_for(http, station, str(uuid.uuid4()), chip)).status_code == 404
     await publish(settings, ordered(card, issuer))
-    await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda seen: len(seen) >= 1)
+    await prepared_events(settings, 1)  # the stream also holds the pool's refill
 
     assert (await script_for(http, f"nobody-{unique}", card_id, chip)).status_code == 401
     wrong_serial = await script_for(http, station, card_id, chip, serial="000000000000")

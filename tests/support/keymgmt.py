@@ -221,7 +221,14 @@ async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> 
 
 
 async def prepared_events(config: KeymgmtSettings, count: int) -> list[events.Event]:
+    """The first ``count`` card.prepared on keymgmt's stream (which also carries the ICC key
+    pool's refills and draws, and the retention purges)."""
+
+    def prepared(records: list[Any]) -> list[events.Event]:
+        decoded = (events.decode_event(r.value) for r in records)
+        return [e for e in decoded if e.type == "card.prepared"]
+
     records = await collect(
-        config.kafka_bootstrap, config.topic("keymgmt"), lambda seen: len(seen) >= count
+        config.kafka_bootstrap, config.topic("keymgmt"), lambda seen: len(prepared(seen)) >= count
     )
-    return [events.decode_event(r.value) for r in records]
+    return prepared(records)

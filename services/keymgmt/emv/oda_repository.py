@@ -63,15 +63,19 @@ class OdaRepository(SqlRepository):
         )
 
     # -- the ICC key pool --------------------------------------------------------------------
-    async def add_pool_pairs(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self.conn.execute(
+    async def add_pool_pairs(self, rows: Sequence[dict[str, Any]]) -> list[int]:
+        """Store the pairs; their pool ids, in the order given."""
+        ids: list[int] = []
+        for row in rows:
+            result = await self.conn.execute(
                 text(
                     "INSERT INTO icc_key_pool (pool_key_label, bits, modulus, exponent, wrapped)"
-                    " VALUES (:pool_key_label, :bits, :modulus, :exponent, :wrapped)"
+                    " VALUES (:pool_key_label, :bits, :modulus, :exponent, :wrapped) RETURNING id"
                 ),
-                list(rows),
+                row,
             )
+            ids.append(int(result.scalar_one()))
+        return ids
 
     async def free_pool_pairs(self) -> int:
         rows = await self.conn.execute(

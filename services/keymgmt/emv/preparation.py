@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from services.keymgmt.emv.card_data import IssuerOdaInputs
+from services.keymgmt.emv.icc_pool import emit_draws
 from services.keymgmt.emv.key_checks import product_key_problems
 from services.keymgmt.emv.keys import ImkLabels
 from services.keymgmt.emv.oda import issuer_key_label
@@ -328,6 +329,12 @@ async def _record_prepared(
     offline = [extra["offline_pin"] for _, extra in rows if "offline_pin" in extra]
     await uow.repo.oda.put_offline_pins(offline)
     await uow.repo.oda.put_card_oda(oda_rows)
+    draws = [(t.event.card_id, t.event.issuer_id, emv.get(t.event.card_id)) for t in todo]
+    await emit_draws(
+        uow,
+        [(c, i, e.pool_id, e.icc.modulus) for c, i, e in draws if e and e.icc and e.pool_id],
+        actor,
+    )
     for item, prep in done:
         event = item.event
         await uow.emit(

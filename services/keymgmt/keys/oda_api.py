@@ -196,4 +196,4 @@ async def pool_status(who: KeyReader, runtime: RuntimeDep) -> Any:
 async def pool_refill(
     body: PoolRefillIn, who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
-    return {"free": await refill_pool(runtime, deps.hsm(), body.count)}
+    return {"free": await refill_pool(runtime, deps.hsm(), body.count, who_of(who))}
