@@ -196,6 +196,12 @@ class PrintData(_Answer):
     cardholder_name: str
     masked_pan: str
     expiry: str  # YYMM
+    cvv2: str | None = Field(
+        default=None,
+        repr=False,
+        pattern=r"^\d{3}$",
+        description="computed in the HSM for this print only; absent without a CVK pair",
+    )
 
 
 class MailingData(_Answer):
