@@ -11,7 +11,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from services.graphical.render import FaceRenderer, RenderError, background
-from services.graphical.service import Background, FaceData, PhotoBox, default_design
+from services.graphical.service import (
+    Background,
+    CardDesign,
+    FaceData,
+    PhotoBox,
+    TextField,
+    default_design,
+)
 from services.graphical.settings import DEJAVU_SANS
 
 FACE = FaceData("Jane Public", "411111******1111", "2812")
@@ -95,3 +102,21 @@ def test_the_photo_fills_its_box_and_a_missing_or_bad_photo_is_a_render_error() 
 def test_a_photo_box_must_lie_on_the_card() -> None:
     with pytest.raises(ValidationError, match="runs off the card"):
         PhotoBox(x=900, y=40, width=180, height=240)
+
+
+def test_the_cvv2_is_drawn_only_where_a_design_has_a_cvv2_field() -> None:
+    renderer = FaceRenderer(DEJAVU_SANS)
+    with_field = CardDesign(
+        design_id="back",
+        issuer_name="Acme",
+        background=Background(colour="#000000"),
+        fields=(TextField(kind="cvv2", x=800, y=300, font_size=40),),
+    )
+    face = FaceData("Jane Public", "411111******1111", "2812", cvv2="042")
+    drawn = _image(renderer.render(with_field, face)).convert("RGB")
+    blank = _image(renderer.render(with_field, FACE)).convert("RGB")
+    assert blank.getbbox() is None or blank.convert("L").getextrema() == (0, 0)
+    assert drawn.convert("L").crop((800, 300, 1011, 360)).getextrema()[1] > 128
+    assert renderer.render(default_design("Acme"), face) == renderer.render(
+        default_design("Acme"), FACE
+    )
