@@ -350,3 +350,18 @@ def test_print_data_carries_the_cvv2_without_showing_it() -> None:
         with pytest.raises(ValidationError) as refused:
             c.PrintData.model_validate(print_data | {"cvv2": bad})
         assert "cvv2" in str(refused.value)
+
+
+async def test_a_bad_cvv2_from_keymgmt_is_a_bad_response_that_does_not_name_it() -> None:
+    print_data = {
+        "card_id": str(CARD),
+        "issuer_id": "acme",
+        "cardholder_name": "JANE",
+        "masked_pan": "476173******0010",
+        "expiry": "2812",
+        "cvv2": "7190",
+    }
+    keymgmt = Keymgmt(httpx.Response(200, json=print_data))
+    with pytest.raises(KeymgmtBadResponse, match="cvv2") as bad:
+        await keymgmt.client().print_data(CARD)
+    assert "7190" not in str(bad.value)
