@@ -1,7 +1,7 @@
 """The CVV2 printed on the card body and then gone (issue 13), on the real stack.
 
-In this process: intake vaults the card, keymgmt prepares it (a product with a CVK pair, the
-demo keys in a fresh SoftHSM token) and serves HTTP on a loopback port; graphical, whose issuer
+In this process: intake vaults the card, keymgmt prepares it (a product with a CVK pair loaded
+by ceremony into a fresh SoftHSM token) and serves HTTP on a loopback port; graphical, whose issuer
 design has a "cvv2" field, fetches the print view and prints the face on a real IPP printer.
 Electrical is played by publishing card.encoded.
 
@@ -25,6 +25,7 @@ from services.graphical.service import Background, CardDesign, FaceData, TextFie
 from services.graphical.settings import DEJAVU_SANS
 from services.keymgmt.app import build_app
 from services.keymgmt.emv.cvv import CVV2_SERVICE_CODE
+from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
@@ -34,7 +35,7 @@ from tests.conftest import running
 from tests.support.bus import collect
 from tests.support.intake import card as order_line
 from tests.support.intake import started_intake
-from tests.support.keymgmt import CVK, auth, prepared_events
+from tests.support.keymgmt import CVK, auth, load_security_keys, prepared_events
 from tests.support.keymgmt import publish as publish_as
 from tests.support.printer import TestPrinter
 from tests.support.purge_flow import graphical_for, served
@@ -80,6 +81,7 @@ async def test_the_cvv2_from_the_hsm_reaches_the_printer_and_is_kept_nowhere(
     settings: KeymgmtSettings,
     unique: str,
     keymgmt: tuple[ServiceRuntime, Any],
+    keymgmt_hsm: Hsm,
     printer: TestPrinter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -87,6 +89,7 @@ async def test_the_cvv2_from_the_hsm_reaches_the_printer_and_is_kept_nowhere(
         caplog.set_level(logging.DEBUG, logger=ours)
     runtime, http = keymgmt
     await load_demo_keys(settings, ISSUER)
+    await load_security_keys(runtime, keymgmt_hsm, ISSUER)  # the CVK pair, psec's CVK
     put = await http.put(
         f"/v1/products/{ISSUER}/debit", json={"cvv": True}, headers=auth(f"cu-{unique}")
     )
