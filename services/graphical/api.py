@@ -37,7 +37,8 @@ def sample_photo() -> bytes:
     return out.getvalue()
 
 
-SAMPLE_FACE = FaceData("JANE Q SAMPLE", "400000******0002", "3012", sample_photo())
+# A preview shows where a design's cvv2 field prints, with a made-up value.
+SAMPLE_FACE = FaceData("JANE Q SAMPLE", "400000******0002", "3012", sample_photo(), "123")
 
 
 router = APIRouter(prefix="/v1", tags=["graphical"])

@@ -54,7 +54,7 @@ async def print_card_face(
     photo = None
     if design.photo is not None:
         photo = await repo.photo_for(event.card_id, event.issuer_id)
-    face = FaceData(data.cardholder_name, data.masked_pan, data.expiry, photo)
+    face = FaceData(data.cardholder_name, data.masked_pan, data.expiry, photo, data.cvv2)
     job = PrintJob(
         job_id=uuid.uuid4(),
         card_id=event.card_id,

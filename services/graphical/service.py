@@ -8,6 +8,7 @@ does not offer: `check_masked_pan` refuses anything that looks clear.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +22,7 @@ TRACK1_NAME_MAX = 26  # the name on track 1 of a payment card (ISO/IEC 7813)
 
 Colour = str  # "#rrggbb"
 _COLOUR = r"^#[0-9a-fA-F]{6}$"
-FieldKind = Literal["cardholder_name", "pan", "expiry", "issuer_name", "label"]
+FieldKind = Literal["cardholder_name", "pan", "expiry", "issuer_name", "label", "cvv2"]
 PanDisplay = Literal["masked", "last4"]
 
 
@@ -139,12 +140,21 @@ def name_text(cardholder_name: str) -> str:
     return name[:TRACK1_NAME_MAX]
 
 
+def cvv2_text(cvv2: str) -> str:
+    """The CVV2 as printed: its three digits (ValueError without naming them)."""
+    if not re.fullmatch(r"\d{3}", cvv2):
+        raise ValueError("the CVV2 from keymgmt is not 3 digits")
+    return cvv2
+
+
 @dataclass(frozen=True)
 class FaceData:
     cardholder_name: str
     masked_pan: str
     expiry: str  # YYMM
     photo: bytes | None = None  # PNG or JPEG, for a design with a photo box
+    # From keymgmt's print view, for a "cvv2" field only; never logged, purged with the render.
+    cvv2: str | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,10 @@ def lay_out_face(design: CardDesign, data: FaceData) -> list[PlacedText]:
             text = pan_text(data.masked_pan, field.pan_display)
         elif field.kind == "expiry":
             text = expiry_text(data.expiry)
+        elif field.kind == "cvv2":
+            if data.cvv2 is None:
+                continue  # the product has no CVK pair: no CVV2 to print
+            text = cvv2_text(data.cvv2)
         elif field.kind == "issuer_name":
             text = design.issuer_name
         else:

@@ -189,13 +189,14 @@ class VaultStored(_Answer):
 
 
 class PrintData(_Answer):
-    """GET /v1/vault/cards/{card_id}/print-data (service graphical): never the clear PAN."""
+    """GET /v1/vault/cards/{card_id}/print-data: no clear PAN; a CVV2 (HSM) if there are CVKs."""
 
     card_id: UUID
     issuer_id: str
     cardholder_name: str
     masked_pan: str
     expiry: str  # YYMM
+    cvv2: str | None = Field(default=None, repr=False, pattern=r"^\d{3}$")  # for this print only
 
 
 class MailingData(_Answer):

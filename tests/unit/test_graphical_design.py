@@ -111,3 +111,32 @@ def test_field_colour_overrides_the_design_text_colour() -> None:
 def test_design_survives_a_json_round_trip() -> None:
     design = default_design("Acme")
     assert CardDesign.model_validate_json(design.model_dump_json()) == design
+
+
+CVV2_DESIGN = CardDesign(
+    design_id="back",
+    issuer_name="Acme",
+    background=Background(colour="#000000"),
+    fields=(
+        TextField(kind="expiry", x=60, y=60, font_size=30),
+        TextField(kind="cvv2", x=800, y=60, font_size=30),
+    ),
+)
+
+
+def test_a_cvv2_field_prints_keymgmts_cvv2_and_nothing_without_one() -> None:
+    face = FaceData("JANE", "411111******1111", "2812", cvv2="042")
+    placed = lay_out_face(CVV2_DESIGN, face)
+    assert [(p.text, p.x, p.y) for p in placed] == [("12/28", 60, 60), ("042", 800, 60)]
+    without = lay_out_face(CVV2_DESIGN, FaceData("JANE", "411111******1111", "2812"))
+    assert [p.text for p in without] == ["12/28"]  # a product without a CVK pair
+    assert "042" not in [p.text for p in lay_out_face(default_design("Acme"), face)]
+    assert "042" not in repr(face)
+
+
+@pytest.mark.parametrize("bad", ["42", "0420", "04a", ""])
+def test_a_cvv2_that_is_not_three_digits_is_refused_without_naming_it(bad: str) -> None:
+    face = FaceData("JANE", "411111******1111", "2812", cvv2=bad)
+    with pytest.raises(ValueError, match="CVV2 from keymgmt is not 3 digits") as refused:
+        lay_out_face(CVV2_DESIGN, face)
+    assert not bad or bad not in str(refused.value)

@@ -11,7 +11,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from services.graphical.render import FaceRenderer, RenderError, background
-from services.graphical.service import Background, FaceData, PhotoBox, default_design
+from services.graphical.service import (
+    Background,
+    CardDesign,
+    FaceData,
+    PhotoBox,
+    TextField,
+    default_design,
+)
 from services.graphical.settings import DEJAVU_SANS
 
 FACE = FaceData("Jane Public", "411111******1111", "2812")
@@ -95,3 +102,24 @@ def test_the_photo_fills_its_box_and_a_missing_or_bad_photo_is_a_render_error() 
 def test_a_photo_box_must_lie_on_the_card() -> None:
     with pytest.raises(ValidationError, match="runs off the card"):
         PhotoBox(x=900, y=40, width=180, height=240)
+
+
+def test_the_cvv2_is_drawn_only_where_a_design_has_a_cvv2_field() -> None:
+    renderer = FaceRenderer(DEJAVU_SANS)
+    with_field = CardDesign(
+        design_id="back",
+        issuer_name="Acme",
+        background=Background(colour="#000000"),
+        fields=(TextField(kind="cvv2", x=800, y=300, font_size=40),),
+    )
+    face = FaceData("Jane Public", "411111******1111", "2812", cvv2="042")
+    drawn = _image(renderer.render(with_field, face)).convert("L")
+    blank = _image(renderer.render(with_field, FACE)).convert("L")
+    assert blank.getbbox() is None  # all black: no CVV2, nothing drawn
+    inked = drawn.getbbox()
+    assert inked is not None
+    assert inked[0] >= 800
+    assert inked[1] >= 300  # drawn at the field's place only
+    assert renderer.render(default_design("Acme"), face) == renderer.render(
+        default_design("Acme"), FACE
+    )

@@ -220,7 +220,8 @@ async def test_vault_views() -> None:
         "expiry": "2812",
     }
     keymgmt = Keymgmt(httpx.Response(200, json=print_data))
-    assert (await keymgmt.client().print_data(CARD)).expiry == "2812"
+    answer = await keymgmt.client().print_data(CARD)
+    assert (answer.expiry, answer.cvv2) == ("2812", None)  # a product without a CVK pair
     assert keymgmt.seen[0].url.path == f"/v1/vault/cards/{CARD}/print-data"
     mailing = {k: card()[k] for k in ("card_id", "cardholder_name", "address")}
     keymgmt = Keymgmt(httpx.Response(200, json=mailing))
@@ -331,3 +332,36 @@ async def test_a_trusted_ca_public_key_for_qa() -> None:
         "GET",
         "/v1/ca-keys/A000000003/92",
     )
+
+
+def test_print_data_carries_the_cvv2_without_showing_it() -> None:
+    print_data = {
+        "card_id": str(CARD),
+        "issuer_id": "acme",
+        "cardholder_name": "JANE",
+        "masked_pan": "476173******0010",
+        "expiry": "2812",
+    }
+    answer = c.PrintData.model_validate(print_data | {"cvv2": "719"})
+    assert answer.cvv2 == "719"
+    assert "719" not in repr(answer)
+    assert "719" not in str(answer)
+    for bad in ("71", "7190", "7a9", 719):
+        with pytest.raises(ValidationError) as refused:
+            c.PrintData.model_validate(print_data | {"cvv2": bad})
+        assert "cvv2" in str(refused.value)
+
+
+async def test_a_bad_cvv2_from_keymgmt_is_a_bad_response_that_does_not_name_it() -> None:
+    print_data = {
+        "card_id": str(CARD),
+        "issuer_id": "acme",
+        "cardholder_name": "JANE",
+        "masked_pan": "476173******0010",
+        "expiry": "2812",
+        "cvv2": "7190",
+    }
+    keymgmt = Keymgmt(httpx.Response(200, json=print_data))
+    with pytest.raises(KeymgmtBadResponse, match="cvv2") as bad:
+        await keymgmt.client().print_data(CARD)
+    assert "7190" not in str(bad.value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -21,7 +21,12 @@ from services.keymgmt.emv.card_data import (
     prepare_emv_data,
     values_context,
 )
-from services.keymgmt.emv.cvv import CvkLabels, card_verification_values
+from services.keymgmt.emv.cvv import (
+    CVV2_SERVICE_CODE,
+    CvkLabels,
+    card_verification_values,
+    visa_cvv,
+)
 from services.keymgmt.emv.keys import ImkLabels
 from services.keymgmt.emv.pin import (
     IssuedPin,
@@ -120,11 +125,29 @@ def card_security(
     if profile.cvv:
         cvk = CvkLabels.for_issuer(issuer)
         values = card_verification_values(hsm, cvk, card.pan, card.expiry, service_code)
-        # CVV2 is not kept: nothing in the bureau reads it (PCI: store no SAD without need).
+        # CVV2 is not kept: it is computed again for the card body's print (print_view).
         clear = json.dumps({"cvv": values.cvv, "icvv": values.icvv})
         vault_label = SealedPan.from_bytes(bytes(vaulted["pan_blob"])).key_label
         sealed = seal_bytes(hsm, vault_label, clear.encode(), values_context(card_id, issuer))
     return CardSecurity(pin, pvki, cvk, sealed, emv_prep)
+
+
+@dataclass(frozen=True)
+class PrintView:
+    """What graphical prints of a card: the opened record and, for a product with a CVK pair,
+    the CVV2 computed in the HSM for this print only (never stored, logged or sent on)."""
+
+    card: OpenedCard
+    cvv2: str | None = field(default=None, repr=False)
+
+
+def print_view(hsm: Hsm, vaulted: Mapping[str, Any], cvk: CvkLabels | None) -> PrintView:
+    """The card's print data (HSM worker): its CVV2 (service code 000) under ``cvk``, the CVK
+    pair its values were prepared under, else none."""
+    card = open_card(hsm, vaulted)
+    if cvk is None:
+        return PrintView(card)
+    return PrintView(card, visa_cvv(hsm, cvk, card.pan, card.expiry, CVV2_SERVICE_CODE))
 
 
 def prepare_card_data(

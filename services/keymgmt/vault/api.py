@@ -19,6 +19,8 @@ from services.keymgmt.deps import (
     KeymgmtDepsDep,
     who_of,
 )
+from services.keymgmt.emv.cvv import CvkLabels
+from services.keymgmt.emv.security import print_view
 from services.keymgmt.vault.retention import purge_due
 from services.keymgmt.vault.schemas import (
     DuplicateCard,
@@ -130,15 +132,22 @@ async def vault_row(runtime: RuntimeDep, card_id: UUID, who: Principal, purpose:
 async def print_data(
     card_id: UUID, who: Graphical, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
+    """The face data of a card for graphical; with the CVV2 computed in the HSM now (under
+    the CVK pair its values were prepared with) when its product has one. Nothing keeps the
+    CVV2: it is in this answer only."""
     row = await vault_row(runtime, card_id, who, "print-data")
-    card = await deps.hsm().call(open_card, row)
-    return {
+    async with runtime.unit_of_work() as uow:
+        values = await uow.repo.emv.card_values(card_id)
+    cvk = None if values is None else CvkLabels(values["cvk_a_label"], values["cvk_b_label"])
+    view = await deps.hsm().call(print_view, row, cvk)
+    answer = {
         "card_id": str(card_id),
         "issuer_id": row["issuer_id"],
-        "cardholder_name": card.cardholder_name,
+        "cardholder_name": view.card.cardholder_name,
         "masked_pan": row["masked_pan"],
-        "expiry": card.expiry,
+        "expiry": view.card.expiry,
     }
+    return answer if view.cvv2 is None else answer | {"cvv2": view.cvv2}
 
 
 @router.get("/cards/{card_id}/mailing")
