@@ -10,8 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
-
 from services.electrical.repository import StationRepository
 from services.electrical.service import QueuedCard
 from shared.events import CardEncoded, CardSpoiled
@@ -30,13 +28,17 @@ RECOVERY_REASON = (
 
 
 async def in_transaction(runtime: ServiceRuntime, work: Work) -> bool:
+    """Run `work` in one unit of work, retried for as long as the database is away: any failure
+    shared.outage counts as an outage (a hard stop's "shutting down" and "starting up" arrive
+    as a plain DBAPIError), so a written chip's outcome waits for the database, never lost."""
     delay = 0.2
     while True:
         try:
             async with runtime.unit_of_work() as uow:
                 done = await work(uow, uow.repo)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
-            report_failure(exc)  # logged when the outage starts, counted after
+        except Exception as exc:
+            if not report_failure(exc):  # an outage: logged when it starts, counted after
+                raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
