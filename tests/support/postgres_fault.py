@@ -7,7 +7,20 @@ import os
 import subprocess
 from pathlib import Path
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def pg_bin() -> Path:
+    """PostgreSQL's bin directory, found as deploy/local/stack.sh finds it: $PG_BIN, else 15 (the
+    contract), else the newest under /usr/lib/postgresql."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    preferred = Path("/usr/lib/postgresql/15/bin")
+    if (preferred / "pg_ctl").exists():
+        return preferred
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else preferred
+
+
+PG_BIN = pg_bin()
 
 
 def _as_pg(*command: str) -> subprocess.CompletedProcess[str]:
