@@ -211,14 +211,18 @@ async def test_a_vault_body_written_card_by_card_is_the_models_json() -> None:
             c.vault_store_json(issuer, bad)
 
 
+# keymgmt's print-data answer for CARD, without a CVV2 (a product without a CVK pair).
+PRINT_DATA: dict[str, Any] = {
+    "card_id": str(CARD),
+    "issuer_id": "acme",
+    "cardholder_name": "JANE",
+    "masked_pan": "476173******0010",
+    "expiry": "2812",
+}
+
+
 async def test_vault_views() -> None:
-    print_data = {
-        "card_id": str(CARD),
-        "issuer_id": "acme",
-        "cardholder_name": "JANE",
-        "masked_pan": "476173******0010",
-        "expiry": "2812",
-    }
+    print_data = dict(PRINT_DATA)
     keymgmt = Keymgmt(httpx.Response(200, json=print_data))
     answer = await keymgmt.client().print_data(CARD)
     assert (answer.expiry, answer.cvv2) == ("2812", None)  # a product without a CVK pair
@@ -335,13 +339,7 @@ async def test_a_trusted_ca_public_key_for_qa() -> None:
 
 
 def test_print_data_carries_the_cvv2_without_showing_it() -> None:
-    print_data = {
-        "card_id": str(CARD),
-        "issuer_id": "acme",
-        "cardholder_name": "JANE",
-        "masked_pan": "476173******0010",
-        "expiry": "2812",
-    }
+    print_data = dict(PRINT_DATA)
     answer = c.PrintData.model_validate(print_data | {"cvv2": "719"})
     assert answer.cvv2 == "719"
     assert "719" not in repr(answer)
@@ -353,14 +351,7 @@ def test_print_data_carries_the_cvv2_without_showing_it() -> None:
 
 
 async def test_a_bad_cvv2_from_keymgmt_is_a_bad_response_that_does_not_name_it() -> None:
-    print_data = {
-        "card_id": str(CARD),
-        "issuer_id": "acme",
-        "cardholder_name": "JANE",
-        "masked_pan": "476173******0010",
-        "expiry": "2812",
-        "cvv2": "7190",
-    }
+    print_data = PRINT_DATA | {"cvv2": "7190"}
     keymgmt = Keymgmt(httpx.Response(200, json=print_data))
     with pytest.raises(KeymgmtBadResponse, match="cvv2") as bad:
         await keymgmt.client().print_data(CARD)
