@@ -66,11 +66,22 @@ wait_ready() {  # name port
     done
 }
 
+load_creds() {  # name: export the workload's own credentials, written by stack.sh as
+    # $RUN/creds/<name>.<part>.env (one file per part: its database role, its Kafka principal,
+    # ...), into the subshell that runs it only, so no process gets another's credentials.
+    local file
+    for file in "$RUN/creds/$1".*.env; do
+        [[ -f $file ]] || continue
+        # shellcheck disable=SC1090
+        source "$file"
+    done
+}
+
 start_one() {  # name command...
     local name=$1; shift
     if alive "$name" || kept "$name"; then echo "services: $name already running"; return 0; fi
     rm -f "$RUN/pids/$name.pid"
-    (cd "$REPO" && keep "$name" "$@") >>"$RUN/logs/$name.log" 2>&1 &
+    (cd "$REPO" && load_creds "$name" && keep "$name" "$@") >>"$RUN/logs/$name.log" 2>&1 &
     echo $! >"$RUN/pids/$name.keeper.pid"
     for _ in $(seq 1 50); do [[ -f "$RUN/pids/$name.pid" ]] && break; sleep 0.1; done
 }
