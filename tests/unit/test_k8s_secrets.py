@@ -1,0 +1,92 @@
+"""Per-workload secrets (deploy/k8s/make_secrets.py): each Deployment's Secret holds its own
+token and only the verifiers of those its routes admit; the floor agents' files hold only
+their own token; the tool never overwrites credentials."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from deploy.k8s.make_secrets import CHECKS, Credentials, main
+from shared.auth import StaticTokens
+from shared.credentials import VERIFIER_PREFIX, split_entries
+from tests.support.k8s_env import PEOPLE, route_admissions, service_app
+
+ISSUER_RECORDS = {"issuer"}  # issuers are intake's records, checked at intake (GET /v1/whoami)
+# Routes whose role check admits any service and whose handler then names the one it serves.
+NARROWED = {("graphical", "GET", "/v1/print-jobs/{card_id}/render"): ("qa",)}
+
+
+def admitted(name: str) -> tuple[set[str], set[str]]:
+    """(roles, services) the service's routes admit; services `*` when any may call."""
+    roles: set[str] = set()
+    services: set[str] = set()
+    for (method, path), admits in route_admissions(service_app(name)).items():
+        roles |= admits.roles - ISSUER_RECORDS
+        if "service" in admits.roles:
+            named = admits.services or NARROWED.get((name, method, path), ("*",))
+            services |= set(named)
+    return roles - {"service"}, services
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_each_workload_gets_the_verifiers_of_exactly_the_roles_its_routes_admit(
+    name: str,
+) -> None:
+    roles, services = admitted(name)
+    checks = CHECKS[name]
+    assert set(checks.roles) == roles, name
+    if "*" in services:  # a route any service may call: every service that holds a token
+        services = (services - {"*"}) | {"intake", "graphical", "fulfillment", "qa", "audit"}
+    assert set(checks.services) == services, name
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_a_workloads_secret_holds_its_own_token_and_verifiers_only(name: str) -> None:
+    credentials = Credentials.make(PEOPLE)
+    data = credentials.manifests()[f"{name}-credentials"]["stringData"]
+    own = dict(split_entries(data["service-tokens"])).get(name)
+    for other, token in credentials.services.items():
+        if other != name:
+            assert token not in str(data), f"{name} holds {other}'s token"
+    for who, token in credentials.principals.items():
+        assert token not in str(data), f"{name} holds {who}'s token"
+    for entry, value in split_entries(data["service-tokens"]) + split_entries(data["principals"]):
+        assert entry == name or value.startswith(VERIFIER_PREFIX), (name, entry)
+    if name in credentials.services:
+        assert own == credentials.services[name]
+
+
+async def test_keymgmt_admits_a_station_by_its_verifier_and_not_an_operator() -> None:
+    credentials = Credentials.make(PEOPLE)
+    keymgmt = credentials.manifests()["keymgmt-credentials"]["stringData"]
+    tokens = StaticTokens(keymgmt["principals"])
+    station = await tokens(credentials.principals["station:station-07"])
+    assert station is not None
+    assert (station.role, station.name) == ("station", "station-07")
+    assert await tokens(credentials.principals["operator:olga"]) is None
+
+
+def test_the_tool_writes_private_files_and_never_overwrites(tmp_path: Path) -> None:
+    out = tmp_path / "creds"
+    main(["--out", str(out), *PEOPLE])
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.relative_to(out).as_posix() for p in files} >= {
+        "k8s/intake-credentials.yaml",
+        "k8s/keymgmt-credentials.yaml",
+        "stations/station-07/station-token",
+        "qa/service-tokens",
+        "people/operator_olga",
+    }
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+    station = (out / "stations" / "station-07" / "station-token").read_text()
+    assert station not in (out / "k8s" / "keymgmt-credentials.yaml").read_text()
+    before = (out / "people" / "operator_olga").read_text()
+    with pytest.raises(SystemExit, match="never overwrites"):
+        main(["--out", str(out), *PEOPLE])
+    assert (out / "people" / "operator_olga").read_text() == before
+    with pytest.raises(SystemExit, match="is not role:name"):
+        main(["--out", str(tmp_path / "other"), "wizard:merlin"])
