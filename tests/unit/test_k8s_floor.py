@@ -45,9 +45,7 @@ def test_the_floor_ingress_exposes_exactly_the_station_and_qa_routes() -> None:
     floor = {key for key, admits in routes.items() if is_floor_route(admits)}
     assert ("POST", "/v1/perso/secure-scripts") in floor
     paths = floor_paths(render("prod"))
-    reachable = {
-        key for key in routes if any(matches(key[1], path, kind) for path, kind in paths)
-    }
+    reachable = {key for key in routes if any(matches(key[1], path, kind) for path, kind in paths)}
     assert floor <= reachable, f"floor routes the ingress does not pass: {floor - reachable}"
     floor_templates = {template for _, template in floor}
     extra = {key for key in reachable - floor if key[1] not in floor_templates}
