@@ -5,6 +5,7 @@ makes and placeholders for what the site provides; and which roles each app's ro
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
@@ -95,6 +97,19 @@ class Site:
             assert documented, f"{kind} {name} has no key {key}"
             data[key] = strong_secret()  # an operator-made secret (Strimzi, CloudNativePG)
         return data[key]
+
+
+def settings_from(
+    cls: type[BaseSettings], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> BaseSettings:
+    """The settings class on this environment alone (none of the test process's BUREAU_*)."""
+    with monkeypatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("BUREAU_") or name == "OPENSSL_CONF":
+                patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return cls()
 
 
 def container_env(container: Obj, objects: tuple[Obj, ...], site: Site) -> dict[str, str]:

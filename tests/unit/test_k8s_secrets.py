@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 
 from deploy.k8s.make_secrets import CHECKS, Credentials, main
+from services.electrical.settings import ElectricalSettings
+from services.qa.settings import QaSettings
 from shared.auth import StaticTokens
-from shared.credentials import VERIFIER_PREFIX, split_entries
-from tests.support.k8s_env import PEOPLE, route_admissions, service_app
+from shared.credentials import VERIFIER_PREFIX, split_entries, verifier_of
+from tests.support.k8s import REPO
+from tests.support.k8s_env import (
+    PEOPLE,
+    route_admissions,
+    service_app,
+    settings_from,
+    strong_secret,
+)
 
 ISSUER_RECORDS = {"issuer"}  # issuers are intake's records, checked at intake (GET /v1/whoami)
 # Routes whose role check admits any service and whose handler then names the one it serves.
@@ -90,3 +99,39 @@ def test_the_tool_writes_private_files_and_never_overwrites(tmp_path: Path) -> N
     assert (out / "people" / "operator_olga").read_text() == before
     with pytest.raises(SystemExit, match="is not role:name"):
         main(["--out", str(tmp_path / "other"), "wizard:merlin"])
+
+
+def station_env(agent: str, credentials: Path) -> dict[str, str]:
+    """The agent's env file (deploy/station/<agent>.env.example) plus its credential files,
+    as cardbureau-agent-exec exports them (file station-token -> BUREAU_STATION_TOKEN)."""
+    env = {}
+    for line in (REPO / "deploy" / "station" / f"{agent}.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    for file in credentials.iterdir():
+        env["BUREAU_" + file.name.upper().replace("-", "_")] = file.read_text()
+    return env
+
+
+def test_each_floor_agent_starts_in_prod_on_its_own_credentials_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "creds"
+    main(["--out", str(out), *PEOPLE])
+    url = f"postgresql+asyncpg://station_07:{strong_secret()}@pg.floor:5432/bureau?ssl=require"
+    station = out / "stations" / "station-07"
+    for made in (station, out / "qa"):
+        (made / "database-url").write_text(url)
+    electrical = settings_from(ElectricalSettings, station_env("electrical", station), monkeypatch)
+    qa = settings_from(QaSettings, station_env("qa", out / "qa"), monkeypatch)
+    assert isinstance(electrical, ElectricalSettings)
+    assert isinstance(qa, QaSettings)
+    for agent in (electrical, qa):
+        assert agent.environment == "prod"
+        assert agent.principals == ""  # it admits no one: no one's verifier
+    assert electrical.service_tokens == ""  # it calls as its station, never as a service
+    qa_token = (out / "qa" / "service-tokens").read_text().removeprefix("qa=")
+    assert split_entries(qa.service_tokens) == [("qa", qa_token)]
+    keymgmt = (out / "k8s" / "keymgmt-credentials.yaml").read_text()
+    assert f"station:{electrical.station_id}={verifier_of(electrical.station_token)}" in keymgmt

@@ -9,16 +9,13 @@ guard, and no setting is left at a local-stack default (127.0.0.1, localhost).""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from pydantic_settings import BaseSettings
 
 from deploy.k8s.make_secrets import SERVICE_CALLERS
 from services.audit.witness.settings import WitnessSettings
 from shared.settings import BureauSettings
 from tests.support.k8s import OVERLAYS, Obj, of_kind, render
-from tests.support.k8s_env import SETTINGS, Site, container_env
+from tests.support.k8s_env import SETTINGS, Site, container_env, settings_from
 
 LOCAL_DEFAULTS = ("127.0.0.1", "localhost")
 # Read outside the settings classes, so not BUREAU_*: set by the kubelet's environment only.
@@ -28,19 +25,6 @@ ENVIRONMENT = {"dev": "dev", "prod": "prod"}
 @pytest.fixture(params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> tuple[str, tuple[Obj, ...]]:
     return request.param, render(request.param)
-
-
-def build(
-    cls: type[BaseSettings], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> BaseSettings:
-    """The settings class on this environment alone (none of the test process's BUREAU_*)."""
-    with monkeypatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("BUREAU_") or name == "OPENSSL_CONF":
-                patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        return cls()
 
 
 def bureau_processes(objects: tuple[Obj, ...]) -> list[Obj]:
@@ -69,7 +53,9 @@ def test_each_overlays_environment_passes_every_services_settings(
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         env = container_env(container, objects, site)
         for cls in SETTINGS[name]:
-            settings = build(cls, env, monkeypatch)  # raises ValidationError naming the setting
+            settings = settings_from(
+                cls, env, monkeypatch
+            )  # raises ValidationError naming the setting
             where = f"{name_of_overlay}/{name}: {cls.__name__}"
             for field, value in settings.model_dump().items():
                 text = str(value)
@@ -90,5 +76,5 @@ def test_the_prod_overlay_is_refused_with_a_weak_secret(monkeypatch: pytest.Monk
     (intake,) = [d for d in of_kind(objects, "Deployment") if d["metadata"]["name"] == "intake"]
     env = container_env(intake["spec"]["template"]["spec"]["containers"][0], objects, site)
     with pytest.raises(ValueError, match="BUREAU_WEBHOOK_KEY is shorter than 32") as caught:
-        build(SETTINGS["intake"][0], env, monkeypatch)
+        settings_from(SETTINGS["intake"][0], env, monkeypatch)
     assert env["BUREAU_DATABASE_URL"].split(":")[2].split("@")[0] not in str(caught.value)
