@@ -8,6 +8,9 @@ out of a ValidationError's text (and so out of the log a refused start writes).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -83,6 +86,13 @@ class BureauSettings(BaseSettings):
             "service_tokens": self.service_tokens,
             "principals": self.principals,
         }
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr() and str() show every setting but the secrets (secret_values), so a settings
+        object that reaches a log or a traceback never carries one."""
+        hidden = set(self.secret_values())
+        for name, value in super().__repr_args__():
+            yield name, ("<hidden>" if name in hidden else value)
 
     def credentials(self) -> list[Credential]:
         """Every secret, one per token or verifier, named by its setting and entry."""

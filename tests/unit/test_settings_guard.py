@@ -179,3 +179,14 @@ def test_a_refused_start_logs_no_secret(caplog: pytest.LogCaptureFixture) -> Non
         assert secret not in output
         assert secret not in caplog.text
         assert secret[:6] not in output  # not even truncated
+
+
+@pytest.mark.parametrize("cls", [IntakeSettings, ElectricalSettings, KeymgmtSettings])
+def test_a_settings_object_never_shows_its_secrets(cls: type[BureauSettings]) -> None:
+    values = prod_env(station_token=strong(), hsm_pin=strong())
+    settings = cls(**values)  # type: ignore[arg-type]
+    shown = f"{settings!r} {settings}"
+    assert "<hidden>" in shown
+    for name, secret in settings.secret_values().items():
+        assert secret not in shown, name
+    assert values["hsm_pin"] not in shown
