@@ -8,13 +8,14 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.k8s.make_secrets import CHECKS, Credentials, main
 from services.electrical.settings import ElectricalSettings
 from services.qa.settings import QaSettings
 from shared.auth import StaticTokens
 from shared.credentials import VERIFIER_PREFIX, split_entries, verifier_of
-from tests.support.k8s import REPO
+from tests.support.k8s import OVERLAYS, REPO, of_kind, render
 from tests.support.k8s_env import (
     PEOPLE,
     route_admissions,
@@ -135,3 +136,17 @@ def test_each_floor_agent_starts_in_prod_on_its_own_credentials_alone(
     assert split_entries(qa.service_tokens) == [("qa", qa_token)]
     keymgmt = (out / "k8s" / "keymgmt-credentials.yaml").read_text()
     assert f"station:{electrical.station_id}={verifier_of(electrical.station_token)}" in keymgmt
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_deployment_refers_to_its_own_credentials_only(overlay: str) -> None:
+    for deployment in of_kind(render(overlay), "Deployment"):
+        name = deployment["metadata"]["name"]
+        text = yaml.safe_dump(deployment)
+        for other in CHECKS:
+            if other != name:
+                assert f"{other}-credentials" not in text, f"{name} mounts {other}'s credentials"
+        assert "cardbureau-service-tokens" not in text  # the old Secret every pod shared
+        assert "cardbureau-principals" not in text
+        if name in CHECKS:
+            assert f"{name}-credentials" in text, name
