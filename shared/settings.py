@@ -68,6 +68,9 @@ class BureauSettings(BaseSettings):
                     secret_digest(value)
                 except ValueError as exc:
                     raise ValueError(f"{setting} {name}: {exc}") from None
+        for credential in self.credentials():
+            if credential.entry == "" and credential.is_verifier:
+                raise ValueError(f"{credential.label} is a verifier: it needs the secret itself")
         return self
 
     @model_validator(mode="after")

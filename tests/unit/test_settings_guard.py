@@ -113,6 +113,8 @@ def test_dev_and_test_keep_their_defaults() -> None:
 def test_a_station_refuses_its_development_token_in_production() -> None:
     text = refusal(ElectricalSettings, **prod_env(station_token="station-a-dev-token"))
     assert "BUREAU_STATION_TOKEN is a development value" in text
+    text = refusal(ElectricalSettings, environment="test", station_token=verifier_of(strong()))
+    assert "BUREAU_STATION_TOKEN is a verifier: it needs the secret itself" in text
 
 
 def test_keymgmt_hides_its_input_too() -> None:
