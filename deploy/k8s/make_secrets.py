@@ -4,7 +4,7 @@
         custodian:carol custodian:dave station:station-07 [...]
 
 Writes, under DIR (mode 0700, files 0600):
-- `k8s/<workload>-credentials.yaml`: one Secret per Deployment (`kubectl apply -f DIR/k8s`).
+- `k8s/<workload>-credentials.json`: one Secret per Deployment (`kubectl apply -f DIR/k8s`).
   `service-tokens` is the workload's own token and the verifiers (`sha256:<hex>`) of the services
   that call it; `principals` is the verifiers of the people and stations it admits, by role
   (CHECKS below, which tests/unit/test_k8s_secrets.py compares with the routes' roles);
@@ -19,14 +19,13 @@ Every token is 32 random bytes (secrets.token_urlsafe) that the production guard
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from shared.credentials import verifier_of, weakness
 
@@ -125,7 +124,8 @@ def _write(path: Path, text: str) -> None:
 
 def write(credentials: Credentials, out: Path) -> None:
     for name, manifest in credentials.manifests().items():
-        _write(out / "k8s" / f"{name}.yaml", yaml.safe_dump(manifest, sort_keys=False))
+        # JSON, which kubectl reads like YAML: the tool needs nothing beyond the standard library
+        _write(out / "k8s" / f"{name}.json", json.dumps(manifest, indent=2) + "\n")
     for who, token in credentials.principals.items():
         role, name, *_ = who.split(":")
         if role == "station":

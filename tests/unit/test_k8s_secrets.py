@@ -85,15 +85,15 @@ def test_the_tool_writes_private_files_and_never_overwrites(tmp_path: Path) -> N
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     files = [p for p in out.rglob("*") if p.is_file()]
     assert {p.relative_to(out).as_posix() for p in files} >= {
-        "k8s/intake-credentials.yaml",
-        "k8s/keymgmt-credentials.yaml",
+        "k8s/intake-credentials.json",
+        "k8s/keymgmt-credentials.json",
         "stations/station-07/station-token",
         "qa/service-tokens",
         "people/operator_olga",
     }
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
     station = (out / "stations" / "station-07" / "station-token").read_text()
-    assert station not in (out / "k8s" / "keymgmt-credentials.yaml").read_text()
+    assert station not in (out / "k8s" / "keymgmt-credentials.json").read_text()
     before = (out / "people" / "operator_olga").read_text()
     with pytest.raises(SystemExit, match="never overwrites"):
         main(["--out", str(out), *PEOPLE])
@@ -134,7 +134,7 @@ def test_each_floor_agent_starts_in_prod_on_its_own_credentials_alone(
     assert electrical.service_tokens == ""  # it calls as its station, never as a service
     qa_token = (out / "qa" / "service-tokens").read_text().removeprefix("qa=")
     assert split_entries(qa.service_tokens) == [("qa", qa_token)]
-    keymgmt = (out / "k8s" / "keymgmt-credentials.yaml").read_text()
+    keymgmt = (out / "k8s" / "keymgmt-credentials.json").read_text()
     assert f"station:{electrical.station_id}={verifier_of(electrical.station_token)}" in keymgmt
 
 
