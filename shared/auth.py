@@ -1,19 +1,35 @@
 """Who is calling: bearer tokens mapped to a principal with a role and, for issuers, a tenant.
 
 Tokens are compared by SHA-256 digest (they are high-entropy secrets, not passwords), so a
-registry holds only digests. Every endpoint names the roles it accepts (ARCHITECTURE.md,
+registry holds only digests, and a configured principal may be given as its verifier
+`sha256:<hex>` instead of its token (shared/credentials.py): a workload holds only the
+verifiers of those it checks. Every endpoint names the roles it accepts (ARCHITECTURE.md,
 security boundaries); issuer-scoped endpoints also check the tenant.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Depends, HTTPException, Request, status
+
+from shared.credentials import secret_digest, split_entries, token_digest
+
+__all__ = [
+    "PRINCIPAL_KEY",
+    "ROLES",
+    "Authenticator",
+    "Principal",
+    "Role",
+    "StaticTokens",
+    "authenticate",
+    "bearer_token",
+    "require",
+    "token_digest",  # shared.credentials's, where issuer tokens are digested too
+]
 
 Role = Literal["issuer", "station", "operator", "custodian", "auditor", "admin", "service"]
 
@@ -25,8 +41,15 @@ class Principal:
     issuer_id: str | None = None
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+ROLES: tuple[Role, ...] = (
+    "issuer",
+    "station",
+    "operator",
+    "custodian",
+    "auditor",
+    "admin",
+    "service",
+)
 
 
 Authenticator = Callable[[str], Awaitable[Principal | None]]
@@ -35,28 +58,25 @@ PRINCIPAL_KEY = "bureau.principal"
 
 
 class StaticTokens:
-    """Principals configured from settings: `role:name[:issuer]=token,...`."""
+    """Principals configured from settings: `role:name[:issuer]=token-or-verifier,...`."""
 
     def __init__(self, spec: str) -> None:
         self._by_digest: dict[str, Principal] = {}
-        for item in filter(None, (part.strip() for part in spec.split(","))):
-            who, _, token = item.partition("=")
+        for number, (who, secret) in enumerate(split_entries(spec), 1):
             parts = who.split(":")
-            if len(parts) not in (2, 3) or not token:
+            if not secret:  # `who` may then be a token: never quote it
+                raise ValueError(f"principal entry {number} is not role:name[:issuer]=token")
+            if len(parts) not in (2, 3):
                 raise ValueError(f"bad principal spec {who!r}: want role:name[:issuer]=token")
             role = parts[0]
-            if role not in (
-                "issuer",
-                "station",
-                "operator",
-                "custodian",
-                "auditor",
-                "admin",
-                "service",
-            ):
+            if role not in ROLES:
                 raise ValueError(f"unknown role {role!r} in principal spec")
+            try:
+                digest = secret_digest(secret)
+            except ValueError as exc:
+                raise ValueError(f"principal {who}: {exc}") from None
             issuer = parts[2] if len(parts) == 3 else None
-            self._by_digest[token_digest(token)] = Principal(role, parts[1], issuer)  # type: ignore[arg-type]
+            self._by_digest[digest] = Principal(role, parts[1], issuer)
 
     async def __call__(self, token: str) -> Principal | None:
         digest = token_digest(token)

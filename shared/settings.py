@@ -1,17 +1,37 @@
-"""Settings shared by every service (pydantic-settings, BUREAU_ prefix)."""
+"""Settings shared by every service (pydantic-settings, BUREAU_ prefix).
+
+Outside dev and test, the guard refuses development values, weak tokens and one secret given
+to two principals or services (shared/credentials.py). Its messages and pydantic's name the
+setting and the entry only: `hide_input_in_errors` keeps the input, which holds every secret,
+out of a ValidationError's text (and so out of the log a refused start writes).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET_MARKER = "dev"
+from shared.credentials import (
+    VERIFIER_PREFIX,
+    Credential,
+    production_problems,
+    secret_digest,
+    split_entries,
+)
+
+# Checked for development values only: the database URL's password is its operator's to make.
+OPAQUE_SECRETS = frozenset({"BUREAU_DATABASE_URL"})
 
 
 class BureauSettings(BaseSettings):
     """Every service's settings extend this. Values come from BUREAU_* environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="BUREAU_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BUREAU_", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: str = Field(default="dev", description="dev, test or prod")
     database_url: str = "postgresql+asyncpg://bureau:bureau-dev@127.0.0.1:55432/bureau"
@@ -20,26 +40,47 @@ class BureauSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"
     trace_file: str | None = Field(default=None, description="write finished spans as JSON lines")
-    # Service-to-service bearer tokens (name=token,...). Real deployments mount these from Secrets.
+    # Service-to-service bearer tokens (name=token,...): this service's own token, and for the
+    # services that call it a token or its verifier `sha256:<hex>`. Real deployments mount
+    # these from the workload's own Secret (docs/deploy.md).
     service_tokens: str = ",".join(
         f"{name}={name}-dev-token"
         for name in ("intake", "electrical", "graphical", "qa", "fulfillment", "audit")
     )
 
-    # People and stations: `role:name[:issuer]=token,...` (operators, auditors, custodians, ...).
+    # People and stations: `role:name[:issuer]=token,...` (operators, auditors, custodians, ...);
+    # a token may be given as its verifier `sha256:<hex>`, as production does.
     principals: str = (
         "operator:olga=operator-dev-token,auditor:ann=auditor-dev-token,admin:root=admin-dev-token,"
         "station:station-a=station-a-dev-token,station:qa-1=qa-1-dev-token"
     )
 
     @model_validator(mode="after")
+    def _check_credentials(self) -> BureauSettings:
+        for setting, spec in (
+            ("BUREAU_SERVICE_TOKENS", self.service_tokens),
+            ("BUREAU_PRINCIPALS", self.principals),
+        ):
+            for number, (name, value) in enumerate(split_entries(spec), 1):
+                if not name or not value:  # then `name` may be a token: never quote it
+                    raise ValueError(f"{setting}: entry {number} is not name=token")
+                try:
+                    secret_digest(value)
+                except ValueError as exc:
+                    raise ValueError(f"{setting} {name}: {exc}") from None
+        for credential in self.credentials():
+            if credential.entry == "" and credential.is_verifier:
+                raise ValueError(f"{credential.label} is a verifier: it needs the secret itself")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_dev_secrets_outside_dev(self) -> BureauSettings:
         if self.environment not in ("dev", "test"):
-            for name, value in self.secret_values().items():
-                if DEV_SECRET_MARKER in value:
-                    raise ValueError(
-                        f"{name} still holds a development secret in {self.environment}"
-                    )
+            problems = production_problems(self.credentials(), OPAQUE_SECRETS)
+            if problems:
+                raise ValueError(
+                    f"refused in BUREAU_ENVIRONMENT={self.environment}: " + "; ".join(problems)
+                )
         return self
 
     def secret_values(self) -> dict[str, str]:
@@ -49,12 +90,37 @@ class BureauSettings(BaseSettings):
             "principals": self.principals,
         }
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr() and str() show every setting but the secrets (secret_values), so a settings
+        object that reaches a log or a traceback never carries one."""
+        hidden = set(self.secret_values())
+        for name, value in super().__repr_args__():
+            yield name, ("<hidden>" if name in hidden else value)
+
+    def credentials(self) -> list[Credential]:
+        """Every secret, one per token or verifier, named by its setting and entry."""
+        found = []
+        for field, value in self.secret_values().items():
+            setting = f"BUREAU_{field.upper()}"
+            if field in ("service_tokens", "principals"):
+                found += [Credential(setting, n, v) for n, v in split_entries(value)]
+            else:
+                found.append(Credential(setting, "", value))
+        return found
+
     def topic(self, stream: str) -> str:
         return f"{self.topic_prefix}.{stream}"
 
     def token_for(self, service: str) -> str:
-        return self.parsed_service_tokens()[service]
+        """This service's own token (to call keymgmt): refused when only a verifier is given."""
+        token = self.parsed_service_tokens().get(service)
+        if token is None:
+            raise ValueError(f"BUREAU_SERVICE_TOKENS has no entry for {service}")
+        if token.startswith(VERIFIER_PREFIX):
+            raise ValueError(
+                f"BUREAU_SERVICE_TOKENS holds only a verifier for {service}: it needs its own token"
+            )
+        return token
 
     def parsed_service_tokens(self) -> dict[str, str]:
-        pairs = (item.split("=", 1) for item in self.service_tokens.split(",") if "=" in item)
-        return {name.strip(): token.strip() for name, token in pairs}
+        return dict(split_entries(self.service_tokens))

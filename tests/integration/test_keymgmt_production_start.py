@@ -9,6 +9,7 @@ production settings refuse those), so the shared stack's token is not touched.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -55,8 +56,8 @@ def prod_env(tmp_path: Path) -> dict[str, str]:
         "BUREAU_HSM_PIN": PROD_PIN,
         # Production refuses development secrets; the check runs before any connection.
         "BUREAU_DATABASE_URL": "postgresql+asyncpg://bureau:unused-pw@127.0.0.1:9/bureau",
-        "BUREAU_SERVICE_TOKENS": "intake=t-intake-9f3",
-        "BUREAU_PRINCIPALS": "admin:root=t-root-5c1",
+        "BUREAU_SERVICE_TOKENS": "intake=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
+        "BUREAU_PRINCIPALS": "admin:root=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
         "BUREAU_KEYMGMT_PORT": str(_free_port()),
     }
 

@@ -8,7 +8,6 @@ built with `go install` on first use; the tests skip, saying so, only when neith
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterator
 
@@ -21,6 +20,7 @@ from services.audit.witness.settings import WitnessSettings
 from shared.settings import BureauSettings
 from shared.telemetry import OTLP_SETTINGS
 from tests.support.k8s import OVERLAYS, REPO, Obj, bureau_deployments, of_kind, render
+from tests.support.k8s_env import SETTINGS
 
 KUBERNETES_VERSION = "1.32.0"  # the oldest minor the manifests promise to apply on
 
@@ -44,7 +44,8 @@ NON_SETTINGS_ENV = {
     *OTLP_SETTINGS,
 }
 SECRET_NAME = re.compile(r"(?i)(pin|password|passwd|token|secret|private|credential)")
-NOT_SECRET = {"BUREAU_HSM_TOKEN"}  # the HSM token's label, not a credential
+# The HSM token's label and the PIN printer's address: not credentials.
+NOT_SECRET = {"BUREAU_HSM_TOKEN", "BUREAU_PIN_PRINTER_URI"}
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -229,20 +230,17 @@ def test_the_hsm_module_is_mounted_into_keymgmt_alone(objects: tuple[Obj, ...]) 
 
 
 def settings_env_names(service: str) -> set[str]:
-    module = importlib.import_module(f"services.{service}.settings")
-    (cls,) = [
-        c
-        for c in vars(module).values()
-        if isinstance(c, type) and issubclass(c, BureauSettings) and c is not BureauSettings
-    ]
-    assert issubclass(cls, BaseSettings)
+    """The variables every settings class the service's process reads (k8s_env.SETTINGS)."""
     names = set()
-    for field, info in cls.model_fields.items():
-        names.add(f"BUREAU_{field.upper()}")
-        alias = info.validation_alias
-        for choice in getattr(alias, "choices", []):
-            if isinstance(choice, str):
-                names.add(choice.upper())
+    for cls in SETTINGS[service]:
+        assert issubclass(cls, BaseSettings)
+        prefix = cls.model_config.get("env_prefix", "")
+        for field, info in cls.model_fields.items():
+            names.add(f"{prefix}{field}".upper())
+            alias = info.validation_alias
+            for choice in getattr(alias, "choices", []):
+                if isinstance(choice, str):
+                    names.add(choice.upper())
     return names
 
 

@@ -3,6 +3,7 @@ ceremony helpers."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 import pytest
@@ -112,8 +113,8 @@ def test_settings_refuse_a_development_hsm_pin_outside_dev() -> None:
         return KeymgmtSettings(
             environment="prod",
             database_url="postgresql+asyncpg://k:s3cret@db/bureau",
-            service_tokens="intake=a1",
-            principals="admin:root=b2",
+            service_tokens="intake=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
+            principals="admin:root=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
             hsm_pin=pin,
         )
 
