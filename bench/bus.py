@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from shared import events
 from shared.bus import ensure_topics, make_producer
+from shared.kafka_client import client_options
 from shared.settings import BureauSettings
 from tests.conftest import load_stack_env
 from tests.support.bus import harness_runtime, prepared_event
@@ -29,7 +30,7 @@ async def raw_baseline(settings: BureauSettings, payloads: list[bytes]) -> float
     producer = make_producer(settings.kafka_bootstrap, "bench-raw")
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings.kafka_bootstrap),
         group_id=f"{topic}.g",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

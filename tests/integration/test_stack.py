@@ -25,6 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.types import DecryptMixin, EncryptMixin
 
+from shared.kafka_client import client_options
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +139,7 @@ async def test_kafka_idempotent_produce_and_consume_round_trip(
     sent = {f"key-{i}".encode(): f"value-{i}".encode() * 10 for i in range(100)}
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        **client_options(bootstrap), enable_idempotence=True, acks="all", linger_ms=5
     )
     await producer.start()
     try:
@@ -152,7 +154,7 @@ async def test_kafka_idempotent_produce_and_consume_round_trip(
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=f"{topic}-group",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -175,7 +177,7 @@ async def test_kafka_idempotent_produce_and_consume_round_trip(
         await consumer.stop()
     assert received == sent
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -188,7 +190,7 @@ async def test_kafka_transactions_commit_and_abort(stack_vars: Mapping[str, str]
     bootstrap = stack_vars["BUREAU_KAFKA_BOOTSTRAP"]
     topic = f"stack-test-tx-{uuid.uuid4().hex[:12]}"
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id=f"{topic}-producer", acks="all"
+        **client_options(bootstrap), transactional_id=f"{topic}-producer", acks="all"
     )
     await producer.start()
     try:
@@ -204,7 +206,7 @@ async def test_kafka_transactions_commit_and_abort(stack_vars: Mapping[str, str]
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -221,7 +223,7 @@ async def test_kafka_transactions_commit_and_abort(stack_vars: Mapping[str, str]
         await consumer.stop()
     assert sorted(values) == [b"committed", b"committed-2"]
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         await admin.delete_topics([topic])
