@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
@@ -64,15 +64,15 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(name=t, num_partitions=partitions, replication_factor=1)
-                        for t in missing
-                    ]
-                )
-            except TopicAlreadyExistsError:
-                pass  # another replica created it first
+            response = await admin.create_topics(
+                [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+            # Per topic an error code, never raised by aiokafka: a refusal (no CREATE right,
+            # say) must stop the service here, not leave it waiting for a topic that never comes.
+            # A creation still under way when the request timed out (7) completes on its own.
+            for topic, code, *_message in response.topic_errors:
+                if code not in (0, 7, TopicAlreadyExistsError.errno):  # 36: another was first
+                    raise for_code(code)(f"creating topic {topic}")
     finally:
         await admin.close()
 

@@ -30,6 +30,9 @@ SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
 
 WORKLOADS: tuple[str, ...] = tuple(SUBSCRIPTIONS)
 
+# Who may read the dead letters themselves (the auditor, to investigate them): audit.
+DEAD_LETTER_READERS: tuple[str, ...] = ("audit",)
+
 # Operations in Kafka's names (AclOperation); a topic a workload writes it may also create (its
 # service makes its own topic on start when the cluster lacks it) and describe.
 WRITE_OPS: tuple[str, ...] = ("WRITE", "DESCRIBE", "CREATE")
@@ -60,7 +63,8 @@ def subscriptions(workload: str) -> tuple[str, ...]:
 def grants_for(workload: str, prefix: str = "bureau") -> list[Grant]:
     own = f"{prefix}.{workload}"
     dlq = f"{prefix}.{DEAD_LETTER_STREAM}"
-    out = [Grant(workload, "topic", own, WRITE_OPS), Grant(workload, "topic", dlq, WRITE_OPS)]
+    dlq_ops = (*WRITE_OPS, "READ") if workload in DEAD_LETTER_READERS else WRITE_OPS
+    out = [Grant(workload, "topic", own, WRITE_OPS), Grant(workload, "topic", dlq, dlq_ops)]
     for stream in subscriptions(workload):
         topic = f"{prefix}.{stream}"
         if topic == own:  # audit reads its own topic: Write already holds Describe
