@@ -107,6 +107,11 @@ up() {
     # shellcheck disable=SC1091
     source "$RUN/env.sh"
     export BUREAU_TRACE_FILE="${BUREAU_TRACE_FILE:-$RUN/traces.jsonl}"
+    # Kafka: each service runs as its own principal (load_creds); a run on another topic prefix
+    # (an e2e run's, a benchmark's) first gets the workloads' ACLs and topics for that prefix.
+    if [[ ${BUREAU_KAFKA_SECURITY_PROTOCOL:-PLAINTEXT} == SASL_* ]]; then
+        "$PY" "$REPO/deploy/local/kafka/access.py" grant --prefix "${BUREAU_TOPIC_PREFIX:-bureau}"
+    fi
     export BUREAU_WITNESS_URL="${BUREAU_WITNESS_URL:-http://127.0.0.1:${PORTS[witness]}}"
     # The 5th reader is the QA station's (manual: cards are inserted by chip serial); the
     # first four are the encoding station's hopper-fed readers.

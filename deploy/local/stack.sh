@@ -522,7 +522,7 @@ kafka_tls() { # the TLS material of all three listeners (made once, again before
 kafka_access() { # the SCRAM users, ACLs and topics of shared/kafka_access.py; creds/<w>.kafka.env
     [[ -x $VENV_PY ]] || die "kafka: $VENV_PY missing: run deploy/local/bootstrap.sh (users and ACLs need it)"
     local out
-    if ! out=$(cd -- "$REPO_ROOT" && "$VENV_PY" "$KAFKA_ACCESS" \
+    if ! out=$(cd -- "$REPO_ROOT" && "$VENV_PY" "$KAFKA_ACCESS" apply \
         --node-bootstrap "127.0.0.1:$KAFKA_BROKER_PORT" --client-bootstrap "127.0.0.1:$KAFKA_PORT" \
         --tls-dir "$KAFKA_TLS" --creds-dir "$CREDS_DIR" \
         --admin-password-file "$KAFKA_ADMIN_PASSWORD" 2>&1); then

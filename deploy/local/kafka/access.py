@@ -1,11 +1,17 @@
-"""Give the local Kafka its principals, ACLs and topics (run by deploy/local/stack.sh on `up`).
+"""Give the local Kafka its principals, ACLs and topics.
 
-    python deploy/local/kafka/access.py --node-bootstrap 127.0.0.1:19094 \\
+    python deploy/local/kafka/access.py apply --node-bootstrap 127.0.0.1:19094 \\
         --client-bootstrap 127.0.0.1:19092 --tls-dir .run/kafka/tls --creds-dir .run/creds \\
         --admin-password-file .run/kafka/admin.password [--prefix bureau]
+    python deploy/local/kafka/access.py grant --prefix e2e1234
 
-Connects as the node itself (mutual TLS on the BROKER listener: CN=kafka-node is a super user),
-so it works on a fresh cluster and on one formatted before SCRAM users existed. Then:
+`grant` (deploy/local/services.sh, before it starts the services) gives the workloads the same
+ACLs, and the topics, for another topic prefix (an e2e run's, a benchmark's), connected as the
+`admin` of BUREAU_KAFKA_* in the environment; it only adds, and the next `apply` removes them.
+
+`apply` (deploy/local/stack.sh on `up`) connects as the node itself (mutual TLS on the BROKER
+listener: CN=kafka-node is a super user), so it works on a fresh cluster and on one formatted
+before SCRAM users existed. Then:
 - the SCRAM-SHA-512 users: `admin` (super user, for tests and tools: .run/env.sh) and one per
   workload of shared/kafka_access.py, each with its password kept in
   <creds>/<workload>.kafka.env (made once, kept across runs: running services keep working);
@@ -55,6 +61,7 @@ PASSWORD_LINE = re.compile(r"^export BUREAU_KAFKA_PASSWORD='([A-Za-z0-9_-]+)'$",
 def node_admin(bootstrap: str, tls_dir: Path) -> AdminClient:
     return AdminClient(
         {
+            "log_level": 4,  # librdkafka: warnings and worse
             "bootstrap.servers": bootstrap,
             "security.protocol": "SSL",
             "ssl.ca.location": str(tls_dir / "ca.crt"),
@@ -126,8 +133,12 @@ def binding(grant: Grant, operation: str) -> AclBinding:
     )
 
 
+def wanted_acls(prefix: str) -> set[AclBinding]:
+    return {binding(g, op) for g in all_grants(prefix) for op in g.operations}
+
+
 def sync_acls(admin: AdminClient, prefix: str) -> tuple[int, int]:
-    wanted = {binding(g, op) for g in all_grants(prefix) for op in g.operations}
+    wanted = wanted_acls(prefix)
     present: set[AclBinding] = set()
     for workload in WORKLOADS:
         principal_filter = AclBindingFilter(
@@ -172,6 +183,7 @@ def create_topics(admin: AdminClient, prefix: str) -> list[str]:
 def check_admin_login(bootstrap: str, ca_file: Path, password: str) -> None:
     client = AdminClient(
         {
+            "log_level": 4,  # librdkafka: warnings and worse
             "bootstrap.servers": bootstrap,
             "security.protocol": "SASL_SSL",
             "sasl.mechanism": "SCRAM-SHA-512",
@@ -186,15 +198,46 @@ def check_admin_login(bootstrap: str, ca_file: Path, password: str) -> None:
         sys.exit(f"kafka access: {ADMIN_USER} cannot log in on {bootstrap} (SASL_SSL): {exc}")
 
 
+def grant(prefix: str) -> None:
+    env = os.environ
+    missing = [n for n in ("BUREAU_KAFKA_BOOTSTRAP", "BUREAU_KAFKA_PASSWORD") if not env.get(n)]
+    if missing:
+        sys.exit(f"kafka access grant: {', '.join(missing)} not set (source .run/env.sh)")
+    config: dict[str, str | int] = {
+        "log_level": 4,
+        "bootstrap.servers": env["BUREAU_KAFKA_BOOTSTRAP"],
+        "security.protocol": env.get("BUREAU_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+        "sasl.mechanism": env.get("BUREAU_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        "sasl.username": env.get("BUREAU_KAFKA_USERNAME", ADMIN_USER),
+        "sasl.password": env["BUREAU_KAFKA_PASSWORD"],
+    }
+    if env.get("BUREAU_KAFKA_CA_FILE"):
+        config["ssl.ca.location"] = env["BUREAU_KAFKA_CA_FILE"]
+    admin = AdminClient(config)
+    wait_all(admin.create_acls(sorted(wanted_acls(prefix))), "creating ACL")
+    new_topics = create_topics(admin, prefix)
+    sys.stdout.write(
+        f"kafka access: the workloads' ACLs for prefix {prefix!r}, "
+        f"topics created: {', '.join(new_topics) or 'none'}\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--node-bootstrap", required=True)
-    parser.add_argument("--client-bootstrap", required=True)
-    parser.add_argument("--tls-dir", required=True, type=Path)
-    parser.add_argument("--creds-dir", required=True, type=Path)
-    parser.add_argument("--admin-password-file", required=True, type=Path)
-    parser.add_argument("--prefix", default="bureau")
+    commands = parser.add_subparsers(dest="command", required=True)
+    granting = commands.add_parser("grant", help="the workloads' ACLs for another prefix")
+    granting.add_argument("--prefix", required=True)
+    applying = commands.add_parser("apply", help="users, ACLs and topics, as the node")
+    applying.add_argument("--node-bootstrap", required=True)
+    applying.add_argument("--client-bootstrap", required=True)
+    applying.add_argument("--tls-dir", required=True, type=Path)
+    applying.add_argument("--creds-dir", required=True, type=Path)
+    applying.add_argument("--admin-password-file", required=True, type=Path)
+    applying.add_argument("--prefix", default="bureau")
     args = parser.parse_args()
+    if args.command == "grant":
+        grant(args.prefix)
+        return
     ca_file = args.tls_dir.resolve() / "ca.crt"
 
     passwords = {ADMIN_USER: kept_password(args.admin_password_file)}
