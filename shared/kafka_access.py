@@ -1,5 +1,5 @@
 """Who may do what on the bus: ONE declaration of each Kafka workload's subscriptions, and the
-ACLs that follow from it (docs/architecture.md, "Kafka principals").
+ACLs that follow from it (docs/local-stack.md, "Kafka security"; docs/deploy.md).
 
 Each workload is one Kafka principal (a SCRAM user of its own name). It writes only its own
 topic `<prefix>.<name>` and the dead-letter topic, reads only the topics it subscribes to, and

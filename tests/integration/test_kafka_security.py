@@ -5,6 +5,7 @@ hold whatever the shared stack runs. Each attack is tried and seen to fail."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaConnectionError,
@@ -26,6 +28,8 @@ from cryptography.x509.oid import NameOID
 from shared.bus import ensure_topics, make_producer
 from shared.kafka_access import SUBSCRIPTIONS, WORKLOADS
 from shared.kafka_client import KafkaSecurity, client_options
+from shared.settings import BureauSettings
+from tests.support.bus import effect_count, harness_runtime, prepared_event, wait_for
 from tests.support.kafka_private import PrivateKafka, private_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -59,11 +63,18 @@ def other_ca(tmp_path: Path) -> str:
 
 
 async def end_offsets(kafka: PrivateKafka, topic: str) -> dict[int, int]:
+    """Each partition's end offset, read as admin (so a refused write shows as no change)."""
+    admin = AIOKafkaAdminClient(**client_options(kafka.bootstrap, kafka.admin))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    assert partitions, described
     consumer = AIOKafkaConsumer(**client_options(kafka.bootstrap, kafka.admin), group_id=None)
     await consumer.start()
     try:
-        assert topic in await consumer.topics()  # metadata of every topic, this one's included
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
         ends = await consumer.end_offsets(partitions)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
@@ -183,3 +194,53 @@ async def test_each_workload_writes_its_own_topic_and_reads_its_subscriptions(
         seen = await read_once(kafka, kafka.as_(workload), f"bureau.{workload}", *follows)
         assert seen > 0, workload
     assert await read_once(kafka, kafka.as_("audit"), "bureau.audit", "bureau.dlq") > 0
+
+
+def settings_as(kafka: PrivateKafka, workload: str) -> BureauSettings:
+    security = kafka.as_(workload)
+    return BureauSettings(
+        environment="test",
+        topic_prefix="bureau",
+        kafka_bootstrap=kafka.bootstrap,
+        kafka_security_protocol=security.protocol,
+        kafka_sasl_mechanism=security.mechanism,
+        kafka_username=security.username,
+        kafka_password=security.password,
+        kafka_ca_file=security.ca_file,
+    )
+
+
+async def test_the_bus_runs_end_to_end_under_least_privilege_principals(
+    kafka: PrivateKafka, stack_env: dict[str, str], unique: str
+) -> None:
+    """The real wiring (ensure_topics, the outbox relay's producer, the event consumer and its
+    group) as keymgmt -> electrical, each with only its own principal's rights."""
+    source = harness_runtime(settings_as(kafka, "keymgmt"), f"ksec_src_{unique}")
+    source.name = "keymgmt"  # emits on bureau.keymgmt, subscribes to nothing
+    source.subscribe = []
+    sink = harness_runtime(settings_as(kafka, "electrical"), f"ksec_sink_{unique}")
+    sink.consumer_group = "bureau.electrical"  # its own group, the only one it may use
+    before = await end_offsets(kafka, "bureau.electrical")
+    await source.start()
+    await sink.start()
+    try:
+        assert sink.consumer is not None
+        async with asyncio.timeout(60):
+            await sink.consumer.ready.wait()
+        event = prepared_event()
+        async with source.unit_of_work() as uow:
+            await uow.emit(event)
+
+        async def applied() -> bool:
+            return await effect_count(sink, event.card_id) == 1
+
+        await wait_for(applied, timeout=60)
+        # ...and its follow-up event went out on electrical's own topic, by its relay.
+        async with asyncio.timeout(30):
+            while sum((await end_offsets(kafka, "bureau.electrical")).values()) <= sum(
+                before.values()
+            ):
+                await asyncio.sleep(0.3)
+    finally:
+        await sink.stop()
+        await source.stop()
