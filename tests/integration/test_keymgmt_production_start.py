@@ -57,6 +57,9 @@ def prod_env(tmp_path: Path) -> dict[str, str]:
         "BUREAU_DATABASE_URL": "postgresql+asyncpg://bureau:unused-pw@127.0.0.1:9/bureau",
         "BUREAU_SERVICE_TOKENS": "intake=t-intake-9f3",
         "BUREAU_PRINCIPALS": "admin:root=t-root-5c1",
+        "BUREAU_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",  # prod refuses Kafka in clear
+        "BUREAU_KAFKA_USERNAME": "keymgmt",
+        "BUREAU_KAFKA_PASSWORD": "k-7d1e-unused",
         "BUREAU_KEYMGMT_PORT": str(_free_port()),
     }
 

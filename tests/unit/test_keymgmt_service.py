@@ -114,6 +114,9 @@ def test_settings_refuse_a_development_hsm_pin_outside_dev() -> None:
             database_url="postgresql+asyncpg://k:s3cret@db/bureau",
             service_tokens="intake=a1",
             principals="admin:root=b2",
+            kafka_security_protocol="SASL_SSL",  # prod refuses Kafka in clear
+            kafka_username="keymgmt",
+            kafka_password="k-7d1e",
             hsm_pin=pin,
         )
 
