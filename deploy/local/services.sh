@@ -70,6 +70,10 @@ load_creds() {  # name: export the workload's own credentials, written by stack.
     # $RUN/creds/<name>.<part>.env (one file per part: its database role, its Kafka principal,
     # ...), into the subshell that runs it only, so no process gets another's credentials.
     local file
+    # env.sh's Kafka principal is the stack's admin (for tests and tools), no workload's: a
+    # workload gets its own from its kafka.env, or none (feeder, witness: they use no Kafka).
+    unset BUREAU_KAFKA_SECURITY_PROTOCOL BUREAU_KAFKA_SASL_MECHANISM BUREAU_KAFKA_USERNAME \
+        BUREAU_KAFKA_PASSWORD
     for file in "$RUN/creds/$1".*.env; do
         [[ -f $file ]] || continue
         # shellcheck disable=SC1090

@@ -743,8 +743,8 @@ cmd_status() {
     fi
     pid=$(kafka_pid)
     if [[ -n $pid ]] && tcp_open "$KAFKA_PORT"; then
-        printf '%-9s %-8s pid %-7s 127.0.0.1:%s  controller 127.0.0.1:%s\n' kafka running "$pid" \
-            "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+        printf '%-9s %-8s pid %-7s 127.0.0.1:%s  SASL_SSL; controller :%s, broker :%s (mutual TLS)\n' \
+            kafka running "$pid" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_BROKER_PORT"
     elif [[ -n $pid ]]; then
         printf '%-9s %-8s pid %-7s 127.0.0.1:%s  (process up, port closed)\n' kafka starting "$pid" "$KAFKA_PORT"
         rc=1
