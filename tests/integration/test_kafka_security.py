@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +33,7 @@ from shared.kafka_access import SUBSCRIPTIONS, WORKLOADS
 from shared.kafka_client import KafkaSecurity, client_options
 from shared.settings import BureauSettings
 from tests.support.bus import effect_count, harness_runtime, prepared_event, wait_for
-from tests.support.kafka_private import PrivateKafka, private_kafka
+from tests.support.kafka_private import REPO, PrivateKafka, private_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -244,3 +247,44 @@ async def test_the_bus_runs_end_to_end_under_least_privilege_principals(
     finally:
         await sink.stop()
         await source.stop()
+
+
+async def test_a_run_on_another_prefix_gets_the_same_acls_for_it(
+    kafka: PrivateKafka, unique: str
+) -> None:
+    """services.sh's `access.py grant` (an e2e run's or a benchmark's prefix), as admin."""
+    prefix = f"g{unique}"
+    admin = kafka.admin
+    env = {
+        **os.environ,
+        "BUREAU_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "BUREAU_KAFKA_SECURITY_PROTOCOL": admin.protocol,
+        "BUREAU_KAFKA_SASL_MECHANISM": admin.mechanism,
+        "BUREAU_KAFKA_USERNAME": str(admin.username),
+        "BUREAU_KAFKA_PASSWORD": str(admin.password),
+        "BUREAU_KAFKA_CA_FILE": kafka.ca_file,
+    }
+    script = REPO / "deploy" / "local" / "kafka" / "access.py"
+    granted = subprocess.run(  # noqa: ASYNC221 - a short admin tool, once
+        [sys.executable, str(script), "grant", "--prefix", prefix],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert granted.returncode == 0, granted.stderr
+    assert await produce(kafka, kafka.as_("graphical"), f"{prefix}.graphical") >= 0
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(kafka, kafka.as_("graphical"), f"{prefix}.qa")
+    # A workload's password does not grant: only the admin may.
+    env["BUREAU_KAFKA_USERNAME"] = "graphical"
+    env["BUREAU_KAFKA_PASSWORD"] = str(kafka.as_("graphical").password)
+    refused = subprocess.run(  # noqa: ASYNC221
+        [sys.executable, str(script), "grant", "--prefix", f"h{unique}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "creating ACL" in refused.stderr + refused.stdout
