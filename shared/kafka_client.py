@@ -9,6 +9,7 @@ helper that knows only a bootstrap string gets the process's (BUREAU_KAFKA_* env
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,16 @@ class KafkaSecurity:
 
     @classmethod
     def from_env(cls) -> KafkaSecurity:
-        return cls.of(BureauSettings())
+        """The BUREAU_KAFKA_* variables alone: a helper (wait_for_topics in a pod's init
+        container) has no other setting, so the whole BureauSettings would not validate."""
+        env = os.environ
+        return cls(
+            protocol=env.get("BUREAU_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            mechanism=env.get("BUREAU_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            username=env.get("BUREAU_KAFKA_USERNAME") or None,
+            password=env.get("BUREAU_KAFKA_PASSWORD") or None,
+            ca_file=env.get("BUREAU_KAFKA_CA_FILE") or None,
+        )
 
 
 @functools.lru_cache(maxsize=8)

@@ -133,3 +133,7 @@ def test_a_helper_without_settings_connects_as_the_process_environment_says(
     monkeypatch.setenv("BUREAU_KAFKA_PASSWORD", "from-env")
     options = client_options("h:1")
     assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("admin", "from-env")
+    # In a pod's init container (wait_for_topics) only the Kafka variables are set, in prod.
+    monkeypatch.setenv("BUREAU_ENVIRONMENT", "prod")
+    monkeypatch.setenv("BUREAU_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    assert client_options("h:1")["sasl_plain_password"] == "from-env"
