@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -230,7 +231,11 @@ async def measure_at_size(engine: Any, schema: str, cards: list[str], samples: i
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    settings = BureauSettings(database_url=load_stack_env()["BUREAU_DATABASE_URL"])
+    # The stack's environment (Kafka's SASL_SSL admin credentials too: the cosigning part starts
+    # keymgmt's runtime, whose settings read them), unless the caller's environment has its own.
+    for key, value in load_stack_env().items():
+        os.environ.setdefault(key, value)
+    settings = BureauSettings(database_url=os.environ["BUREAU_DATABASE_URL"])
     schema = f"bench_audit_{uuid.uuid4().hex[:8]}"
     engine = make_engine(settings.database_url, schema)
     await migrate(engine, schema, MIGRATIONS)

@@ -1,6 +1,8 @@
 """bench/bus: events/s through the shared bus (outbox -> relay -> Kafka -> consumer -> inbox +
 effect, all durable) against raw aiokafka produce + consume of the same records on the same
-broker, in the same run. Prints both figures and the ratio.
+broker, in the same run and with the same security settings (the stack's: SASL_SSL with
+SCRAM-SHA-512, from .run/env.sh or BUREAU_KAFKA_* in the environment). Prints both figures,
+the ratio and the security the run used.
 
     .venv/bin/python -m bench.bus [--events 20000]      (the local stack must be up)
 """
@@ -18,6 +20,7 @@ from sqlalchemy import text
 
 from shared import events
 from shared.bus import ensure_topics, make_producer
+from shared.kafka_client import KafkaSecurity, client_options
 from shared.settings import BureauSettings
 from tests.conftest import load_stack_env
 from tests.support.bus import harness_runtime, prepared_event
@@ -25,11 +28,12 @@ from tests.support.bus import harness_runtime, prepared_event
 
 async def raw_baseline(settings: BureauSettings, payloads: list[bytes]) -> float:
     topic = settings.topic("raw")
-    await ensure_topics(settings.kafka_bootstrap, [topic])
-    producer = make_producer(settings.kafka_bootstrap, "bench-raw")
+    security = KafkaSecurity.of(settings)  # what the bus path's runtimes use too
+    await ensure_topics(settings.kafka_bootstrap, [topic], security=security)
+    producer = make_producer(settings.kafka_bootstrap, "bench-raw", security)
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings.kafka_bootstrap, security),
         group_id=f"{topic}.g",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -79,6 +83,13 @@ async def bus_path(settings: BureauSettings, sample: list[events.CardPrepared]) 
     return len(sample) / elapsed
 
 
+def security_label(settings: BureauSettings) -> str:
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL_"):
+        return f"{protocol} {settings.kafka_sasl_mechanism} as {settings.kafka_username}"
+    return protocol
+
+
 async def main(count: int) -> None:
     for key, value in load_stack_env().items():
         import os
@@ -94,6 +105,7 @@ async def main(count: int) -> None:
             {
                 "bench": "bus",
                 "events": count,
+                "kafka_security": security_label(settings),
                 "raw_aiokafka_events_per_s": round(raw),
                 "bus_events_per_s": round(bus),
                 "ratio_bus_to_raw": round(bus / raw, 3),

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
@@ -25,6 +25,8 @@ from shared.dead_letter import record_dead_letter
 from shared.events import Event, UndecodableEvent, decode_event
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
+from shared.kafka_access import DEAD_LETTER_STREAM as DEAD_LETTER_STREAM
+from shared.kafka_client import KafkaSecurity, client_options
 from shared.outage import KAFKA, report_failure
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.telemetry import continue_trace, echo_span, tracer
@@ -32,12 +34,12 @@ from shared.unreadable import UNREADABLE_ERRORS, step_past_unreadable
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_STREAM = "dlq"
 
-
-def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+def make_producer(
+    bootstrap: str, client_id: str, security: KafkaSecurity | None = None
+) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap, security),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -47,25 +49,30 @@ def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3) -> None:
+async def ensure_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    partitions: int = 3,
+    security: KafkaSecurity | None = None,
+) -> None:
     """Create the topics a service reads and writes before it subscribes, so a consumer never
     waits a metadata refresh for a topic that appears later. In production the KafkaTopic
     resources create them first and this finds them present."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap, security))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(name=t, num_partitions=partitions, replication_factor=1)
-                        for t in missing
-                    ]
-                )
-            except TopicAlreadyExistsError:
-                pass  # another replica created it first
+            response = await admin.create_topics(
+                [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+            # Per topic an error code, never raised by aiokafka: a refusal (no CREATE right,
+            # say) must stop the service here, not leave it waiting for a topic that never comes.
+            # A creation still under way when the request timed out (7) completes on its own.
+            for topic, code, *_message in response.topic_errors:
+                if code not in (0, 7, TopicAlreadyExistsError.errno):  # 36: another was first
+                    raise for_code(code)(f"creating topic {topic}")
     finally:
         await admin.close()
 
@@ -108,8 +115,10 @@ class EventConsumer:
         max_attempts: int = 5,
         max_records: int = 200,
         repository: RepositoryFactory[Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._engine = engine
+        self._security = security
         self._repository = repository
         self._schema = checked_identifier(schema)
         self._relay = relay
@@ -132,7 +141,7 @@ class EventConsumer:
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             *self._topics,
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._bootstrap, self._security),
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

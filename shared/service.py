@@ -37,6 +37,7 @@ from shared.bus import DEAD_LETTER_STREAM, EventConsumer, ensure_topics, make_pr
 from shared.db import make_engine, migrate
 from shared.errors import install_error_handlers
 from shared.handlers import HandlerTable
+from shared.kafka_client import KafkaSecurity
 from shared.limits import install_request_limits
 from shared.logs import configure_logging
 from shared.outage import DATABASE, KAFKA
@@ -137,6 +138,7 @@ class ServiceRuntime:
         await ensure_topics(
             self.settings.kafka_bootstrap,
             [*self.subscribe, self.emit_topic, self.settings.topic(DEAD_LETTER_STREAM)],
+            security=KafkaSecurity.of(self.settings),
         )
         self._producer = self._make_producer()
         self._relay = OutboxRelay(
@@ -151,7 +153,11 @@ class ServiceRuntime:
             self.supervisor.spawn(getattr(worker, "__name__", "worker"), self._bind(worker))
 
     def _make_producer(self) -> AIOKafkaProducer:
-        return make_producer(self.settings.kafka_bootstrap, client_id=self.name)
+        return make_producer(
+            self.settings.kafka_bootstrap,
+            client_id=self.name,
+            security=KafkaSecurity.of(self.settings),
+        )
 
     def _bind(self, worker: Worker) -> Callable[[], Awaitable[None]]:
         def run() -> Awaitable[None]:
@@ -177,6 +183,7 @@ class ServiceRuntime:
             emit_topic=self.emit_topic,
             dead_letter_topic=self.settings.topic(DEAD_LETTER_STREAM),
             repository=self.repository,
+            security=KafkaSecurity.of(self.settings),
         )
 
     async def stop(self) -> None:

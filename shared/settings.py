@@ -25,6 +25,9 @@ from shared.credentials import (
 # Checked for development values only: the database URL's password is its operator's to make.
 OPAQUE_SECRETS = frozenset({"BUREAU_DATABASE_URL"})
 
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
 
 class BureauSettings(BaseSettings):
     """Every service's settings extend this. Values come from BUREAU_* environment variables."""
@@ -36,6 +39,13 @@ class BureauSettings(BaseSettings):
     environment: str = Field(default="dev", description="dev, test or prod")
     database_url: str = "postgresql+asyncpg://bureau:bureau-dev@127.0.0.1:55432/bureau"
     kafka_bootstrap: str = "127.0.0.1:19092"
+    # Kafka security (shared/kafka_client.py builds every client's keywords from these): the
+    # local stack and Kubernetes use SASL_SSL with SCRAM-SHA-512 and one user per workload.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: str | None = None
+    kafka_ca_file: str | None = Field(default=None, description="PEM CA of the brokers' certs")
     topic_prefix: str = "bureau"
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"
@@ -83,12 +93,37 @@ class BureauSettings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security(self) -> BureauSettings:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ValueError(
+                f"kafka_security_protocol {protocol!r} is none of {', '.join(KAFKA_PROTOCOLS)}"
+            )
+        if protocol.startswith("SASL_"):
+            if mechanism not in KAFKA_SASL_MECHANISMS:
+                raise ValueError(
+                    f"kafka_sasl_mechanism {mechanism!r} is none of "
+                    f"{', '.join(KAFKA_SASL_MECHANISMS)}"
+                )
+            missing = [n for n in ("kafka_username", "kafka_password") if not getattr(self, n)]
+            if missing:
+                raise ValueError(
+                    f"kafka_security_protocol {protocol} needs {' and '.join(missing)}"
+                )
+        if self.environment not in ("dev", "test") and protocol != "SASL_SSL":
+            raise ValueError(
+                f"kafka_security_protocol must be SASL_SSL in {self.environment} (is {protocol}):"
+                " the bus carries no event unauthenticated or in clear"
+            )
+        return self
+
     def secret_values(self) -> dict[str, str]:
         return {
             "database_url": self.database_url,
             "service_tokens": self.service_tokens,
             "principals": self.principals,
-        }
+        } | ({"kafka_password": self.kafka_password} if self.kafka_password else {})
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """repr() and str() show every setting but the secrets (secret_values), so a settings

@@ -19,11 +19,13 @@ import sys
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka_client import client_options
+
 log = logging.getLogger("wait_for_topics")
 
 
 async def missing_topics(bootstrap: str, wanted: set[str]) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=10_000)
     await admin.start()
     try:
         return wanted - set(await admin.list_topics())

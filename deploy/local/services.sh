@@ -70,6 +70,10 @@ load_creds() {  # name: export the workload's own credentials, written by stack.
     # $RUN/creds/<name>.<part>.env (one file per part: its database role, its Kafka principal,
     # ...), into the subshell that runs it only, so no process gets another's credentials.
     local file
+    # env.sh's Kafka principal is the stack's admin (for tests and tools), no workload's: a
+    # workload gets its own from its kafka.env, or none (feeder, witness: they use no Kafka).
+    unset BUREAU_KAFKA_SECURITY_PROTOCOL BUREAU_KAFKA_SASL_MECHANISM BUREAU_KAFKA_USERNAME \
+        BUREAU_KAFKA_PASSWORD
     for file in "$RUN/creds/$1".*.env; do
         [[ -f $file ]] || continue
         # shellcheck disable=SC1090
@@ -107,6 +111,11 @@ up() {
     # shellcheck disable=SC1091
     source "$RUN/env.sh"
     export BUREAU_TRACE_FILE="${BUREAU_TRACE_FILE:-$RUN/traces.jsonl}"
+    # Kafka: each service runs as its own principal (load_creds); a run on another topic prefix
+    # (an e2e run's, a benchmark's) first gets the workloads' ACLs and topics for that prefix.
+    if [[ ${BUREAU_KAFKA_SECURITY_PROTOCOL:-PLAINTEXT} == SASL_* ]]; then
+        "$PY" "$REPO/deploy/local/kafka/access.py" grant --prefix "${BUREAU_TOPIC_PREFIX:-bureau}"
+    fi
     export BUREAU_WITNESS_URL="${BUREAU_WITNESS_URL:-http://127.0.0.1:${PORTS[witness]}}"
     # The 5th reader is the QA station's (manual: cards are inserted by chip serial); the
     # first four are the encoding station's hopper-fed readers.

@@ -14,7 +14,10 @@
 #   deploy/local/stack.sh reset    down, then wipe all data (keeps the downloaded Kafka jars)
 #
 # Knobs (environment): BUREAU_RUN_DIR, KAFKA_START_TIMEOUT (s, default 120),
-# STOP_TIMEOUT (s, default 30), JAVA_HOME, PG_BIN (PostgreSQL's bin directory).
+# STOP_TIMEOUT (s, default 30), JAVA_HOME, PG_BIN (PostgreSQL's bin directory), and for a
+# private broker beside the stack (tests): KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_BROKER_PORT.
+#
+#   deploy/local/stack.sh kafka-up|kafka-down   Kafka alone (its TLS, users, ACLs, topics)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -32,8 +35,9 @@ readonly PG_DB=bureau
 readonly PG_ROLE=bureau
 readonly PG_PASSWORD=bureau-dev
 readonly KAFKA_VERSION=4.3.1
-readonly KAFKA_PORT=19092
-readonly KAFKA_CONTROLLER_PORT=19093
+readonly KAFKA_PORT=${KAFKA_PORT:-19092}
+readonly KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+readonly KAFKA_BROKER_PORT=${KAFKA_BROKER_PORT:-19094}
 readonly -a KAFKA_HEAP_OPTS=(-Xms256m -Xmx512m)
 readonly HSM_TOKEN=bureau
 readonly HSM_PIN=1234
@@ -56,6 +60,11 @@ readonly KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
 readonly KAFKA_CLUSTER_ID_FILE=$KAFKA_DIR/cluster.id
 readonly KAFKA_TEMPLATE=$SCRIPT_DIR/kafka/server.properties.in
 readonly KAFKA_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
+readonly KAFKA_ACCESS=$SCRIPT_DIR/kafka/access.py
+readonly KAFKA_TLS=$KAFKA_DIR/tls
+readonly KAFKA_PROPS_SHA=$KAFKA_DIR/server.properties.started.sha256
+readonly KAFKA_ADMIN_PASSWORD=$KAFKA_DIR/admin.password
+readonly CREDS_DIR=$RUN_DIR/creds
 readonly HSM_DIR=$RUN_DIR/softhsm
 readonly HSM_CONF=$HSM_DIR/softhsm2.conf
 readonly HSM_TOKENS=$HSM_DIR/tokens
@@ -196,6 +205,11 @@ emit_env() {
         BUREAU_RUN_DIR "$RUN_DIR"
         BUREAU_DATABASE_URL "postgresql+asyncpg://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
         BUREAU_KAFKA_BOOTSTRAP "127.0.0.1:$KAFKA_PORT"
+        BUREAU_KAFKA_SECURITY_PROTOCOL SASL_SSL
+        BUREAU_KAFKA_SASL_MECHANISM SCRAM-SHA-512
+        BUREAU_KAFKA_USERNAME admin
+        BUREAU_KAFKA_PASSWORD "$(cat -- "$KAFKA_ADMIN_PASSWORD" 2>/dev/null || true)"
+        BUREAU_KAFKA_CA_FILE "$KAFKA_TLS/ca.crt"
         SOFTHSM2_CONF "$HSM_CONF"
         BUREAU_PKCS11_MODULE "$module"
         BUREAU_HSM_TOKEN "$HSM_TOKEN"
@@ -457,8 +471,64 @@ kafka_pid() { # the pid of our broker, or nothing (clears a stale pid file)
 kafka_render_props() {
     [[ -f $KAFKA_TEMPLATE ]] || die "missing $KAFKA_TEMPLATE"
     mkdir -p -- "$KAFKA_DATA"
-    sed -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA|g" -- "$KAFKA_TEMPLATE" >"$KAFKA_PROPS.tmp"
+    sed -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA|g" -e "s|@KAFKA_TLS_DIR@|$KAFKA_TLS|g" \
+        -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+        -e "s|@KAFKA_BROKER_PORT@|$KAFKA_BROKER_PORT|g" -- "$KAFKA_TEMPLATE" >"$KAFKA_PROPS.tmp"
     mv -f -- "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+}
+
+kossl() { env -u OPENSSL_CONF openssl "$@" 2>/dev/null; } # the stack's provider config is not needed
+
+kafka_tls_good() { # the CA and the node's certificate exist, verify and last another week
+    [[ -f $KAFKA_TLS/ca.crt && -f $KAFKA_TLS/node.crt && -f $KAFKA_TLS/node.key && -f $KAFKA_TLS/node.pem ]] || return 1
+    kossl verify -CAfile "$KAFKA_TLS/ca.crt" "$KAFKA_TLS/node.crt" >/dev/null || return 1
+    kossl x509 -in "$KAFKA_TLS/node.crt" -noout -checkend 604800 >/dev/null
+}
+
+kafka_make_tls() { # kafka_make_tls WORK: a new CA (its key dies with WORK) and the node's cert
+    local work=$1 serial
+    kossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -keyout "$work/ca.key" -out "$work/ca.crt" -subj "/CN=cardbureau local Kafka CA" \
+        -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" || return 1
+    # One certificate for the node as server (all listeners) and as client (controller, broker).
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth,clientAuth" >"$work/node.ext"
+    kossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=kafka-node" \
+        -keyout "$work/node.key" -out "$work/node.csr" || return 1
+    serial=0x$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    kossl x509 -req -in "$work/node.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+        -set_serial "$serial" -days 825 -extfile "$work/node.ext" -out "$work/node.crt" || return 1
+    # Kafka's PEM keystore: the PKCS#8 key, then the certificate chain, in one file.
+    cat -- "$work/node.key" "$work/node.crt" "$work/ca.crt" >"$work/node.pem" || return 1
+    local f
+    for f in node.key node.crt node.pem; do mv -f -- "$work/$f" "$KAFKA_TLS/$f" || return 1; done
+    mv -f -- "$work/ca.crt" "$KAFKA_TLS/ca.crt" && chmod 644 -- "$KAFKA_TLS/ca.crt" "$KAFKA_TLS/node.crt"
+}
+
+kafka_tls() { # the TLS material of all three listeners (made once, again before it expires)
+    if kafka_tls_good; then return 0; fi
+    command -v openssl >/dev/null || die "openssl missing: run deploy/local/bootstrap.sh"
+    log "kafka: making the Kafka CA and the node's certificate ($KAFKA_TLS)"
+    mkdir -p -- "$KAFKA_TLS"
+    chmod 755 -- "$KAFKA_TLS" # the CA is for everyone; the key files are 600
+    local work rc=0
+    work=$(umask 077 && mktemp -d "$KAFKA_TLS/make.XXXXXX")
+    (umask 077 && kafka_make_tls "$work") || rc=$?
+    rm -rf -- "$work"
+    ((rc == 0)) || die "kafka: could not make the TLS certificates (openssl failed)"
+}
+
+kafka_access() { # the SCRAM users, ACLs and topics of shared/kafka_access.py; creds/<w>.kafka.env
+    [[ -x $VENV_PY ]] || die "kafka: $VENV_PY missing: run deploy/local/bootstrap.sh (users and ACLs need it)"
+    local out
+    if ! out=$(cd -- "$REPO_ROOT" && "$VENV_PY" "$KAFKA_ACCESS" apply \
+        --node-bootstrap "127.0.0.1:$KAFKA_BROKER_PORT" --client-bootstrap "127.0.0.1:$KAFKA_PORT" \
+        --tls-dir "$KAFKA_TLS" --creds-dir "$CREDS_DIR" \
+        --admin-password-file "$KAFKA_ADMIN_PASSWORD" 2>&1); then
+        die "kafka: could not apply users and ACLs: $out"
+    fi
+    log "${out##*$'\n'}"
 }
 
 kafka_cluster_id() { # a Kafka cluster id: 16 random bytes, base64url without padding
@@ -476,15 +546,24 @@ kafka_start() { # start the broker in the background (no waiting); sets KAFKA_ST
         die "Kafka $KAFKA_VERSION jars not found in $KAFKA_LIB: run deploy/local/bootstrap.sh"
     local java
     java=$(find_java) || die "java not found (Kafka needs Java 17 or newer): run deploy/local/bootstrap.sh"
+    kafka_tls
     kafka_render_props
-    local pid
+    local pid sha
+    sha=$(sha256sum -- "$KAFKA_PROPS" | cut -c1-64)
     pid=$(kafka_pid)
+    if [[ -n $pid && $(cat -- "$KAFKA_PROPS_SHA" 2>/dev/null) != "$sha" ]]; then
+        # A broker started on another configuration (one from before SASL_SSL, say): it gets
+        # the new one now, its data kept.
+        log "kafka: running (pid $pid) on an older server.properties; restarting it on the new one"
+        kafka_down
+        pid=""
+    fi
     if [[ -n $pid ]]; then
         log "kafka: already running (pid $pid)"
         return 0
     fi
     local port holder
-    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_BROKER_PORT"; do
         holder=$(port_listener "$port")
         [[ -z $holder ]] || die "kafka: TCP port $port is taken by another process: $holder"
     done
@@ -502,8 +581,9 @@ kafka_start() { # start the broker in the background (no waiting); sets KAFKA_ST
             die "kafka: storage format failed$(tail_of "$LOG_DIR/kafka-format.log")"
         fi
     fi
-    log "kafka: starting on 127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
+    log "kafka: starting on 127.0.0.1:$KAFKA_PORT (SASL_SSL; controller 127.0.0.1:$KAFKA_CONTROLLER_PORT, broker 127.0.0.1:$KAFKA_BROKER_PORT, mutual TLS)"
     : >"$LOG_DIR/kafka.out"
+    printf '%s\n' "$sha" >"$KAFKA_PROPS_SHA"
     # The broker writes its own pid before exec, in a session of its own (no terminal signals).
     # shellcheck disable=SC2016 # expanded by the inner bash
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$KAFKA_PID_FILE" \
@@ -537,19 +617,29 @@ kafka_wait() { # wait until the broker answers on TCP and with metadata
     fi
     local left=$((deadline - SECONDS)) out
     ((left > 5)) || left=5
-    if ! out=$("$VENV_PY" - "127.0.0.1:$KAFKA_PORT" "$left" 2>&1 <<'EOF'
+    # Asked as the node itself (mutual TLS on the BROKER listener): users may not exist yet.
+    if ! out=$("$VENV_PY" - "127.0.0.1:$KAFKA_BROKER_PORT" "$left" "$KAFKA_TLS" 2>&1 <<'EOF'
 import asyncio
 import sys
 import time
 
 from aiokafka.client import AIOKafkaClient
+from aiokafka.helpers import create_ssl_context
 
 
-async def main(bootstrap: str, timeout: float) -> None:
+async def main(bootstrap: str, timeout: float, tls: str) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
+    context = create_ssl_context(
+        cafile=f"{tls}/ca.crt", certfile=f"{tls}/node.crt", keyfile=f"{tls}/node.key"
+    )
     while time.monotonic() < deadline:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        client = AIOKafkaClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=5000,
+            security_protocol="SSL",
+            ssl_context=context,
+        )
         try:
             await client.bootstrap()
             if client.cluster.brokers():
@@ -563,7 +653,7 @@ async def main(bootstrap: str, timeout: float) -> None:
     sys.exit(f"no metadata from {bootstrap} within {timeout:.0f}s: {last}")
 
 
-asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3]))
 EOF
     ); then
         kafka_fail "broker does not answer a metadata request: $out"
@@ -613,11 +703,21 @@ cmd_up() {
     softhsm_up
     kafka_wait
     if ((KAFKA_STARTED)); then log "kafka: ready (pid $(kafka_pid))"; fi
+    kafka_access
     write_env_file # before pcscd: a pcscd failure leaves the rest usable
     pcscd_call up || die "pcscd: $PCSCD_SCRIPT up failed"
     BUREAU_RUN_DIR=$RUN_DIR bash "$PRINTERS_SCRIPT" up 9>&- || die "printers: $PRINTERS_SCRIPT up failed"
     write_env_file # again, with what pcscd.sh and printers.sh add
     log "stack up in $((SECONDS - t0))s; environment: source $ENV_FILE (or eval \"\$($0 env)\")"
+}
+
+cmd_kafka_up() { # Kafka alone, as `up` makes it (a private broker for tests: other ports)
+    with_lock
+    mkdir -p -- "$LOG_DIR" "$KAFKA_DIR"
+    kafka_start
+    kafka_wait
+    kafka_access
+    log "kafka: ready on 127.0.0.1:$KAFKA_PORT (SASL_SSL); admin password in $KAFKA_ADMIN_PASSWORD"
 }
 
 cmd_down() {
@@ -643,8 +743,8 @@ cmd_status() {
     fi
     pid=$(kafka_pid)
     if [[ -n $pid ]] && tcp_open "$KAFKA_PORT"; then
-        printf '%-9s %-8s pid %-7s 127.0.0.1:%s  controller 127.0.0.1:%s\n' kafka running "$pid" \
-            "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+        printf '%-9s %-8s pid %-7s 127.0.0.1:%s  SASL_SSL; controller :%s, broker :%s (mutual TLS)\n' \
+            kafka running "$pid" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_BROKER_PORT"
     elif [[ -n $pid ]]; then
         printf '%-9s %-8s pid %-7s 127.0.0.1:%s  (process up, port closed)\n' kafka starting "$pid" "$KAFKA_PORT"
         rc=1
@@ -691,6 +791,11 @@ main() {
         down) cmd_down ;;
         status) cmd_status "${2:-}" ;;
         env) emit_env ;;
+        kafka-up) cmd_kafka_up ;;
+        kafka-down)
+            with_lock
+            kafka_down
+            ;;
         reset) cmd_reset ;;
         -h | --help | help) usage ;;
         *)

@@ -18,6 +18,7 @@ from services.audit.store import AuditStore
 from services.audit.sweep import sweep_stale_batches
 from services.audit.witness_client import WitnessClient
 from shared.handlers import bind_handlers
+from shared.kafka_access import subscriptions
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
 
@@ -25,7 +26,7 @@ NAME = "audit"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every service's stream. Not the DLQ: its records are undecodable by definition, and the
 # dead_letter.recorded events that count them arrive on the services' own streams.
-SUBSCRIBE = ("intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit")
+SUBSCRIBE = subscriptions("audit")
 
 
 def bootstrap(

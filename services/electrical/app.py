@@ -18,13 +18,14 @@ from services.electrical.settings import ElectricalSettings
 from services.electrical.station import StationAgent
 from shared.feeder_client import FeederClient
 from shared.handlers import bind_handlers
+from shared.kafka_access import subscriptions
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 
 NAME = "electrical"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SUBSCRIBE = ("keymgmt", "intake")  # card.prepared; card.cancelled
+SUBSCRIBE = subscriptions("electrical")  # card.prepared; card.cancelled
 
 
 async def reader_readiness(agent: StationAgent, report: dict[str, Any]) -> None:

@@ -14,12 +14,13 @@ from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.settings import FulfillmentSettings
 from shared.handlers import bind_handlers
+from shared.kafka_access import subscriptions
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
 
 NAME = "fulfillment"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SUBSCRIBE = ("qa", "electrical", "graphical", "audit")
+SUBSCRIBE = subscriptions("fulfillment")
 
 
 def bootstrap(

@@ -16,12 +16,13 @@ from services.graphical.render import FaceRenderer
 from services.graphical.repository import GraphicalRepository
 from services.graphical.settings import GraphicalSettings
 from shared.handlers import bind_handlers
+from shared.kafka_access import subscriptions
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.service import ServiceRuntime, create_app
 
 NAME = "graphical"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SUBSCRIBE = ("electrical",)
+SUBSCRIBE = subscriptions("graphical")
 
 
 def bootstrap(

@@ -17,6 +17,7 @@ from services.intake.settings import IntakeSettings
 from services.intake.webhooks import Deliverer, SecretBox
 from shared.auth import Principal, token_digest
 from shared.handlers import bind_handlers
+from shared.kafka_access import subscriptions
 from shared.keymgmt.client import KeymgmtClient
 from shared.service import ServiceRuntime, create_app
 
@@ -31,7 +32,7 @@ docs/intake-api.md.
 NAME = "intake"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The stages of the card lifecycle the status projection follows (topics of these services).
-SUBSCRIBE = ("keymgmt", "electrical", "graphical", "qa", "fulfillment")
+SUBSCRIBE = subscriptions("intake")
 
 
 def bootstrap(

@@ -28,12 +28,13 @@ from services.keymgmt.vault.retention import RetentionPurger
 from shared.auth import Authenticator
 from shared.handlers import bind_handlers
 from shared.issuer_tokens import RemoteIssuerTokens
+from shared.kafka_access import subscriptions
 from shared.service import ServiceRuntime, create_app
 
 NAME = "keymgmt"
 MIGRATIONS: Path = _MIGRATIONS
 # intake: orders and cancellations; qa and fulfillment: the milestones retention waits for.
-SUBSCRIBE = ("intake", "qa", "fulfillment")
+SUBSCRIBE = subscriptions("keymgmt")
 ROUTERS = (
     keys_router,
     signing_router,

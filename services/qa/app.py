@@ -16,13 +16,14 @@ from services.qa.service import Transaction
 from services.qa.settings import QaSettings
 from shared.feeder_client import FeederClient
 from shared.handlers import bind_handlers
+from shared.kafka_access import subscriptions
 from shared.keymgmt.client import KeymgmtClient, RetryPolicy
 from shared.pcsc import PcscClient, PcscError
 from shared.service import ServiceRuntime, create_app
 
 NAME = "qa"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SUBSCRIBE = ("graphical",)
+SUBSCRIBE = subscriptions("qa")
 
 
 async def reader_readiness(machine: QaMachine, report: dict[str, Any]) -> None:

@@ -27,7 +27,9 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
-def e2e_env(otlp: OtlpReceiver) -> dict[str, str]:
+def e2e_env(otlp: OtlpReceiver, stack_env: dict[str, str]) -> dict[str, str]:
+    # stack_env (tests/conftest.py) also puts env.sh's values in os.environ: the helpers this
+    # process runs (kafka_records) connect to Kafka with its SASL_SSL admin credentials.
     values = load_stack_env()
     if not values:
         pytest.fail("the local stack is not up: run `make stack-up`")

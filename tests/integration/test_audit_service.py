@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.audit.settings import AuditSettings
 from shared import events
+from shared.kafka_client import client_options
 from shared.service import ServiceRuntime
 from tests.support.audit import (
     AUDITOR,
@@ -198,7 +199,7 @@ async def test_the_log_refuses_update_delete_and_truncate_and_shows_tampering(
 async def test_an_undecodable_record_is_dead_lettered_and_counted_in_the_log(
     audit: ServiceRuntime, audit_settings: AuditSettings, api: httpx.AsyncClient
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=audit_settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(**client_options(audit_settings.kafka_bootstrap))
     await producer.start()
     try:
         await producer.send_and_wait(

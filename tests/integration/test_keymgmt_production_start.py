@@ -58,6 +58,9 @@ def prod_env(tmp_path: Path) -> dict[str, str]:
         "BUREAU_DATABASE_URL": "postgresql+asyncpg://bureau:unused-pw@127.0.0.1:9/bureau",
         "BUREAU_SERVICE_TOKENS": "intake=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
         "BUREAU_PRINCIPALS": "admin:root=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
+        "BUREAU_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",  # prod refuses Kafka in clear
+        "BUREAU_KAFKA_USERNAME": "keymgmt",
+        "BUREAU_KAFKA_PASSWORD": secrets.token_urlsafe(32).replace("dev", "Xq7"),
         "BUREAU_KEYMGMT_PORT": str(_free_port()),
     }
 

@@ -21,6 +21,7 @@ from shared import events, metrics
 from shared.bus import make_producer
 from shared.db import migrate
 from shared.dead_letter import DLQ_INLINE_MAX
+from shared.kafka_client import client_options
 from shared.outbox import OutboxRelay, OutboxRow, add_outbox_rows
 from shared.outbox_admin import parked_rows, replay_parked
 from shared.settings import BureauSettings
@@ -48,7 +49,7 @@ def poison_records() -> list[tuple[bytes | None, bytes | None, list[tuple[str, b
 
 async def produce_raw(settings: BureauSettings, topic: str, records: list[Any]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings.kafka_bootstrap),
         acks="all",
         enable_idempotence=True,
         max_request_size=1_048_000,
@@ -127,7 +128,7 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rows_behind_it_publish
     and rows for cards B and C. B and C go at once, A's second row waits behind A's first
     (order per card), which is parked after its attempts; then A's second row goes."""
     topic = bureau_settings.topic(f"narrow{unique}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bureau_settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bureau_settings.kafka_bootstrap))
     await admin.start()
     try:
         await admin.create_topics(

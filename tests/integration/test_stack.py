@@ -22,17 +22,25 @@ import pkcs11
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.types import DecryptMixin, EncryptMixin
+
+from shared.kafka_access import WORKLOADS
+from shared.kafka_client import KafkaSecurity, client_options
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STACK_PORTS = (55432, 19092, 19093)  # PostgreSQL, Kafka broker, Kafka controller
+STACK_PORTS = (55432, 19092, 19093, 19094)  # PostgreSQL, Kafka clients, controller, broker
 ENV_KEYS = (
     "BUREAU_RUN_DIR",
     "BUREAU_DATABASE_URL",
     "BUREAU_KAFKA_BOOTSTRAP",
+    "BUREAU_KAFKA_SECURITY_PROTOCOL",
+    "BUREAU_KAFKA_USERNAME",
+    "BUREAU_KAFKA_PASSWORD",
+    "BUREAU_KAFKA_CA_FILE",
     "SOFTHSM2_CONF",
     "BUREAU_PKCS11_MODULE",
     "BUREAU_HSM_TOKEN",
@@ -128,6 +136,38 @@ async def test_postgres_bureau_role_can_create_schema_and_role(
 # --- Kafka -----------------------------------------------------------------------------------
 
 
+def _kafka_as_admin(stack_vars: Mapping[str, str]) -> KafkaSecurity:
+    """The stack's `admin` super user, as its env.sh gives it to tests and tools."""
+    return KafkaSecurity(
+        protocol=stack_vars["BUREAU_KAFKA_SECURITY_PROTOCOL"],
+        mechanism=stack_vars.get("BUREAU_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        username=stack_vars["BUREAU_KAFKA_USERNAME"],
+        password=stack_vars["BUREAU_KAFKA_PASSWORD"],
+        ca_file=stack_vars["BUREAU_KAFKA_CA_FILE"],
+    )
+
+
+async def test_kafka_refuses_a_client_without_credentials(stack_vars: Mapping[str, str]) -> None:
+    """The shared stack's client listener is SASL_SSL only (tests/integration/
+    test_kafka_security.py tries every refusal on a private broker made the same way)."""
+    bootstrap = stack_vars["BUREAU_KAFKA_BOOTSTRAP"]
+    admin = _kafka_as_admin(stack_vars)
+    assert (admin.protocol, admin.mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    for anonymous in (KafkaSecurity(), KafkaSecurity("SSL", ca_file=admin.ca_file)):
+        producer = AIOKafkaProducer(**client_options(bootstrap, anonymous), acks="all")
+        try:
+            with pytest.raises(KafkaConnectionError):
+                await producer.start()
+        finally:
+            await producer.stop()
+    # Each workload has its own credentials file, readable by its owner only.
+    creds = Path(stack_vars["BUREAU_RUN_DIR"]) / "creds"
+    for workload in WORKLOADS:
+        path = creds / f"{workload}.kafka.env"
+        assert f"BUREAU_KAFKA_USERNAME='{workload}'" in path.read_text(), workload
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
 async def test_kafka_idempotent_produce_and_consume_round_trip(
     stack_vars: Mapping[str, str],
 ) -> None:
@@ -137,7 +177,10 @@ async def test_kafka_idempotent_produce_and_consume_round_trip(
     sent = {f"key-{i}".encode(): f"value-{i}".encode() * 10 for i in range(100)}
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        **client_options(bootstrap, _kafka_as_admin(stack_vars)),
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
     )
     await producer.start()
     try:
@@ -152,7 +195,7 @@ async def test_kafka_idempotent_produce_and_consume_round_trip(
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap, _kafka_as_admin(stack_vars)),
         group_id=f"{topic}-group",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -175,7 +218,7 @@ async def test_kafka_idempotent_produce_and_consume_round_trip(
         await consumer.stop()
     assert received == sent
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap, _kafka_as_admin(stack_vars)))
     await admin.start()
     try:
         await admin.delete_topics([topic])
@@ -188,7 +231,9 @@ async def test_kafka_transactions_commit_and_abort(stack_vars: Mapping[str, str]
     bootstrap = stack_vars["BUREAU_KAFKA_BOOTSTRAP"]
     topic = f"stack-test-tx-{uuid.uuid4().hex[:12]}"
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id=f"{topic}-producer", acks="all"
+        **client_options(bootstrap, _kafka_as_admin(stack_vars)),
+        transactional_id=f"{topic}-producer",
+        acks="all",
     )
     await producer.start()
     try:
@@ -204,7 +249,7 @@ async def test_kafka_transactions_commit_and_abort(stack_vars: Mapping[str, str]
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap, _kafka_as_admin(stack_vars)),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -221,7 +266,7 @@ async def test_kafka_transactions_commit_and_abort(stack_vars: Mapping[str, str]
         await consumer.stop()
     assert sorted(values) == [b"committed", b"committed-2"]
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap, _kafka_as_admin(stack_vars)))
     await admin.start()
     try:
         await admin.delete_topics([topic])

@@ -18,6 +18,7 @@ from services.audit.app import bootstrap, build_app
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.db import make_engine
+from shared.kafka_client import client_options
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import collect, wait_for
@@ -79,7 +80,7 @@ async def api(audit: ServiceRuntime) -> AsyncIterator[httpx.AsyncClient]:
 async def publish(settings: AuditSettings, batch: Iterable[events.Event]) -> None:
     """Each event to the stream of the service that emits it, keyed as the contract says."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        **client_options(settings.kafka_bootstrap), acks="all", enable_idempotence=True
     )
     await producer.start()
     try:
@@ -115,7 +116,7 @@ async def read_stream(settings: AuditSettings, stream: str, seconds: float) -> l
     """Everything on a stream from the beginning, read for a while."""
     consumer = AIOKafkaConsumer(
         settings.topic(stream),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings.kafka_bootstrap),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from shared import events
 from shared.handlers import PoisonEvent
+from shared.kafka_client import client_options
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
@@ -84,7 +85,7 @@ async def collect(
     """Read a topic from the beginning until the predicate holds over the records seen."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -110,7 +111,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
 
 async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, bytes]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+        **client_options(settings.kafka_bootstrap), acks="all", enable_idempotence=True
     )
     await producer.start()
     try:

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from shared.bus import EventConsumer, make_producer
 from shared.db import migrate
 from shared.events import Event, UndecodableEvent, decode_event, encode_event
+from shared.kafka_client import client_options
 from shared.outbox import OutboxRelay
 from shared.service import ServiceRuntime
 
@@ -127,7 +128,7 @@ class KafkaDelivery:
         topics = [self.runtime.emit_topic, settings.topic("dlq")]
         reader = AIOKafkaConsumer(
             *topics,
-            bootstrap_servers=settings.kafka_bootstrap,
+            **client_options(settings.kafka_bootstrap),
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,

@@ -17,6 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
+from shared.kafka_client import client_options
+
 # Per record batch and record, the bytes around a record's key and value (v2 format: a
 # 61-byte batch header, then varints and the header entries); kept out of a maximal value.
 _FRAMING = 512
@@ -71,7 +73,7 @@ def poison_records(max_value: int) -> list[RawRecord]:
 
 async def broker_max_value(bootstrap: str, topic: str) -> int:
     """The largest record value the topic takes: its max.message.bytes less the framing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         (answer,) = await admin.describe_configs(
@@ -87,7 +89,7 @@ async def broker_max_value(bootstrap: str, topic: str) -> int:
 async def produce_raw(bootstrap: str, topic: str, records: list[RawRecord]) -> list[int]:
     """Each record in a batch of its own on partition 0, in order; returns their offsets."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024
+        **client_options(bootstrap), acks="all", max_request_size=4 * 1024 * 1024
     )
     await producer.start()
     offsets: list[int] = []

@@ -10,9 +10,11 @@ from urllib.parse import urlparse
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka_client import client_options
+
 
 async def kafka_records(bootstrap: str, prefix: str) -> list[Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if t.startswith(prefix + ".")]
@@ -20,7 +22,7 @@ async def kafka_records(bootstrap: str, prefix: str) -> list[Any]:
         await admin.close()
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -124,6 +124,7 @@ def test_each_floor_agent_starts_in_prod_on_its_own_credentials_alone(
     station = out / "stations" / "station-07"
     for made in (station, out / "qa"):
         (made / "database-url").write_text(url)
+        (made / "kafka-password").write_text(strong_secret())
     electrical = settings_from(ElectricalSettings, station_env("electrical", station), monkeypatch)
     qa = settings_from(QaSettings, station_env("qa", out / "qa"), monkeypatch)
     assert isinstance(electrical, ElectricalSettings)

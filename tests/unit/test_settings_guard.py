@@ -37,6 +37,9 @@ def prod_env(**overrides: str) -> dict[str, str]:
         "principals": f"operator:olga={verifier_of(strong())},admin:root={verifier_of(strong())}",
         "idempotency_secret": strong(),
         "webhook_key": strong(),
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_username": "intake",
+        "kafka_password": strong(),
     }
     return {**values, **overrides}
 
