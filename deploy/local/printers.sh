@@ -20,9 +20,9 @@
 # with localhost it listens on the loopback addresses 127.0.0.1 and ::1 only.
 # `-c <command>`: without a print command ippeveprinter "prints" for 5+ seconds per job; the
 # command here copies the document to the job's output (<job>-<name>.prn, what print QA
-# inspects) at once. Faults an operator or a test can set in the printer's folder: `jammed`
-# (the printer aborts every job while it exists), `misprint` (an image printed once instead of
-# the next document).
+# inspects) at once; print QA deletes both once it has decided the card (services/qa). Faults
+# an operator or a test can set in the printer's folder: `jammed` (the printer aborts every job
+# while it exists), `misprint` (an image printed once instead of the next document).
 #
 # TLS: the printers named in BUREAU_TLS_PRINTERS (default: pin card) serve IPPS (`-K <keys>`: the
 # certificate and key ippeveprinter loads for the name `localhost`). At `up` a stack CA is made
