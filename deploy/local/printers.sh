@@ -20,18 +20,19 @@
 # with localhost it listens on the loopback addresses 127.0.0.1 and ::1 only.
 # `-c <command>`: without a print command ippeveprinter "prints" for 5+ seconds per job; the
 # command here copies the document to the job's output (<job>-<name>.prn, what print QA
-# inspects) at once. Faults an operator or a test can set in the printer's folder: `jammed`
-# (the printer aborts every job while it exists), `misprint` (an image printed once instead of
-# the next document).
+# inspects) at once; print QA deletes both once it has decided the card (services/qa). Faults
+# an operator or a test can set in the printer's folder: `jammed` (the printer aborts every job
+# while it exists), `misprint` (an image printed once instead of the next document).
 #
-# TLS: the printers named in BUREAU_TLS_PRINTERS (default: pin) serve IPPS (`-K <keys>`: the
+# TLS: the printers named in BUREAU_TLS_PRINTERS (default: pin card) serve IPPS (`-K <keys>`: the
 # certificate and key ippeveprinter loads for the name `localhost`). At `up` a stack CA is made
 # once (.run/printers/tls/ca.crt, what clients verify against: BUREAU_<NAME>_PRINTER_CA) and
 # signs each TLS printer's server certificate (localhost and 127.0.0.1, 90 days); the CA's key
 # is deleted as soon as it has signed, so nothing on this machine can issue another printer
 # certificate it trusts. Certificates are made again (with a new CA) when one is missing, no
 # longer verifies or expires within a day. ippeveprinter still answers plain IPP on the same
-# port: the guarantee is the client's, which speaks only ipps:// to the PIN printer.
+# port: the guarantee is the client's, which speaks only ipps:// to the PIN printer (keymgmt)
+# and to the card printer (graphical: a card face carries the cardholder's name and CVV2).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -52,7 +53,7 @@ readonly CA_CERT=$TLS_DIR/ca.crt
 # name:port — the card printer and the separate PIN-mailer printer.
 read -r -a PRINTERS <<<"${BUREAU_PRINTERS:-card:8631 pin:8632}"
 readonly PRINTERS
-read -r -a TLS_PRINTERS <<<"${BUREAU_TLS_PRINTERS-pin}"
+read -r -a TLS_PRINTERS <<<"${BUREAU_TLS_PRINTERS-pin card}"
 readonly TLS_PRINTERS
 
 log() { printf '[printers] %s\n' "$*" >&2; }

@@ -45,7 +45,10 @@ def bootstrap(
         keymgmt = owned = client
     owned_printer = printer is None
     printer = printer or IppPrinter(
-        settings.graphical_printer, settings.card_printer_uri, timeout_s=settings.printer_timeout_s
+        settings.graphical_printer,
+        settings.card_printer_uri,
+        timeout_s=settings.printer_timeout_s,
+        ca_file=settings.card_printer_ca,
     )
     spooler = PrintSpooler(
         printer,

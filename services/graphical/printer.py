@@ -22,10 +22,16 @@ class Printer(JobPrinter, Protocol):
 
 
 class IppPrinter(IppClient):
-    """A named IPP printer (`ipp://host:port/path`)."""
+    """A named IPP printer reached over TLS only (`ipps://host:port/path`), its certificate
+    verified against `ca_file` (None: the system's trust store) and its name against the
+    URI's host: a printer that does not verify receives no card face (IppUntrusted)."""
 
-    def __init__(self, name: str, uri: str, *, timeout_s: float = 10.0) -> None:
-        super().__init__(uri, user="graphical", timeout_s=timeout_s)
+    def __init__(
+        self, name: str, uri: str, *, timeout_s: float = 10.0, ca_file: str | None = None
+    ) -> None:
+        super().__init__(
+            uri, user="graphical", timeout_s=timeout_s, ca_file=ca_file, require_tls=True
+        )
         self.name = name
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from shared.ipp import printer_url
 from shared.settings import BureauSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -19,8 +20,14 @@ class GraphicalSettings(BureauSettings):
     keymgmt_timeout_s: float = Field(default=5.0, gt=0)
     keymgmt_attempts: int = Field(default=4, ge=1, description="tries per call before giving up")
     card_printer_uri: str = Field(
-        default="ipp://localhost:8631/ipp/print",
-        description="BUREAU_CARD_PRINTER_URI: the card printer (deploy/local/printers.sh)",
+        default="ipps://localhost:8631/ipp/print",
+        description="BUREAU_CARD_PRINTER_URI: the card printer, ipps:// only (the face carries "
+        "the cardholder's name and CVV2; deploy/local/printers.sh serves it over TLS)",
+    )
+    card_printer_ca: str | None = Field(
+        default=None,
+        description="BUREAU_CARD_PRINTER_CA: PEM file of the CA the card printer's certificate "
+        "must chain to (the local stack's: <run>/printers/tls/ca.crt); unset: the system's",
     )
     graphical_printer: str = Field(default="card-1", description="printer name on print jobs")
     graphical_font: Path = Field(default=DEJAVU_SANS, description="TrueType font for card faces")
@@ -29,3 +36,12 @@ class GraphicalSettings(BureauSettings):
     print_backoff_s: float = Field(default=0.5, gt=0, description="first retry, printer down")
     print_backoff_max_s: float = Field(default=10.0, gt=0)
     print_max_rejections: int = Field(default=3, ge=1, description="then the card is spoiled")
+
+    @field_validator("card_printer_uri")
+    @classmethod
+    def _ipps_only(cls, uri: str) -> str:
+        if printer_url(uri)[1]:
+            return uri
+        raise ValueError(
+            "the card printer is reached over ipps:// only: a card face carries its CVV2"
+        )

@@ -14,6 +14,7 @@ from services.intake.handlers import HANDLERS
 from services.intake.orders import VAULT_RETRY, VAULT_TIMEOUT, PanVault
 from services.intake.repository import IntakeRepository
 from services.intake.settings import IntakeSettings
+from services.intake.takeback import TakeBackWorker
 from services.intake.webhooks import Deliverer, SecretBox
 from shared.auth import Principal, token_digest
 from shared.handlers import bind_handlers
@@ -62,7 +63,7 @@ def bootstrap(
         consumer_group=consumer_group,
         handlers=bind_handlers(HANDLERS, deps),
         subscribe=subscribe,
-        workers=[deliver_webhooks],
+        workers=[deliver_webhooks, TakeBackWorker(vault)],
         repository=IntakeRepository,
         deps=deps,
     )

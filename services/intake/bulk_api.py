@@ -138,7 +138,9 @@ async def submit_bulk_order(
     # file validated, vaulted and written. A refused file's transaction commits (the duplicate
     # check's rows are the request's own) and is answered after it.
     async with (
-        forgotten_unless_committed(deps.vault, issuer_id, settings.bulk_spool_dir) as vaulted,
+        forgotten_unless_committed(
+            deps.vault, issuer_id, settings.bulk_spool_dir, runtime.unit_of_work
+        ) as vaulted,
         runtime.unit_of_work() as uow,
     ):
         repo: IntakeRepository = uow.repo
@@ -286,7 +288,7 @@ async def _vault_and_write(
     sequence = 0
     for chunk in spool.read():
         ids = [uuid.uuid4() for _ in chunk]
-        vaulted.extend(ids)
+        await vaulted.pledge(uow, ids)
         stored = await vault_cards(
             vault,
             order["issuer_id"],

@@ -7,7 +7,8 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import IO, Any, Protocol
 from uuid import UUID
 
@@ -54,15 +55,40 @@ class PanVault(Protocol):
     async def aclose(self) -> None: ...
 
 
+# The service's own transactions (ServiceRuntime.unit_of_work), beside the order's.
+Transactions = Callable[[], AbstractAsyncContextManager[UnitOfWork[IntakeRepository]]]
+
+
 class Vaulted:
     """Card ids handed to the vault, spooled to an unlinked temporary file (16 bytes each): a
     100,000-card file's ids are not held in memory while it is written. Card ids are not
-    cardholder data; the file goes with the request."""
+    cardholder data; the file goes with the request. With `transactions`, each vault call's
+    ids are also a take-back row (takeback.py): committed before the call, deleted by the
+    order's transaction, so an order that fails, however it fails, leaves its row behind."""
 
-    def __init__(self, directory: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | None = None,
+        issuer_id: str = "",
+        transactions: Transactions | None = None,
+    ) -> None:
         self._directory = directory
         self._file: IO[bytes] | None = None
         self._count = 0
+        self._issuer_id = issuer_id
+        self.transactions = transactions
+        self.rows: list[int] = []  # the take-back rows of this order
+
+    async def pledge(self, uow: UnitOfWork[IntakeRepository], card_ids: Sequence[UUID]) -> None:
+        """Before a vault call: the ids join the spool and, durably, a take-back row that the
+        order's transaction deletes (restored if it rolls back, locked until it ends)."""
+        self.extend(card_ids)
+        if self.transactions is None:
+            return
+        async with self.transactions() as own:
+            row = await own.repo.open_takeback(self._issuer_id, list(card_ids))
+        self.rows.append(row)
+        await uow.repo.close_takebacks([row])
 
     def extend(self, card_ids: Sequence[UUID]) -> None:
         if self._file is None:
@@ -93,34 +119,56 @@ FORGET_CHUNK = 10_000
 
 @contextlib.asynccontextmanager
 async def forgotten_unless_committed(
-    vault: PanVault, issuer_id: str, spool_dir: str | None = None
+    vault: PanVault,
+    issuer_id: str,
+    spool_dir: str | None = None,
+    transactions: Transactions | None = None,
 ) -> AsyncIterator[Vaulted]:
-    """The order's vaulted card ids go in the yielded Vaulted as the vault takes them; if the
-    block fails (a refusal after vaulting, a database error, a lost commit, a cancelled
+    """The order's vaulted card ids go in the yielded Vaulted as the vault takes them (pledge);
+    if the block fails (a refusal after vaulting, a database error, a lost commit, a cancelled
     request), those records are deleted from the vault again, so a refused or failed order
-    leaves nothing there. Wrap the unit of work, so the commit is inside."""
-    vaulted = Vaulted(spool_dir)
+    leaves nothing there. Wrap the unit of work, so the commit is inside. With `transactions`
+    (the service's), what keymgmt cannot delete now stays as take-back rows, retried by the
+    take-back worker until it confirms; a process that dies mid-order leaves them too."""
+    vaulted = Vaulted(spool_dir, issuer_id, transactions)
     try:
         yield vaulted
     except BaseException:
         if vaulted:
             # Shielded: a cancelled request still takes its records back out of the vault.
-            await asyncio.shield(_forget(vault, issuer_id, vaulted))
+            await asyncio.shield(_take_back(vault, issuer_id, vaulted))
         raise
     finally:
         vaulted.close()
 
 
-async def _forget(vault: PanVault, issuer_id: str, vaulted: Vaulted) -> None:
+async def _take_back(vault: PanVault, issuer_id: str, vaulted: Vaulted) -> None:
+    if not await _forget(vault, issuer_id, vaulted) or vaulted.transactions is None:
+        return
+    try:
+        async with vaulted.transactions() as uow:
+            await uow.repo.close_takebacks(vaulted.rows)
+    except Exception as exc:  # the worker asks keymgmt again: forgetting twice does nothing
+        log.warning("take-back rows not closed", extra={"error": exc.__class__.__name__})
+
+
+async def _forget(vault: PanVault, issuer_id: str, vaulted: Vaulted) -> bool:
+    """Every chunk deleted from the vault (True), or the failures logged."""
+    done = True
     for chunk in vaulted.chunks(FORGET_CHUNK):
         try:
             await vault.forget_cards(VaultForget(issuer_id=issuer_id, card_ids=chunk))
-        except Exception:
-            # The retention purge does not see these (no card refers to them): say so loudly.
-            log.exception(
-                "vault records of a failed order could not be deleted",
-                extra={"issuer_id": issuer_id, "cards": len(chunk)},
-            )
+        except Exception as exc:
+            done = False
+            extra = {"issuer_id": issuer_id, "cards": len(chunk)}
+            if vaulted.rows:  # durable: the take-back worker retries them
+                log.warning(
+                    "vault records of a failed order not deleted yet; the take-back worker retries",
+                    extra=extra | {"error": exc.__class__.__name__},
+                )
+            else:  # the retention purge does not see these (no card refers to them)
+                log.exception("vault records of a failed order could not be deleted", extra=extra)
+    return done
 
 
 async def vault_cards(

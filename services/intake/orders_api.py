@@ -24,6 +24,7 @@ from services.intake.service import request_mac, validate_order
 from shared.auth import Principal, require
 from shared.errors import Conflict, Invalid, NotFound
 from shared.limits import body_limit
+from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
 router = APIRouter(tags=["orders"])
@@ -59,7 +60,9 @@ async def submit_order(
     errors = validate_order(body, datetime.now(UTC).date(), deps.settings.max_cards_per_order)
     actor = f"issuer:{issuer_id}"
     async with (
-        forgotten_unless_committed(deps.vault, issuer_id) as vaulted,
+        forgotten_unless_committed(
+            deps.vault, issuer_id, transactions=runtime.unit_of_work
+        ) as vaulted,
         runtime.unit_of_work() as uow,
     ):
         repo: IntakeRepository = uow.repo
@@ -81,7 +84,7 @@ async def submit_order(
         if await repo.order_by_key(issuer_id, idempotency_key) is not None:
             raise Conflict("a concurrent request with this Idempotency-Key won")
         order_id, batch_id = uuid.uuid4(), uuid.uuid4()
-        cards = await _vault_cards(deps, body, issuer_id, order_id, batch_id, vaulted)
+        cards = await _vault_cards(deps, uow, body, (issuer_id, order_id, batch_id), vaulted)
         order = {
             "order_id": order_id,
             "issuer_id": issuer_id,
@@ -110,17 +113,18 @@ async def submit_order(
 
 async def _vault_cards(
     deps: IntakeDeps,
+    uow: UnitOfWork[IntakeRepository],
     body: OrderRequest,
-    issuer_id: str,
-    order_id: uuid.UUID,
-    batch_id: uuid.UUID,
+    ids: tuple[str, uuid.UUID, uuid.UUID],
     vaulted: Vaulted,
 ) -> list[dict[str, Any]]:
     """The clear PANs go to the vault; the order keeps each card's token and masked PAN.
-    The card ids join `vaulted` before the call: a call that stored and then failed to
-    answer is taken back too (forgetting an id never stored does nothing)."""
+    The card ids join `vaulted` before the call (issuer, order and batch ids in `ids`): a call
+    that stored and then failed to answer is taken back too (forgetting an id never stored
+    does nothing)."""
+    issuer_id, order_id, batch_id = ids
     card_ids = [uuid.uuid4() for _ in body.cards]
-    vaulted.extend(card_ids)
+    await vaulted.pledge(uow, card_ids)
     stored = await vault_cards(
         deps.vault,
         issuer_id,

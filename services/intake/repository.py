@@ -251,3 +251,34 @@ class IntakeRepository(TrackingRepository):
             {"n": limit},
         )
         return [(int(r[0]), int(r[1])) for r in rows]
+
+    # -- vault take-backs: card ids in the vault whose order has not committed (takeback.py) --
+    async def open_takeback(self, issuer_id: str, card_ids: list[UUID]) -> int:
+        row = await self.conn.execute(
+            text("INSERT INTO vault_takebacks (issuer_id, card_ids) VALUES (:i, :c) RETURNING id"),
+            {"i": issuer_id, "c": card_ids},
+        )
+        return int(row.scalar_one())
+
+    async def close_takebacks(self, row_ids: list[int]) -> None:
+        """Deleted: in the order's transaction (back if it fails), or once keymgmt confirmed."""
+        await self.conn.execute(
+            text("DELETE FROM vault_takebacks WHERE id = ANY(:ids)"), {"ids": row_ids}
+        )
+
+    async def due_takeback(self) -> dict[str, Any] | None:
+        """The oldest due take-back no in-flight order holds (its transaction locks the row)."""
+        rows = await self._rows(
+            "SELECT id, issuer_id, card_ids, attempts FROM vault_takebacks"
+            " WHERE next_at <= now() ORDER BY next_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+        )
+        return rows[0] if rows else None
+
+    async def takeback_failed(self, row_id: int, problem: str, delay_s: float) -> None:
+        await self.conn.execute(
+            text(
+                "UPDATE vault_takebacks SET attempts = attempts + 1, last_error = :p,"
+                " next_at = now() + make_interval(secs => :d) WHERE id = :id"
+            ),
+            {"id": row_id, "p": problem[:500], "d": delay_s},
+        )

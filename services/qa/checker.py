@@ -4,7 +4,8 @@ Per card: the printer's output must look like the render card.printed announced
 (print_check.py); the feeder puts the card into the QA reader by chip serial; the chip must be
 that chip, then run a whole EMV transaction on both interfaces with QA's terminal kernel
 (emv_check.py: keymgmt compares the records and verifies the ARQCs in the HSM), or a SIM's
-checks (sim_check.py). The verdict and its event commit in one transaction.
+checks (sim_check.py). The verdict and its event commit in one transaction; then the card's face
+leaves the printer's spool (print_check.discard_prints), and at start every decided card's.
 A fault of the machine (feeder, reader, pcscd) puts the card back in the queue instead.
 """
 
@@ -23,7 +24,7 @@ from services.qa.emv.kernel import TerminalConfig
 from services.qa.emv_check import QaPlace, ca_key_source, emv_chip_checks
 from services.qa.emv_check import readback_problems as readback_problems
 from services.qa.feeder_client import CardNotFound, Feeder, FeederUnavailable
-from services.qa.print_check import print_image_problem
+from services.qa.print_check import discard_prints, print_image_problem, spooled_cards
 from services.qa.repository import QaCard, QaRepository
 from services.qa.service import (
     CHECK_PRINT_IMAGE,
@@ -103,6 +104,7 @@ class QaMachine:
 
     async def run(self, runtime: ServiceRuntime) -> None:
         await self._in_transaction(runtime, lambda _uow, repo: repo.release_all_checking())
+        await self._sweep_spool(runtime)
         while True:
             self.status.activity = "waiting for a printed card"
             try:
@@ -137,7 +139,28 @@ class QaMachine:
                     log.warning("QA machine fault; card re-queued", extra={"problem": str(exc)})
                 await asyncio.sleep(self.fault_backoff_s)
                 continue
-            await self._record(runtime, card, checks, failure)
+            if await self._record(runtime, card, checks, failure):
+                await self._discard_prints(card.card_id)
+
+    async def _sweep_spool(self, runtime: ServiceRuntime) -> None:
+        """Delete what the spool still holds of cards already decided (QA stopped between a
+        verdict and its deletion)."""
+        spooled = list(await asyncio.to_thread(spooled_cards, self.spool_dir))
+        decided: set[UUID] = set()
+        if spooled:
+            async with runtime.unit_of_work() as uow:
+                decided = await uow.repo.decided(spooled)
+        for card_id in decided:
+            await self._discard_prints(card_id)
+
+    async def _discard_prints(self, card_id: UUID) -> None:
+        try:
+            await asyncio.to_thread(discard_prints, self.spool_dir, card_id)
+        except OSError as exc:  # the next start's sweep deletes them
+            log.warning(
+                "could not delete the card's prints from the spool",
+                extra={"card_id": str(card_id), "error": repr(exc)},
+            )
 
     async def _release(self, runtime: ServiceRuntime, card_id: UUID) -> None:
         await self._in_transaction(runtime, lambda _uow, repo: repo.release(card_id))
@@ -234,11 +257,16 @@ class QaMachine:
 
     async def _record(
         self, runtime: ServiceRuntime, card: QaCard, checks: list[str], failure: str | None
-    ) -> None:
+    ) -> bool:
+        """Record the verdict; False when the card was no longer this machine's to decide."""
+        recorded = False
+
         async def verdict(uow: UnitOfWork[Any], repo: QaRepository) -> bool:
+            nonlocal recorded
             if failure is None:
                 if not await repo.mark_passed(card.card_id, checks):
                     return False
+                recorded = True
                 await uow.emit(
                     CardQaPassed(
                         issuer_id=card.issuer_id,
@@ -252,6 +280,7 @@ class QaMachine:
                 return True
             if not await repo.mark_failed(card.card_id, checks, failure[:500]):
                 return False
+            recorded = True
             await uow.emit(
                 CardQaFailed(
                     issuer_id=card.issuer_id,
@@ -273,6 +302,7 @@ class QaMachine:
             self.status.failed += 1
             self.status.last_problem = failure
             log.warning("card failed QA", extra={"card_id": str(card.card_id), "reason": failure})
+        return recorded
 
     async def _in_transaction(
         self,

@@ -1,13 +1,17 @@
-"""Event handlers of the QA service: card.printed -> a card queued for QA."""
+"""Event handlers of the QA service: card.printed -> a card queued for QA; card.spoiled by
+graphical (never printed whole, never checked) -> whatever the printer kept of it leaves the
+spool."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from services.qa.checker import QaMachine
+from services.qa.print_check import discard_prints
 from services.qa.repository import QaRepository
-from shared.events import CardPrinted
+from shared.events import CardPrinted, CardSpoiled
 from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
 
@@ -39,4 +43,16 @@ async def queue_printed_card(
     deps.machine.notify_queued()
 
 
-HANDLERS: HandlerSpec[QaDeps] = {CardPrinted: [queue_printed_card]}
+async def discard_spoiled_print(
+    uow: UnitOfWork[QaRepository], event: CardSpoiled, deps: QaDeps
+) -> None:
+    """A face spoiled at the printer (an aborted job) may have left its document in the spool,
+    with the CVV2 on it; no QA will read it."""
+    if event.stage == "graphical":
+        await asyncio.to_thread(discard_prints, deps.machine.spool_dir, event.card_id)
+
+
+HANDLERS: HandlerSpec[QaDeps] = {
+    CardPrinted: [queue_printed_card],
+    CardSpoiled: [discard_spoiled_print],
+}

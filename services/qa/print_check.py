@@ -6,12 +6,19 @@ The card printer (an IPP printer, deploy/local/printers.sh) keeps, per job named
 the render card.printed announced (its sha256); the output must look like it: compared pixel
 by pixel, not byte by byte, so a re-encoded but identical image passes while a wrong name or
 photo fails. Two documents for one card mean the card was printed twice.
+
+The document is the card's face with the cardholder's name and CVV2 on it, so the spool keeps
+it no longer than print QA needs it (a real printer keeps nothing once printed):
+`discard_prints` deletes a card's document and output once its QA verdict is recorded
+(checker.py), or once graphical spoiled it before QA (handlers.py); at start QA deletes what is
+left of cards it has already decided (`spooled_cards`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -19,6 +26,8 @@ from uuid import UUID
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 CHECK = "print-image"
+# ippeveprinter's names: <IPP job id>-<job name>.<png|prn>, the job named card-<card id>.
+_SPOOLED = re.compile(r"\d+-card-([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})\.(?:png|prn)")
 
 
 @dataclass(frozen=True)
@@ -84,3 +93,19 @@ def print_image_problem(
     if not outputs:
         return f"{CHECK}: the printer produced no output for this card"
     return compare_prints(expected, outputs[-1].read_bytes(), tolerance)
+
+
+def discard_prints(spool: Path, card_id: UUID) -> int:
+    """Delete the card's documents and outputs from the printer's spool; how many there were."""
+    documents, outputs = printed_files(spool, card_id)
+    for path in documents + outputs:
+        path.unlink(missing_ok=True)
+    return len(documents) + len(outputs)
+
+
+def spooled_cards(spool: Path) -> set[UUID]:
+    """The cards the printer's spool still holds a document or an output of."""
+    if not spool.is_dir():
+        return set()
+    found = (_SPOOLED.fullmatch(path.name) for path in spool.iterdir())
+    return {UUID(match.group(1)) for match in found if match is not None}

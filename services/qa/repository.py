@@ -113,6 +113,17 @@ class QaRepository:
         ).first()
         return row is not None
 
+    async def decided(self, card_ids: list[UUID]) -> set[UUID]:
+        """Those of the cards whose verdict is recorded (passed or failed)."""
+        rows = await self._conn.execute(
+            text(
+                f"SELECT card_id FROM {self._s}.qa_cards WHERE card_id = ANY(:ids)"
+                " AND state IN ('passed', 'failed')"
+            ),
+            {"ids": card_ids},
+        )
+        return {row[0] for row in rows}
+
     async def states(self) -> dict[str, int]:
         rows = await self._conn.execute(
             text(f"SELECT state, count(*) FROM {self._s}.qa_cards GROUP BY state")

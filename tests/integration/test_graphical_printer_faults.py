@@ -112,7 +112,7 @@ async def test_a_lost_print_job_answer_is_looked_up_not_printed_again(
     printer: TestPrinter,
 ) -> None:
     card_id = keymgmt.add_card("acme")
-    device = LosesAnswers("test-card", printer.uri)
+    device = LosesAnswers("test-card", printer.uri, ca_file=printer.ca)
     runtime = bootstrap(settings, schema=f"graphical_{unique}", printer=device)
     try:
         async with running(runtime):
@@ -145,12 +145,13 @@ async def test_a_printer_that_rejects_the_job_is_retried_then_the_card_is_spoile
     keymgmt: KeymgmtDouble,
     tmp_path: Path,
 ) -> None:
-    pdf_only = TestPrinter(tmp_path / "pdf-only", formats="application/pdf")
+    pdf_only = TestPrinter.tls(tmp_path / "pdf-only", formats="application/pdf")
     pdf_only.start()
     try:
         await pdf_only.wait_up()
         card_id = keymgmt.add_card("acme")
-        config = settings.model_copy(update={"card_printer_uri": pdf_only.uri})
+        update = {"card_printer_uri": pdf_only.uri, "card_printer_ca": pdf_only.ca}
+        config = settings.model_copy(update=update)
         runtime = graphical(config, unique)
         async with running(runtime):
             await publish(config, "electrical", encoded(card_id))

@@ -1,7 +1,7 @@
 """The stack's two IPP printers (deploy/local/printers.sh) as docs/local-stack.md promises:
 up, idle, on loopback only (avahi, which ippeveprinter needs, in a network namespace of its
 own), the card printer keeping each job's document and output, the PIN printer nothing and
-reached over IPPS with its certificate verified against the stack's CA."""
+both reached over IPPS with their certificates verified against the stack's CA."""
 
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ async def test_both_printers_print_on_loopback_only_and_the_pin_printer_keeps_no
     assert not listeners(5353, "avahi"), "avahi's mDNS socket reached the host's network"
 
     name = f"stack-test-{uuid.uuid4().hex[:8]}"
-    await print_once(card_uri, name)
+    assert card_uri.startswith("ipps://"), "the card printer serves IPP over TLS (issue 16)"
+    await print_once(card_uri, name, stack_env["BUREAU_CARD_PRINTER_CA"])
     assert pin_uri.startswith("ipps://"), "the PIN printer serves IPP over TLS (issue 16)"
     await print_once(pin_uri, name, stack_env["BUREAU_PIN_PRINTER_CA"])
     card_spool = Path(stack_env["BUREAU_CARD_PRINTER_SPOOL"])

@@ -2,7 +2,8 @@
 profile validated by the API, a batch held while its ODA keys are missing (the missing key
 named) and prepared once they are loaded, the issuer certificate import refused for each bad
 certificate, and the prepared card's script: its offline PIN (DGI 8010) is the PIN of its PIN
-block (psec), its ODA data verifies with the test CA (tests/support/oda_terminal.py)."""
+block (psec), its ODA data verifies with the test CA (tests/support/oda_terminal.py). Once the
+card ends (cancelled), the purge deletes its wrapped offline PIN with its PIN blocks."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.settings import KeymgmtSettings
+from shared import events
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import collect, wait_for
@@ -124,6 +126,41 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
     recover_icc_key(records["9F46"], records.get("9F48", b""), records["9F47"], static, issuer_key)
     icvv = psec_cvv.generate_cvv(CVK, PAN16, "2812", "999")  # iCVV: service code 999
     assert records["57"].hex().upper() == f"{PAN16}D281220100000{icvv}"
+
+    assert await _sad_rows(runtime, card_id) == {"card_pins": 1, "card_offline_pins": 1}
+    cancelled = events.CardCancelled(
+        issuer_id=issuer,
+        actor="intake",
+        card_id=card_id,
+        batch_id=uuid.uuid4(),  # keymgmt goes by the card
+        order_id=uuid.uuid4(),
+        reason="issuer cancelled",
+    )
+    await publish(settings, cancelled)
+    await wait_for(lambda: _ended(runtime, card_id), timeout=60)
+    purged = await http.post("/v1/vault/purge", headers=cu)
+    assert purged.json()["sensitive_authentication_data"] == 1, purged.text
+    assert await _sad_rows(runtime, card_id) == {"card_pins": 0, "card_offline_pins": 0}
+
+
+async def _ended(runtime: ServiceRuntime, card_id: uuid.UUID) -> bool:
+    async with runtime.engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT finished_at FROM card_retention WHERE card_id = :c"), {"c": card_id}
+        )
+        return found.scalar_one_or_none() is not None
+
+
+async def _sad_rows(runtime: ServiceRuntime, card_id: uuid.UUID) -> dict[str, int]:
+    counts = {}
+    async with runtime.engine.connect() as conn:
+        for table in ("card_pins", "card_offline_pins"):
+            found = await conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE card_id = :c"),  # noqa: S608
+                {"c": card_id},
+            )
+            counts[table] = int(found.scalar_one())
+    return counts
 
 
 def _value(template: bytes) -> bytes:

@@ -1,13 +1,15 @@
 """The QA service on the real stack: printed cards are put into the QA reader (real pcscd, vpcd
 and feeder) by chip serial; keymgmt's test double compares the records and verifies the ARQC
 with the real HSM core. Chips are personalised here in software through the same HSM-built
-script a station relays (the spine test runs them through the station agent instead)."""
+script a station relays (the spine test runs them through the station agent instead).
+Once a card is decided (or spoiled by graphical) nothing of its face stays in the printer's
+spool."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ from shared.pcsc import PcscClient
 from tests.conftest import running
 from tests.support.bus import wait_for
 from tests.support.electrical import (
+    ISSUER,
     FeederProcess,
     assert_no_clear_pan,
     feeder_process,
@@ -34,6 +37,7 @@ from tests.support.electrical import (
 from tests.support.electrical_keymgmt import KeymgmtTestDouble, new_record, station_keymgmt
 from tests.support.emv_cards import card_profile_on, issuer_oda_on
 from tests.support.hsm import TEST_KMC, IssuerKeys
+from tests.support.purge_scan import spool_hits
 from tests.support.scp03_host import Scp03Host, initialize_update
 from vcard.api import WRONG_KMC_HEX
 from vcard.card import VirtualCard
@@ -108,6 +112,15 @@ async def personalised_chip(
     return card.chip_serial
 
 
+def spool_left_nothing(spool: Path, card_ids: Iterable[uuid.UUID]) -> Callable[[], Awaitable[bool]]:
+    ids = list(card_ids)
+
+    async def empty() -> bool:
+        return spool_hits([spool], ids) == []
+
+    return empty
+
+
 async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
     unique: str,
     hsm: Hsm,
@@ -142,6 +155,7 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
     async with running(qa):
         await publish(qa.settings, "graphical", *faces)
         verdicts, raw = await read_events(qa.settings, "qa", lambda s: len(s) >= len(faces))
+        await wait_for(spool_left_nothing(spool, cards.values()))  # each face, once decided
 
     by_card = {getattr(v, "card_id", None): v for v in verdicts}
     good = by_card[cards["good"]]
@@ -206,3 +220,37 @@ async def test_keymgmt_away_delays_qa_without_failing_the_card(
     assert ready["ready"] is True, ready
     assert ready["reader"] == feeder.qa_reader
     assert ready["machine"]["passed"] == 1
+
+
+async def test_the_spool_keeps_no_face_qa_decided_or_graphical_spoiled(
+    unique: str,
+    keymgmt: KeymgmtTestDouble,
+    feeder: FeederProcess,
+    pcsc: PcscClient,
+    tmp_path: Path,
+) -> None:
+    spool, batch = tmp_path / "spool", uuid.uuid4()
+    decided, spoiled, stranger = keymgmt.add_card(), uuid.uuid4(), uuid.uuid4()
+    face = print_face(spool, decided, batch, "0000DEAD0002")  # no such chip: failed at once
+    async with running(qa_machine(unique, keymgmt, feeder, pcsc, spool)) as qa:
+        await publish(qa.settings, "graphical", face)
+        [verdict], _raw = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
+        assert isinstance(verdict, events.CardQaFailed)
+        await wait_for(spool_left_nothing(spool, [decided]))
+
+    # QA stopped between a verdict and its deletion: the decided card's face is back; a face
+    # graphical spoiled (the printer aborted the job) and one QA has not seen are there too.
+    for card_id in (decided, spoiled, stranger):
+        print_face(spool, card_id, batch, "0000DEAD0003")
+    aborted = events.CardSpoiled(
+        issuer_id=ISSUER,
+        actor="graphical",
+        card_id=spoiled,
+        batch_id=batch,
+        stage="graphical",
+        reason="printer aborted the job",
+    )
+    async with running(qa_machine(unique, keymgmt, feeder, pcsc, spool)) as qa:
+        await publish(qa.settings, "graphical", aborted)
+        await wait_for(spool_left_nothing(spool, [decided, spoiled]))
+    assert len(spool_hits([spool], [stranger])) == 2, "a card still to check keeps its face"

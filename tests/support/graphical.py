@@ -111,7 +111,7 @@ class KeymgmtDouble:
 
 @pytest.fixture
 async def printer(stack_env: dict[str, str], tmp_path: Path) -> AsyncIterator[TestPrinter]:
-    device = TestPrinter(tmp_path / "printer")
+    device = TestPrinter.tls(tmp_path / "printer")  # the card printer serves IPPS only
     device.start()
     try:
         await device.wait_up()
@@ -170,6 +170,7 @@ def graphical_settings(
         keymgmt_url=keymgmt.url,
         keymgmt_attempts=2,
         card_printer_uri=printer.uri,
+        card_printer_ca=printer.ca,
         graphical_printer="test-card",
         print_backoff_s=0.1,
         print_backoff_max_s=0.5,

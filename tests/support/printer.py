@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.support.tls import TestCa
 
 RUN_DIR = Path(os.environ.get("BUREAU_RUN_DIR", REPO / ".run"))
 BUS_SOCKET = RUN_DIR / "printers" / "dbus.sock"
@@ -46,18 +47,36 @@ class TestPrinter:
         name: str = "test-card",
         formats: str = "image/png,application/pdf",
         tls_keys: Path | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         """`tls_keys`: a folder holding localhost.crt and localhost.key (tests/support/tls.py);
-        the printer then serves IPP over TLS too, and `uri` is its ipps:// URI."""
+        the printer then serves IPP over TLS too, and `uri` is its ipps:// URI. `ca_file`: the
+        CA a client verifies its certificate against (`tls()` makes both)."""
         self.home = home
         self.name = name
         self.formats = formats
         self.tls_keys = tls_keys
+        self.ca_file = ca_file
         self.port = free_port()
         self.spool = home / "spool"
         scheme = "ipp" if tls_keys is None else "ipps"
         self.uri = f"{scheme}://localhost:{self.port}/ipp/print"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def tls(
+        cls, home: Path, name: str = "test-card", formats: str = "image/png,application/pdf"
+    ) -> TestPrinter:
+        """A printer serving IPPS with a certificate for localhost from a CA of its own
+        (`ca_file`, what the client is told to trust)."""
+        ca = TestCa.create(home / "ca", f"{name} test CA")
+        ca.issue(home / "keys")
+        return cls(home, name, formats, tls_keys=home / "keys", ca_file=ca.cert_file)
+
+    @property
+    def ca(self) -> str | None:
+        """The CA file as settings take it."""
+        return None if self.ca_file is None else str(self.ca_file)
 
     def start(self) -> None:
         if not BUS_SOCKET.exists():

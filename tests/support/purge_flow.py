@@ -70,6 +70,7 @@ def graphical_for(unique: str, keymgmt_url: str, printer: TestPrinter) -> Graphi
         principals=f"operator:olga=op-{unique}",
         keymgmt_url=keymgmt_url,
         card_printer_uri=printer.uri,
+        card_printer_ca=printer.ca,
         graphical_printer="test-card",
         print_backoff_s=0.1,
         print_backoff_max_s=0.5,

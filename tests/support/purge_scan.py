@@ -1,6 +1,8 @@
 """Searching everything a test's services left behind for a card's sensitive data: every row of
 every table of the given schemas (whatever their columns), every file under the given folders,
-every record of every Kafka topic under the test's prefix, every log record of the services.
+every record of every Kafka topic under the test's prefix, every log record of the services,
+and the card printers' spools (a printed face is pixels: its name and CVV2 are in no byte string,
+so a file there that names the card is a hit).
 
 A secret is looked for in each form it can take: a PAN as ASCII digits, as the chip's BCD bytes
 (tag 5A, track 2 equivalent data) and as that BCD in hex, upper or lower case; bytes (a PIN
@@ -123,6 +125,20 @@ def file_hits(roots: Iterable[Path], secrets: list[Secret], skip: Iterable[Path]
                 continue
             hits += _hits(str(path), path.read_bytes(), secrets)
     return sorted(set(hits))
+
+
+def spool_hits(spools: Iterable[Path], card_ids: Iterable[object]) -> list[str]:
+    """Every file a printer's spool still holds of the cards (job named `card-<id>`)."""
+    names = [f"-card-{card_id}." for card_id in card_ids]
+    hits: list[str] = []
+    for spool in spools:
+        if spool.is_dir():
+            hits += [
+                f"printed face in {path}"
+                for path in sorted(spool.rglob("*"))
+                if any(name in path.name for name in names)
+            ]
+    return hits
 
 
 async def topic_hits(bootstrap: str, prefix: str, secrets: list[Secret]) -> tuple[int, list[str]]:

@@ -13,7 +13,12 @@ from PIL import Image
 from services.graphical.render import FaceRenderer
 from services.graphical.service import FaceData, PhotoBox, default_design
 from services.graphical.settings import DEJAVU_SANS
-from services.qa.print_check import compare_prints, print_image_problem
+from services.qa.print_check import (
+    compare_prints,
+    discard_prints,
+    print_image_problem,
+    spooled_cards,
+)
 
 RENDERER = FaceRenderer(DEJAVU_SANS)
 DESIGN = default_design("Acme Bank")
@@ -108,3 +113,22 @@ def test_spool_checks_missing_doubled_and_foreign_documents(tmp_path: Path) -> N
     assert print_image_problem(tmp_path, card, digest) == (
         "print-image: the card was printed 2 times"
     )
+
+
+def test_a_cards_prints_leave_the_spool_and_nothing_else_does(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    assert spooled_cards(spool) == set()  # no spool yet: nothing kept
+    spool.mkdir()
+    card, other = uuid.uuid4(), uuid.uuid4()
+    for name in (f"1-card-{card}.png", f"1-card-{card}.prn", f"2-card-{card}.png"):
+        (spool / name).write_bytes(b"face")
+    (spool / f"3-card-{other}.png").write_bytes(b"another face")
+    (spool / "4-stack-test-1234.png").write_bytes(b"not a card")
+    assert spooled_cards(spool) == {card, other}
+    assert discard_prints(spool, card) == 3
+    assert sorted(p.name for p in spool.iterdir()) == [
+        f"3-card-{other}.png",
+        "4-stack-test-1234.png",
+    ]
+    assert discard_prints(spool, card) == 0
+    assert spooled_cards(spool) == {other}

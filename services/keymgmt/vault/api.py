@@ -19,7 +19,7 @@ from services.keymgmt.deps import (
     KeymgmtDepsDep,
     who_of,
 )
-from services.keymgmt.emv.cvv import CvkLabels
+from services.keymgmt.emv.card_rows import print_cvk
 from services.keymgmt.emv.security import print_view
 from services.keymgmt.vault.retention import purge_due
 from services.keymgmt.vault.schemas import (
@@ -133,12 +133,12 @@ async def print_data(
     card_id: UUID, who: Graphical, runtime: RuntimeDep, deps: KeymgmtDepsDep
 ) -> Any:
     """The face data of a card for graphical; with the CVV2 computed in the HSM now (under
-    the CVK pair its values were prepared with) when its product has one. Nothing keeps the
-    CVV2: it is in this answer only."""
+    the CVK pair its values were prepared with, or after their purge its product's pair, so a
+    reprint carries it too) when its product has one. Nothing keeps the CVV2: it is in this
+    answer only."""
     row = await vault_row(runtime, card_id, who, "print-data")
     async with runtime.unit_of_work() as uow:
-        values = await uow.repo.emv.card_values(card_id)
-    cvk = None if values is None else CvkLabels(values["cvk_a_label"], values["cvk_b_label"])
+        cvk = await print_cvk(uow.repo, card_id)
     view = await deps.hsm().call(print_view, row, cvk)
     answer = {
         "card_id": str(card_id),

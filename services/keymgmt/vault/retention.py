@@ -1,9 +1,10 @@
 """Retention per PCI Card Production: nothing of a card is kept longer than its use.
 
-- Sensitive authentication data (the sealed CVV and iCVV, the encrypted PIN blocks) is deleted
-  once the card is personalized (QA passed) and its PIN mailer printed, or at once when it is
-  destroyed or cancelled. CVV2 is never stored: nothing in the bureau reads it (only the
-  card's carrier printing would, and it does not).
+- Sensitive authentication data (the sealed CVV and iCVV, the encrypted PIN blocks, the offline
+  PIN wrapped for the chip) is deleted once the card is personalized (QA passed) and its PIN
+  mailer printed, or at once when it is destroyed or cancelled. CVV2 is never stored: the
+  card face's print computes it again in the HSM under the product's CVK pair
+  (emv/card_rows.print_cvk), a reprint after this purge too.
 - Cardholder data (the vault record: PAN, name, address) is deleted a per-issuer number of days
   after dispatch (`retention_policies`, else `KeymgmtSettings.cardholder_retention_days`), or
   at once for a card destroyed or cancelled without being dispatched.

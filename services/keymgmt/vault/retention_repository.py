@@ -85,6 +85,11 @@ class RetentionRepository(SqlRepository):
         await self._all(
             "DELETE FROM card_verification_values WHERE card_id = ANY(:ids) RETURNING 1", ids=ids
         )
+        # The offline PIN wrapped for the chip (EMV profile): a PIN too, needed only to
+        # personalise the card.
+        await self._all(
+            "DELETE FROM card_offline_pins WHERE card_id = ANY(:ids) RETURNING 1", ids=ids
+        )
         await self._all(
             "UPDATE card_retention SET sad_purged_at = coalesce(sad_purged_at, :now)"
             " WHERE card_id = ANY(:ids) RETURNING 1",
