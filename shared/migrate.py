@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,6 +37,17 @@ from shared.dbroles import RuntimeRoleRefused, grant_runtime_role
 from shared.settings import BureauSettings
 
 SERVICES_DIR = Path(__file__).resolve().parents[1] / "services"
+
+
+class MigrationSettings(BaseSettings):
+    """What the migrate step reads, and nothing of a service's: its process holds the owner's
+    credential only (no token, no Kafka principal)."""
+
+    model_config = SettingsConfigDict(env_prefix="BUREAU_", extra="ignore")
+
+    database_url: str = BureauSettings.model_fields["database_url"].default
+    # The role the service process connects as; granted what it needs after the migrations.
+    database_runtime_role: str | None = None
 
 
 def service_migrations(service: str) -> Path:
@@ -80,7 +92,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="only check the schema is at its latest migration"
     )
     args = parser.parse_args(argv)
-    settings = BureauSettings()
+    settings = MigrationSettings()
     schema = checked_identifier(args.schema or args.service)
     engine = make_engine(settings.database_url, schema, pool_size=1)
     try:

@@ -15,12 +15,10 @@ class BureauSettings(BaseSettings):
 
     environment: str = Field(default="dev", description="dev, test or prod")
     database_url: str = "postgresql+asyncpg://bureau:bureau-dev@127.0.0.1:55432/bureau"
-    # Least-privilege Postgres (docs/deploy.md, "Database roles"). A service connecting as its
-    # runtime role runs with migrate_on_start false: it only checks its schema is migrated.
-    # `python -m shared.migrate <service>` migrates as the schema owner (its database_url) and
-    # grants database_runtime_role what the service needs in its schema, nothing more.
+    # Least-privilege Postgres (docs/deploy.md, "Database roles"): a service connecting as its
+    # runtime role runs with migrate_on_start false and only checks its schema is migrated;
+    # `python -m shared.migrate <service>` migrates it as the owner (shared/migrate.py).
     migrate_on_start: bool = True
-    database_runtime_role: str | None = None
     kafka_bootstrap: str = "127.0.0.1:19092"
     topic_prefix: str = "bureau"
     http_host: str = "127.0.0.1"

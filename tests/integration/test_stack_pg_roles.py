@@ -35,7 +35,8 @@ _EXPORT = re.compile(r"^export (\w+)='(.*)'$")
 
 
 def env_file(path: Path) -> dict[str, str]:
-    return dict(m.groups() for line in path.read_text().splitlines() if (m := _EXPORT.match(line)))
+    found = (_EXPORT.match(line) for line in path.read_text().splitlines())
+    return {m.group(1): m.group(2) for m in found if m}
 
 
 def make_roles(run_dir: Path, prefix: str) -> None:
