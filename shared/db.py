@@ -137,9 +137,31 @@ async def require_migrated(
         )
 
 
+async def _may_migrate(engine: AsyncEngine, schema: str) -> bool:
+    """The schema's owner (or a member of it) may migrate it; a schema not made yet, whoever may
+    create schemas in the database."""
+    async with engine.connect() as conn:
+        row = await conn.execute(
+            text(
+                "SELECT CASE WHEN n.oid IS NULL"
+                " THEN has_database_privilege(current_database(), 'CREATE')"
+                " ELSE pg_has_role(n.nspowner, 'USAGE') END"
+                " FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = :s"
+            ),
+            {"s": schema},
+        )
+        return bool(row.scalar_one())
+
+
 async def migrate(engine: AsyncEngine, schema: str, service_migrations: Path) -> list[str]:
-    """Create the schema and apply missing migrations. Returns the names applied now."""
+    """Create the schema and apply missing migrations. Returns the names applied now.
+
+    Run as a role that may not migrate the schema (a runtime role: a tool such as keymgmt's
+    ceremony CLI inside a service's pod), it checks the schema instead (require_migrated)."""
     checked_identifier(schema)
+    if not await _may_migrate(engine, schema):
+        await require_migrated(engine, schema, service_migrations, service_migrations.parent.name)
+        return []
     lock_key = migration_lock_key(schema)
     applied_now: list[str] = []
     async with engine.connect() as conn:

@@ -17,10 +17,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.audit.app import MIGRATIONS as AUDIT_MIGRATIONS
 from services.audit.app import bootstrap as audit_bootstrap
 from services.audit.settings import AuditSettings
 from shared import events
-from shared.db import SchemaNotMigrated, make_engine
+from shared.db import SchemaNotMigrated, make_engine, migrate
 from shared.dbroles import RuntimeRoleRefused
 from shared.migrate import main as migrate_main
 from shared.migrate import migrate_and_grant
@@ -215,6 +216,13 @@ async def test_a_runtime_role_does_not_migrate_and_says_what_to_run(
             runtime = audit_bootstrap(settings, schema=schema)
             await runtime.start()
             await runtime.stop()
+            # A tool that calls migrate() as the runtime role (keymgmt's ceremony CLI in its
+            # pod) checks instead of trying: nothing to apply, no permission error.
+            engine = make_engine(url, schema, pool_size=1)
+            try:
+                assert await migrate(engine, schema, AUDIT_MIGRATIONS) == []
+            finally:
+                await engine.dispose()
             # A migration the schema lacks (as after deploying newer code) is named.
             async with owner.begin() as conn:
                 await conn.execute(
