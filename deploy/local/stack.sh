@@ -454,8 +454,11 @@ DO \$\$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '$role') THEN
         CREATE ROLE $role LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '$password';
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '$role'
+                  AND (rolsuper OR rolreplication OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role $role exists as a superuser, replication or bypassrls role: drop it';
     ELSE
-        ALTER ROLE $role LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '$password';
+        ALTER ROLE $role LOGIN NOCREATEDB NOCREATEROLE PASSWORD '$password';
     END IF;
 END
 \$\$;

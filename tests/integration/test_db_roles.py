@@ -21,7 +21,7 @@ from services.audit.app import MIGRATIONS as AUDIT_MIGRATIONS
 from services.audit.app import bootstrap as audit_bootstrap
 from services.audit.settings import AuditSettings
 from shared import events
-from shared.db import SchemaNotMigrated, make_engine, migrate
+from shared.db import SchemaNotMigrated, make_engine, migrate, require_migrated
 from shared.dbroles import RuntimeRoleRefused
 from shared.migrate import main as migrate_main
 from shared.migrate import migrate_and_grant
@@ -55,20 +55,16 @@ async def owner(stack_env: dict[str, str]) -> AsyncIterator[AsyncEngine]:
 async def granted(owner: AsyncEngine, unique: str) -> AsyncIterator[Granted]:
     """audit and keymgmt schemas migrated by the owner; audit's runtime role granted."""
     audit, keymgmt, role = f"rolesaudit_{unique}", f"roleskm_{unique}", f"rt_audit_{unique}"
-    try:
-        async with login_role(owner, role) as password:
-            await migrate_and_grant(owner, "keymgmt", keymgmt, None)
-            report = await migrate_and_grant(owner, "audit", audit, role)
-            assert set(report["append_only"]) == {"checkpoints", "events", "tree_nodes"}
-            url = runtime_url(BureauSettings().database_url, role, password)
-            engine = make_engine(url, audit, pool_size=1)
-            try:
-                yield Granted(audit, keymgmt, role, url, engine)
-            finally:
-                await engine.dispose()
-                await drop_schemas(owner, audit, keymgmt)
-    finally:
-        await drop_schemas(owner, audit, keymgmt)
+    async with login_role(owner, role, audit, keymgmt) as password:
+        await migrate_and_grant(owner, "keymgmt", keymgmt, None)
+        report = await migrate_and_grant(owner, "audit", audit, role)
+        assert set(report["append_only"]) == {"checkpoints", "events", "tree_nodes"}
+        url = runtime_url(BureauSettings().database_url, role, password)
+        engine = make_engine(url, audit, pool_size=1)
+        try:
+            yield Granted(audit, keymgmt, role, url, engine)
+        finally:
+            await engine.dispose()
 
 
 async def refused(engine: AsyncEngine, sql: str) -> str:
@@ -200,41 +196,41 @@ async def test_a_runtime_role_does_not_migrate_and_says_what_to_run(
     owner: AsyncEngine, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     schema, role = f"rolesnew_{unique}", f"rt_new_{unique}"
-    try:
-        async with login_role(owner, role) as password:
-            url = runtime_url(BureauSettings().database_url, role, password)
-            settings = AuditSettings(environment="test", database_url=url, migrate_on_start=False)
-            runtime = audit_bootstrap(settings, schema=schema)
-            with pytest.raises(
-                SchemaNotMigrated, match=f"python -m shared.migrate audit --schema {schema}"
-            ):
-                await runtime.start()
-            await runtime.stop()
-            # The owner migrates (the CLI), then the runtime role's check passes.
-            assert await migrate_main(["audit", "--schema", schema, "--runtime-role", role]) == 0
-            assert f'"runtime_role": "{role}"' in capsys.readouterr().out
-            runtime = audit_bootstrap(settings, schema=schema)
+    async with login_role(owner, role, schema) as password:
+        url = runtime_url(BureauSettings().database_url, role, password)
+        settings = AuditSettings(environment="test", database_url=url, migrate_on_start=False)
+        runtime = audit_bootstrap(settings, schema=schema)
+        # It stops before anything else (Kafka, workers), saying what to run.
+        with pytest.raises(
+            SchemaNotMigrated, match=f"python -m shared.migrate audit --schema {schema}"
+        ):
             await runtime.start()
-            await runtime.stop()
+        await runtime.stop()
+        # The owner migrates (the CLI), then the runtime role's check passes.
+        assert await migrate_main(["audit", "--schema", schema, "--runtime-role", role]) == 0
+        assert f'"runtime_role": "{role}"' in capsys.readouterr().out
+        engine = make_engine(url, schema, pool_size=1)
+        try:
+            await require_migrated(engine, schema, AUDIT_MIGRATIONS, "audit")
             # A tool that calls migrate() as the runtime role (keymgmt's ceremony CLI in its
             # pod) checks instead of trying: nothing to apply, no permission error.
-            engine = make_engine(url, schema, pool_size=1)
-            try:
-                assert await migrate(engine, schema, AUDIT_MIGRATIONS) == []
-            finally:
-                await engine.dispose()
+            assert await migrate(engine, schema, AUDIT_MIGRATIONS) == []
             # A migration the schema lacks (as after deploying newer code) is named.
             async with owner.begin() as conn:
                 await conn.execute(
                     text(f"DELETE FROM {schema}.schema_migrations WHERE name LIKE '%0007%'")
                 )
-            runtime = audit_bootstrap(settings, schema=schema)
             with pytest.raises(SchemaNotMigrated, match="lacks 1 migration.*0007"):
-                await runtime.start()
-            await runtime.stop()
-            await drop_schemas(owner, schema)
-    finally:
-        await drop_schemas(owner, schema)
+                await migrate(engine, schema, AUDIT_MIGRATIONS)
+        finally:
+            await engine.dispose()
+        runtime = audit_bootstrap(settings, schema=schema)
+        with pytest.raises(SchemaNotMigrated, match="lacks 1 migration.*0007"):
+            await runtime.start()
+        await runtime.stop()
+        # The CLI's check says the same, and exits 1.
+        assert await migrate_main(["audit", "--schema", schema, "--check"]) == 1
+        assert "0007" in capsys.readouterr().err
 
 
 async def test_audit_started_with_its_runtime_role_reconciles_a_batch(

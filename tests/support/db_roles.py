@@ -19,14 +19,16 @@ def runtime_url(owner_url: str, role: str, password: str) -> str:
 
 
 @asynccontextmanager
-async def login_role(owner: AsyncEngine, role: str) -> AsyncIterator[str]:
-    """A LOGIN role with a random password (yielded), dropped with what was granted to it."""
+async def login_role(owner: AsyncEngine, role: str, *schemas: str) -> AsyncIterator[str]:
+    """A LOGIN role with a random password (yielded); afterwards the schemas it was granted are
+    dropped (its grants and default privileges go with them), then the role."""
     password = secrets.token_hex(16)
     async with owner.begin() as conn:
         await conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'"))
     try:
         yield password
     finally:
+        await drop_schemas(owner, *schemas)
         async with owner.begin() as conn:
             await conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
 
