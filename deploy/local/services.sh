@@ -70,6 +70,11 @@ load_creds() {  # name: export the workload's own credentials, written by stack.
     # $RUN/creds/<name>.<part>.env (one file per part: its database role, its Kafka principal,
     # ...), into the subshell that runs it only, so no process gets another's credentials.
     local file
+    # Once stack.sh has made the runtime roles, a workload without a database credential of its
+    # own (the feeder, the witness) gets none: not the owner's, which env.sh exports.
+    if [[ ! -f "$RUN/creds/$1.db.env" ]] && compgen -G "$RUN/creds/*.db.env" >/dev/null; then
+        unset BUREAU_DATABASE_URL
+    fi
     for file in "$RUN/creds/$1".*.env; do
         [[ -f $file ]] || continue
         # shellcheck disable=SC1090

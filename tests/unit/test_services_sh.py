@@ -108,11 +108,19 @@ def test_the_migrate_step_gets_the_owner_and_the_service_its_runtime_role(
     )
     fake.chmod(0o755)
     monkeypatch.setenv("RUN_OUT", str(tmp_path))
+    # What services.sh's `up` exports from env.sh: the owner's URL, for tests and tools.
+    monkeypatch.setenv("BUREAU_DATABASE_URL", "postgresql+asyncpg://owner:o@127.0.0.1/db")
     try:
-        done = sh(tmp_path, f"PY={fake}; migrate_one svc && start_one svc $PY -m services.svc")
+        done = sh(
+            tmp_path,
+            f"PY={fake}; migrate_one svc && start_one svc $PY -m services.svc"
+            " && start_one witness $PY -m services.witness",
+        )
         assert done.returncode == 0, done.stderr
         deadline = time.monotonic() + 10
-        while not (tmp_path / "services.svc").exists() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not all(
+            (tmp_path / f"services.{name}").exists() for name in ("svc", "witness")
+        ):
             time.sleep(0.1)
         migrated = (tmp_path / "shared.migrate").read_text().strip()
         assert migrated == (
@@ -123,8 +131,11 @@ def test_the_migrate_step_gets_the_owner_and_the_service_its_runtime_role(
             served
             == "-m services.svc | postgresql+asyncpg://bureau_svc:r@127.0.0.1/db | unset | false"
         )
+        # A workload with no database role of its own does not get the owner's credential.
+        witness = (tmp_path / "services.witness").read_text().strip()
+        assert witness == "-m services.witness |  | unset | unset"
         # No migrate file (a stack from before issue 15): nothing runs, the service migrates.
         assert sh(tmp_path, f"PY={fake}; migrate_one other").returncode == 0
         assert not (tmp_path / "logs" / "other.log").exists()
     finally:
-        sh(tmp_path, "SERVICES=(svc); down")
+        sh(tmp_path, "SERVICES=(svc witness); down")
