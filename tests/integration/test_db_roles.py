@@ -233,9 +233,12 @@ async def test_a_runtime_role_does_not_migrate_and_says_what_to_run(
         assert "0007" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("how", ["in_process", "kafka"])
 async def test_audit_started_with_its_runtime_role_reconciles_a_batch(
-    granted: Granted, unique: str
+    granted: Granted, unique: str, how: str
 ) -> None:
+    """Its handlers, inbox, outbox and log appends as the runtime role: records fed to its
+    consumer in process, and the service started for real on the stack's Kafka."""
     settings = AuditSettings(
         environment="test",
         topic_prefix=f"t{unique}",
@@ -244,9 +247,10 @@ async def test_audit_started_with_its_runtime_role_reconciles_a_batch(
     )
     runtime = audit_bootstrap(settings, schema=granted.audit)
     story = BatchStory(2)
-    async with delivering(runtime, "kafka") as delivery:
+    batch = story.good_batch()
+    async with delivering(runtime, how) as delivery:
         for stream in ("intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment"):
-            told = [e for e in story.good_batch() if stream_of(e) == stream]
+            told = [e for e in batch if stream_of(e) == stream]
             if told:
                 await delivery.deliver(*told, stream=stream)
         out = await delivery.emitted()
@@ -255,4 +259,4 @@ async def test_audit_started_with_its_runtime_role_reconciles_a_batch(
     ]
     async with granted.audit_engine.connect() as conn:
         logged = await conn.execute(text(f"SELECT count(*) FROM {granted.audit}.events"))
-        assert logged.scalar_one() >= len(story.good_batch())
+        assert logged.scalar_one() >= len(batch)
