@@ -4,6 +4,11 @@ Each service owns one Postgres schema (ARCHITECTURE.md) and keeps its migrations
 `.sql` files in `services/<name>/migrations/`. The runner applies the missing ones in order,
 each in its own transaction, under an advisory lock so replicas starting together do not race.
 The outbox and inbox tables every service needs come first, from shared/migrations.
+
+Least privilege (docs/deploy.md, "Database roles"): migrations run as the schema owner, then
+grant the service's runtime role only what it needs (shared/dbroles.py). A process that runs as
+the runtime role does not migrate: it checks that its schema is at the latest migration
+(require_migrated) and says what to run if it is not.
 """
 
 from __future__ import annotations
@@ -65,13 +70,100 @@ def _statements(sql: str) -> list[str]:
     return statements
 
 
-async def migrate(engine: AsyncEngine, schema: str, service_migrations: Path) -> list[str]:
-    """Create the schema and apply missing migrations. Returns the names applied now."""
-    checked_identifier(schema)
-    lock_key = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:7], "big")
-    applied_now: list[str] = []
+def _all_migrations(service_migrations: Path) -> list[tuple[str, Path]]:
     files = [("shared", p) for p in _migration_files(SHARED_MIGRATIONS)]
     files += [("service", p) for p in _migration_files(service_migrations)]
+    return [(f"{origin}/{path.name}", path) for origin, path in files]
+
+
+def _rendered(path: Path, schema: str) -> tuple[str, str]:
+    """A migration's SQL for this schema, and the checksum recorded when it is applied."""
+    sql = path.read_text(encoding="utf-8").replace("{schema}", schema)
+    return sql, hashlib.sha256(sql.encode()).hexdigest()
+
+
+def migration_lock_key(schema: str) -> int:
+    """The advisory lock under which a schema is migrated (and its runtime role granted)."""
+    return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:7], "big")
+
+
+class SchemaNotMigrated(RuntimeError):
+    """The schema lacks migrations this code needs, and this process must not apply them."""
+
+
+async def require_migrated(
+    engine: AsyncEngine, schema: str, service_migrations: Path, service: str
+) -> None:
+    """What a runtime role does instead of migrating: check the schema has every migration of
+    this code, unchanged, and otherwise say which are missing and what to run."""
+    checked_identifier(schema)
+    run = (
+        f"run `python -m shared.migrate {service} --schema {schema}` first, with the schema "
+        "owner's credential as its BUREAU_DATABASE_URL"
+    )
+    async with engine.connect() as conn:
+        user = (await conn.execute(text("SELECT current_user"))).scalar_one()
+        # By oid from the catalog (readable by every role): naming a schema the role may not
+        # use would fail with "permission denied" instead of answering.
+        readable = (
+            await conn.execute(
+                text(
+                    "SELECT has_schema_privilege(n.oid, 'USAGE')"
+                    " AND has_table_privilege(c.oid, 'SELECT')"
+                    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = :s AND c.relname = 'schema_migrations'"
+                ),
+                {"s": schema},
+            )
+        ).scalar()
+        if not readable:
+            raise SchemaNotMigrated(
+                f"role {user} cannot read {schema}.schema_migrations (the schema is not migrated "
+                f"or {user} was not granted it): {run}"
+            )
+        rows = await conn.execute(text(f"SELECT name, checksum FROM {schema}.schema_migrations"))
+        recorded: dict[str, str] = {str(row[0]): str(row[1]) for row in rows}
+    missing: list[str] = []
+    for name, path in _all_migrations(service_migrations):
+        _sql, checksum = _rendered(path, schema)
+        if name not in recorded:
+            missing.append(name)
+        elif recorded[name] != checksum:
+            raise SchemaNotMigrated(f"migration {name} changed after it was applied to {schema}")
+    if missing:
+        raise SchemaNotMigrated(
+            f"schema {schema} lacks {len(missing)} migration(s) ({', '.join(missing)}); role "
+            f"{user} does not migrate: {run}"
+        )
+
+
+async def _may_migrate(engine: AsyncEngine, schema: str) -> bool:
+    """The schema's owner (or a member of it) may migrate it; a schema not made yet, whoever may
+    create schemas in the database."""
+    async with engine.connect() as conn:
+        row = await conn.execute(
+            text(
+                "SELECT CASE WHEN n.oid IS NULL"
+                " THEN has_database_privilege(current_database(), 'CREATE')"
+                " ELSE pg_has_role(n.nspowner, 'USAGE') END"
+                " FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = :s"
+            ),
+            {"s": schema},
+        )
+        return bool(row.scalar_one())
+
+
+async def migrate(engine: AsyncEngine, schema: str, service_migrations: Path) -> list[str]:
+    """Create the schema and apply missing migrations. Returns the names applied now.
+
+    Run as a role that may not migrate the schema (a runtime role: a tool such as keymgmt's
+    ceremony CLI inside a service's pod), it checks the schema instead (require_migrated)."""
+    checked_identifier(schema)
+    if not await _may_migrate(engine, schema):
+        await require_migrated(engine, schema, service_migrations, service_migrations.parent.name)
+        return []
+    lock_key = migration_lock_key(schema)
+    applied_now: list[str] = []
     async with engine.connect() as conn:
         await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
         try:
@@ -84,10 +176,8 @@ async def migrate(engine: AsyncEngine, schema: str, service_migrations: Path) ->
                 )
             )
             await conn.commit()
-            for origin, path in files:
-                name = f"{origin}/{path.name}"
-                sql = path.read_text(encoding="utf-8").replace("{schema}", schema)
-                checksum = hashlib.sha256(sql.encode()).hexdigest()
+            for name, path in _all_migrations(service_migrations):
+                sql, checksum = _rendered(path, schema)
                 row = (
                     await conn.execute(
                         text(f"SELECT checksum FROM {schema}.schema_migrations WHERE name = :n"),

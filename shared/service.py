@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared import metrics
 from shared.auth import Authenticator, StaticTokens
 from shared.bus import DEAD_LETTER_STREAM, EventConsumer, ensure_topics, make_producer
-from shared.db import make_engine, migrate
+from shared.db import make_engine, migrate, require_migrated
 from shared.errors import install_error_handlers
 from shared.handlers import HandlerTable
 from shared.kafka_client import KafkaSecurity
@@ -132,9 +132,12 @@ class ServiceRuntime:
             self._relay.wake()
 
     async def start(self) -> None:
-        applied = await migrate(self.engine, self.schema, self.migrations)
-        if applied:
-            log.info("migrations applied", extra={"applied": applied})
+        if self.settings.migrate_on_start:
+            applied = await migrate(self.engine, self.schema, self.migrations)
+            if applied:
+                log.info("migrations applied", extra={"applied": applied})
+        else:  # a runtime role: shared.migrate ran as the owner before (shared/dbroles.py)
+            await require_migrated(self.engine, self.schema, self.migrations, self.name)
         await ensure_topics(
             self.settings.kafka_bootstrap,
             [*self.subscribe, self.emit_topic, self.settings.topic(DEAD_LETTER_STREAM)],

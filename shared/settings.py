@@ -38,6 +38,10 @@ class BureauSettings(BaseSettings):
 
     environment: str = Field(default="dev", description="dev, test or prod")
     database_url: str = "postgresql+asyncpg://bureau:bureau-dev@127.0.0.1:55432/bureau"
+    # Least-privilege Postgres (docs/deploy.md, "Database roles"): a service connecting as its
+    # runtime role runs with migrate_on_start false and only checks its schema is migrated;
+    # `python -m shared.migrate <service>` migrates it as the owner (shared/migrate.py).
+    migrate_on_start: bool = True
     kafka_bootstrap: str = "127.0.0.1:19092"
     # Kafka security (shared/kafka_client.py builds every client's keywords from these): the
     # local stack and Kubernetes use SASL_SSL with SCRAM-SHA-512 and one user per workload.

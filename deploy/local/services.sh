@@ -74,11 +74,30 @@ load_creds() {  # name: export the workload's own credentials, written by stack.
     # workload gets its own from its kafka.env, or none (feeder, witness: they use no Kafka).
     unset BUREAU_KAFKA_SECURITY_PROTOCOL BUREAU_KAFKA_SASL_MECHANISM BUREAU_KAFKA_USERNAME \
         BUREAU_KAFKA_PASSWORD
+    # Once stack.sh has made the runtime roles, a workload without a database credential of its
+    # own (the feeder, the witness) gets none: not the owner's, which env.sh exports.
+    if [[ ! -f "$RUN/creds/$1.db.env" ]] && compgen -G "$RUN/creds/*.db.env" >/dev/null; then
+        unset BUREAU_DATABASE_URL
+    fi
     for file in "$RUN/creds/$1".*.env; do
         [[ -f $file ]] || continue
         # shellcheck disable=SC1090
         source "$file"
     done
+}
+
+migrate_one() {  # name: apply its migrations as the schema owner before it starts. stack.sh
+    # wrote $RUN/creds/migrate-<name>.db.env (the owner's URL, the runtime role to grant), read
+    # here by the migrate step only; the service then gets its runtime role alone (<name>.db.env)
+    # and checks its schema instead of migrating. Without that file it migrates itself (dev).
+    local file="$RUN/creds/migrate-$1.db.env"
+    [[ -f $file ]] || return 0
+    # shellcheck disable=SC1090
+    if ! (cd "$REPO" && source "$file" && "$PY" -m shared.migrate "$1") >>"$RUN/logs/$1.log" 2>&1; then
+        echo "services: the migrations of $1 failed; last log lines:" >&2
+        tail -n 20 "$RUN/logs/$1.log" >&2
+        return 1
+    fi
 }
 
 start_one() {  # name command...
@@ -124,6 +143,7 @@ up() {
     start_one feeder "$PY" -m vcard.feeder --readers "$BUREAU_PCSC_READERS" \
         --state-dir "$RUN/vcard" --port "${PORTS[feeder]}" --manual "$qa_port"
     for name in "${SERVICES[@]}"; do
+        if ! alive "$name" && ! kept "$name"; then migrate_one "$name"; fi
         start_one "$name" "$PY" -m "services.$name"
     done
     for name in "${SERVICES[@]}"; do

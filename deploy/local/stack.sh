@@ -419,6 +419,71 @@ EOF
         -h 127.0.0.1 -p "$PG_PORT" -U "$PG_ROLE" -d "$PG_DB" -c 'SELECT 1' 2>&1); then
         die "postgres: '$PG_ROLE' cannot log in over TCP 127.0.0.1:$PG_PORT: $out"
     fi
+    pg_runtime_roles
+}
+
+# --- PostgreSQL runtime roles (least privilege: docs/deploy.md, "Database roles") -------------
+# The bureau role owns every schema and is used by migrations, tests and humans (env.sh); each
+# service process connects as its own runtime role, granted by `python -m shared.migrate`.
+PG_SERVICES=(intake keymgmt electrical graphical qa fulfillment audit)
+
+pg_role_password() { # pg_role_password FILE ROLE: ROLE's password as FILE keeps it, else a new one
+    local line
+    if [[ -f $1 ]]; then
+        line=$(grep -m 1 '^export BUREAU_DATABASE_URL=' "$1" || true)
+        if [[ $line =~ //$2:([0-9a-f]+)@ ]]; then
+            printf '%s\n' "${BASH_REMATCH[1]}"
+            return 0
+        fi
+    fi
+    od -An -N24 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+write_creds() { # write_creds FILE NAME VALUE [NAME VALUE...]: export lines only we can read
+    local file=$1
+    shift
+    (
+        umask 077
+        while (($# >= 2)); do
+            printf 'export %s=%s\n' "$1" "$(quote "$2")"
+            shift 2
+        done >"$file.tmp"
+    )
+    mv -f -- "$file.tmp" "$file"
+}
+
+pg_runtime_roles() { # [prefix]: one LOGIN role per service (<prefix><service>), idempotent
+    # A role keeps its random password across runs (read back from its creds file), so a
+    # running service is not locked out. <run>/creds/<service>.db.env is what the service gets
+    # (services.sh); <run>/creds/migrate-<service>.db.env what its migrate step gets.
+    local creds=$RUN_DIR/creds prefix=${1:-bureau_} service role password
+    local owner_url="postgresql+asyncpg://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+    mkdir -p -- "$creds"
+    chmod 700 -- "$creds"
+    for service in "${PG_SERVICES[@]}"; do
+        role=$prefix$service
+        password=$(pg_role_password "$creds/$service.db.env" "$role")
+        pg_psql_super <<EOF || die "postgres: could not create the runtime role $role"
+DO \$\$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '$role') THEN
+        CREATE ROLE $role LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD '$password';
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '$role'
+                  AND (rolsuper OR rolreplication OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role $role exists as a superuser, replication or bypassrls role: drop it';
+    ELSE
+        ALTER ROLE $role LOGIN NOCREATEDB NOCREATEROLE PASSWORD '$password';
+    END IF;
+END
+\$\$;
+EOF
+        write_creds "$creds/$service.db.env" \
+            BUREAU_DATABASE_URL "postgresql+asyncpg://$role:$password@127.0.0.1:$PG_PORT/$PG_DB" \
+            BUREAU_MIGRATE_ON_START false
+        write_creds "$creds/migrate-$service.db.env" \
+            BUREAU_DATABASE_URL "$owner_url" BUREAU_DATABASE_RUNTIME_ROLE "$role"
+    done
+    log "postgres: runtime roles $prefix{${PG_SERVICES[*]}} (credentials in $creds)"
 }
 
 pg_down() {
@@ -805,4 +870,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced (tests/integration/test_stack_pg_roles.py), it only defines its functions.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

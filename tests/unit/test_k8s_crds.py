@@ -78,6 +78,36 @@ LISTENER = {
         "networkPolicyPeers": {"type": "array", "minItems": 1},
     },
 }
+# CloudNativePG's RoleConfiguration (spec.managed.roles[]): the fields the bureau sets.
+ROLE: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "ensure", "login", "passwordSecret"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z_][a-z0-9_]*$"},
+        "ensure": {"enum": ["present", "absent"]},
+        **{
+            flag: {"type": "boolean"}
+            for flag in (
+                "login",
+                "superuser",
+                "createdb",
+                "createrole",
+                "replication",
+                "bypassrls",
+                "inherit",
+            )
+        },
+        "passwordSecret": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string"}},
+        },
+    },
+}
+
+
 SCHEMAS: dict[str, Obj] = {
     "Kafka": _object(
         STRIMZI,
@@ -225,6 +255,11 @@ SCHEMAS: dict[str, Obj] = {
                 "affinity": {"type": "object"},
                 "monitoring": {"type": "object"},
                 "backup": {"type": "object"},
+                "managed": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"roles": {"type": "array", "items": ROLE}},
+                },
             },
         },
         labels=False,

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 SERVICES_SH = REPO / "deploy" / "local" / "services.sh"
@@ -79,3 +81,61 @@ def test_the_keeper_starts_an_exited_service_again_and_down_stops_both(tmp_path:
     assert stopped.returncode == 0, stopped.stderr
     assert not Path(f"/proc/{second}").exists() or sh(tmp_path, f"proc_alive {second}").returncode
     assert sh(tmp_path, "alive fake || kept fake").returncode == 1
+
+
+def test_the_migrate_step_gets_the_owner_and_the_service_its_runtime_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stack.sh's two credential files (issue 15): the migrate step runs with the owner's URL and
+    the role to grant; the service process then gets its runtime role alone."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "migrate-svc.db.env").write_text(
+        "export BUREAU_DATABASE_URL='postgresql+asyncpg://owner:o@127.0.0.1/db'\n"
+        "export BUREAU_DATABASE_RUNTIME_ROLE='bureau_svc'\n"
+    )
+    (creds / "svc.db.env").write_text(
+        "export BUREAU_DATABASE_URL='postgresql+asyncpg://bureau_svc:r@127.0.0.1/db'\n"
+        "export BUREAU_MIGRATE_ON_START='false'\n"
+    )
+    fake = tmp_path / "fake-python"  # records its arguments and database settings, then waits
+    fake.write_text(
+        "#!/bin/bash\n"
+        'out="$RUN_OUT/$2"\n'
+        'echo "$* | ${BUREAU_DATABASE_URL:-} | ${BUREAU_DATABASE_RUNTIME_ROLE:-unset}'
+        ' | ${BUREAU_MIGRATE_ON_START:-unset}" >"$out"\n'
+        "[[ $2 == shared.migrate ]] || exec sleep 300\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("RUN_OUT", str(tmp_path))
+    # What services.sh's `up` exports from env.sh: the owner's URL, for tests and tools.
+    monkeypatch.setenv("BUREAU_DATABASE_URL", "postgresql+asyncpg://owner:o@127.0.0.1/db")
+    try:
+        done = sh(
+            tmp_path,
+            f"PY={fake}; migrate_one svc && start_one svc $PY -m services.svc"
+            " && start_one witness $PY -m services.witness",
+        )
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+            (tmp_path / f"services.{name}").exists() for name in ("svc", "witness")
+        ):
+            time.sleep(0.1)
+        migrated = (tmp_path / "shared.migrate").read_text().strip()
+        assert migrated == (
+            "-m shared.migrate svc | postgresql+asyncpg://owner:o@127.0.0.1/db | bureau_svc | unset"
+        )
+        served = (tmp_path / "services.svc").read_text().strip()
+        assert (
+            served
+            == "-m services.svc | postgresql+asyncpg://bureau_svc:r@127.0.0.1/db | unset | false"
+        )
+        # A workload with no database role of its own does not get the owner's credential.
+        witness = (tmp_path / "services.witness").read_text().strip()
+        assert witness == "-m services.witness |  | unset | unset"
+        # No migrate file (a stack from before issue 15): nothing runs, the service migrates.
+        assert sh(tmp_path, f"PY={fake}; migrate_one other").returncode == 0
+        assert not (tmp_path / "logs" / "other.log").exists()
+    finally:
+        sh(tmp_path, "SERVICES=(svc witness); down")
