@@ -2,10 +2,10 @@
 a card with wrong keys (the feeder's wrong factory KMC), a bad print (the card printer prints
 another face once) and a carrier mismatch (the inserter feeds another card's letter once).
 Those cards end destroyed under dual control (two operators), the good ones are dispatched
-with their PIN
-mailers in a separate shipment, and audit reconciles the batch with zero discrepancy. The PIN
-(12 digits, decrypted here with the test-known PIN key) is nowhere outside keymgmt: not in
-Kafka, logs, tables, the fulfillment service's files, nor the PIN printer's spool."""
+with their PIN mailers in a separate shipment, and audit reconciles the batch with zero
+discrepancy. The PIN (12 digits, decrypted here with the test-known PIN key) is nowhere
+outside keymgmt: not in Kafka, logs, tables, the fulfillment service's files, nor the PIN
+printer's spool."""
 
 from __future__ import annotations
 
