@@ -34,6 +34,7 @@ class Urls:
 class Tokens:
     admin: str = "admin-dev-token"
     operator: str = "operator-dev-token"
+    second_operator: str = "operator-2-dev-token"  # confirms what `operator` asked (dual control)
     auditor: str = "auditor-dev-token"
 
 

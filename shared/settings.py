@@ -66,7 +66,11 @@ class BureauSettings(BaseSettings):
     # a token may be given as its verifier `sha256:<hex>`, as production does.
     principals: str = (
         "operator:olga=operator-dev-token,auditor:ann=auditor-dev-token,admin:root=admin-dev-token,"
-        "station:station-a=station-a-dev-token,station:qa-1=qa-1-dev-token"
+        "station:station-a=station-a-dev-token,station:qa-1=qa-1-dev-token,"
+        # Dual control (issue 15): a second operator confirms what the first asked; custodians
+        # authenticate each ceremony step with their own token.
+        "operator:oscar=operator-2-dev-token,"
+        "custodian:cora=custodian-1-dev-token,custodian:cyril=custodian-2-dev-token"
     )
 
     @model_validator(mode="after")

@@ -1,20 +1,28 @@
-"""Fulfillment's HTTP API: witnessed destruction of rejects, and a batch's cards."""
+"""Fulfillment's HTTP API: destruction of rejects under dual control (one operator requests, a
+second confirms), and a batch's cards."""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
-from pydantic import BaseModel, Field
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.fulfillment.handlers import FulfillmentDeps
 from services.fulfillment.repository import FulfillmentRepository
-from services.fulfillment.service import check_destruction, check_witnesses
+from services.fulfillment.service import check_destruction
 from shared.auth import Principal, require
-from shared.errors import NotFound
+from shared.dual_control import SamePrincipalTwice, principal_id, second_principal
+from shared.errors import Conflict, NotFound
 from shared.events import CardDestroyed
+from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep, deps_of
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["fulfillment"])
 Operator = Annotated[Principal, Depends(require("operator"))]
@@ -22,41 +30,133 @@ FulfillmentDepsDep = Annotated[FulfillmentDeps, Depends(deps_of(FulfillmentDeps)
 
 
 class DestructionRequest(BaseModel):
+    """The cards to destroy; the requester is the operator whose token sends it. The second
+    operator confirms with their own token (no typed witness names: shared/dual_control.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     card_ids: list[UUID] = Field(min_length=1, max_length=10_000)
-    witnesses: list[str] = Field(description="two different people who saw the cards destroyed")
+
+
+class DestructionNotFound(NotFound):
+    pass
+
+
+class DestructionNotPending(Conflict):
+    pass
 
 
 @router.post(
     "/destructions",
     status_code=status.HTTP_201_CREATED,
-    summary="Record the witnessed destruction of cards awaiting it (all or nothing)",
+    summary="Request the destruction of cards awaiting it (a second operator confirms it)",
 )
-async def destroy_cards(
-    body: DestructionRequest, principal: Operator, runtime: RuntimeDep, deps: FulfillmentDepsDep
+async def request_destruction(
+    body: DestructionRequest, principal: Operator, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    witnesses = check_witnesses(body.witnesses)
+    """Nothing is destroyed yet: the request names the cards, all awaiting destruction, and
+    the operator who asked. A different operator confirms it (POST .../confirm)."""
+    request_id, requested_by = uuid.uuid4(), principal_id(principal)
     async with runtime.unit_of_work() as uow:
         repo: FulfillmentRepository = uow.repo
         cards = await repo.cards_for_update(body.card_ids)
         check_destruction(body.card_ids, {c: row.state for c, row in cards.items()})
-        destroyed_by = f"{principal.role}:{principal.name}"
-        letters = await repo.carriers_of(body.card_ids)
-        await repo.mark_destroyed(body.card_ids, witnesses, destroyed_by)
-        for card_id in body.card_ids:
-            row = cards[card_id]
-            await uow.emit(
-                CardDestroyed(
-                    issuer_id=row.issuer_id,
-                    actor=destroyed_by,
-                    card_id=card_id,
-                    batch_id=row.batch_id,
-                    reason=row.reason or "rejected",
-                    witnesses=witnesses,
-                )
-            )
+        await repo.add_destruction_request(request_id, body.card_ids, requested_by)
+    log.info(
+        "destruction requested",
+        extra={"request_id": str(request_id), "by": requested_by, "cards": len(body.card_ids)},
+    )
+    return {
+        "destruction_id": str(request_id),
+        "state": "pending",
+        "requested_by": requested_by,
+        "card_ids": [str(c) for c in body.card_ids],
+    }
+
+
+@router.post(
+    "/destructions/{destruction_id}/confirm",
+    summary="Confirm a destruction another operator requested: the cards are destroyed",
+    responses={403: {"description": "the requester cannot confirm their own request"}},
+)
+async def confirm_destruction(
+    destruction_id: UUID, principal: Operator, runtime: RuntimeDep, deps: FulfillmentDepsDep
+) -> dict[str, Any]:
+    """All or nothing, under dual control: both operators land in each card.destroyed event
+    (`witnesses`: requester, confirmer; `actor`: the confirmer). A confirmation by the
+    requester is refused (403 same-principal-twice) and the refusal is kept."""
+    refused: SamePrincipalTwice | None = None
+    async with runtime.unit_of_work() as uow:
+        repo: FulfillmentRepository = uow.repo
+        request = await _pending(repo, destruction_id)
+        card_ids: list[UUID] = list(request["card_ids"])
+        try:
+            confirmed_by = second_principal(request["requested_by"], principal, "destroying cards")
+        except SamePrincipalTwice as exc:
+            refused = exc
+            await repo.refuse_destruction(destruction_id, principal_id(principal), str(exc))
+        else:
+            witnesses = (str(request["requested_by"]), confirmed_by)
+            letters = await _destroy(uow, card_ids, witnesses)
+            await repo.confirm_destruction(destruction_id, confirmed_by)
+    if refused is not None:  # committed above: the refusal stays on record
+        log.warning("destruction confirmation refused", extra={"request_id": str(destruction_id)})
+        raise refused
     for batch_id, carrier_id in letters:  # shredded with the cards
         deps.inserter.discard(batch_id, carrier_id)
-    return {"destroyed": [str(c) for c in body.card_ids], "witnesses": list(witnesses)}
+    return {
+        "destruction_id": str(destruction_id),
+        "state": "confirmed",
+        "destroyed": [str(c) for c in card_ids],
+        "witnesses": list(witnesses),
+    }
+
+
+async def _pending(repo: FulfillmentRepository, destruction_id: UUID) -> dict[str, Any]:
+    request = await repo.destruction_request(destruction_id, for_update=True)
+    if request is None:
+        raise DestructionNotFound(f"no destruction request {destruction_id}")
+    if request["state"] != "pending":
+        raise DestructionNotPending(
+            f"destruction {destruction_id} is already {request['state']}"
+            f" (by {request['confirmed_by']})"
+        )
+    return request
+
+
+async def _destroy(
+    uow: UnitOfWork[FulfillmentRepository], card_ids: list[UUID], witnesses: tuple[str, str]
+) -> list[tuple[UUID, str]]:
+    repo = uow.repo
+    cards = await repo.cards_for_update(card_ids)
+    check_destruction(card_ids, {c: row.state for c, row in cards.items()})
+    letters = await repo.carriers_of(card_ids)
+    await repo.mark_destroyed(card_ids, witnesses, witnesses[1])
+    for card_id in card_ids:
+        row = cards[card_id]
+        await uow.emit(
+            CardDestroyed(
+                issuer_id=row.issuer_id,
+                actor=witnesses[1],
+                card_id=card_id,
+                batch_id=row.batch_id,
+                reason=row.reason or "rejected",
+                witnesses=witnesses,
+            )
+        )
+    return letters
+
+
+@router.get("/destructions/{destruction_id}", summary="A destruction request and its refusals")
+async def get_destruction(destruction_id: UUID, _: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+    async with runtime.unit_of_work() as uow:
+        repo: FulfillmentRepository = uow.repo
+        request = await repo.destruction_request(destruction_id)
+        if request is None:
+            raise DestructionNotFound(f"no destruction request {destruction_id}")
+        refusals = await repo.destruction_refusals(destruction_id)
+    view: dict[str, Any] = jsonable_encoder(request | {"refusals": refusals})
+    return view
 
 
 @router.get("/batches/{batch_id}", summary="A batch's cards: packed, awaiting destruction, ...")

@@ -136,6 +136,50 @@ class FulfillmentRepository:
         )
         await self._purge_carriers(card_ids)
 
+    async def add_destruction_request(
+        self, request_id: UUID, card_ids: Sequence[UUID], requested_by: str
+    ) -> None:
+        await self._run(
+            "INSERT INTO {s}.destruction_requests (request_id, card_ids, requested_by)"
+            " VALUES (:r, :ids, :by)",
+            {"r": request_id, "ids": list(card_ids), "by": requested_by},
+        )
+
+    async def destruction_request(
+        self, request_id: UUID, *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = (
+            await self._run(
+                "SELECT request_id, card_ids, requested_by, requested_at, state, confirmed_by,"
+                f" confirmed_at FROM {{s}}.destruction_requests WHERE request_id = :r{lock}",
+                {"r": request_id},
+            )
+        ).first()
+        return None if row is None else dict(row._mapping)
+
+    async def confirm_destruction(self, request_id: UUID, confirmed_by: str) -> None:
+        await self._run(
+            "UPDATE {s}.destruction_requests SET state = 'confirmed', confirmed_by = :by,"
+            " confirmed_at = now() WHERE request_id = :r AND state = 'pending'",
+            {"r": request_id, "by": confirmed_by},
+        )
+
+    async def refuse_destruction(self, request_id: UUID, principal: str, reason: str) -> None:
+        await self._run(
+            "INSERT INTO {s}.destruction_refusals (request_id, refused_principal, reason)"
+            " VALUES (:r, :p, :why)",
+            {"r": request_id, "p": principal, "why": reason[:500]},
+        )
+
+    async def destruction_refusals(self, request_id: UUID) -> list[dict[str, Any]]:
+        rows = await self._run(
+            "SELECT refused_principal, reason, refused_at FROM {s}.destruction_refusals"
+            " WHERE request_id = :r ORDER BY id",
+            {"r": request_id},
+        )
+        return [dict(row._mapping) for row in rows]
+
     async def carriers_of(self, card_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
         rows = await self._run(
             "SELECT batch_id, carrier_id FROM {s}.carriers WHERE card_id = ANY(:ids)",

@@ -1,7 +1,8 @@
 """Fulfillment rules: pure domain, no I/O (DOMAIN.md, fulfillment and counting).
 
 A card that passed QA is matched to a carrier and packed; a rejected or spoiled card waits for
-witnessed destruction; a batch's packed cards are dispatched only after audit reconciles the
+destruction under dual control (one operator requests it, a second confirms it:
+shared/dual_control.py); a batch's packed cards are dispatched only after audit reconciles the
 batch. Manifests carry card and carrier ids only: never a PAN, never an address.
 """
 
@@ -66,18 +67,6 @@ class DestructionConflict(DestructionRefused):
 
     status_code = 409
     conflict = True
-
-
-def check_witnesses(witnesses: Sequence[str]) -> tuple[str, str]:
-    """Destruction is witnessed by two different people (PCI Card Production, dual control)."""
-    names = [" ".join(w.split()) for w in witnesses]
-    if len(names) != 2:
-        raise DestructionRefused([f"exactly two witnesses are needed, got {len(names)}"])
-    if not all(names):
-        raise DestructionRefused(["a witness name is empty"])
-    if names[0].casefold() == names[1].casefold():
-        raise DestructionRefused(["the two witnesses must be two different people"])
-    return names[0], names[1]
 
 
 def check_destruction(card_ids: Sequence[UUID], states: Mapping[UUID, CardState]) -> list[UUID]:

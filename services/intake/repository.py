@@ -149,6 +149,60 @@ class IntakeRepository(TrackingRepository):
         )
         return result.first() is not None
 
+    async def add_stock_destruction_request(self, request: dict[str, Any]) -> None:
+        await self.conn.execute(
+            text(
+                "INSERT INTO stock_destruction_requests"
+                " (request_id, issuer_id, product_id, quantity, reason, requested_by)"
+                " VALUES (:request_id, :issuer_id, :product_id, :quantity, :reason, :requested_by)"
+            ),
+            request,
+        )
+
+    async def stock_destruction_request(
+        self, request_id: UUID, *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = (
+            (
+                await self.conn.execute(
+                    text(f"SELECT * FROM stock_destruction_requests WHERE request_id = :r{lock}"),
+                    {"r": request_id},
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else dict(row)
+
+    async def confirm_stock_destruction(self, request_id: UUID, confirmed_by: str) -> None:
+        await self.conn.execute(
+            text(
+                "UPDATE stock_destruction_requests SET state = 'confirmed', confirmed_by = :by,"
+                " confirmed_at = now() WHERE request_id = :r AND state = 'pending'"
+            ),
+            {"r": request_id, "by": confirmed_by},
+        )
+
+    async def refuse_stock_destruction(self, request_id: UUID, principal: str, why: str) -> None:
+        await self.conn.execute(
+            text(
+                "INSERT INTO stock_destruction_refusals (request_id, refused_principal, reason)"
+                " VALUES (:r, :p, :why)"
+            ),
+            {"r": request_id, "p": principal, "why": why[:500]},
+        )
+
+    async def stock_destruction_refusals(self, request_id: UUID) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT refused_principal, reason, refused_at FROM stock_destruction_refusals"
+                " WHERE request_id = :r ORDER BY id"
+            ),
+            {"r": request_id},
+        )
+        return [dict(row) for row in rows.mappings()]
+
     async def order_by_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
         row = (
             (

@@ -197,14 +197,15 @@ class StockReturn(BaseModel):
 
 
 class StockDestruction(BaseModel):
-    """Blank cards destroyed from the vault's stock, witnessed by two people."""
+    """Blank cards to destroy from the vault's stock: requested by the operator whose token
+    sends it, confirmed by a second operator with their own token (dual control). No typed
+    witness names: the two principals are the witnesses."""
 
     model_config = ConfigDict(extra="forbid")
     issuer_id: str
     product_id: str
     quantity: int = Field(ge=1, le=10_000_000)
     reason: str = Field(min_length=1, max_length=200)
-    witnesses: tuple[str, str]
 
 
 class StockLevel(BaseModel):

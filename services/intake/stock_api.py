@@ -1,12 +1,15 @@
-"""Blank stock (operators): receipts from the loading dock, returns from a batch, witnessed
-destruction from the vault, the counts, and the production plan. Each movement is a row and an
-event in one transaction."""
+"""Blank stock (operators): receipts from the loading dock, returns from a batch, destruction
+from the vault under dual control (one operator asks, a second confirms with their own token),
+the counts, and the production plan. Each movement is a row and an event in one transaction."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends
+from fastapi.encoders import jsonable_encoder
 
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
@@ -19,7 +22,9 @@ from services.intake.schemas import (
 from services.intake.service import plan_batches
 from shared import events
 from shared.auth import Principal, require
+from shared.dual_control import SamePrincipalTwice, principal_id, second_principal
 from shared.errors import Conflict, Invalid, NotFound
+from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
 router = APIRouter(tags=["stock"])
@@ -113,42 +118,114 @@ async def return_stock(body: StockReturn, who: Operator, runtime: RuntimeDep) ->
     responses={
         404: {"description": "unknown product"},
         409: {"description": "more than the vault holds"},
-        422: {"description": "the two witnesses must be two different people"},
     },
 )
-async def destroy_stock(
+async def request_stock_destruction(
     body: StockDestruction, who: Operator, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    """Blank cards destroyed from the vault, witnessed by two people (stock.destroyed)."""
-    first, second = (w.strip() for w in body.witnesses)
-    if not first or not second or first == second:
-        raise Invalid("two different witnesses are needed")
-    actor = f"{who.role}:{who.name}"
+    """Blank cards to destroy from the vault: nothing moves until a second operator confirms
+    (POST .../confirm). The requester is the principal of the token that sends it."""
+    request = body.model_dump() | {"request_id": uuid.uuid4(), "requested_by": principal_id(who)}
     async with runtime.unit_of_work() as uow:
         repo: IntakeRepository = uow.repo
         await _known_product(repo, body.issuer_id, body.product_id)
-        await repo.lock_stock(body.issuer_id, body.product_id)
         on_hand = await repo.stock_on_hand(body.issuer_id, body.product_id)
         if body.quantity > on_hand:
             raise Conflict(f"{on_hand} blank(s) on hand; {body.quantity} asked")
-        await repo.add_stock_movement(
-            issuer_id=body.issuer_id,
-            product_id=body.product_id,
-            kind="destroyed",
-            quantity=body.quantity,
+        await repo.add_stock_destruction_request(request)
+    return {
+        "destruction_id": str(request["request_id"]),
+        "state": "pending",
+        "requested_by": request["requested_by"],
+    }
+
+
+@router.post(
+    "/v1/stock/destructions/{destruction_id}/confirm",
+    responses={
+        403: {"description": "the requester cannot confirm their own request"},
+        404: {"description": "no such request"},
+        409: {"description": "already confirmed, or more than the vault now holds"},
+    },
+)
+async def confirm_stock_destruction(
+    destruction_id: UUID, who: Operator, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """A second operator confirms: the blanks leave the stock (stock.destroyed, whose
+    `witnesses` are the requester and the confirmer, `actor` the confirmer). The requester
+    confirming is refused (403 same-principal-twice) and the refusal is kept."""
+    refused: SamePrincipalTwice | None = None
+    async with runtime.unit_of_work() as uow:
+        repo: IntakeRepository = uow.repo
+        request = await _pending(repo, destruction_id)
+        try:
+            actor = second_principal(request["requested_by"], who, "destroying blank stock")
+        except SamePrincipalTwice as exc:
+            refused = exc
+            await repo.refuse_stock_destruction(destruction_id, principal_id(who), str(exc))
+        else:
+            await _destroy_stock(uow, request, actor)
+    if refused is not None:  # committed above: the refusal stays on record
+        raise refused
+    return {
+        "destruction_id": str(destruction_id),
+        "state": "confirmed",
+        "product_id": request["product_id"],
+        "destroyed": request["quantity"],
+        "witnesses": [request["requested_by"], actor],
+    }
+
+
+async def _pending(repo: IntakeRepository, destruction_id: UUID) -> dict[str, Any]:
+    request = await repo.stock_destruction_request(destruction_id, for_update=True)
+    if request is None:
+        raise NotFound(f"no stock destruction request {destruction_id}")
+    if request["state"] != "pending":
+        raise Conflict(f"stock destruction {destruction_id} is already {request['state']}")
+    return request
+
+
+async def _destroy_stock(
+    uow: UnitOfWork[IntakeRepository], request: dict[str, Any], actor: str
+) -> None:
+    repo, issuer_id, product_id = uow.repo, request["issuer_id"], request["product_id"]
+    await repo.lock_stock(issuer_id, product_id)
+    on_hand = await repo.stock_on_hand(issuer_id, product_id)
+    if request["quantity"] > on_hand:
+        raise Conflict(f"{on_hand} blank(s) on hand now; {request['quantity']} asked")
+    await repo.add_stock_movement(
+        issuer_id=issuer_id,
+        product_id=product_id,
+        kind="destroyed",
+        quantity=request["quantity"],
+        actor=actor,
+    )
+    await repo.confirm_stock_destruction(request["request_id"], actor)
+    await uow.emit(
+        events.StockDestroyed(
+            issuer_id=issuer_id,
             actor=actor,
+            product_id=product_id,
+            quantity=request["quantity"],
+            reason=request["reason"],
+            witnesses=(request["requested_by"], actor),
         )
-        await uow.emit(
-            events.StockDestroyed(
-                issuer_id=body.issuer_id,
-                actor=actor,
-                product_id=body.product_id,
-                quantity=body.quantity,
-                reason=body.reason,
-                witnesses=(first, second),
-            )
-        )
-    return {"product_id": body.product_id, "destroyed": body.quantity}
+    )
+
+
+@router.get("/v1/stock/destructions/{destruction_id}")
+async def stock_destruction(
+    destruction_id: UUID, who: Operator, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """A stock destruction request: who asked, who confirmed, and every refused confirmation."""
+    async with runtime.unit_of_work() as uow:
+        repo: IntakeRepository = uow.repo
+        request = await repo.stock_destruction_request(destruction_id)
+        if request is None:
+            raise NotFound(f"no stock destruction request {destruction_id}")
+        refusals = await repo.stock_destruction_refusals(destruction_id)
+    view: dict[str, Any] = jsonable_encoder(request | {"refusals": refusals})
+    return view
 
 
 @router.get("/v1/planning/batches", tags=["planning"], response_model=list[PlannedBatch])

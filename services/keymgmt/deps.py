@@ -12,7 +12,7 @@ from fastapi import Depends
 from services.keymgmt.emv.preparation import ConfigCache
 from services.keymgmt.hsm.gate import HsmGate
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import OpenCeremonies
+from services.keymgmt.keys.open_ceremonies import OpenCeremonies
 from services.keymgmt.pin_mailer.printing import PinPrinter
 from services.keymgmt.settings import KeymgmtSettings
 from shared.auth import Principal, require

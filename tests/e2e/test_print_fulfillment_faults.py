@@ -1,10 +1,11 @@
 """A batch with injected faults through every service, the real IPP printers and real pcscd:
 a card with wrong keys (the feeder's wrong factory KMC), a bad print (the card printer prints
 another face once) and a carrier mismatch (the inserter feeds another card's letter once).
-Those cards end destroyed under two witnesses, the good ones are dispatched with their PIN
-mailers in a separate shipment, and audit reconciles the batch with zero discrepancy. The PIN
-(12 digits, decrypted here with the test-known PIN key) is nowhere outside keymgmt: not in
-Kafka, logs, tables, the fulfillment service's files, nor the PIN printer's spool."""
+Those cards end destroyed under dual control (two operators), the good ones are dispatched
+with their PIN mailers in a separate shipment, and audit reconciles the batch with zero
+discrepancy. The PIN (12 digits, decrypted here with the test-known PIN key) is nowhere
+outside keymgmt: not in Kafka, logs, tables, the fulfillment service's files, nor the PIN
+printer's spool."""
 
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # test key, two de
 CARDS = 8
 FEEDER = "http://127.0.0.1:8110"
 KEYMGMT, FULFILLMENT = "http://127.0.0.1:8102", "http://127.0.0.1:8106"
-WITNESSES = ["Ann Archer", "Bob Baker"]
 
 IMPORT_PIN_KEY = f"""
 import asyncio
@@ -190,11 +190,16 @@ async def test_faulty_cards_are_destroyed_good_ones_dispatched_pins_stay_in_keym
         assert reasons.count("not packed") == 1, reasons
         assert len([r for r in reasons if "print-image" not in r and r != "not packed"]) == 1
 
-        destroy = {"card_ids": rejects, "witnesses": WITNESSES}
-        done_destroying = await http.post(
-            f"{FULFILLMENT}/v1/destructions", json=destroy, headers=operator
+        # Dual control: one operator asks, a second confirms with their own token.
+        asked = await http.post(
+            f"{FULFILLMENT}/v1/destructions", json={"card_ids": rejects}, headers=operator
         )
-        assert done_destroying.status_code == 201, done_destroying.text
+        assert asked.status_code == 201, asked.text
+        confirm = f"{FULFILLMENT}/v1/destructions/{asked.json()['destruction_id']}/confirm"
+        assert (await http.post(confirm, headers=operator)).status_code == 403  # the same one
+        second = {"Authorization": f"Bearer {bureau.tokens.second_operator}"}
+        done_destroying = await http.post(confirm, headers=second)
+        assert done_destroying.status_code == 200, done_destroying.text
 
         closed = await bureau.wait_for_batch(batch, {"closed", "held"}, timeout=300)
         assert closed["status"] == "closed", closed

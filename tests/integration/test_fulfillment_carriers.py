@@ -21,6 +21,7 @@ from tests.support.fulfillment import (
     ISSUER,
     SERVICE_TOKEN,
     count_of,
+    destroy_under_dual_control,
     emitted,
     fulfillment_settings,
     passed,
@@ -50,6 +51,7 @@ async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_a
     runtime: ServiceRuntime,
     http: httpx.AsyncClient,
     keymgmt: KeymgmtDouble,
+    unique: str,
 ) -> None:
     batch = uuid.uuid4()
     good, also_good, misfed = (keymgmt.add_card(ISSUER) for _ in range(3))
@@ -65,8 +67,7 @@ async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_a
     view = (await http.get(f"/v1/batches/{batch}")).json()
     assert sorted(view["packed"]) == sorted([str(good), str(also_good)])
     assert view["awaiting_destruction"] == [str(misfed)]
-    destroy = {"card_ids": [str(misfed)], "witnesses": ["ann", "bob"]}
-    assert (await http.post("/v1/destructions", json=destroy)).status_code == 201
+    assert (await destroy_under_dual_control(http, [misfed], unique)).status_code == 200
     await publish(
         settings,
         (

@@ -1,5 +1,6 @@
-"""The fulfillment service on the real stack: packing, witnessed destruction, and dispatch
-only after audit reconciles the batch; no PAN and no address leave in events or manifests.
+"""The fulfillment service on the real stack: packing, destruction under dual control (two
+operators, each with their own token), and dispatch only after audit reconciles the batch;
+no PAN and no address leave in events or manifests.
 
 keymgmt is another process: the KeymgmtDouble of the graphical tests serves it over HTTP.
 """
@@ -50,7 +51,7 @@ def settings(
     return fulfillment_settings(unique, keymgmt, tmp_path)
 
 
-async def test_batch_is_packed_rejects_destroyed_by_two_witnesses_and_dispatched_after_audit(
+async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched_after_audit(
     settings: FulfillmentSettings,
     runtime: ServiceRuntime,
     http: httpx.AsyncClient,
@@ -109,19 +110,42 @@ async def test_batch_is_packed_rejects_destroyed_by_two_witnesses_and_dispatched
     assert view["release"] == "awaiting reconciliation"
     assert not settings.manifest_dir.exists() or not any(settings.manifest_dir.iterdir())
 
-    async def destroy(cards: list[uuid.UUID], witnesses: list[str], **kw: Any) -> httpx.Response:
-        body = {"card_ids": [str(x) for x in cards], "witnesses": witnesses}
-        return await http.post("/v1/destructions", json=body, **kw)
+    async def ask(cards: list[uuid.UUID], **kw: Any) -> httpx.Response:
+        return await http.post("/v1/destructions", json={"card_ids": [str(x) for x in cards]}, **kw)
 
-    assert (await destroy([c], ["olga", "olga"])).status_code == 422
-    assert (await destroy([c], [" Olga", "OLGA "])).status_code == 422
-    assert (await destroy([c], ["olga"])).status_code == 422
-    assert (await destroy([c, a], ["ann", "bob"])).status_code == 409  # a is packed: nothing
+    olga, oscar = "operator:olga", "operator:oscar"
+    oscar_token = {"Authorization": f"Bearer op2-{unique}"}
+    # Typed witness names are gone: the body names the cards only.
+    old_body = {"card_ids": [str(c)], "witnesses": ["ann", "bob"]}
+    assert (await http.post("/v1/destructions", json=old_body)).status_code == 422
+    assert (await ask([c, a])).status_code == 409  # a is packed: nothing is requested
     auditor = {"Authorization": f"Bearer aud-{unique}"}
-    assert (await destroy([c], ["ann", "bob"], headers=auditor)).status_code == 403
-    done = await destroy([c, d], ["ann", "bob"])
-    assert done.status_code == 201, done.text
-    assert (await destroy([c], ["ann", "bob"])).status_code == 409  # already destroyed
+    assert (await ask([c], headers=auditor)).status_code == 403
+    asked = await ask([c, d])
+    assert asked.status_code == 201, asked.text
+    request = asked.json()
+    assert (request["state"], request["requested_by"]) == ("pending", olga)
+    confirm = f"/v1/destructions/{request['destruction_id']}/confirm"
+    # The attack: the requester confirms their own request. Refused, kept, nothing destroyed.
+    same = await http.post(confirm)
+    assert same.status_code == 403, same.text
+    assert same.headers["X-Bureau-Refusal"] == "same-principal-twice"
+    assert "two different people" in same.text
+    assert (await http.post(confirm, headers=auditor)).status_code == 403
+    view = (await http.get(f"/v1/batches/{batch}")).json()
+    assert sorted(view["awaiting_destruction"]) == sorted([str(c), str(d), str(e)])
+    done = await http.post(confirm, headers=oscar_token)
+    assert done.status_code == 200, done.text
+    assert done.json()["witnesses"] == [olga, oscar]
+    assert (await http.post(confirm, headers=oscar_token)).status_code == 409  # once only
+    assert (await ask([c])).status_code == 409  # already destroyed
+    record = (await http.get(f"/v1/destructions/{request['destruction_id']}")).json()
+    assert (record["state"], record["requested_by"], record["confirmed_by"]) == (
+        "confirmed",
+        olga,
+        oscar,
+    )
+    assert [r["refused_principal"] for r in record["refusals"]] == [olga]
 
     await publish(
         settings,
@@ -138,7 +162,7 @@ async def test_batch_is_packed_rejects_destroyed_by_two_witnesses_and_dispatched
     )
     destroyed = [x for x in out if isinstance(x, events.CardDestroyed)]
     assert sorted(x.card_id for x in destroyed) == sorted([c, d])
-    assert {x.witnesses for x in destroyed} == {("ann", "bob")}
+    assert {(x.witnesses, x.actor) for x in destroyed} == {((olga, oscar), oscar)}
     (shipment,) = [x for x in out if isinstance(x, events.ShipmentDispatched)]
     assert sorted(shipment.card_ids) == sorted([a, b])
     assert (shipment.kind, shipment.courier) == ("cards", "swift-post")

@@ -1,7 +1,7 @@
 """Blank stock on the real stack: an order issues blanks to its batch, an order the vault
-cannot cover is refused, unused blanks return from a batch, blanks are destroyed under two
-witnesses, counts per product add up, each movement is an event; and accepted orders are
-planned into production runs by product and priority."""
+cannot cover is refused, unused blanks return from a batch, blanks are destroyed under dual
+control (one operator asks, a second confirms), counts per product add up, each movement is
+an event; and accepted orders are planned into production runs by product and priority."""
 
 from __future__ import annotations
 
@@ -54,18 +54,31 @@ async def test_blank_stock_moves_are_counted_refused_when_short_and_emitted(
     )
     assert back.status_code == 201, back.text
     destruction = {"issuer_id": "bank-a", "product_id": "debit", "reason": "water damage"}
-    one_witness = await intake.http.post(
-        "/v1/stock/destructions",
-        json=destruction | {"quantity": 2, "witnesses": ["olga", "olga"]},
-        headers=intake.operator,
-    )
-    assert one_witness.status_code == 422
-    destroyed = await intake.http.post(
+    typed_names = await intake.http.post(
         "/v1/stock/destructions",
         json=destruction | {"quantity": 2, "witnesses": ["olga", "ann"]},
         headers=intake.operator,
     )
-    assert destroyed.status_code == 201, destroyed.text
+    assert typed_names.status_code == 422  # witnesses are tokens now, not typed names
+    asked = await intake.http.post(
+        "/v1/stock/destructions", json=destruction | {"quantity": 2}, headers=intake.operator
+    )
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["requested_by"] == "operator:olga"
+    confirm = f"/v1/stock/destructions/{asked.json()['destruction_id']}/confirm"
+    # The attack: the requester confirms their own request. Refused, kept, no stock moves.
+    same = await intake.http.post(confirm, headers=intake.operator)
+    assert same.status_code == 403, same.text
+    assert same.headers["X-Bureau-Refusal"] == "same-principal-twice"
+    assert (await levels(intake, "bank-a"))["destroyed"] == 0
+    destroyed = await intake.http.post(confirm, headers=intake.second_operator)
+    assert destroyed.status_code == 200, destroyed.text
+    assert destroyed.json()["witnesses"] == ["operator:olga", "operator:oscar"]
+    again = await intake.http.post(confirm, headers=intake.second_operator)
+    assert again.status_code == 409  # confirmed once only
+    record = (await intake.http.get(confirm[: -len("/confirm")], headers=intake.operator)).json()
+    assert (record["state"], record["confirmed_by"]) == ("confirmed", "operator:oscar")
+    assert [r["refused_principal"] for r in record["refusals"]] == ["operator:olga"]
     assert await levels(intake, "bank-a") == {
         "issuer_id": "bank-a",
         "product_id": "debit",
@@ -100,4 +113,6 @@ async def test_blank_stock_moves_are_counted_refused_when_short_and_emitted(
     moves = [events.decode_event(r.value) for r in emitted]
     assert [e.quantity for e in moves if isinstance(e, events.StockReturned)] == [1]
     gone = [e for e in moves if isinstance(e, events.StockDestroyed)]
-    assert [(e.quantity, e.witnesses) for e in gone] == [(2, ("olga", "ann"))]
+    assert [(e.quantity, e.witnesses, e.actor) for e in gone] == [
+        (2, ("operator:olga", "operator:oscar"), "operator:oscar")
+    ]

@@ -27,6 +27,8 @@ BUREAU_ONLY = {
     ("GET", "/v1/stock"),
     ("POST", "/v1/stock/returns"),
     ("POST", "/v1/stock/destructions"),
+    ("POST", "/v1/stock/destructions/{destruction_id}/confirm"),
+    ("GET", "/v1/stock/destructions/{destruction_id}"),
     ("GET", "/v1/planning/batches"),
 }
 
@@ -186,7 +188,7 @@ async def test_every_endpoint_is_probed_and_issuer_b_never_reaches_a(world: Worl
     for key in sorted(PROBES):
         await PROBES[key](world)
     for method, path in sorted(BUREAU_ONLY):
-        url = path.replace("{issuer_id}", "bank-a")
+        url = path.replace("{issuer_id}", "bank-a").replace("{destruction_id}", str(uuid.uuid4()))
         answer = await world.as_b(method, url, json={})
         assert answer.status_code == 403, (method, path, answer.text)
     unknown = await world.as_b("GET", f"/v1/orders/{uuid.uuid4()}")

@@ -230,6 +230,7 @@ def cli_answers(settings: KeymgmtSettings, monkeypatch: pytest.MonkeyPatch) -> l
         "BUREAU_HSM_PIN": settings.hsm_pin,
         "OPENSSL_CONF": str(settings.openssl_conf),
         "BUREAU_KEYMGMT_SCHEMA": settings.keymgmt_schema,
+        "BUREAU_PRINCIPALS": settings.principals,  # the custodians' tokens are checked here
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -248,12 +249,13 @@ def test_cli_prints_the_kek_and_imports_wrapped_components(
     pem = printed[printed.index("-----BEGIN PUBLIC KEY-----") :].encode()
     blobs = [base64.b64encode(wrap(pem, part)).decode() for part in (PART1, PART2)]
     kcvs = [soft_des_kcv(PART1), soft_des_kcv(PART2)]
-    cli_answers[:] = ["alice", blobs[0], kcvs[0], "bob", "not base64!", kcvs[1]]
+    carol, cyril = f"cu-{unique}", f"cu2-{unique}"  # each custodian's own bearer token
+    cli_answers[:] = [carol, blobs[0], kcvs[0], cyril, "not base64!", kcvs[1]]
     args = ["import", "--label", "IMK-AC", "--issuer", f"pd{unique}", "--type", "DES2"]
     args += ["--usage", "derive", "--components", "2", "--wrapped"]
     assert cli.main(args) == 2
     assert "does not unwrap under" in capsys.readouterr().err
-    cli_answers[:] = ["alice", blobs[0], kcvs[0], "bob", blobs[1], kcvs[1]]
+    cli_answers[:] = [carol, blobs[0], kcvs[0], cyril, blobs[1], kcvs[1]]
     assert cli.main([*args, "--label", "IMK-SMI", "--expected-kcv", "08D7B4"]) == 0
     out = capsys.readouterr().out
     assert f"pd{unique}/IMK-SMI/1 loaded, KCV 08D7B4" in out

@@ -4,6 +4,7 @@ the HSM session cannot open."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import getpass
 import json
@@ -122,7 +123,7 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
     async with engine.connect() as conn:
         assert await KeysRepository(conn).key(label) is None
     assert await keymgmt_hsm.call(Hsm.find_key, label) is None
-    assert twice == "alice already entered a component: dual control"
+    assert twice == "alice already entered a component: dual control needs another custodian"
     assert wrong_kcv == "component of bob: KCV mismatch"
     assert missing == "component missing: 2 of 3"
     assert blank == "component missing"
@@ -161,6 +162,7 @@ def cli_env(
         "OPENSSL_CONF": str(settings.openssl_conf),
         "BUREAU_KEYMGMT_SCHEMA": settings.keymgmt_schema,
         "BUREAU_KMC_LABEL": settings.kmc_label,
+        "BUREAU_PRINCIPALS": settings.principals,  # the custodians' tokens are checked here
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -171,22 +173,62 @@ def cli_env(
     return answers
 
 
-def test_cli_prompts_each_custodian_and_refuses_one_person_acting_as_two(
-    cli_env: list[str], unique: str, capsys: pytest.CaptureFixture[str]
+async def recorded(settings: KeymgmtSettings, label: str) -> list[dict[str, Any]]:
+    """The ceremonies of `label` as keymgmt recorded them (for a test that is not async)."""
+    db = make_engine(settings.database_url, settings.keymgmt_schema)
+    try:
+        async with db.connect() as conn:
+            return await KeysRepository(conn).ceremonies(label)
+    finally:
+        await db.dispose()
+
+
+def test_cli_authenticates_each_custodian_and_refuses_one_person_acting_as_two(
+    settings: KeymgmtSettings,
+    cli_env: list[str],
+    unique: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     issuer = f"ia{unique}"
     args = ["--issuer", issuer, "--type", "DES2", "--usage", "derive", "--components", "2"]
     second = bytes(a ^ b for a, b in zip(CVK, PARTS[0], strict=True))
     kcvs = [soft_des_kcv(PARTS[0]), soft_des_kcv(second)]
-    cli_env[:] = ["alice", PARTS[0].hex(), kcvs[0], "alice", second.hex(), kcvs[1]]
+    carol, cyril, cleo = f"cu-{unique}", f"cu2-{unique}", f"cu3-{unique}"  # their own tokens
+    # The attack: one custodian enters both components with their own token.
+    cli_env[:] = [carol, PARTS[0].hex(), kcvs[0], carol, second.hex(), kcvs[1]]
     assert cli.main(["import", "--label", "IMK-CVK", *args]) == 2
-    assert "REFUSED: alice already entered a component" in capsys.readouterr().err
-    cli_env[:] = ["alice", PARTS[0].hex(), kcvs[0], "bob", second.hex(), kcvs[1]]
-    assert cli.main(["import", "--label", "IMK-CVK", *args, "--expected-kcv", "08D7B4"]) == 0
+    assert "REFUSED: custodian:carol already entered a component" in capsys.readouterr().err
+    # A typed name is no credential, nor is another role's token: three tries, then refused.
+    cli_env[:] = ["carol", f"ad-{unique}", f"st-{unique}"]
+    assert cli.main(["import", "--label", "IMK-CVK", *args]) == 2
+    refused = capsys.readouterr()
+    assert "Refused: unknown or revoked credentials, or not a custodian's" in refused.out
+    assert "REFUSED: no authenticated custodian for component 1" in refused.err
+    # Named custodians: cleo's token at cyril's step is refused (recorded), cyril then enters.
+    named = ["--custodian", "cyril", "--custodian", "carol", "--expected-kcv", "08D7B4"]
+    cli_env[:] = [cleo, cyril, PARTS[0].hex(), kcvs[0], carol, second.hex(), kcvs[1]]
+    assert cli.main(["import", "--label", "IMK-CVK", *args, *named]) == 0
     out = capsys.readouterr().out
+    assert "Refused: component 1 is custodian:cyril's step, not custodian:cleo's" in out
     assert f"{issuer}/IMK-CVK/1 loaded, KCV 08D7B4 (DES-3DES-ECB-ZERO)" in out
     assert PARTS[0].hex() not in out
     assert second.hex() not in out
+    assert carol not in out
+    history = asyncio.run(recorded(settings, f"{issuer}/IMK-CVK/1"))
+    assert [(c["outcome"], c["reason"]) for c in history] == [
+        ("refused", "custodian:carol already entered a component: dual control needs another"
+         " custodian"),
+        ("refused", "no authenticated custodian for this component"),
+        ("completed", None),
+    ]  # fmt: skip
+    steps = [(x["step"], x["custodian"], x["outcome"]) for x in history[-1]["steps"]]
+    assert steps == [
+        ("open", None, "ok"),
+        ("component 1", "custodian:cleo", "refused"),
+        ("component 1", "custodian:cyril", "ok"),
+        ("component 2", "custodian:carol", "ok"),
+        ("combine", None, "ok"),
+    ]
     assert cli.main(["demo-keys", "--issuer", issuer]) == 0
     assert f"imported: {issuer}/IMK-AC/1" in capsys.readouterr().out
 

@@ -185,7 +185,8 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
     keymgmt_hsm: Hsm,
     tmp_path: Path,
 ) -> None:
-    """A SIM product's card: the same station call, the USIM script inside the SCP03 session."""
+    """A SIM product's card: the same station call, the USIM script inside the SCP03 session;
+    once bound at one station, no other station gets its script (refused and recorded)."""
     runtime, http = keymgmt
     issuer, station = f"ia{unique}", f"st-{unique}"
     await load_demo_keys(settings, issuer)
@@ -210,6 +211,26 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
             text("SELECT iccid FROM sim_cards WHERE card_id = :c"), {"c": card["card_id"]}
         )
     assert iccid == row.scalar_one()
+
+    # Station binding: the card is bound at station-a; station-b (its own token) gets no
+    # script for it, neither replaying station-a's chip nor with a chip of its own.
+    for other_chip in (chip, new_chip(CardStore(tmp_path))):
+        stolen = await script_for(http, f"st2-{unique}", card["card_id"], other_chip)
+        assert stolen.status_code == 403, stolen.text
+        assert stolen.headers["x-bureau-refusal"] == "card-at-another-station"
+        assert "bound to a chip at station station-a" in stolen.json()["detail"]
+    assert (await script_for(http, station, card["card_id"], chip)).status_code == 200
+    async with runtime.engine.connect() as conn:
+        refusals = await conn.execute(
+            text("SELECT accessor, purpose FROM vault_access WHERE card_id = :c ORDER BY id"),
+            {"c": card["card_id"]},
+        )
+        sessions = await conn.execute(
+            text("SELECT station FROM perso_sessions WHERE card_id = :c"), {"c": card["card_id"]}
+        )
+    refused = [row for row in refusals.all() if row[1].startswith("perso refused")]
+    assert [accessor for accessor, _ in refused] == ["station:station-b"] * 2
+    assert sessions.scalars().all() == ["station-a"] * 2
 
 
 async def test_a_cancelled_card_is_never_prepared_nor_scripted(

@@ -98,9 +98,22 @@ def fulfillment_settings(
         environment="test",
         topic_prefix=f"t{unique}",
         service_tokens=f"fulfillment={SERVICE_TOKEN}",
-        principals=f"operator:olga=op-{unique},auditor:ann=aud-{unique}",
+        principals=f"operator:olga=op-{unique},operator:oscar=op2-{unique},auditor:ann=aud-{unique}",
         keymgmt_url=keymgmt.url,
         fulfillment_manifest_dir=tmp_path / "manifests",
         fulfillment_inserter_dir=tmp_path / "inserter",
         fulfillment_courier="swift-post",
+    )
+
+
+async def destroy_under_dual_control(
+    http: httpx.AsyncClient, cards: list[uuid.UUID], unique: str
+) -> httpx.Response:
+    """Olga (the client's token) requests the destruction, Oscar confirms it with his own."""
+    body = {"card_ids": [str(c) for c in cards]}
+    asked = await http.post("/v1/destructions", json=body)
+    assert asked.status_code == 201, asked.text
+    oscar = {"Authorization": f"Bearer op2-{unique}"}
+    return await http.post(
+        f"/v1/destructions/{asked.json()['destruction_id']}/confirm", headers=oscar
     )

@@ -120,6 +120,7 @@ class Intake:
         self.tokens: dict[str, str] = {}
         self.admin: dict[str, str] = {}
         self.operator: dict[str, str] = {}
+        self.second_operator: dict[str, str] = {}  # confirms what `operator` asked
 
     def issuer(self, name: str, **headers: str) -> dict[str, str]:
         return {**bearer(self.tokens[name]), **headers}
@@ -176,7 +177,9 @@ async def started_intake(
         "environment": "test",
         "topic_prefix": f"{keymgmt_settings.topic_prefix}i",  # override to have keymgmt prepare
         "service_tokens": keymgmt_settings.service_tokens,
-        "principals": f"admin:root=adm-{unique},operator:olga=op-{unique}",
+        "principals": (
+            f"admin:root=adm-{unique},operator:olga=op-{unique},operator:oscar=op2-{unique}"
+        ),
         "keymgmt_url": "http://keymgmt",
     }
     config = IntakeSettings(**(values | overrides))
@@ -198,6 +201,7 @@ async def started_intake(
         ) as http:
             intake = Intake(http, app, runtime, config)
             intake.admin, intake.operator = bearer(f"adm-{unique}"), bearer(f"op-{unique}")
+            intake.second_operator = bearer(f"op2-{unique}")
             for issuer in ISSUERS:
                 await expect(
                     http.post(

@@ -1,4 +1,4 @@
-"""Fulfillment rules: witnesses, destruction, card states, carrier ids
+"""Fulfillment rules: destruction, card states, carrier ids
 (services/fulfillment/service.py)."""
 
 from __future__ import annotations
@@ -13,31 +13,9 @@ from services.fulfillment.service import (
     DestructionRefused,
     carrier_id_for,
     check_destruction,
-    check_witnesses,
     state_after_packing,
     state_after_rejection,
 )
-
-
-def test_two_different_witnesses_are_accepted_tidied() -> None:
-    assert check_witnesses(["  Alice  Smith", "Bob"]) == ("Alice Smith", "Bob")
-
-
-@pytest.mark.parametrize(
-    "witnesses",
-    [
-        ["alice", "alice"],
-        ["Alice", " ALICE "],
-        ["alice"],
-        [],
-        ["alice", "bob", "carol"],
-        ["alice", "   "],
-    ],
-)
-def test_destruction_needs_exactly_two_different_people(witnesses: list[str]) -> None:
-    with pytest.raises(DestructionRefused) as refused:
-        check_witnesses(witnesses)
-    assert not refused.value.conflict
 
 
 def test_destruction_of_cards_all_awaiting_it_is_allowed() -> None:

@@ -2,9 +2,12 @@
 beside the custodians' CLI, and bureau-owned keys generated in the HSM (the audit log's
 checkpoint signing is signing_api.py).
 
-A ceremony is opened by a custodian or admin; each component is then submitted by an
-authenticated custodian principal (the token names the person: nobody types a name), the
-same principal twice is refused, and the key is combined when the last component arrives.
+A ceremony is opened by a custodian or admin, optionally naming its custodians (one per
+component, in order); each component is then submitted by an authenticated custodian principal
+(the token names the person: nobody types a name). The same principal twice refuses the
+ceremony (409 same-principal-twice); a custodian the ceremony did not name for the next
+component is refused (403 not-your-component, recorded) and the ceremony waits for the named
+one. The key is combined when the last component arrives.
 Components travel wrapped under the key-exchange key (GET /v1/ceremony-kek; RSA-OAEP, unwrapped
 in the HSM: keys/ceremony_kek.py); a clear component is accepted in dev/test only, and in
 production it is refused (403) together with its ceremony.
@@ -32,28 +35,30 @@ from services.keymgmt.deps import (
 )
 from services.keymgmt.hsm.session import HsmError, key_label
 from services.keymgmt.keys.ceremonies import (
-    CEREMONY_TTL,
     CLEAR_REFUSED,
-    ApiCeremony,
     CeremonyPolicy,
     CeremonyRefused,
     CeremonySpec,
-    OpenCeremonies,
-    OpenCeremony,
-    ensure_kek_recorded,
+    KeyCeremony,
+    NotThisCustodiansStep,
+    SameCustodianTwice,
 )
 from services.keymgmt.keys.ceremony_kek import KEK_ALGORITHM
+from services.keymgmt.keys.kek_inventory import ensure_kek_recorded
+from services.keymgmt.keys.open_ceremonies import CEREMONY_TTL, OpenCeremonies, OpenCeremony
 from services.keymgmt.keys.schemas import (
     CeremonyNotOpen,
     CeremonyOpen,
     CeremonyStopped,
     ClearComponentRefused,
     ComponentIn,
+    CustodianTwiceRefused,
     GenerateKey,
     KeyExists,
     KeyInUse,
     KeyNotActive,
     NoSuchKey,
+    NotYourComponent,
 )
 from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.keys.signing import key_id, pem
@@ -130,9 +135,10 @@ async def open_ceremony(
         body.components,
         who_of(who),
         body.expected_kcv,
+        tuple(f"custodian:{name}" for name in body.custodians),
     )
     policy = CeremonyPolicy.of(deps.settings, deps.gate.inventory)
-    ceremony = ApiCeremony(runtime.engine, deps.hsm(), spec, policy)
+    ceremony = KeyCeremony(runtime.engine, deps.hsm(), spec, policy)
     try:
         await ceremony.open()
     except CeremonyRefused as exc:
@@ -184,6 +190,11 @@ async def submit_component(
             if received < spec.components:
                 return {"ceremony_id": str(ceremony_id), "state": "open", "received": received}
             result = await ceremony.complete()
+        except NotThisCustodiansStep as exc:
+            raise NotYourComponent(str(exc)) from exc  # recorded; the ceremony stays open
+        except SameCustodianTwice as exc:
+            deps.ceremonies.pop(ceremony_id, None)
+            raise CustodianTwiceRefused(f"ceremony refused: {exc}") from exc
         except CeremonyRefused as exc:
             deps.ceremonies.pop(ceremony_id, None)
             raise CeremonyStopped(f"ceremony refused: {exc}") from exc

@@ -6,14 +6,10 @@ each step is a `ceremony_steps` row (who, when, outcome; never a component) and 
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import NoReturn
-from uuid import UUID
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -35,7 +31,6 @@ from services.keymgmt.keys.ceremony import (
 )
 from services.keymgmt.keys.ceremony_kek import (
     destroy_components,
-    ensure_kek,
     import_unwrapped,
     read_component,
     unwrap_component,
@@ -51,6 +46,15 @@ class CeremonyRefused(Exception):
     """The ceremony stopped; no key was created and the refusal is recorded."""
 
 
+class SameCustodianTwice(CeremonyRefused):
+    """One custodian principal entering a second component: the ceremony is refused."""
+
+
+class NotThisCustodiansStep(Exception):
+    """A custodian the ceremony did not name for the next component: that submission is
+    refused and recorded, the ceremony stays open for the named custodian."""
+
+
 @dataclass(frozen=True)
 class CeremonySpec:
     label: str
@@ -60,6 +64,10 @@ class CeremonySpec:
     components: int
     conducted_by: str
     expected_kcv: str | None = None
+    # The custodians named when the ceremony is opened (`role:name` of their principals), in
+    # component order: component n is custodians[n-1]'s step and nobody else's. Empty: any
+    # authenticated custodian, each once.
+    custodians: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,9 @@ class KeyCeremony:
     ) -> None:
         if not 2 <= spec.components <= 3:
             raise ValueError("a key is imported from 2 or 3 components")
+        named = [c.strip().casefold() for c in spec.custodians]
+        if named and (len(named) != spec.components or len(set(named)) != len(named)):
+            raise ValueError("name one different custodian for each component, or none")
         self.engine, self.hsm, self.spec = engine, hsm, spec
         self.policy = policy or CeremonyPolicy()
         self.ceremony_id = uuid.uuid4()
@@ -112,7 +123,13 @@ class KeyCeremony:
         extra = {"ceremony_id": str(self.ceremony_id), "label": self.spec.label, "step": step}
         log.info("ceremony step %s: %s", outcome, detail, extra={**extra, "custodian": custodian})
 
-    async def _refuse(self, step: str, custodian: str | None, reason: str) -> NoReturn:
+    async def _refuse(
+        self,
+        step: str,
+        custodian: str | None,
+        reason: str,
+        error: type[CeremonyRefused] = CeremonyRefused,
+    ) -> NoReturn:
         for comp in self._components:
             comp.value[:] = bytes(len(comp.value))
         self._components.clear()
@@ -122,7 +139,7 @@ class KeyCeremony:
         await self._step(step, custodian, "refused", reason)
         async with self.engine.begin() as conn:
             await KeysRepository(conn).finish_ceremony(self.ceremony_id, "refused", reason)
-        raise CeremonyRefused(reason)
+        raise error(reason)
 
     async def open(self) -> None:
         s = self.spec
@@ -130,7 +147,9 @@ class KeyCeremony:
             repo = KeysRepository(conn)
             await repo.start_ceremony({"ceremony_id": self.ceremony_id, **asdict(s)})
             known = await repo.key(s.label)
-        await self._step("open", None, "ok", f"{s.key_type} {s.usage} from {s.components} parts")
+        named = f"; custodians {', '.join(s.custodians)}" if s.custodians else ""
+        parts = f"{s.key_type} {s.usage} from {s.components} parts{named}"
+        await self._step("open", None, "ok", parts)
         if known is not None:
             await self._refuse("open", None, f"{s.label} is already in the inventory")
         if await self.hsm.call(Hsm.find_key, s.label) is not None:
@@ -146,11 +165,34 @@ class KeyCeremony:
         step = f"component {n}"
         if not name:
             await self._refuse(step, None, "a component needs a named custodian")
-        if name in self._custodians:
-            await self._refuse(step, name, f"{name} already entered a component: dual control")
+        if name.casefold() in (c.casefold() for c in self._custodians):
+            why = f"{name} already entered a component: dual control needs another custodian"
+            await self._refuse(step, name, why, SameCustodianTwice)
         if n > self.spec.components:
             await self._refuse(step, name, f"only {self.spec.components} components expected")
+        named = self.spec.custodians
+        if named and name.casefold() != named[n - 1].strip().casefold():
+            why = f"{step} is {named[n - 1]}'s step, not {name}'s"
+            await self._step(step, name, "refused", why)  # the ceremony stays open
+            raise NotThisCustodiansStep(why)
         return step, name
+
+    def named_for_next(self) -> str | None:
+        """The custodian the ceremony named for the next component, if it named any."""
+        named, n = self.spec.custodians, self.received
+        return named[n] if named and n < len(named) else None
+
+    async def refuse_attempt(self, who: str | None, reason: str) -> None:
+        """A refused attempt at the next component (unknown token, not the named custodian):
+        recorded; the ceremony stays open."""
+        await self._step(f"component {self.received + 1}", who, "refused", reason)
+
+    async def stop(self, step: str, who: str | None, reason: str) -> None:
+        """Refuse the ceremony now (zeroes the components, records the step and outcome)."""
+        try:
+            await self._refuse(step, who, reason)
+        except CeremonyRefused:
+            pass
 
     async def add_wrapped_component(
         self, custodian: str, wrapped: bytes, kcv: str, kcv_method: KcvMethod | None = None
@@ -353,48 +395,3 @@ async def load_demo_keys(
     finally:
         await engine.dispose()
     return imported
-
-
-# -- ceremonies through the API ----------------------------------------------------------------
-CEREMONY_TTL = 900.0  # seconds a ceremony may wait for its next custodian
-
-
-class ApiCeremony(KeyCeremony):
-    """The CLI's ceremony, plus what the API needs: abort and expiry."""
-
-    async def stop(self, step: str, who: str | None, reason: str) -> None:
-        """Refuse the ceremony now (zeroes the components, records the step and outcome)."""
-        try:
-            await self._refuse(step, who, reason)
-        except CeremonyRefused:
-            pass
-
-
-@dataclass
-class OpenCeremony:
-    ceremony: ApiCeremony
-    touched: float = field(default_factory=time.monotonic)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class OpenCeremonies(dict[UUID, OpenCeremony]):
-    """The ceremonies open in this process (their checked components are bytearrays, zeroed on
-    refusal, abort, expiry and combination: the SoftHSM shortcut of ceremony.py). Custodians of
-    one ceremony therefore talk to one keymgmt replica."""
-
-
-async def ensure_kek_recorded(repo: KeysRepository, hsm: Hsm, label: str, who: str) -> bytes:
-    """SubjectPublicKeyInfo (DER) of the ceremony key-exchange key, generated in the HSM and
-    recorded in the key inventory on first use (its "KCV" is the SPKI's SHA-256, 3 bytes)."""
-    await repo.lock(f"keymgmt.generate.{label}")
-    der, generated = await hsm.call(ensure_kek, label)
-    if await repo.key(label) is None:
-        kcv = hashlib.sha256(der).hexdigest()[:6].upper()
-        owner = label.split("/")[0]
-        row = key_row(
-            label, owner, "RSA-3072", "key-exchange", [(kcv, "SHA-256-SPKI")], "generated", (who,)
-        )
-        await repo.add_key(row)
-    if generated:
-        log.info("ceremony key-exchange key generated", extra={"label": label, "by": who})
-    return der

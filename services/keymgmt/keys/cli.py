@@ -1,7 +1,11 @@
 """The key custodians' command line: `python -m services.keymgmt ceremony import|kek|demo-keys`
 (the ceremony itself is ceremonies.py's, shared with the API and the demo driver). In production
 only `import --wrapped` is accepted: clear components are refused, and the CLI, like the
-service, refuses to run on a token that cannot keep them inside the HSM."""
+service, refuses to run on a token that cannot keep them inside the HSM. Each custodian
+authenticates with their own bearer token (typed hidden), checked here against keymgmt's
+principal registry (BUREAU_PRINCIPALS), the same registry its API checks: the CLI runs on the
+keymgmt host with the HSM in process, so it needs no network path to the API, and a custodian
+is the same principal (`custodian:name`) whichever door they use."""
 
 from __future__ import annotations
 
@@ -21,14 +25,15 @@ from services.keymgmt.keys.ceremonies import (
     CeremonyRefused,
     CeremonySpec,
     KeyCeremony,
-    ensure_kek_recorded,
     load_demo_keys,
 )
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.keys.ceremony_kek import KEK_ALGORITHM
+from services.keymgmt.keys.kek_inventory import ensure_kek_recorded
 from services.keymgmt.keys.repository import KeysRepository
 from services.keymgmt.keys.signing import key_id, pem
 from services.keymgmt.settings import MIGRATIONS, KeymgmtSettings
+from shared.auth import Authenticator, Principal, StaticTokens
 from shared.db import make_engine, migrate
 from shared.logs import configure_logging
 
@@ -49,9 +54,40 @@ def resolve_label(label: str, issuer_id: str) -> str:
     return key_label(issuer_id, label)
 
 
-async def _enter(ceremony: KeyCeremony, n: int, of: int, wrapped: bool, method: KcvMethod) -> None:
-    name = _ask(f"Custodian {n} of {of}, your name: ")
-    who = name or "custodian"
+TOKEN_ATTEMPTS = 3  # tries a custodian has at the token prompt before the ceremony stops
+
+
+async def _custodian(ceremony: KeyCeremony, registry: Authenticator, n: int, of: int) -> str:
+    """The principal (`custodian:name`) of the token the next custodian types (not echoed),
+    authenticated against keymgmt's principal registry, the one its API checks. An unknown
+    token, another role, or a custodian the ceremony did not name for this component is a
+    recorded refused attempt; after TOKEN_ATTEMPTS the ceremony is refused."""
+    for _ in range(TOKEN_ATTEMPTS):
+        token = _ask(f"Custodian {n} of {of}, your bearer token (hidden): ", True).strip()
+        principal = await registry(token) if token else None
+        if principal is None or principal.role != "custodian":
+            why = "unknown or revoked credentials, or not a custodian's"
+            await ceremony.refuse_attempt(None if principal is None else who_of(principal), why)
+        elif (named := ceremony.named_for_next()) not in (None, who_of(principal)):
+            why = f"component {n} is {named}'s step, not {who_of(principal)}'s"
+            await ceremony.refuse_attempt(who_of(principal), why)
+        else:
+            return who_of(principal)
+        sys.stdout.write(f"Refused: {why}.\n")
+    await ceremony.stop(f"component {n}", None, "no authenticated custodian for this component")
+    raise CeremonyRefused(f"no authenticated custodian for component {n}")
+
+
+async def _enter(
+    ceremony: KeyCeremony,
+    registry: Authenticator,
+    n: int,
+    of: int,
+    wrapped: bool,
+    method: KcvMethod,
+) -> None:
+    who = await _custodian(ceremony, registry, n, of)
+    sys.stdout.write(f"Authenticated as {who}.\n")
     if wrapped:
         blob = _ask(f"{who}, wrapped component {n} (base64, hidden): ", True)
         kcv = _ask(f"{who}, KCV on your component form: ")
@@ -59,15 +95,22 @@ async def _enter(ceremony: KeyCeremony, n: int, of: int, wrapped: bool, method: 
             value = base64.b64decode(blob.strip(), validate=True)
         except ValueError:
             value = b""  # refused by the HSM as a component that does not unwrap
-        await ceremony.add_wrapped_component(name, value, kcv, method)
+        await ceremony.add_wrapped_component(who, value, kcv, method)
     else:
         value_hex = _ask(f"{who}, key in component {n} (hex, hidden): ", True)
         kcv = _ask(f"{who}, KCV on your component form: ")
-        await ceremony.add_component(name, value_hex, kcv, method)
+        await ceremony.add_component(who, value_hex, kcv, method)
+
+
+def who_of(principal: Principal) -> str:
+    """As keymgmt's API names a principal in its records (deps.who_of): `role:name`."""
+    return f"{principal.role}:{principal.name}"
 
 
 async def import_interactively(settings: KeymgmtSettings, args: argparse.Namespace) -> str:
-    """Prompt each custodian in turn for name, component (not echoed) and the KCV on the form.
+    """Prompt each custodian in turn for their bearer token (not echoed; authenticated against
+    the principal registry: the same custodian twice refuses the ceremony), their component
+    (not echoed) and the KCV on the form.
     With --wrapped (the only way in production) each component is pasted as base64 RSA-OAEP
     under the key-exchange key (`ceremony kek`), unwrapped inside the HSM."""
     spec = CeremonySpec(
@@ -78,7 +121,9 @@ async def import_interactively(settings: KeymgmtSettings, args: argparse.Namespa
         components=args.components,
         conducted_by=_operator(),
         expected_kcv=args.expected_kcv,
+        custodians=tuple(f"custodian:{name}" for name in args.custodian or ()),
     )
+    registry = StaticTokens(settings.principals)  # as keymgmt's API authenticates people
     method = {"cmac": KcvMethod.AES_CMAC, "zero": KcvMethod.AES_ZERO_BLOCK}[args.kcv_method]
     schema = args.schema or settings.keymgmt_schema
     engine = make_engine(settings.database_url, schema)
@@ -91,7 +136,7 @@ async def import_interactively(settings: KeymgmtSettings, args: argparse.Namespa
             await ceremony.open()
             sys.stdout.write(f"Key ceremony {ceremony.ceremony_id} for {spec.label}\n")
             for n in range(1, spec.components + 1):
-                await _enter(ceremony, n, spec.components, args.wrapped, method)
+                await _enter(ceremony, registry, n, spec.components, args.wrapped, method)
                 sys.stdout.write(f"Component {n} accepted; next custodian, please.\n")
             result = await ceremony.complete()
     finally:
@@ -127,6 +172,12 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--usage", required=True, choices=[u.value for u in KeyUsage])
     imp.add_argument("--components", type=int, choices=(2, 3), required=True)
     imp.add_argument("--expected-kcv", help="the issuer's KCV of the whole key")
+    imp.add_argument(
+        "--custodian",
+        action="append",
+        help="name the custodian of each component, in order (repeat once per component);"
+        " each component is then that custodian's step only",
+    )
     imp.add_argument("--kcv-method", choices=("cmac", "zero"), default="cmac", help="AES only")
     imp.add_argument("--schema", help="database schema (default: the service's)")
     imp.add_argument(

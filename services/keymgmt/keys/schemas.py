@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.keymgmt.hsm.kcv import KcvMethod
 from services.keymgmt.hsm.session import BureauKeyKind
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from shared.dual_control import SAME_PRINCIPAL_TWICE
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.keymgmt.contract import CheckpointToSign
 
@@ -22,12 +23,14 @@ __all__ = [
     "CheckpointToSign",
     "ClearComponentRefused",
     "ComponentIn",
+    "CustodianTwiceRefused",
     "GenerateKey",
     "KeyExists",
     "KeyInUse",
     "KeyNotActive",
     "NoSuchKey",
     "NotAuditService",
+    "NotYourComponent",
     "SigningKeyUnusable",
 ]
 
@@ -42,6 +45,21 @@ class CeremonyOpen(BaseModel):
     usage: KeyUsage
     components: int = Field(ge=2, le=3)
     expected_kcv: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{6}$")
+    custodians: list[str] = Field(
+        default_factory=list,
+        max_length=3,
+        description="principal names of the custodians, one per component in order (each"
+        " component is then that custodian's step only); empty: any custodian, each once",
+    )
+
+    @model_validator(mode="after")
+    def _named_custodians(self) -> CeremonyOpen:
+        names = [name.strip().casefold() for name in self.custodians]
+        if names and (len(names) != self.components or len(set(names)) != len(names)):
+            raise ValueError("custodians: name one different custodian per component, or none")
+        if not all(names):
+            raise ValueError("custodians: a custodian name is empty")
+        return self
 
 
 class ComponentIn(BaseModel):
@@ -112,6 +130,20 @@ class ClearComponentRefused(Forbidden):
 
 class CeremonyStopped(Conflict):
     """Refused, expired or aborted: no key, and on record."""
+
+
+class CustodianTwiceRefused(CeremonyStopped):
+    """Dual control: one custodian principal entered a second component; the ceremony is
+    refused (no key, on record)."""
+
+    refusal = SAME_PRINCIPAL_TWICE
+
+
+class NotYourComponent(Forbidden):
+    """The ceremony named another custodian for the next component: this submission is refused
+    and recorded; the ceremony waits for the named custodian."""
+
+    refusal = "not-your-component"
 
 
 class SigningKeyUnusable(Conflict):

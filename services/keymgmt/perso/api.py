@@ -1,7 +1,8 @@
 """The station's door: POST /v1/perso/secure-scripts gives a card's script through its SCP03
 (or SCP02) secure channel (docs/perso-protocol.md), from the card's INITIALIZE UPDATE answer:
 EXTERNAL AUTHENTICATE and the protected commands. It binds the chip to the card for good once
-the card has proved it holds our keys."""
+the card has proved it holds our keys, at the station whose token asked: from then on only that
+station gets the card's script (station binding, issue 15; docs/keymgmt.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from services.keymgmt.gp.channel import (
 from services.keymgmt.gp.secure_channel import secure_script
 from services.keymgmt.hsm.session import Hsm, HsmError, KeyNotFoundError
 from services.keymgmt.perso.schemas import (
+    CardAtAnotherStation,
     CardCancelledByIssuer,
     CardCryptogramRefused,
     CardNotVaulted,
@@ -36,10 +38,11 @@ from services.keymgmt.perso.service import (
     binding_problem,
     check_unchanged_keys,
     needed_keys,
+    other_station,
     target_of,
 )
 from services.keymgmt.repository import KeymgmtRepository
-from shared.service import RuntimeDep
+from shared.service import RuntimeDep, ServiceRuntime
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/perso", tags=["perso"])
@@ -60,8 +63,29 @@ def _answer_of(body: SecureScriptRequest) -> tuple[bytes, str]:
     return iu, chip
 
 
-async def _target(repo: KeymgmtRepository, card_id: UUID, chip: str, kmc: str) -> PersoTarget:
-    """The card, checked: not cancelled, prepared and vaulted, free to bind, keys active."""
+async def _refuse_other_station(runtime: ServiceRuntime, card_id: UUID, station: str) -> None:
+    """Station binding (issue 15): a card bound to a chip at one station is scripted for that
+    station only. The station is the one the caller's token names. A refusal is recorded in
+    vault_access (committed) before it is raised."""
+    async with runtime.unit_of_work() as uow:
+        repo: KeymgmtRepository = uow.repo
+        holder = other_station(await repo.perso.binding(card_id), station)
+        if holder is None:
+            return
+        why = f"the card is bound to a chip at station {holder}; its script is for that station"
+        await repo.vault.record_access([(card_id, f"station:{station}", f"perso refused: {why}")])
+    log.warning(
+        "perso refused: card bound at another station",
+        extra={"card_id": str(card_id), "station": station, "bound_at": holder},
+    )
+    raise CardAtAnotherStation(why)
+
+
+async def _target(
+    repo: KeymgmtRepository, card_id: UUID, chip: str, kmc: str, station: str
+) -> PersoTarget:
+    """The card, checked: not cancelled, prepared and vaulted, free to bind at this station,
+    keys active."""
     if await repo.perso.is_cancelled(card_id):
         raise CardCancelledByIssuer("the card was cancelled by its issuer")
     prepared = await repo.perso.prepared(card_id, for_update=True)
@@ -70,6 +94,8 @@ async def _target(repo: KeymgmtRepository, card_id: UUID, chip: str, kmc: str) -
         error = PersoRefused if vaulted else CardNotVaulted
         raise error("the card is not prepared")
     bound = await repo.perso.binding(card_id)
+    if other_station(bound, station) is not None:  # bound meanwhile (the prepared row's lock)
+        raise CardAtAnotherStation("the card is bound to a chip at another station")
     chip_card = None if bound is not None else await repo.perso.card_of_chip(chip)
     problem = binding_problem(bound, chip, chip_card)
     if problem is not None:
@@ -134,8 +160,9 @@ async def secure_perso_script(
     refused with `card-cryptogram-mismatch` (and the refusal is recorded)."""
     iu, chip = _answer_of(body)
     card_id, settings, hsm = body.card_id, deps.settings, deps.hsm()
+    await _refuse_other_station(runtime, card_id, who.name)
     async with runtime.unit_of_work() as uow:
-        target = await _target(uow.repo, card_id, chip, settings.kmc_label)
+        target = await _target(uow.repo, card_id, chip, settings.kmc_label, who.name)
         builder = ScriptBuilder(target, settings)
         challenge = bytes.fromhex(body.host_challenge)
         secured = await _secure(hsm, settings.kmc_label, challenge, iu, builder)

@@ -5,10 +5,11 @@ the station imports too."""
 
 from __future__ import annotations
 
-from shared.errors import Conflict, Invalid, NotFound
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.keymgmt.contract import Refusal, SecureScriptRequest
 
 __all__ = [
+    "CardAtAnotherStation",
     "CardCancelledByIssuer",
     "CardCryptogramRefused",
     "CardNotVaulted",
@@ -30,6 +31,13 @@ class CardCryptogramRefused(Conflict):
     """The card did not prove it holds this bureau's keys: spoil it, eject the chip."""
 
     refusal = Refusal.CARD_CRYPTOGRAM_MISMATCH
+
+
+class CardAtAnotherStation(Forbidden):
+    """Station binding (issue 15): the card is bound to a chip at another station; keymgmt
+    gives its script to that station only. The refusal is recorded (vault_access)."""
+
+    refusal = "card-at-another-station"
 
 
 class CardNotVaulted(NotFound):

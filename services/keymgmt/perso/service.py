@@ -35,6 +35,14 @@ class PersoTarget:
     emv: EmvCardRows | None = None  # an EMV card's profile rows (docs/emv-profile.md)
 
 
+def other_station(bound: Mapping[str, Any] | None, station: str) -> str | None:
+    """The station the card is bound at, when it is not `station` (station binding: the
+    station named by the caller's own token, never by the request)."""
+    if bound is not None and bound["station"] != station:
+        return str(bound["station"])
+    return None
+
+
 def binding_problem(bound: Mapping[str, Any] | None, chip: str, chip_card: Any) -> str | None:
     """Why this chip cannot be personalised as this card, or None."""
     if bound is not None and bound["chip_serial"] != chip:
