@@ -95,6 +95,12 @@ class BureauSettings(BaseSettings):
     def _refuse_dev_secrets_outside_dev(self) -> BureauSettings:
         if self.environment not in ("dev", "test"):
             problems = production_problems(self.credentials(), OPAQUE_SECRETS)
+            if self.migrate_on_start:
+                # A process that can migrate holds the schema owner: only the migration Job may.
+                problems.append(
+                    "BUREAU_MIGRATE_ON_START must be false: migrations run as the schema owner"
+                    " in their own job (python -m shared.migrate)"
+                )
             if problems:
                 raise ValueError(
                     f"refused in BUREAU_ENVIRONMENT={self.environment}: " + "; ".join(problems)

@@ -59,6 +59,7 @@ def prod_env(tmp_path: Path) -> dict[str, str]:
         "BUREAU_SERVICE_TOKENS": "intake=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
         "BUREAU_PRINCIPALS": "admin:root=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
         "BUREAU_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",  # prod refuses Kafka in clear
+        "BUREAU_MIGRATE_ON_START": "false",
         "BUREAU_KAFKA_USERNAME": "keymgmt",
         "BUREAU_KAFKA_PASSWORD": secrets.token_urlsafe(32).replace("dev", "Xq7"),
         "BUREAU_KEYMGMT_PORT": str(_free_port()),

@@ -70,6 +70,7 @@ def prod(**kafka: str) -> BureauSettings:
         database_url=f"postgresql+asyncpg://u:{secrets.token_urlsafe(24)}@db/bureau",
         service_tokens=",".join(f"{n}={secrets.token_urlsafe(32)}" for n in names),
         principals=f"admin:root={secrets.token_urlsafe(32)}",
+        migrate_on_start=False,
         **kafka,  # type: ignore[arg-type]
     )
 

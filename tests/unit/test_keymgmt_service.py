@@ -116,6 +116,7 @@ def test_settings_refuse_a_development_hsm_pin_outside_dev() -> None:
             service_tokens="intake=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
             principals="admin:root=" + secrets.token_urlsafe(32).replace("dev", "Xq7"),
             kafka_security_protocol="SASL_SSL",  # prod refuses Kafka in clear
+            migrate_on_start=False,
             kafka_username="keymgmt",
             kafka_password=secrets.token_urlsafe(32).replace("dev", "Xq7"),
             hsm_pin=pin,

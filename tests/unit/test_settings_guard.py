@@ -38,6 +38,7 @@ def prod_env(**overrides: str) -> dict[str, str]:
         "idempotency_secret": strong(),
         "webhook_key": strong(),
         "kafka_security_protocol": "SASL_SSL",
+        "migrate_on_start": "false",
         "kafka_username": "intake",
         "kafka_password": strong(),
     }
@@ -195,3 +196,8 @@ def test_a_settings_object_never_shows_its_secrets(cls: type[BureauSettings]) ->
     for name, secret in settings.secret_values().items():
         assert secret not in shown, name
     assert values["hsm_pin"] not in shown
+
+
+def test_production_refuses_a_service_that_would_migrate_as_the_owner() -> None:
+    text = refusal(IntakeSettings, **prod_env(migrate_on_start="true"))
+    assert "BUREAU_MIGRATE_ON_START must be false" in text
