@@ -49,6 +49,7 @@ class FaultResult:
     lost: int = 0
     doubled: int = 0
     recovery_s: float | None = None
+    closed_s: float | None = None  # from the heal to the batch closed (destructions included)
     destroyed: int = 0
     log_lines: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -292,7 +293,14 @@ async def run_fault(
         result.recovery_s = await recovery(batch, healed, timeout=180)
         if result.recovery_s is None:
             result.problems.append(f"not recovered 180 s after the heal: {await not_ready()}")
-        view = await settle(batch, timeout=240 + 2 * cards)
+        try:
+            view = await settle(batch, timeout=240 + 2 * cards)
+        except TimeoutError as exc:
+            seen = await batch.bureau.reconciliation(batch.batch_id)
+            result.problems.append(f"{exc}; not ready: {await not_ready()}; audit: {seen}")
+            result.lost = len(batch.card_ids)  # not proven otherwise
+            return result
+        result.closed_s = round(time.monotonic() - healed, 1)
         await accounting(batch, view, result)
         if verify:
             result.problems += await verify_audit_log(floor, bureau)
@@ -305,16 +313,18 @@ def table(results: list[FaultResult]) -> str:
     """The fault table as Markdown: fault, cards, lost, doubled, recovery s, and the most log
     lines one service wrote during an outage."""
     lines = [
-        "| fault | cards | lost | doubled | destroyed | recovery s | most log lines (outage) |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| fault | cards | lost | doubled | destroyed | recovery s | closed s |"
+        " most log lines (outage) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         loudest = max(r.log_lines.items(), key=lambda kv: kv[1]) if r.log_lines else None
         noisy = f"{loudest[1]} ({loudest[0]})" if loudest else "-"
         recovery_s = "-" if r.recovery_s is None else f"{r.recovery_s:.1f}"
+        closed_s = "-" if r.closed_s is None else f"{r.closed_s:.1f}"
         lines.append(
             f"| {r.fault} | {r.cards} | {r.lost} | {r.doubled} | {r.destroyed} | {recovery_s}"
-            f" | {noisy} |"
+            f" | {closed_s} | {noisy} |"
         )
     return "\n".join(lines)
 

@@ -40,9 +40,6 @@ SERVICE_PORTS = {
 FEEDER = "http://127.0.0.1:8110"
 PCSCD_SH = REPO / "deploy" / "local" / "pcscd.sh"
 KAFKA_MAIN = "kafka.Kafka"
-# APDUs a blank takes before it falls out of an unplugged station's reader: past SELECT, GET
-# CPLC and INITIALIZE UPDATE, inside the secure channel's script (the card is half written).
-UNPLUG_AFTER_APDUS = 6
 
 
 @dataclass
@@ -240,36 +237,57 @@ def feeder_restart() -> Fault:
     return Fault("kill -9 card feeder", kill_service("feeder").inject)
 
 
-async def _hopper_readers(http: httpx.AsyncClient) -> list[str]:
-    readers = (await http.get(f"{FEEDER}/readers")).json()["readers"]
-    return [quote(str(r["name"]), safe="") for r in readers if r["mode"] == "hopper"]
+async def _hopper_readers(http: httpx.AsyncClient) -> list[dict[str, object]]:
+    readers: list[dict[str, object]] = (await http.get(f"{FEEDER}/readers")).json()["readers"]
+    return [r for r in readers if r["mode"] == "hopper"]
 
 
-async def _removals(http: httpx.AsyncClient) -> int:
-    readers = (await http.get(f"{FEEDER}/readers")).json()["readers"]
-    return sum(int(r["fault_removals"]) for r in readers)
+async def _pull_cards(http: httpx.AsyncClient) -> int:
+    """Every card out of the station's readers, none fed in their place; how many came out."""
+    pulled = 0
+    for reader in await _hopper_readers(http):
+        if reader["card"] is None:
+            continue
+        name = quote(str(reader["name"]), safe="")
+        answer = await http.post(f"{FEEDER}/readers/{name}/eject", json={"refill": False})
+        pulled += answer.status_code == 200 and answer.json()["ejected"] is not None
+    return pulled
+
+
+async def _keep_unplugged(http: httpx.AsyncClient, pulled: list[int]) -> None:
+    while True:  # the agent's own eject feeds a blank: out it comes again, the reader is dead
+        pulled.append(await _pull_cards(http))
+        await asyncio.sleep(0.3)
 
 
 def station_unplugged(hold_s: float) -> Fault:
-    """The encoding station unplugged mid-card: on each of its hopper readers the next card
-    loses contact after UNPLUG_AFTER_APDUS APDUs, half written (the feeder's removal fault);
-    the heal disarms what did not fire."""
-    seen: dict[str, int] = {}
+    """The encoding station unplugged for `hold_s`: every card goes out of its readers at once,
+    those being personalised half written, and the readers stay empty (any blank the transport
+    feeds is pulled at once); plugged back, each reader gets a blank again."""
+    state: dict[str, object] = {}
 
     async def inject(floor: Floor) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            seen["removals"] = await _removals(http)
-            for reader in await _hopper_readers(http):
-                faults = {"remove_after_apdus": UNPLUG_AFTER_APDUS}
-                armed = await http.post(f"{FEEDER}/readers/{reader}/faults", json=faults)
-                armed.raise_for_status()
+        http = httpx.AsyncClient(timeout=10)
+        pulled: list[int] = []
+        state.update(http=http, pulled=pulled)
+        state["task"] = asyncio.create_task(_keep_unplugged(http, pulled))
 
     async def heal(floor: Floor) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            for reader in await _hopper_readers(http):
-                await http.post(f"{FEEDER}/readers/{reader}/faults", json={})
-            fired = await _removals(http) - seen.get("removals", 0)
-        floor.notes.append(f"{fired} cards lost contact mid-script")
+        task, http, pulled = state.get("task"), state.get("http"), state.get("pulled", [])
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if isinstance(http, httpx.AsyncClient):
+            await http.aclose()
+        async with httpx.AsyncClient(timeout=10) as plugged:
+            for reader in await _hopper_readers(plugged):
+                if reader["card"] is None:
+                    name = quote(str(reader["name"]), safe="")
+                    fed = await plugged.post(
+                        f"{FEEDER}/readers/{name}/eject", json={"refill": True}
+                    )
+                    fed.raise_for_status()
+        floor.notes.append(f"{sum(pulled) if isinstance(pulled, list) else 0} cards pulled out")
 
     return Fault(f"station unplugged for {hold_s:g} s", inject, heal, hold_s)
 
