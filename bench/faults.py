@@ -55,10 +55,10 @@ async def bench(args: argparse.Namespace) -> list[FaultResult]:
     run(sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", "--emv",
         "--issuer", ISSUER, env=env, timeout=300)  # fmt: skip
     run("bash", str(SERVICES), "down", env=env, timeout=120)
-    run("bash", str(SERVICES), "up", env=env, timeout=300)
     floor, bureau, results = Floor(env), Bureau(), list[FaultResult]()
     started = time.monotonic()
-    try:
+    try:  # `up` inside: a service that fails to start must not be left running by the others
+        run("bash", str(SERVICES), "up", env=env, timeout=300)
         for fault in faults:
             say(f"-- {fault.name}: {args.cards} cards")
             result = await run_fault(floor, bureau, fault, args.cards, issuer=ISSUER, verify=False)
