@@ -9,6 +9,7 @@ heals what it broke before its test ends, whatever the test found. Full size: be
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,8 @@ FAULTS = catalogue(kafka_s=10.0, postgres_s=10.0, long_kafka_s=None)
 # Per service, during an outage: one line when a dependency goes and one when it is back,
 # per task that meets it, and what the restarts write; thousands would drown the one that matters.
 LOG_LINES_LIMIT = 40
+# A long-lived dev stack gathers every run's topics; a fresh one (CI) holds a few hundred logs.
+KAFKA_KILL_MAX_LOGS = 3000
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +43,21 @@ def _name(fault: Fault) -> str:
     return fault.name.replace(" ", "-")
 
 
+def partition_logs(env: dict[str, str]) -> int:
+    data = Path(env["BUREAU_RUN_DIR"]) / "kafka" / "data"
+    return sum(1 for p in data.iterdir() if p.is_dir() and "-" in p.name) if data.exists() else 0
+
+
 @pytest.mark.parametrize("fault", FAULTS, ids=_name)
 async def test_a_batch_under_the_fault_closes_with_every_card_once(
     fault: Fault, bureau: Bureau, e2e_env: dict[str, str], results: list[FaultResult]
 ) -> None:
+    if fault.name.startswith("Kafka") and (logs := partition_logs(e2e_env)) > KAFKA_KILL_MAX_LOGS:
+        pytest.skip(
+            f"the stack's broker holds {logs} partition logs: after a kill it recovers each"
+            " for minutes, and its heap ran out doing so (docs/faults.md); run it on a fresh"
+            " stack, or bench.faults --only Kafka"
+        )
     result = await run_fault(Floor(e2e_env), bureau, fault, CARDS, verify=False)
     results.append(result)
     sys.stdout.write(f"\n{table([result])}\n{result.notes} {result.log_lines}\n")
