@@ -54,7 +54,22 @@ class OutageFold(logging.Filter):
     )
 
     # What a line says when its dependency cannot be reached (not a rebalance, not a bug).
-    _UNREACHABLE = ("connect", "metadata", "timed out", "timeout", "not available", "closed")
+    # The fault suite's Kafka kill found aiokafka's loudest ones, each a few hundred times a
+    # second per service: "node which is not ready" (fetcher, coordinator, sender), "marking
+    # coordinator dead", "coordinator ... is either not started or not valid", and
+    # NotLeaderForPartitionError while the restarted broker elects its leaders.
+    _UNREACHABLE = (
+        "connect",
+        "metadata",
+        "timed out",
+        "timeout",
+        "not available",
+        "closed",
+        "not ready",
+        "coordinator dead",
+        "not started or not valid",
+        "notleaderforpartition",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or record.levelno >= logging.CRITICAL:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import errors as kafka_errors
@@ -21,6 +21,11 @@ from shared.db import checked_identifier
 from shared.outage import DATABASE, KAFKA, is_outage, report_failure
 
 log = logging.getLogger(__name__)
+
+# How long a batch's delivery reports are awaited before the producer is taken for wedged: past
+# the producer's own request timeout (30 s, shared/bus.py) and its retries of a broker that
+# comes back.
+DELIVERY_TIMEOUT_S = 60.0
 
 # The idempotent producer's own state broke (a refused batch leaves its sequence numbers out of
 # step with the broker's): no fault of the row. The relay renews the producer and tries again.
@@ -51,6 +56,7 @@ class OutboxRelay:
         poll_interval: float = 0.5,
         max_attempts: int = 5,
         new_producer: Callable[[], Any] | None = None,
+        delivery_timeout: float = DELIVERY_TIMEOUT_S,
     ) -> None:
         self._engine = engine
         # Makes a fresh producer after a refusal (see _PRODUCER_STATE); None: keep the one given.
@@ -61,6 +67,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self.max_attempts = max_attempts
+        self._delivery_timeout = delivery_timeout
         self._wakeup = asyncio.Event()
         self.published = 0
         self.parked = 0
@@ -82,6 +89,9 @@ class OutboxRelay:
                 if not report_failure(exc):
                     raise
                 metrics.count_error("outbox_relay")
+                if self._renew and self._new_producer is not None:
+                    with contextlib.suppress(Exception):  # still away: renewed on the next turn
+                        await self._renew_producer()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -155,14 +165,16 @@ class OutboxRelay:
             if (row.topic, row.key) in blocked:
                 continue  # behind a refused row of its own card: keeps its order
             try:
-                sent.append((row, await self._send(row)))
+                async with self._delivered():
+                    sent.append((row, await self._send(row)))
             except Exception as exc:
                 if is_outage(exc):
                     raise
                 if (reason := self._refusal(exc)) is not None:
                     refused[row.id] = reason
                 blocked.add((row.topic, row.key))
-        results = await asyncio.gather(*(f for _r, f in sent), return_exceptions=True)
+        async with self._delivered():
+            results = await asyncio.gather(*(f for _r, f in sent), return_exceptions=True)
         for (row, _future), result in zip(sent, results, strict=True):
             if not isinstance(result, BaseException):
                 published.append(row)
@@ -201,9 +213,25 @@ class OutboxRelay:
             row.topic, value=bytes(row.payload), key=row.key.encode(), headers=headers
         )
 
+    @contextlib.asynccontextmanager
+    async def _delivered(self) -> AsyncIterator[None]:
+        """Deliveries awaited at most `delivery_timeout`: after a broker killed and started
+        again, aiokafka's idempotent producer was seen holding its futures for good (the
+        fault suite: rows claimed, the transaction open, the outbox stalled for minutes after
+        Kafka was back). Past the deadline it is an outage, and the producer is renewed."""
+        try:
+            async with asyncio.timeout(self._delivery_timeout):
+                yield
+        except TimeoutError:
+            self._renew = True
+            raise kafka_errors.KafkaTimeoutError(
+                f"no delivery report within {self._delivery_timeout:g} s"
+            ) from None
+
     async def _send_alone(self, row: Row[Any]) -> BaseException | None:
         try:
-            await (await self._send(row))
+            async with self._delivered():
+                await (await self._send(row))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -56,8 +56,8 @@ def bureau(e2e_env: dict[str, str]) -> Iterator[Bureau]:
             timeout=120,
         )
     subprocess.run(["bash", str(SERVICES), "down"], env=e2e_env, check=True, timeout=120)
-    subprocess.run(["bash", str(SERVICES), "up"], env=e2e_env, check=True, timeout=300)
-    try:
+    try:  # `up` inside: when one service fails to start, the others are stopped too
+        subprocess.run(["bash", str(SERVICES), "up"], env=e2e_env, check=True, timeout=300)
         yield Bureau()
     finally:
         subprocess.run(["bash", str(SERVICES), "down"], env=e2e_env, check=False, timeout=120)
