@@ -5,7 +5,7 @@ left: every card accounted for, nothing done twice, audit's verifier passing, th
 - recovery: from the heal until every service's /ready is 200 again and the batch moves (a new
   audit entry of the batch, or nothing of it left in flight);
 - settled: every card packed or awaiting destruction (a card a fault spoiled is destroyed under
-  two witnesses, as an operator would), then the batch closed by audit;
+  two operators, as the floor would), then the batch closed by audit;
 - lost: cards of the order neither dispatched nor destroyed (fulfillment's table), or that audit
   reports missing; doubled: cards with a second card.encoded, card.printed or card.packed in the
   audit log, a second printout in the card printer's spool, or in a second shipment;
@@ -36,7 +36,6 @@ from demo.client import Bureau, demo_cards
 from tests.support.faults import FEEDER, SERVICE_PORTS, Fault, Floor
 
 ISSUER = "e2e-bank"  # its keys come from the e2e bureau fixture's ceremony (or the bench's)
-WITNESSES = ["Ann Archer", "Bob Baker"]
 WITNESS_URL = "http://127.0.0.1:8108"
 KEYMGMT = "http://127.0.0.1:8102"
 FULFILLMENT = "http://127.0.0.1:8106"
@@ -184,19 +183,26 @@ async def _in_flight_or(batch: Batch) -> bool:
 
 
 async def settle(batch: Batch, timeout: float) -> dict[str, Any]:
-    """Destroy what faults spoiled (two witnesses), then wait for audit to close the batch."""
+    """Destroy what faults spoiled (asked by one operator, confirmed by another), then wait
+    for audit to close the batch."""
     deadline = time.monotonic() + timeout
     while await batch.in_flight():
         if time.monotonic() > deadline:
             raise TimeoutError(f"batch {batch.batch_id}: cards still in flight after {timeout} s")
         await asyncio.sleep(1.0)
     rejects = (await batch.fulfillment()).get("awaiting_destruction", [])
-    if rejects:
+    if rejects:  # dual control: one operator asks, a second confirms with their own token
+        tokens = batch.bureau.tokens
         async with httpx.AsyncClient(timeout=60) as http:
-            done = await http.post(
+            asked = await http.post(
                 f"{FULFILLMENT}/v1/destructions",
-                json={"card_ids": rejects, "witnesses": WITNESSES},
-                headers={"Authorization": f"Bearer {batch.bureau.tokens.operator}"},
+                json={"card_ids": rejects},
+                headers={"Authorization": f"Bearer {tokens.operator}"},
+            )
+            asked.raise_for_status()
+            done = await http.post(
+                f"{FULFILLMENT}/v1/destructions/{asked.json()['destruction_id']}/confirm",
+                headers={"Authorization": f"Bearer {tokens.second_operator}"},
             )
         done.raise_for_status()
     left = max(deadline - time.monotonic(), 60.0)
