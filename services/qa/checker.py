@@ -1,4 +1,5 @@
-"""The QA machine at work: one printed card at a time, print check then chip checks.
+"""A QA position at work: one reader, one printed card at a time, print check then chip checks.
+A QA station runs several positions (station.py), each claiming its own cards.
 
 Per card: the printer's output must look like the render card.printed announced
 (print_check.py); the feeder puts the card into the QA reader by chip serial; the chip must be
@@ -102,7 +103,14 @@ class QaMachine:
         self._queue_changed.clear()
 
     async def run(self, runtime: ServiceRuntime) -> None:
-        await self._in_transaction(runtime, lambda _uow, repo: repo.release_all_checking())
+        """A station of this one position: put back what the station held, then serve."""
+        await self._in_transaction(
+            runtime, lambda _uow, repo: repo.release_all_checking(self.station)
+        )
+        await self.serve(runtime)
+
+    async def serve(self, runtime: ServiceRuntime) -> None:
+        """This position's loop: claim the oldest queued card, check it, record the verdict."""
         while True:
             self.status.activity = "waiting for a printed card"
             try:
@@ -144,7 +152,7 @@ class QaMachine:
 
     async def _claim(self, runtime: ServiceRuntime) -> QaCard | None:
         async with runtime.unit_of_work() as uow:
-            card: QaCard | None = await uow.repo.claim_next()
+            card: QaCard | None = await uow.repo.claim_next(self.station, self.reader)
         return card
 
     async def check(self, card: QaCard) -> tuple[list[str], str | None]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from services.qa.checker import QaMachine
 from services.qa.repository import QaRepository
+from services.qa.station import QaStation
 from shared.events import CardPrinted
 from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class QaDeps:
     """What QA's handlers and readiness are given (built once by app.bootstrap)."""
 
-    machine: QaMachine
+    station: QaStation
 
 
 async def queue_printed_card(
@@ -36,7 +36,7 @@ async def queue_printed_card(
     )
     if not queued:
         log.warning("card already known to QA", extra={"card_id": str(event.card_id)})
-    deps.machine.notify_queued()
+    deps.station.notify_queued()
 
 
 HANDLERS: HandlerSpec[QaDeps] = {CardPrinted: [queue_printed_card]}
