@@ -209,7 +209,7 @@ async def bench(cards: int, interval: float) -> dict[str, Any]:
     env["BUREAU_TOPIC_PREFIX"] = f"bench{os.getpid()}"
     run_dir = Path(env["BUREAU_RUN_DIR"])
     run(sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", "--issuer", ISSUER,
-        env=env, timeout=300)  # fmt: skip
+        "--emv", env=env, timeout=300)  # fmt: skip  (the demo product is an EMV profile's)
     run("bash", str(SERVICES), "down", env=env, timeout=120)
     run("bash", str(SERVICES), "up", env=env, timeout=300)
     try:
