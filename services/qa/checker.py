@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -68,6 +69,9 @@ class QaActivity:
     failed: int = 0
     machine_faults: int = 0
     last_problem: str | None = None
+    # Where the last card's time went, in ms per phase: print check, feeder insert, the chip
+    # answering in the reader, the chip checks, eject until pcscd sees the reader empty.
+    last_card_ms: dict[str, int] = field(default_factory=dict)
 
 
 class QaMachine:
@@ -160,10 +164,18 @@ class QaMachine:
         with card_stage("qa", trace_context_of(card.traceparent), str(card.card_id)):
             return await self._checks(card)
 
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.status.last_card_ms[name] = round((now - since) * 1000)
+        return now
+
     async def _checks(self, card: QaCard) -> tuple[list[str], str | None]:
+        self.status.last_card_ms = {}
+        started = time.perf_counter()
         problem = await asyncio.to_thread(
             print_image_problem, self.spool_dir, card.card_id, card.image_sha256
         )
+        self._phase("print", started)
         if problem is not None:
             return [], problem  # a misprinted card is rejected without reading its chip
         try:
@@ -173,16 +185,21 @@ class QaMachine:
         return [*checks, CHECK_PRINT_IMAGE], None
 
     async def _check_chip(self, card: QaCard) -> list[str]:
+        mark = time.perf_counter()
         try:
             await self.feeder.insert(self.reader, card.chip_serial)
+            mark = self._phase("insert", mark)
         except CardNotFound as exc:
             raise QaFailure(f"chip: {exc}") from exc
         except FeederUnavailable as exc:
             raise MachineFault(str(exc)) from exc
         try:
             conn = await self._connect_to(card.chip_serial)
+            mark = self._phase("answer", mark)
             try:
-                return await self._chip_checks(conn, card)
+                checks = await self._chip_checks(conn, card)
+                mark = self._phase("chip", mark)
+                return checks
             except CardRemoved as exc:
                 raise QaFailure("chip: the card left the QA reader during the checks") from exc
             except PcscError as exc:
@@ -199,6 +216,7 @@ class QaMachine:
                 # next card inserted would not answer.
                 with contextlib.suppress(PcscError):
                     await self.pcsc.wait_for_removal(self.reader, timeout=2.0)
+                self._phase("eject", mark)
 
     async def _connect_to(self, chip_serial: str) -> CardConnection:
         """Connect to the inserted card, and make sure it is that card: right after an eject
@@ -276,11 +294,17 @@ class QaMachine:
             await self._in_transaction(runtime, verdict)
         if failure is None:
             self.status.passed += 1
-            log.info("card passed QA", extra={"card_id": str(card.card_id), "checks": checks})
+            log.info(
+                "card passed QA",
+                extra={"card_id": str(card.card_id), "checks": checks, **self._timing()},
+            )
         else:
             self.status.failed += 1
             self.status.last_problem = failure
             log.warning("card failed QA", extra={"card_id": str(card.card_id), "reason": failure})
+
+    def _timing(self) -> dict[str, object]:
+        return {"reader": self.reader, "ms": dict(self.status.last_card_ms)}
 
     async def _in_transaction(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -34,9 +35,19 @@ class PrintTolerance:
 
 
 def printed_files(spool: Path, card_id: UUID) -> tuple[list[Path], list[Path]]:
-    """The documents the printer received for the card, and its outputs."""
-    name = f"card-{card_id}"
-    return sorted(spool.glob(f"*-{name}.png")), sorted(spool.glob(f"*-{name}.prn"))
+    """The documents the printer received for the card, and its outputs: one pass over the
+    spool (which holds every job the printer kept), plain suffix tests rather than two glob
+    patterns matched against every name."""
+    document, output = f"-card-{card_id}.png", f"-card-{card_id}.prn"
+    documents: list[Path] = []
+    outputs: list[Path] = []
+    with os.scandir(spool) as entries:
+        for entry in entries:
+            if entry.name.endswith(document):
+                documents.append(Path(entry.path))
+            elif entry.name.endswith(output):
+                outputs.append(Path(entry.path))
+    return sorted(documents), sorted(outputs)
 
 
 def compare_prints(
@@ -83,4 +94,7 @@ def print_image_problem(
         return f"{CHECK}: the printed document is not the render card.printed announced"
     if not outputs:
         return f"{CHECK}: the printer produced no output for this card"
-    return compare_prints(expected, outputs[-1].read_bytes(), tolerance)
+    printed = outputs[-1].read_bytes()
+    if printed == expected:
+        return None  # the same bytes decode to the same pixels: nothing to compare
+    return compare_prints(expected, printed, tolerance)
