@@ -86,9 +86,8 @@ async def test_a_restarting_station_puts_back_only_its_own_cards(queue: Queue) -
         released = await QaRepository(db, queue.schema).release_all_checking("qa-1")
     assert released == 1
     async with queue.engine.begin() as db:
-        states = dict(
-            (await db.execute(text(f"SELECT card_id, state FROM {queue.schema}.qa_cards"))).all()
-        )
+        rows = await db.execute(text(f"SELECT card_id, state FROM {queue.schema}.qa_cards"))
+        states: dict[uuid.UUID, str] = {row[0]: row[1] for row in rows.all()}
     # qa-1's card waits again; qa-2's stays with qa-2, which is still checking it.
     assert states == {first: "queued", second: "checking", third: "queued"}
     again = await claim(queue, "qa-1", "reader-a")
