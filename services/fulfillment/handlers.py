@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -145,11 +146,24 @@ async def _carrier_check(event: CardQaPassed, deps: FulfillmentDeps) -> CarrierC
         raise
     carrier_id = carrier_id_for(event.card_id)
     letter = letter_for(event, carrier_id, mailing)
-    pdf = await asyncio.to_thread(render_carrier, letter)
-    await asyncio.to_thread(deps.inserter.print_letter, event.batch_id, carrier_id, pdf)
-    fed = await asyncio.to_thread(deps.inserter.feed, event.batch_id, carrier_id)
-    scanned, problem = await asyncio.to_thread(carrier_problem, letter, fed)
+    scanned, problem = await asyncio.to_thread(_carrier_line, deps.inserter, event, letter)
     return CarrierCheck(carrier_id, mailing, scanned, problem)
+
+
+# PDFium (the scanner's rasteriser) is not thread-safe: two letters scanned at once crashed the
+# process (SIGSEGV). The carrier line takes one letter at a time; a run overlaps only its waits.
+_CARRIER_LINE = threading.Lock()
+
+
+def _carrier_line(
+    inserter: Inserter, event: CardQaPassed, letter: CarrierLetter
+) -> tuple[str, str | None]:
+    """Print the letter, feed it and scan it: what was read, and why it fails (None: ok)."""
+    with _CARRIER_LINE:
+        pdf = render_carrier(letter)
+        inserter.print_letter(event.batch_id, letter.carrier_id, pdf)
+        fed = inserter.feed(event.batch_id, letter.carrier_id)
+        return carrier_problem(letter, fed)
 
 
 async def _pack_checked(
