@@ -85,6 +85,7 @@ async def device_baseline(swaps: int, apdus: int) -> dict[str, Any]:
         pcsc = PcscClient()
         swap_s: list[float] = []
         rtt_s: list[float] = []
+        swaps_seen: list[dict[str, Any]] = []
         for reader, port in hopper:
             conn = await pcsc.connect(reader)
             started = time.perf_counter()
@@ -97,15 +98,70 @@ async def device_baseline(swaps: int, apdus: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 ejected = await feeder.post(f"/readers/{port}/eject", json={"refill": True})
                 ejected.raise_for_status()
+                swaps_seen.append(ejected.json())
                 while await chip_serial(pcsc, reader) in (None, before):
                     await asyncio.sleep(0.01)
                 swap_s.append(time.perf_counter() - started)
+        qa_swap_s = await qa_swaps(feeder, pcsc, modes, ejected_serials(swaps_seen))
         await pcsc.aclose()
     return {
         "hopper_readers_measured": len(hopper),
         "swap_s": round(statistics.median(swap_s), 4),
         "apdu_rtt_s": round(statistics.median(rtt_s), 6),
+        "qa_readers": sum(1 for r in modes if r["mode"] == "manual"),
+        "qa_swap_s": round(statistics.median(qa_swap_s), 4) if qa_swap_s else None,
     }
+
+
+async def fill_icc_pool(bureau: Bureau, cards: int, step: int = 100) -> dict[str, Any]:
+    """Every card of the batch draws an ICC key pair from keymgmt's pool: generate what the
+    pool lacks before the order (SoftHSM's RSA key generation, outside the timed run: a bureau
+    generates its pools ahead of the batches), in steps that each answer well within a minute,
+    and say how fast the HSM made them."""
+    async with httpx.AsyncClient(
+        base_url=bureau.urls.keymgmt,
+        headers={"Authorization": f"Bearer {bureau.tokens.admin}"},
+        timeout=300,
+    ) as keymgmt:
+        free = int((await keymgmt.get("/v1/icc-pool")).raise_for_status().json()["free"])
+        made, started = 0, time.perf_counter()
+        while free < cards:
+            count = min(step, cards - free)
+            answer = await keymgmt.post("/v1/icc-pool/refill", json={"count": count})
+            free = int(answer.raise_for_status().json()["free"])
+            made += count
+            say(json.dumps({"icc_pool_free": free, "needed": cards}))
+        seconds = time.perf_counter() - started
+    return {
+        "pairs_generated": made,
+        "pairs_per_s": round(made / seconds, 2) if made else None,
+        "free_before_order": free,
+    }
+
+
+def ejected_serials(swaps: list[dict[str, Any]]) -> list[str]:
+    return [str(s["ejected"]) for s in swaps if s.get("ejected")]
+
+
+async def qa_swaps(
+    feeder: httpx.AsyncClient, pcsc: PcscClient, modes: list[dict[str, Any]], serials: list[str]
+) -> list[float]:
+    """Per QA (manual) reader: seconds from the feeder inserting a card by chip serial until it
+    answers, plus from its eject until the reader is seen empty, with cards the hopper swaps
+    ejected (a card QA checks moves the same way)."""
+    seconds: list[float] = []
+    qa = [(r["name"], r["port"]) for r in modes if r["mode"] == "manual"]
+    for (reader, port), serial in zip(qa, serials, strict=False):
+        started = time.perf_counter()
+        answer = await feeder.post(f"/readers/{port}/insert", json={"chip_serial": serial})
+        answer.raise_for_status()
+        while await chip_serial(pcsc, reader) is None:
+            await asyncio.sleep(0.01)
+        (await feeder.post(f"/readers/{port}/eject", json={})).raise_for_status()
+        while (await pcsc.status(reader)).present:
+            await asyncio.sleep(0.01)
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def proc_times(run_dir: Path) -> dict[str, tuple[float, int]]:
@@ -113,6 +169,8 @@ def proc_times(run_dir: Path) -> dict[str, tuple[float, int]]:
     ticks = os.sysconf("SC_CLK_TCK")
     found: dict[str, tuple[float, int]] = {}
     for pid_file in sorted((run_dir / "pids").glob("*.pid")):
+        if pid_file.name.endswith(".keeper.pid"):
+            continue  # the bash loop restarting the service: no work of its own
         pid = pid_file.read_text().strip()
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -204,19 +262,67 @@ async def follow(bureau: Bureau, batch: str, cards: int, interval: float) -> dic
             return view
 
 
-async def bench(cards: int, interval: float) -> dict[str, Any]:
+PCSCD = REPO / "deploy" / "local" / "pcscd.sh"
+FLOOR_CHANNEL = 0x9C7B  # the private floor's first vpcd channel (the stack's are 0x8C7B...)
+
+
+def private_floor(env: dict[str, str], readers: int, station_readers: int) -> dict[str, str]:
+    """Start a private pcscd with `readers` vpcd readers (beside the stack's, which keeps its
+    six), and point services.sh's floor and this process's PC/SC client at it. Returns the
+    environment that stops it again (pcscd.sh down)."""
+    channels = (readers + 1) // 2
+    floor = {
+        **env,
+        "BUREAU_RUN_DIR": str(Path(env["BUREAU_RUN_DIR"]) / "bench-floor"),
+        "BUREAU_VPCD_CHANNELS": " ".join(hex(FLOOR_CHANNEL + 2 * i) for i in range(channels)),
+    }
+    floor.pop("PCSCLITE_CSOCK_NAME", None)
+    run("bash", str(PCSCD), "up", env=floor, timeout=60)
+    readers_json = Path(floor["BUREAU_RUN_DIR"]) / "pcsc" / "readers.json"
+    socket = json.loads(readers_json.read_text())[0]["pcsc_socket"]
+    env["BUREAU_FLOOR_PCSC_READERS"] = env["BUREAU_PCSC_READERS"] = str(readers_json)
+    env["BUREAU_FLOOR_STATION_READERS"] = str(station_readers)
+    # libpcsclite reads the socket once, at this process's first context: before any.
+    env["PCSCLITE_CSOCK_NAME"] = os.environ["PCSCLITE_CSOCK_NAME"] = socket
+    return floor
+
+
+async def bench(cards: int, interval: float, readers: int, station_readers: int) -> dict[str, Any]:
     env = {**os.environ, **load_stack_env()}
     env["BUREAU_TOPIC_PREFIX"] = f"bench{os.getpid()}"
     run_dir = Path(env["BUREAU_RUN_DIR"])
-    run(sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", "--issuer", ISSUER,
-        env=env, timeout=300)  # fmt: skip
+    run("bash", str(SERVICES), "down", env=env, timeout=120)
+    floor = private_floor(env, readers, station_readers) if readers else None
+    try:
+        return await bench_on_floor(env, run_dir, cards, interval)
+    finally:
+        if floor is not None:
+            run("bash", str(PCSCD), "down", env=floor, timeout=60)
+
+
+async def bench_on_floor(
+    env: dict[str, str], run_dir: Path, cards: int, interval: float
+) -> dict[str, Any]:
+    run(
+        sys.executable,
+        "-m",
+        "services.keymgmt",
+        "ceremony",
+        "demo-keys",
+        "--issuer",
+        ISSUER,
+        "--emv",
+        env=env,
+        timeout=300,
+    )  # fmt: skip  (the demo product is an EMV profile's)
     run("bash", str(SERVICES), "down", env=env, timeout=120)
     run("bash", str(SERVICES), "up", env=env, timeout=300)
     try:
         load_readers(env["BUREAU_PCSC_READERS"])
         devices = await device_baseline(swaps=5, apdus=200)
         bureau = Bureau()
-        token = await bureau.onboard_issuer(ISSUER, "Bench Bank", PRODUCT)
+        token = await bureau.onboard_issuer(ISSUER, "Bench Bank", PRODUCT, cards=1)
+        devices["icc_pool"] = await fill_icc_pool(bureau, cards)
         await bureau.receive_stock(ISSUER, PRODUCT, cards)
         cpu_before = proc_times(run_dir)
         started = time.monotonic()
@@ -234,7 +340,7 @@ async def bench(cards: int, interval: float) -> dict[str, Any]:
     lasts = [c["packed"] for c in per_card.values() if "packed" in c]
     end_to_end = len(lasts) / (max(lasts) - min(firsts)) if lasts and firsts else 0.0
     devices |= {"station_readers": readers, "apdus_per_card": round(apdus, 1)}
-    device_rate = readers / (devices["swap_s"] + apdus * devices["apdu_rtt_s"])
+    device_rate = devices_rate(devices, readers, apdus)
     cpu = {
         name: round((cpu_after[name][0] - cpu_before.get(name, (0.0, 0))[0]) / wall, 3)
         for name in cpu_after
@@ -250,16 +356,50 @@ async def bench(cards: int, interval: float) -> dict[str, Any]:
         "ratio_end_to_end_to_devices": round(end_to_end / device_rate, 3) if device_rate else 0,
         "cpu_share_per_process": cpu,
         "busiest_process": max(cpu, key=lambda name: cpu[name]) if cpu else None,
+        "limiting_stage": limiting_stage(stages),
         "peak_rss_mib": {name: round(v[1] / 2**20, 1) for name, v in cpu_after.items()},
     }
+
+
+def devices_rate(devices: dict[str, Any], station_readers: int, apdus: float) -> float:
+    """Cards/s the virtual devices allow: the slower of the encoding readers (card swap plus
+    the card's APDU round trips) and the QA readers (insert and eject; QA's APDUs left out, so
+    an upper bound of the QA devices' rate)."""
+    encoding = station_readers / (devices["swap_s"] + apdus * devices["apdu_rtt_s"])
+    if not devices.get("qa_swap_s"):
+        return float(encoding)
+    return float(min(encoding, devices["qa_readers"] / devices["qa_swap_s"]))
+
+
+def limiting_stage(stages: dict[str, dict[str, float]]) -> str | None:
+    """The first stage (in floor order) whose rate is the batch's lowest: every stage after it
+    can only go as fast as it does."""
+    rated = [(figures["cards_per_s"], name) for name, figures in stages.items()]
+    if not rated:
+        return None
+    slowest = min(rate for rate, _ in rated)
+    return next(name for rate, name in rated if rate <= slowest * 1.05)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cards", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between rate lines")
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=0,
+        help="run the floor on a private pcscd with this many vpcd readers (default: the"
+        " stack's six: four encoding, two QA)",
+    )
+    parser.add_argument(
+        "--station-readers", type=int, default=4, help="of those, the encoding station's"
+    )
     args = parser.parse_args()
-    say(json.dumps(asyncio.run(bench(args.cards, args.interval)), indent=2))
+    if args.readers and not 0 < args.station_readers < args.readers:
+        parser.error("--station-readers must leave at least one QA reader")
+    figures = bench(args.cards, args.interval, args.readers, args.station_readers)
+    say(json.dumps(asyncio.run(figures), indent=2))
 
 
 if __name__ == "__main__":

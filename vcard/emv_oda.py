@@ -9,6 +9,7 @@ is computed with the key's own numbers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from typing import Final
@@ -53,6 +54,8 @@ def der_length(data: bytes) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=32)  # parsing validates the RSA key, the card's costliest step:
+# once per card in the reader (a QA transaction signs on each interface), bounded
 def load_icc_key(der: bytes) -> rsa.RSAPrivateKey:
     try:
         key = load_der_private_key(der, password=None)

@@ -13,8 +13,11 @@
 # take a listening socket from systemd-style socket activation (LISTEN_FDS/LISTEN_PID, fd 3),
 # so a two-line launcher binds the private socket and execs pcscd with it. Clients then need
 # PCSCLITE_CSOCK_NAME=<socket>, which readers.json carries as "pcsc_socket" on every reader.
-# pcscd still writes (and on exit removes) /run/pcscd/pcscd.pid, its compiled-in pid file.
+# pcscd still writes (and on exit removes) /run/pcscd/pcscd.pid, its compiled-in pid file: a
+# second private pcscd (bench/pipeline's, with more readers) puts back the first one's pid
+# there after its start and after its stop (keep_system_pid_file).
 set -euo pipefail
+readonly SYSTEM_PID_FILE=/run/pcscd/pcscd.pid
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
@@ -137,6 +140,20 @@ os.execvp(argv[0], argv)
     die "pcscd launcher did not start; see $LOG_FILE"
 }
 
+# The live pcscd other than $1 that /run/pcscd/pcscd.pid names, if any.
+other_pcscd() {
+    local pid
+    pid=$(tr -dc '0-9' <"$SYSTEM_PID_FILE" 2>/dev/null) || return 1
+    [[ -n $pid && $pid != "${1:-}" ]] && alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == pcscd ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+keep_system_pid_file() {  # pid: write it back into pcscd's compiled-in pid file
+    [[ -n ${1:-} ]] || return 0
+    printf '%s\n' "$1" >"$SYSTEM_PID_FILE" 2>/dev/null || true
+}
+
 # List readers through pyscard, map each to its vpcd port, write readers.json atomically.
 write_readers_json() {
     PCSCLITE_CSOCK_NAME=$SOCKET "$PY" - "$READERS_JSON" "$SOCKET" "$FRIENDLY_PREFIX" \
@@ -180,7 +197,7 @@ EOF
 }
 
 cmd_up() {
-    local pid
+    local pid i
     if pid=$(running_pid); then
         [[ -f $READERS_JSON ]] || write_readers_json
         write_env_file
@@ -190,8 +207,17 @@ cmd_up() {
     rm -f -- "$PID_FILE" # stale
     check_ports_free
     write_config
+    local first
+    first=$(other_pcscd) || first=""
     launch
     pid=$(<"$PID_FILE")
+    if [[ -n $first ]]; then  # ours overwrites it as soon as it runs: wait for that, put back
+        for ((i = 0; i < 50; i++)); do
+            [[ $(tr -dc '0-9' <"$SYSTEM_PID_FILE" 2>/dev/null) == "$pid" ]] && break
+            sleep 0.1
+        done
+        keep_system_pid_file "$first"
+    fi
     if ! write_readers_json; then
         kill "$pid" 2>/dev/null || true
         rm -f -- "$PID_FILE"
@@ -202,8 +228,9 @@ cmd_up() {
 }
 
 cmd_down() {
-    local pid i
+    local pid i first
     if pid=$(running_pid); then
+        first=$(other_pcscd "$pid") || first=""
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do
             alive "$pid" || break
@@ -213,6 +240,7 @@ cmd_down() {
             log "pcscd $pid ignored SIGTERM; killing"
             kill -KILL "$pid" 2>/dev/null || true
         fi
+        keep_system_pid_file "$first"  # ours removed it on exit
         log "stopped (pid $pid)"
     fi
     # A socket-activated pcscd leaves its socket behind: remove it with the pid file.

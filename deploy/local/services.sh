@@ -125,6 +125,31 @@ start_witness() {  # the audit log's witness: its own process, key and store (do
     wait_ready witness "${PORTS[witness]}"
 }
 
+floor_readers() {  # the floor's readers.json split: the encoding station takes the first
+    # BUREAU_FLOOR_STATION_READERS (default 4) readers, hopper-fed; every reader after them is a
+    # QA position (manual: the feeder inserts a printed card by chip serial), all of them
+    # positions of the one QA station (docs/architecture.md "The floor").
+    # BUREAU_FLOOR_PCSC_READERS runs the floor on another pcscd's readers (bench/pipeline's
+    # private pcscd with more vpcd readers); its socket comes with its readers.json.
+    if [[ -n ${BUREAU_FLOOR_PCSC_READERS:-} ]]; then
+        export BUREAU_PCSC_READERS=$BUREAU_FLOOR_PCSC_READERS
+        PCSCLITE_CSOCK_NAME=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["pcsc_socket"])' "$BUREAU_PCSC_READERS")
+        export PCSCLITE_CSOCK_NAME
+    fi
+    local split
+    split=$("$PY" - "$BUREAU_PCSC_READERS" "${BUREAU_FLOOR_STATION_READERS:-4}" <<'EOF'
+import json, sys
+readers, count = json.load(open(sys.argv[1])), int(sys.argv[2])
+if not 0 < count < len(readers):
+    sys.exit(f"services: {len(readers)} readers leave no QA position after {count} station readers")
+print(",".join(r["name"] for r in readers[:count]))
+print(",".join(r["name"] for r in readers[count:]))
+print(" ".join(str(r["port"]) for r in readers[count:]))
+EOF
+    )
+    { read -r STATION_NAMES; read -r QA_NAMES; read -r QA_PORTS; } <<<"$split"
+}
+
 up() {
     [[ -f "$RUN/env.sh" ]] || { echo "services: no $RUN/env.sh; run 'make stack-up' first" >&2; exit 1; }
     # shellcheck disable=SC1091
@@ -136,15 +161,20 @@ up() {
         "$PY" "$REPO/deploy/local/kafka/access.py" grant --prefix "${BUREAU_TOPIC_PREFIX:-bureau}"
     fi
     export BUREAU_WITNESS_URL="${BUREAU_WITNESS_URL:-http://127.0.0.1:${PORTS[witness]}}"
-    # The 5th reader is the QA station's (manual: cards are inserted by chip serial); the
-    # first four are the encoding station's hopper-fed readers.
-    local qa_port
-    qa_port=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[4]["port"])' "$BUREAU_PCSC_READERS")
+    floor_readers
+    local manual=() port
+    for port in $QA_PORTS; do manual+=(--manual "$port"); done
     start_one feeder "$PY" -m vcard.feeder --readers "$BUREAU_PCSC_READERS" \
-        --state-dir "$RUN/vcard" --port "${PORTS[feeder]}" --manual "$qa_port"
+        --state-dir "$RUN/vcard" --port "${PORTS[feeder]}" "${manual[@]}"
     for name in "${SERVICES[@]}"; do
         if ! alive "$name" && ! kept "$name"; then migrate_one "$name"; fi
-        start_one "$name" "$PY" -m "services.$name"
+        case $name in
+            electrical) BUREAU_STATION_READERS=${BUREAU_STATION_READERS:-$STATION_NAMES} \
+                start_one "$name" "$PY" -m "services.$name" ;;
+            qa) BUREAU_QA_READERS=${BUREAU_QA_READERS:-$QA_NAMES} \
+                start_one "$name" "$PY" -m "services.$name" ;;
+            *) start_one "$name" "$PY" -m "services.$name" ;;
+        esac
     done
     for name in "${SERVICES[@]}"; do
         wait_ready "$name" "${PORTS[$name]}"

@@ -8,6 +8,8 @@ mod 103. A quiet zone of at least 10 modules surrounds the symbol.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 
 # Element widths of the symbol values 0-106 (106 is the stop pattern).
@@ -53,16 +55,20 @@ def encode_modules(text: str) -> list[int]:
     return [int(w) for value in symbol_values(text) for w in PATTERNS[value]]
 
 
+_RUN = re.compile(rb"\x01+|\x00+")
+
+
+@functools.lru_cache(maxsize=4)
+def _dark_table(threshold: int) -> bytes:
+    return bytes(1 if level < threshold else 0 for level in range(256))
+
+
 def _runs(row: Sequence[int], threshold: int) -> list[tuple[bool, int]]:
-    """(is_dark, length) runs of one scanline."""
-    runs: list[tuple[bool, int]] = []
-    for pixel in row:
-        dark = pixel < threshold
-        if runs and runs[-1][0] == dark:
-            runs[-1] = (dark, runs[-1][1] + 1)
-        else:
-            runs.append((dark, 1))
-    return runs
+    """(is_dark, length) runs of one scanline. The pixels are marked dark/light and split into
+    runs by bytes.translate and a regular expression, not a Python step per pixel: the scanner
+    sweeps many rows of every letter, and this is the fulfillment floor's hottest loop."""
+    marks = bytes(row).translate(_dark_table(threshold))
+    return [(m.group()[0] == 1, m.end() - m.start()) for m in _RUN.finditer(marks)]
 
 
 def _symbol(widths: Sequence[int], module: float) -> int | None:

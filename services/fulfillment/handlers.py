@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -41,7 +43,7 @@ from shared.events import (
     PinMailerPrinted,
     ShipmentDispatched,
 )
-from shared.handlers import HandlerSpec, PoisonEvent
+from shared.handlers import Batch, HandlerSpec, PoisonEvent
 from shared.keymgmt.contract import MailingData, PinMailerRequest, PinMailerState
 from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUnavailable
 from shared.outbox import UnitOfWork
@@ -97,10 +99,33 @@ def letter_for(event: CardQaPassed, carrier_id: str, mailing: MailingData) -> Ca
     )
 
 
-async def pack_card(
-    uow: UnitOfWork[FulfillmentRepository], event: CardQaPassed, deps: FulfillmentDeps
+@dataclass(frozen=True)
+class CarrierCheck:
+    """A card's letter printed, fed and scanned: what was read and why it fails (None: ok)."""
+
+    carrier_id: str
+    mailing: MailingData
+    scanned: str
+    problem: str | None
+
+
+async def pack_cards(
+    uow: UnitOfWork[FulfillmentRepository], events: Sequence[CardQaPassed], deps: FulfillmentDeps
 ) -> None:
-    repo = uow.repo
+    """A run of qa_passed: the cards' letters (address from keymgmt, render, inserter, scan)
+    and then their PIN mailers (keymgmt prints each, following its job) are waited for
+    together, so the floor's packing is not one card's round trips after another's; the
+    database writes stay one card at a time, in the run's transaction."""
+    todo = [event for event in events if await _to_pack(uow.repo, event)]
+    checks = await asyncio.gather(*(_carrier_check(event, deps) for event in todo))
+    passed = [(e, c) for e, c in zip(todo, checks, strict=True) if c.problem is None]
+    mailers = await asyncio.gather(*(_pin_mailer(event, deps) for event, _ in passed))
+    printed = dict(zip([e.card_id for e, _ in passed], mailers, strict=True))
+    for event, check in zip(todo, checks, strict=True):
+        await _pack_checked(uow, event, deps, check, printed.get(event.card_id))
+
+
+async def _to_pack(repo: FulfillmentRepository, event: CardQaPassed) -> bool:
     await repo.lock("card", event.card_id)
     current = await repo.card_state(event.card_id)
     if state_after_packing(current) is None:
@@ -108,7 +133,11 @@ async def pack_card(
             "qa_passed for a card already handled; not packing it",
             extra={"card_id": str(event.card_id), "state": current},
         )
-        return
+        return False
+    return True
+
+
+async def _carrier_check(event: CardQaPassed, deps: FulfillmentDeps) -> CarrierCheck:
     try:
         mailing = await deps.keymgmt.mailing(event.card_id)
     except KeymgmtRefused as exc:
@@ -117,20 +146,44 @@ async def pack_card(
         raise
     carrier_id = carrier_id_for(event.card_id)
     letter = letter_for(event, carrier_id, mailing)
-    pdf = await asyncio.to_thread(render_carrier, letter)
-    await asyncio.to_thread(deps.inserter.print_letter, event.batch_id, carrier_id, pdf)
-    fed = await asyncio.to_thread(deps.inserter.feed, event.batch_id, carrier_id)
-    scanned, problem = await asyncio.to_thread(carrier_problem, letter, fed)
-    if problem is not None:
+    scanned, problem = await asyncio.to_thread(_carrier_line, deps.inserter, event, letter)
+    return CarrierCheck(carrier_id, mailing, scanned, problem)
+
+
+# PDFium (the scanner's rasteriser) is not thread-safe: two letters scanned at once crashed the
+# process (SIGSEGV). The carrier line takes one letter at a time; a run overlaps only its waits.
+_CARRIER_LINE = threading.Lock()
+
+
+def _carrier_line(
+    inserter: Inserter, event: CardQaPassed, letter: CarrierLetter
+) -> tuple[str, str | None]:
+    """Print the letter, feed it and scan it: what was read, and why it fails (None: ok)."""
+    with _CARRIER_LINE:
+        pdf = render_carrier(letter)
+        inserter.print_letter(event.batch_id, letter.carrier_id, pdf)
+        fed = inserter.feed(event.batch_id, letter.carrier_id)
+        return carrier_problem(letter, fed)
+
+
+async def _pack_checked(
+    uow: UnitOfWork[FulfillmentRepository],
+    event: CardQaPassed,
+    deps: FulfillmentDeps,
+    check: CarrierCheck,
+    mailer: PinMailerState | None,
+) -> None:
+    repo = uow.repo
+    if check.problem is not None:
         # The match check failed: the card never goes into an envelope; it is destroyed.
-        await asyncio.to_thread(deps.inserter.discard, event.batch_id, carrier_id)
+        await asyncio.to_thread(deps.inserter.discard, event.batch_id, check.carrier_id)
         await _set_aside(
             uow,
             event.card_id,
             event.batch_id,
             event.issuer_id,
             event.chip_serial,
-            f"fulfillment: {problem}",
+            f"fulfillment: {check.problem}",
         )
         return
     await repo.lock("batch", event.batch_id)
@@ -138,18 +191,19 @@ async def pack_card(
         batch_id=event.batch_id,
         issuer_id=event.issuer_id,
         chip_serial=event.chip_serial,
-        carrier_id=carrier_id,
-        mailing=mailing,
+        carrier_id=check.carrier_id,
+        mailing=check.mailing,
     )
-    await repo.set_carrier_scan(event.card_id, scanned)
-    await request_pin_mailer(uow, event, deps)
+    await repo.set_carrier_scan(event.card_id, check.scanned)
+    if mailer is not None:
+        await record_pin_mailer(uow, event, deps, mailer)
     await uow.emit(
         CardPacked(
             issuer_id=event.issuer_id,
             actor=deps.actor,
             card_id=event.card_id,
             batch_id=event.batch_id,
-            carrier_id=carrier_id,
+            carrier_id=check.carrier_id,
         )
     )
     if await repo.batch_status(event.batch_id) == "reconciled":
@@ -158,20 +212,25 @@ async def pack_card(
         await dispatch_packed_cards(uow, event.batch_id, event.issuer_id, event, deps)
 
 
-async def request_pin_mailer(
-    uow: UnitOfWork[FulfillmentRepository], event: CardQaPassed, deps: FulfillmentDeps
-) -> None:
+async def _pin_mailer(event: CardQaPassed, deps: FulfillmentDeps) -> PinMailerState | None:
     """keymgmt prints the mailer; a job still running raises, and the event is retried
-    (the whole packing with it: keymgmt answers the same mailer again)."""
+    (the whole packing with it: keymgmt answers the same mailer again). None: no PIN."""
     request = PinMailerRequest(card_id=event.card_id, batch_id=event.batch_id)
     try:
         mailer = await deps.keymgmt.pin_mailer(request)
     except (KeymgmtRefused, KeymgmtBadResponse) as exc:
         raise PoisonEvent(f"PIN mailer: {exc}") from exc
-    if mailer is None:
-        return  # the card's product has no PIN
-    if mailer.status not in ("printed", "spoiled"):
+    if mailer is not None and mailer.status not in ("printed", "spoiled"):
         raise KeymgmtUnavailable(f"PIN mailer {mailer.mailer_id} is still {mailer.status}")
+    return mailer
+
+
+async def record_pin_mailer(
+    uow: UnitOfWork[FulfillmentRepository],
+    event: CardQaPassed,
+    deps: FulfillmentDeps,
+    mailer: PinMailerState,
+) -> None:
     state = "printed" if mailer.status == "printed" else "spoiled"
     fresh = await uow.repo.record_pin_mailer(
         event.card_id, mailer.mailer_id, event.batch_id, event.issuer_id, state
@@ -299,7 +358,7 @@ def shipped(manifest: Manifest, manifest_sha256: str, actor: str) -> ShipmentDis
 
 
 HANDLERS: HandlerSpec[FulfillmentDeps] = {
-    CardQaPassed: [pack_card],
+    CardQaPassed: [Batch(pack_cards)],
     CardQaFailed: [set_aside_qa_reject],
     CardSpoiled: [set_aside_spoiled],
     BatchReconciled: [release_batch],

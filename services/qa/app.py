@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from services.qa.handlers import HANDLERS, QaDeps
 from services.qa.repository import QaRepository
 from services.qa.service import Transaction
 from services.qa.settings import QaSettings
+from services.qa.station import QaStation
 from shared.feeder_client import FeederClient
 from shared.handlers import bind_handlers
 from shared.kafka_access import subscriptions
@@ -26,16 +26,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SUBSCRIBE = subscriptions("qa")
 
 
-async def reader_readiness(machine: QaMachine, report: dict[str, Any]) -> None:
-    """Readiness adds the QA reader (known to pcscd or not) and the machine's state."""
+async def reader_readiness(station: QaStation, report: dict[str, Any]) -> None:
+    """Readiness adds the QA readers (known to pcscd or not) and the station's state."""
     try:
-        known = machine.reader in await machine.pcsc.list_readers()
+        known = set(await station.positions[0].pcsc.list_readers())
     except PcscError as exc:
-        known = False
+        known = set()
         report["problems"].append(f"pcscd: {exc.__class__.__name__}")
-    if not known:
-        report["problems"].append(f"QA reader not known to pcscd: {machine.reader}")
-    report.update(reader=machine.reader, machine=asdict(machine.status))
+    for reader in station.readers:
+        if reader not in known:
+            report["problems"].append(f"QA reader not known to pcscd: {reader}")
+    report.update(reader=station.readers[0], readers=station.readers, machine=station.status())
 
 
 def bootstrap(
@@ -44,10 +45,12 @@ def bootstrap(
     schema: str | None = None,
     consumer_group: str | None = None,
     reader: str | None = None,
+    readers: list[str] | None = None,
     keymgmt: ChipOracle | None = None,
     pcsc: PcscClient | None = None,
 ) -> ServiceRuntime:
-    """Wire the QA reader, the feeder and keymgmt into the runtime. Tests pass their own."""
+    """Wire the QA positions' readers, the feeder and keymgmt into the runtime. Tests pass
+    their own (`reader` for a one-position station)."""
     feeder = FeederClient(settings.feeder_url, timeout_s=settings.feeder_timeout_s, refill=False)
     closers: list[Any] = [feeder]
     if keymgmt is None:
@@ -61,33 +64,40 @@ def bootstrap(
         )
         closers.append(client)
         keymgmt = client
-    machine = QaMachine(
-        reader=reader or settings.reader_name(),
-        pcsc=pcsc or PcscClient(),
-        feeder=feeder,
-        keymgmt=keymgmt,
-        spool_dir=settings.spool_dir,
-        transaction=Transaction(
-            settings.qa_amount_minor, settings.qa_terminal_country, settings.qa_currency
-        ),
-        card_timeout_s=settings.qa_card_timeout_s,
-        fault_backoff_s=settings.qa_machine_backoff_s,
-        queue_poll_s=settings.queue_poll_s,
-        station=settings.qa_station,
+    pcsc = pcsc or PcscClient()
+    transaction = Transaction(
+        settings.qa_amount_minor, settings.qa_terminal_country, settings.qa_currency
     )
-    deps = QaDeps(machine=machine)
+    station = QaStation(
+        [
+            QaMachine(
+                reader=name,
+                pcsc=pcsc,
+                feeder=feeder,
+                keymgmt=keymgmt,
+                spool_dir=settings.spool_dir,
+                transaction=transaction,
+                card_timeout_s=settings.qa_card_timeout_s,
+                fault_backoff_s=settings.qa_machine_backoff_s,
+                queue_poll_s=settings.queue_poll_s,
+                station=settings.qa_station,
+            )
+            for name in readers or ([reader] if reader else settings.reader_names())
+        ]
+    )
+    deps = QaDeps(station=station)
     runtime = ServiceRuntime(
         name=NAME,
         settings=settings,
         migrations=MIGRATIONS,
         handlers=bind_handlers(HANDLERS, deps),
         subscribe=SUBSCRIBE,
-        workers=[machine.run],
+        workers=[station.run],
         schema=schema,
         consumer_group=consumer_group,
         repository=partial(QaRepository, schema=schema or NAME),
         deps=deps,
-        readiness=[partial(reader_readiness, machine)],
+        readiness=[partial(reader_readiness, station)],
     )
     for closer in closers:
         runtime.on_stop(closer.aclose)

@@ -1,4 +1,5 @@
-"""The QA machine at work: one printed card at a time, print check then chip checks.
+"""A QA position at work: one reader, one printed card at a time, print check then chip checks.
+A QA station runs several positions (station.py), each claiming its own cards.
 
 Per card: the printer's output must look like the render card.printed announced
 (print_check.py); the feeder puts the card into the QA reader by chip serial; the chip must be
@@ -14,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -68,6 +70,9 @@ class QaActivity:
     failed: int = 0
     machine_faults: int = 0
     last_problem: str | None = None
+    # Where the last card's time went, in ms per phase: print check, feeder insert, the chip
+    # answering in the reader, the chip checks, eject until pcscd sees the reader empty.
+    last_card_ms: dict[str, int] = field(default_factory=dict)
 
 
 class QaMachine:
@@ -103,8 +108,15 @@ class QaMachine:
         self._queue_changed.clear()
 
     async def run(self, runtime: ServiceRuntime) -> None:
-        await self._in_transaction(runtime, lambda _uow, repo: repo.release_all_checking())
-        await self._sweep_spool(runtime)
+        """A station of this one position: put back what the station held, then serve."""
+        await self._in_transaction(
+            runtime, lambda _uow, repo: repo.release_all_checking(self.station)
+        )
+        await self.sweep_spool(runtime)
+        await self.serve(runtime)
+
+    async def serve(self, runtime: ServiceRuntime) -> None:
+        """This position's loop: claim the oldest queued card, check it, record the verdict."""
         while True:
             self.status.activity = "waiting for a printed card"
             try:
@@ -142,7 +154,7 @@ class QaMachine:
             if await self._record(runtime, card, checks, failure):
                 await self._discard_prints(card.card_id)
 
-    async def _sweep_spool(self, runtime: ServiceRuntime) -> None:
+    async def sweep_spool(self, runtime: ServiceRuntime) -> None:
         """Delete what the spool still holds of cards already decided (QA stopped between a
         verdict and its deletion)."""
         spooled = list(await asyncio.to_thread(spooled_cards, self.spool_dir))
@@ -167,7 +179,7 @@ class QaMachine:
 
     async def _claim(self, runtime: ServiceRuntime) -> QaCard | None:
         async with runtime.unit_of_work() as uow:
-            card: QaCard | None = await uow.repo.claim_next()
+            card: QaCard | None = await uow.repo.claim_next(self.station, self.reader)
         return card
 
     async def check(self, card: QaCard) -> tuple[list[str], str | None]:
@@ -175,10 +187,18 @@ class QaMachine:
         with card_stage("qa", trace_context_of(card.traceparent), str(card.card_id)):
             return await self._checks(card)
 
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.status.last_card_ms[name] = round((now - since) * 1000)
+        return now
+
     async def _checks(self, card: QaCard) -> tuple[list[str], str | None]:
+        self.status.last_card_ms = {}
+        started = time.perf_counter()
         problem = await asyncio.to_thread(
             print_image_problem, self.spool_dir, card.card_id, card.image_sha256
         )
+        self._phase("print", started)
         if problem is not None:
             return [], problem  # a misprinted card is rejected without reading its chip
         try:
@@ -188,16 +208,21 @@ class QaMachine:
         return [*checks, CHECK_PRINT_IMAGE], None
 
     async def _check_chip(self, card: QaCard) -> list[str]:
+        mark = time.perf_counter()
         try:
             await self.feeder.insert(self.reader, card.chip_serial)
+            mark = self._phase("insert", mark)
         except CardNotFound as exc:
             raise QaFailure(f"chip: {exc}") from exc
         except FeederUnavailable as exc:
             raise MachineFault(str(exc)) from exc
         try:
             conn = await self._connect_to(card.chip_serial)
+            mark = self._phase("answer", mark)
             try:
-                return await self._chip_checks(conn, card)
+                checks = await self._chip_checks(conn, card)
+                mark = self._phase("chip", mark)
+                return checks
             except CardRemoved as exc:
                 raise QaFailure("chip: the card left the QA reader during the checks") from exc
             except PcscError as exc:
@@ -214,6 +239,7 @@ class QaMachine:
                 # next card inserted would not answer.
                 with contextlib.suppress(PcscError):
                     await self.pcsc.wait_for_removal(self.reader, timeout=2.0)
+                self._phase("eject", mark)
 
     async def _connect_to(self, chip_serial: str) -> CardConnection:
         """Connect to the inserted card, and make sure it is that card: right after an eject
@@ -297,12 +323,18 @@ class QaMachine:
             await self._in_transaction(runtime, verdict)
         if failure is None:
             self.status.passed += 1
-            log.info("card passed QA", extra={"card_id": str(card.card_id), "checks": checks})
+            log.info(
+                "card passed QA",
+                extra={"card_id": str(card.card_id), "checks": checks, **self._timing()},
+            )
         else:
             self.status.failed += 1
             self.status.last_problem = failure
             log.warning("card failed QA", extra={"card_id": str(card.card_id), "reason": failure})
         return recorded
+
+    def _timing(self) -> dict[str, object]:
+        return {"reader": self.reader, "ms": dict(self.status.last_card_ms)}
 
     async def _in_transaction(
         self,

@@ -8,9 +8,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from services.qa.checker import QaMachine
 from services.qa.print_check import discard_prints
 from services.qa.repository import QaRepository
+from services.qa.station import QaStation
 from shared.events import CardPrinted, CardSpoiled
 from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class QaDeps:
     """What QA's handlers and readiness are given (built once by app.bootstrap)."""
 
-    machine: QaMachine
+    station: QaStation
 
 
 async def queue_printed_card(
@@ -40,7 +40,7 @@ async def queue_printed_card(
     )
     if not queued:
         log.warning("card already known to QA", extra={"card_id": str(event.card_id)})
-    deps.machine.notify_queued()
+    deps.station.notify_queued()
 
 
 async def discard_spoiled_print(
@@ -49,7 +49,7 @@ async def discard_spoiled_print(
     """A face spoiled at the printer (an aborted job) may have left its document in the spool,
     with the CVV2 on it; no QA will read it."""
     if event.stage == "graphical":
-        await asyncio.to_thread(discard_prints, deps.machine.spool_dir, event.card_id)
+        await asyncio.to_thread(discard_prints, deps.station.spool_dir, event.card_id)
 
 
 HANDLERS: HandlerSpec[QaDeps] = {

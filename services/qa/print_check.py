@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,19 @@ class PrintTolerance:
 
 
 def printed_files(spool: Path, card_id: UUID) -> tuple[list[Path], list[Path]]:
-    """The documents the printer received for the card, and its outputs."""
-    name = f"card-{card_id}"
-    return sorted(spool.glob(f"*-{name}.png")), sorted(spool.glob(f"*-{name}.prn"))
+    """The documents the printer received for the card, and its outputs: one pass over the
+    spool (which holds every job the printer kept), plain suffix tests rather than two glob
+    patterns matched against every name."""
+    document, output = f"-card-{card_id}.png", f"-card-{card_id}.prn"
+    documents: list[Path] = []
+    outputs: list[Path] = []
+    with os.scandir(spool) as entries:
+        for entry in entries:
+            if entry.name.endswith(document):
+                documents.append(Path(entry.path))
+            elif entry.name.endswith(output):
+                outputs.append(Path(entry.path))
+    return sorted(documents), sorted(outputs)
 
 
 def compare_prints(
@@ -92,11 +103,16 @@ def print_image_problem(
         return f"{CHECK}: the printed document is not the render card.printed announced"
     if not outputs:
         return f"{CHECK}: the printer produced no output for this card"
-    return compare_prints(expected, outputs[-1].read_bytes(), tolerance)
+    printed = outputs[-1].read_bytes()
+    if printed == expected:
+        return None  # the same bytes decode to the same pixels: nothing to compare
+    return compare_prints(expected, printed, tolerance)
 
 
 def discard_prints(spool: Path, card_id: UUID) -> int:
     """Delete the card's documents and outputs from the printer's spool; how many there were."""
+    if not spool.is_dir():
+        return 0
     documents, outputs = printed_files(spool, card_id)
     for path in documents + outputs:
         path.unlink(missing_ok=True)

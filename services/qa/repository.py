@@ -60,16 +60,20 @@ class QaRepository:
         ).first()
         return row is not None
 
-    async def claim_next(self) -> QaCard | None:
-        """The oldest queued card; replicas skip the rows others hold locked."""
+    async def claim_next(self, station: str, reader: str) -> QaCard | None:
+        """The oldest queued card, now held by `reader` of `station`. Every position of every
+        station claims this way: a row another claim holds locked is skipped, not waited for,
+        so no two positions ever get one card and none waits on another's transaction."""
         row = (
             await self._conn.execute(
                 text(
-                    f"UPDATE {self._s}.qa_cards SET state = 'checking', attempts = attempts + 1"
+                    f"UPDATE {self._s}.qa_cards SET state = 'checking', attempts = attempts + 1,"
+                    " claimed_by = :station, claimed_reader = :reader"
                     f" WHERE card_id = (SELECT card_id FROM {self._s}.qa_cards"
                     " WHERE state = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
                     f" RETURNING {_CARD}"
-                )
+                ),
+                {"station": station, "reader": reader},
             )
         ).first()
         return None if row is None else QaCard(*row)
@@ -83,13 +87,16 @@ class QaRepository:
     async def release(self, card_id: UUID) -> bool:
         return await self._finish(card_id, "queued", [], None)
 
-    async def release_all_checking(self) -> int:
-        """At startup: a check a stopped process left open runs again (checks only read)."""
+    async def release_all_checking(self, station: str) -> int:
+        """At startup: a check this station left open when it stopped runs again (checks only
+        read). Cards other stations hold stay theirs; a claim from before stations were named
+        (claimed_by NULL) is released by whichever station starts first."""
         rows = await self._conn.execute(
             text(
                 f"UPDATE {self._s}.qa_cards SET state = 'queued' WHERE state = 'checking'"
-                " RETURNING card_id"
-            )
+                " AND (claimed_by = :station OR claimed_by IS NULL) RETURNING card_id"
+            ),
+            {"station": station},
         )
         return len(rows.all())
 

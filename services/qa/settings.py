@@ -10,7 +10,7 @@ from shared.pcsc import load_readers
 from shared.settings import BureauSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-QA_READER_INDEX = 4  # the fifth reader of readers.json, in the feeder's manual mode
+QA_READER_INDEX = 4  # readers.json from the fifth on are QA's, in the feeder's manual mode
 
 
 class QaSettings(BureauSettings):
@@ -19,7 +19,12 @@ class QaSettings(BureauSettings):
     pcsc_readers: str | None = Field(
         default=None, description="BUREAU_PCSC_READERS: readers.json of the local pcscd"
     )
-    qa_reader: str = Field(default="", description="PC/SC name; default the 5th of readers.json")
+    qa_reader: str = Field(default="", description="PC/SC name of a one-position QA station")
+    qa_readers: str = Field(
+        default="",
+        description="PC/SC names of this station's QA positions, comma separated; default every"
+        " reader of readers.json after the encoding station's first four",
+    )
     qa_station: str = Field(
         default="qa-1",
         pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
@@ -47,11 +52,17 @@ class QaSettings(BureauSettings):
     def spool_dir(self) -> Path:
         return self.card_printer_spool or self.run_dir / "printers" / "card" / "spool"
 
-    def reader_name(self) -> str:
-        """The QA reader. Loading readers.json also points libpcsclite at its pcscd."""
+    def reader_names(self) -> list[str]:
+        """The QA positions' readers. Loading readers.json also points libpcsclite at its
+        pcscd."""
         readers = load_readers(self.pcsc_readers) if self.pcsc_readers else []
+        configured = [name.strip() for name in self.qa_readers.split(",") if name.strip()]
         if self.qa_reader:
-            return self.qa_reader
+            configured = [self.qa_reader, *configured]
+        if configured:
+            if len(set(configured)) != len(configured):
+                raise ValueError(f"a QA reader is named twice: {configured}")
+            return configured
         if len(readers) <= QA_READER_INDEX:
-            raise ValueError("no QA reader: set BUREAU_QA_READER or BUREAU_PCSC_READERS")
-        return readers[QA_READER_INDEX].name
+            raise ValueError("no QA reader: set BUREAU_QA_READERS or BUREAU_PCSC_READERS")
+        return [reader.name for reader in readers[QA_READER_INDEX:]]
