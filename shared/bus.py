@@ -5,6 +5,13 @@ Per record: decode -> inbox insert (by event_id) + handler effect + emitted even
 transaction -> commit offsets after the whole fetched batch. An undecodable record, or one a
 handler declares poison, goes to the dead-letter topic through the outbox, with a
 `dead_letter.recorded` event that audit counts. Nothing is silently dropped.
+
+Provenance (shared/events/producers.py): a record whose type the consumer handles is applied
+only when it arrived on its producer's topic; anything else is forged, and is dead-lettered
+before any handler runs and before the inbox records it, with the reason
+`forged: type=T topic=X producer=P` (the DLQ record's `dlq.reason` header and the
+`dead_letter.recorded` notice audit keeps as a security event), and counted in
+bureau_forged_events_total.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from shared import metrics
 from shared.db import checked_identifier
 from shared.dead_letter import record_dead_letter
 from shared.events import Event, UndecodableEvent, decode_event
+from shared.events.producers import forgery, parse_forgery
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.outage import KAFKA, report_failure
@@ -85,6 +93,10 @@ def decode_record(record: Any) -> Event:
         raise UndecodableEvent(f"<root>: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
 
 
+class ForgedEvent(ValueError):
+    """A record of a type whose producer is another service than its topic's."""
+
+
 def _count_consumed(events: Iterable[Event]) -> None:
     for event in events:
         metrics.EVENTS_CONSUMED.labels(service=metrics.service_name(), type=event.type).inc()
@@ -117,6 +129,8 @@ class EventConsumer:
         self._topics = list(topics)
         self._handlers = handlers
         self._emit_topic = emit_topic
+        # Every service's topic is `<prefix>.<service>`, this one's own too.
+        self._topic_prefix = emit_topic.rpartition(".")[0]
         self._dlq_topic = dead_letter_topic
         self._max_attempts = max_attempts
         self._max_records = max_records
@@ -207,6 +221,8 @@ class EventConsumer:
             except UndecodableEvent:
                 return False
             if self._handlers.get(type(event)):
+                if forgery(event, record.topic, self._topic_prefix):
+                    return False  # dead-lettered record by record
                 decoded.append((record, event))
         if not decoded:
             return True
@@ -304,6 +320,9 @@ class EventConsumer:
             except UndecodableEvent as exc:
                 verdict = f"undecodable: {exc}"
                 continue
+            except ForgedEvent as exc:
+                verdict = str(exc)
+                continue
             except Exception as exc:
                 if report_failure(exc):
                     metrics.count_error("transient")
@@ -325,6 +344,9 @@ class EventConsumer:
         handlers = self._handlers.get(type(event), ())
         if not handlers:
             return
+        forged = forgery(event, record.topic, self._topic_prefix)
+        if forged is not None:
+            raise ForgedEvent(forged)
         with (
             continue_trace(event.trace),
             self._tracer.start_as_current_span(
@@ -365,5 +387,13 @@ class EventConsumer:
         metrics.EVENTS_DEAD_LETTERED.labels(
             service=metrics.service_name(), reason=metrics.dead_letter_reason(reason)
         ).inc()
+        forged = parse_forgery(reason)
+        if forged is not None:
+            metrics.FORGED_EVENTS.labels(
+                service=metrics.service_name(), type=forged["type"], topic=forged["topic"]
+            ).inc()
+            log.error("forged event dead-lettered", extra={"source": source, **forged})
+            self._relay.wake()
+            return
         log.error("event dead-lettered", extra={"source": source, "reason": reason[:300]})
         self._relay.wake()

@@ -7,7 +7,9 @@ UTF-8 and one of the broker's maximum size, then a good event. Each poison recor
 under its own offset, the good event behind them is applied, and no task is left stopped.
 
 The good event's handler records that it ran; the service's own handlers are not bound here (they
-need pcscd, the HSM and printers): what is under test is the consumer every service runs.
+need pcscd, the HSM and printers): what is under test is the consumer every service runs. The good
+event is a `dead_letter.recorded` notice, which any service produces on its own topic, so it is
+genuine on whichever topic the service reads first (shared/events/producers.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import running
-from tests.support.bus import collect, prepared_event, wait_for
+from tests.support.bus import collect, wait_for
 from tests.support.poison import RawRecord, broker_max_value, poison_records, produce_raw
 
 pytestmark = pytest.mark.integration
@@ -65,18 +67,26 @@ async def test_every_consumer_dead_letters_each_poison_record_and_applies_the_go
     migrations, subscribe = CONSUMERS[service]
     applied: list[uuid.UUID] = []
 
-    async def apply(_uow: UnitOfWork[Any], event: events.CardPrepared) -> None:
+    async def apply(_uow: UnitOfWork[Any], event: events.DeadLetterRecorded) -> None:
         applied.append(event.event_id)
 
     runtime = ServiceRuntime(
         name=service,
         settings=bureau_settings,
         migrations=migrations,
-        handlers={events.CardPrepared: [apply]},
+        handlers={events.DeadLetterRecorded: [apply]},
         subscribe=subscribe,
         schema=f"{service}_poison_{unique}",
     )
-    good = prepared_event()
+    good = events.DeadLetterRecorded(
+        issuer_id="bureau",
+        actor="poison-test",
+        source_topic="elsewhere",
+        source_partition=0,
+        source_offset=0,
+        consumer="poison-test",
+        reason="the good record behind the poison",
+    )
     async with running(runtime):
         consumer = runtime.consumer
         assert consumer is not None
