@@ -12,6 +12,13 @@ from typing import Any, cast, get_args
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.audit import app as audit_app
+from services.electrical import app as electrical_app
+from services.fulfillment import app as fulfillment_app
+from services.graphical import app as graphical_app
+from services.intake import app as intake_app
+from services.keymgmt import app as keymgmt_app
+from services.qa import app as qa_app
 from shared import events
 from shared.bus import EventConsumer, ForgedEvent
 from shared.events.producers import (
@@ -84,6 +91,15 @@ def test_every_contract_has_exactly_one_declared_producer() -> None:
     assert {producer_of(spoiled(stage)) for stage in SPOILING_STAGES} == set(SPOILING_STAGES)
     # dead_letter.recorded: any service, each on its own topic.
     assert [c for c, p in PRODUCERS.items() if p == ANY_SERVICE] == [events.DeadLetterRecorded]
+
+
+def test_each_service_writes_and_reads_only_service_topics() -> None:
+    apps = (intake_app, keymgmt_app, electrical_app, graphical_app, qa_app, fulfillment_app)
+    assert sorted(app.NAME for app in (*apps, audit_app)) == sorted(SERVICES)
+    for app in (*apps, audit_app):
+        assert set(app.SUBSCRIBE) <= set(SERVICES), app.NAME
+    # Audit reads every service's topic, so it sees every forgery of a type it handles (all).
+    assert set(audit_app.SUBSCRIBE) == set(SERVICES)
 
 
 def _constructed_contracts(service: str) -> dict[str, set[str | None]]:
