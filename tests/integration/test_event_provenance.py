@@ -18,10 +18,14 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from services.audit.settings import AuditSettings
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events, metrics
+from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.support.audit import AUDITOR, OTHER_ISSUERS_AUDITOR
+from tests.support.audit import publish as audit_publish
+from tests.support.audit_story import BatchStory
 from tests.support.bus import collect, wait_for
 from tests.support.fulfillment import (
     ISSUER,
@@ -150,3 +154,38 @@ async def test_a_forged_batch_reconciled_is_dead_lettered_audited_and_ships_noth
     assert shipment.batch_id == batch
     assert shipment.card_ids == [card]
     assert await in_inbox(runtime, genuine.event_id)
+
+
+async def test_audit_does_not_count_a_card_destroyed_that_a_station_forged(
+    audit_settings: AuditSettings, audit: ServiceRuntime, api: httpx.AsyncClient
+) -> None:
+    """A station PC claims a card destroyed (fulfillment's event) on qa's topic: audit keeps it
+    only as a security event, never as the card's end; the genuine one counts."""
+    story = BatchStory(1)
+    (card,) = story.card_ids
+    forged = story.destroy(card)
+    settings = audit_settings
+    producer = make_producer(settings.kafka_bootstrap, "provenance-test")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic("qa"), events.encode_event(forged))
+    finally:
+        await producer.stop()
+    (found,) = await security_events(api, 1)
+    assert found["forged"] == {
+        "type": "card.destroyed",
+        "topic": settings.topic("qa"),
+        "producer": "fulfillment",
+    }
+    assert found["detected_by"] == audit.consumer_group
+    logged = await api.get("/v1/events", params={"card_id": str(card)}, headers=AUDITOR)
+    assert logged.json()["events"] == []
+
+    genuine = story.destroy(card)
+    await audit_publish(settings, [genuine])
+
+    async def counted() -> bool:
+        answer = await api.get("/v1/events", params={"card_id": str(card)}, headers=AUDITOR)
+        return [e["event_id"] for e in answer.json()["events"]] == [str(genuine.event_id)]
+
+    await wait_for(counted)
