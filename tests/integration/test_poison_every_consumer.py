@@ -8,8 +8,8 @@ under its own offset, the good event behind them is applied, and no task is left
 
 The good event's handler records that it ran; the service's own handlers are not bound here (they
 need pcscd, the HSM and printers): what is under test is the consumer every service runs. The good
-event is a `dead_letter.recorded` notice, which any service produces on its own topic, so it is
-genuine on whichever topic the service reads first (shared/events/producers.py).
+event is one the first topic's service produces (shared/events/producers.py), so it is genuine
+there.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from services.intake import app as intake_app
 from services.keymgmt import app as keymgmt_app
 from services.qa import app as qa_app
 from shared import events
+from shared.events.producers import producer_of
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import running
+from tests.support.audit_story import BatchStory
 from tests.support.bus import collect, wait_for
 from tests.support.poison import RawRecord, broker_max_value, poison_records, produce_raw
 
@@ -67,25 +69,19 @@ async def test_every_consumer_dead_letters_each_poison_record_and_applies_the_go
     migrations, subscribe = CONSUMERS[service]
     applied: list[uuid.UUID] = []
 
-    async def apply(_uow: UnitOfWork[Any], event: events.DeadLetterRecorded) -> None:
+    # A good event of a batch's life that the first topic's service produces.
+    good = next(e for e in BatchStory(1).good_batch() if producer_of(e) == subscribe[0])
+
+    async def apply(_uow: UnitOfWork[Any], event: events.Event) -> None:
         applied.append(event.event_id)
 
     runtime = ServiceRuntime(
         name=service,
         settings=bureau_settings,
         migrations=migrations,
-        handlers={events.DeadLetterRecorded: [apply]},
+        handlers={type(good): [apply]},
         subscribe=subscribe,
         schema=f"{service}_poison_{unique}",
-    )
-    good = events.DeadLetterRecorded(
-        issuer_id="bureau",
-        actor="poison-test",
-        source_topic="elsewhere",
-        source_partition=0,
-        source_offset=0,
-        consumer="poison-test",
-        reason="the good record behind the poison",
     )
     async with running(runtime):
         consumer = runtime.consumer
