@@ -30,7 +30,7 @@ from shared import metrics
 from shared.db import checked_identifier
 from shared.dead_letter import record_dead_letter
 from shared.events import Event, UndecodableEvent, decode_event
-from shared.events.producers import forgery, parse_forgery
+from shared.events.producers import forgery, genuine_on, parse_forgery, stream_of_topic
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.outage import KAFKA, report_failure
@@ -131,6 +131,7 @@ class EventConsumer:
         self._emit_topic = emit_topic
         # Every service's topic is `<prefix>.<service>`, this one's own too.
         self._topic_prefix = emit_topic.rpartition(".")[0]
+        self._start_forged_counts()
         self._dlq_topic = dead_letter_topic
         self._max_attempts = max_attempts
         self._max_records = max_records
@@ -142,6 +143,19 @@ class EventConsumer:
         self.ready = asyncio.Event()
         self._tracer = tracer(f"bus.{group_id}")
         self._lag_measured_at = 0.0
+
+    def _start_forged_counts(self) -> None:
+        """bureau_forged_events_total starts at 0 for every (type, topic) this consumer would
+        refuse (a handled type on a subscribed topic not its producer's), so the dashboard and
+        alerts see the first forgery as an increase of a series that was already there."""
+        for topic in self._topics:
+            stream = stream_of_topic(topic, self._topic_prefix)
+            for contract in self._handlers:
+                if stream is None or not genuine_on(contract, stream):
+                    kind = str(contract.model_fields["type"].default)
+                    metrics.FORGED_EVENTS.labels(
+                        service=metrics.service_name(), type=kind, topic=topic
+                    )
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(

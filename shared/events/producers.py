@@ -111,6 +111,16 @@ def producer_of(event: Event) -> str | None:
     return declared
 
 
+def genuine_on(contract: type[Event], stream: str) -> bool:
+    """Whether the service `stream` may produce some event of this contract."""
+    declared = PRODUCERS[contract]
+    if declared == ANY_SERVICE:
+        return stream in SERVICES
+    if declared == BY_STAGE:
+        return stream in SPOILING_STAGES
+    return declared == stream
+
+
 def stream_of_topic(topic: str, prefix: str) -> str | None:
     """The service whose topic this is (`<prefix>.<service>`), or None for any other topic."""
     head, dot, stream = topic.rpartition(".")

@@ -19,7 +19,7 @@ from services.graphical import app as graphical_app
 from services.intake import app as intake_app
 from services.keymgmt import app as keymgmt_app
 from services.qa import app as qa_app
-from shared import events
+from shared import events, metrics
 from shared.bus import EventConsumer, ForgedEvent
 from shared.events.producers import (
     ANY_SERVICE,
@@ -229,3 +229,16 @@ async def test_the_consumer_refuses_a_forged_record_before_inbox_and_handler() -
     run = [_Record("bureau.electrical", reconciled(), n) for n in range(3)]
     assert await consumer._apply_batch(run) is False
     assert handled == []
+
+
+def test_the_forged_count_starts_at_zero_for_each_type_a_topic_may_not_carry() -> None:
+    _consumer([])
+
+    def sample(topic: str) -> float | None:
+        return metrics.REGISTRY.get_sample_value(
+            "bureau_forged_events_total",
+            {"service": metrics.service_name(), "type": "batch.reconciled", "topic": topic},
+        )
+
+    assert sample("bureau.electrical") == 0.0
+    assert sample("bureau.audit") is None  # genuine there: nothing to count
