@@ -6,12 +6,9 @@ transaction -> commit offsets after the whole fetched batch. An undecodable reco
 handler declares poison, goes to the dead-letter topic through the outbox, with a
 `dead_letter.recorded` event that audit counts. Nothing is silently dropped.
 
-Provenance (shared/events/producers.py): a record whose type the consumer handles is applied
-only when it arrived on its producer's topic; anything else is forged, and is dead-lettered
-before any handler runs and before the inbox records it, with the reason
-`forged: type=T topic=X producer=P` (the DLQ record's `dlq.reason` header and the
-`dead_letter.recorded` notice audit keeps as a security event), and counted in
-bureau_forged_events_total.
+Provenance (shared/events/producers.py): a handled type from another topic than its producer's
+is forged: dead-lettered before the inbox and any handler, reason `forged: type=T topic=X
+producer=P` (the notice audit keeps as a security event), counted in bureau_forged_events_total.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from shared import metrics
 from shared.db import checked_identifier
 from shared.dead_letter import record_dead_letter
 from shared.events import Event, UndecodableEvent, decode_event
-from shared.events.producers import forgery, genuine_on, parse_forgery, stream_of_topic
+from shared.events.producers import forgeable, forgery, parse_forgery
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.outage import KAFKA, report_failure
@@ -145,17 +142,10 @@ class EventConsumer:
         self._lag_measured_at = 0.0
 
     def _start_forged_counts(self) -> None:
-        """bureau_forged_events_total starts at 0 for every (type, topic) this consumer would
-        refuse (a handled type on a subscribed topic not its producer's), so the dashboard and
-        alerts see the first forgery as an increase of a series that was already there."""
-        for topic in self._topics:
-            stream = stream_of_topic(topic, self._topic_prefix)
-            for contract in self._handlers:
-                if stream is None or not genuine_on(contract, stream):
-                    kind = str(contract.model_fields["type"].default)
-                    metrics.FORGED_EVENTS.labels(
-                        service=metrics.service_name(), type=kind, topic=topic
-                    )
+        """bureau_forged_events_total starts at 0 for each (type, topic) this consumer would
+        refuse, so the first forgery shows as an increase of a series already there."""
+        for kind, topic in forgeable(self._handlers, self._topics, self._topic_prefix):
+            metrics.FORGED_EVENTS.labels(service=metrics.service_name(), type=kind, topic=topic)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -403,11 +393,7 @@ class EventConsumer:
         ).inc()
         forged = parse_forgery(reason)
         if forged is not None:
-            metrics.FORGED_EVENTS.labels(
-                service=metrics.service_name(), type=forged["type"], topic=forged["topic"]
-            ).inc()
-            log.error("forged event dead-lettered", extra={"source": source, **forged})
-            self._relay.wake()
-            return
+            labels = {"type": forged["type"], "topic": forged["topic"]}
+            metrics.FORGED_EVENTS.labels(service=metrics.service_name(), **labels).inc()
         log.error("event dead-lettered", extra={"source": source, "reason": reason[:300]})
         self._relay.wake()

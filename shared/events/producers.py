@@ -19,7 +19,7 @@ Two contracts are declared otherwise than by one service name, explicitly:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final, get_args
 
 from shared.events.base import Event
@@ -119,6 +119,19 @@ def genuine_on(contract: type[Event], stream: str) -> bool:
     if declared == BY_STAGE:
         return stream in SPOILING_STAGES
     return declared == stream
+
+
+def forgeable(
+    contracts: Iterable[type[Event]], topics: Iterable[str], prefix: str
+) -> list[tuple[str, str]]:
+    """(type, topic) of each contract that would be forged on each topic."""
+    found: list[tuple[str, str]] = []
+    for topic in topics:
+        stream = stream_of_topic(topic, prefix)
+        for contract in contracts:
+            if stream is None or not genuine_on(contract, stream):
+                found.append((str(contract.model_fields["type"].default), topic))
+    return found
 
 
 def stream_of_topic(topic: str, prefix: str) -> str | None:
