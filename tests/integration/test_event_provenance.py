@@ -123,7 +123,7 @@ async def test_a_forged_batch_reconciled_is_dead_lettered_audited_and_ships_noth
 
     # Fulfillment did not move: no shipment, the forged event never reached its inbox.
     out = await emitted(settings, count_of("dead_letter.recorded", 1))
-    assert [e.type for e in out] == ["card.packed", "dead_letter.recorded"]
+    assert sorted(e.type for e in out) == ["card.packed", "dead_letter.recorded"]  # 2 partitions
     assert not await in_inbox(runtime, forged.event_id)
     assert not await in_inbox(audit, forged.event_id)
 
