@@ -5,6 +5,10 @@ Per record: decode -> inbox insert (by event_id) + handler effect + emitted even
 transaction -> commit offsets after the whole fetched batch. An undecodable record, or one a
 handler declares poison, goes to the dead-letter topic through the outbox, with a
 `dead_letter.recorded` event that audit counts. Nothing is silently dropped.
+
+Provenance (shared/events/producers.py): a handled type from another topic than its producer's
+is forged: dead-lettered before the inbox and any handler, reason `forged: type=T topic=X
+producer=P` (the notice audit keeps as a security event), counted in bureau_forged_events_total.
 """
 
 from __future__ import annotations
@@ -14,67 +18,26 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
 from shared.db import checked_identifier
 from shared.dead_letter import record_dead_letter
 from shared.events import Event, UndecodableEvent, decode_event
+from shared.events.producers import forgeable, forgery, parse_forgery
 from shared.handlers import BatchHandler, HandlerTable, PoisonEvent
 from shared.inbox import record_in_inbox, record_many_in_inbox
 from shared.kafka_access import DEAD_LETTER_STREAM as DEAD_LETTER_STREAM
 from shared.kafka_client import KafkaSecurity, client_options
+from shared.kafka_client import ensure_topics as ensure_topics
+from shared.kafka_client import make_producer as make_producer
 from shared.outage import KAFKA, report_failure
 from shared.outbox import OutboxRelay, RepositoryFactory, UnitOfWork
 from shared.telemetry import continue_trace, echo_span, tracer
 from shared.unreadable import UNREADABLE_ERRORS, step_past_unreadable
 
 log = logging.getLogger(__name__)
-
-
-def make_producer(
-    bootstrap: str, client_id: str, security: KafkaSecurity | None = None
-) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **client_options(bootstrap, security),
-        client_id=client_id,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        request_timeout_ms=30000,
-    )
-
-
-async def ensure_topics(
-    bootstrap: str,
-    topics: Sequence[str],
-    partitions: int = 3,
-    security: KafkaSecurity | None = None,
-) -> None:
-    """Create the topics a service reads and writes before it subscribes, so a consumer never
-    waits a metadata refresh for a topic that appears later. In production the KafkaTopic
-    resources create them first and this finds them present."""
-    admin = AIOKafkaAdminClient(**client_options(bootstrap, security))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in dict.fromkeys(topics) if t not in existing]
-        if missing:
-            response = await admin.create_topics(
-                [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
-            )
-            # Per topic an error code, never raised by aiokafka: a refusal (no CREATE right,
-            # say) must stop the service here, not leave it waiting for a topic that never comes.
-            # A creation still under way when the request timed out (7) completes on its own.
-            for topic, code, *_message in response.topic_errors:
-                if code not in (0, 7, TopicAlreadyExistsError.errno):  # 36: another was first
-                    raise for_code(code)(f"creating topic {topic}")
-    finally:
-        await admin.close()
 
 
 def decode_record(record: Any) -> Event:
@@ -90,6 +53,10 @@ def decode_record(record: Any) -> Event:
         raise
     except (ValueError, TypeError, RecursionError) as exc:  # not UTF-8, nested too deep
         raise UndecodableEvent(f"<root>: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
+
+
+class ForgedEvent(ValueError):
+    """A record of a type whose producer is another service than its topic's."""
 
 
 def _count_consumed(events: Iterable[Event]) -> None:
@@ -126,6 +93,9 @@ class EventConsumer:
         self._topics = list(topics)
         self._handlers = handlers
         self._emit_topic = emit_topic
+        # Every service's topic is `<prefix>.<service>`, this one's own too.
+        self._topic_prefix = emit_topic.rpartition(".")[0]
+        self._start_forged_counts()
         self._dlq_topic = dead_letter_topic
         self._max_attempts = max_attempts
         self._max_records = max_records
@@ -137,6 +107,12 @@ class EventConsumer:
         self.ready = asyncio.Event()
         self._tracer = tracer(f"bus.{group_id}")
         self._lag_measured_at = 0.0
+
+    def _start_forged_counts(self) -> None:
+        """bureau_forged_events_total starts at 0 for each (type, topic) this consumer would
+        refuse, so the first forgery shows as an increase of a series already there."""
+        for kind, topic in forgeable(self._handlers, self._topics, self._topic_prefix):
+            metrics.FORGED_EVENTS.labels(service=metrics.service_name(), type=kind, topic=topic)
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -216,6 +192,8 @@ class EventConsumer:
             except UndecodableEvent:
                 return False
             if self._handlers.get(type(event)):
+                if forgery(event, record.topic, self._topic_prefix):
+                    return False  # dead-lettered record by record
                 decoded.append((record, event))
         if not decoded:
             return True
@@ -313,6 +291,9 @@ class EventConsumer:
             except UndecodableEvent as exc:
                 verdict = f"undecodable: {exc}"
                 continue
+            except ForgedEvent as exc:
+                verdict = str(exc)
+                continue
             except Exception as exc:
                 if report_failure(exc):
                     metrics.count_error("transient")
@@ -334,6 +315,9 @@ class EventConsumer:
         handlers = self._handlers.get(type(event), ())
         if not handlers:
             return
+        forged = forgery(event, record.topic, self._topic_prefix)
+        if forged is not None:
+            raise ForgedEvent(forged)
         with (
             continue_trace(event.trace),
             self._tracer.start_as_current_span(
@@ -374,5 +358,9 @@ class EventConsumer:
         metrics.EVENTS_DEAD_LETTERED.labels(
             service=metrics.service_name(), reason=metrics.dead_letter_reason(reason)
         ).inc()
+        forged = parse_forgery(reason)
+        if forged is not None:
+            labels = {"type": forged["type"], "topic": forged["topic"]}
+            metrics.FORGED_EVENTS.labels(service=metrics.service_name(), **labels).inc()
         log.error("event dead-lettered", extra={"source": source, "reason": reason[:300]})
         self._relay.wake()

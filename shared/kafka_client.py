@@ -2,7 +2,8 @@
 settings (SASL/SCRAM over TLS on the local stack and in Kubernetes), built in ONE place.
 
 Every AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient the code makes takes its
-connection keywords from `client_options`. A service passes its own settings' security; a
+connection keywords from `client_options`; the bus's producer (`make_producer`) and the topics
+a service needs (`ensure_topics`) are made here too. A service passes its own settings' security; a
 helper that knows only a bootstrap string gets the process's (BUREAU_KAFKA_* environment).
 """
 
@@ -11,9 +12,13 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
 from shared.settings import BureauSettings
@@ -75,3 +80,45 @@ def client_options(bootstrap: str, security: KafkaSecurity | None = None) -> dic
         options["sasl_plain_username"] = sec.username
         options["sasl_plain_password"] = sec.password
     return options
+
+
+def make_producer(
+    bootstrap: str, client_id: str, security: KafkaSecurity | None = None
+) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **client_options(bootstrap, security),
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=30000,
+    )
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    partitions: int = 3,
+    security: KafkaSecurity | None = None,
+) -> None:
+    """Create the topics a service reads and writes before it subscribes, so a consumer never
+    waits a metadata refresh for a topic that appears later. In production the KafkaTopic
+    resources create them first and this finds them present."""
+    admin = AIOKafkaAdminClient(**client_options(bootstrap, security))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+            # Per topic an error code, never raised by aiokafka: a refusal (no CREATE right,
+            # say) must stop the service here, not leave it waiting for a topic that never comes.
+            # A creation still under way when the request timed out (7) completes on its own.
+            for topic, code, *_message in response.topic_errors:
+                if code not in (0, 7, TopicAlreadyExistsError.errno):  # 36: another was first
+                    raise for_code(code)(f"creating topic {topic}")
+    finally:
+        await admin.close()

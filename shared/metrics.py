@@ -61,7 +61,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     2.5,
     5.0,
 )
-DEAD_LETTER_REASONS = ("undecodable", "poison", "handler_failed", "other")
+DEAD_LETTER_REASONS = ("undecodable", "poison", "handler_failed", "forged", "other")
 # handler: a handler raised and its event is retried (then dead-lettered); transient: the
 # database or Kafka under a handler failed; outbox_relay: publishing the outbox failed.
 ERROR_KINDS = ("handler", "transient", "outbox_relay")
@@ -82,6 +82,13 @@ EVENTS_DEAD_LETTERED = Counter(
     "bureau_events_dead_lettered_total",
     "Records sent to the dead-letter topic, per reason (undecodable, poison, handler).",
     ("service", "reason"),
+    registry=REGISTRY,
+)
+FORGED_EVENTS = Counter(
+    "bureau_forged_events_total",
+    "Records dead-lettered as forged: a type on another service's topic than its producer's"
+    " (shared/events/producers.py), per type and topic.",
+    ("service", "type", "topic"),
     registry=REGISTRY,
 )
 EVENTS_PUBLISHED = Counter(

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared import metrics
 from shared.db import checked_identifier
 from shared.events import Event, ShipmentDispatched, encode_event
+from shared.events.producers import UndeclaredProducer, check_emit
 from shared.relay import OutboxRelay as OutboxRelay  # the relay of these rows
 from shared.telemetry import current_trace_context
 
@@ -95,13 +96,21 @@ class UnitOfWork(Generic[RepoT]):
         return self._repo
 
     async def emit(self, event: Event, topic: str | None = None) -> None:
+        """Add `event` to the outbox. A service emits only the types it is declared to produce
+        (shared/events/producers.py), on its own topic `<prefix>.<service>`: anything else is
+        refused with UndeclaredProducer naming the type."""
+        service = self.default_topic.rpartition(".")[2]
+        check_emit(service, event)
+        if topic not in (None, self.default_topic):
+            raise UndeclaredProducer(f"{service} writes {event.type} only to its own topic")
+        topic = self.default_topic
         if event.trace is None:
             trace_ctx = current_trace_context()
             if trace_ctx is not None:
                 event = event.model_copy(update={"trace": trace_ctx})
         row: OutboxRow = (
             event.event_id,
-            topic or self.default_topic,
+            topic,
             event.partition_key(),
             encode_event(event),
             {},

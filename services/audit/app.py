@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import api, export_api, page, tree_api
+from services.audit import api, export_api, page, security_api, tree_api
 from services.audit.checkpointer import keep_merkle_tree
 from services.audit.deps import AuditDeps
 from services.audit.handlers import HANDLERS
@@ -75,5 +75,11 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
         runtime,
         title="cardbureau audit",
         description="Append-only, hash-chained event log; zero-loss batch reconciliation.",
-        routers=[api.router, tree_api.router, export_api.router, page.router],
+        routers=[
+            api.router,
+            tree_api.router,
+            export_api.router,
+            security_api.router,
+            page.router,
+        ],
     )

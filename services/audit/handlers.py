@@ -23,12 +23,14 @@ from shared.events import (
     BatchClosed,
     BatchDiscrepancy,
     BatchReconciled,
+    DeadLetterRecorded,
     Event,
     OrderAccepted,
     ShipmentDispatched,
     StockIssued,
     StockReturned,
 )
+from shared.events.producers import parse_forgery
 from shared.handlers import DepsHandler, HandlerSpec
 from shared.outbox import UnitOfWork
 
@@ -42,6 +44,20 @@ _DECISION_NAMESPACE = uuid.UUID("0b6f1c0e-6c3e-4d7e-9a51-a0d17c0ffee1")
 async def append_to_log(uow: UnitOfWork[AuditStore], event: Event, deps: AuditDeps) -> None:
     seq = await uow.repo.log.append_event(event)
     log.debug("event logged", extra={"seq": seq, "event_type": event.type})
+
+
+async def raise_security_event(
+    uow: UnitOfWork[AuditStore], event: DeadLetterRecorded, deps: AuditDeps
+) -> None:
+    """A notice of a record dead-lettered as forged is a security event: logged (the entry,
+    by append_to_log) and raised in the service log for whoever watches it; auditors list
+    them at GET /v1/security-events (security_api.py)."""
+    forged = parse_forgery(event.reason)
+    if forged is not None:
+        log.error(
+            "security event: forged record dead-lettered",
+            extra={"detected_by": event.consumer, "source_topic": event.source_topic, **forged},
+        )
 
 
 async def project_batch_event(
@@ -173,6 +189,7 @@ _PROJECTIONS: dict[type[Event], list[DepsHandler[AuditDeps]]] = {
     StockIssued: [project_batch_event],
     StockReturned: [project_batch_event],
     ShipmentDispatched: [project_card_event],
+    DeadLetterRecorded: [raise_security_event],
     **{event_type: [project_card_event] for event_type in CARD_EVENTS},
 }
 HANDLERS: HandlerSpec[AuditDeps] = {

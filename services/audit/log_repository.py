@@ -107,6 +107,21 @@ class EventLog:
         )
         return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
 
+    async def security_events(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """The log's security events, in log order: the `dead_letter.recorded` notices of a
+        record dead-lettered as forged (shared/events/producers.py), whichever service found
+        it. Read through the (type, seq) index."""
+        rows = await self._conn.execute(
+            text(
+                f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events"
+                " WHERE type = 'dead_letter.recorded' AND seq > :after"
+                " AND payload ->> 'reason' LIKE 'forged:%'"
+                " ORDER BY seq LIMIT :n"
+            ),
+            {"after": after_seq, "n": limit},
+        )
+        return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
+
     async def chain_entries(self, after_seq: int, limit: int) -> list[ChainEntry]:
         rows = await self._conn.execute(
             text(

@@ -7,7 +7,9 @@ UTF-8 and one of the broker's maximum size, then a good event. Each poison recor
 under its own offset, the good event behind them is applied, and no task is left stopped.
 
 The good event's handler records that it ran; the service's own handlers are not bound here (they
-need pcscd, the HSM and printers): what is under test is the consumer every service runs.
+need pcscd, the HSM and printers): what is under test is the consumer every service runs. The good
+event is one the first topic's service produces (shared/events/producers.py), so it is genuine
+there.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from services.intake import app as intake_app
 from services.keymgmt import app as keymgmt_app
 from services.qa import app as qa_app
 from shared import events
+from shared.events.producers import producer_of
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import running
-from tests.support.bus import collect, prepared_event, wait_for
+from tests.support.audit_story import BatchStory
+from tests.support.bus import collect, wait_for
 from tests.support.poison import RawRecord, broker_max_value, poison_records, produce_raw
 
 pytestmark = pytest.mark.integration
@@ -65,18 +69,20 @@ async def test_every_consumer_dead_letters_each_poison_record_and_applies_the_go
     migrations, subscribe = CONSUMERS[service]
     applied: list[uuid.UUID] = []
 
-    async def apply(_uow: UnitOfWork[Any], event: events.CardPrepared) -> None:
+    # A good event of a batch's life that the first topic's service produces.
+    good = next(e for e in BatchStory(1).good_batch() if producer_of(e) == subscribe[0])
+
+    async def apply(_uow: UnitOfWork[Any], event: events.Event) -> None:
         applied.append(event.event_id)
 
     runtime = ServiceRuntime(
         name=service,
         settings=bureau_settings,
         migrations=migrations,
-        handlers={events.CardPrepared: [apply]},
+        handlers={type(good): [apply]},
         subscribe=subscribe,
         schema=f"{service}_poison_{unique}",
     )
-    good = prepared_event()
     async with running(runtime):
         consumer = runtime.consumer
         assert consumer is not None

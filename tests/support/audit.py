@@ -18,6 +18,7 @@ from services.audit.app import bootstrap, build_app
 from services.audit.settings import AuditSettings
 from shared import events
 from shared.db import make_engine
+from shared.events.producers import producer_of
 from shared.kafka_client import client_options
 from shared.service import ServiceRuntime
 from tests.conftest import running
@@ -26,22 +27,11 @@ from tests.support.bus import collect, wait_for
 AUDITOR = {"Authorization": "Bearer auditor-dev-token"}
 OPERATOR = {"Authorization": "Bearer operator-dev-token"}
 OTHER_ISSUERS_AUDITOR = {"Authorization": "Bearer bea-test-token"}
-_STREAM_OF = {
-    "card.prepared": "keymgmt",
-    "card.encoded": "electrical",
-    "card.printed": "graphical",
-    "card.qa_passed": "qa",
-    "card.qa_failed": "qa",
-    "card.packed": "fulfillment",
-    "card.destroyed": "fulfillment",
-    "shipment.dispatched": "fulfillment",
-}
 
 
 def stream_of(event: events.Event) -> str:
-    if isinstance(event, events.CardSpoiled):
-        return event.stage
-    return _STREAM_OF.get(event.type, "intake")
+    """The stream of the service that produces the event (a notice: audit's own)."""
+    return producer_of(event) or "audit"
 
 
 @pytest.fixture

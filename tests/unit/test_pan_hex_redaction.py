@@ -98,9 +98,14 @@ def test_a_pan_in_tag_5a_never_survives(
 ) -> None:
     value = pan + ("F" if len(pan) % 2 else "")
     tlv = f"5A{len(value) // 2:02X}{value}"
-    out = redact_pans("trace " + spaced(before + tlv + after, style, upper) + " end")
+    text = "trace " + spaced(before + tlv + after, style, upper) + " end"
+    out = redact_pans(text)
     assert pan not in nibbles(out)
-    assert f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}" in nibbles(out)
+    # Redaction only replaces characters, so the PAN's nibbles stand where they stood: every
+    # digit between its first six and last four is masked, whichever rule masked it (a PAN
+    # followed by decimal-looking hex may be masked as part of a longer digit run).
+    start = len(nibbles("trace " + before)) + 4  # "trace" holds the nibbles A, C, E
+    assert set(nibbles(out)[start + 6 : start + len(pan) - 4]) == {"*"}
 
 
 @BOUNDED

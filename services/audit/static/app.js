@@ -112,6 +112,21 @@ async function checkpoint() {
   } catch (error) { fail("checkpoint", error); }
 }
 
+async function securityEvents() {
+  try {
+    const found = await api("/v1/security-events", { limit: 1000 });
+    const head = element("tr", {}, ...["#", "detected", "by", "type", "on topic", "its producer"].map((h) => element("th", {}, h)));
+    const rows = found.security_events.map((e) => {
+      const forged = e.forged || {};
+      return element("tr", { class: "security-event" },
+        element("td", {}, e.log_index), element("td", {}, e.detected_at), element("td", {}, e.detected_by),
+        element("td", {}, forged.type), element("td", {}, forged.topic), element("td", {}, forged.producer));
+    });
+    show("security", element("p", { class: rows.length ? "bad" : "ok" }, rows.length + " security events"),
+      element("table", {}, head, ...rows));
+  } catch (error) { fail("security", error); }
+}
+
 $("save-token").addEventListener("click", () => {
   sessionStorage.setItem("auditToken", $("token").value.trim());
   $("who").textContent = "token set";
@@ -119,6 +134,7 @@ $("save-token").addEventListener("click", () => {
 $("search").addEventListener("submit", search);
 $("batch-form").addEventListener("submit", batch);
 $("check").addEventListener("click", checkpoint);
+$("security-button").addEventListener("click", securityEvents);
 $("results").addEventListener("click", (event) => {
   const card = event.target.getAttribute && event.target.getAttribute("data-card");
   if (card) { event.preventDefault(); timeline(card); }
