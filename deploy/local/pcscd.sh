@@ -143,7 +143,7 @@ os.execvp(argv[0], argv)
 # The live pcscd other than $1 that /run/pcscd/pcscd.pid names, if any.
 other_pcscd() {
     local pid
-    pid=$(tr -dc '0-9' <"$SYSTEM_PID_FILE" 2>/dev/null) || return 1
+    pid=$(tr -dc '0-9' 2>/dev/null <"$SYSTEM_PID_FILE") || return 1  # stderr first: a missing file says nothing
     [[ -n $pid && $pid != "${1:-}" ]] && alive "$pid" || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == pcscd ]] || return 1
     printf '%s\n' "$pid"

@@ -45,8 +45,9 @@ def bureau(e2e_env: dict[str, str]) -> Iterator[Bureau]:
     """Load the e2e issuers' test keys by ceremony, start every service, and stop them when the
     module is done: the feeder holds the shared readers, which later suites need free."""
     # e2e-bank's product has the full EMV profile (its PIN key and CVKs too: --emv);
-    # e2e-faults loads its own PIN key (test_print_fulfillment_faults.py).
-    for issuer, extra in (("e2e-bank", ["--emv"]), ("e2e-faults", [])):
+    # e2e-faults loads its own PIN key (test_print_fulfillment_faults.py); e2e-purge's product
+    # has the full EMV profile too (test_purge_dispatched.py).
+    for issuer, extra in (("e2e-bank", ["--emv"]), ("e2e-faults", []), ("e2e-purge", ["--emv"])):
         subprocess.run(
             [sys.executable, "-m", "services.keymgmt", "ceremony", "demo-keys", *extra]
             + ["--issuer", issuer],
