@@ -22,36 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final, get_args
 
+from shared.events import lifecycle
 from shared.events.base import Event
-from shared.events.lifecycle import (
-    BatchClosed,
-    BatchDiscrepancy,
-    BatchReconciled,
-    CardCancelled,
-    CardDataPurged,
-    CardDestroyed,
-    CardEncoded,
-    CardOrdered,
-    CardPacked,
-    CardPrepared,
-    CardPrinted,
-    CardQaFailed,
-    CardQaPassed,
-    CardSpoiled,
-    DeadLetterRecorded,
-    IccKeyPairDrawn,
-    IccKeyPoolRefilled,
-    LogCheckpoint,
-    OrderAccepted,
-    OrderReceived,
-    OrderRejected,
-    PinMailerPrinted,
-    ShipmentDispatched,
-    StockDestroyed,
-    StockIssued,
-    StockReceived,
-    StockReturned,
-)
 
 # The services that write a topic of their own (each `<prefix>.<service>`).
 SERVICES: Final = ("intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit")
@@ -61,37 +33,37 @@ ANY_SERVICE: Final = "<any service, on its own topic>"
 BY_STAGE: Final = "<the service its stage names>"
 
 PRODUCERS: Final[Mapping[type[Event], str]] = {
-    OrderReceived: "intake",
-    OrderAccepted: "intake",
-    OrderRejected: "intake",
-    CardOrdered: "intake",
-    StockReceived: "intake",
-    StockIssued: "intake",
-    StockReturned: "intake",
-    StockDestroyed: "intake",
-    CardCancelled: "intake",
-    CardPrepared: "keymgmt",
-    CardDataPurged: "keymgmt",
-    IccKeyPoolRefilled: "keymgmt",
-    IccKeyPairDrawn: "keymgmt",
-    CardEncoded: "electrical",
-    CardSpoiled: BY_STAGE,
-    CardPrinted: "graphical",
-    CardQaPassed: "qa",
-    CardQaFailed: "qa",
-    CardPacked: "fulfillment",
-    PinMailerPrinted: "fulfillment",
-    ShipmentDispatched: "fulfillment",
-    CardDestroyed: "fulfillment",
-    BatchReconciled: "audit",
-    BatchDiscrepancy: "audit",
-    BatchClosed: "audit",
-    LogCheckpoint: "audit",
-    DeadLetterRecorded: ANY_SERVICE,
+    lifecycle.OrderReceived: "intake",
+    lifecycle.OrderAccepted: "intake",
+    lifecycle.OrderRejected: "intake",
+    lifecycle.CardOrdered: "intake",
+    lifecycle.StockReceived: "intake",
+    lifecycle.StockIssued: "intake",
+    lifecycle.StockReturned: "intake",
+    lifecycle.StockDestroyed: "intake",
+    lifecycle.CardCancelled: "intake",
+    lifecycle.CardPrepared: "keymgmt",
+    lifecycle.CardDataPurged: "keymgmt",
+    lifecycle.IccKeyPoolRefilled: "keymgmt",
+    lifecycle.IccKeyPairDrawn: "keymgmt",
+    lifecycle.CardEncoded: "electrical",
+    lifecycle.CardSpoiled: BY_STAGE,
+    lifecycle.CardPrinted: "graphical",
+    lifecycle.CardQaPassed: "qa",
+    lifecycle.CardQaFailed: "qa",
+    lifecycle.CardPacked: "fulfillment",
+    lifecycle.PinMailerPrinted: "fulfillment",
+    lifecycle.ShipmentDispatched: "fulfillment",
+    lifecycle.CardDestroyed: "fulfillment",
+    lifecycle.BatchReconciled: "audit",
+    lifecycle.BatchDiscrepancy: "audit",
+    lifecycle.BatchClosed: "audit",
+    lifecycle.LogCheckpoint: "audit",
+    lifecycle.DeadLetterRecorded: ANY_SERVICE,
 }
 
 # The stages of card.spoiled, each a service (checked by the unit tests).
-SPOILING_STAGES: Final = get_args(CardSpoiled.model_fields["stage"].annotation)
+SPOILING_STAGES: Final = get_args(lifecycle.CardSpoiled.model_fields["stage"].annotation)
 
 
 class UndeclaredProducer(RuntimeError):
@@ -106,7 +78,7 @@ def producer_of(event: Event) -> str | None:
         raise KeyError(f"{event.type}: no producing service is declared for this contract")
     if declared == ANY_SERVICE:
         return None
-    if declared == BY_STAGE and isinstance(event, CardSpoiled):
+    if declared == BY_STAGE and isinstance(event, lifecycle.CardSpoiled):
         return event.stage
     return declared
 
