@@ -100,7 +100,7 @@ install_packages() {
     local -a wanted=(
         postgresql softhsm2 opensc pcscd libpcsclite-dev vsmartcard-vpcd swig chromium chromium-driver
         cups-ipp-utils avahi-daemon dbus fonts-dejavu-core maven build-essential pkg-config
-        ca-certificates iproute2 procps util-linux
+        ca-certificates openssl iproute2 procps util-linux  # openssl: the Kafka CA and node certificate (stack.sh)
         libnss3-dev  # NSS softoken: the token the hsm_des3_wrap test runs on (CKM_DES3_ECB wrap)
     )
     python_has_headers || wanted+=(python3-dev)
