@@ -70,6 +70,25 @@ class IppUnavailable(IppError):
     """Transport failure or a server-error status: try again later."""
 
 
+class IppServerError(IppUnavailable):
+    """The printer answered a server-error status (RFC 8011 §13.1.5): the operation was not
+    performed (a Print-Job so answered created no job), and may succeed later."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class IppBusy(IppServerError):
+    """server-error-busy (0x0507): the printer is working on another job and takes no new one
+    now. Not an outage: try again in a moment."""
+
+
+class IppHistoryTooLong(IppError):
+    """The printer keeps more newer jobs than a lookup reads: whether a job of that name is
+    among the older ones cannot be told."""
+
+
 class IppUntrusted(IppUnavailable):
     """An ipps:// printer whose certificate does not verify: nothing was sent to it. Retried
     like any unavailable printer, so a card is not lost while the certificate is fixed."""
@@ -226,7 +245,10 @@ class IppClient:
             raise self._transport_problem(exc) from exc
         answer = decode(body)
         if answer.code >= 0x0500:  # server-error-*: busy, not accepting jobs, internal error
-            raise IppUnavailable(f"printer {self.uri} answered status 0x{answer.code:04X}")
+            problem = f"printer {self.uri} answered status 0x{answer.code:04X}"
+            if answer.code == SERVER_ERROR_BUSY:
+                raise IppBusy(answer.code, problem + " (busy)")
+            raise IppServerError(answer.code, problem)
         if answer.code >= 0x0400:
             message = _one(answer.group(OPERATION_GROUP), "status-message")
             raise IppRejected(answer.code, str(message or "refused"))
@@ -252,22 +274,44 @@ class IppClient:
         )
         return _job(answer.group(JOB_GROUP))
 
-    async def jobs(self, which: str = "all") -> list[JobStatus]:
+    async def jobs(
+        self, which: str = "all", *, limit: int | None = None, attrs: Sequence[str] = ()
+    ) -> list[JobStatus]:
         """Get-Jobs with which-jobs `all` (completed ones too, as long as the printer keeps
-        them) or `not-completed`."""
+        them) or `not-completed`; at most `limit` jobs (a printer answers the newest first),
+        each with `attrs` (default: id, name, state and its reasons and message)."""
+        extra = [_attr(INTEGER, "limit", limit)] if limit is not None else []
         answer = await self._call(
             GET_JOBS,
             self._operation(
                 _attr(KEYWORD, "which-jobs", which),
-                _attr(KEYWORD, "requested-attributes", *_JOB_ATTRS),
+                *extra,
+                _attr(KEYWORD, "requested-attributes", *(attrs or _JOB_ATTRS)),
             ),
         )
         return [_job(attrs) for attrs in answer.all_groups(JOB_GROUP) if attrs]
 
     async def find_job(self, job_name: str) -> JobStatus | None:
-        """The newest job of that name the printer knows (job names carry our own job id)."""
-        named = [j for j in await self.jobs("all") if j.name == job_name]
-        return max(named, key=lambda j: j.job_id) if named else None
+        """The newest job of that name the printer knows (job names carry our own job id).
+
+        Reads the newest jobs first, a window that widens (FIND_FIRST, x4 each time, up to
+        FIND_MAX) until it holds the job or the printer's whole history: a busy printer keeps
+        hundreds of jobs, more than one answer may carry. None only when the whole history
+        was read; IppHistoryTooLong when FIND_MAX newer jobs hide the older ones."""
+        window = FIND_FIRST
+        while True:
+            listed = await self.jobs("all", limit=window, attrs=_FIND_ATTRS)
+            named = [j for j in listed if j.name == job_name]
+            if named:
+                return max(named, key=lambda j: j.job_id)
+            if len(listed) < window:
+                return None
+            if window >= FIND_MAX:
+                raise IppHistoryTooLong(
+                    f"printer {self.uri} keeps over {FIND_MAX} jobs newer than any named "
+                    f"{job_name!r}: cannot tell whether it has that job"
+                )
+            window = min(window * 4, FIND_MAX)
 
     async def printer(self) -> PrinterStatus:
         answer = await self._call(
@@ -291,6 +335,10 @@ class IppClient:
         )
 
 
+SERVER_ERROR_BUSY: Final = 0x0507
+FIND_FIRST: Final = 32  # jobs the first lookup reads
+FIND_MAX: Final = 1024  # and the most it reads: 3 attributes each, within the decoder's ceiling
+_FIND_ATTRS: Final = ("job-id", "job-name", "job-state")
 _JOB_ATTRS: Final[Sequence[str]] = (
     "job-id",
     "job-name",

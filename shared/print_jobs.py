@@ -7,12 +7,15 @@
   job found `submitting` (the process died, or the answer was lost) may have reached the
   printer: it is first looked up there by its job name (`find_job`), and sent again only when
   the printer has no job of that name. A job is never printed twice, and never lost.
-- Printer down (no connection, a server-error status, an answer that cannot be read): the job
-  keeps its status and waits, retried with a capped exponential backoff.
+- Printer down (no connection, an answer that cannot be read): the job keeps its status and
+  waits, retried with a capped exponential backoff. A Print-Job answered with a server-error
+  status created no job: back to `queued` (no lookup needed), retried with the same backoff;
+  server-error-busy (the printer is on another job) is no outage: retried in `busy_s`.
 - Printer rejects the job (a client-error status): back to `queued`, retried; after
   `max_rejections` rejections it is spoiled with the printer's reason (None: retried forever).
 - Job aborted or canceled at the printer: spoiled. A submitted job the printer no longer knows
-  (it restarted and lost its history) has an unknown outcome: spoiled, never sent again.
+  (it restarted and lost its history) has an unknown outcome: spoiled, never sent again; so
+  is a `submitting` job whose lookup cannot see far enough back in the printer's history.
 
 The machine owns no SQL and no schema: each service keeps its jobs in its own tables behind a
 `PrintJobStore`, and decides how replicas share the work (a lease on due jobs, a lock per job).
@@ -26,7 +29,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar
 
-from shared.ipp import IppError, IppRejected, JobState, JobStatus
+from shared.ipp import (
+    IppBusy,
+    IppError,
+    IppHistoryTooLong,
+    IppRejected,
+    IppServerError,
+    JobState,
+    JobStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +139,8 @@ class PrintPolicy:
     backoff_max_s: float = 10.0
     max_rejections: int | None = 3  # None: a rejected job is retried until it is printed
     lease_s: float = 30.0  # a job being submitted is left alone by others this long
+    busy_s: float = 0.02  # a printer busy with another job is asked again after this long
+    busy_wait_s: float = 5.0  # and for this long, the document in hand, before the job waits
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,7 @@ class Progress:
     problem: str | None = None
     ipp_job_id: int | None = None
     printer_down: bool = False
+    busy: bool = False  # the printer was on another job: ask again in the policy's busy_s
 
     @property
     def finished(self) -> bool:
@@ -160,6 +174,9 @@ class PrintJobMachine:
         self.policy = policy or PrintPolicy()
         self.watch: PrinterWatch = watch or _Unwatched()
         self._failures = 0
+        # One Print-Job at a time from this process: the printer takes one job at a time, so
+        # concurrent submitters would only make each other busy (and render again for nothing).
+        self._submitting = asyncio.Lock()
 
     async def advance(self, job: J, store: PrintJobStore[J]) -> Progress:
         """Submit a queued job, recover a `submitting` one, or follow a submitted one."""
@@ -188,10 +205,13 @@ class PrintJobMachine:
         while True:
             followed = job.status == SUBMITTED
             progress = await self.advance(job, store)
-            if progress.status != SUBMITTED or loop.time() >= deadline:
+            waiting = progress.status == SUBMITTED or progress.busy
+            if not waiting or loop.time() >= deadline:
                 return progress
             job = await reload()
-            if followed:  # the printer is still at it: give it a moment
+            if progress.busy:  # the printer is on another job: ask again in a moment
+                await asyncio.sleep(self.policy.busy_s)
+            elif followed:  # the printer is still at it: give it a moment
                 await asyncio.sleep(poll_s)
 
     def printer_up(self) -> None:
@@ -215,6 +235,9 @@ class PrintJobMachine:
         assert job.job_name is not None
         try:
             found = await self.printer.find_job(job.job_name)
+        except IppHistoryTooLong as exc:
+            self.printer_up()
+            return await self._finish(job, store, None, f"outcome unknown: {exc}")
         except IppError as exc:
             return await self._wait_for_printer(job, store, SUBMITTING, str(exc))
         self.printer_up()
@@ -232,13 +255,18 @@ class PrintJobMachine:
         # Durable BEFORE the request: from here on, a retry looks the job up first.
         document = await store.start_submission(job, retry_in_s=self.policy.lease_s)
         try:
-            status = await self.printer.print_job(
-                document, job_name=job.job_name, document_format=self.document_format
-            )
+            status = await self.print_when_free(document, job.job_name)
         except IppRejected as exc:
             self.printer_up()
             self._count("rejected")
             return await self._rejected(job, store, str(exc))
+        except IppBusy as exc:  # answered, no job made: the printer is on another one
+            self.printer_up()
+            self._count("busy")
+            await store.reschedule(job, status=QUEUED, retry_in_s=self.policy.busy_s, problem=None)
+            return Progress(QUEUED, problem=str(exc), busy=True)
+        except IppServerError as exc:  # answered, no job made: down, but nothing to look up
+            return await self._wait_for_printer(job, store, QUEUED, str(exc))
         except IppError as exc:  # unreachable, or an answer we cannot read: maybe printed
             return await self._wait_for_printer(job, store, SUBMITTING, str(exc))
         finally:
@@ -246,6 +274,23 @@ class PrintJobMachine:
         self.printer_up()
         self._count("submitted")
         return await self._record_submitted(job, store, status)
+
+    async def print_when_free(self, document: bytes, job_name: str) -> JobStatus:
+        """Print-Job, asked again in place (the same document) while the printer answers busy,
+        for up to the policy's busy_wait_s; then IppBusy."""
+        loop = asyncio.get_running_loop()
+        async with self._submitting:
+            deadline = loop.time() + self.policy.busy_wait_s
+            while True:
+                try:
+                    return await self.printer.print_job(
+                        document, job_name=job_name, document_format=self.document_format
+                    )
+                except IppBusy:
+                    if loop.time() >= deadline:
+                        raise
+                    self._count("busy")
+                await asyncio.sleep(self.policy.busy_s)
 
     async def _record_submitted(
         self, job: J, store: PrintJobStore[J], status: JobStatus

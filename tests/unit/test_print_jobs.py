@@ -119,6 +119,58 @@ async def test_a_job_whose_answer_was_lost_is_found_by_name_never_sent_twice() -
     assert store.job.attempts == 1
 
 
+async def test_a_busy_printer_is_asked_again_in_place_with_the_same_document() -> None:
+    printer, store = FakePrinter(busy_for=3), Store()
+    policy = replace(POLICY, busy_s=0.001, busy_wait_s=5.0)
+    progress = await machine(printer, policy).advance(store.job, store)
+    assert progress == Progress("submitted", ipp_job_id=1)
+    assert (printer.busy_answers, printer.sent, store.job.attempts) == (3, ["card-1"], 1)
+    assert store.writes[0] == "submitting"  # rendered once, not once per busy answer
+
+
+async def test_a_printer_busy_past_the_wait_leaves_the_job_queued_without_a_lookup() -> None:
+    printer, store = FakePrinter(busy_for=1000), Store()
+    policy = replace(POLICY, busy_s=0.001, busy_wait_s=0.01)
+    jobs = machine(printer, policy)
+    progress = await jobs.advance(store.job, store)
+    assert (progress.status, progress.busy, progress.printer_down) == ("queued", True, False)
+    assert store.writes[-1] == "queued in 0.001"  # no job was made: nothing to look up
+    printer.busy_for = 0
+    assert (await jobs.advance(store.job, store)).status == "submitted"
+    assert printer.sent == ["card-1"]
+
+
+async def test_advance_until_settled_waits_out_a_busy_printer() -> None:
+    printer, store = FakePrinter(busy_for=1000), Store()
+    jobs = machine(printer, replace(POLICY, busy_s=0.001, busy_wait_s=0.005))
+    progress = await jobs.advance_until_settled(store.job, store, store.reload, wait_s=0.05)
+    assert (progress.status, progress.busy) == ("queued", True)  # the caller's wait ran out
+    printer.busy_for = 2
+    progress = await jobs.advance_until_settled(store.job, store, store.reload, wait_s=5)
+    assert (progress.status, printer.sent) == ("printed", ["card-1"])
+
+
+async def test_a_server_error_to_print_job_made_no_job_so_it_is_queued_not_looked_up() -> None:
+    printer, store = FakePrinter(server_error=True), Store()
+    jobs = machine(printer)
+    progress = await jobs.advance(store.job, store)
+    assert (progress.status, progress.printer_down) == ("queued", True)
+    assert store.job.status == "queued"
+    printer.server_error = False
+    assert (await jobs.advance(store.job, store)).status == "submitted"
+    assert printer.sent == ["card-1"]
+
+
+async def test_a_maybe_sent_job_hidden_by_a_long_history_is_spoiled_never_sent() -> None:
+    printer = FakePrinter(forgets_far_back=True)
+    store = Store(job=Job(status="submitting", attempts=1))
+    progress = await machine(printer).advance(store.job, store)
+    assert progress.status == "spoiled"
+    assert progress.problem is not None
+    assert progress.problem.startswith("outcome unknown")
+    assert printer.sent == []
+
+
 async def test_a_maybe_sent_job_the_printer_never_got_is_sent() -> None:
     printer, store = FakePrinter(), Store(job=Job(status="submitting", attempts=1))
     assert (await machine(printer).advance(store.job, store)).status == "submitted"
