@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, status
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.fulfillment.handlers import FulfillmentDeps
+from services.fulfillment.deps import FulfillmentDeps
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import check_destruction
 from shared.auth import Principal, require

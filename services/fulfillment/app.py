@@ -8,7 +8,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.fulfillment import api
-from services.fulfillment.handlers import HANDLERS, FulfillmentDeps, MailingSource
+from services.fulfillment.deps import FulfillmentDeps, MailingSource
+from services.fulfillment.handlers import HANDLERS
 from services.fulfillment.inserter import Inserter
 from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
@@ -45,6 +46,7 @@ def bootstrap(
         manifests=ManifestWriter(settings.manifest_dir),
         inserter=Inserter(settings.inserter_dir),
         courier=settings.fulfillment_courier,
+        shipment_max_cards=settings.fulfillment_shipment_max_cards,
         actor=NAME,
     )
     runtime = ServiceRuntime(

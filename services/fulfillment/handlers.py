@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 from uuid import UUID
 
 from services.fulfillment.barcode import BarcodeError
@@ -23,12 +22,11 @@ from services.fulfillment.carrier import (
     render_carrier,
     scan_carrier,
 )
+from services.fulfillment.deps import FulfillmentDeps
+from services.fulfillment.dispatch import dispatch_packed_cards
 from services.fulfillment.inserter import Inserter
-from services.fulfillment.manifests import ManifestWriter
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import (
-    Manifest,
-    build_manifest,
     carrier_id_for,
     state_after_packing,
     state_after_rejection,
@@ -41,7 +39,6 @@ from shared.events import (
     CardQaPassed,
     CardSpoiled,
     PinMailerPrinted,
-    ShipmentDispatched,
 )
 from shared.handlers import Batch, HandlerSpec, PoisonEvent
 from shared.keymgmt.contract import MailingData, PinMailerRequest, PinMailerState
@@ -49,27 +46,6 @@ from shared.keymgmt.errors import KeymgmtBadResponse, KeymgmtRefused, KeymgmtUna
 from shared.outbox import UnitOfWork
 
 log = logging.getLogger(__name__)
-
-
-class MailingSource(Protocol):
-    """keymgmt's vault and PIN printer (shared/keymgmt/client.py), tried a few times:
-    KeymgmtUnavailable is a ConnectionError the consumer retries without limit; a 404 on the
-    mailing address (KeymgmtRefused.not_found) means keymgmt holds no such card."""
-
-    async def mailing(self, card_id: UUID) -> MailingData: ...
-
-    async def pin_mailer(self, request: PinMailerRequest) -> PinMailerState | None:
-        """The card's PIN mailer printed (idempotent); None: the card has no PIN."""
-        ...
-
-
-@dataclass(frozen=True)
-class FulfillmentDeps:
-    keymgmt: MailingSource
-    manifests: ManifestWriter
-    inserter: Inserter
-    courier: str
-    actor: str = "fulfillment"
 
 
 def carrier_problem(letter: CarrierLetter, fed: bytes) -> tuple[str, str | None]:
@@ -293,68 +269,6 @@ async def hold_batch(
         event.batch_id, event.issuer_id, "held", event.counts, event.problems
     )
     log.warning("batch held by audit: nothing dispatched", extra={"batch_id": str(event.batch_id)})
-
-
-async def dispatch_packed_cards(
-    uow: UnitOfWork[FulfillmentRepository],
-    batch_id: UUID,
-    issuer_id: str,
-    cause: CardQaPassed | BatchReconciled,
-    deps: FulfillmentDeps,
-) -> None:
-    """Ship every packed card of a reconciled batch not shipped yet, as one shipment."""
-    repo = uow.repo
-    items = await repo.packed_not_dispatched(batch_id)
-    if not items:
-        log.info("nothing packed to dispatch", extra={"batch_id": str(batch_id)})
-        return
-    manifest = build_manifest(
-        batch_id=batch_id,
-        issuer_id=issuer_id,
-        courier=deps.courier,
-        created_at=cause.occurred_at,
-        items=items,
-    )
-    stored = await asyncio.to_thread(deps.manifests.write, manifest)
-    await repo.record_dispatch(manifest, stored)
-    await uow.emit(shipped(manifest, stored.manifest_sha256, deps.actor))
-    for card_batch, carrier_id in await repo.carriers_of(manifest.card_ids):
-        await asyncio.to_thread(deps.inserter.discard, card_batch, carrier_id)
-    # The PIN mailers of these cards leave too, but never in the cards' shipment.
-    mailers = await repo.mailers_to_dispatch(manifest.card_ids)
-    if mailers:
-        mailer_manifest = build_manifest(
-            batch_id=batch_id,
-            issuer_id=issuer_id,
-            courier=deps.courier,
-            created_at=cause.occurred_at,
-            items=mailers,
-            kind="pin_mailers",
-        )
-        mailer_stored = await asyncio.to_thread(deps.manifests.write, mailer_manifest)
-        await repo.record_mailer_dispatch(mailer_manifest, mailer_stored)
-        await uow.emit(shipped(mailer_manifest, mailer_stored.manifest_sha256, deps.actor))
-    log.info(
-        "shipment dispatched",
-        extra={
-            "batch_id": str(batch_id),
-            "shipment_id": str(manifest.shipment_id),
-            "cards": len(items),
-        },
-    )
-
-
-def shipped(manifest: Manifest, manifest_sha256: str, actor: str) -> ShipmentDispatched:
-    return ShipmentDispatched(
-        issuer_id=manifest.issuer_id,
-        actor=actor,
-        shipment_id=manifest.shipment_id,
-        batch_id=manifest.batch_id,
-        kind=manifest.kind,
-        card_ids=manifest.card_ids,
-        courier=manifest.courier,
-        manifest_sha256=manifest_sha256,
-    )
 
 
 HANDLERS: HandlerSpec[FulfillmentDeps] = {

@@ -251,11 +251,13 @@ class FulfillmentRepository:
         ).first()
         return None if row is None else str(row[0])
 
-    async def packed_not_dispatched(self, batch_id: UUID) -> list[ManifestItem]:
+    async def packed_not_dispatched(self, batch_id: UUID, limit: int) -> list[ManifestItem]:
+        """Up to `limit` packed cards of the batch not shipped yet, in carrier order (the same
+        cards again on a retry: a shipment's id follows from its cards)."""
         rows = await self._run(
             "SELECT card_id, carrier_id FROM {s}.cards WHERE batch_id = :b AND state = 'packed'"
-            " ORDER BY carrier_id",
-            {"b": batch_id},
+            " ORDER BY carrier_id LIMIT :n",
+            {"b": batch_id, "n": limit},
         )
         return [ManifestItem(card_id, carrier_id) for card_id, carrier_id in rows]
 

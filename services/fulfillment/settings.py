@@ -21,6 +21,13 @@ class FulfillmentSettings(BureauSettings):
         default=None, description="default <run_dir>/fulfillment/manifests"
     )
     fulfillment_courier: str = Field(default="bureau-courier", min_length=1, max_length=64)
+    fulfillment_shipment_max_cards: int = Field(
+        default=2000,
+        ge=1,
+        le=10_000,
+        description="cards per shipment (a courier consignment): a batch ships as several, so"
+        " no shipment.dispatched outgrows a Kafka record and no manifest a batch's memory",
+    )
     fulfillment_inserter_dir: Path | None = Field(
         default=None, description="default <run_dir>/fulfillment/inserter: carrier letters"
     )
