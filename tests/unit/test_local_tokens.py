@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from shared.credentials import (
 )
 from shared.settings import OPAQUE_SECRETS, BureauSettings
 from tests.support.local_tokens import (
+    SERVICES_SH,
     StackTokens,
     foreign_tokens,
     loaded_env,
@@ -138,3 +140,31 @@ def test_load_creds_gives_a_workload_nothing_its_caller_held(
     assert foreign_tokens(tokens, workload, "\n".join(env.values())) == []
     held = {k: v for k, v in env.items() if k in tokens.file(workload)}
     assert held == tokens.file(workload)
+
+
+def test_services_up_refuses_a_stack_without_tokens(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "env.sh").write_text("")  # a stack made before per-workload tokens
+    done = subprocess.run(
+        ["bash", str(SERVICES_SH), "up"],
+        env={**os.environ, "BUREAU_RUN_DIR": str(run)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"no {run}/creds/tools.tokens.env" in done.stderr
+
+
+def test_the_witness_key_is_read_as_the_auditor(tokens: StackTokens) -> None:
+    done = subprocess.run(
+        ["bash", "-c", f"source {SERVICES_SH}; auditor_header"],
+        env={**os.environ, "BUREAU_RUN_DIR": str(tokens.run_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.stdout == f"Authorization: Bearer {tokens.clear()['auditor:ann']}\n"
