@@ -7,7 +7,8 @@ into one workload's process only (`load_creds`):
 - `<workload>.tokens.env` for each workload: `BUREAU_SERVICE_TOKENS` with its own token (the
   services that call others) and the verifiers `sha256:<hex>` of the services that call it,
   `BUREAU_PRINCIPALS` with the verifiers of the people and stations its routes admit, and
-  electrical's own station token (`BUREAU_STATION_TOKEN`). Whom each admits is
+  electrical's own station token (`BUREAU_STATION_TOKEN`), intake's own idempotency secret
+  and webhook key (`BUREAU_IDEMPOTENCY_SECRET`, `BUREAU_WEBHOOK_KEY`). Whom each admits is
   deploy/k8s/make_secrets.py's CHECKS, the same as in Kubernetes; the floor workloads
   (electrical, qa) and the witness and the feeder admit no one. Both settings are always
   written, empty when there is nothing, so no workload falls back to the development defaults.
@@ -26,9 +27,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.k8s.make_secrets import CHECKS, SERVICE_CALLERS, Credentials, new_token
+from deploy.k8s.make_secrets import CHECKS, OWN_SECRETS, SERVICE_CALLERS, Credentials, new_token
 from shared.credentials import read_exports, split_entries
 
 WORKLOADS = (
@@ -53,6 +55,16 @@ PEOPLE = (
     "custodian:cyril",
 )
 TOOLS = "tools"
+# A workload's own secrets besides its token, as its settings name them (intake's
+# idempotency-secret and webhook-key: BUREAU_IDEMPOTENCY_SECRET, BUREAU_WEBHOOK_KEY).
+OWN = {
+    w: tuple("BUREAU_" + k.upper().replace("-", "_") for k in ks) for w, ks in OWN_SECRETS.items()
+}
+
+
+@dataclass
+class LocalCredentials(Credentials):
+    own: dict[str, dict[str, str]] = field(default_factory=dict)  # workload -> setting -> secret
 
 
 def exports(header: str, values: dict[str, str]) -> str:
@@ -63,7 +75,7 @@ def exports(header: str, values: dict[str, str]) -> str:
     return "\n".join(lines + [f"export {n}='{v}'" for n, v in values.items()]) + "\n"
 
 
-def workload_env(credentials: Credentials, workload: str) -> dict[str, str]:
+def workload_env(credentials: LocalCredentials, workload: str) -> dict[str, str]:
     """What one workload is given: its own token(s) and the verifiers of those it admits."""
     if workload in CHECKS:
         env = {
@@ -78,7 +90,7 @@ def workload_env(credentials: Credentials, workload: str) -> dict[str, str]:
         }
     if workload == "electrical":
         env["BUREAU_STATION_TOKEN"] = credentials.principals[STATION]
-    return env
+    return env | credentials.own.get(workload, {})
 
 
 def tools_env(credentials: Credentials) -> dict[str, str]:
@@ -89,7 +101,7 @@ def tools_env(credentials: Credentials) -> dict[str, str]:
     }
 
 
-def read_back(creds: Path) -> Credentials | None:
+def read_back(creds: Path) -> LocalCredentials | None:
     """The tokens an earlier run made, each from its owner's file; None if any is missing."""
     try:
         files = {w: read_exports(creds / f"{w}.tokens.env") for w in (*WORKLOADS, TOOLS)}
@@ -102,18 +114,24 @@ def read_back(creds: Path) -> Credentials | None:
         )
     principals = dict(split_entries(files[TOOLS].get("BUREAU_PEOPLE_TOKENS", "")))
     principals[STATION] = files["electrical"].get("BUREAU_STATION_TOKEN", "")
-    tokens = [*services.values(), *principals.values()]
+    own = {w: {name: files[w].get(name, "") for name in names} for w, names in OWN.items()}
+    tokens = [
+        *services.values(),
+        *principals.values(),
+        *(v for o in own.values() for v in o.values()),
+    ]
     if set(principals) != {*PEOPLE, STATION} or any(
         not t or t.startswith("sha256:") for t in tokens
     ):
         return None
-    return Credentials(services=services, principals=principals)
+    return LocalCredentials(services=services, principals=principals, own=own)
 
 
-def make() -> Credentials:
-    return Credentials(
+def make() -> LocalCredentials:
+    return LocalCredentials(
         services={name: new_token() for name in SERVICE_CALLERS},
         principals={who: new_token() for who in (*PEOPLE, STATION)},
+        own={w: {name: new_token() for name in names} for w, names in OWN.items()},
     )
 
 
@@ -126,7 +144,7 @@ def write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write(credentials: Credentials, creds: Path) -> None:
+def write(credentials: LocalCredentials, creds: Path) -> None:
     creds.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(creds, 0o700)
     for workload in WORKLOADS:

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local.tokens import PEOPLE, STATION, TOOLS, WORKLOADS
+from deploy.local.tokens import OWN, PEOPLE, STATION, TOOLS, WORKLOADS
 from shared.credentials import read_exports, split_entries
 from tests.conftest import REPO
 
@@ -19,8 +19,8 @@ SERVICES_SH = REPO / "deploy" / "local" / "services.sh"
 
 @dataclass(frozen=True)
 class StackTokens:
-    """Every clear token of a stack, by owner: a workload (`intake`, ...), `station-a`'s
-    (electrical's) or a person (`operator:olga`, ...)."""
+    """Every clear token of a stack, by owner: a workload (`intake`, ...; its other secrets
+    `intake/BUREAU_WEBHOOK_KEY`), `station-a`'s (electrical's) or a person (`operator:olga`)."""
 
     run_dir: Path
 
@@ -38,6 +38,8 @@ class StackTokens:
             if own:
                 found[workload] = own
         found[STATION] = self.file("electrical")["BUREAU_STATION_TOKEN"]
+        for workload, names in OWN.items():  # intake's idempotency secret and webhook key
+            found |= {f"{workload}/{name}": self.file(workload)[name] for name in names}
         found |= dict(split_entries(self.file(TOOLS)["BUREAU_PEOPLE_TOKENS"]))
         assert set(found) >= {*PEOPLE, STATION}
         return found
@@ -78,4 +80,5 @@ def loaded_env(tokens: StackTokens, workload: str, caller: dict[str, str]) -> di
 def foreign_tokens(tokens: StackTokens, workload: str, environ: str) -> list[str]:
     """The owners (other workloads, people, stations) whose clear token `environ` holds."""
     own = tokens.owned_by(workload)
-    return sorted(who for who, t in tokens.clear().items() if who not in own and t in environ)
+    clear = tokens.clear().items()
+    return sorted(who for who, t in clear if who.split("/")[0] not in own and t in environ)

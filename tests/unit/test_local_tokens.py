@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from deploy.k8s.make_secrets import CHECKS
+from deploy.k8s.make_secrets import CHECKS, SERVICE_CALLERS
 from deploy.local.tokens import PEOPLE, STATION, TOOLS, WORKLOADS, main
+from services.audit.settings import AuditSettings
 from services.electrical.settings import ElectricalSettings
+from services.fulfillment.settings import FulfillmentSettings
+from services.graphical.settings import GraphicalSettings
+from services.intake.settings import IntakeSettings
+from services.keymgmt.settings import KeymgmtSettings
+from services.qa.settings import QaSettings
 from shared.auth import StaticTokens
 from shared.credentials import (
     VERIFIER_PREFIX,
@@ -168,3 +174,31 @@ def test_the_witness_key_is_read_as_the_auditor(tokens: StackTokens) -> None:
         check=False,
     )
     assert done.stdout == f"Authorization: Bearer {tokens.clear()['auditor:ann']}\n"
+
+
+SETTINGS: dict[str, type[BureauSettings]] = {
+    "intake": IntakeSettings,
+    "keymgmt": KeymgmtSettings,
+    "electrical": ElectricalSettings,
+    "graphical": GraphicalSettings,
+    "qa": QaSettings,
+    "fulfillment": FulfillmentSettings,
+    "audit": AuditSettings,
+}
+
+
+@pytest.mark.parametrize("workload", sorted(SETTINGS))
+def test_each_service_reads_its_file_and_has_the_token_it_calls_with(
+    tokens: StackTokens, workload: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in tokens.file(workload).items():
+        monkeypatch.setenv(name, value)
+    settings = SETTINGS[workload](environment="test")
+    clear = tokens.clear()
+    if workload in SERVICE_CALLERS:  # its bootstrap's KeymgmtClient: settings.token_for(NAME)
+        assert settings.token_for(workload) == clear[workload]
+    else:
+        with pytest.raises(ValueError, match="has no entry"):
+            settings.token_for(workload)
+    given = [c for c in settings.credentials() if c.setting in tokens.file(workload)]
+    assert production_problems(given, OPAQUE_SECRETS) == []  # strong, each in one place
