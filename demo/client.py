@@ -4,18 +4,22 @@ The demo and the e2e test drive the bureau through it, never through its tables.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from demo.emv_product import set_up_emv_product
 from demo.operator import Operator
+from shared.credentials import people_tokens
 from shared.pan import luhn_check_digit
 
+REPO = Path(__file__).resolve().parent.parent
 DEMO_OP = bytes.fromhex("cdc202d5123e20f62b6d676ac72cb318")  # TS 35.208 test set 1
 DEMO_BIN = "476173"  # an EMV test-card BIN: never a live account range
 FIRST = ["ADA", "ALAN", "GRACE", "EDSGER", "BARBARA", "DONALD", "FRANCES", "KEN", "RADIA", "TIM"]
@@ -32,10 +36,23 @@ class Urls:
 
 @dataclass
 class Tokens:
-    admin: str = "admin-dev-token"
-    operator: str = "operator-dev-token"
-    second_operator: str = "operator-2-dev-token"  # confirms what `operator` asked (dual control)
-    auditor: str = "auditor-dev-token"
+    admin: str
+    operator: str
+    second_operator: str  # confirms what `operator` asked (dual control)
+    auditor: str
+
+    @classmethod
+    def of_stack(cls, run_dir: Path | None = None) -> Tokens:
+        """The people's tokens of the local stack (BUREAU_RUN_DIR, default <repo>/.run), made
+        for it by deploy/local/stack.sh (deploy/local/tokens.py)."""
+        run = run_dir or Path(os.environ.get("BUREAU_RUN_DIR", REPO / ".run"))
+        people = people_tokens(run)
+        return cls(
+            admin=people["admin:root"],
+            operator=people["operator:olga"],
+            second_operator=people["operator:oscar"],
+            auditor=people["auditor:ann"],
+        )
 
 
 def demo_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -65,7 +82,7 @@ def demo_cards(count: int, seed: int = 7) -> list[dict[str, Any]]:
 @dataclass
 class Bureau:
     urls: Urls = field(default_factory=Urls)
-    tokens: Tokens = field(default_factory=Tokens)
+    tokens: Tokens = field(default_factory=Tokens.of_stack)
 
     def _client(self, base: str, token: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(

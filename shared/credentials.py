@@ -17,6 +17,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 VERIFIER_PREFIX = "sha256:"
 _VERIFIER = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -27,6 +28,7 @@ MIN_SECRET_BITS = 80.0
 MIN_BITS_PER_CHAR = 2.5
 REPEAT = 6  # a six-character piece seen twice: a pattern (by chance in 1 of ~10^4 hex tokens)
 # "dev" as a word: what every development default carries (intake-dev-token, bureau-dev, ...).
+_EXPORT = re.compile(r"^export ([A-Z0-9_]+)='([^']*)'$")
 _DEV_MARKER = re.compile(r"(?i)(?:^|[^a-z0-9])dev(?:[^a-z0-9]|$)")
 
 
@@ -75,6 +77,28 @@ def split_entries(spec: str) -> list[tuple[str, str]]:
         name, _, value = item.partition("=")
         pairs.append((name.strip(), value.strip()))
     return pairs
+
+
+def read_exports(path: Path) -> dict[str, str]:
+    """The `export NAME='value'` lines of a creds file, as deploy/local/tokens.py writes them."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if match := _EXPORT.match(line.strip()):
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def people_tokens(run_dir: Path) -> dict[str, str]:
+    """The local stack's people (`role:name` -> their clear token) as deploy/local/tokens.py
+    made them for the demo, tests and humans: `<run_dir>/creds/tools.tokens.env`."""
+    path = run_dir / "creds" / "tools.tokens.env"
+    try:
+        values = read_exports(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is missing: deploy/local/stack.sh up makes the local stack's tokens"
+        ) from None
+    return dict(split_entries(values.get("BUREAU_PEOPLE_TOKENS", "")))
 
 
 def has_dev_marker(value: str) -> bool:

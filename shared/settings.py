@@ -56,7 +56,10 @@ class BureauSettings(BaseSettings):
     trace_file: str | None = Field(default=None, description="write finished spans as JSON lines")
     # Service-to-service bearer tokens (name=token,...): this service's own token, and for the
     # services that call it a token or its verifier `sha256:<hex>`. Real deployments mount
-    # these from the workload's own Secret (docs/deploy.md).
+    # these from the workload's own Secret (docs/deploy.md); the local stack's services get
+    # theirs, and BUREAU_PRINCIPALS, from <run>/creds/<workload>.tokens.env (deploy/local/
+    # tokens.py). The development defaults below (and of BUREAU_PRINCIPALS) serve only the
+    # services a test builds in its own process; the guard refuses them outside dev and test.
     service_tokens: str = ",".join(
         f"{name}={name}-dev-token"
         for name in ("intake", "electrical", "graphical", "qa", "fulfillment", "audit")

@@ -74,6 +74,11 @@ load_creds() {  # name: export the workload's own credentials, written by stack.
     # workload gets its own from its kafka.env, or none (feeder, witness: they use no Kafka).
     unset BUREAU_KAFKA_SECURITY_PROTOCOL BUREAU_KAFKA_SASL_MECHANISM BUREAU_KAFKA_USERNAME \
         BUREAU_KAFKA_PASSWORD
+    # HTTP tokens: a workload gets its own and the verifiers of those it admits from its
+    # tokens.env (deploy/local/tokens.py), never one a caller's environment carries: not the
+    # people's (tools.tokens.env, which a human may have sourced) nor another workload's.
+    unset BUREAU_SERVICE_TOKENS BUREAU_PRINCIPALS BUREAU_STATION_TOKEN BUREAU_PEOPLE_TOKENS \
+        BUREAU_AUDITOR_TOKEN BUREAU_WITNESS_KEY_READER
     # Once stack.sh has made the runtime roles, a workload without a database credential of its
     # own (the feeder, the witness) gets none: not the owner's, which env.sh exports.
     if [[ ! -f "$RUN/creds/$1.db.env" ]] && compgen -G "$RUN/creds/*.db.env" >/dev/null; then
@@ -109,13 +114,22 @@ start_one() {  # name command...
     for _ in $(seq 1 50); do [[ -f "$RUN/pids/$name.pid" ]] && break; sleep 0.1; done
 }
 
+auditor_header() {  # the auditor's Authorization header, read in a subshell: never exported
+    (
+        # shellcheck disable=SC1091
+        source "$RUN/creds/tools.tokens.env"
+        printf 'Authorization: Bearer %s\n' "${BUREAU_WITNESS_KEY_READER:-$BUREAU_AUDITOR_TOKEN}"
+    )
+}
+
 start_witness() {  # the audit log's witness: its own process, key and store (docs/audit.md)
     # keymgmt's log key is pinned in the witness's store on its first start (trust on first
     # use, dev only: a real witness is given the vkey by its operator).
     local pinned="$RUN/witness/log.vkey"
     if [[ ! -s "$pinned" ]]; then
         mkdir -p "$RUN/witness"
-        curl -fsS -H "Authorization: Bearer ${BUREAU_WITNESS_KEY_READER:-auditor-dev-token}" \
+        # As the auditor (the people's file; the header on stdin, never on a command line).
+        auditor_header | curl -fsS -H @- \
             "http://127.0.0.1:${PORTS[keymgmt]}/v1/signing/audit-checkpoints/public-key" \
             | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["vkey"])' >"$pinned.tmp"
         mv "$pinned.tmp" "$pinned"
@@ -152,6 +166,12 @@ EOF
 
 up() {
     [[ -f "$RUN/env.sh" ]] || { echo "services: no $RUN/env.sh; run 'make stack-up' first" >&2; exit 1; }
+    # Every workload's HTTP tokens (deploy/local/tokens.py): without them a service would
+    # run on the development tokens every other one knows.
+    [[ -f "$RUN/creds/tools.tokens.env" ]] || {
+        echo "services: no $RUN/creds/tools.tokens.env; run 'deploy/local/stack.sh up' (it makes the tokens)" >&2
+        exit 1
+    }
     # shellcheck disable=SC1091
     source "$RUN/env.sh"
     export BUREAU_TRACE_FILE="${BUREAU_TRACE_FILE:-$RUN/traces.jsonl}"

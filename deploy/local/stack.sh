@@ -596,6 +596,16 @@ kafka_access() { # the SCRAM users, ACLs and topics of shared/kafka_access.py; c
     log "${out##*$'\n'}"
 }
 
+# --- HTTP tokens: one per principal, each workload given its own (deploy/local/tokens.py) ----
+make_tokens() { # creds/<workload>.tokens.env, and creds/tools.tokens.env (the people's tokens)
+    [[ -x $VENV_PY ]] || die "tokens: $VENV_PY missing: run deploy/local/bootstrap.sh"
+    local out
+    if ! out=$(cd -- "$REPO_ROOT" && "$VENV_PY" -m deploy.local.tokens --creds-dir "$CREDS_DIR" 2>&1); then
+        die "tokens: could not write the workloads' tokens: $out"
+    fi
+    log "${out##*$'\n'}"
+}
+
 kafka_cluster_id() { # a Kafka cluster id: 16 random bytes, base64url without padding
     # An id starting with '-' reads as an option to StorageTool's argument parser (1 in 64
     # draws), so such an id is drawn again.
@@ -769,11 +779,13 @@ cmd_up() {
     kafka_wait
     if ((KAFKA_STARTED)); then log "kafka: ready (pid $(kafka_pid))"; fi
     kafka_access
+    make_tokens
     write_env_file # before pcscd: a pcscd failure leaves the rest usable
     pcscd_call up || die "pcscd: $PCSCD_SCRIPT up failed"
     BUREAU_RUN_DIR=$RUN_DIR bash "$PRINTERS_SCRIPT" up 9>&- || die "printers: $PRINTERS_SCRIPT up failed"
     write_env_file # again, with what pcscd.sh and printers.sh add
     log "stack up in $((SECONDS - t0))s; environment: source $ENV_FILE (or eval \"\$($0 env)\")"
+    log "the people's tokens (operators, auditor, admin, custodians): source $CREDS_DIR/tools.tokens.env"
 }
 
 cmd_kafka_up() { # Kafka alone, as `up` makes it (a private broker for tests: other ports)
