@@ -139,6 +139,7 @@ def test_the_refusal_codes_on_the_wire() -> None:
     assert codes == {
         "card-cryptogram-mismatch",
         "card-cancelled",
+        "card-not-for-this-station",
         "card-not-in-qa",
         "card-in-qa-elsewhere",
         "readback-limit-reached",
