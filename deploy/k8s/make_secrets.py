@@ -46,7 +46,7 @@ CHECKS = {
     "intake": Checks(roles=("operator", "admin")),
     "keymgmt": Checks(
         services=("intake", "graphical", "fulfillment", "qa", "audit"),
-        roles=("custodian", "admin", "auditor", "station"),
+        roles=("custodian", "admin", "auditor", "station", "operator"),
     ),
     "graphical": Checks(services=("qa",), roles=("operator", "admin", "auditor")),
     "fulfillment": Checks(roles=("operator",)),

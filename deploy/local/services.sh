@@ -193,6 +193,10 @@ up() {
                 start_one "$name" "$PY" -m "services.$name" ;;
             qa) BUREAU_QA_READERS=${BUREAU_QA_READERS:-$QA_NAMES} \
                 start_one "$name" "$PY" -m "services.$name" ;;
+            # Station planning: each prepared batch goes to the local station (set it empty
+            # to leave every batch to a planner, docs/keymgmt.md).
+            keymgmt) BUREAU_PERSO_STATIONS=${BUREAU_PERSO_STATIONS-${BUREAU_STATION_ID:-station-a}} \
+                start_one "$name" "$PY" -m "services.$name" ;;
             *) start_one "$name" "$PY" -m "services.$name" ;;
         esac
     done

@@ -25,7 +25,7 @@ from shared.service import ServiceRuntime, create_app
 
 NAME = "electrical"
 MIGRATIONS = Path(__file__).parent / "migrations"
-SUBSCRIBE = subscriptions("electrical")  # card.prepared; card.cancelled
+SUBSCRIBE = subscriptions("electrical")  # card.prepared, batch.assigned; card.cancelled
 
 
 async def reader_readiness(agent: StationAgent, report: dict[str, Any]) -> None:

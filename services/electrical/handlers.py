@@ -1,5 +1,6 @@
 """Event handlers of the station agent: card.prepared -> a queued card; card.cancelled -> the
-card leaves the queue (or never joins it)."""
+card leaves the queue (or never joins it); batch.assigned -> the stations that may claim the
+batch's cards (station planning, keymgmt's)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 from services.electrical.repository import StationRepository
 from services.electrical.station import StationAgent
-from shared.events import CardCancelled, CardPrepared
+from shared.events import BatchAssigned, CardCancelled, CardPrepared
 from shared.handlers import HandlerSpec
 from shared.outbox import UnitOfWork
 
@@ -54,7 +55,24 @@ async def drop_cancelled_card(
         log.warning("card cancelled too late: already at or past a reader", extra=ids)
 
 
+async def note_assignment(
+    uow: UnitOfWork[StationRepository], event: BatchAssigned, deps: ElectricalDeps
+) -> None:
+    """keymgmt's assignment of a batch to stations, the newest kept (an older one arriving late
+    changes nothing); this station's readers wake when it names this station."""
+    newer = await uow.repo.assign(event.batch_id, list(event.stations), event.revision)
+    here = deps.agent.station_id in event.stations
+    ids = {"batch_id": str(event.batch_id), "stations": event.stations, "here": here}
+    if not newer:
+        log.info("older batch assignment ignored", extra={**ids, "revision": event.revision})
+        return
+    log.info("batch assigned", extra=ids)
+    if here:
+        deps.agent.notify_queued()
+
+
 HANDLERS: HandlerSpec[ElectricalDeps] = {
     CardPrepared: [queue_prepared_card],
+    BatchAssigned: [note_assignment],
     CardCancelled: [drop_cancelled_card],
 }

@@ -126,6 +126,18 @@ async def release(runtime: ServiceRuntime, card: QueuedCard) -> bool:
     return await in_transaction(runtime, lambda _uow, repo: repo.release(card.card_id))
 
 
+async def not_for_this_station(runtime: ServiceRuntime, card: QueuedCard, station_id: str) -> bool:
+    """keymgmt refused the script: the card's batch is not assigned to this station (station
+    planning). The chip was never written: the card goes back to the queue, never spoiled, and
+    this station stops claiming the batch until keymgmt assigns it here."""
+
+    async def back(uow: UnitOfWork[Any], repo: StationRepository) -> bool:
+        await repo.not_assigned_here(card.batch_id, station_id)
+        return await repo.release(card.card_id)
+
+    return await in_transaction(runtime, back)
+
+
 async def recover_station(runtime: ServiceRuntime, station_id: str) -> tuple[int, int]:
     """Cards a previous run of this station left unfinished: an `assigned` card's chip was
     never written, so it goes back to the queue; an `encoding` card is spoiled. Returns

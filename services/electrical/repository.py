@@ -12,6 +12,11 @@ from services.electrical.service import CLAIM_ORDER_COLUMNS, QueuedCard
 from shared.db import checked_identifier
 
 _QUEUED = "card_id, batch_id, batch_seq, seq, issuer_id, product_id, traceparent"
+# Station planning: a queued card this station may claim, its batch assigned to the station.
+_FOR_STATION = (
+    "state = 'queued' AND EXISTS (SELECT 1 FROM {s}.batches b WHERE b.batch_id = c.batch_id"
+    " AND (b.any_station OR :station = ANY(b.stations)))"
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class StationRepository:
     def __init__(self, conn: AsyncConnection, schema: str) -> None:
         self._conn = conn
         self._s = checked_identifier(schema)
+        self._for_station = _FOR_STATION.format(s=self._s)
 
     async def enqueue(
         self,
@@ -66,8 +72,9 @@ class StationRepository:
         return row is not None
 
     async def claim_next(self, chip_serial: str, station_id: str, reader: str) -> QueuedCard | None:
-        """Bind the next queued card to this chip and reader; concurrent readers skip the rows
-        others hold locked, so each card goes to exactly one reader."""
+        """Bind the next queued card of a batch assigned to this station to this chip and reader;
+        concurrent readers skip the rows others hold locked, so each card goes to exactly one
+        reader."""
         order = ", ".join(CLAIM_ORDER_COLUMNS)
         row = (
             await self._conn.execute(
@@ -75,8 +82,9 @@ class StationRepository:
                     f"UPDATE {self._s}.station_cards SET state = 'assigned',"
                     " chip_serial = :chip, station_id = :station, reader = :reader,"
                     " assigned_at = now()"
-                    f" WHERE card_id = (SELECT card_id FROM {self._s}.station_cards"
-                    f" WHERE state = 'queued' ORDER BY {order} LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                    f" WHERE card_id = (SELECT card_id FROM {self._s}.station_cards c"
+                    f" WHERE {self._for_station} ORDER BY {order}"
+                    " LIMIT 1 FOR UPDATE OF c SKIP LOCKED)"
                     f" RETURNING {_QUEUED}"
                 ),
                 {"chip": chip_serial, "station": station_id, "reader": reader},
@@ -94,11 +102,53 @@ class StationRepository:
             return bound, None
         return None, await self.claim_next(chip_serial, station_id, reader)
 
-    async def has_queued(self) -> bool:
+    async def has_queued(self, station_id: str) -> bool:
+        """Whether a card this station may claim is queued."""
         row = await self._conn.execute(
-            text(f"SELECT EXISTS (SELECT 1 FROM {self._s}.station_cards WHERE state = 'queued')")
+            text(
+                f"SELECT EXISTS (SELECT 1 FROM {self._s}.station_cards c WHERE {self._for_station})"
+            ),
+            {"station": station_id},
         )
         return bool(row.scalar_one())
+
+    async def waiting_elsewhere(self, station_id: str) -> int:
+        """Queued cards this station may not claim: their batch is assigned elsewhere, parked,
+        or not assigned yet. They stay queued, never spoiled."""
+        row = await self._conn.execute(
+            text(
+                f"SELECT count(*) FROM {self._s}.station_cards c"
+                f" WHERE state = 'queued' AND NOT ({self._for_station})"
+            ),
+            {"station": station_id},
+        )
+        return int(row.scalar_one())
+
+    async def assign(self, batch_id: UUID, stations: list[str], revision: int) -> bool:
+        """keymgmt's assignment of the batch (batch.assigned), kept only if newer than the one
+        held: records of one batch may arrive in any order. False when it was older."""
+        row = await self._conn.execute(
+            text(
+                f"INSERT INTO {self._s}.batches AS b (batch_id, stations, revision)"
+                " VALUES (:b, :st, :r) ON CONFLICT (batch_id) DO UPDATE SET"
+                " stations = EXCLUDED.stations, revision = EXCLUDED.revision,"
+                " any_station = false WHERE b.revision < EXCLUDED.revision RETURNING batch_id"
+            ),
+            {"b": batch_id, "st": stations, "r": revision},
+        )
+        return row.first() is not None
+
+    async def not_assigned_here(self, batch_id: UUID, station_id: str) -> None:
+        """keymgmt refused this station a card of the batch: the station stops claiming the
+        batch until a newer assignment names it."""
+        await self._conn.execute(
+            text(
+                f"UPDATE {self._s}.batches SET any_station = false,"
+                " stations = array_remove(coalesce(stations, '{}'), :station)"
+                " WHERE batch_id = :b"
+            ),
+            {"b": batch_id, "station": station_id},
+        )
 
     async def chip_bound(self, chip_serial: str) -> str | None:
         """The state of the card this chip is bound to, if any (a used chip is never reused)."""

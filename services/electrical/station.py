@@ -1,13 +1,15 @@
 """The station's readers at work: each reader personalises the chips put into it, one card at a
 time, all readers concurrently (docs/perso-protocol.md; ARCHITECTURE.md, delivery guarantees).
 
-Per chip: wait for it, read its CPLC, claim the next queued card (binding chip and reader),
-open the card manager's SCP03 channel (SELECT ISD, INITIALIZE UPDATE with a fresh host
-challenge), hand the card's answer to keymgmt, which checks the card cryptogram and returns
-EXTERNAL AUTHENTICATE and the protected script, send every APDU (each must answer 9000), then
-mark the card encoded and emit card.encoded in one transaction, and eject the card. A chip that
-fails is spoiled (card.spoiled with headers and status words only) and ejected; so is a chip
-whose card cryptogram keymgmt refuses (other keys). The next chip goes on.
+Per chip: wait for it, read its CPLC, claim the next queued card of a batch keymgmt assigned
+to this station (binding chip and reader), open the card manager's SCP03 channel (SELECT ISD,
+INITIALIZE UPDATE with a fresh host challenge), hand the card's answer to keymgmt, which checks
+the card cryptogram and returns EXTERNAL AUTHENTICATE and the protected script, send every APDU
+(each must answer 9000), then mark the card encoded and emit card.encoded in one transaction,
+and eject the card. A chip that fails is spoiled (card.spoiled with headers and status words
+only) and ejected; so is a chip whose card cryptogram keymgmt refuses (other keys). A card
+keymgmt refuses as not for this station goes back to the queue, unspoiled, and its chip takes
+the next card. The next chip goes on.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ class StationAgent:
     async def _wait_for_work(self, runtime: ServiceRuntime) -> None:
         while True:
             async with runtime.unit_of_work() as uow:
-                if await uow.repo.has_queued():
+                if await uow.repo.has_queued(self.station_id):
                     return
             try:
                 await asyncio.wait_for(self._queue_changed.wait(), self.queue_poll_s)
@@ -265,6 +267,12 @@ class StationAgent:
                 # Cancelled while it waited at the reader: no event (intake's card.cancelled
                 # is its outcome), the untouched chip takes the next card.
                 await outcomes.cancelled_at_reader(runtime, card)
+                return False
+            if exc.refusal is Refusal.CARD_NOT_FOR_THIS_STATION:
+                # keymgmt planned the batch onto other stations (reassigned since the claim):
+                # the card goes back to the queue, the untouched chip takes the next card.
+                await outcomes.not_for_this_station(runtime, card, self.station_id)
+                log.warning("card not for this station: released", extra=_ids(card))
                 return False
             # The chip holds other keys: spoil the card with the reason, reject the chip.
             # Any other refusal: the chip was never written, it takes the next card.

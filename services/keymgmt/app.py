@@ -18,6 +18,7 @@ from services.keymgmt.keys.keeper import HsmKeeper
 from services.keymgmt.keys.oda_api import router as oda_router
 from services.keymgmt.keys.signing_api import router as signing_router
 from services.keymgmt.perso.api import router as perso_router
+from services.keymgmt.perso.planning_api import router as planning_router
 from services.keymgmt.pin_mailer.api import router as pin_mailer_router
 from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.settings import MIGRATIONS as _MIGRATIONS
@@ -41,6 +42,7 @@ ROUTERS = (
     oda_router,
     vault_router,
     perso_router,
+    planning_router,
     emv_router,
     sim_router,
     pin_mailer_router,

@@ -1,5 +1,6 @@
 """keymgmt's event handlers: card.ordered -> data preparation -> card.prepared (a run of events
-at once), card.cancelled -> never prepared nor scripted."""
+at once) and batch.assigned for a batch new to station planning, card.cancelled -> never
+prepared nor scripted."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 
 from services.keymgmt.deps import KeymgmtDeps
 from services.keymgmt.emv.preparation import prepare_ordered_cards
+from services.keymgmt.perso.planning import assign_prepared_batches
 from services.keymgmt.repository import KeymgmtRepository
 from shared.events import (
     CardCancelled,
@@ -38,6 +40,9 @@ async def prepare_cards(
         settings.sim_kek_label,
         settings.kmc_label,
     )
+    # Station planning: each batch now prepared goes to the default stations (if any).
+    batches = (event.batch_id for event in ordered)
+    await assign_prepared_batches(uow, batches, settings.default_stations, deps.actor)
 
 
 async def remember_cancelled(

@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.keymgmt.hsm.mechanisms import LUNA_XOR_BASE_AND_KEY
 from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.perso.stations import station_names
 from shared.settings import BureauSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"  # app.MIGRATIONS is this one
@@ -62,6 +63,12 @@ class KeymgmtSettings(BureauSettings):
     hsm_ping_timeout_seconds: float = Field(default=5.0, gt=0, description="readiness probe")
     # Retention (vault/retention.py): days cardholder data stays after dispatch unless the
     # issuer's policy says otherwise, and how often the purge job runs.
+    # Station planning (docs/keymgmt.md): the encoding stations a batch is assigned to when
+    # its cards are prepared, comma separated station ids; empty: a batch waits for a planner.
+    perso_stations: str = Field(
+        default="",
+        description="BUREAU_PERSO_STATIONS: stations each newly prepared batch is assigned to",
+    )
     cardholder_retention_days: int = Field(default=90, ge=0, le=3650)
     retention_purge_interval_seconds: float = Field(default=3600.0, gt=0)
 
@@ -73,6 +80,7 @@ class KeymgmtSettings(BureauSettings):
             self.hsm_pin in DEV_HSM_PINS or "dev" in self.hsm_pin
         ):
             raise ValueError(f"hsm_pin is still a development PIN in {self.environment}")
+        station_names(self.perso_stations)  # ValueError names a malformed station id
         if self.vault_key_label.split("/")[1:2] != ["VAULT"]:
             raise ValueError("vault_key_label must look like <owner>/VAULT/<version>")
         return self
@@ -82,6 +90,11 @@ class KeymgmtSettings(BureauSettings):
         """Production: no clear component, PIN, PIN block or OP may exist in the process, so
         keymgmt starts only on a token that runs every such operation (hsm/mechanisms.py)."""
         return self.environment not in ("dev", "test")
+
+    @property
+    def default_stations(self) -> list[str]:
+        """The stations a newly prepared batch is assigned to (BUREAU_PERSO_STATIONS)."""
+        return station_names(self.perso_stations)
 
     def make_hsm(self) -> Hsm:
         return Hsm(self.pkcs11_module, self.hsm_token, self.hsm_pin, self.openssl_conf)

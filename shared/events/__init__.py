@@ -10,6 +10,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.events.base import Event, TraceContext, utc_now
 from shared.events.lifecycle import (
+    BatchAssigned,
     BatchClosed,
     BatchDiscrepancy,
     BatchReconciled,
@@ -49,6 +50,7 @@ AnyEvent = Annotated[
     | StockIssued
     | StockReturned
     | CardPrepared
+    | BatchAssigned
     | CardEncoded
     | CardSpoiled
     | CardPrinted
@@ -119,6 +121,7 @@ def event_types() -> list[str]:
 
 __all__ = [
     "AnyEvent",
+    "BatchAssigned",
     "BatchClosed",
     "BatchDiscrepancy",
     "BatchReconciled",

@@ -19,6 +19,10 @@ from shared.events.base import Event
 
 MaskedPan = str  # first 6 + last 4, the rest '*' (never the clear PAN)
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# An encoding station's id, as its principal names it (`station:<name>`).
+STATION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+StationName = Annotated[str, Field(pattern=STATION_NAME_PATTERN)]
+MAX_BATCH_STATIONS = 32
 
 
 class OrderReceived(Event):
@@ -95,6 +99,20 @@ class CardPrepared(Event):
     masked_pan: MaskedPan
     application: Literal["emv", "usim"] = Field(description="what the station will write")
     key_scheme: str = Field(description="e.g. 'EMV-OPTION-A', 'MILENAGE'")
+
+
+class BatchAssigned(Event):
+    """keymgmt planned a batch onto encoding stations (docs/keymgmt.md, "Station planning"):
+    only these stations get the script of a card of the batch that no station has bound yet,
+    and electrical's station claims only cards of batches assigned to its own station id. An
+    empty list parks the batch (no station). `revision` grows with each assignment of the
+    batch, so a consumer keeps the newest whatever order records arrive in. Actor: `keymgmt`
+    for the default (BUREAU_PERSO_STATIONS), `operator:<name>` for a planner."""
+
+    type: Literal["batch.assigned"] = "batch.assigned"
+    batch_id: UUID
+    stations: list[StationName] = Field(max_length=MAX_BATCH_STATIONS)
+    revision: int = Field(ge=1)
 
 
 class CardEncoded(Event):

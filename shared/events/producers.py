@@ -43,6 +43,7 @@ PRODUCERS: Final[Mapping[type[Event], str]] = {
     lifecycle.StockDestroyed: "intake",
     lifecycle.CardCancelled: "intake",
     lifecycle.CardPrepared: "keymgmt",
+    lifecycle.BatchAssigned: "keymgmt",
     lifecycle.CardDataPurged: "keymgmt",
     lifecycle.IccKeyPoolRefilled: "keymgmt",
     lifecycle.IccKeyPairDrawn: "keymgmt",

@@ -93,13 +93,15 @@ def status_error(method: str, path: str, response: httpx.Response) -> KeymgmtErr
     status = response.status_code
     if 200 <= status < 300:
         return None
-    if status in CREDENTIALS_REFUSED:
-        # Our credentials are wrong: a configuration fault, never the card's.
+    refusal = response.headers.get(c.REFUSAL_HEADER)
+    if status in CREDENTIALS_REFUSED and refusal is None:
+        # Our credentials are wrong: a configuration fault, never the card's. (A 403 with a
+        # refusal code is keymgmt's verdict on the card for this caller: station planning.)
         return KeymgmtUnavailable(f"{method} {path}: keymgmt refused our service token ({status})")
     if status >= 500:
         return KeymgmtUnavailable(f"{method} {path}: HTTP {status}")
     detail = redact_pans(response.text[:200])
-    return KeymgmtRefused(path, status, response.headers.get(c.REFUSAL_HEADER), detail)
+    return KeymgmtRefused(path, status, refusal, detail)
 
 
 class KeymgmtClient:
@@ -236,7 +238,10 @@ class KeymgmtClient:
                 found = status_error(method, path, response)
                 if found is None:
                     return response
-                failure, retryable = found, response.status_code in self.policy.retry_statuses
+                failure = found
+                retryable = isinstance(found, KeymgmtUnavailable) and (
+                    response.status_code in self.policy.retry_statuses
+                )
             if not retryable:
                 raise failure
             if self.policy.gives_up_after(attempt):

@@ -60,6 +60,7 @@ class Refusal(StrEnum):
     CARD_CRYPTOGRAM_MISMATCH = "card-cryptogram-mismatch"
     # The issuer cancelled the card: no script (409); the untouched chip takes the next card.
     CARD_CANCELLED = "card-cancelled"
+    CARD_NOT_FOR_THIS_STATION = "card-not-for-this-station"  # 403, not its batch: release it
     # QA read-back (409, issue 16): the card is not personalized on that chip, or cancelled;
     # its QA is at another QA station; it has had its bounded number of read-backs. The card
     # fails QA: none of these is fixed by asking again.
@@ -158,8 +159,7 @@ def vault_store_json(issuer_id: str, cards: Iterable[Mapping[str, Any]]) -> byte
     return b'{"issuer_id":' + issuer + b',"cards":[' + b",".join(written) + b"]}"
 
 
-# The most cards one store or forget call names (intake's largest order).
-VAULT_MAX_CARDS: Final = 100_000
+VAULT_MAX_CARDS: Final = 100_000  # the most cards one store or forget call names (intake's)
 
 
 class VaultForget(_Contract):

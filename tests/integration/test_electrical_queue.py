@@ -37,10 +37,12 @@ async def queue(bureau_settings: BureauSettings, unique: str) -> AsyncIterator[Q
 
 
 async def enqueue(queue: Queue, *cards: tuple[uuid.UUID, uuid.UUID]) -> None:
+    """Queue the cards, each batch assigned to station-a (keymgmt's batch.assigned)."""
     async with queue.engine.begin() as db:
         repo = StationRepository(db, queue.schema)
         for card_id, batch_id in cards:
             assert await repo.enqueue(card_id, batch_id, "acme", "acme-visa", uuid.uuid4())
+            await repo.assign(batch_id, ["station-a"], 1)
 
 
 async def claim(queue: Queue, chip: str) -> QueuedCard | None:

@@ -116,6 +116,7 @@ async def test_a_restart_spoils_a_half_written_card_and_queues_an_unwritten_one_
         repo = StationRepository(db, electrical.schema)
         for card in (half_written, unwritten):
             assert await repo.enqueue(card, batch, "testbank", "testbank-visa", uuid.uuid4())
+        assert await repo.assign(batch, ["station-a"], 1)  # keymgmt's batch.assigned
         reader = feeder.station_readers[0]
         first = await repo.claim_next("C0FFEE000001", "station-a", reader)
         second = await repo.claim_next("C0FFEE000002", "station-a", reader)

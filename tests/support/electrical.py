@@ -152,7 +152,18 @@ async def feeder_process(
         log_file.close()
 
 
-async def publish(settings: BureauSettings, stream: str, *items: events.Event) -> None:
+async def publish(
+    settings: BureauSettings,
+    stream: str,
+    *items: events.Event,
+    assign_to: tuple[str, ...] = ("station-a",),
+) -> None:
+    """Play another service: its events on its stream. On keymgmt's, each batch of the
+    card.prepared among `items` is first assigned to `assign_to` (batch.assigned, revision 1),
+    as keymgmt does with BUREAU_PERSO_STATIONS; `assign_to=()` publishes the items alone."""
+    batches = {i.batch_id: i.issuer_id for i in items if isinstance(i, events.CardPrepared)}
+    if stream == "keymgmt" and assign_to:
+        items = (*(assigned(b, i, *assign_to) for b, i in batches.items()), *items)
     producer = make_producer(settings.kafka_bootstrap, "electrical-qa-tests")
     await producer.start()
     try:
@@ -162,6 +173,19 @@ async def publish(settings: BureauSettings, stream: str, *items: events.Event) -
             )
     finally:
         await producer.stop()
+
+
+def assigned(
+    batch_id: uuid.UUID, issuer_id: str, *stations: str, revision: int = 1
+) -> events.BatchAssigned:
+    """keymgmt's assignment of a batch to encoding stations (station planning)."""
+    return events.BatchAssigned(
+        issuer_id=issuer_id,
+        actor="keymgmt",
+        batch_id=batch_id,
+        stations=list(stations),
+        revision=revision,
+    )
 
 
 async def read_events(

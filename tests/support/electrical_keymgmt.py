@@ -84,6 +84,8 @@ class KeymgmtTestDouble:
         self.scripts: Counter[uuid.UUID] = Counter()
         self.refused_chips: list[str] = []  # card cryptogram mismatches
         self.cancelled: set[uuid.UUID] = set()  # cards keymgmt refuses as cancelled
+        # Cards keymgmt refuses as not for this station (their batch planned elsewhere).
+        self.elsewhere: set[uuid.UUID] = set()
         self.available = True
         self.refused_while_down = 0
         app = FastAPI()
@@ -111,6 +113,10 @@ class KeymgmtTestDouble:
                 headers = {REFUSAL_HEADER: Refusal.CARD_CANCELLED}
                 detail = {"detail": "the card was cancelled by its issuer"}
                 return JSONResponse(detail, status_code=409, headers=headers)
+            if body.card_id in self.elsewhere:
+                headers = {REFUSAL_HEADER: Refusal.CARD_NOT_FOR_THIS_STATION}
+                detail = {"detail": "the card's batch is assigned to station station-b"}
+                return JSONResponse(detail, status_code=403, headers=headers)
 
             def build(h: Hsm, answer: InitializeUpdateAnswer) -> tuple[ScriptCommand, ...]:
                 div = answer.diversification_data

@@ -97,7 +97,9 @@ def settings(
         service_tokens=f"intake=in-{u},graphical=gr-{u},fulfillment=fu-{u},qa=qa-{u}",
         principals=f"custodian:carol=cu-{u},admin:root=ad-{u},station:station-a=st-{u},"
         f"auditor:ann=au-{u},issuer:a-ops:ia{u}=ia-{u},issuer:b-ops:ib{u}=ib-{u},"
-        f"custodian:cyril=cu2-{u},custodian:cleo=cu3-{u},station:station-b=st2-{u}",
+        f"custodian:cyril=cu2-{u},custodian:cleo=cu3-{u},station:station-b=st2-{u},"
+        f"operator:olga=op-{u}",
+        perso_stations="station-a",  # as deploy/local: each prepared batch goes to station-a
     )
 
 

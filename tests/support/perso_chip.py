@@ -24,10 +24,11 @@ def new_chip(store: CardStore) -> VirtualCard:
     return chip
 
 
-async def personalize(
+async def ask_script(
     http: httpx.AsyncClient, station: str, card_id: str, chip: VirtualCard
-) -> None:
-    """Ask keymgmt for the card's script as station token `station` and run it on the chip."""
+) -> httpx.Response:
+    """SELECT ISD + INITIALIZE UPDATE on the chip, then keymgmt's answer to station token
+    `station` asking for the card's script (whatever its status)."""
     assert chip.process(SELECT_ISD)[-2:] == b"\x90\x00"
     challenge = os.urandom(8)
     answer = chip.process(bytes.fromhex("8050000008") + challenge + b"\x00")
@@ -38,7 +39,14 @@ async def personalize(
         "host_challenge": challenge.hex(),
         "initialize_update_response": answer[:-2].hex(),
     }
-    script = await http.post("/v1/perso/secure-scripts", json=body, headers=auth(station))
+    return await http.post("/v1/perso/secure-scripts", json=body, headers=auth(station))
+
+
+async def personalize(
+    http: httpx.AsyncClient, station: str, card_id: str, chip: VirtualCard
+) -> None:
+    """Ask keymgmt for the card's script as station token `station` and run it on the chip."""
+    script = await ask_script(http, station, card_id, chip)
     assert script.status_code == 200, script.text
     for apdu in script.json()["apdus"]:
         assert chip.process(bytes.fromhex(apdu))[-2:] == b"\x90\x00", apdu[:8]

@@ -69,14 +69,19 @@ def test_a_workloads_secret_holds_its_own_token_and_verifiers_only(name: str) ->
         assert own == credentials.services[name]
 
 
-async def test_keymgmt_admits_a_station_by_its_verifier_and_not_an_operator() -> None:
+async def test_keymgmt_admits_a_station_and_a_planner_by_their_verifiers_only() -> None:
+    """keymgmt admits a station (its script) and an operator (station planning: PUT
+    /v1/perso/batches/{batch_id}/stations), each by its verifier; never intake's own token."""
     credentials = Credentials.make(PEOPLE)
     keymgmt = credentials.manifests()["keymgmt-credentials"]["stringData"]
     tokens = StaticTokens(keymgmt["principals"])
     station = await tokens(credentials.principals["station:station-07"])
     assert station is not None
     assert (station.role, station.name) == ("station", "station-07")
-    assert await tokens(credentials.principals["operator:olga"]) is None
+    planner = await tokens(credentials.principals["operator:olga"])
+    assert planner is not None
+    assert (planner.role, planner.name) == ("operator", "olga")
+    assert await tokens(credentials.services["intake"]) is None
 
 
 def test_the_tool_writes_private_files_and_never_overwrites(tmp_path: Path) -> None:

@@ -103,6 +103,18 @@ async def test_a_refusal_is_never_retried() -> None:
     assert len(keymgmt.seen) == 1
 
 
+async def test_a_403_with_a_refusal_code_is_a_verdict_not_our_credentials() -> None:
+    """Station planning: keymgmt refuses this station the card (403 with its code); the
+    station acts on it at once, even under a policy that waits out refused credentials."""
+    code = {c.REFUSAL_HEADER: c.Refusal.CARD_NOT_FOR_THIS_STATION.value}
+    keymgmt = Keymgmt(httpx.Response(403, text="not yours", headers=code))
+    with pytest.raises(KeymgmtRefused) as caught:
+        await keymgmt.client(RetryPolicy.until_answered()).print_data(CARD)
+    assert caught.value.refusal is c.Refusal.CARD_NOT_FOR_THIS_STATION
+    assert caught.value.status == 403
+    assert len(keymgmt.seen) == 1
+
+
 async def test_once_means_one_try() -> None:
     keymgmt = Keymgmt(httpx.ConnectError("down"))
     with pytest.raises(KeymgmtUnavailable, match="ConnectError"):
@@ -139,6 +151,7 @@ def test_the_refusal_codes_on_the_wire() -> None:
     assert codes == {
         "card-cryptogram-mismatch",
         "card-cancelled",
+        "card-not-for-this-station",
         "card-not-in-qa",
         "card-in-qa-elsewhere",
         "readback-limit-reached",

@@ -2,7 +2,8 @@
 (or SCP02) secure channel (docs/perso-protocol.md), from the card's INITIALIZE UPDATE answer:
 EXTERNAL AUTHENTICATE and the protected commands. It binds the chip to the card for good once
 the card has proved it holds our keys, at the station whose token asked: from then on only that
-station gets the card's script (station binding, issue 15; docs/keymgmt.md)."""
+station gets the card's script (station binding, issue 15; docs/keymgmt.md). A card no station
+has bound goes only to a station its batch is assigned to (station planning, planning.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from services.keymgmt.perso.schemas import (
     CardAtAnotherStation,
     CardCancelledByIssuer,
     CardCryptogramRefused,
+    CardNotForThisStation,
     CardNotVaulted,
     PersoRefused,
     SecureScriptRequest,
@@ -41,6 +43,7 @@ from services.keymgmt.perso.service import (
     other_station,
     target_of,
 )
+from services.keymgmt.perso.stations import assignment_problem
 from services.keymgmt.repository import KeymgmtRepository
 from shared.service import RuntimeDep, ServiceRuntime
 
@@ -63,22 +66,41 @@ def _answer_of(body: SecureScriptRequest) -> tuple[bytes, str]:
     return iu, chip
 
 
+async def _station_refusal(
+    repo: KeymgmtRepository, card_id: UUID, station: str
+) -> CardAtAnotherStation | CardNotForThisStation | None:
+    """Why this station may not have the card's script, or None: the card is bound at another
+    station (station binding), or no station has bound it and its batch is not assigned to
+    this one (station planning). A card not prepared is _target's to refuse."""
+    bound = await repo.perso.binding(card_id)
+    holder = other_station(bound, station)
+    if holder is not None:
+        why = f"the card is bound to a chip at station {holder}; its script is for that station"
+        return CardAtAnotherStation(why)
+    batch_id = await repo.perso.batch_of(card_id)
+    if batch_id is None:
+        return None
+    problem = assignment_problem(await repo.perso.assignment(batch_id), bound, station)
+    return None if problem is None else CardNotForThisStation(problem)
+
+
 async def _refuse_other_station(runtime: ServiceRuntime, card_id: UUID, station: str) -> None:
-    """Station binding (issue 15): a card bound to a chip at one station is scripted for that
-    station only. The station is the one the caller's token names. A refusal is recorded in
+    """Station binding and planning (issue 15): a card bound to a chip at one station is
+    scripted for that station only; a card no station has bound, only for a station its batch
+    is assigned to. The station is the one the caller's token names. A refusal is recorded in
     vault_access (committed) before it is raised."""
     async with runtime.unit_of_work() as uow:
         repo: KeymgmtRepository = uow.repo
-        holder = other_station(await repo.perso.binding(card_id), station)
-        if holder is None:
+        refusal = await _station_refusal(repo, card_id, station)
+        if refusal is None:
             return
-        why = f"the card is bound to a chip at station {holder}; its script is for that station"
-        await repo.vault.record_access([(card_id, f"station:{station}", f"perso refused: {why}")])
+        purpose = f"perso refused: {refusal}"
+        await repo.vault.record_access([(card_id, f"station:{station}", purpose)])
     log.warning(
-        "perso refused: card bound at another station",
-        extra={"card_id": str(card_id), "station": station, "bound_at": holder},
+        "perso refused: card not for this station",
+        extra={"card_id": str(card_id), "station": station, "why": str(refusal)},
     )
-    raise CardAtAnotherStation(why)
+    raise refusal
 
 
 async def _target(
@@ -96,6 +118,11 @@ async def _target(
     bound = await repo.perso.binding(card_id)
     if other_station(bound, station) is not None:  # bound meanwhile (the prepared row's lock)
         raise CardAtAnotherStation("the card is bound to a chip at another station")
+    if bound is None:  # reassigned meanwhile? (a planner's write holds the row: FOR SHARE)
+        assignment = await repo.perso.assignment(prepared["batch_id"], for_share=True)
+        problem = assignment_problem(assignment, bound, station)
+        if problem is not None:
+            raise CardNotForThisStation(problem)
     chip_card = None if bound is not None else await repo.perso.card_of_chip(chip)
     problem = binding_problem(bound, chip, chip_card)
     if problem is not None:

@@ -12,6 +12,7 @@ __all__ = [
     "CardAtAnotherStation",
     "CardCancelledByIssuer",
     "CardCryptogramRefused",
+    "CardNotForThisStation",
     "CardNotVaulted",
     "PersoRefused",
     "SecureScriptRequest",
@@ -38,6 +39,13 @@ class CardAtAnotherStation(Forbidden):
     gives its script to that station only. The refusal is recorded (vault_access)."""
 
     refusal = "card-at-another-station"
+
+
+class CardNotForThisStation(Forbidden):
+    """Station planning (issue 15): no station has bound the card and its batch is not
+    assigned to the asking station. The station releases the card; the refusal is recorded."""
+
+    refusal = Refusal.CARD_NOT_FOR_THIS_STATION
 
 
 class CardNotVaulted(NotFound):
