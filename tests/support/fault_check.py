@@ -369,4 +369,4 @@ def table(results: list[FaultResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FEEDER", "Batch", "FaultResult", "run_fault", "table", "verify_audit_log"]
+__all__ = ["FEEDER", "Batch", "FaultResult", "not_ready", "run_fault", "table", "verify_audit_log"]

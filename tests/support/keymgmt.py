@@ -27,6 +27,8 @@ from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import collect, wait_for
 from tests.support.hsm import HsmToken
+from tests.support.printer import TestPrinter
+from tests.support.tls import TestCa
 
 PAN16, PAN19 = "4761739001010010", "6799998900000060018"  # test PANs (Luhn-valid)
 
@@ -99,6 +101,25 @@ def settings(
         f"auditor:ann=au-{u},issuer:a-ops:ia{u}=ia-{u},issuer:b-ops:ib{u}=ib-{u},"
         f"custodian:cyril=cu2-{u},custodian:cleo=cu3-{u},station:station-b=st2-{u}",
     )
+
+
+@pytest.fixture
+async def pin_printer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack_env: dict[str, str]
+) -> AsyncIterator[TestPrinter]:
+    """keymgmt's PIN mailer printer: a real IPP printer of its own serving IPPS only (issue 16),
+    its URI and CA in keymgmt's environment."""
+    ca = TestCa.create(tmp_path / "pin-ca")
+    ca.issue(tmp_path / "pin-keys")
+    device = TestPrinter(tmp_path / "pin-printer", name="test-pin", tls_keys=tmp_path / "pin-keys")
+    device.start()
+    monkeypatch.setenv("BUREAU_PIN_PRINTER_URI", device.uri)
+    monkeypatch.setenv("BUREAU_PIN_PRINTER_CA", str(ca.cert_file))
+    try:
+        await device.wait_up()
+        yield device
+    finally:
+        device.stop()
 
 
 def auth(token: str) -> dict[str, str]:
@@ -206,12 +227,17 @@ PROFILE = {
 }
 
 
-async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
+async def load_security_keys(
+    runtime: ServiceRuntime, hsm: Hsm, issuer: str, pin_usage: KeyUsage = KeyUsage.ENCRYPT_ONLY
+) -> None:
+    """The issuer's PIN, PVK and CVK keys by ceremony. The PIN keys' usage: `encrypt_only`, or
+    `encrypt` where keymgmt prints PIN mailers (on SoftHSM, the dev/test fallback, the mailer
+    path decrypts the PIN block)."""
     des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
     enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
     for usage, kt, key_usage, value in (
-        ("PIN-3DES", des2, enc_only, PIN_3DES),
-        ("PIN-AES", aes, enc_only, PIN_AES),
+        ("PIN-3DES", des2, pin_usage, PIN_3DES),
+        ("PIN-AES", aes, pin_usage, PIN_AES),
         ("PVK", des2, enc_only, PVK),
         ("CVK-A", des1, enc, CVK[:8]),
         ("CVK-B", des1, enc, CVK[8:]),
