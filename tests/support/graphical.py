@@ -18,9 +18,8 @@ from fastapi import FastAPI, Header, HTTPException
 from services.graphical.app import bootstrap
 from services.graphical.settings import GraphicalSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, publish_events, wait_for
 from tests.support.printer import TestPrinter
 
 CLEAR_PAN = "4111111111111111"
@@ -134,15 +133,7 @@ def encoded(card_id: uuid.UUID, issuer_id: str = "acme") -> events.CardEncoded:
 
 
 async def publish(settings: GraphicalSettings, stream: str, *items: events.Event) -> None:
-    producer = make_producer(settings.kafka_bootstrap, "graphical-test")
-    await producer.start()
-    try:
-        for item in items:
-            await producer.send_and_wait(
-                settings.topic(stream), events.encode_event(item), key=item.partition_key().encode()
-            )
-    finally:
-        await producer.stop()
+    await publish_events(settings, *((stream, item) for item in items))
 
 
 async def emitted(settings: GraphicalSettings, count: int) -> list[events.Event]:

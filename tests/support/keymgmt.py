@@ -22,10 +22,9 @@ from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, publish_events, wait_for
 from tests.support.hsm import HsmToken
 from tests.support.printer import TestPrinter
 from tests.support.tls import TestCa
@@ -167,17 +166,7 @@ def ordered(card: dict[str, Any], issuer: str) -> events.CardOrdered:
 
 async def publish(settings: KeymgmtSettings, *items: events.Event, stream: str = "intake") -> None:
     """Play another service: its events on its stream (intake's by default)."""
-    producer = make_producer(settings.kafka_bootstrap, "keymgmt-test")
-    await producer.start()
-    try:
-        for item in items:
-            await producer.send_and_wait(
-                settings.topic(stream),
-                events.encode_event(item),
-                key=item.partition_key().encode(),
-            )
-    finally:
-        await producer.stop()
+    await publish_events(settings, *((stream, item) for item in items))
 
 
 async def pan_hits(runtime: ServiceRuntime, pans: list[str]) -> list[str]:
