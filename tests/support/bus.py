@@ -109,6 +109,18 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
+async def settled(runtime: ServiceRuntime, count: int) -> None:
+    """Wait until the service's consumer has taken `count` events (handled, duplicate or
+    parked)."""
+    consumer = runtime.consumer
+    assert consumer is not None
+
+    async def seen_all() -> bool:
+        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
+
+    await wait_for(seen_all)
+
+
 async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, bytes]) -> None:
     producer = AIOKafkaProducer(
         **client_options(settings.kafka_bootstrap), acks="all", enable_idempotence=True

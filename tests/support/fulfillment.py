@@ -16,7 +16,7 @@ from services.fulfillment.settings import FulfillmentSettings
 from shared import events
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.support.bus import collect, publish_events, wait_for
+from tests.support.bus import collect, publish_events
 from tests.support.graphical import KeymgmtDouble
 
 SERVICE_TOKEN = "fulfillment-test-token"
@@ -50,16 +50,6 @@ async def emitted(settings: FulfillmentSettings, until: Any) -> list[events.Even
 
 def count_of(kind: str, n: int) -> Any:
     return lambda seen: sum(e.type == kind for e in seen) >= n
-
-
-async def settled(runtime: ServiceRuntime, count: int) -> None:
-    consumer = runtime.consumer
-    assert consumer is not None
-
-    async def seen_all() -> bool:
-        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
-
-    await wait_for(seen_all)
 
 
 @pytest.fixture
