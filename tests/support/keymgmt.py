@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.process import process_hsm
@@ -27,6 +26,7 @@ from tests.conftest import running
 from tests.support.bus import collect, publish_events, wait_for
 from tests.support.hsm import HsmToken
 from tests.support.printer import TestPrinter
+from tests.support.purge_scan import pan_secret, table_hits
 from tests.support.tls import TestCa
 
 PAN16, PAN19 = "4761739001010010", "6799998900000060018"  # test PANs (Luhn-valid)
@@ -170,33 +170,10 @@ async def publish(settings: KeymgmtSettings, *items: events.Event, stream: str =
 
 
 async def pan_hits(runtime: ServiceRuntime, pans: list[str]) -> list[str]:
-    """Every text-like and bytea column of the schema, searched for the PANs (ASCII and BCD)."""
-    hits: list[str] = []
-    async with runtime.engine.connect() as conn:
-        columns = await conn.execute(
-            text(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = :s"
-            ),
-            {"s": runtime.schema},
-        )
-        for table, column, kind in columns.all():
-            ref = f'{runtime.schema}.{table}."{column}"'
-            for pan in pans:
-                if kind == "bytea":
-                    where = f"position(:a in {ref}) > 0 OR position(:b in {ref}) > 0"
-                    params: dict[str, Any] = {
-                        "a": pan.encode(),
-                        "b": bytes.fromhex(pan + "F" * (len(pan) % 2)),
-                    }
-                else:
-                    where, params = f"position(:a in CAST({ref} AS text)) > 0", {"a": pan}
-                found = await conn.execute(
-                    text(f"SELECT count(*) FROM {runtime.schema}.{table} WHERE {where}"), params
-                )
-                if found.scalar_one():
-                    hits.append(f"{table}.{column}")
-    return hits
+    """Every column of keymgmt's schema searched for the PANs in each of their forms (the purge
+    scan, tests/support/purge_scan.py): the `table.column` of each hit."""
+    hits = await table_hits(runtime.engine, [runtime.schema], [pan_secret("PAN", p) for p in pans])
+    return sorted({hit.removeprefix(f"PAN in {runtime.schema}.") for hit in hits})
 
 
 PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
