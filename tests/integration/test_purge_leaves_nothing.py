@@ -45,8 +45,9 @@ from tests.support.intake import card as order_line
 from tests.support.intake import started_intake
 from tests.support.keymgmt import CVK, PIN_3DES, auth, load_security_keys, prepared_events
 from tests.support.keymgmt import publish as publish_as
+from tests.support.loopback import served
 from tests.support.printer import TestPrinter
-from tests.support.purge_flow import fulfillment_for, graphical_for, served
+from tests.support.purge_flow import fulfillment_for, graphical_for
 from tests.support.purge_scan import (
     Secret,
     bytes_secret,
