@@ -107,14 +107,6 @@ class QaMachine:
         self._queue_changed.set()
         self._queue_changed.clear()
 
-    async def run(self, runtime: ServiceRuntime) -> None:
-        """A station of this one position: put back what the station held, then serve."""
-        await self._in_transaction(
-            runtime, lambda _uow, repo: repo.release_all_checking(self.station)
-        )
-        await self.sweep_spool(runtime)
-        await self.serve(runtime)
-
     async def serve(self, runtime: ServiceRuntime) -> None:
         """This position's loop: claim the oldest queued card, check it, record the verdict."""
         while True:

@@ -9,41 +9,17 @@ import asyncio
 import os
 import time
 
-import httpx
 import pytest
 
 from demo.client import Bureau, demo_cards
+from tests.support.fault_check import not_ready
 from tests.support.postgres_fault import start_postgres, stop_postgres_hard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-PORTS = {
-    "intake": 8101,
-    "keymgmt": 8102,
-    "electrical": 8103,
-    "graphical": 8104,
-    "qa": 8105,
-    "fulfillment": 8106,
-    "audit": 8107,
-}
 CARDS = 30
 OUTAGE_S = 10.0
 READY_WITHIN_S = 30.0
-
-
-async def not_ready() -> dict[str, object]:
-    """The services whose /ready is not 200, with what they report."""
-    found: dict[str, object] = {}
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        for service, port in PORTS.items():
-            try:
-                answer = await http.get(f"http://127.0.0.1:{port}/ready")
-            except httpx.HTTPError as exc:
-                found[service] = repr(exc)
-                continue
-            if answer.status_code != 200:
-                found[service] = answer.json().get("problems")
-    return found
 
 
 async def test_a_hard_postgres_stop_mid_batch_heals_without_a_hand(

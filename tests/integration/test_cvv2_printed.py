@@ -37,8 +37,9 @@ from tests.support.intake import card as order_line
 from tests.support.intake import started_intake
 from tests.support.keymgmt import CVK, auth, load_security_keys, prepared_events
 from tests.support.keymgmt import publish as publish_as
+from tests.support.loopback import served
 from tests.support.printer import TestPrinter
-from tests.support.purge_flow import graphical_for, served
+from tests.support.purge_flow import graphical_for
 from tests.support.purge_scan import log_hits, short_secret, table_hits, topic_hits
 
 pytestmark = pytest.mark.integration

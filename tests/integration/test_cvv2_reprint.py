@@ -14,25 +14,15 @@ from typing import Any
 
 import pytest
 from psec import cvv
-from sqlalchemy import text
 
 from services.keymgmt.emv.cvv import CVV2_SERVICE_CODE
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.support.bus import wait_for
-from tests.support.keymgmt import (
-    CVK,
-    auth,
-    load_security_keys,
-    ordered,
-    prepared_events,
-    publish,
-    vault,
-)
+from tests.support.keymgmt import CVK, auth, ordered, prepared_events, publish, vault
 from tests.support.purge_scan import short_secret, table_hits
+from tests.support.retention import issuer_with_products, milestone, rows_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,27 +32,6 @@ pytestmark = [
 PAN, EXPIRY = "4761739001010077", "2812"  # vault() orders expiry 2812
 
 
-async def values_rows(runtime: ServiceRuntime, card_id: str) -> int:
-    async with runtime.engine.connect() as conn:
-        found = await conn.execute(
-            text("SELECT count(*) FROM card_verification_values WHERE card_id = :c"),
-            {"c": card_id},
-        )
-        return int(found.scalar_one())
-
-
-async def personalized(runtime: ServiceRuntime, card_id: str) -> None:
-    async def seen() -> bool:
-        async with runtime.engine.connect() as conn:
-            found = await conn.execute(
-                text("SELECT personalized_at FROM card_retention WHERE card_id = :c"),
-                {"c": card_id},
-            )
-            return found.scalar_one_or_none() is not None
-
-    await wait_for(seen, timeout=60)
-
-
 async def test_a_reprint_after_the_purge_gets_the_cvv2_from_the_hsm_again(
     settings: KeymgmtSettings,
     unique: str,
@@ -70,12 +39,9 @@ async def test_a_reprint_after_the_purge_gets_the_cvv2_from_the_hsm_again(
     keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
-    issuer, custodian, graphical = f"ia{unique}", auth(f"cu-{unique}"), auth(f"gr-{unique}")
-    await load_demo_keys(settings, issuer)
-    await load_security_keys(runtime, keymgmt_hsm, issuer)
-    for product, profile in (("cvv-only", {"cvv": True}), ("plain", {})):
-        put = await http.put(f"/v1/products/{issuer}/{product}", json=profile, headers=custodian)
-        assert put.status_code == 200, put.text
+    products = {"cvv-only": {"cvv": True}, "plain": {}}
+    issuer, custodian = await issuer_with_products(settings, keymgmt, keymgmt_hsm, unique, products)
+    graphical = auth(f"gr-{unique}")
     card = await vault(http, unique, issuer, PAN)
     other = await vault(http, unique, issuer, "4761739001010085")
     await publish(
@@ -99,10 +65,11 @@ async def test_a_reprint_after_the_purge_gets_the_cvv2_from_the_hsm_again(
         checks=["readback"],
     )
     await publish(settings, passed, stream="qa")
-    await personalized(runtime, card["card_id"])
+    await milestone(runtime, card["card_id"], "personalized_at")
     purged = await http.post("/v1/vault/purge", headers=custodian)
     assert purged.json()["sensitive_authentication_data"] == 1, purged.text
-    assert await values_rows(runtime, card["card_id"]) == 0, "the sealed CVV/iCVV are gone"
+    sealed = await rows_of(runtime, card["card_id"], ["card_verification_values"])
+    assert sealed == {"card_verification_values": 0}, "the sealed CVV/iCVV are gone"
 
     again = await http.get(path, headers=graphical)
     assert again.status_code == 200, again.text

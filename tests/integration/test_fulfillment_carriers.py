@@ -17,6 +17,7 @@ from services.fulfillment.carrier import CarrierLetter, render_carrier
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events
 from shared.service import ServiceRuntime
+from tests.support.bus import settled
 from tests.support.fulfillment import (
     ISSUER,
     SERVICE_TOKEN,
@@ -26,7 +27,6 @@ from tests.support.fulfillment import (
     fulfillment_settings,
     passed,
     publish,
-    settled,
 )
 from tests.support.graphical import KeymgmtDouble
 

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.support.bus import collect
+from tests.support.bus import collect, settled
 from tests.support.fulfillment import (
     ISSUER,
     SERVICE_TOKEN,
@@ -31,7 +31,6 @@ from tests.support.fulfillment import (
     fulfillment_settings,
     passed,
     publish,
-    settled,
 )
 from tests.support.graphical import CLEAR_PAN, KeymgmtDouble
 

@@ -23,9 +23,8 @@ from services.graphical.app import build_app
 from services.graphical.printer import job_name_for
 from services.graphical.settings import GraphicalSettings
 from shared import events
-from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, settled
 from tests.support.graphical import (
     CLEAR_PAN,
     SERVICE_TOKEN,
@@ -52,16 +51,6 @@ def settings(
     stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> GraphicalSettings:
     return graphical_settings(unique, keymgmt, printer)
-
-
-async def settled(runtime: ServiceRuntime, count: int) -> None:
-    consumer = runtime.consumer
-    assert consumer is not None
-
-    async def seen_all() -> bool:
-        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
-
-    await wait_for(seen_all)
 
 
 async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(

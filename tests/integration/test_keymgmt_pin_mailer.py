@@ -6,7 +6,6 @@ block (an independent oracle), and the PIN is nowhere in keymgmt's answers or ta
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from psec import pinblock
 
 from services.keymgmt.emv.repository import EmvRepository
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import CeremonySpec, load_demo_keys, run_demo_ceremony
-from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
+from services.keymgmt.keys.ceremonies import load_demo_keys
+from services.keymgmt.keys.ceremony import KeyUsage
 from services.keymgmt.pin_mailer.service import MailerText, pin_from_iso4, render_pin_mailer
 from services.keymgmt.settings import KeymgmtSettings
 from services.qa.print_check import compare_prints
@@ -26,8 +25,8 @@ from shared.service import ServiceRuntime
 from tests.support.keymgmt import (
     PAN16,
     PIN_3DES,
-    PIN_AES,
     auth,
+    load_security_keys,
     ordered,
     pan_hits,
     prepared_events,
@@ -45,41 +44,11 @@ pytestmark = [
 PROFILE = {"pin_length": 4, "pin_formats": ["ISO-9564-1-FORMAT-0", "ISO-9564-1-FORMAT-4"]}
 
 
-@pytest.fixture
-async def pin_printer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack_env: dict[str, str]
-) -> AsyncIterator[TestPrinter]:
-    ca = TestCa.create(tmp_path / "pin-ca")  # the PIN printer serves IPPS only (issue 16)
-    ca.issue(tmp_path / "pin-keys")
-    device = TestPrinter(tmp_path / "pin-printer", name="test-pin", tls_keys=tmp_path / "pin-keys")
-    device.start()
-    monkeypatch.setenv("BUREAU_PIN_PRINTER_URI", device.uri)
-    monkeypatch.setenv("BUREAU_PIN_PRINTER_CA", str(ca.cert_file))
-    try:
-        await device.wait_up()
-        yield device
-    finally:
-        device.stop()
-
-
-async def load_pin_keys(
-    runtime: ServiceRuntime, hsm: Hsm, issuer: str, usage: KeyUsage = KeyUsage.ENCRYPT
-) -> None:
-    """The issuer's PIN keys, importable for decryption (usage `encrypt`) for PIN mailers."""
-    for name, kind, value in (
-        ("PIN-3DES", CeremonyKeyType.DES2, PIN_3DES),
-        ("PIN-AES", CeremonyKeyType.AES128, PIN_AES),
-    ):
-        spec = CeremonySpec(f"{issuer}/{name}/1", issuer, kind, usage, 2, "test")
-        first = bytes(range(0x31, 0x31 + len(value))).hex()
-        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
-
-
 async def issued_card(
     config: KeymgmtSettings, runtime: ServiceRuntime, http: Any, hsm: Hsm, issuer: str, u: str
 ) -> dict[str, Any]:
     await load_demo_keys(config, issuer)
-    await load_pin_keys(runtime, hsm, issuer)
+    await load_security_keys(runtime, hsm, issuer, pin_usage=KeyUsage.ENCRYPT)
     put = await http.put(
         f"/v1/products/{issuer}/visa-classic", json=PROFILE, headers=auth(f"cu-{u}")
     )
@@ -156,7 +125,7 @@ async def test_no_pin_means_no_mailer_and_an_encrypt_only_key_is_a_clear_refusal
     runtime, http = keymgmt
     issuer = f"ib{unique}"
     await load_demo_keys(settings, issuer)
-    await load_pin_keys(runtime, keymgmt_hsm, issuer, KeyUsage.ENCRYPT_ONLY)
+    await load_security_keys(runtime, keymgmt_hsm, issuer)  # PIN keys `encrypt_only`
     no_pin = await vault(http, unique, issuer)
     body = {"card_id": no_pin["card_id"], "batch_id": str(uuid.uuid4())}
     missing = await http.post("/v1/pin-mailers", json=body, headers=auth(f"fu-{unique}"))

@@ -38,6 +38,7 @@ from tests.support.bus import collect, wait_for
 from tests.support.keymgmt import PAN16, PIN_3DES, auth, ordered, prepared_events, publish, vault
 from tests.support.keymgmt_emv import CVK, EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
 from tests.support.oda_terminal import public_key, recover_icc_key, recover_issuer_key, verify_sda
+from tests.support.retention import milestone, rows_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,6 +47,7 @@ pytestmark = [
 
 DIV = bytes.fromhex("434256430A0B0C0D0001")
 KMC = bytes.fromhex("404142434445464748494A4B4C4D4E4F")  # the demo KMC (ceremonies.DEMO_KMC)
+PIN_TABLES = ("card_pins", "card_offline_pins")  # the online and the offline PIN blocks
 
 
 async def _problems(runtime: ServiceRuntime, hsm: Hsm, issuer: str, kmc: str) -> list[str]:
@@ -127,7 +129,7 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
     icvv = psec_cvv.generate_cvv(CVK, PAN16, "2812", "999")  # iCVV: service code 999
     assert records["57"].hex().upper() == f"{PAN16}D281220100000{icvv}"
 
-    assert await _sad_rows(runtime, card_id) == {"card_pins": 1, "card_offline_pins": 1}
+    assert await rows_of(runtime, card_id, PIN_TABLES) == {"card_pins": 1, "card_offline_pins": 1}
     cancelled = events.CardCancelled(
         issuer_id=issuer,
         actor="intake",
@@ -137,30 +139,10 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
         reason="issuer cancelled",
     )
     await publish(settings, cancelled)
-    await wait_for(lambda: _ended(runtime, card_id), timeout=60)
+    await milestone(runtime, card_id, "finished_at")
     purged = await http.post("/v1/vault/purge", headers=cu)
     assert purged.json()["sensitive_authentication_data"] == 1, purged.text
-    assert await _sad_rows(runtime, card_id) == {"card_pins": 0, "card_offline_pins": 0}
-
-
-async def _ended(runtime: ServiceRuntime, card_id: uuid.UUID) -> bool:
-    async with runtime.engine.connect() as conn:
-        found = await conn.execute(
-            text("SELECT finished_at FROM card_retention WHERE card_id = :c"), {"c": card_id}
-        )
-        return found.scalar_one_or_none() is not None
-
-
-async def _sad_rows(runtime: ServiceRuntime, card_id: uuid.UUID) -> dict[str, int]:
-    counts = {}
-    async with runtime.engine.connect() as conn:
-        for table in ("card_pins", "card_offline_pins"):
-            found = await conn.execute(
-                text(f"SELECT count(*) FROM {table} WHERE card_id = :c"),  # noqa: S608
-                {"c": card_id},
-            )
-            counts[table] = int(found.scalar_one())
-    return counts
+    assert await rows_of(runtime, card_id, PIN_TABLES) == {"card_pins": 0, "card_offline_pins": 0}
 
 
 def _value(template: bytes) -> bytes:

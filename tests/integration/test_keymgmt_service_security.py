@@ -30,13 +30,13 @@ from tests.support.keymgmt import (
     PROFILE,
     PVK,
     auth,
-    load_security_keys,
     ordered,
     pan_hits,
     prepared_events,
     publish,
     vault,
 )
+from tests.support.retention import issuer_with_products
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,12 +51,10 @@ async def test_product_profile_gives_pin_blocks_pvv_and_sealed_cvvs(
     keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
-    issuer, other = f"ia{unique}", f"ib{unique}"
-    await load_demo_keys(settings, issuer)
-    await load_security_keys(runtime, keymgmt_hsm, issuer)
+    other = f"ib{unique}"
+    products = {"visa-classic": PROFILE}
+    issuer, _ = await issuer_with_products(settings, keymgmt, keymgmt_hsm, unique, products)
     path = f"/v1/products/{issuer}/visa-classic"
-    put = await http.put(path, json=PROFILE, headers=auth(f"cu-{unique}"))
-    assert put.status_code == 200, put.text
     refused = await http.put(path, json=PROFILE, headers=auth(f"ia-{unique}"))
     own = await http.get(path, headers=auth(f"ia-{unique}"))
     foreign = await http.get(path, headers=auth(f"ib-{unique}"))

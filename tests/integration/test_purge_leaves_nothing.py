@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from services.keymgmt.app import build_app
 from services.keymgmt.emv.cvv import CVV2_SERVICE_CODE, ICVV_SERVICE_CODE
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
+from services.keymgmt.keys.ceremony import KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.bus import make_producer
@@ -43,10 +43,11 @@ from tests.conftest import running
 from tests.support.bus import collect, wait_for
 from tests.support.intake import card as order_line
 from tests.support.intake import started_intake
-from tests.support.keymgmt import CVK, PIN_3DES, auth, prepared_events
+from tests.support.keymgmt import CVK, PIN_3DES, auth, load_security_keys, prepared_events
 from tests.support.keymgmt import publish as publish_as
+from tests.support.loopback import served
 from tests.support.printer import TestPrinter
-from tests.support.purge_flow import fulfillment_for, graphical_for, load_mailer_keys, served
+from tests.support.purge_flow import fulfillment_for, graphical_for
 from tests.support.purge_scan import (
     Secret,
     bytes_secret,
@@ -59,7 +60,6 @@ from tests.support.purge_scan import (
     text_secret,
     topic_hits,
 )
-from tests.support.tls import TestCa
 
 pytestmark = [
     pytest.mark.integration,
@@ -91,23 +91,6 @@ PROFILE = {
     "pvki": "2",
     "cvv": True,
 }
-
-
-@pytest.fixture
-async def pin_printer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack_env: dict[str, str]
-) -> AsyncIterator[TestPrinter]:
-    ca = TestCa.create(tmp_path / "pin-ca")
-    ca.issue(tmp_path / "pin-keys")
-    device = TestPrinter(tmp_path / "pin-printer", name="test-pin", tls_keys=tmp_path / "pin-keys")
-    device.start()
-    monkeypatch.setenv("BUREAU_PIN_PRINTER_URI", device.uri)
-    monkeypatch.setenv("BUREAU_PIN_PRINTER_CA", str(ca.cert_file))
-    try:
-        await device.wait_up()
-        yield device
-    finally:
-        device.stop()
 
 
 async def stored_secrets(runtime: ServiceRuntime, card_id: str) -> list[Secret]:
@@ -235,7 +218,7 @@ async def test_nothing_sensitive_of_a_dispatched_card_is_left_after_the_purge(
     runtime, http = keymgmt
     u, custodian = unique, auth(f"cu-{unique}")
     await load_demo_keys(settings, ISSUER)
-    await load_mailer_keys(runtime, keymgmt_hsm, ISSUER)
+    await load_security_keys(runtime, keymgmt_hsm, ISSUER, pin_usage=KeyUsage.ENCRYPT)
     put = await http.put(f"/v1/products/{ISSUER}/debit", json=PROFILE, headers=custodian)
     assert put.status_code == 200, put.text
 

@@ -16,54 +16,18 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.support.bus import wait_for
-from tests.support.keymgmt import (
-    PROFILE,
-    auth,
-    load_security_keys,
-    ordered,
-    prepared_events,
-    publish,
-    vault,
-)
+from tests.support.keymgmt import PROFILE, ordered, prepared_events, publish, vault
+from tests.support.retention import SENSITIVE, issuer_with_products, milestone, rows_of
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
-
-TABLES = ("vault_cards", "card_pins", "card_verification_values")
-
-
-async def rows_of(runtime: ServiceRuntime, card_id: str) -> dict[str, int]:
-    found = {}
-    async with runtime.engine.connect() as conn:
-        for table in TABLES:
-            count = await conn.execute(
-                text(f"SELECT count(*) FROM {table} WHERE card_id = :c"),  # noqa: S608
-                {"c": card_id},
-            )
-            found[table] = int(count.scalar_one())
-    return found
-
-
-async def noted(runtime: ServiceRuntime, card_id: str, column: str) -> None:
-    async def seen() -> bool:
-        async with runtime.engine.connect() as conn:
-            found = await conn.execute(
-                text(f"SELECT {column} FROM card_retention WHERE card_id = :c"),  # noqa: S608
-                {"c": card_id},
-            )
-            return found.scalar_one_or_none() is not None
-
-    await wait_for(seen, timeout=60)
 
 
 async def test_cvvs_without_a_pin_go_at_qa_and_a_cancelled_card_loses_everything(
@@ -73,12 +37,8 @@ async def test_cvvs_without_a_pin_go_at_qa_and_a_cancelled_card_loses_everything
     keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
-    issuer, custodian = f"ia{unique}", auth(f"cu-{unique}")
-    await load_demo_keys(settings, issuer)
-    await load_security_keys(runtime, keymgmt_hsm, issuer)
-    for product, profile in (("visa-classic", PROFILE), ("cvv-only", {"cvv": True})):
-        put = await http.put(f"/v1/products/{issuer}/{product}", json=profile, headers=custodian)
-        assert put.status_code == 200, put.text
+    products = {"visa-classic": PROFILE, "cvv-only": {"cvv": True}}
+    issuer, custodian = await issuer_with_products(settings, keymgmt, keymgmt_hsm, unique, products)
     plain = await vault(http, unique, issuer, "4761739001010051")
     pinned = await vault(http, unique, issuer, "4761739001010069")
     plain_order = ordered(plain, issuer).model_copy(update={"product_id": "cvv-only"})
@@ -90,7 +50,7 @@ async def test_cvvs_without_a_pin_go_at_qa_and_a_cancelled_card_loses_everything
         "card_pins": 0,
         "card_verification_values": 1,
     }
-    assert await rows_of(runtime, pinned["card_id"]) == dict.fromkeys(TABLES, 1)
+    assert await rows_of(runtime, pinned["card_id"]) == dict.fromkeys(SENSITIVE, 1)
 
     common = {"issuer_id": issuer}
     passed = events.CardQaPassed(
@@ -111,8 +71,8 @@ async def test_cvvs_without_a_pin_go_at_qa_and_a_cancelled_card_loses_everything
     )
     await publish(settings, passed, stream="qa")
     await publish(settings, cancelled)
-    await noted(runtime, plain["card_id"], "personalized_at")
-    await noted(runtime, pinned["card_id"], "finished_at")
+    await milestone(runtime, plain["card_id"], "personalized_at")
+    await milestone(runtime, pinned["card_id"], "finished_at")
 
     purged = await http.post("/v1/vault/purge", headers=custodian)
     assert purged.json() == {"sensitive_authentication_data": 2, "cardholder_data": 1}
@@ -121,6 +81,6 @@ async def test_cvvs_without_a_pin_go_at_qa_and_a_cancelled_card_loses_everything
         "card_pins": 0,
         "card_verification_values": 0,
     }
-    assert await rows_of(runtime, pinned["card_id"]) == dict.fromkeys(TABLES, 0)
+    assert await rows_of(runtime, pinned["card_id"]) == dict.fromkeys(SENSITIVE, 0)
     again = await http.post("/v1/vault/purge", headers=custodian)
     assert again.json() == {"sensitive_authentication_data": 0, "cardholder_data": 0}

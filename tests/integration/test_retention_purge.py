@@ -5,30 +5,19 @@ audited card.data_purged event, and afterwards nothing of either card is left in
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
 from tests.support.bus import collect
-from tests.support.keymgmt import (
-    ADDRESS,
-    PROFILE,
-    auth,
-    load_security_keys,
-    ordered,
-    pan_hits,
-    prepared_events,
-    publish,
-    vault,
-)
+from tests.support.keymgmt import ADDRESS, PROFILE, ordered, prepared_events, publish, vault
+from tests.support.purge_scan import pan_secret, table_hits, text_secret
+from tests.support.retention import SENSITIVE, issuer_with_products, milestone, rows_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -36,57 +25,6 @@ pytestmark = [
 ]
 
 PAN_B = "4761739001010028"
-SENSITIVE = ("vault_cards", "card_pins", "card_verification_values")
-
-
-async def rows_of(runtime: ServiceRuntime, card_id: str) -> dict[str, int]:
-    async with runtime.engine.connect() as conn:
-        return {
-            table: int(
-                (
-                    await conn.execute(
-                        text(f"SELECT count(*) FROM {table} WHERE card_id = :c"), {"c": card_id}
-                    )
-                ).scalar_one()
-            )
-            for table in SENSITIVE
-        }
-
-
-async def milestone(runtime: ServiceRuntime, card_id: str, column: str) -> None:
-    for _ in range(400):
-        async with runtime.engine.connect() as conn:
-            found = await conn.execute(
-                text(f"SELECT {column} FROM card_retention WHERE card_id = :c"), {"c": card_id}
-            )
-            if found.scalar_one_or_none() is not None:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"keymgmt never recorded {column} of {card_id}")
-
-
-async def texts_holding(runtime: ServiceRuntime, needles: list[str]) -> list[str]:
-    """Every column of every table of keymgmt's schema, cast to text, searched."""
-    hits = []
-    async with runtime.engine.connect() as conn:
-        columns = await conn.execute(
-            text(
-                "SELECT table_name, column_name FROM information_schema.columns"
-                " WHERE table_schema = :s"
-            ),
-            {"s": runtime.schema},
-        )
-        for table, column in columns.all():
-            for needle in needles:
-                ref = f'{runtime.schema}.{table}."{column}"'
-                where = f"position(:n in CAST({ref} AS text)) > 0"
-                found = await conn.execute(
-                    text(f"SELECT count(*) FROM {runtime.schema}.{table} WHERE {where}"),
-                    {"n": needle},
-                )
-                if found.scalar_one():
-                    hits.append(f"{table}.{column}")
-    return hits
 
 
 async def test_sad_and_cardholder_data_go_on_time_audited_and_leave_nothing(
@@ -96,11 +34,8 @@ async def test_sad_and_cardholder_data_go_on_time_audited_and_leave_nothing(
     keymgmt_hsm: Hsm,
 ) -> None:
     runtime, http = keymgmt
-    issuer, custodian = f"ia{unique}", auth(f"cu-{unique}")
-    await load_demo_keys(settings, issuer)
-    await load_security_keys(runtime, keymgmt_hsm, issuer)
-    put = await http.put(f"/v1/products/{issuer}/visa-classic", json=PROFILE, headers=custodian)
-    assert put.status_code == 200, put.text
+    products = {"visa-classic": PROFILE}
+    issuer, custodian = await issuer_with_products(settings, keymgmt, keymgmt_hsm, unique, products)
     a, b = await vault(http, unique, issuer), await vault(http, unique, issuer, PAN_B)
     await publish(settings, ordered(a, issuer), ordered(b, issuer))
     prepared = await prepared_events(settings, 2)
@@ -159,8 +94,10 @@ async def test_sad_and_cardholder_data_go_on_time_audited_and_leave_nothing(
     assert again.json() == {"sensitive_authentication_data": 1, "cardholder_data": 1}
     assert await rows_of(runtime, a["card_id"]) == dict.fromkeys(SENSITIVE, 0)
 
-    assert await pan_hits(runtime, [a["pan"], PAN_B]) == []
-    assert await texts_holding(runtime, ["DOE/JANE", ADDRESS["lines"][0], "T1 1ST"]) == []
+    cardholder = [pan_secret("PAN A", a["pan"]), pan_secret("PAN B", PAN_B)]
+    cardholder += [text_secret("name", "DOE/JANE"), text_secret("street", ADDRESS["lines"][0])]
+    cardholder += [text_secret("postcode", ADDRESS["postcode"])]
+    assert await table_hits(runtime.engine, [runtime.schema], cardholder) == []
     audited = await collect(
         settings.kafka_bootstrap,
         settings.topic("keymgmt"),

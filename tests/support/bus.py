@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from shared import events
 from shared.handlers import PoisonEvent
-from shared.kafka_client import client_options
+from shared.kafka_client import client_options, make_producer
 from shared.outbox import UnitOfWork
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
@@ -109,6 +109,18 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
             await asyncio.sleep(0.1)
 
 
+async def settled(runtime: ServiceRuntime, count: int) -> None:
+    """Wait until the service's consumer has taken `count` events (handled, duplicate or
+    parked)."""
+    consumer = runtime.consumer
+    assert consumer is not None
+
+    async def seen_all() -> bool:
+        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
+
+    await wait_for(seen_all)
+
+
 async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, bytes]) -> None:
     producer = AIOKafkaProducer(
         **client_options(settings.kafka_bootstrap), acks="all", enable_idempotence=True
@@ -119,3 +131,22 @@ async def publish(settings: BureauSettings, stream: str, *payloads: tuple[str, b
             await producer.send_and_wait(settings.topic(stream), value=value, key=key.encode())
     finally:
         await producer.stop()
+
+
+async def produce_events(bootstrap: str, *items: tuple[str, events.Event]) -> None:
+    """Play other services: each (topic, event) sent as their outbox relay sends it, keyed by
+    the event's partition key, through the services' own producer settings."""
+    producer = make_producer(bootstrap, "tests")
+    await producer.start()
+    try:
+        for topic, item in items:
+            await producer.send_and_wait(
+                topic, events.encode_event(item), key=item.partition_key().encode()
+            )
+    finally:
+        await producer.stop()
+
+
+async def publish_events(settings: BureauSettings, *items: tuple[str, events.Event]) -> None:
+    """The same for (stream, event): each on that stream's topic of the test's prefix."""
+    await produce_events(settings.kafka_bootstrap, *((settings.topic(s), e) for s, e in items))

@@ -14,10 +14,9 @@ import pytest
 from services.fulfillment.app import bootstrap, build_app
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, publish_events
 from tests.support.graphical import KeymgmtDouble
 
 SERVICE_TOKEN = "fulfillment-test-token"
@@ -38,17 +37,7 @@ def passed(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardQaPassed:
 
 
 async def publish(settings: FulfillmentSettings, *items: tuple[str, events.Event]) -> None:
-    producer = make_producer(settings.kafka_bootstrap, "fulfillment-test")
-    await producer.start()
-    try:
-        for stream, item in items:
-            await producer.send_and_wait(
-                settings.topic(stream),
-                events.encode_event(item),
-                key=item.partition_key().encode(),
-            )
-    finally:
-        await producer.stop()
+    await publish_events(settings, *items)
 
 
 async def emitted(settings: FulfillmentSettings, until: Any) -> list[events.Event]:
@@ -61,16 +50,6 @@ async def emitted(settings: FulfillmentSettings, until: Any) -> list[events.Even
 
 def count_of(kind: str, n: int) -> Any:
     return lambda seen: sum(e.type == kind for e in seen) >= n
-
-
-async def settled(runtime: ServiceRuntime, count: int) -> None:
-    consumer = runtime.consumer
-    assert consumer is not None
-
-    async def seen_all() -> bool:
-        return consumer.processed + consumer.duplicates + consumer.dead_lettered >= count
-
-    await wait_for(seen_all)
 
 
 @pytest.fixture

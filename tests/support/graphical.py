@@ -3,24 +3,22 @@ in tests/conftest.py), the service's settings, and events in and out of Kafka.""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 
 from services.graphical.app import bootstrap
 from services.graphical.settings import GraphicalSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, publish_events
+from tests.support.loopback import served
 from tests.support.printer import TestPrinter
 
 CLEAR_PAN = "4111111111111111"
@@ -73,10 +71,9 @@ class KeymgmtDouble:
             mailer_id = uuid.uuid5(card_id, "pin-mailer")
             return {"mailer_id": str(mailer_id), "card_id": str(card_id), "status": "printed"}
 
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self._app = app
+        self._serving = AsyncExitStack()
+        self.url = ""  # once entered
 
     def add_card(self, issuer_id: str, masked_pan: str = MASKED_PAN) -> uuid.UUID:
         card_id = uuid.uuid4()
@@ -97,16 +94,11 @@ class KeymgmtDouble:
         return card_id
 
     async def __aenter__(self) -> KeymgmtDouble:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await wait_for(self._started, timeout=10)
+        self.url = await self._serving.enter_async_context(served(self._app))
         return self
 
-    async def _started(self) -> bool:
-        return self._server.started
-
     async def __aexit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        await self._task
+        await self._serving.aclose()
 
 
 @pytest.fixture
@@ -134,15 +126,7 @@ def encoded(card_id: uuid.UUID, issuer_id: str = "acme") -> events.CardEncoded:
 
 
 async def publish(settings: GraphicalSettings, stream: str, *items: events.Event) -> None:
-    producer = make_producer(settings.kafka_bootstrap, "graphical-test")
-    await producer.start()
-    try:
-        for item in items:
-            await producer.send_and_wait(
-                settings.topic(stream), events.encode_event(item), key=item.partition_key().encode()
-            )
-    finally:
-        await producer.stop()
+    await publish_events(settings, *((stream, item) for item in items))
 
 
 async def emitted(settings: GraphicalSettings, count: int) -> list[events.Event]:

@@ -22,11 +22,11 @@ from services.intake.settings import IntakeSettings
 from services.intake.webhook_targets import Resolver, system_resolver
 from services.intake.webhooks import Deliverer, SecretBox
 from services.keymgmt.settings import KeymgmtSettings
-from shared.bus import make_producer
-from shared.events import Event, encode_event
+from shared.events import Event
 from shared.keymgmt.client import KeymgmtClient
 from shared.service import ServiceRuntime
 from tests.conftest import running
+from tests.support.bus import produce_events
 
 ISSUERS = ("bank-a", "bank-b")
 ADDRESS = {"lines": ["1 Rue Royale"], "postcode": "1000", "city": "Brussels", "country": "BE"}
@@ -248,12 +248,4 @@ async def expect(request: Any, status: int) -> httpx.Response:
 
 async def produce(bootstrap: str, topic: str, items: list[Event]) -> None:
     """Play another service: its events on its topic, keyed as the outbox relay keys them."""
-    producer = make_producer(bootstrap, client_id="intake-tests")
-    await producer.start()
-    try:
-        for event in items:
-            await producer.send_and_wait(
-                topic, encode_event(event), key=event.partition_key().encode()
-            )
-    finally:
-        await producer.stop()
+    await produce_events(bootstrap, *((topic, event) for event in items))

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.process import process_hsm
@@ -22,11 +21,13 @@ from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from shared.bus import make_producer
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, publish_events, wait_for
 from tests.support.hsm import HsmToken
+from tests.support.printer import TestPrinter
+from tests.support.purge_scan import pan_secret, table_hits
+from tests.support.tls import TestCa
 
 PAN16, PAN19 = "4761739001010010", "6799998900000060018"  # test PANs (Luhn-valid)
 
@@ -103,6 +104,25 @@ def settings(
     )
 
 
+@pytest.fixture
+async def pin_printer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack_env: dict[str, str]
+) -> AsyncIterator[TestPrinter]:
+    """keymgmt's PIN mailer printer: a real IPP printer of its own serving IPPS only (issue 16),
+    its URI and CA in keymgmt's environment."""
+    ca = TestCa.create(tmp_path / "pin-ca")
+    ca.issue(tmp_path / "pin-keys")
+    device = TestPrinter(tmp_path / "pin-printer", name="test-pin", tls_keys=tmp_path / "pin-keys")
+    device.start()
+    monkeypatch.setenv("BUREAU_PIN_PRINTER_URI", device.uri)
+    monkeypatch.setenv("BUREAU_PIN_PRINTER_CA", str(ca.cert_file))
+    try:
+        await device.wait_up()
+        yield device
+    finally:
+        device.stop()
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -148,47 +168,14 @@ def ordered(card: dict[str, Any], issuer: str) -> events.CardOrdered:
 
 async def publish(settings: KeymgmtSettings, *items: events.Event, stream: str = "intake") -> None:
     """Play another service: its events on its stream (intake's by default)."""
-    producer = make_producer(settings.kafka_bootstrap, "keymgmt-test")
-    await producer.start()
-    try:
-        for item in items:
-            await producer.send_and_wait(
-                settings.topic(stream),
-                events.encode_event(item),
-                key=item.partition_key().encode(),
-            )
-    finally:
-        await producer.stop()
+    await publish_events(settings, *((stream, item) for item in items))
 
 
 async def pan_hits(runtime: ServiceRuntime, pans: list[str]) -> list[str]:
-    """Every text-like and bytea column of the schema, searched for the PANs (ASCII and BCD)."""
-    hits: list[str] = []
-    async with runtime.engine.connect() as conn:
-        columns = await conn.execute(
-            text(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = :s"
-            ),
-            {"s": runtime.schema},
-        )
-        for table, column, kind in columns.all():
-            ref = f'{runtime.schema}.{table}."{column}"'
-            for pan in pans:
-                if kind == "bytea":
-                    where = f"position(:a in {ref}) > 0 OR position(:b in {ref}) > 0"
-                    params: dict[str, Any] = {
-                        "a": pan.encode(),
-                        "b": bytes.fromhex(pan + "F" * (len(pan) % 2)),
-                    }
-                else:
-                    where, params = f"position(:a in CAST({ref} AS text)) > 0", {"a": pan}
-                found = await conn.execute(
-                    text(f"SELECT count(*) FROM {runtime.schema}.{table} WHERE {where}"), params
-                )
-                if found.scalar_one():
-                    hits.append(f"{table}.{column}")
-    return hits
+    """Every column of keymgmt's schema searched for the PANs in each of their forms (the purge
+    scan, tests/support/purge_scan.py): the `table.column` of each hit."""
+    hits = await table_hits(runtime.engine, [runtime.schema], [pan_secret("PAN", p) for p in pans])
+    return sorted({hit.removeprefix(f"PAN in {runtime.schema}.") for hit in hits})
 
 
 PIN_3DES = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -208,12 +195,17 @@ PROFILE = {
 }
 
 
-async def load_security_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
+async def load_security_keys(
+    runtime: ServiceRuntime, hsm: Hsm, issuer: str, pin_usage: KeyUsage = KeyUsage.ENCRYPT_ONLY
+) -> None:
+    """The issuer's PIN, PVK and CVK keys by ceremony. The PIN keys' usage: `encrypt_only`, or
+    `encrypt` where keymgmt prints PIN mailers (on SoftHSM, the dev/test fallback, the mailer
+    path decrypts the PIN block)."""
     des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
     enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
     for usage, kt, key_usage, value in (
-        ("PIN-3DES", des2, enc_only, PIN_3DES),
-        ("PIN-AES", aes, enc_only, PIN_AES),
+        ("PIN-3DES", des2, pin_usage, PIN_3DES),
+        ("PIN-AES", aes, pin_usage, PIN_AES),
         ("PVK", des2, enc_only, PVK),
         ("CVK-A", des1, enc, CVK[:8]),
         ("CVK-B", des1, enc, CVK[8:]),

@@ -1,65 +1,15 @@
 """A card taken through the bureau to dispatch, in this process on the real stack, for the
-retention tests: keymgmt served over HTTP on a loopback port (graphical and fulfillment call it
-as they would another process), the issuer's keys with a PIN key that PIN mailers may decrypt
-under, and the settings of graphical and fulfillment pointed at that keymgmt."""
+retention tests: the settings of graphical and fulfillment pointed at a keymgmt served over HTTP
+on a loopback port (tests/support/loopback.py), which they call as they would another process;
+the issuer's PIN keys for mailers: tests/support/keymgmt.py load_security_keys."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-
-import uvicorn
-from fastapi import FastAPI
 
 from services.fulfillment.settings import FulfillmentSettings
 from services.graphical.settings import GraphicalSettings
-from services.keymgmt.hsm.session import Hsm
-from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
-from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
-from shared.service import ServiceRuntime
-from tests.support.bus import wait_for
-from tests.support.keymgmt import CVK, PIN_3DES, PIN_AES, PVK
 from tests.support.printer import TestPrinter
-
-
-@asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app on 127.0.0.1, an ephemeral port; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def started() -> bool:
-        return server.started
-
-    try:
-        await wait_for(started, timeout=10)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-async def load_mailer_keys(runtime: ServiceRuntime, hsm: Hsm, issuer: str) -> None:
-    """PIN, PVK and CVK keys by ceremony; the PIN keys with usage `encrypt`, which keymgmt's
-    PIN mailer path needs on SoftHSM (the dev/test fallback)."""
-    des1, des2, aes = CeremonyKeyType.DES1, CeremonyKeyType.DES2, CeremonyKeyType.AES128
-    enc, enc_only = KeyUsage.ENCRYPT, KeyUsage.ENCRYPT_ONLY
-    for usage, kind, key_usage, value in (
-        ("PIN-3DES", des2, enc, PIN_3DES),
-        ("PIN-AES", aes, enc, PIN_AES),
-        ("PVK", des2, enc_only, PVK),
-        ("CVK-A", des1, enc, CVK[:8]),
-        ("CVK-B", des1, enc, CVK[8:]),
-    ):
-        spec = CeremonySpec(f"{issuer}/{usage}/1", issuer, kind, key_usage, 2, "test")
-        first = bytes(range(0x31, 0x31 + len(value))).hex()
-        await run_demo_ceremony(runtime.engine, hsm, spec, value.hex(), first)
 
 
 def graphical_for(unique: str, keymgmt_url: str, printer: TestPrinter) -> GraphicalSettings:

@@ -4,12 +4,18 @@ every record of every Kafka topic under the test's prefix, every log record of t
 and the card printers' spools (a printed face is pixels: its name and CVV2 are in no byte string,
 so a file there that names the card is a hit).
 
-A secret is looked for in each form it can take: a PAN as ASCII digits, as the chip's BCD bytes
-(tag 5A, track 2 equivalent data) and as that BCD in hex, upper or lower case; bytes (a PIN
-block, a sealed value) as raw bytes, hex and base64. Short values (a CVV) would match any
-timestamp by chance, so they count only where they stand alone: a whole column value, a JSON
-string value, or a JSON field named after the secret; a PIN only under a field named for it
-(its clear and encrypted blocks are looked for everywhere).
+A secret is looked for in each form it can take: a PAN as ASCII digits (also grouped by spaces,
+dashes or dots, as printed), as the chip's BCD bytes (tag 5A, track 2 equivalent data) and as
+that BCD in hex, upper or lower case; a name in UTF-8, UTF-16 and JSON-escaped, upper case too;
+bytes (a PIN block, a sealed value) as raw bytes, hex and base64. Short values (a CVV) would
+match any timestamp by chance, so they count only where they stand alone: a whole column value,
+a JSON string value, or a JSON field named after the secret; a PIN only under a field named for
+it (its clear and encrypted blocks are looked for everywhere).
+
+A table's columns are read by their type: text, jsonb/json and arrays as PostgreSQL renders them
+as text (a JSON number, or a non-ASCII name unescaped, where Python would re-encode them); bytea
+raw and decoded as Latin-1 (a name kept in Latin-1 bytes); numbers for a PAN only (a count of
+123 is no CVV); ids, times and flags cannot hold cardholder data and are skipped.
 """
 
 from __future__ import annotations
@@ -21,10 +27,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import checked_identifier
 from tests.support.stack_dump import TEST_SCHEMA, kafka_records
@@ -38,10 +43,17 @@ class Secret:
     forms: tuple[bytes, ...] = ()
     short: str | None = None  # a few digits: matched only standing alone
     fields: tuple[str, ...] = field(default=())  # JSON keys whose value would be it
+    pattern: bytes | None = None  # a regular expression of its forms a byte string can't list
 
-    def found_in(self, blob: bytes) -> bool:
+    def found_in(self, blob: bytes, *, alone: bool = True) -> bool:
+        """Whether the blob gives the secret away; `alone` False: only its long forms (a number
+        column's value of a few digits is the table's own, not a CVV)."""
         if any(form in blob for form in self.forms):
             return True
+        if self.pattern is not None and re.search(self.pattern, blob):
+            return True
+        if not alone:
+            return False
         if self.short is not None:
             quoted = re.escape(json.dumps(self.short).encode())
             if blob.strip() == self.short.encode() or re.search(rb":\s*" + quoted, blob):
@@ -55,11 +67,19 @@ class Secret:
 def pan_secret(name: str, pan: str) -> Secret:
     bcd = bytes.fromhex(pan + "F" * (len(pan) % 2))
     hexed = bcd.hex()
-    return Secret(name, (pan.encode(), bcd, hexed.encode(), hexed.upper().encode()))
+    grouped = rb"[ .-]?".join(re.escape(digit.encode()) for digit in pan)  # "4111 1111 ..."
+    return Secret(
+        name, (pan.encode(), bcd, hexed.encode(), hexed.upper().encode()), None, (), grouped
+    )
 
 
 def text_secret(name: str, value: str) -> Secret:
-    return Secret(name, (value.encode(), value.upper().encode(), value.encode("utf-16-le")))
+    """A name as UTF-8 and UTF-16, upper case too, and JSON-escaped (`\\u00e9`: a json column,
+    unlike jsonb, keeps the escapes it was given, and so do other JSON writers' bytes)."""
+    spelled = {value, value.upper()}
+    escaped = {json.dumps(v)[1:-1] for v in spelled}
+    forms = {v.encode() for v in spelled | escaped} | {value.encode("utf-16-le")}
+    return Secret(name, tuple(sorted(forms)))
 
 
 def bytes_secret(name: str, value: bytes) -> Secret:
@@ -77,16 +97,31 @@ def field_secret(name: str, *fields: str) -> Secret:
     return Secret(name, (), None, fields)
 
 
-def _blob(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str).encode()  # uuid[] and timestamp arrays too
-    return str(value).encode()
+def _hits(where: str, blob: bytes, secrets: Iterable[Secret], *, alone: bool = True) -> list[str]:
+    return [f"{s.name} in {where}" for s in secrets if s.found_in(blob, alone=alone)]
 
 
-def _hits(where: str, blob: bytes, secrets: Iterable[Secret]) -> list[str]:
-    return [f"{secret.name} in {where}" for secret in secrets if secret.found_in(blob)]
+# Column types that hold no cardholder data (ids, times, flags), and those read as numbers.
+_NOT_SCANNED = re.compile(r"uuid|boolean|date|time.*|interval|inet|cidr|macaddr|oid")
+_NUMBERS = re.compile(r"smallint|integer|bigint|numeric|real|double precision|money")
+
+
+def _selected(column: str, data_type: str) -> str:
+    """The SELECT item of a column: bytea raw, everything else as PostgreSQL renders it."""
+    quoted = f'"{checked_identifier(column)}"'
+    return quoted if data_type == "bytea" else f"{quoted}::text AS {quoted}"
+
+
+def column_hits(
+    where: str, data_type: str, value: str | bytes | None, secrets: Iterable[Secret]
+) -> list[str]:
+    """The secrets one column value gives away, read by its PostgreSQL type (the module's doc)."""
+    if value is None or _NOT_SCANNED.fullmatch(data_type):
+        return []
+    if isinstance(value, bytes):  # bytea: as stored, and a Latin-1 text re-read as UTF-8
+        blobs = [value, value.decode("latin-1").encode()]
+        return sorted({hit for blob in blobs for hit in _hits(where, blob, secrets)})
+    return _hits(where, value.encode(), secrets, alone=not _NUMBERS.fullmatch(data_type))
 
 
 async def bureau_schemas(engine: AsyncEngine) -> list[str]:
@@ -122,15 +157,30 @@ async def table_hits(
             names = [str(t) for (t,) in tables.all()]
             assert names, f"schema {schema} has no tables: the scan would prove nothing"
             for table in names:
-                ref = f'{checked_identifier(schema)}."{table}"'
-                rows = await conn.execute(text(f"SELECT * FROM {ref}"))  # noqa: S608
-                for row in rows.mappings():
-                    for column, value in row.items():
-                        # Numbers, times and ids are the tables' own (a log index of 123 is no
-                        # CVV); a secret would be text, bytes or JSON.
-                        if isinstance(value, str | bytes | bytearray | memoryview | dict | list):
-                            hits += _hits(f"{schema}.{table}.{column}", _blob(value), secrets)
+                hits += await _table_hits(conn, schema, table, secrets)
     return sorted(set(hits))
+
+
+async def _table_hits(
+    conn: AsyncConnection, schema: str, table: str, secrets: list[Secret]
+) -> list[str]:
+    found = await conn.execute(
+        text(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = :s AND table_name = :t ORDER BY ordinal_position"
+        ),
+        {"s": schema, "t": table},
+    )
+    types = {str(column): str(data_type) for column, data_type in found.all()}
+    items = ", ".join(_selected(column, data_type) for column, data_type in types.items())
+    ref = f'"{checked_identifier(schema)}"."{checked_identifier(table)}"'
+    rows = await conn.execute(text(f"SELECT {items} FROM {ref}"))  # noqa: S608
+    hits: list[str] = []
+    for row in rows.mappings():
+        for column, value in row.items():
+            where = f"{schema}.{table}.{column}"
+            hits += column_hits(where, types[str(column)], value, secrets)
+    return hits
 
 
 def file_hits(roots: Iterable[Path], secrets: list[Secret], skip: Iterable[Path] = ()) -> list[str]:

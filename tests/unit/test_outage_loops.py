@@ -26,6 +26,7 @@ from services.electrical.station import StationAgent
 from services.graphical.printing import PrintSpooler
 from services.qa.checker import QaMachine
 from services.qa.service import Transaction
+from services.qa.station import QaStation
 from shared import outage
 from shared.ipp import IppError
 from shared.pcsc import PcscUnavailable
@@ -95,15 +96,19 @@ async def test_the_qa_claim_loop_logs_a_database_outage_once_and_its_end_once(
 ) -> None:
     repo = SimpleNamespace(release_all_checking=_nothing, claim_next=_nothing)
     runtime = FlakyRuntime(failures=0, repo=repo)
-    machine = QaMachine(
-        reader="QA reader",
-        pcsc=cast(Any, None),
-        feeder=cast(Any, None),
-        keymgmt=cast(Any, None),
-        spool_dir=Path("/nonexistent"),
-        transaction=cast(Transaction, None),
-        fault_backoff_s=0,
-        queue_poll_s=0.001,
+    station = QaStation(
+        [
+            QaMachine(
+                reader="QA reader",
+                pcsc=cast(Any, None),
+                feeder=cast(Any, None),
+                keymgmt=cast(Any, None),
+                spool_dir=Path("/nonexistent"),
+                transaction=cast(Transaction, None),
+                fault_backoff_s=0,
+                queue_poll_s=0.001,
+            )
+        ]
     )
 
     async def release_then_fail(*_args: Any) -> None:
@@ -111,7 +116,7 @@ async def test_the_qa_claim_loop_logs_a_database_outage_once_and_its_end_once(
 
     repo.release_all_checking = release_then_fail
     with caplog.at_level(logging.INFO):
-        await run_until(lambda: machine.run(cast(Any, runtime)), runtime.done)
+        await run_until(lambda: station.run(cast(Any, runtime)), runtime.done)
     assert_one_down_one_back(lines(caplog), "database", RETRIES - 1)
 
 
