@@ -15,6 +15,7 @@ import pytest
 from services.fulfillment.settings import FulfillmentSettings
 from shared import events
 from shared.service import ServiceRuntime
+from tests.support.bus import settled
 from tests.support.fulfillment import (
     ISSUER,
     SERVICE_TOKEN,
@@ -23,7 +24,6 @@ from tests.support.fulfillment import (
     fulfillment_settings,
     passed,
     publish,
-    settled,
 )
 from tests.support.graphical import KeymgmtDouble
 

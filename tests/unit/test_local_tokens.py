@@ -73,13 +73,19 @@ def test_the_verifiers_admit_their_principal_and_no_other(tokens: StackTokens) -
     assert tokens.file("witness") == {"BUREAU_SERVICE_TOKENS": "", "BUREAU_PRINCIPALS": ""}
 
 
-async def test_keymgmt_admits_the_station_and_not_an_operator(tokens: StackTokens) -> None:
+async def test_keymgmt_admits_the_station_and_planners_fulfillment_not_the_station(
+    tokens: StackTokens,
+) -> None:
     clear = tokens.clear()
     registry = StaticTokens(tokens.file("keymgmt")["BUREAU_PRINCIPALS"])
     station = await registry(clear[STATION])
     assert station is not None
     assert (station.role, station.name) == ("station", "station-a")
-    assert await registry(clear["operator:olga"]) is None  # fulfillment's, intake's: not keymgmt's
+    planner = await registry(clear["operator:olga"])  # reassigns batches to stations
+    assert planner is not None
+    assert planner.role == "operator"
+    fulfillment = StaticTokens(tokens.file("fulfillment")["BUREAU_PRINCIPALS"])
+    assert await fulfillment(clear[STATION]) is None  # operators only
 
 
 def test_the_tools_file_holds_the_people_only(tokens: StackTokens) -> None:
