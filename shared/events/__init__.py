@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.events.base import Event, TraceContext, utc_now
+from shared.events.control import ControlRecorded
 from shared.events.lifecycle import (
     BatchClosed,
     BatchDiscrepancy,
@@ -67,7 +68,8 @@ AnyEvent = Annotated[
     | BatchDiscrepancy
     | BatchClosed
     | LogCheckpoint
-    | DeadLetterRecorded,
+    | DeadLetterRecorded
+    | ControlRecorded,
     Field(discriminator="type"),
 ]
 
@@ -133,6 +135,7 @@ __all__ = [
     "CardQaFailed",
     "CardQaPassed",
     "CardSpoiled",
+    "ControlRecorded",
     "DeadLetterRecorded",
     "Event",
     "IccKeyPairDrawn",
