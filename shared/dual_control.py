@@ -79,6 +79,7 @@ def control_step(
     step: str,
     principal: str,
     reason: str | None = None,
+    final: bool = False,
 ) -> ControlRecorded:
     """The `control.recorded` event of one step of `request` (a row of `tables.requests`):
     `principal` took it; the requester is named with it, so an auditor reads both people."""
@@ -93,6 +94,7 @@ def control_step(
         principal=principal,
         started_by=request["requested_by"],
         reason=None if reason is None else reason[:500],
+        final=final,
     )
 
 

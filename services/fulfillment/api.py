@@ -132,7 +132,9 @@ async def confirm_destruction(
             witnesses = (str(request["requested_by"]), confirmed_by)
             letters = await _destroy(uow, card_ids, witnesses)
             await repo.confirm_destruction(destruction_id, confirmed_by)
-            await uow.emit(control_step(DESTRUCTIONS, request, **step, principal=confirmed_by))
+            await uow.emit(
+                control_step(DESTRUCTIONS, request, **step, principal=confirmed_by, final=True)
+            )
     if refused is not None:  # committed above: the refusal stays on record
         log.warning("destruction confirmation refused", extra={"request_id": str(destruction_id)})
         raise refused

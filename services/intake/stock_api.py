@@ -194,7 +194,9 @@ async def confirm_stock_destruction(
             await record_refusal(uow, STOCK_DESTRUCTIONS, refusal)
         else:
             await _destroy_stock(uow, request, actor)
-            await uow.emit(control_step(STOCK_DESTRUCTIONS, request, **step, principal=actor))
+            await uow.emit(
+                control_step(STOCK_DESTRUCTIONS, request, **step, principal=actor, final=True)
+            )
     if refused is not None:  # committed above: the refusal stays on record
         raise refused
     return {

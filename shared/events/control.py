@@ -45,6 +45,10 @@ class ControlRecorded(Event):
     started_by: str | None = Field(default=None, max_length=128)
     reason: str | None = Field(default=None, max_length=500)
     kcv: str | None = Field(default=None, pattern=r"^[0-9A-F]{6}$")
+    # This step ended the act: confirmed it, completed or refused the ceremony as a whole. A
+    # refused step that is not final leaves the act waiting (for another operator, for the
+    # custodian the ceremony named).
+    final: bool = False
 
     def partition_key(self) -> str:
         """One act's steps stay in order: keyed by its request or ceremony."""
