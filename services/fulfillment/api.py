@@ -120,7 +120,11 @@ async def confirm_destruction(
         repo: FulfillmentRepository = uow.repo
         request = await _pending(repo, destruction_id)
         card_ids: list[UUID] = list(request["card_ids"])
-        step = {"issuer_id": BUREAU, "subject": _subject(card_ids), "step": "confirm"}
+        step: dict[str, Any] = {
+            "issuer_id": BUREAU,
+            "subject": _subject(card_ids),
+            "step": "confirm",
+        }
         try:
             confirmed_by = second_principal(request["requested_by"], principal, "destroying cards")
         except SamePrincipalTwice as exc:
