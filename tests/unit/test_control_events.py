@@ -147,6 +147,8 @@ def test_a_ceremony_step_names_the_custodian_the_opener_and_the_kcv() -> None:
     combined = CeremonyStep("combine", None, "ok", "KCV 08D7B4", "08D7B4", "completed")
     done = control_event(ceremony, SPEC, combined)
     assert (done.principal, done.actor, done.final) == (None, "keymgmt", True)
+    opened = control_event(ceremony, SPEC, CeremonyStep("open", None, "ok", "DES2 derive"))
+    assert (opened.principal, opened.started_by) == ("admin:root", "admin:root")
 
 
 def test_the_api_and_the_cli_send_ceremony_steps_to_keymgmts_topic() -> None:

@@ -67,15 +67,17 @@ def control_event(ceremony_id: UUID, spec: CeremonySpec, step: CeremonyStep) -> 
     """The step as audit logs it: the custodian (or None for keymgmt's own step), the
     ceremony's opener, the KCV of a component or of the combined key; a refusal's reason."""
     refused = step.outcome != "ok"
+    # The opener takes the open step (ceremony_steps keeps custodians only in its column).
+    who = step.custodian or (spec.conducted_by if step.name == "open" else None)
     return ControlRecorded(
         issuer_id=spec.issuer_id,
-        actor=step.custodian or ACTOR,
+        actor=who or ACTOR,
         act="key-ceremony",
         subject_id=ceremony_id,
         subject=f"{spec.label}: {spec.key_type} {spec.usage} from {spec.components} components",
         step=step.name[:40],
         outcome="refused" if refused else "ok",
-        principal=step.custodian,
+        principal=who,
         started_by=spec.conducted_by,
         reason=step.detail[:500] if refused else None,
         kcv=step.kcv,
