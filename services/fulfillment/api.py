@@ -16,16 +16,16 @@ from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import check_destruction
 from shared.auth import Principal, require
 from shared.dual_control import (
-    SAME_PRINCIPAL_TWICE,
-    SamePrincipalTwice,
+    AnyPrincipal,
     TwoPersonTables,
+    check_role,
     control_step,
     principal_id,
     record_refusal,
     request_view,
     second_principal,
 )
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Forbidden, NotFound
 from shared.events import CardDestroyed
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep, deps_of
@@ -109,13 +109,17 @@ async def request_destruction(
     responses={403: {"description": "the requester cannot confirm their own request"}},
 )
 async def confirm_destruction(
-    destruction_id: UUID, principal: Operator, runtime: RuntimeDep, deps: FulfillmentDepsDep
+    destruction_id: UUID,
+    principal: Annotated[Principal, Depends(AnyPrincipal)],
+    runtime: RuntimeDep,
+    deps: FulfillmentDepsDep,
 ) -> dict[str, Any]:
     """All or nothing, under dual control: both operators land in each card.destroyed event
     (`witnesses`: requester, confirmer; `actor`: the confirmer). A confirmation by the
-    requester is refused (403 same-principal-twice) and the refusal is kept. Either way the
-    step reaches audit's log (control.recorded) with the request's row."""
-    refused: SamePrincipalTwice | None = None
+    requester (403 same-principal-twice) or by a principal who is no operator (403 wrong-role)
+    is refused and the refusal is kept. Either way the step reaches audit's log
+    (control.recorded) with the request's row."""
+    refused: Forbidden | None = None
     async with runtime.unit_of_work() as uow:
         repo: FulfillmentRepository = uow.repo
         request = await _pending(repo, destruction_id)
@@ -126,10 +130,11 @@ async def confirm_destruction(
             "step": "confirm",
         }
         try:
+            check_role(principal, ("operator",), "confirming a card destruction")
             confirmed_by = second_principal(request["requested_by"], principal, "destroying cards")
-        except SamePrincipalTwice as exc:
+        except Forbidden as exc:
             refused, who = exc, principal_id(principal)
-            why = f"{SAME_PRINCIPAL_TWICE}: {exc}"
+            why = f"{exc.refusal}: {exc}"
             refusal = control_step(DESTRUCTIONS, request, **step, principal=who, reason=why)
             await record_refusal(uow, DESTRUCTIONS, refusal)
         else:

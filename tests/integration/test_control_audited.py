@@ -120,22 +120,25 @@ async def test_key_ceremonies_with_custodians_and_refusals_are_in_audits_log(
     await enter(twice, PART1, carol, 200)
     await enter(twice, PART2, carol, 409)  # the same custodian twice: the ceremony is refused
     done = await open_one()
+    await enter(done, PART1, root, 403)  # an admin holds no component: refused, on record
     await enter(done, PART1, cyril, 403)  # component 1 is carol's: refused, the ceremony waits
     await enter(done, PART1, carol, 200)
     await enter(done, PART2, cyril, 200)  # combined
 
     root_id, carol_id, cyril_id = "admin:root", "custodian:carol", "custodian:cyril"
-    steps = await control_steps(api, 5, act="key-ceremony", subject_id=done)
+    steps = await control_steps(api, 6, act="key-ceremony", subject_id=done)
     assert seen(steps) == [
         ("open", "ok", root_id, root_id, False),
+        ("component 1", "refused", root_id, root_id, False),
         ("component 1", "refused", cyril_id, root_id, False),
         ("component 1", "ok", carol_id, root_id, False),
         ("component 2", "ok", cyril_id, root_id, False),
         ("combine", "ok", None, root_id, True),
     ]
-    assert "carol's step, not custodian:cyril's" in steps[1]["reason"]
+    assert "admin:root is not a custodian" in steps[1]["reason"]
+    assert "carol's step, not custodian:cyril's" in steps[2]["reason"]
     kcvs = [s["kcv"] for s in steps]
-    assert kcvs == [None, None, soft_des_kcv(PART1), soft_des_kcv(PART2), soft_des_kcv(KEY)]
+    assert kcvs == [None, None, None, soft_des_kcv(PART1), soft_des_kcv(PART2), soft_des_kcv(KEY)]
     assert {s["subject"] for s in steps} == {f"ia{unique}/IMK-AC/1: DES2 derive from 2 components"}
     refused = await control_steps(api, 3, act="key-ceremony", subject_id=twice)
     assert seen(refused) == [
