@@ -20,35 +20,24 @@ from uuid import UUID
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import text
 
-from shared.auth import ROLES, Principal, require
+from shared.auth import Principal
 from shared.db import checked_identifier
 from shared.errors import Forbidden, NotFound
 from shared.events.control import ControlAct, ControlRecorded
 from shared.outbox import UnitOfWork
 
 SAME_PRINCIPAL_TWICE = "same-principal-twice"
+# A step refused because the principal's role may not take it. Recorded only where the workload
+# verifies that role's tokens anyway (keymgmt's staff at a ceremony component): a workload holds
+# the verifiers of the roles its routes admit and no more (deploy/k8s/make_secrets.py), so a
+# destruction's confirmation by another role is turned away at authentication, unrecorded.
 WRONG_ROLE = "wrong-role"
-# The step of a two-person act that records who tried it, whatever their role: a principal of
-# another role is authenticated, refused (WrongRole) and kept on record, not turned away unseen.
-AnyPrincipal = require(*ROLES)
 
 
 class SamePrincipalTwice(Forbidden):
     """The second step of a dual-control act by the principal who took the first (403)."""
 
     refusal: ClassVar[str | None] = SAME_PRINCIPAL_TWICE
-
-
-class WrongRole(Forbidden):
-    """A step of a dual-control act by a principal whose role may not take it (403)."""
-
-    refusal: ClassVar[str | None] = WRONG_ROLE
-
-
-def check_role(who: Principal, roles: tuple[str, ...], act: str) -> None:
-    """WrongRole unless `who` holds one of `roles` for this step of `act`."""
-    if who.role not in roles:
-        raise WrongRole(f"{act} needs {' or '.join(roles)}: {principal_id(who)} is not one")
 
 
 def principal_id(who: Principal) -> str:

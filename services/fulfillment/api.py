@@ -16,16 +16,15 @@ from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import check_destruction
 from shared.auth import Principal, require
 from shared.dual_control import (
-    AnyPrincipal,
+    SamePrincipalTwice,
     TwoPersonTables,
-    check_role,
     control_step,
     principal_id,
     record_refusal,
     request_view,
     second_principal,
 )
-from shared.errors import Conflict, Forbidden, NotFound
+from shared.errors import Conflict, NotFound
 from shared.events import CardDestroyed
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep, deps_of
@@ -110,16 +109,15 @@ async def request_destruction(
 )
 async def confirm_destruction(
     destruction_id: UUID,
-    principal: Annotated[Principal, Depends(AnyPrincipal)],
+    principal: Operator,
     runtime: RuntimeDep,
     deps: FulfillmentDepsDep,
 ) -> dict[str, Any]:
     """All or nothing, under dual control: both operators land in each card.destroyed event
     (`witnesses`: requester, confirmer; `actor`: the confirmer). A confirmation by the
-    requester (403 same-principal-twice) or by a principal who is no operator (403 wrong-role)
-    is refused and the refusal is kept. Either way the step reaches audit's log
-    (control.recorded) with the request's row."""
-    refused: Forbidden | None = None
+    requester is refused (403 same-principal-twice) and the refusal is kept. Either way the
+    step reaches audit's log (control.recorded) with the request's row."""
+    refused: SamePrincipalTwice | None = None
     async with runtime.unit_of_work() as uow:
         repo: FulfillmentRepository = uow.repo
         request = await _pending(repo, destruction_id)
@@ -130,9 +128,8 @@ async def confirm_destruction(
             "step": "confirm",
         }
         try:
-            check_role(principal, ("operator",), "confirming a card destruction")
             confirmed_by = second_principal(request["requested_by"], principal, "destroying cards")
-        except Forbidden as exc:
+        except SamePrincipalTwice as exc:
             refused, who = exc, principal_id(principal)
             why = f"{exc.refusal}: {exc}"
             refusal = control_step(DESTRUCTIONS, request, **step, principal=who, reason=why)

@@ -22,16 +22,15 @@ from services.intake.service import plan_batches
 from shared import events
 from shared.auth import Principal, require
 from shared.dual_control import (
-    AnyPrincipal,
+    SamePrincipalTwice,
     TwoPersonTables,
-    check_role,
     control_step,
     principal_id,
     record_refusal,
     request_view,
     second_principal,
 )
-from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
@@ -174,23 +173,21 @@ async def request_stock_destruction(
 )
 async def confirm_stock_destruction(
     destruction_id: UUID,
-    who: Annotated[Principal, Depends(AnyPrincipal)],
+    who: Operator,
     runtime: RuntimeDep,
 ) -> dict[str, Any]:
     """A second operator confirms: the blanks leave the stock (stock.destroyed, whose
     `witnesses` are the requester and the confirmer, `actor` the confirmer). The requester
-    confirming (403 same-principal-twice) or a principal who is neither operator nor admin
-    (403 wrong-role) is refused and the refusal is kept. Either way the step reaches audit's
-    log (control.recorded) with the request's row."""
-    refused: Forbidden | None = None
+    confirming is refused (403 same-principal-twice) and the refusal is kept. Either way the
+    step reaches audit's log (control.recorded) with the request's row."""
+    refused: SamePrincipalTwice | None = None
     async with runtime.unit_of_work() as uow:
         repo: IntakeRepository = uow.repo
         request = await _pending(repo, destruction_id)
         step = _step(request, "confirm")
         try:
-            check_role(who, ("operator", "admin"), "confirming a blank-stock destruction")
             actor = second_principal(request["requested_by"], who, "destroying blank stock")
-        except Forbidden as exc:
+        except SamePrincipalTwice as exc:
             refused, why = exc, f"{exc.refusal}: {exc}"
             refusal = control_step(
                 STOCK_DESTRUCTIONS, request, **step, principal=principal_id(who), reason=why

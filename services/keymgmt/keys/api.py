@@ -62,11 +62,14 @@ from services.keymgmt.keys.schemas import (
 )
 from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.keys.signing import key_id, pem
-from shared.auth import Principal
-from shared.dual_control import AnyPrincipal
+from shared.auth import Principal, require
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1")
+# Who may try a component: the bureau staff keymgmt verifies anyway (deploy/k8s/make_secrets.py;
+# stations stay off this route: the floor ingress passes the routes stations use). Only a
+# custodian's component is taken; the others' attempts are refused and recorded (wrong-role).
+ComponentAttempt = Annotated[Principal, Depends(require("custodian", "admin", "auditor"))]
 
 
 # -- the key inventory ---------------------------------------------------------------------------
@@ -185,7 +188,7 @@ async def _refuse_role(registry: OpenCeremonies, ceremony_id: UUID, who: str) ->
 async def submit_component(
     ceremony_id: UUID,
     body: ComponentIn,
-    who: Annotated[Principal, Depends(AnyPrincipal)],
+    who: ComponentAttempt,
     deps: KeymgmtDepsDep,
 ) -> Any:
     if who.role != "custodian":  # before anything reads the component
