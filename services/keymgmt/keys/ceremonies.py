@@ -375,7 +375,6 @@ async def load_demo_keys(
         wanted.append((spec, key, first))
     schema = schema or settings.keymgmt_schema
     engine = make_engine(settings.database_url, schema)
-    policy = CeremonyPolicy(control_topic=settings.topic("keymgmt"))  # steps to audit's log
     imported: list[str] = []
     try:
         await migrate(engine, schema, MIGRATIONS)
@@ -384,7 +383,7 @@ async def load_demo_keys(
                 async with engine.connect() as conn:
                     if await KeysRepository(conn).key(spec.label) is not None:
                         continue
-                await run_demo_ceremony(engine, hsm, spec, key, first, policy)
+                await run_demo_ceremony(engine, hsm, spec, key, first)
                 imported.append(spec.label)
     finally:
         await engine.dispose()

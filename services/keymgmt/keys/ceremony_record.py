@@ -35,8 +35,9 @@ class CeremonyPolicy:
     refused, and wrapped ones are combined only inside the HSM. ``xor_mechanism``: the
     token's vendor XOR-of-keys mechanism, None when it has none (the dev/test fallback).
     ``control_topic``: keymgmt's topic, where each step goes to audit's log; the API and the
-    CLI always set it (CeremonyPolicy.of). None only for the demo/test-key driver called
-    without settings (run_demo_ceremony): its public test keys' steps stay in ceremony_steps."""
+    CLI's `import` always set it (CeremonyPolicy.of). None only for the demo driver
+    (run_demo_ceremony, load_demo_keys): the public TEST keys, refused outside dev/test, whose
+    steps stay in ceremony_steps and off the services' topics the tests read."""
 
     hsm_only: bool = False
     kek_label: str = "bureau/CEREMONYKEK/1"
