@@ -10,14 +10,18 @@ each service's relay publishes its outbox, audit consumes the services' topics.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from services.keymgmt.settings import KeymgmtSettings
+from shared import events
 from shared.service import ServiceRuntime
-from tests.support.audit import AUDITOR, OTHER_ISSUERS_AUDITOR, control_steps
+from tests.support.audit import AUDITOR, OTHER_ISSUERS_AUDITOR, control_steps, logged
+from tests.support.audit_log import SignedLog, log_and_sign, view
+from tests.support.audit_story import ISSUER, BatchStory
 from tests.support.hsm import soft_des_kcv
 from tests.support.intake import started_intake
 from tests.support.keymgmt import auth
@@ -154,3 +158,43 @@ async def test_key_ceremonies_with_custodians_and_refusals_are_in_audits_log(
     for secret in (KEY, PART1, PART2):
         assert secret.hex() not in logged.text.lower()
     await verified(api)
+
+
+async def test_steps_in_the_signed_log_verify_and_move_no_count(signed_log: SignedLog) -> None:
+    """The auditors' verifier (keys given out of band, the witness's cosignature) proves a log
+    holding the steps of each act, each from its service's topic, beside a batch they do not
+    touch: it recomputes the batch from the entries, and audit reconciled it as without them."""
+    story = BatchStory(2)
+    request = uuid.uuid4()
+    common: dict[str, Any] = {"issuer_id": ISSUER, "subject_id": request, "subject": "destroy 1"}
+    steps = [
+        events.ControlRecorded(
+            **common,
+            actor=who,
+            act=act,
+            step=step,
+            outcome=outcome,
+            principal=who,
+            started_by="operator:olga",
+        )
+        for act, step, outcome, who in (
+            ("stock-destruction", "requested", "ok", "operator:olga"),
+            ("stock-destruction", "confirm", "refused", "operator:olga"),
+            ("card-destruction", "confirm", "ok", "operator:oscar"),
+            ("key-ceremony", "component 1", "ok", "custodian:carol"),
+        )
+    ]
+    await log_and_sign(signed_log, [*story.good_batch(), *steps])
+    # Audit reconciles the batch as it would without the steps; once its batch.reconciled is
+    # logged, a new checkpoint covers it and the verifier recomputes the batch from the entries.
+    await logged(signed_log.api, 1, type="batch.reconciled", batch_id=str(story.batch_id))
+    await signed_log.checkpoint()  # None when the first one covered it already
+    latest = await signed_log.api.get("/v1/log/checkpoints/latest", headers=AUDITOR)
+    signed_size = int(view(latest)["tree_size"])
+    report = await signed_log.verify("audit")
+    assert report.ok, report
+    recomputed = f"batch {story.batch_id}: reconciled, recomputed from 2 cards"
+    assert recomputed in report.checks, report.checks
+    found = await control_steps(signed_log.api, 4, subject_id=str(request))
+    assert sorted(s["act"] for s in found) == sorted(e.act for e in steps)
+    assert max(s["log_index"] for s in found) < signed_size  # all in the signed tree
