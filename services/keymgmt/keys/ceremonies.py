@@ -336,17 +336,12 @@ def software_kcv(key: bytes, key_type: CeremonyKeyType) -> str:
 
 
 async def run_demo_ceremony(
-    engine: AsyncEngine,
-    hsm: Hsm,
-    spec: CeremonySpec,
-    key: str,
-    first: str,
-    policy: CeremonyPolicy | None = None,
+    engine: AsyncEngine, hsm: Hsm, spec: CeremonySpec, key: str, first: str
 ) -> None:
     value, part1 = bytes.fromhex(key), bytes.fromhex(first)
     part2 = bytes(a ^ b for a, b in zip(value, part1, strict=True))
     spec = replace(spec, expected_kcv=software_kcv(value, spec.key_type))
-    ceremony = KeyCeremony(engine, hsm, spec, policy)
+    ceremony = KeyCeremony(engine, hsm, spec)  # public TEST keys: steps stay in ceremony_steps
     await ceremony.open()
     for custodian, part in zip(DEMO_CUSTODIANS, (part1, part2), strict=True):
         await ceremony.add_component(custodian, part.hex(), software_kcv(part, spec.key_type))
