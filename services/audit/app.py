@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import api, export_api, page, security_api, tree_api
+from services.audit import api, control_api, export_api, page, security_api, tree_api
 from services.audit.checkpointer import keep_merkle_tree
 from services.audit.deps import AuditDeps
 from services.audit.handlers import HANDLERS
@@ -80,6 +80,7 @@ def build_app(runtime: ServiceRuntime) -> FastAPI:
             tree_api.router,
             export_api.router,
             security_api.router,
+            control_api.router,
             page.router,
         ],
     )

@@ -23,6 +23,7 @@ from shared.events import (
     BatchClosed,
     BatchDiscrepancy,
     BatchReconciled,
+    ControlRecorded,
     DeadLetterRecorded,
     Event,
     OrderAccepted,
@@ -57,6 +58,21 @@ async def raise_security_event(
         log.error(
             "security event: forged record dead-lettered",
             extra={"detected_by": event.consumer, "source_topic": event.source_topic, **forged},
+        )
+
+
+async def note_control_step(
+    uow: UnitOfWork[AuditStore], event: ControlRecorded, deps: AuditDeps
+) -> None:
+    """A refused step of a dual-control act (the same person twice, a custodian at another's
+    step, a ceremony refused): logged (the entry, by append_to_log) and raised in the service
+    log; auditors list every step at GET /v1/control-events (control_api.py)."""
+    if event.outcome == "refused":
+        log.warning(
+            "dual control: %s %s refused",
+            event.act,
+            event.step,
+            extra={"subject_id": str(event.subject_id), "principal": event.principal},
         )
 
 
@@ -190,6 +206,7 @@ _PROJECTIONS: dict[type[Event], list[DepsHandler[AuditDeps]]] = {
     StockReturned: [project_batch_event],
     ShipmentDispatched: [project_card_event],
     DeadLetterRecorded: [raise_security_event],
+    ControlRecorded: [note_control_step],
     **{event_type: [project_card_event] for event_type in CARD_EVENTS},
 }
 HANDLERS: HandlerSpec[AuditDeps] = {

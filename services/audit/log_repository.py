@@ -41,6 +41,23 @@ class EventQuery:
     occurred_to: datetime | None = None  # exclusive
 
 
+@dataclass(frozen=True)
+class ControlQuery:
+    """Filters of the dual-control steps (control.recorded entries): the act, the outcome, a
+    principal (who took the step or started the act), the request or ceremony, the issuer and
+    a time window on when the step happened."""
+
+    act: str | None = None
+    outcome: str | None = None
+    principal: str | None = None
+    subject_id: UUID | None = None
+    issuer_id: str | None = None
+    occurred_from: datetime | None = None  # inclusive
+    occurred_to: datetime | None = None  # exclusive
+    after_seq: int = 0
+    limit: int = 100
+
+
 class EventLog:
     def __init__(self, conn: AsyncConnection, schema: str) -> None:
         self._conn = conn
@@ -119,6 +136,39 @@ class EventLog:
                 " ORDER BY seq LIMIT :n"
             ),
             {"after": after_seq, "n": limit},
+        )
+        return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
+
+    async def control_events(self, query: ControlQuery) -> list[dict[str, Any]]:
+        """The log's dual-control steps, in log order, filtered (through the (type, seq)
+        index: a step is a `control.recorded` entry)."""
+        where = ["type = 'control.recorded'", "seq > :after"]
+        params: dict[str, Any] = {"after": query.after_seq, "n": query.limit}
+        for name in ("act", "outcome"):
+            if getattr(query, name) is not None:
+                where.append(f"payload ->> '{name}' = :{name}")
+                params[name] = getattr(query, name)
+        if query.principal is not None:
+            where.append("(payload ->> 'principal' = :who OR payload ->> 'started_by' = :who)")
+            params["who"] = query.principal
+        if query.subject_id is not None:
+            where.append("payload ->> 'subject_id' = :subject")
+            params["subject"] = str(query.subject_id)
+        if query.issuer_id is not None:
+            where.append("issuer_id = :issuer")
+            params["issuer"] = query.issuer_id
+        if query.occurred_from is not None:
+            where.append("occurred_at >= :occurred_from")
+            params["occurred_from"] = query.occurred_from
+        if query.occurred_to is not None:
+            where.append("occurred_at < :occurred_to")
+            params["occurred_to"] = query.occurred_to
+        rows = await self._conn.execute(
+            text(
+                f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)}"
+                " ORDER BY seq LIMIT :n"
+            ),
+            params,
         )
         return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
 

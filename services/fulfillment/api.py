@@ -9,14 +9,21 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
-from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.fulfillment.deps import FulfillmentDeps
 from services.fulfillment.repository import FulfillmentRepository
 from services.fulfillment.service import check_destruction
 from shared.auth import Principal, require
-from shared.dual_control import SamePrincipalTwice, principal_id, second_principal
+from shared.dual_control import (
+    SamePrincipalTwice,
+    TwoPersonTables,
+    control_step,
+    principal_id,
+    record_refusal,
+    request_view,
+    second_principal,
+)
 from shared.errors import Conflict, NotFound
 from shared.events import CardDestroyed
 from shared.outbox import UnitOfWork
@@ -27,6 +34,16 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["fulfillment"])
 Operator = Annotated[Principal, Depends(require("operator"))]
 FulfillmentDepsDep = Annotated[FulfillmentDeps, Depends(deps_of(FulfillmentDeps))]
+# The two-person requests to destroy cards (migration 0015), their steps in audit's log.
+DESTRUCTIONS = TwoPersonTables(
+    "card-destruction", "destruction_requests", "destruction_refusals", "destruction request"
+)
+# A request may name cards of several issuers: the act is the bureau's.
+BUREAU = "bureau"
+
+
+def _subject(card_ids: list[UUID]) -> str:
+    return f"destroy {len(card_ids)} card(s) awaiting destruction"
 
 
 class DestructionRequest(BaseModel):
@@ -62,6 +79,17 @@ async def request_destruction(
         cards = await repo.cards_for_update(body.card_ids)
         check_destruction(body.card_ids, {c: row.state for c, row in cards.items()})
         await repo.add_destruction_request(request_id, body.card_ids, requested_by)
+        request = {"request_id": request_id, "requested_by": requested_by}
+        await uow.emit(
+            control_step(
+                DESTRUCTIONS,
+                request,
+                issuer_id=BUREAU,
+                subject=_subject(body.card_ids),
+                step="requested",
+                principal=requested_by,
+            )
+        )
     log.info(
         "destruction requested",
         extra={"request_id": str(request_id), "by": requested_by, "cards": len(body.card_ids)},
@@ -80,25 +108,39 @@ async def request_destruction(
     responses={403: {"description": "the requester cannot confirm their own request"}},
 )
 async def confirm_destruction(
-    destruction_id: UUID, principal: Operator, runtime: RuntimeDep, deps: FulfillmentDepsDep
+    destruction_id: UUID,
+    principal: Operator,
+    runtime: RuntimeDep,
+    deps: FulfillmentDepsDep,
 ) -> dict[str, Any]:
     """All or nothing, under dual control: both operators land in each card.destroyed event
     (`witnesses`: requester, confirmer; `actor`: the confirmer). A confirmation by the
-    requester is refused (403 same-principal-twice) and the refusal is kept."""
+    requester is refused (403 same-principal-twice) and the refusal is kept. Either way the
+    step reaches audit's log (control.recorded) with the request's row."""
     refused: SamePrincipalTwice | None = None
     async with runtime.unit_of_work() as uow:
         repo: FulfillmentRepository = uow.repo
         request = await _pending(repo, destruction_id)
         card_ids: list[UUID] = list(request["card_ids"])
+        step: dict[str, Any] = {
+            "issuer_id": BUREAU,
+            "subject": _subject(card_ids),
+            "step": "confirm",
+        }
         try:
             confirmed_by = second_principal(request["requested_by"], principal, "destroying cards")
         except SamePrincipalTwice as exc:
-            refused = exc
-            await repo.refuse_destruction(destruction_id, principal_id(principal), str(exc))
+            refused, who = exc, principal_id(principal)
+            why = f"{exc.refusal}: {exc}"
+            refusal = control_step(DESTRUCTIONS, request, **step, principal=who, reason=why)
+            await record_refusal(uow, DESTRUCTIONS, refusal)
         else:
             witnesses = (str(request["requested_by"]), confirmed_by)
             letters = await _destroy(uow, card_ids, witnesses)
             await repo.confirm_destruction(destruction_id, confirmed_by)
+            await uow.emit(
+                control_step(DESTRUCTIONS, request, **step, principal=confirmed_by, final=True)
+            )
     if refused is not None:  # committed above: the refusal stays on record
         log.warning("destruction confirmation refused", extra={"request_id": str(destruction_id)})
         raise refused
@@ -150,13 +192,7 @@ async def _destroy(
 @router.get("/destructions/{destruction_id}", summary="A destruction request and its refusals")
 async def get_destruction(destruction_id: UUID, _: Operator, runtime: RuntimeDep) -> dict[str, Any]:
     async with runtime.unit_of_work() as uow:
-        repo: FulfillmentRepository = uow.repo
-        request = await repo.destruction_request(destruction_id)
-        if request is None:
-            raise DestructionNotFound(f"no destruction request {destruction_id}")
-        refusals = await repo.destruction_refusals(destruction_id)
-    view: dict[str, Any] = jsonable_encoder(request | {"refusals": refusals})
-    return view
+        return await request_view(uow, DESTRUCTIONS, destruction_id)
 
 
 @router.get("/batches/{batch_id}", summary="A batch's cards: packed, awaiting destruction, ...")

@@ -165,21 +165,6 @@ class FulfillmentRepository:
             {"r": request_id, "by": confirmed_by},
         )
 
-    async def refuse_destruction(self, request_id: UUID, principal: str, reason: str) -> None:
-        await self._run(
-            "INSERT INTO {s}.destruction_refusals (request_id, refused_principal, reason)"
-            " VALUES (:r, :p, :why)",
-            {"r": request_id, "p": principal, "why": reason[:500]},
-        )
-
-    async def destruction_refusals(self, request_id: UUID) -> list[dict[str, Any]]:
-        rows = await self._run(
-            "SELECT refused_principal, reason, refused_at FROM {s}.destruction_refusals"
-            " WHERE request_id = :r ORDER BY id",
-            {"r": request_id},
-        )
-        return [dict(row._mapping) for row in rows]
-
     async def carriers_of(self, card_ids: Sequence[UUID]) -> list[tuple[UUID, str]]:
         rows = await self._run(
             "SELECT batch_id, carrier_id FROM {s}.carriers WHERE card_id = ANY(:ids)",

@@ -184,25 +184,6 @@ class IntakeRepository(TrackingRepository):
             {"r": request_id, "by": confirmed_by},
         )
 
-    async def refuse_stock_destruction(self, request_id: UUID, principal: str, why: str) -> None:
-        await self.conn.execute(
-            text(
-                "INSERT INTO stock_destruction_refusals (request_id, refused_principal, reason)"
-                " VALUES (:r, :p, :why)"
-            ),
-            {"r": request_id, "p": principal, "why": why[:500]},
-        )
-
-    async def stock_destruction_refusals(self, request_id: UUID) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(
-            text(
-                "SELECT refused_principal, reason, refused_at FROM stock_destruction_refusals"
-                " WHERE request_id = :r ORDER BY id"
-            ),
-            {"r": request_id},
-        )
-        return [dict(row) for row in rows.mappings()]
-
     async def order_by_key(self, issuer_id: str, key: str) -> dict[str, Any] | None:
         row = (
             (

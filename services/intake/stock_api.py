@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
-from fastapi.encoders import jsonable_encoder
 
 from services.intake.repository import IntakeRepository
 from services.intake.schemas import (
@@ -22,13 +21,34 @@ from services.intake.schemas import (
 from services.intake.service import plan_batches
 from shared import events
 from shared.auth import Principal, require
-from shared.dual_control import SamePrincipalTwice, principal_id, second_principal
+from shared.dual_control import (
+    SamePrincipalTwice,
+    TwoPersonTables,
+    control_step,
+    principal_id,
+    record_refusal,
+    request_view,
+    second_principal,
+)
 from shared.errors import Conflict, Invalid, NotFound
 from shared.outbox import UnitOfWork
 from shared.service import RuntimeDep
 
 router = APIRouter(tags=["stock"])
 Operator = Annotated[Principal, Depends(require("operator", "admin"))]
+# The two-person requests to destroy blank stock (migration 0015), their steps in audit's log.
+STOCK_DESTRUCTIONS = TwoPersonTables(
+    "stock-destruction",
+    "stock_destruction_requests",
+    "stock_destruction_refusals",
+    "stock destruction request",
+)
+
+
+def _step(request: dict[str, Any], step: str) -> dict[str, Any]:
+    """The common fields of a stock destruction's control.recorded events."""
+    what = f"destroy {request['quantity']} blank(s) of {request['product_id']}"
+    return {"issuer_id": request["issuer_id"], "subject": what, "step": step}
 
 
 async def _known_product(repo: IntakeRepository, issuer_id: str, product_id: str) -> None:
@@ -125,7 +145,8 @@ async def request_stock_destruction(
 ) -> dict[str, Any]:
     """Blank cards to destroy from the vault: nothing moves until a second operator confirms
     (POST .../confirm). The requester is the principal of the token that sends it."""
-    request = body.model_dump() | {"request_id": uuid.uuid4(), "requested_by": principal_id(who)}
+    actor_id = principal_id(who)
+    request = body.model_dump() | {"request_id": uuid.uuid4(), "requested_by": actor_id}
     async with runtime.unit_of_work() as uow:
         repo: IntakeRepository = uow.repo
         await _known_product(repo, body.issuer_id, body.product_id)
@@ -133,6 +154,8 @@ async def request_stock_destruction(
         if body.quantity > on_hand:
             raise Conflict(f"{on_hand} blank(s) on hand; {body.quantity} asked")
         await repo.add_stock_destruction_request(request)
+        asked = _step(request, "requested")
+        await uow.emit(control_step(STOCK_DESTRUCTIONS, request, **asked, principal=actor_id))
     return {
         "destruction_id": str(request["request_id"]),
         "state": "pending",
@@ -149,22 +172,32 @@ async def request_stock_destruction(
     },
 )
 async def confirm_stock_destruction(
-    destruction_id: UUID, who: Operator, runtime: RuntimeDep
+    destruction_id: UUID,
+    who: Operator,
+    runtime: RuntimeDep,
 ) -> dict[str, Any]:
     """A second operator confirms: the blanks leave the stock (stock.destroyed, whose
     `witnesses` are the requester and the confirmer, `actor` the confirmer). The requester
-    confirming is refused (403 same-principal-twice) and the refusal is kept."""
+    confirming is refused (403 same-principal-twice) and the refusal is kept. Either way the
+    step reaches audit's log (control.recorded) with the request's row."""
     refused: SamePrincipalTwice | None = None
     async with runtime.unit_of_work() as uow:
         repo: IntakeRepository = uow.repo
         request = await _pending(repo, destruction_id)
+        step = _step(request, "confirm")
         try:
             actor = second_principal(request["requested_by"], who, "destroying blank stock")
         except SamePrincipalTwice as exc:
-            refused = exc
-            await repo.refuse_stock_destruction(destruction_id, principal_id(who), str(exc))
+            refused, why = exc, f"{exc.refusal}: {exc}"
+            refusal = control_step(
+                STOCK_DESTRUCTIONS, request, **step, principal=principal_id(who), reason=why
+            )
+            await record_refusal(uow, STOCK_DESTRUCTIONS, refusal)
         else:
             await _destroy_stock(uow, request, actor)
+            await uow.emit(
+                control_step(STOCK_DESTRUCTIONS, request, **step, principal=actor, final=True)
+            )
     if refused is not None:  # committed above: the refusal stays on record
         raise refused
     return {
@@ -219,13 +252,7 @@ async def stock_destruction(
 ) -> dict[str, Any]:
     """A stock destruction request: who asked, who confirmed, and every refused confirmation."""
     async with runtime.unit_of_work() as uow:
-        repo: IntakeRepository = uow.repo
-        request = await repo.stock_destruction_request(destruction_id)
-        if request is None:
-            raise NotFound(f"no stock destruction request {destruction_id}")
-        refusals = await repo.stock_destruction_refusals(destruction_id)
-    view: dict[str, Any] = jsonable_encoder(request | {"refusals": refusals})
-    return view
+        return await request_view(uow, STOCK_DESTRUCTIONS, destruction_id)
 
 
 @router.get("/v1/planning/batches", tags=["planning"], response_model=list[PlannedBatch])

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, TypeAdapter, ValidationError
 
 from shared.events.base import Event, TraceContext, utc_now
+from shared.events.control import ControlRecorded
 from shared.events.lifecycle import (
     BatchAssigned,
     BatchClosed,
@@ -69,7 +70,8 @@ AnyEvent = Annotated[
     | BatchDiscrepancy
     | BatchClosed
     | LogCheckpoint
-    | DeadLetterRecorded,
+    | DeadLetterRecorded
+    | ControlRecorded,
     Field(discriminator="type"),
 ]
 
@@ -136,6 +138,7 @@ __all__ = [
     "CardQaFailed",
     "CardQaPassed",
     "CardSpoiled",
+    "ControlRecorded",
     "DeadLetterRecorded",
     "Event",
     "IccKeyPairDrawn",

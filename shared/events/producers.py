@@ -15,6 +15,8 @@ Two contracts are declared otherwise than by one service name, explicitly:
   the one its `stage` names (`BY_STAGE`); each such event still has exactly one producer.
 - `dead_letter.recorded` is produced by every consumer that dead-letters a record, each on
   its own topic (`ANY_SERVICE`).
+- `control.recorded` (a step of an act under dual control) is produced by the service that
+  owns its `act` (`BY_ACT`: shared/events/control.py ACT_PRODUCERS); each still has one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final, get_args
 
-from shared.events import lifecycle
+from shared.events import control, lifecycle
 from shared.events.base import Event
 
 # The services that write a topic of their own (each `<prefix>.<service>`).
@@ -31,6 +33,8 @@ SERVICES: Final = ("intake", "keymgmt", "electrical", "graphical", "qa", "fulfil
 ANY_SERVICE: Final = "<any service, on its own topic>"
 # Produced by the service the event's `stage` names.
 BY_STAGE: Final = "<the service its stage names>"
+# Produced by the service that owns the event's `act`.
+BY_ACT: Final = "<the service its act names>"
 
 PRODUCERS: Final[Mapping[type[Event], str]] = {
     lifecycle.OrderReceived: "intake",
@@ -61,6 +65,7 @@ PRODUCERS: Final[Mapping[type[Event], str]] = {
     lifecycle.BatchClosed: "audit",
     lifecycle.LogCheckpoint: "audit",
     lifecycle.DeadLetterRecorded: ANY_SERVICE,
+    control.ControlRecorded: BY_ACT,
 }
 
 # The stages of card.spoiled, each a service (checked by the unit tests).
@@ -81,6 +86,8 @@ def producer_of(event: Event) -> str | None:
         return None
     if declared == BY_STAGE and isinstance(event, lifecycle.CardSpoiled):
         return event.stage
+    if declared == BY_ACT and isinstance(event, control.ControlRecorded):
+        return control.ACT_PRODUCERS[event.act]
     return declared
 
 
@@ -91,6 +98,8 @@ def genuine_on(contract: type[Event], stream: str) -> bool:
         return stream in SERVICES
     if declared == BY_STAGE:
         return stream in SPOILING_STAGES
+    if declared == BY_ACT:
+        return stream in control.ACT_PRODUCERS.values()
     return declared == stream
 
 

@@ -82,6 +82,7 @@ async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_a
             "pin_mailer.printed": 1,  # the misfed card was never packed: no mailer printed
             "card.destroyed": 1,
             "shipment.dispatched": 2,
+            "control.recorded": 2,  # the destruction asked, then confirmed (audit's log)
         }
     )
     destroyed = next(e for e in out if isinstance(e, events.CardDestroyed))

@@ -157,8 +157,15 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
     )
     out = await emitted(settings, count_of("shipment.dispatched", 1))
     assert Counter(x.type for x in out) == Counter(
-        {"card.packed": 2, "card.destroyed": 2, "shipment.dispatched": 1}
+        {"card.packed": 2, "card.destroyed": 2, "shipment.dispatched": 1, "control.recorded": 3}
     )
+    # Each step of the destruction went to audit's log: asked, refused (olga twice), confirmed.
+    steps = [x for x in out if isinstance(x, events.ControlRecorded)]
+    assert sorted((x.step, x.outcome, x.principal, x.started_by) for x in steps) == [
+        ("confirm", "ok", oscar, olga),
+        ("confirm", "refused", olga, olga),
+        ("requested", "ok", olga, olga),
+    ]
     destroyed = [x for x in out if isinstance(x, events.CardDestroyed)]
     assert sorted(x.card_id for x in destroyed) == sorted([c, d])
     assert {(x.witnesses, x.actor) for x in destroyed} == {((olga, oscar), oscar)}

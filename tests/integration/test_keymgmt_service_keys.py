@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.keymgmt.app import MIGRATIONS, bootstrap, build_app
@@ -29,6 +30,7 @@ from services.keymgmt.keys.ceremonies import (
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.keys.repository import KeysRepository
 from services.keymgmt.settings import KeymgmtSettings
+from shared import events
 from shared.db import make_engine, migrate
 from shared.service import ServiceRuntime
 from tests.conftest import running
@@ -163,6 +165,7 @@ def cli_env(
         "BUREAU_KEYMGMT_SCHEMA": settings.keymgmt_schema,
         "BUREAU_KMC_LABEL": settings.kmc_label,
         "BUREAU_PRINCIPALS": settings.principals,  # the custodians' tokens are checked here
+        "BUREAU_TOPIC_PREFIX": settings.topic_prefix,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -181,6 +184,21 @@ async def recorded(settings: KeymgmtSettings, label: str) -> list[dict[str, Any]
             return await KeysRepository(conn).ceremonies(label)
     finally:
         await db.dispose()
+
+
+async def outboxed_steps(settings: KeymgmtSettings) -> list[events.ControlRecorded]:
+    """The ceremony steps the CLI left in keymgmt's outbox for its relay to send to audit."""
+    db = make_engine(settings.database_url, settings.keymgmt_schema)
+    try:
+        async with db.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT topic, payload FROM outbox ORDER BY id"),
+            )
+            found = [(topic, events.decode_event(payload)) for topic, payload in rows]
+    finally:
+        await db.dispose()
+    assert {topic for topic, _ in found} <= {settings.topic("keymgmt")}
+    return [e for _, e in found if isinstance(e, events.ControlRecorded)]
 
 
 def test_cli_authenticates_each_custodian_and_refuses_one_person_acting_as_two(
@@ -229,6 +247,21 @@ def test_cli_authenticates_each_custodian_and_refuses_one_person_acting_as_two(
         ("component 2", "custodian:carol", "ok"),
         ("combine", None, "ok"),
     ]
+    # Every step also went to audit's log through keymgmt's outbox, in the step's transaction:
+    # the refused attempts too (a typed name, another role's token), with who tried.
+    sent = asyncio.run(outboxed_steps(settings))
+    assert {e.act for e in sent} == {"key-ceremony"}
+    last = [e for e in sent if str(e.subject_id) == str(history[-1]["ceremony_id"])]
+    assert [(e.step, e.principal, e.outcome, e.kcv) for e in last] == [
+        ("open", f"cli:{getpass.getuser()}", "ok", None),
+        ("component 1", "custodian:cleo", "refused", None),
+        ("component 1", "custodian:cyril", "ok", kcvs[0]),
+        ("component 2", "custodian:carol", "ok", kcvs[1]),
+        ("combine", None, "ok", "08D7B4"),
+    ]
+    tried = {(e.principal, e.outcome) for e in sent if e.step == "component 1"}
+    assert {(None, "refused"), ("admin:root", "refused")} <= tried
+    assert not any(part in str(sent).lower() for part in (PARTS[0].hex(), second.hex()))
     assert cli.main(["demo-keys", "--issuer", issuer]) == 0
     assert f"imported: {issuer}/IMK-AC/1" in capsys.readouterr().out
 

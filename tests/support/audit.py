@@ -135,3 +135,20 @@ async def logged(api: httpx.AsyncClient, count: int, **filters: Any) -> list[dic
 
     await wait_for(enough, timeout=60)
     return found
+
+
+async def control_steps(api: httpx.AsyncClient, count: int, **filters: Any) -> list[dict[str, Any]]:
+    """Wait until audit's auditor endpoint shows `count` dual-control steps matching the
+    filters (GET /v1/control-events); return them, in log order."""
+    found: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        params = {**filters, "limit": 1000}
+        response = await api.get("/v1/control-events", params=params, headers=AUDITOR)
+        response.raise_for_status()
+        found = response.json()["control_events"]
+        return len(found) >= count
+
+    await wait_for(enough, timeout=60)
+    return found

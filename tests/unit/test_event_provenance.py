@@ -21,8 +21,10 @@ from services.keymgmt import app as keymgmt_app
 from services.qa import app as qa_app
 from shared import events, metrics
 from shared.bus import EventConsumer, ForgedEvent
+from shared.events.control import ACT_PRODUCERS
 from shared.events.producers import (
     ANY_SERVICE,
+    BY_ACT,
     BY_STAGE,
     PRODUCERS,
     SERVICES,
@@ -84,13 +86,34 @@ def test_every_contract_has_exactly_one_declared_producer() -> None:
     contracts = set(get_args(get_args(events.AnyEvent)[0]))
     assert set(PRODUCERS) == contracts, "a contract without a producer, or one declared twice"
     for contract, producer in PRODUCERS.items():
-        assert producer in (*SERVICES, ANY_SERVICE, BY_STAGE), contract
+        assert producer in (*SERVICES, ANY_SERVICE, BY_STAGE, BY_ACT), contract
     # card.spoiled: each event's producer is the one service its stage names.
     assert [c for c, p in PRODUCERS.items() if p == BY_STAGE] == [events.CardSpoiled]
     assert set(SPOILING_STAGES) <= set(SERVICES)
     assert {producer_of(spoiled(stage)) for stage in SPOILING_STAGES} == set(SPOILING_STAGES)
     # dead_letter.recorded: any service, each on its own topic.
     assert [c for c, p in PRODUCERS.items() if p == ANY_SERVICE] == [events.DeadLetterRecorded]
+    # control.recorded: each act's steps are its one owning service's.
+    assert [c for c, p in PRODUCERS.items() if p == BY_ACT] == [events.ControlRecorded]
+    assert set(ACT_PRODUCERS.values()) <= set(SERVICES)
+    for act, service in ACT_PRODUCERS.items():
+        assert producer_of(control(act)) == service
+        assert forgery(control(act), f"{PREFIX}.{service}", PREFIX) is None
+        for other in set(SERVICES) - {service}:
+            assert forgery(control(act), f"{PREFIX}.{other}", PREFIX), (act, other)
+
+
+def control(act: Any) -> events.ControlRecorded:
+    return events.ControlRecorded(
+        issuer_id="acme",
+        actor="operator:olga",
+        act=act,
+        subject_id=uuid.uuid4(),
+        subject="destroy 1 card(s)",
+        step="requested",
+        outcome="ok",
+        principal="operator:olga",
+    )
 
 
 def test_each_service_writes_and_reads_only_service_topics() -> None:
@@ -103,7 +126,8 @@ def test_each_service_writes_and_reads_only_service_topics() -> None:
 
 
 def _constructed_contracts(service: str) -> dict[str, set[str | None]]:
-    """Contract name -> the `stage=` literals it is built with, in services/<service>/."""
+    """Contract name -> the `stage=` (or `act=`) literals it is built with, in
+    services/<service>/."""
     names = {contract.__name__ for contract in PRODUCERS}
     found: dict[str, set[str | None]] = {}
     for path in (ROOT / "services" / service).rglob("*.py"):
@@ -117,7 +141,7 @@ def _constructed_contracts(service: str) -> dict[str, set[str | None]]:
             stages = {
                 str(kw.value.value) if isinstance(kw.value, ast.Constant) else "<not a literal>"
                 for kw in node.keywords
-                if kw.arg == "stage"
+                if kw.arg in ("stage", "act")
             }
             found.setdefault(name, set()).update(stages or {None})
     return found
@@ -132,6 +156,9 @@ def test_each_service_builds_only_the_contracts_it_produces(service: str) -> Non
         producer = PRODUCERS[by_name[name]]
         if producer == BY_STAGE:
             assert stages == {service}, f"{service} builds {name} with stage {stages}"
+        elif producer == BY_ACT:
+            acts = {ACT_PRODUCERS.get(str(act)) for act in stages}
+            assert acts == {service}, f"{service} builds {name} with act {stages}"
         else:
             assert producer in (service, ANY_SERVICE), f"{service} builds {name} ({producer}'s)"
 

@@ -127,6 +127,26 @@ async function securityEvents() {
   } catch (error) { fail("security", error); }
 }
 
+async function controlEvents(event) {
+  event.preventDefault();
+  try {
+    const params = { limit: 1000 };
+    for (const [name, id] of [["act", "control-act"], ["outcome", "control-outcome"], ["principal", "control-principal"]]) {
+      const value = $(id).value.trim();
+      if (value) params[name] = value;
+    }
+    const found = await api("/v1/control-events", params);
+    const head = element("tr", {}, ...["#", "when", "act", "subject", "step", "by", "started by", "outcome", "KCV"].map((h) => element("th", {}, h)));
+    const rows = found.control_events.map((e) => element("tr", { class: "control-event" },
+      element("td", {}, e.log_index), element("td", {}, e.occurred_at), element("td", {}, e.act),
+      element("td", {}, e.subject), element("td", {}, e.step), element("td", {}, e.principal || "(keymgmt)"),
+      element("td", {}, e.started_by || ""),
+      element("td", { class: e.outcome === "refused" ? "bad" : "ok" }, e.outcome + (e.reason ? ": " + e.reason : "")),
+      element("td", {}, e.kcv || "")));
+    show("control", element("p", {}, rows.length + " steps"), element("table", {}, head, ...rows));
+  } catch (error) { fail("control", error); }
+}
+
 $("save-token").addEventListener("click", () => {
   sessionStorage.setItem("auditToken", $("token").value.trim());
   $("who").textContent = "token set";
@@ -135,6 +155,7 @@ $("search").addEventListener("submit", search);
 $("batch-form").addEventListener("submit", batch);
 $("check").addEventListener("click", checkpoint);
 $("security-button").addEventListener("click", securityEvents);
+$("control-form").addEventListener("submit", controlEvents);
 $("results").addEventListener("click", (event) => {
   const card = event.target.getAttribute && event.target.getAttribute("data-card");
   if (card) { event.preventDefault(); timeline(card); }

@@ -20,15 +20,14 @@ CEREMONY_TTL is refused as expired on its next request.
 from __future__ import annotations
 
 import time
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from services.keymgmt.deps import (
     Auditors,
     Conductor,
-    Custodian,
     KeymgmtDepsDep,
     KeyReader,
     who_of,
@@ -58,13 +57,19 @@ from services.keymgmt.keys.schemas import (
     KeyInUse,
     KeyNotActive,
     NoSuchKey,
+    NotACustodian,
     NotYourComponent,
 )
 from services.keymgmt.keys.service import ensure_generated_key
 from services.keymgmt.keys.signing import key_id, pem
+from shared.auth import Principal, require
 from shared.service import RuntimeDep
 
 router = APIRouter(prefix="/v1")
+# Who may try a component: the bureau staff keymgmt verifies anyway (deploy/k8s/make_secrets.py;
+# stations stay off this route: the floor ingress passes the routes stations use). Only a
+# custodian's component is taken; the others' attempts are refused and recorded (wrong-role).
+ComponentAttempt = Annotated[Principal, Depends(require("custodian", "admin", "auditor"))]
 
 
 # -- the key inventory ---------------------------------------------------------------------------
@@ -169,10 +174,25 @@ async def _refuse_clear(registry: OpenCeremonies, ceremony_id: UUID, who: str) -
     raise ClearComponentRefused(CLEAR_REFUSED)
 
 
+async def _refuse_role(registry: OpenCeremonies, ceremony_id: UUID, who: str) -> NoReturn:
+    """A component from a principal who is no custodian: a refused attempt, on record (and in
+    audit's log); the ceremony stays open for its custodians."""
+    why = f"{who} is not a custodian: only custodians hold components"
+    entry = await _take(registry, ceremony_id)
+    async with entry.lock:
+        await entry.ceremony.refuse_attempt(who, why)
+    raise NotACustodian(why)
+
+
 @router.post("/ceremonies/{ceremony_id}/components", tags=["keys"], summary="A component")
 async def submit_component(
-    ceremony_id: UUID, body: ComponentIn, who: Custodian, deps: KeymgmtDepsDep
+    ceremony_id: UUID,
+    body: ComponentIn,
+    who: ComponentAttempt,
+    deps: KeymgmtDepsDep,
 ) -> Any:
+    if who.role != "custodian":  # before anything reads the component
+        await _refuse_role(deps.ceremonies, ceremony_id, who_of(who))
     if body.component is not None and deps.settings.hsm_only:
         await _refuse_clear(deps.ceremonies, ceremony_id, who_of(who))
     entry = await _take(deps.ceremonies, ceremony_id)

@@ -1,7 +1,7 @@
 """Key ceremonies: the one ceremony workflow the custodians' CLI (cli.py), the API (api.py), the
-demo driver and the tests share: dual control, split
-knowledge, KCV checked, every step recorded. No event contract exists for ceremonies yet, so
-each step is a `ceremony_steps` row (who, when, outcome; never a component) and a log line.
+demo driver and the tests share: dual control, split knowledge, KCV checked, every step
+recorded: a `ceremony_steps` row (who, when, outcome; never a component), a log line, and a
+`control.recorded` event for audit's log in the row's transaction (ceremony_record.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.cmac import CMAC
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.keymgmt.hsm.kcv import Kcv, KcvMethod, normalise_kcv
-from services.keymgmt.hsm.mechanisms import HsmOperation, MechanismInventory
 from services.keymgmt.hsm.p11 import SymKey
 from services.keymgmt.hsm.process import process_hsm
 from services.keymgmt.hsm.session import Hsm, HsmError, destroy_key, key_label
@@ -35,6 +34,8 @@ from services.keymgmt.keys.ceremony_kek import (
     read_component,
     unwrap_component,
 )
+from services.keymgmt.keys.ceremony_record import CeremonyPolicy as CeremonyPolicy  # re-exported
+from services.keymgmt.keys.ceremony_record import CeremonyStep, record_step
 from services.keymgmt.keys.repository import KeysRepository, key_row
 from services.keymgmt.settings import MIGRATIONS, KeymgmtSettings
 from shared.db import make_engine, migrate
@@ -70,23 +71,6 @@ class CeremonySpec:
     custodians: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class CeremonyPolicy:
-    """Where components may be combined. ``hsm_only`` (production): a clear component is
-    refused, and wrapped ones are combined only inside the HSM. ``xor_mechanism``: the
-    token's vendor XOR-of-keys mechanism, None when it has none (the dev/test fallback)."""
-
-    hsm_only: bool = False
-    kek_label: str = "bureau/CEREMONYKEK/1"
-    xor_mechanism: int | None = None
-
-    @classmethod
-    def of(cls, settings: KeymgmtSettings, inventory: MechanismInventory | None) -> CeremonyPolicy:
-        in_hsm = inventory is not None and inventory.in_hsm(HsmOperation.CEREMONY_COMBINE)
-        xor = settings.hsm_key_xor_mechanism if in_hsm else None
-        return cls(settings.hsm_only, settings.ceremony_kek_label, xor)
-
-
 CLEAR_REFUSED = (
     "a clear component is refused in production: wrap it under the ceremony key-exchange key"
 )
@@ -117,9 +101,13 @@ class KeyCeremony:
         self._kcvs: list[Kcv] = []
         self._in_hsm = False  # how the components were combined (recorded in the combine step)
 
-    async def _step(self, step: str, custodian: str | None, outcome: str, detail: str) -> None:
+    async def _step(
+        self, step: str, custodian: str | None, outcome: str, detail: str, **more: str | None
+    ) -> None:
+        """Record the step (and the ceremony's end, `finish=`) with its event for audit."""
+        recorded = CeremonyStep(step, custodian, outcome, detail, **more)
         async with self.engine.begin() as conn:
-            await KeysRepository(conn).add_step(self.ceremony_id, step, custodian, outcome, detail)
+            await record_step(conn, self.ceremony_id, self.spec, self.policy, recorded)
         extra = {"ceremony_id": str(self.ceremony_id), "label": self.spec.label, "step": step}
         log.info("ceremony step %s: %s", outcome, detail, extra={**extra, "custodian": custodian})
 
@@ -136,9 +124,7 @@ class KeyCeremony:
         if self._unwrapped:
             await self.hsm.call(destroy_components, list(self._unwrapped))
             self._unwrapped.clear()
-        await self._step(step, custodian, "refused", reason)
-        async with self.engine.begin() as conn:
-            await KeysRepository(conn).finish_ceremony(self.ceremony_id, "refused", reason)
+        await self._step(step, custodian, "refused", reason, finish="refused")
         raise error(reason)
 
     async def open(self) -> None:
@@ -228,7 +214,8 @@ class KeyCeremony:
             self._components.append(comp)
         self._custodians.append(name)
         self._kcvs.append(checked)
-        await self._step(step, name, "ok", f"wrapped component KCV {declared} verified by the HSM")
+        detail = f"wrapped component KCV {declared} verified by the HSM"
+        await self._step(step, name, "ok", detail, kcv=declared)
 
     async def add_component(
         self, custodian: str, component_hex: str, kcv: str, kcv_method: KcvMethod | None = None
@@ -255,7 +242,9 @@ class KeyCeremony:
             self._kcvs.append(await self.hsm.call(check_component, self.spec.key_type, comp))
         except HsmError as exc:
             await self._refuse(step, name, str(exc))
-        await self._step(step, name, "ok", f"component KCV {declared} verified by the HSM")
+        await self._step(
+            step, name, "ok", f"component KCV {declared} verified by the HSM", kcv=declared
+        )
 
     async def _combine(self) -> ImportResult:
         s = self.spec
@@ -297,10 +286,9 @@ class KeyCeremony:
                 row = key_row(s.label, s.issuer_id, t, u, kcvs, "ceremony", who, self.ceremony_id)
                 await repo.add_key(row)
                 where = "in the HSM" if self._in_hsm else "in process memory (dev/test fallback)"
-                await repo.add_step(
-                    self.ceremony_id, "combine", None, "ok", f"KCV {kcv}, combined {where}"
-                )
-                await repo.finish_ceremony(self.ceremony_id, "completed", None)
+                detail = f"KCV {kcv}, combined {where}"
+                done = CeremonyStep("combine", None, "ok", detail, kcv.value, "completed")
+                await record_step(conn, self.ceremony_id, s, self.policy, done)
         except Exception as exc:
             await self.hsm.call(destroy_key, s.label)  # no key the inventory does not know
             await self._refuse("record", None, f"inventory not written ({exc.__class__.__name__})")
@@ -353,7 +341,7 @@ async def run_demo_ceremony(
     value, part1 = bytes.fromhex(key), bytes.fromhex(first)
     part2 = bytes(a ^ b for a, b in zip(value, part1, strict=True))
     spec = replace(spec, expected_kcv=software_kcv(value, spec.key_type))
-    ceremony = KeyCeremony(engine, hsm, spec)
+    ceremony = KeyCeremony(engine, hsm, spec)  # public TEST keys: steps stay in ceremony_steps
     await ceremony.open()
     for custodian, part in zip(DEMO_CUSTODIANS, (part1, part2), strict=True):
         await ceremony.add_component(custodian, part.hex(), software_kcv(part, spec.key_type))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.keymgmt.hsm.kcv import KcvMethod
 from services.keymgmt.hsm.session import BureauKeyKind
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
-from shared.dual_control import SAME_PRINCIPAL_TWICE
+from shared.dual_control import SAME_PRINCIPAL_TWICE, WRONG_ROLE
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.keymgmt.contract import CheckpointToSign
 
@@ -137,6 +137,13 @@ class CustodianTwiceRefused(CeremonyStopped):
     refused (no key, on record)."""
 
     refusal = SAME_PRINCIPAL_TWICE
+
+
+class NotACustodian(Forbidden):
+    """A component submitted with a token of another role (an admin, an operator): refused and
+    recorded as an attempt; the ceremony stays open for its custodians."""
+
+    refusal = WRONG_ROLE
 
 
 class NotYourComponent(Forbidden):
