@@ -20,12 +20,12 @@ from services.fulfillment.settings import FulfillmentSettings
 from shared import events
 from shared.service import ServiceRuntime
 from tests.support.audit import AUDITOR, control_steps, logged
+from tests.support.bus import settled
 from tests.support.fulfillment import (
     ISSUER,
     SERVICE_TOKEN,
     fulfillment_settings,
     publish,
-    settled,
 )
 from tests.support.graphical import KeymgmtDouble
 
