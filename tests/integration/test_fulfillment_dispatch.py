@@ -1,6 +1,6 @@
 """The fulfillment service on the real stack: packing, destruction under dual control (two
-operators, each with their own token), and dispatch only after audit reconciles the batch;
-no PAN and no address leave in events or manifests.
+operators, each with their own token), and dispatch only after audit reconciles the batch, in
+consignments of a bounded size; no PAN and no address leave in events or manifests.
 
 keymgmt is another process: the KeymgmtDouble of the graphical tests serves it over HTTP.
 """
@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,10 @@ async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
 def settings(
     stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
 ) -> FulfillmentSettings:
-    return fulfillment_settings(unique, keymgmt, tmp_path)
+    # Consignments of two cards: a batch of more ships as several (issue 17's 100,000-card
+    # batch as 50); every test here has at most two cards a shipment otherwise.
+    base = fulfillment_settings(unique, keymgmt, tmp_path)
+    return base.model_copy(update={"fulfillment_shipment_max_cards": 2})
 
 
 async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched_after_audit(
@@ -236,3 +239,39 @@ async def test_a_card_keymgmt_does_not_know_is_dead_lettered_not_packed(
     assert dict(dead[0].headers)["dlq.reason"].decode().startswith("poison: keymgmt holds no")
     out = await emitted(settings, lambda seen: len(seen) >= 1)
     assert [x.type for x in out] == ["dead_letter.recorded"]
+
+
+def card_shipments(n: int) -> Callable[[list[events.Event]], bool]:
+    def enough(seen: list[events.Event]) -> bool:
+        kinds = [x.kind for x in seen if isinstance(x, events.ShipmentDispatched)]
+        return kinds.count("cards") >= n
+
+    return enough
+
+
+async def test_a_batch_ships_in_consignments_of_the_configured_size(
+    settings: FulfillmentSettings, runtime: ServiceRuntime, keymgmt: KeymgmtDouble
+) -> None:
+    batch = uuid.uuid4()
+    cards = [keymgmt.add_card(ISSUER) for _ in range(5)]
+    await publish(settings, *(("qa", passed(card, batch)) for card in cards))
+    await settled(runtime, len(cards))
+    await emitted(settings, count_of("card.packed", len(cards)))
+    reconciled = events.BatchReconciled(
+        issuer_id=ISSUER, actor="audit", batch_id=batch, counts={"in": len(cards)}
+    )
+    await publish(settings, ("audit", reconciled))
+    out = await emitted(settings, card_shipments(3))
+    shipments = [x for x in out if isinstance(x, events.ShipmentDispatched)]
+    of_cards = [s for s in shipments if s.kind == "cards"]
+    assert sorted(len(s.card_ids) for s in of_cards) == [1, 2, 2]
+    shipped = Counter(card for s in of_cards for card in s.card_ids)
+    assert shipped == Counter(cards)  # every card once
+    assert len({s.shipment_id for s in shipments}) == len(shipments)
+    for shipment in of_cards:
+        manifest = settings.manifest_dir / f"{shipment.shipment_id}.json"
+        assert manifest.exists()
+    mailers = [s for s in shipments if s.kind == "pin_mailers"]
+    mailed = Counter(card for s in mailers for card in s.card_ids)
+    assert all(n == 1 for n in mailed.values())
+    assert set(mailed) <= set(cards)
