@@ -21,12 +21,13 @@ pytestmark = pytest.mark.integration
 
 
 async def prepare_run(runtime: ServiceRuntime, run: list[events.CardOrdered]) -> list[Any]:
-    """The consumer's batch call, in a transaction of its own; returns what it emitted."""
+    """The consumer's batch call, in a transaction of its own; returns the card.prepared it
+    emitted (a batch's first preparation also announces its stations: batch.assigned)."""
     (handler,) = runtime.handlers[events.CardOrdered]
     assert isinstance(handler, BatchHandler)
     async with runtime.unit_of_work() as uow:
         await handler.fn(uow, run)
-    return uow.emitted
+    return [e for e in uow.emitted if not isinstance(e, events.BatchAssigned)]
 
 
 async def prepared_rows(runtime: ServiceRuntime) -> dict[str, str]:

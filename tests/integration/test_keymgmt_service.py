@@ -19,7 +19,7 @@ from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.support.bus import collect
+from tests.support.bus import collect, records_of
 from tests.support.keymgmt import ADDRESS, PAN16, PAN19, auth, ordered, pan_hits, publish, vault
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def test_demo_keys_then_vault_then_card_ordered_becomes_card_prepared(
 
     await publish(settings, ordered(short, issuer), ordered(long, issuer))
     records = await collect(
-        settings.kafka_bootstrap, settings.topic("keymgmt"), lambda seen: len(seen) >= 2
+        settings.kafka_bootstrap, settings.topic("keymgmt"), records_of("card.prepared", 2)
     )
     card_id = short["card_id"]
     path = f"/v1/vault/cards/{card_id}"

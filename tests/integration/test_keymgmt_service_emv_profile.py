@@ -34,7 +34,7 @@ from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
 from tests.conftest import running
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, records_of, wait_for
 from tests.support.keymgmt import PAN16, PIN_3DES, auth, ordered, prepared_events, publish, vault
 from tests.support.keymgmt_emv import CVK, EMV_PRODUCT, load_oda_keys, load_pin_and_cvv_keys
 from tests.support.oda_terminal import public_key, recover_icc_key, recover_issuer_key, verify_sda
@@ -82,7 +82,7 @@ async def test_emv_profile_card_held_then_prepared_with_its_offline_pin_and_oda(
     await publish(settings, ordered(card, issuer))
     with pytest.raises(TimeoutError):  # no card.prepared while the product is held
         await collect(
-            settings.kafka_bootstrap, settings.topic("keymgmt"), lambda seen: bool(seen), 3.0
+            settings.kafka_bootstrap, settings.topic("keymgmt"), records_of("card.prepared", 1), 3.0
         )
 
     # The bureau's test CA signs the issuer key; the pool is filled: the held card goes on.

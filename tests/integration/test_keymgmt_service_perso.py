@@ -20,7 +20,7 @@ from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
 from shared.service import ServiceRuntime
-from tests.support.bus import collect, wait_for
+from tests.support.bus import collect, records_of, wait_for
 from tests.support.keymgmt import PAN16, auth, ordered, prepared_events, publish, vault
 from tests.support.keymgmt_emv import emv_product
 from tests.support.keymgmt_sim import sim_ordered, sim_product
@@ -193,7 +193,9 @@ async def test_a_sim_card_gets_its_usim_script_through_the_same_door(
     product = await sim_product(runtime, http, keymgmt_hsm, issuer, unique)
     card = await vault(http, unique, issuer)
     await publish(settings, sim_ordered(card, issuer, product, uuid.uuid4()))
-    await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda seen: len(seen) >= 1)
+    await collect(
+        settings.kafka_bootstrap, settings.topic("keymgmt"), records_of("card.prepared", 1)
+    )
     chip = new_chip(CardStore(tmp_path))
     answer = await script_for(http, station, card["card_id"], chip)
     assert answer.status_code == 200, answer.text

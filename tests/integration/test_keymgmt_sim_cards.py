@@ -26,7 +26,7 @@ from services.keymgmt.sim.secrets import WRAP
 from services.keymgmt.vault.crypto import seal_bytes
 from shared import events
 from shared.service import ServiceRuntime
-from tests.support.bus import collect
+from tests.support.bus import collect, records_of
 from tests.support.keymgmt import auth, publish, vault
 from tests.support.keymgmt_sim import OP, sim_ordered, sim_product
 from tests.support.vcard import authenticate, select_usim
@@ -104,8 +104,12 @@ async def test_sim_card_ordered_prepared_personalised_and_checked_at_qa(
     batch = uuid.uuid4()
     cards = [await vault(http, unique, issuer) for _ in range(2)]
     await publish(settings, *(sim_ordered(c, issuer, product, batch) for c in cards))
-    out = await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda s: len(s) >= 2)
-    prepared = [events.decode_event(r.value) for r in out]
+    out = await collect(
+        settings.kafka_bootstrap, settings.topic("keymgmt"), records_of("card.prepared", 2)
+    )
+    prepared = [
+        e for r in out if isinstance(e := events.decode_event(r.value), events.CardPrepared)
+    ]
     assert {str(getattr(e, "card_id", "")) for e in prepared} == {c["card_id"] for c in cards}
     assert {
         (e.key_scheme, e.application) for e in prepared if isinstance(e, events.CardPrepared)

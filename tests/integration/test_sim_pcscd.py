@@ -31,7 +31,7 @@ from services.qa.sim_check import (
 from shared.keymgmt.client import KeymgmtClient
 from shared.pcsc import PcscClient, ReaderConfig
 from shared.service import ServiceRuntime
-from tests.support.bus import collect
+from tests.support.bus import collect, records_of
 from tests.support.keymgmt import publish, vault
 from tests.support.keymgmt_sim import sim_ordered, sim_product
 from tests.support.pcscd import GET_CPLC, SELECT_ISD, connect
@@ -58,7 +58,9 @@ async def test_sim_personalised_at_a_station_passes_qa_in_another_reader(
     product = await sim_product(runtime, http, keymgmt_hsm, issuer, unique)
     cards = [await vault(http, unique, issuer) for _ in range(2)]
     await publish(settings, *(sim_ordered(c, issuer, product, uuid.uuid4()) for c in cards))
-    await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda s: len(s) >= 2)
+    await collect(
+        settings.kafka_bootstrap, settings.topic("keymgmt"), records_of("card.prepared", 2)
+    )
     card_id = uuid.UUID(cards[0]["card_id"])
     async with runtime.engine.connect() as db:
         found = await db.execute(text("SELECT * FROM sim_cards WHERE card_id = :c"), {"c": card_id})

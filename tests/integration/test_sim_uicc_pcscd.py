@@ -24,7 +24,7 @@ from services.keymgmt.sim.perso import build_sim_script
 from services.keymgmt.sim.profile import SimProfile
 from shared.pcsc import PcscClient, ReaderConfig
 from shared.service import ServiceRuntime
-from tests.support.bus import collect
+from tests.support.bus import collect, records_of
 from tests.support.keymgmt import auth, publish, vault
 from tests.support.keymgmt_sim import TRANSPORT, sim_ordered, sim_product
 from tests.support.milenage import milenage
@@ -103,7 +103,9 @@ async def test_a_sim_from_the_bureau_reads_as_the_specs_say(
     card = await vault(http, unique, issuer)
     batch = uuid.uuid4()
     await publish(settings, sim_ordered(card, issuer, product, batch))
-    await collect(settings.kafka_bootstrap, settings.topic("keymgmt"), lambda s: len(s) >= 1)
+    await collect(
+        settings.kafka_bootstrap, settings.topic("keymgmt"), records_of("card.prepared", 1)
+    )
     async with runtime.engine.connect() as db:
         found = await db.execute(
             text("SELECT * FROM sim_cards WHERE card_id = :c"), {"c": uuid.UUID(card["card_id"])}

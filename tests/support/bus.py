@@ -103,6 +103,16 @@ async def collect(
     return seen
 
 
+def records_of(kind: str, n: int) -> Callable[[list[Any]], bool]:
+    """A `collect` predicate: at least n records of that event type (others on the topic, a
+    batch.assigned beside the card.prepared, do not count)."""
+
+    def enough(seen: list[Any]) -> bool:
+        return sum(events.decode_event(r.value).type == kind for r in seen) >= n
+
+    return enough
+
+
 async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not await predicate():
