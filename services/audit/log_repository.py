@@ -28,6 +28,18 @@ _EVENT_COLUMNS = (
 )
 
 
+def _within(
+    where: list[str], params: dict[str, Any], start: datetime | None, end: datetime | None
+) -> None:
+    """Add an occurred_at window [start, end) to a query's conditions."""
+    if start is not None:
+        where.append("occurred_at >= :occurred_from")
+        params["occurred_from"] = start
+    if end is not None:
+        where.append("occurred_at < :occurred_to")
+        params["occurred_to"] = end
+
+
 @dataclass(frozen=True)
 class EventQuery:
     card_id: UUID | None = None
@@ -109,33 +121,30 @@ class EventLog:
             if value is not None:
                 where.append(f"{column} = :{column}")
                 params[column] = value
-        if query.occurred_from is not None:
-            where.append("occurred_at >= :occurred_from")
-            params["occurred_from"] = query.occurred_from
-        if query.occurred_to is not None:
-            where.append("occurred_at < :occurred_to")
-            params["occurred_to"] = query.occurred_to
+        _within(where, params, query.occurred_from, query.occurred_to)
+        return await self._select_events(where, params)
+
+    async def security_events(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """The log's security events, in log order: the `dead_letter.recorded` notices of a
+        record dead-lettered as forged (shared/events/producers.py), whichever service found
+        it. Read through the (type, seq) index."""
+        where = [
+            "type = 'dead_letter.recorded'",
+            "seq > :after",
+            "payload ->> 'reason' LIKE 'forged:%'",
+        ]
+        return await self._select_events(where, {"after": after_seq, "n": limit})
+
+    async def _select_events(
+        self, where: list[str], params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Log entries matching every condition, in log order, at most `:n`."""
         rows = await self._conn.execute(
             text(
                 f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)}"
                 " ORDER BY seq LIMIT :n"
             ),
             params,
-        )
-        return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
-
-    async def security_events(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        """The log's security events, in log order: the `dead_letter.recorded` notices of a
-        record dead-lettered as forged (shared/events/producers.py), whichever service found
-        it. Read through the (type, seq) index."""
-        rows = await self._conn.execute(
-            text(
-                f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events"
-                " WHERE type = 'dead_letter.recorded' AND seq > :after"
-                " AND payload ->> 'reason' LIKE 'forged:%'"
-                " ORDER BY seq LIMIT :n"
-            ),
-            {"after": after_seq, "n": limit},
         )
         return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
 
@@ -157,20 +166,8 @@ class EventLog:
         if query.issuer_id is not None:
             where.append("issuer_id = :issuer")
             params["issuer"] = query.issuer_id
-        if query.occurred_from is not None:
-            where.append("occurred_at >= :occurred_from")
-            params["occurred_from"] = query.occurred_from
-        if query.occurred_to is not None:
-            where.append("occurred_at < :occurred_to")
-            params["occurred_to"] = query.occurred_to
-        rows = await self._conn.execute(
-            text(
-                f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)}"
-                " ORDER BY seq LIMIT :n"
-            ),
-            params,
-        )
-        return [{**row._asdict(), "payload": json_value(row.payload)} for row in rows]
+        _within(where, params, query.occurred_from, query.occurred_to)
+        return await self._select_events(where, params)
 
     async def chain_entries(self, after_seq: int, limit: int) -> list[ChainEntry]:
         rows = await self._conn.execute(

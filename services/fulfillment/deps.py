@@ -30,5 +30,5 @@ class FulfillmentDeps:
     manifests: ManifestWriter
     inserter: Inserter
     courier: str
-    shipment_max_cards: int = 2000
+    shipment_max_cards: int  # settings.fulfillment_shipment_max_cards
     actor: str = "fulfillment"

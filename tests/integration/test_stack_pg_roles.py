@@ -11,7 +11,6 @@ create roles) instead of the cluster's superuser: the shared stack is not restar
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.credentials import read_exports
 from shared.db import make_engine
 from shared.settings import BureauSettings
 from tests.conftest import REPO
@@ -31,12 +31,6 @@ from tests.support.db_roles import drop_schemas
 
 pytestmark = pytest.mark.integration
 STACK_SH = REPO / "deploy" / "local" / "stack.sh"
-_EXPORT = re.compile(r"^export (\w+)='(.*)'$")
-
-
-def env_file(path: Path) -> dict[str, str]:
-    found = (_EXPORT.match(line) for line in path.read_text().splitlines())
-    return {m.group(1): m.group(2) for m in found if m}
 
 
 def make_roles(run_dir: Path, prefix: str) -> None:
@@ -70,23 +64,23 @@ async def test_stack_roles_are_kept_and_reach_only_their_schema(
     creds = tmp_path / "creds"
     try:
         make_roles(tmp_path, prefix)
-        service = env_file(creds / "audit.db.env")
-        migration = env_file(creds / "migrate-audit.db.env")
+        service = read_exports(creds / "audit.db.env")
+        migration = read_exports(creds / "migrate-audit.db.env")
         assert service["BUREAU_MIGRATE_ON_START"] == "false"
         assert make_url(service["BUREAU_DATABASE_URL"]).username == f"{prefix}audit"
         assert migration["BUREAU_DATABASE_URL"] == BureauSettings().database_url
         assert migration["BUREAU_DATABASE_RUNTIME_ROLE"] == f"{prefix}audit"
         assert stat.S_IMODE(creds.stat().st_mode) == 0o700
         assert stat.S_IMODE((creds / "audit.db.env").stat().st_mode) == 0o600
-        keymgmt_password = make_url(env_file(creds / "keymgmt.db.env")["BUREAU_DATABASE_URL"])
+        keymgmt_password = make_url(read_exports(creds / "keymgmt.db.env")["BUREAU_DATABASE_URL"])
         assert keymgmt_password.password != make_url(service["BUREAU_DATABASE_URL"]).password
 
         make_roles(tmp_path, prefix)  # again, as `stack.sh up` on a running stack
-        assert env_file(creds / "audit.db.env") == service
+        assert read_exports(creds / "audit.db.env") == service
 
         # The migrate step as services.sh runs it: its own credential file, then the CLI.
         for name, schema in (("keymgmt", keymgmt), ("audit", audit)):
-            env = {**os.environ, **env_file(creds / f"migrate-{name}.db.env")}
+            env = {**os.environ, **read_exports(creds / f"migrate-{name}.db.env")}
             done = subprocess.run(
                 [sys.executable, "-m", "shared.migrate", name, "--schema", schema],
                 env=env,
