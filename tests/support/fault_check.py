@@ -257,7 +257,7 @@ async def verify_audit_log(floor: Floor, bureau: Bureau, timeout: float = 120) -
     async with httpx.AsyncClient(timeout=30, headers=headers) as http:
         key = (await http.get(f"{KEYMGMT}/v1/signing/audit-checkpoints/public-key")).json()
         vkey = (await http.get(f"{WITNESS_URL}/vkey")).text.strip()
-        size = int((await http.get(f"{AUDIT}/v1/log/tree")).json()["log_size"])
+        size = await _size_to_cover(http)
         deadline = time.monotonic() + timeout
         while True:
             latest = await http.get(f"{AUDIT}/v1/log/checkpoints/latest")
@@ -282,6 +282,20 @@ async def verify_audit_log(floor: Floor, bureau: Bureau, timeout: float = 120) -
     report = json.loads(out) if out.strip() else {"problems": [out[-500:].decode()]}
     problems = [p for p in report["problems"] if not await _foreign_witness(p, vkey, headers)]
     return [f"verifier exit {process.returncode}: {problems}"] if problems else []
+
+
+async def _size_to_cover(http: httpx.AsyncClient) -> int:
+    """The log's size less its trailing log.checkpoint entries: a checkpoint's own entry is
+    logged after it was signed, and audit signs no checkpoint for checkpoint entries alone (one
+    would log another, forever), so the newest checkpoint covers the log up to them."""
+    size = int((await http.get(f"{AUDIT}/v1/log/tree")).json()["log_size"])
+    start = max(0, size - 100)
+    answer = await http.get(f"{AUDIT}/v1/log/entries", params={"start": start, "end": size})
+    answer.raise_for_status()
+    for entry in reversed(answer.json()["entries"]):
+        if entry["type"] != "log.checkpoint":
+            return int(entry["log_index"]) + 1
+    return start
 
 
 FOREIGN = re.compile(r"checkpoint (\d+): no valid cosignature of witness (\S+)")
