@@ -19,6 +19,7 @@ from services.graphical.service import (
     PhotoBox,
     lay_out_face,
 )
+from shared.fonts import truetype
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class FaceRenderer:
         return font
 
     def _font(self, size: int) -> Font:
-        font = _truetype(str(self._font_path), size)
+        font = truetype(str(self._font_path), size)
         if font is not None:
             return font
         if not self._warned:
@@ -99,14 +100,6 @@ def paste_photo(face: Image.Image, box: PhotoBox, photo: bytes | None) -> None:
         raise ValueError("the design has a photo box and the card has no photo")
     fitted = ImageOps.fit(check_photo(photo), (box.width, box.height), Image.Resampling.LANCZOS)
     face.paste(fitted, (box.x, box.y))
-
-
-@lru_cache(maxsize=64)
-def _truetype(path: str, size: int) -> ImageFont.FreeTypeFont | None:
-    try:
-        return ImageFont.truetype(path, size)
-    except OSError:
-        return None
 
 
 @lru_cache(maxsize=32)
