@@ -45,7 +45,7 @@ from services.keymgmt.perso.service import (
 )
 from services.keymgmt.perso.stations import assignment_problem
 from services.keymgmt.repository import KeymgmtRepository
-from shared.service import RuntimeDep, ServiceRuntime
+from shared.service import RuntimeDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/perso", tags=["perso"])
@@ -84,23 +84,19 @@ async def _station_refusal(
     return None if problem is None else CardNotForThisStation(problem)
 
 
-async def _refuse_other_station(runtime: ServiceRuntime, card_id: UUID, station: str) -> None:
+async def _refusal_recorded(
+    repo: KeymgmtRepository, card_id: UUID, station: str
+) -> CardAtAnotherStation | CardNotForThisStation | None:
     """Station binding and planning (issue 15): a card bound to a chip at one station is
     scripted for that station only; a card no station has bound, only for a station its batch
     is assigned to. The station is the one the caller's token names. A refusal is recorded in
-    vault_access (committed) before it is raised."""
-    async with runtime.unit_of_work() as uow:
-        repo: KeymgmtRepository = uow.repo
-        refusal = await _station_refusal(repo, card_id, station)
-        if refusal is None:
-            return
+    vault_access, in the caller's unit of work (which then commits without a script), and
+    returned for the caller to raise once committed."""
+    refusal = await _station_refusal(repo, card_id, station)
+    if refusal is not None:
         purpose = f"perso refused: {refusal}"
         await repo.vault.record_access([(card_id, f"station:{station}", purpose)])
-    log.warning(
-        "perso refused: card not for this station",
-        extra={"card_id": str(card_id), "station": station, "why": str(refusal)},
-    )
-    raise refusal
+    return refusal
 
 
 async def _target(
@@ -187,18 +183,25 @@ async def secure_perso_script(
     refused with `card-cryptogram-mismatch` (and the refusal is recorded)."""
     iu, chip = _answer_of(body)
     card_id, settings, hsm = body.card_id, deps.settings, deps.hsm()
-    await _refuse_other_station(runtime, card_id, who.name)
-    async with runtime.unit_of_work() as uow:
-        target = await _target(uow.repo, card_id, chip, settings.kmc_label, who.name)
-        builder = ScriptBuilder(target, settings)
-        challenge = bytes.fromhex(body.host_challenge)
-        secured = await _secure(hsm, settings.kmc_label, challenge, iu, builder)
-        if isinstance(secured, SecuredScript):
-            await _record_perso(uow.repo, target, card_id, chip, who.name, secured, builder)
-        else:
-            # Recorded with the refusal; the station spoils the card and ejects the chip.
-            purpose = f"perso refused: card cryptogram mismatch (chip {chip})"
-            await uow.repo.vault.record_access([(card_id, f"station:{who.name}", purpose)])
+    async with runtime.unit_of_work() as uow:  # one transaction: refusal or script, recorded
+        refusal = await _refusal_recorded(uow.repo, card_id, who.name)
+        if refusal is None:
+            target = await _target(uow.repo, card_id, chip, settings.kmc_label, who.name)
+            builder = ScriptBuilder(target, settings)
+            challenge = bytes.fromhex(body.host_challenge)
+            secured = await _secure(hsm, settings.kmc_label, challenge, iu, builder)
+            if isinstance(secured, SecuredScript):
+                await _record_perso(uow.repo, target, card_id, chip, who.name, secured, builder)
+            else:
+                # Recorded with the refusal; the station spoils the card and ejects the chip.
+                purpose = f"perso refused: card cryptogram mismatch (chip {chip})"
+                await uow.repo.vault.record_access([(card_id, f"station:{who.name}", purpose)])
+    if refusal is not None:
+        log.warning(
+            "perso refused: card not for this station",
+            extra={"card_id": str(card_id), "station": who.name, "why": str(refusal)},
+        )
+        raise refusal
     if isinstance(secured, CardCryptogramMismatch):
         log.warning(
             "card cryptogram mismatch",
