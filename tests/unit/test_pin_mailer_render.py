@@ -31,8 +31,10 @@ def test_two_pins_differ_only_inside_the_panel() -> None:
     other = _image(render_pin_mailer(MAILER, bytearray([9, 8, 7, 6])))
     box = ImageChops.difference(one, other).getbbox()
     assert box is not None
-    left, top, right, bottom = box
-    assert left >= PANEL[0] and top >= PANEL[1] and right <= PANEL[2] and bottom <= PANEL[3]
+    assert box[0] >= PANEL[0]
+    assert box[1] >= PANEL[1]
+    assert box[2] <= PANEL[2]
+    assert box[3] <= PANEL[3]
 
 
 def test_a_font_is_opened_once_per_size() -> None:
