@@ -102,6 +102,7 @@ class QaMachine:
         self.queue_poll_s = queue_poll_s
         self.status = QaActivity()
         self._queue_changed = asyncio.Event()
+        self._ca_keys = ca_key_source(keymgmt)  # kept across cards (emv_check.py)
 
     def notify_queued(self) -> None:
         self._queue_changed.set()
@@ -267,11 +268,10 @@ class QaMachine:
 
     def terminal(self) -> TerminalConfig:
         """The kernel's configuration: the CA public keys are the ones keymgmt trusts, asked of
-        it by RID and index as the card names them (emv_check.py)."""
+        it by RID and index as the card names them, and kept a minute (emv_check.py)."""
         tx = self.transaction
         country, currency = bytes.fromhex(tx.terminal_country), bytes.fromhex(tx.currency)
-        source = ca_key_source(self.keymgmt)
-        return TerminalConfig({}, tx.amount_minor, country, currency, ca_key_source=source)
+        return TerminalConfig({}, tx.amount_minor, country, currency, ca_key_source=self._ca_keys)
 
     async def _record(
         self, runtime: ServiceRuntime, card: QaCard, checks: list[str], failure: str | None

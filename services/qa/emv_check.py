@@ -10,6 +10,7 @@ PIN try counter is at its limit (GET DATA 9F17) instead of presenting one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -54,19 +55,36 @@ class QaPlace:
     qa_station: str
 
 
-def ca_key_source(oracle: PaymentOracle) -> CaKeySource:
-    """The kernel's CA public keys: the ones keymgmt trusts (GET /v1/ca-keys/{rid}/{index}),
-    asked per card, so a CA key keymgmt adds or replaces is used at once, with no file to copy.
-    A CA keymgmt does not know (404) is None: the kernel fails ODA naming the RID and index."""
+CA_KEY_KEEP_S: Final = 60.0
+
+
+def ca_key_source(
+    oracle: PaymentOracle,
+    keep_s: float = CA_KEY_KEEP_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> CaKeySource:
+    """The kernel's CA public keys: the ones keymgmt trusts (GET /v1/ca-keys/{rid}/{index}).
+    A key keymgmt gave is kept `keep_s` seconds (every card names its CA key on both
+    interfaces: asking each time was two of keymgmt's nine calls a card); a key keymgmt adds
+    is used at once (an unknown key is never kept), one it replaces or withdraws within
+    `keep_s`. Only keys keymgmt holds are kept, so the card cannot grow the cache. A CA
+    keymgmt does not know (404) is None: the kernel fails ODA naming the RID and index."""
+    kept: dict[tuple[bytes, int], tuple[float, PublicKey]] = {}
 
     async def fetch(rid: bytes, index: int) -> PublicKey | None:
+        held = kept.get((rid, index))
+        if held is not None and clock() < held[0]:
+            return held[1]
         try:
             key = await oracle.ca_public_key(rid.hex().upper(), f"{index:02X}")
         except KeymgmtRefused as exc:
             if not exc.not_found:
                 raise  # QA's credentials refused: the machine's fault, never the card's
+            kept.pop((rid, index), None)
             return None
-        return PublicKey(bytes.fromhex(key.modulus), bytes.fromhex(key.exponent))
+        public = PublicKey(bytes.fromhex(key.modulus), bytes.fromhex(key.exponent))
+        kept[(rid, index)] = (clock() + keep_s, public)
+        return public
 
     return fetch
 
