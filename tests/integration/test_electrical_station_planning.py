@@ -14,11 +14,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
-from services.electrical.app import MIGRATIONS
-from services.electrical.repository import StationRepository
+from services.electrical.app import MIGRATIONS, build_app
+from services.electrical.repository import StationQueue, StationRepository
 from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.db import make_engine, migrate
@@ -76,6 +77,9 @@ async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
             assert [c.card_id if c else None for c in claimed] == [cards[legacy], cards[here], None]
             assert not await repo.has_queued("station-a")
             assert await repo.waiting_elsewhere("station-a") == 2  # queued, counted, unspoiled
+            # What station-a's /ready shows: one card for station-b, one for the planner.
+            assert await repo.queue_for("station-a") == StationQueue(0, 1, 0, 1)
+            assert await repo.queue_for("station-b") == StationQueue(1, 0, 0, 1)
             assert await repo.counts() == {"assigned": 2, "queued": 2}
             got = await repo.claim_next("C0FFEE000010", "station-b", "r0")
             assert got is not None
@@ -91,6 +95,7 @@ async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
             await repo.not_assigned_here(unplanned, "station-a")
             assert await repo.release(cards[unplanned])
             assert await repo.claim_next("C0FFEE000012", "station-a", "r0") is None
+            assert await repo.queue_for("station-a") == StationQueue(0, 0, 1, 0)  # parked
             assert await repo.assign(unplanned, ["station-a"], 2)
             got = await repo.claim_next("C0FFEE000012", "station-a", "r0")
             assert got is not None
@@ -161,6 +166,19 @@ async def test_the_agent_leaves_other_stations_cards_queued_and_releases_a_refus
             others: "queued",
             mine: "encoded",
             refused: "queued",
+        }
+        # The floor operator's view: nothing left for station-a, one card waiting for station-b
+        # and one in the batch parked by the refusal.
+        transport = httpx.ASGITransport(app=build_app(electrical))
+        async with httpx.AsyncClient(transport=transport, base_url="http://electrical") as http:
+            ready = (await http.get("/ready")).json()
+        assert ready["ready"] is True, ready
+        assert ready["queue"] == {
+            "for_this_station": 0,
+            "other_stations": 1,
+            "parked": 1,
+            "unplanned": 0,
+            "waiting_elsewhere": 2,
         }
         assert [(type(e), getattr(e, "card_id", None)) for e in out] == [(events.CardEncoded, mine)]
         # The planner moves both batches to station-a; keymgmt now serves the refused card.
