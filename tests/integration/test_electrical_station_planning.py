@@ -20,7 +20,6 @@ from sqlalchemy import text
 
 from services.electrical.app import MIGRATIONS, build_app
 from services.electrical.repository import StationQueue, StationRepository
-from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.db import make_engine, migrate
 from shared.pcsc import PcscClient
@@ -37,8 +36,7 @@ from tests.support.electrical import (
     read_events,
     station,
 )
-from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
-from tests.support.hsm import IssuerKeys
+from tests.support.electrical_keymgmt import KeymgmtTestDouble
 
 pytestmark = [
     pytest.mark.integration,
@@ -107,12 +105,6 @@ async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
 
 
 @pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with station_keymgmt(hsm, test_keys) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
 async def feeder(
     pcsc: PcscClient, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[FeederProcess]:
@@ -135,15 +127,19 @@ async def states(electrical: ServiceRuntime, *cards: uuid.UUID) -> dict[uuid.UUI
 
 
 async def test_the_agent_leaves_other_stations_cards_queued_and_releases_a_refused_one(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     """station-a's agent: station-b's card stays queued while station-a's is encoded; a card
     keymgmt refuses as not for this station goes back to the queue, never spoiled, and its chip
     takes the next card; a reassignment to station-a brings both in."""
-    others, mine, refused = keymgmt.add_card(), keymgmt.add_card(), keymgmt.add_card()
-    keymgmt.elsewhere.add(refused)
+    others, mine, refused = (
+        station_keymgmt.add_card(),
+        station_keymgmt.add_card(),
+        station_keymgmt.add_card(),
+    )
+    station_keymgmt.elsewhere.add(refused)
     other_batch, my_batch, refused_batch = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     settings = electrical.settings
     async with running(electrical):
         await publish(settings, "keymgmt", prepared(others, other_batch), assign_to=("station-b",))
@@ -182,7 +178,7 @@ async def test_the_agent_leaves_other_stations_cards_queued_and_releases_a_refus
         }
         assert [(type(e), getattr(e, "card_id", None)) for e in out] == [(events.CardEncoded, mine)]
         # The planner moves both batches to station-a; keymgmt now serves the refused card.
-        keymgmt.elsewhere.discard(refused)
+        station_keymgmt.elsewhere.discard(refused)
         await publish(
             settings,
             "keymgmt",
