@@ -21,7 +21,7 @@ from sqlalchemy import text
 from services.electrical.app import MIGRATIONS, build_app
 from services.electrical.repository import StationQueue, StationRepository
 from shared import events
-from shared.db import make_engine, migrate
+from shared.db import migrate
 from shared.pcsc import PcscClient
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
@@ -37,6 +37,7 @@ from tests.support.electrical import (
     station,
 )
 from tests.support.electrical_keymgmt import KeymgmtTestDouble
+from tests.support.schemas import fresh_schema
 
 pytestmark = [
     pytest.mark.integration,
@@ -47,17 +48,16 @@ pytestmark = [
 async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
     bureau_settings: BureauSettings, unique: str, tmp_path: Path
 ) -> None:
-    schema = f"electrical_p_{unique}"
-    engine = make_engine(bureau_settings.database_url, schema, pool_size=2)
+    url, schema = bureau_settings.database_url, f"electrical_p_{unique}"
     # A batch queued before station planning (migrations up to 0003), then the migration.
     before = tmp_path / "migrations"
     before.mkdir()
     for sql in sorted(MIGRATIONS.glob("000[123]_*.sql")):
         shutil.copy(sql, before / sql.name)
-    await migrate(engine, schema, before)
     here, there, unplanned, legacy = (uuid.uuid4() for _ in range(4))
     cards = {batch: uuid.uuid4() for batch in (here, there, unplanned, legacy)}
-    try:
+    async with fresh_schema(url, schema, before, pool_size=2) as fresh:
+        engine = fresh.engine
         async with engine.begin() as db:
             repo = StationRepository(db, schema)
             assert await repo.enqueue(cards[legacy], legacy, "acme", "acme-visa", uuid.uuid4())
@@ -98,10 +98,6 @@ async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
             got = await repo.claim_next("C0FFEE000012", "station-a", "r0")
             assert got is not None
             assert got.card_id == cards[unplanned]
-    finally:
-        async with engine.begin() as db:
-            await db.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
