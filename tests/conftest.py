@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.support.audit",
     "tests.support.audit_log",
     "tests.support.electrical",
+    "tests.support.electrical_keymgmt",
     "tests.support.fulfillment",
     "tests.support.graphical",
     "tests.support.hsm",

@@ -12,6 +12,7 @@ from services.audit.access import scoped_issuer
 from services.audit.chain import verify_chain
 from services.audit.handlers import evaluate_batch
 from services.audit.log_repository import EventLog, EventQuery
+from services.audit.paging import Page
 from services.audit.repository import AuditRepository, BatchRow
 from services.audit.service import Reconciliation, check_closure, reconcile_batch
 from shared.auth import Principal, require
@@ -37,12 +38,11 @@ def _check_issuer(principal: Principal, issuer_id: str) -> None:
 async def list_events(
     principal: Auditor,
     runtime: RuntimeDep,
+    page: Page,
     card_id: UUID | None = None,
     batch_id: UUID | None = None,
     event_type: Annotated[str | None, Query(alias="type")] = None,
     issuer_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
     actor: str | None = None,
     occurred_from: datetime | None = None,
     occurred_to: datetime | None = None,
@@ -53,18 +53,15 @@ async def list_events(
         batch_id,
         event_type,
         issuer_id,
-        after_seq,
-        limit,
+        page.after_seq,
+        page.limit,
         actor,
         occurred_from,
         occurred_to,
     )
     async with runtime.unit_of_work() as uow:
         found = await uow.repo.log.find_events(query)
-    return {
-        "events": found,
-        "next_after_seq": found[-1]["seq"] if len(found) == limit else None,
-    }
+    return page.answer("events", found)
 
 
 @router.get(

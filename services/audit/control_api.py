@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query
 
 from services.audit.access import scoped_issuer
 from services.audit.log_repository import ControlQuery, EventLog
+from services.audit.paging import Page
 from shared.auth import Principal, require
 from shared.events.control import ControlAct
 from shared.service import RuntimeDep
@@ -32,6 +33,7 @@ Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
 async def list_control_events(
     principal: Auditor,
     runtime: RuntimeDep,
+    page: Page,
     act: ControlAct | None = None,
     outcome: Literal["ok", "refused"] | None = None,
     principal_id: Annotated[str | None, Query(alias="principal", max_length=128)] = None,
@@ -39,8 +41,6 @@ async def list_control_events(
     issuer_id: str | None = None,
     occurred_from: datetime | None = None,
     occurred_to: datetime | None = None,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """`principal` matches who took a step or who started its act (`role:name`); an issuer's
     auditor sees its own issuer's steps (a card destruction, which may span issuers, is the
@@ -53,17 +53,13 @@ async def list_control_events(
         scoped_issuer(principal, issuer_id),
         occurred_from,
         occurred_to,
-        after_seq,
-        limit,
+        page.after_seq,
+        page.limit,
     )
     async with runtime.unit_of_work() as uow:
         event_log: EventLog = uow.repo.log
         entries = await event_log.control_events(query)
-    found = [control_event(entry) for entry in entries]
-    return {
-        "control_events": found,
-        "next_after_seq": found[-1]["seq"] if len(found) == limit else None,
-    }
+    return page.answer("control_events", [control_event(entry) for entry in entries])
 
 
 def control_event(entry: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from services.audit.log_repository import EventLog
+from services.audit.paging import Page
 from shared.auth import Principal, require
 from shared.errors import Forbidden
 from shared.events.producers import parse_forgery
@@ -31,20 +32,15 @@ Auditor = Annotated[Principal, Depends(require("auditor", "admin"))]
 async def list_security_events(
     principal: Auditor,
     runtime: RuntimeDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page: Page,
 ) -> dict[str, Any]:
     if principal.issuer_id is not None:
         # A forged record names no issuer anyone vouches for: the bureau's auditors see them.
         raise Forbidden("security events are the bureau's; issuer auditors cannot list them")
     async with runtime.unit_of_work() as uow:
         event_log: EventLog = uow.repo.log
-        entries = await event_log.security_events(after_seq, limit)
-    found = [security_event(entry) for entry in entries]
-    return {
-        "security_events": found,
-        "next_after_seq": found[-1]["seq"] if len(found) == limit else None,
-    }
+        entries = await event_log.security_events(page.after_seq, page.limit)
+    return page.answer("security_events", [security_event(entry) for entry in entries])
 
 
 def security_event(entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The electrical station agent: personalises the chips in one encoding station's readers;
-readiness reports the readers it sees."""
+readiness reports the readers it sees and the queue as this station sees it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.electrical.feeder_client import FeederTransport
 from services.electrical.handlers import HANDLERS, ElectricalDeps
@@ -41,6 +42,20 @@ async def reader_readiness(agent: StationAgent, report: dict[str, Any]) -> None:
         if name not in seen:
             report["problems"].append(f"reader not known to pcscd: {name}")
     report.update(station_id=agent.station_id, readers=readers, readers_seen=sorted(seen))
+
+
+async def queue_readiness(runtime: ServiceRuntime, station_id: str, report: dict[str, Any]) -> None:
+    """Readiness adds the queue: cards this station may claim beside those waiting for other
+    stations, in a parked batch or for the planner (queued, never spoiled; issue 15). Cards
+    waiting elsewhere do not make the station unready. With the database away the queue is
+    unknown (null); the database problem is already reported."""
+    try:
+        async with runtime.engine.connect() as db:
+            queue = await StationRepository(db, runtime.schema).queue_for(station_id)
+    except (SQLAlchemyError, OSError):
+        report["queue"] = None
+        return
+    report["queue"] = {**asdict(queue), "waiting_elsewhere": queue.waiting_elsewhere}
 
 
 def bootstrap(
@@ -92,6 +107,7 @@ def bootstrap(
         deps=deps,
         readiness=[partial(reader_readiness, agent)],
     )
+    runtime.readiness_checks.append(partial(queue_readiness, runtime, settings.station_id))
     for closer in closers:
         runtime.on_stop(closer.aclose)
     return runtime

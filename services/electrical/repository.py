@@ -27,6 +27,20 @@ class UnfinishedCard:
     reader: str | None
 
 
+@dataclass(frozen=True)
+class StationQueue:
+    """Queued cards by where their batch's assignment (batch.assigned) sends them."""
+
+    for_this_station: int  # assigned to this station (or queued before station planning)
+    other_stations: int  # assigned to other stations only
+    parked: int  # assigned to no station: the planner parked the batch
+    unplanned: int  # no assignment heard yet: waiting for the planner
+
+    @property
+    def waiting_elsewhere(self) -> int:
+        return self.other_stations + self.parked + self.unplanned
+
+
 class StationRepository:
     def __init__(self, conn: AsyncConnection, schema: str) -> None:
         self._conn = conn
@@ -115,14 +129,27 @@ class StationRepository:
     async def waiting_elsewhere(self, station_id: str) -> int:
         """Queued cards this station may not claim: their batch is assigned elsewhere, parked,
         or not assigned yet. They stay queued, never spoiled."""
+        return (await self.queue_for(station_id)).waiting_elsewhere
+
+    async def queue_for(self, station_id: str) -> StationQueue:
+        """The queue as this station sees it, for its /ready (polled, so one cheap query): the
+        queued cards are counted per batch from the claim index (state = 'queued', led by
+        batch_seq) and each batch's count goes to where its assignment sends it."""
         row = await self._conn.execute(
             text(
-                f"SELECT count(*) FROM {self._s}.station_cards c"
-                f" WHERE state = 'queued' AND NOT ({self._for_station})"
+                "SELECT coalesce(sum(n) FILTER (WHERE b.any_station"
+                " OR :station = ANY(b.stations)), 0),"
+                " coalesce(sum(n) FILTER (WHERE NOT b.any_station AND cardinality(b.stations) > 0"
+                " AND NOT :station = ANY(b.stations)), 0),"
+                " coalesce(sum(n) FILTER (WHERE NOT b.any_station AND b.stations = '{}'), 0),"
+                " coalesce(sum(n) FILTER (WHERE NOT b.any_station AND b.stations IS NULL), 0)"
+                f" FROM (SELECT batch_seq, count(*) AS n FROM {self._s}.station_cards"
+                " WHERE state = 'queued' GROUP BY batch_seq) q"
+                f" JOIN {self._s}.batches b ON b.seq = q.batch_seq"
             ),
             {"station": station_id},
         )
-        return int(row.scalar_one())
+        return StationQueue(*(int(n) for n in row.one()))
 
     async def assign(self, batch_id: UUID, stations: list[str], revision: int) -> bool:
         """keymgmt's assignment of the batch (batch.assigned), kept only if newer than the one

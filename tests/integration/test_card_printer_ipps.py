@@ -12,7 +12,6 @@ graphical.py's `printer` fixture.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,15 @@ from services.graphical.settings import GraphicalSettings
 from tests.conftest import running
 from tests.support.bus import wait_for
 from tests.support.graphical import (
-    SERVICE_TOKEN,
     KeymgmtDouble,
     encoded,
     graphical,
-    graphical_settings,
     publish,
 )
 from tests.support.printer import TestPrinter
 from tests.support.tls import TestCa
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
-) -> GraphicalSettings:
-    return graphical_settings(unique, keymgmt, printer)
 
 
 def test_graphical_refuses_a_plain_ipp_card_printer() -> None:
@@ -59,9 +43,9 @@ def test_graphical_refuses_a_plain_ipp_card_printer() -> None:
 
 @pytest.mark.parametrize("wrong", ["another CA", "another host"])
 async def test_a_card_printer_with_a_wrong_certificate_receives_no_face(
-    settings: GraphicalSettings,
+    graphical_settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,
+    graphical_keymgmt: KeymgmtDouble,
     printer: TestPrinter,
     tmp_path: Path,
     wrong: str,
@@ -72,11 +56,13 @@ async def test_a_card_printer_with_a_wrong_certificate_receives_no_face(
     else:  # the trusted CA's own certificate, but for another printer's name
         trusted = TestCa.create(home / "ca", "card CA")
         trusted.issue(home / "keys", names=("printer.example",))
-        settings = settings.model_copy(update={"card_printer_ca": str(trusted.cert_file)})
+        graphical_settings = graphical_settings.model_copy(
+            update={"card_printer_ca": str(trusted.cert_file)}
+        )
     impostor = TestPrinter(home, name="impostor", tls_keys=home / "keys")
     impostor.start()
-    card_id = keymgmt.add_card("acme")
-    config = settings.model_copy(update={"card_printer_uri": impostor.uri})
+    card_id = graphical_keymgmt.add_card("acme")
+    config = graphical_settings.model_copy(update={"card_printer_uri": impostor.uri})
     job: dict[str, Any] = {}
     try:
         await impostor.wait_up()

@@ -84,6 +84,15 @@ async def test_a_stock_destruction_refused_then_confirmed_is_in_audits_log(
     entries = await api.get("/v1/events", params={"type": "control.recorded"}, headers=AUDITOR)
     assert [e["seq"] for e in entries.json()["events"]] == [s["seq"] for s in steps]
     refused = await control_steps(api, 1, outcome="refused", principal=olga)
+    # Pages of two: the next page starts after the last step of a full page; a short one ends.
+    pages: list[list[dict[str, Any]]] = []
+    after: int | None = 0
+    while after is not None:
+        params: dict[str, str | int] = {"subject_id": request_id, "limit": 2, "after_seq": after}
+        page = (await api.get("/v1/control-events", params=params, headers=AUDITOR)).json()
+        pages.append(page["control_events"])
+        after = page["next_after_seq"]
+    assert pages == [steps[:2], steps[2:]]
     assert [s["log_index"] for s in refused] == [steps[1]["log_index"]]
     # Another issuer's auditor sees none of bank-a's steps.
     other = await api.get("/v1/control-events", headers=OTHER_ISSUERS_AUDITOR)

@@ -10,8 +10,6 @@ double of the fulfillment tests.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,26 +21,10 @@ from tests.support.audit import AUDITOR, control_steps, logged
 from tests.support.bus import settled
 from tests.support.fulfillment import (
     ISSUER,
-    SERVICE_TOKEN,
-    fulfillment_settings,
     publish,
 )
-from tests.support.graphical import KeymgmtDouble
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
-) -> FulfillmentSettings:
-    return fulfillment_settings(unique, keymgmt, tmp_path)
 
 
 def failed(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardQaFailed:
@@ -57,16 +39,18 @@ def failed(card_id: uuid.UUID, batch_id: uuid.UUID) -> events.CardQaFailed:
 
 
 async def test_a_two_operator_destruction_and_a_refused_confirmation_are_in_audits_log(
-    settings: FulfillmentSettings,
+    fulfillment_settings: FulfillmentSettings,
     runtime: ServiceRuntime,
     http: httpx.AsyncClient,
     audit: ServiceRuntime,
     api: httpx.AsyncClient,
     unique: str,
 ) -> None:
-    assert settings.topic_prefix == audit.settings.topic_prefix, "one bureau, one prefix"
+    assert fulfillment_settings.topic_prefix == audit.settings.topic_prefix, (
+        "one bureau, one prefix"
+    )
     batch, cards = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
-    await publish(settings, *(("qa", failed(card, batch)) for card in cards))
+    await publish(fulfillment_settings, *(("qa", failed(card, batch)) for card in cards))
     await settled(runtime, 2)
     asked = await http.post("/v1/destructions", json={"card_ids": [str(c) for c in cards]})
     assert asked.status_code == 201, asked.text

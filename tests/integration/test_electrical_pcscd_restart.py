@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
@@ -26,20 +25,13 @@ from tests.support.electrical import (
     read_events,
     station,
 )
-from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
-from tests.support.hsm import IssuerKeys
+from tests.support.electrical_keymgmt import KeymgmtTestDouble
 from tests.support.pcscd import pcscd
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with station_keymgmt(hsm, test_keys) as double:
-        yield double
 
 
 log = logging.getLogger(__name__)
@@ -67,11 +59,11 @@ def terminal(seen: list[events.Event]) -> dict[uuid.UUID, list[events.Event]]:
 
 
 async def test_a_pcscd_restart_mid_batch_loses_no_card_and_encodes_none_twice(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
-    cards = {keymgmt.add_card() for _ in range(CARDS)}
+    cards = {station_keymgmt.add_card() for _ in range(CARDS)}
     batch = uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=4)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=4)
     try:
         async with running(electrical):
             await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in cards))

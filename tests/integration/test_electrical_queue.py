@@ -7,36 +7,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.electrical.app import MIGRATIONS
 from services.electrical.repository import StationRepository
 from services.electrical.service import QueuedCard, next_to_claim
-from shared.db import make_engine, migrate
 from shared.settings import BureauSettings
+from tests.support.schemas import FreshSchema, fresh_schema
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass(frozen=True)
-class Queue:
-    engine: AsyncEngine
-    schema: str
-
-
 @pytest.fixture
-async def queue(bureau_settings: BureauSettings, unique: str) -> AsyncIterator[Queue]:
-    schema = f"electrical_q_{unique}"
-    instance = make_engine(bureau_settings.database_url, schema, pool_size=8)
-    await migrate(instance, schema, MIGRATIONS)
-    yield Queue(instance, schema)
-    await instance.dispose()
+async def queue(bureau_settings: BureauSettings, unique: str) -> AsyncIterator[FreshSchema]:
+    url, schema = bureau_settings.database_url, f"electrical_q_{unique}"
+    async with fresh_schema(url, schema, MIGRATIONS) as fresh:
+        yield fresh
 
 
-async def enqueue(queue: Queue, *cards: tuple[uuid.UUID, uuid.UUID]) -> None:
+async def enqueue(queue: FreshSchema, *cards: tuple[uuid.UUID, uuid.UUID]) -> None:
     """Queue the cards, each batch assigned to station-a (keymgmt's batch.assigned)."""
     async with queue.engine.begin() as db:
         repo = StationRepository(db, queue.schema)
@@ -45,12 +35,12 @@ async def enqueue(queue: Queue, *cards: tuple[uuid.UUID, uuid.UUID]) -> None:
             await repo.assign(batch_id, ["station-a"], 1)
 
 
-async def claim(queue: Queue, chip: str) -> QueuedCard | None:
+async def claim(queue: FreshSchema, chip: str) -> QueuedCard | None:
     async with queue.engine.begin() as db:
         return await StationRepository(db, queue.schema).claim_next(chip, "station-a", "reader-0")
 
 
-async def test_claims_take_the_oldest_batch_first_then_arrival_order(queue: Queue) -> None:
+async def test_claims_take_the_oldest_batch_first_then_arrival_order(queue: FreshSchema) -> None:
     a, b = uuid.uuid4(), uuid.uuid4()
     a1, a2, b1, a3, b2 = (uuid.uuid4() for _ in range(5))
     # a3 arrives after b1, but its batch reached the station first.
@@ -62,7 +52,7 @@ async def test_claims_take_the_oldest_batch_first_then_arrival_order(queue: Queu
     assert claimed == [a1, a2, a3, b1, b2, None]
 
 
-async def test_the_sql_order_is_the_domain_order(queue: Queue) -> None:
+async def test_the_sql_order_is_the_domain_order(queue: FreshSchema) -> None:
     batches = [uuid.uuid4() for _ in range(3)]
     arrivals = [(uuid.uuid4(), batches[i % 3]) for i in range(9)]
     await enqueue(queue, *arrivals)
@@ -77,7 +67,7 @@ async def test_the_sql_order_is_the_domain_order(queue: Queue) -> None:
     assert claimed == expected
 
 
-async def test_concurrent_readers_never_get_the_same_card(queue: Queue) -> None:
+async def test_concurrent_readers_never_get_the_same_card(queue: FreshSchema) -> None:
     batch = uuid.uuid4()
     cards = [(uuid.uuid4(), batch) for _ in range(40)]
     await enqueue(queue, *cards)
@@ -98,7 +88,7 @@ async def test_concurrent_readers_never_get_the_same_card(queue: Queue) -> None:
 
 
 async def test_a_used_chip_is_never_bound_again_and_only_unwritten_cards_requeue(
-    queue: Queue,
+    queue: FreshSchema,
 ) -> None:
     batch = uuid.uuid4()
     first, second, third = (uuid.uuid4() for _ in range(3))
@@ -128,7 +118,7 @@ async def test_a_used_chip_is_never_bound_again_and_only_unwritten_cards_requeue
         assert not await repo.enqueue(first, batch, "acme", "acme-visa", uuid.uuid4())
 
 
-async def test_cancelled_cards_leave_the_queue_or_never_join_it(queue: Queue) -> None:
+async def test_cancelled_cards_leave_the_queue_or_never_join_it(queue: FreshSchema) -> None:
     batch = uuid.uuid4()
     queued, early, claimed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await enqueue(queue, (claimed, batch), (queued, batch))

@@ -14,7 +14,6 @@ import pytest
 from services.electrical.app import build_app
 from services.electrical.outcomes import RECOVERY_REASON
 from services.electrical.repository import StationRepository
-from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.db import migrate
 from shared.pcsc import PcscClient
@@ -29,19 +28,12 @@ from tests.support.electrical import (
     read_events,
     station,
 )
-from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
-from tests.support.hsm import IssuerKeys
+from tests.support.electrical_keymgmt import KeymgmtTestDouble
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with station_keymgmt(hsm, test_keys) as double:
-        yield double
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +47,9 @@ async def feeder(
 
 
 @pytest.fixture
-def keymgmt_restored(keymgmt: KeymgmtTestDouble) -> Iterator[KeymgmtTestDouble]:
-    yield keymgmt
-    keymgmt.available = True
+def keymgmt_restored(station_keymgmt: KeymgmtTestDouble) -> Iterator[KeymgmtTestDouble]:
+    yield station_keymgmt
+    station_keymgmt.available = True
 
 
 async def states(runtime: ServiceRuntime) -> dict[str, int]:
@@ -105,11 +97,11 @@ async def test_keymgmt_outage_keeps_cards_assigned_and_encodes_nothing_until_it_
 
 
 async def test_a_restart_spoils_a_half_written_card_and_queues_an_unwritten_one_again(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
-    half_written, unwritten = keymgmt.add_card(), keymgmt.add_card()
+    half_written, unwritten = station_keymgmt.add_card(), station_keymgmt.add_card()
     batch = uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     # What a crashed agent leaves behind, through the repository's own state moves.
     await migrate(electrical.engine, electrical.schema, electrical.migrations)
     async with electrical.engine.begin() as db:
@@ -135,4 +127,4 @@ async def test_a_restart_spoils_a_half_written_card_and_queues_an_unwritten_one_
     assert spoiled.stage == "electrical"
     assert isinstance(encoded, events.CardEncoded)
     assert encoded.chip_serial != "C0FFEE000002"  # a real chip from the reader, not the stale one
-    assert keymgmt.scripts[half_written] == 0
+    assert station_keymgmt.scripts[half_written] == 0

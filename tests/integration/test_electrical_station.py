@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import text
 
 from services.electrical.ports import ScriptSource
-from services.keymgmt.hsm.session import Hsm
 from shared import events
 from shared.keymgmt.contract import SecureScript, SecureScriptRequest
 from shared.pcsc import PcscClient
@@ -37,8 +36,7 @@ from tests.support.electrical import (
     read_events,
     station,
 )
-from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
-from tests.support.hsm import IssuerKeys
+from tests.support.electrical_keymgmt import KeymgmtTestDouble
 from vcard.store import CardStore
 
 pytestmark = [
@@ -46,12 +44,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
 log = logging.getLogger(__name__)
-
-
-@pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with station_keymgmt(hsm, test_keys) as double:
-        yield double
 
 
 PER_READER = 50  # the issue's bar: 4 readers x 50 cards, every chip then through QA
@@ -74,7 +66,7 @@ def encoded_count(n: int) -> Callable[[list[events.Event]], bool]:
 @pytest.mark.timeout(900)
 async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     unique: str,
-    keymgmt: KeymgmtTestDouble,
+    station_keymgmt: KeymgmtTestDouble,
     feeder: FeederProcess,
     pcsc: PcscClient,
     tmp_path: Path,
@@ -84,9 +76,9 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     caplog.set_level(logging.DEBUG)
     total = 4 * PER_READER
     batches = [uuid.uuid4(), uuid.uuid4()]
-    cards = {keymgmt.add_card(): batches[i * 2 // total] for i in range(total)}
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=4)
-    qa = qa_machine(unique, keymgmt, feeder, pcsc, tmp_path / "spool")
+    cards = {station_keymgmt.add_card(): batches[i * 2 // total] for i in range(total)}
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=4)
+    qa = qa_machine(unique, station_keymgmt, feeder, pcsc, tmp_path / "spool")
     async with running(electrical), running(qa):
         started = time.monotonic()
         await publish(electrical.settings, "keymgmt", *(prepared(c, b) for c, b in cards.items()))
@@ -115,7 +107,7 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     assert set(per_reader) == set(feeder.station_readers)  # every reader took cards
     # Readers claim the next card when free, so shares are near, not exactly, 50 each.
     assert min(per_reader.values()) >= PER_READER * 0.8, dict(per_reader)
-    assert all(keymgmt.scripts[c] == 1 for c in cards)
+    assert all(station_keymgmt.scripts[c] == 1 for c in cards)
     for event in encoded:
         assert (await feeder.card(event.chip_serial))["lifecycle"] == "personalized"
 
@@ -124,7 +116,7 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
     assert {v.card_id for v in passed} == set(cards)
     emv = ("emv-contact", "oda", "chip-readback", "arqc", "emv-contactless")  # docs/terminal.md
     assert {tuple(v.checks) for v in passed} == {(*emv, "print-image")}
-    pans = [keymgmt.records[c].pan for c in cards]
+    pans = [station_keymgmt.records[c].pan for c in cards]
     assert_no_clear_pan(pans, raw_electrical + raw_qa, caplog.records)
 
     rate = total / elapsed
@@ -144,7 +136,7 @@ async def test_four_readers_personalise_concurrently_and_every_chip_passes_qa(
 
 
 async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     reader = feeder.station_readers[0]
     # The next card leaves the reader after its 6th APDU (GET DATA, SELECT ISD, INITIALIZE
@@ -152,9 +144,9 @@ async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
     await next_card_with(feeder, pcsc, reader, remove_after_apdus=6)
     # ... and the one after it has a defective NVM from STORE DATA block 02 on.
     await feeder.arm(reader, store_data_memory_failure_at_block=2)
-    cards = [keymgmt.add_card() for _ in range(3)]
+    cards = [station_keymgmt.add_card() for _ in range(3)]
     batch = uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     async with running(electrical):
         await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in cards))
         out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 3)
@@ -187,16 +179,16 @@ async def test_removed_and_failing_chips_are_spoiled_and_the_next_card_goes_on(
 
 
 async def test_a_chip_with_another_kmc_is_refused_recorded_and_the_next_card_goes_on(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     """A chip made with another KMC fails keymgmt's card cryptogram check: its card is spoiled
     with the reason (card.spoiled, which audit records), the chip is ejected unwritten and the
     next chip takes the next card."""
     reader = feeder.station_readers[0]
     await next_card_with(feeder, pcsc, reader, wrong_kmc=True)
-    cards = [keymgmt.add_card() for _ in range(2)]
+    cards = [station_keymgmt.add_card() for _ in range(2)]
     batch = uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     async with running(electrical):
         await publish(electrical.settings, "keymgmt", *(prepared(c, batch) for c in cards))
         out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 2)
@@ -206,7 +198,7 @@ async def test_a_chip_with_another_kmc_is_refused_recorded_and_the_next_card_goe
     assert len(encoded) == 1
     refused = spoiled[0]
     assert refused.reason.startswith("card cryptogram mismatch")
-    assert refused.chip_serial in keymgmt.refused_chips
+    assert refused.chip_serial in station_keymgmt.refused_chips
     assert refused.apdu_trace[-2:] == ["00A40400 9000", "80500000 9000"]
     assert (await feeder.card(refused.chip_serial))["lifecycle"] == "blank"
     assert (await feeder.card(encoded[0].chip_serial))["lifecycle"] == "personalized"
@@ -214,12 +206,12 @@ async def test_a_chip_with_another_kmc_is_refused_recorded_and_the_next_card_goe
 
 
 async def test_an_scp02_chip_is_personalised_through_the_same_flow(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     reader = feeder.station_readers[0]
     await next_card_with(feeder, pcsc, reader, scp="02")
-    card = keymgmt.add_card()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    card = station_keymgmt.add_card()
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     async with running(electrical):
         await publish(electrical.settings, "keymgmt", prepared(card, uuid.uuid4()))
         out, _raw = await read_events(electrical.settings, "electrical", lambda s: len(s) >= 1)
@@ -246,12 +238,12 @@ class TamperingStation:
 
 
 async def test_a_station_tampering_with_a_command_is_stopped_by_the_card(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     reader = feeder.station_readers[0]
     await feeder.eject(reader)  # a fresh blank
-    card = keymgmt.add_card()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    card = station_keymgmt.add_card()
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     electrical.deps.agent.keymgmt = TamperingStation(electrical.deps.agent.keymgmt)
     async with running(electrical):
         await publish(electrical.settings, "keymgmt", prepared(card, uuid.uuid4()))
@@ -267,15 +259,15 @@ async def test_a_station_tampering_with_a_command_is_stopped_by_the_card(
 
 
 async def test_a_card_cancelled_at_the_reader_frees_its_untouched_chip_for_the_next(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     """keymgmt refuses a card its issuer cancelled after the station queued it: the card ends
     `cancelled` with no event of the station's (intake's card.cancelled is its outcome), and the
     chip, never written, takes the next card."""
-    cancelled, good = keymgmt.add_card(), keymgmt.add_card()
-    keymgmt.cancelled.add(cancelled)
+    cancelled, good = station_keymgmt.add_card(), station_keymgmt.add_card()
+    station_keymgmt.cancelled.add(cancelled)
     batch = uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     states: dict[uuid.UUID, tuple[str, str | None]] = {}
 
     async def both_done() -> bool:

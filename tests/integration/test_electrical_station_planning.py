@@ -14,14 +14,14 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
-from services.electrical.app import MIGRATIONS
-from services.electrical.repository import StationRepository
-from services.keymgmt.hsm.session import Hsm
+from services.electrical.app import MIGRATIONS, build_app
+from services.electrical.repository import StationQueue, StationRepository
 from shared import events
-from shared.db import make_engine, migrate
+from shared.db import migrate
 from shared.pcsc import PcscClient
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
@@ -36,8 +36,8 @@ from tests.support.electrical import (
     read_events,
     station,
 )
-from tests.support.electrical_keymgmt import KeymgmtTestDouble, station_keymgmt
-from tests.support.hsm import IssuerKeys
+from tests.support.electrical_keymgmt import KeymgmtTestDouble
+from tests.support.schemas import fresh_schema
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,17 +48,16 @@ pytestmark = [
 async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
     bureau_settings: BureauSettings, unique: str, tmp_path: Path
 ) -> None:
-    schema = f"electrical_p_{unique}"
-    engine = make_engine(bureau_settings.database_url, schema, pool_size=2)
+    url, schema = bureau_settings.database_url, f"electrical_p_{unique}"
     # A batch queued before station planning (migrations up to 0003), then the migration.
     before = tmp_path / "migrations"
     before.mkdir()
     for sql in sorted(MIGRATIONS.glob("000[123]_*.sql")):
         shutil.copy(sql, before / sql.name)
-    await migrate(engine, schema, before)
     here, there, unplanned, legacy = (uuid.uuid4() for _ in range(4))
     cards = {batch: uuid.uuid4() for batch in (here, there, unplanned, legacy)}
-    try:
+    async with fresh_schema(url, schema, before, pool_size=2) as fresh:
+        engine = fresh.engine
         async with engine.begin() as db:
             repo = StationRepository(db, schema)
             assert await repo.enqueue(cards[legacy], legacy, "acme", "acme-visa", uuid.uuid4())
@@ -76,6 +75,9 @@ async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
             assert [c.card_id if c else None for c in claimed] == [cards[legacy], cards[here], None]
             assert not await repo.has_queued("station-a")
             assert await repo.waiting_elsewhere("station-a") == 2  # queued, counted, unspoiled
+            # What station-a's /ready shows: one card for station-b, one for the planner.
+            assert await repo.queue_for("station-a") == StationQueue(0, 1, 0, 1)
+            assert await repo.queue_for("station-b") == StationQueue(1, 0, 0, 1)
             assert await repo.counts() == {"assigned": 2, "queued": 2}
             got = await repo.claim_next("C0FFEE000010", "station-b", "r0")
             assert got is not None
@@ -91,20 +93,11 @@ async def test_a_station_claims_only_cards_of_batches_assigned_to_it(
             await repo.not_assigned_here(unplanned, "station-a")
             assert await repo.release(cards[unplanned])
             assert await repo.claim_next("C0FFEE000012", "station-a", "r0") is None
+            assert await repo.queue_for("station-a") == StationQueue(0, 0, 1, 0)  # parked
             assert await repo.assign(unplanned, ["station-a"], 2)
             got = await repo.claim_next("C0FFEE000012", "station-a", "r0")
             assert got is not None
             assert got.card_id == cards[unplanned]
-    finally:
-        async with engine.begin() as db:
-            await db.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with station_keymgmt(hsm, test_keys) as double:
-        yield double
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +123,19 @@ async def states(electrical: ServiceRuntime, *cards: uuid.UUID) -> dict[uuid.UUI
 
 
 async def test_the_agent_leaves_other_stations_cards_queued_and_releases_a_refused_one(
-    unique: str, keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
+    unique: str, station_keymgmt: KeymgmtTestDouble, feeder: FeederProcess, pcsc: PcscClient
 ) -> None:
     """station-a's agent: station-b's card stays queued while station-a's is encoded; a card
     keymgmt refuses as not for this station goes back to the queue, never spoiled, and its chip
     takes the next card; a reassignment to station-a brings both in."""
-    others, mine, refused = keymgmt.add_card(), keymgmt.add_card(), keymgmt.add_card()
-    keymgmt.elsewhere.add(refused)
+    others, mine, refused = (
+        station_keymgmt.add_card(),
+        station_keymgmt.add_card(),
+        station_keymgmt.add_card(),
+    )
+    station_keymgmt.elsewhere.add(refused)
     other_batch, my_batch, refused_batch = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    electrical = station(unique, keymgmt, feeder, pcsc, readers=1)
+    electrical = station(unique, station_keymgmt, feeder, pcsc, readers=1)
     settings = electrical.settings
     async with running(electrical):
         await publish(settings, "keymgmt", prepared(others, other_batch), assign_to=("station-b",))
@@ -162,9 +159,22 @@ async def test_the_agent_leaves_other_stations_cards_queued_and_releases_a_refus
             mine: "encoded",
             refused: "queued",
         }
+        # The floor operator's view: nothing left for station-a, one card waiting for station-b
+        # and one in the batch parked by the refusal.
+        transport = httpx.ASGITransport(app=build_app(electrical))
+        async with httpx.AsyncClient(transport=transport, base_url="http://electrical") as http:
+            ready = (await http.get("/ready")).json()
+        assert ready["ready"] is True, ready
+        assert ready["queue"] == {
+            "for_this_station": 0,
+            "other_stations": 1,
+            "parked": 1,
+            "unplanned": 0,
+            "waiting_elsewhere": 2,
+        }
         assert [(type(e), getattr(e, "card_id", None)) for e in out] == [(events.CardEncoded, mine)]
         # The planner moves both batches to station-a; keymgmt now serves the refused card.
-        keymgmt.elsewhere.discard(refused)
+        station_keymgmt.elsewhere.discard(refused)
         await publish(
             settings,
             "keymgmt",

@@ -10,8 +10,6 @@ double of the fulfillment tests.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,29 +27,14 @@ from tests.support.audit_story import BatchStory
 from tests.support.bus import collect, wait_for
 from tests.support.fulfillment import (
     ISSUER,
-    SERVICE_TOKEN,
     count_of,
     emitted,
-    fulfillment_settings,
     passed,
     publish,
 )
 from tests.support.graphical import KeymgmtDouble
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
-) -> FulfillmentSettings:
-    return fulfillment_settings(unique, keymgmt, tmp_path)
 
 
 async def in_inbox(runtime: ServiceRuntime, event_id: uuid.UUID) -> bool:
@@ -90,20 +73,22 @@ def forged_count(topic: str) -> float:
 
 
 async def test_a_forged_batch_reconciled_is_dead_lettered_audited_and_ships_nothing(
-    settings: FulfillmentSettings,
+    fulfillment_settings: FulfillmentSettings,
     runtime: ServiceRuntime,
     audit: ServiceRuntime,
     api: httpx.AsyncClient,
-    keymgmt: KeymgmtDouble,
+    fulfillment_keymgmt: KeymgmtDouble,
 ) -> None:
-    assert settings.topic_prefix == audit.settings.topic_prefix, "one bureau, one prefix"
-    batch, card = uuid.uuid4(), keymgmt.add_card(ISSUER)
-    await publish(settings, ("qa", passed(card, batch)))
-    await emitted(settings, count_of("card.packed", 1))
+    assert fulfillment_settings.topic_prefix == audit.settings.topic_prefix, (
+        "one bureau, one prefix"
+    )
+    batch, card = uuid.uuid4(), fulfillment_keymgmt.add_card(ISSUER)
+    await publish(fulfillment_settings, ("qa", passed(card, batch)))
+    await emitted(fulfillment_settings, count_of("card.packed", 1))
 
-    electrical = settings.topic("electrical")
+    electrical = fulfillment_settings.topic("electrical")
     forged = events.BatchReconciled(issuer_id=ISSUER, actor="audit", batch_id=batch, counts={})
-    await publish(settings, ("electrical", forged))
+    await publish(fulfillment_settings, ("electrical", forged))
     reason = f"forged: type=batch.reconciled topic={electrical} producer=audit"
 
     # Both consumers that handle batch.reconciled dead-letter it, with the reason in a header.
@@ -113,7 +98,9 @@ async def test_a_forged_batch_reconciled_is_dead_lettered_audited_and_ships_noth
         sources = {dict(r.headers)["dlq.source"].decode().split("/")[0] for r in seen}
         return groups <= sources
 
-    dead = await collect(settings.kafka_bootstrap, settings.topic("dlq"), both_dead)
+    dead = await collect(
+        fulfillment_settings.kafka_bootstrap, fulfillment_settings.topic("dlq"), both_dead
+    )
     for record in dead:
         headers = dict(record.headers)
         assert headers["dlq.reason"].decode() == reason
@@ -122,7 +109,7 @@ async def test_a_forged_batch_reconciled_is_dead_lettered_audited_and_ships_noth
     assert forged_count(electrical) >= 2
 
     # Fulfillment did not move: no shipment, the forged event never reached its inbox.
-    out = await emitted(settings, count_of("dead_letter.recorded", 1))
+    out = await emitted(fulfillment_settings, count_of("dead_letter.recorded", 1))
     assert sorted(e.type for e in out) == ["card.packed", "dead_letter.recorded"]  # 2 partitions
     assert not await in_inbox(runtime, forged.event_id)
     assert not await in_inbox(audit, forged.event_id)
@@ -148,8 +135,8 @@ async def test_a_forged_batch_reconciled_is_dead_lettered_audited_and_ships_noth
 
     # The genuine decision, on audit's own topic, still ships the batch.
     genuine = events.BatchReconciled(issuer_id=ISSUER, actor="audit", batch_id=batch, counts={})
-    await publish(settings, ("audit", genuine))
-    out = await emitted(settings, count_of("shipment.dispatched", 1))
+    await publish(fulfillment_settings, ("audit", genuine))
+    out = await emitted(fulfillment_settings, count_of("shipment.dispatched", 1))
     (shipment,) = [e for e in out if isinstance(e, events.ShipmentDispatched)]
     assert shipment.batch_id == batch
     assert shipment.card_ids == [card]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,11 +18,9 @@ from shared.service import ServiceRuntime
 from tests.support.bus import settled
 from tests.support.fulfillment import (
     ISSUER,
-    SERVICE_TOKEN,
     count_of,
     destroy_under_dual_control,
     emitted,
-    fulfillment_settings,
     passed,
     publish,
 )
@@ -33,35 +29,24 @@ from tests.support.graphical import KeymgmtDouble
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
-) -> FulfillmentSettings:
-    return fulfillment_settings(unique, keymgmt, tmp_path)
-
-
 async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_apart(
-    settings: FulfillmentSettings,
+    fulfillment_settings: FulfillmentSettings,
     runtime: ServiceRuntime,
     http: httpx.AsyncClient,
-    keymgmt: KeymgmtDouble,
+    fulfillment_keymgmt: KeymgmtDouble,
     unique: str,
 ) -> None:
     batch = uuid.uuid4()
-    good, also_good, misfed = (keymgmt.add_card(ISSUER) for _ in range(3))
-    keymgmt.with_pin.update({good, misfed})  # also_good's product has no PIN
-    await publish(settings, ("qa", passed(good, batch)), ("qa", passed(also_good, batch)))
+    good, also_good, misfed = (fulfillment_keymgmt.add_card(ISSUER) for _ in range(3))
+    fulfillment_keymgmt.with_pin.update({good, misfed})  # also_good's product has no PIN
+    await publish(
+        fulfillment_settings, ("qa", passed(good, batch)), ("qa", passed(also_good, batch))
+    )
     await settled(runtime, 2)
     # The inserter gets its letters out of order: the next card is fed another card's letter.
     stray = CarrierLetter(good, "CS" + good.hex[:8], "CR-X", "SOMEONE ELSE", ("Elsewhere",), "x")
     runtime.deps.inserter.misfeed(render_carrier(stray))
-    await publish(settings, ("qa", passed(misfed, batch)))
+    await publish(fulfillment_settings, ("qa", passed(misfed, batch)))
     await settled(runtime, 3)
 
     view = (await http.get(f"/v1/batches/{batch}")).json()
@@ -69,13 +54,13 @@ async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_a
     assert view["awaiting_destruction"] == [str(misfed)]
     assert (await destroy_under_dual_control(http, [misfed], unique)).status_code == 200
     await publish(
-        settings,
+        fulfillment_settings,
         (
             "audit",
             events.BatchReconciled(issuer_id=ISSUER, actor="audit", batch_id=batch, counts={}),
         ),
     )
-    out = await emitted(settings, count_of("shipment.dispatched", 2))
+    out = await emitted(fulfillment_settings, count_of("shipment.dispatched", 2))
     assert Counter(e.type for e in out) == Counter(
         {
             "card.packed": 2,
@@ -97,8 +82,8 @@ async def test_a_misfed_carrier_sends_its_card_to_destruction_and_mailers_ship_a
     for shipment in shipments:  # never a card and its own PIN mailer in one shipment
         assert shipment.kind in ("cards", "pin_mailers")
     mailer_manifest = (
-        settings.manifest_dir / f"{by_kind['pin_mailers'].shipment_id}.json"
+        fulfillment_settings.manifest_dir / f"{by_kind['pin_mailers'].shipment_id}.json"
     ).read_text()
     assert f"PM-{uuid.uuid5(good, 'pin-mailer')}" in mailer_manifest
-    inserter = settings.inserter_dir
+    inserter = fulfillment_settings.inserter_dir
     assert not list(inserter.rglob("*.pdf")), "carrier letters left after dispatch"

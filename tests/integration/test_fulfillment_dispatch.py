@@ -11,8 +11,7 @@ import hashlib
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,10 +24,8 @@ from shared.service import ServiceRuntime
 from tests.support.bus import collect, settled
 from tests.support.fulfillment import (
     ISSUER,
-    SERVICE_TOKEN,
     count_of,
     emitted,
-    fulfillment_settings,
     passed,
     publish,
 )
@@ -38,30 +35,21 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
-) -> FulfillmentSettings:
-    # Consignments of two cards: a batch of more ships as several (issue 17's 100,000-card
-    # batch as 50); every test here has at most two cards a shipment otherwise.
-    base = fulfillment_settings(unique, keymgmt, tmp_path)
-    return base.model_copy(update={"fulfillment_shipment_max_cards": 2})
+def fulfillment_settings(fulfillment_settings: FulfillmentSettings) -> FulfillmentSettings:
+    """Consignments of two cards: a batch of more ships as several (issue 17's 100,000-card
+    batch as 50); every test here has at most two cards a shipment otherwise."""
+    return fulfillment_settings.model_copy(update={"fulfillment_shipment_max_cards": 2})
 
 
 async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched_after_audit(
-    settings: FulfillmentSettings,
+    fulfillment_settings: FulfillmentSettings,
     runtime: ServiceRuntime,
     http: httpx.AsyncClient,
-    keymgmt: KeymgmtDouble,
+    fulfillment_keymgmt: KeymgmtDouble,
     unique: str,
 ) -> None:
     batch = uuid.uuid4()
-    a, b = keymgmt.add_card(ISSUER), keymgmt.add_card(ISSUER)
+    a, b = fulfillment_keymgmt.add_card(ISSUER), fulfillment_keymgmt.add_card(ISSUER)
     c, d, e = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     passed_a = passed(a, batch)
     rejects: list[tuple[str, events.Event]] = [
@@ -99,18 +87,22 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
             ),
         ),
     ]
-    await publish(settings, ("qa", passed_a), ("qa", passed(b, batch)), ("qa", passed_a), *rejects)
+    await publish(
+        fulfillment_settings, ("qa", passed_a), ("qa", passed(b, batch)), ("qa", passed_a), *rejects
+    )
     await settled(runtime, 6)
-    packed = await emitted(settings, count_of("card.packed", 2))
+    packed = await emitted(fulfillment_settings, count_of("card.packed", 2))
     assert sorted(p.card_id for p in packed if isinstance(p, events.CardPacked)) == sorted([a, b])
-    assert keymgmt.calls["mailing"] == 2
+    assert fulfillment_keymgmt.calls["mailing"] == 2
 
     view = (await http.get(f"/v1/batches/{batch}")).json()
     assert sorted(view["packed"]) == sorted([str(a), str(b)])
     assert sorted(view["awaiting_destruction"]) == sorted([str(c), str(d), str(e)])
     assert view["dispatched"] == []
     assert view["release"] == "awaiting reconciliation"
-    assert not settings.manifest_dir.exists() or not any(settings.manifest_dir.iterdir())
+    assert not fulfillment_settings.manifest_dir.exists() or not any(
+        fulfillment_settings.manifest_dir.iterdir()
+    )
 
     async def ask(cards: list[uuid.UUID], **kw: Any) -> httpx.Response:
         return await http.post("/v1/destructions", json={"card_ids": [str(x) for x in cards]}, **kw)
@@ -150,7 +142,7 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
     assert [r["refused_principal"] for r in record["refusals"]] == [olga]
 
     await publish(
-        settings,
+        fulfillment_settings,
         (
             "audit",
             events.BatchReconciled(
@@ -158,7 +150,7 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
             ),
         ),
     )
-    out = await emitted(settings, count_of("shipment.dispatched", 1))
+    out = await emitted(fulfillment_settings, count_of("shipment.dispatched", 1))
     assert Counter(x.type for x in out) == Counter(
         {"card.packed": 2, "card.destroyed": 2, "shipment.dispatched": 1, "control.recorded": 3}
     )
@@ -175,9 +167,9 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
     (shipment,) = [x for x in out if isinstance(x, events.ShipmentDispatched)]
     assert sorted(shipment.card_ids) == sorted([a, b])
     assert (shipment.kind, shipment.courier) == ("cards", "swift-post")
-    manifest = settings.manifest_dir / f"{shipment.shipment_id}.json"
+    manifest = fulfillment_settings.manifest_dir / f"{shipment.shipment_id}.json"
     assert manifest.exists()
-    assert (settings.manifest_dir / f"{shipment.shipment_id}.csv").exists()
+    assert (fulfillment_settings.manifest_dir / f"{shipment.shipment_id}.csv").exists()
     assert hashlib.sha256(manifest.read_bytes()).hexdigest() == shipment.manifest_sha256
     assert {i["card_id"] for i in json.loads(manifest.read_bytes())["items"]} == {str(a), str(b)}
 
@@ -188,7 +180,7 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
     assert view["release"] == "reconciled"
 
     everything = b"".join(events.encode_event(x) for x in out)
-    everything += b"".join(p.read_bytes() for p in settings.manifest_dir.iterdir())
+    everything += b"".join(p.read_bytes() for p in fulfillment_settings.manifest_dir.iterdir())
     for secret in (CLEAR_PAN, "1 Test Street", "T1 1ST", "Jane Q Public"):
         assert secret.encode() not in everything
     async with runtime.engine.connect() as conn:
@@ -199,10 +191,12 @@ async def test_batch_is_packed_rejects_destroyed_by_two_operators_and_dispatched
 
 
 async def test_held_batch_ships_nothing_and_a_late_card_ships_on_its_own(
-    settings: FulfillmentSettings, runtime: ServiceRuntime, keymgmt: KeymgmtDouble
+    fulfillment_settings: FulfillmentSettings,
+    runtime: ServiceRuntime,
+    fulfillment_keymgmt: KeymgmtDouble,
 ) -> None:
     batch = uuid.uuid4()
-    first, late = keymgmt.add_card(ISSUER), keymgmt.add_card(ISSUER)
+    first, late = fulfillment_keymgmt.add_card(ISSUER), fulfillment_keymgmt.add_card(ISSUER)
     discrepancy = events.BatchDiscrepancy(
         issuer_id=ISSUER,
         actor="audit",
@@ -211,33 +205,37 @@ async def test_held_batch_ships_nothing_and_a_late_card_ships_on_its_own(
         missing={"qa": [late]},
         problems=["1 card not accounted for at qa"],
     )
-    await publish(settings, ("qa", passed(first, batch)), ("audit", discrepancy))
+    await publish(fulfillment_settings, ("qa", passed(first, batch)), ("audit", discrepancy))
     await settled(runtime, 2)
-    out = await emitted(settings, count_of("card.packed", 1))
+    out = await emitted(fulfillment_settings, count_of("card.packed", 1))
     assert [x.type for x in out] == ["card.packed"]
-    assert not settings.manifest_dir.exists() or not any(settings.manifest_dir.iterdir())
+    assert not fulfillment_settings.manifest_dir.exists() or not any(
+        fulfillment_settings.manifest_dir.iterdir()
+    )
 
     reconciled = events.BatchReconciled(
         issuer_id=ISSUER, actor="audit", batch_id=batch, counts={"in": 2}
     )
-    await publish(settings, ("audit", reconciled))
-    out = await emitted(settings, count_of("shipment.dispatched", 1))
-    await publish(settings, ("qa", passed(late, batch)))
-    out = await emitted(settings, count_of("shipment.dispatched", 2))
+    await publish(fulfillment_settings, ("audit", reconciled))
+    out = await emitted(fulfillment_settings, count_of("shipment.dispatched", 1))
+    await publish(fulfillment_settings, ("qa", passed(late, batch)))
+    out = await emitted(fulfillment_settings, count_of("shipment.dispatched", 2))
     shipments = [x for x in out if isinstance(x, events.ShipmentDispatched)]
     assert [s.card_ids for s in shipments] == [[first], [late]]
     assert shipments[0].shipment_id != shipments[1].shipment_id
 
 
 async def test_a_card_keymgmt_does_not_know_is_dead_lettered_not_packed(
-    settings: FulfillmentSettings, runtime: ServiceRuntime
+    fulfillment_settings: FulfillmentSettings, runtime: ServiceRuntime
 ) -> None:
-    await publish(settings, ("qa", passed(uuid.uuid4(), uuid.uuid4())))
+    await publish(fulfillment_settings, ("qa", passed(uuid.uuid4(), uuid.uuid4())))
     dead = await collect(
-        settings.kafka_bootstrap, settings.topic("dlq"), lambda seen: len(seen) >= 1
+        fulfillment_settings.kafka_bootstrap,
+        fulfillment_settings.topic("dlq"),
+        lambda seen: len(seen) >= 1,
     )
     assert dict(dead[0].headers)["dlq.reason"].decode().startswith("poison: keymgmt holds no")
-    out = await emitted(settings, lambda seen: len(seen) >= 1)
+    out = await emitted(fulfillment_settings, lambda seen: len(seen) >= 1)
     assert [x.type for x in out] == ["dead_letter.recorded"]
 
 
@@ -250,18 +248,20 @@ def card_shipments(n: int) -> Callable[[list[events.Event]], bool]:
 
 
 async def test_a_batch_ships_in_consignments_of_the_configured_size(
-    settings: FulfillmentSettings, runtime: ServiceRuntime, keymgmt: KeymgmtDouble
+    fulfillment_settings: FulfillmentSettings,
+    runtime: ServiceRuntime,
+    fulfillment_keymgmt: KeymgmtDouble,
 ) -> None:
     batch = uuid.uuid4()
-    cards = [keymgmt.add_card(ISSUER) for _ in range(5)]
-    await publish(settings, *(("qa", passed(card, batch)) for card in cards))
+    cards = [fulfillment_keymgmt.add_card(ISSUER) for _ in range(5)]
+    await publish(fulfillment_settings, *(("qa", passed(card, batch)) for card in cards))
     await settled(runtime, len(cards))
-    await emitted(settings, count_of("card.packed", len(cards)))
+    await emitted(fulfillment_settings, count_of("card.packed", len(cards)))
     reconciled = events.BatchReconciled(
         issuer_id=ISSUER, actor="audit", batch_id=batch, counts={"in": len(cards)}
     )
-    await publish(settings, ("audit", reconciled))
-    out = await emitted(settings, card_shipments(3))
+    await publish(fulfillment_settings, ("audit", reconciled))
+    out = await emitted(fulfillment_settings, card_shipments(3))
     shipments = [x for x in out if isinstance(x, events.ShipmentDispatched)]
     of_cards = [s for s in shipments if s.kind == "cards"]
     assert sorted(len(s.card_ids) for s in of_cards) == [1, 2, 2]
@@ -269,7 +269,7 @@ async def test_a_batch_ships_in_consignments_of_the_configured_size(
     assert shipped == Counter(cards)  # every card once
     assert len({s.shipment_id for s in shipments}) == len(shipments)
     for shipment in of_cards:
-        manifest = settings.manifest_dir / f"{shipment.shipment_id}.json"
+        manifest = fulfillment_settings.manifest_dir / f"{shipment.shipment_id}.json"
         assert manifest.exists()
     mailers = [s for s in shipments if s.kind == "pin_mailers"]
     mailed = Counter(card for s in mailers for card in s.card_ids)

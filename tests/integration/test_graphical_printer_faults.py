@@ -5,7 +5,6 @@ rejects the document. A card is never lost and never printed twice."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,12 +18,10 @@ from shared.ipp import IppUnavailable, JobStatus
 from tests.conftest import running
 from tests.support.bus import wait_for
 from tests.support.graphical import (
-    SERVICE_TOKEN,
     KeymgmtDouble,
     emitted,
     encoded,
     graphical,
-    graphical_settings,
     publish,
 )
 from tests.support.printer import TestPrinter
@@ -32,33 +29,20 @@ from tests.support.printer import TestPrinter
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
-) -> GraphicalSettings:
-    return graphical_settings(unique, keymgmt, printer)
-
-
 async def test_printer_down_then_jammed_the_card_waits_then_is_spoiled_never_lost(
-    settings: GraphicalSettings,
+    graphical_settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,
+    graphical_keymgmt: KeymgmtDouble,
     printer: TestPrinter,
 ) -> None:
-    waiting, jammed = keymgmt.add_card("acme"), keymgmt.add_card("acme")
+    waiting, jammed = graphical_keymgmt.add_card("acme"), graphical_keymgmt.add_card("acme")
     printer.stop()
-    runtime = graphical(settings, unique)
+    runtime = graphical(graphical_settings, unique)
     auth = {"Authorization": f"Bearer op-{unique}"}
     async with running(runtime):
         transport = httpx.ASGITransport(app=build_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
-            await publish(settings, "electrical", encoded(waiting))
+            await publish(graphical_settings, "electrical", encoded(waiting))
 
             async def job_waits() -> bool:
                 job = (await http.get(f"/v1/print-jobs/{waiting}", headers=auth)).json()
@@ -73,15 +57,15 @@ async def test_printer_down_then_jammed_the_card_waits_then_is_spoiled_never_los
 
             printer.start()  # back: the waiting job is looked up, then sent once
             await printer.wait_up()
-            out = await emitted(settings, 1)
+            out = await emitted(graphical_settings, 1)
             assert [(e.type, getattr(e, "card_id", None)) for e in out] == [
                 ("card.printed", waiting)
             ]
             assert len(printer.documents(job_name_for(waiting))) == 1
 
             printer.jam()
-            await publish(settings, "electrical", encoded(jammed))
-            out = await emitted(settings, 2)
+            await publish(graphical_settings, "electrical", encoded(jammed))
+            out = await emitted(graphical_settings, 2)
             job = (await http.get(f"/v1/print-jobs/{jammed}", headers=auth)).json()
     spoiled = out[1]
     assert isinstance(spoiled, events.CardSpoiled)
@@ -106,18 +90,18 @@ class LosesAnswers(IppPrinter):
 
 
 async def test_a_lost_print_job_answer_is_looked_up_not_printed_again(
-    settings: GraphicalSettings,
+    graphical_settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,
+    graphical_keymgmt: KeymgmtDouble,
     printer: TestPrinter,
 ) -> None:
-    card_id = keymgmt.add_card("acme")
+    card_id = graphical_keymgmt.add_card("acme")
     device = LosesAnswers("test-card", printer.uri, ca_file=printer.ca)
-    runtime = bootstrap(settings, schema=f"graphical_{unique}", printer=device)
+    runtime = bootstrap(graphical_settings, schema=f"graphical_{unique}", printer=device)
     try:
         async with running(runtime):
-            await publish(settings, "electrical", encoded(card_id))
-            out = await emitted(settings, 1)
+            await publish(graphical_settings, "electrical", encoded(card_id))
+            out = await emitted(graphical_settings, 1)
             transport = httpx.ASGITransport(app=build_app(runtime))
             async with httpx.AsyncClient(transport=transport, base_url="http://g") as http:
                 headers = {"Authorization": f"Bearer qa-{unique}"}
@@ -140,18 +124,18 @@ def auth(unique: str) -> dict[str, str]:
 
 
 async def test_a_printer_that_rejects_the_job_is_retried_then_the_card_is_spoiled(
-    settings: GraphicalSettings,
+    graphical_settings: GraphicalSettings,
     unique: str,
-    keymgmt: KeymgmtDouble,
+    graphical_keymgmt: KeymgmtDouble,
     tmp_path: Path,
 ) -> None:
     pdf_only = TestPrinter.tls(tmp_path / "pdf-only", formats="application/pdf")
     pdf_only.start()
     try:
         await pdf_only.wait_up()
-        card_id = keymgmt.add_card("acme")
+        card_id = graphical_keymgmt.add_card("acme")
         update = {"card_printer_uri": pdf_only.uri, "card_printer_ca": pdf_only.ca}
-        config = settings.model_copy(update=update)
+        config = graphical_settings.model_copy(update=update)
         runtime = graphical(config, unique)
         async with running(runtime):
             await publish(config, "electrical", encoded(card_id))

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import io
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -27,12 +26,10 @@ from tests.conftest import running
 from tests.support.bus import collect, settled
 from tests.support.graphical import (
     CLEAR_PAN,
-    SERVICE_TOKEN,
     KeymgmtDouble,
     emitted,
     encoded,
     graphical,
-    graphical_settings,
     publish,
 )
 from tests.support.printer import TestPrinter
@@ -40,33 +37,23 @@ from tests.support.printer import TestPrinter
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def keymgmt() -> AsyncIterator[KeymgmtDouble]:
-    async with KeymgmtDouble(SERVICE_TOKEN) as double:
-        yield double
-
-
-@pytest.fixture
-def settings(
-    stack_env: dict[str, str], unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
-) -> GraphicalSettings:
-    return graphical_settings(unique, keymgmt, printer)
-
-
 async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+    graphical_settings: GraphicalSettings,
+    unique: str,
+    graphical_keymgmt: KeymgmtDouble,
+    printer: TestPrinter,
 ) -> None:
-    card_id = keymgmt.add_card("acme")
+    card_id = graphical_keymgmt.add_card("acme")
     event = encoded(card_id)
     re_encoded = event.model_copy(update={"event_id": uuid.uuid4()})
-    async with running(graphical(settings, unique)) as runtime:
-        await publish(settings, "electrical", event, event, re_encoded)
+    async with running(graphical(graphical_settings, unique)) as runtime:
+        await publish(graphical_settings, "electrical", event, event, re_encoded)
         await settled(runtime, 3)
         assert runtime.consumer is not None
         assert runtime.consumer.duplicates == 1
-        out = await emitted(settings, 1)
+        out = await emitted(graphical_settings, 1)
         await asyncio.sleep(1.0)  # give a wrong second print the time to show up
-        out = await emitted(settings, 1)
+        out = await emitted(graphical_settings, 1)
     assert [e.type for e in out] == ["card.printed"]
     printed = out[0]
     assert isinstance(printed, events.CardPrinted)
@@ -78,41 +65,49 @@ async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(
     assert hashlib.sha256(png).hexdigest() == printed.image_sha256
     image = Image.open(io.BytesIO(png))
     assert (image.format, image.size) == ("PNG", (1011, 638))
-    assert keymgmt.calls["print-data"] == 1
+    assert graphical_keymgmt.calls["print-data"] == 1
     assert CLEAR_PAN.encode() not in events.encode_event(printed)
 
 
 async def test_keymgmt_outage_delays_the_card_without_losing_it(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble
+    graphical_settings: GraphicalSettings, unique: str, graphical_keymgmt: KeymgmtDouble
 ) -> None:
-    card_id = keymgmt.add_card("acme")
-    keymgmt.outage_left = 5  # outlasts the client's own retries: the consumer retries too
-    async with running(graphical(settings, unique)) as runtime:
-        await publish(settings, "electrical", encoded(card_id))
-        out = await emitted(settings, 1)
+    card_id = graphical_keymgmt.add_card("acme")
+    graphical_keymgmt.outage_left = 5  # outlasts the client's own retries: the consumer retries too
+    async with running(graphical(graphical_settings, unique)) as runtime:
+        await publish(graphical_settings, "electrical", encoded(card_id))
+        out = await emitted(graphical_settings, 1)
         assert runtime.consumer is not None
         assert runtime.consumer.dead_lettered == 0
     assert [(e.type, getattr(e, "card_id", None)) for e in out] == [("card.printed", card_id)]
-    assert keymgmt.calls["print-data"] == 6
+    assert graphical_keymgmt.calls["print-data"] == 6
 
 
 async def test_a_card_keymgmt_does_not_know_goes_to_the_dead_letter_topic(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+    graphical_settings: GraphicalSettings,
+    unique: str,
+    graphical_keymgmt: KeymgmtDouble,
+    printer: TestPrinter,
 ) -> None:
     unknown = uuid.uuid4()
-    async with running(graphical(settings, unique)):
-        await publish(settings, "electrical", encoded(unknown))
+    async with running(graphical(graphical_settings, unique)):
+        await publish(graphical_settings, "electrical", encoded(unknown))
         dead = await collect(
-            settings.kafka_bootstrap, settings.topic("dlq"), lambda seen: len(seen) >= 1
+            graphical_settings.kafka_bootstrap,
+            graphical_settings.topic("dlq"),
+            lambda seen: len(seen) >= 1,
         )
-        out = await emitted(settings, 1)
+        out = await emitted(graphical_settings, 1)
     assert dict(dead[0].headers)["dlq.reason"].decode().startswith("poison: keymgmt holds no")
     assert [e.type for e in out] == ["dead_letter.recorded"]
     assert not printer.documents(job_name_for(unknown))
 
 
 async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+    graphical_settings: GraphicalSettings,
+    unique: str,
+    graphical_keymgmt: KeymgmtDouble,
+    printer: TestPrinter,
 ) -> None:
     design = {
         "design_id": "acme-gold",
@@ -120,9 +115,9 @@ async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
         "background": {"colour": "#c9a227"},
         "fields": [{"kind": "pan", "x": 60, "y": 300, "font_size": 50, "pan_display": "last4"}],
     }
-    good = keymgmt.add_card("acme")
-    leaky = keymgmt.add_card("acme", masked_pan=CLEAR_PAN)  # keymgmt breaking its contract
-    runtime = graphical(settings, unique)
+    good = graphical_keymgmt.add_card("acme")
+    leaky = graphical_keymgmt.add_card("acme", masked_pan=CLEAR_PAN)  # keymgmt breaks its contract
+    runtime = graphical(graphical_settings, unique)
     async with running(runtime):
         transport = httpx.ASGITransport(app=build_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
@@ -134,8 +129,8 @@ async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
             assert stored["source"] == "issuer"
             assert stored["design"]["design_id"] == "acme-gold"
         good_event, leaky_event = encoded(good), encoded(leaky)
-        await publish(settings, "electrical", good_event, leaky_event)
-        out = {e.type: e for e in await emitted(settings, 2)}
+        await publish(graphical_settings, "electrical", good_event, leaky_event)
+        out = {e.type: e for e in await emitted(graphical_settings, 2)}
         async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
             job = (await http.get(f"/v1/print-jobs/{good}", headers=auth)).json()
             spoiled_job = (await http.get(f"/v1/print-jobs/{leaky}", headers=auth)).json()
@@ -162,7 +157,10 @@ def portrait(colour: str) -> bytes:
 
 
 async def test_photos_are_uploaded_per_card_printed_in_the_photo_box_then_purged(
-    settings: GraphicalSettings, unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+    graphical_settings: GraphicalSettings,
+    unique: str,
+    graphical_keymgmt: KeymgmtDouble,
+    printer: TestPrinter,
 ) -> None:
     design = {
         "design_id": "acme-id",
@@ -172,8 +170,8 @@ async def test_photos_are_uploaded_per_card_printed_in_the_photo_box_then_purged
         "fields": [{"kind": "cardholder_name", "x": 60, "y": 530, "font_size": 40}],
         "photo": {"x": 780, "y": 40, "width": 180, "height": 240},
     }
-    pictured, unpictured = keymgmt.add_card("acme"), keymgmt.add_card("acme")
-    runtime = graphical(settings, unique)
+    pictured, unpictured = graphical_keymgmt.add_card("acme"), graphical_keymgmt.add_card("acme")
+    runtime = graphical(graphical_settings, unique)
     async with running(runtime):
         transport = httpx.ASGITransport(app=build_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://graphical") as http:
@@ -203,8 +201,8 @@ async def test_photos_are_uploaded_per_card_printed_in_the_photo_box_then_purged
             assert garbage.status_code == 422
             assert "not a readable image" in garbage.json()["detail"]
 
-            await publish(settings, "electrical", encoded(pictured), encoded(unpictured))
-            out = {e.type: e for e in await emitted(settings, 2)}
+            await publish(graphical_settings, "electrical", encoded(pictured), encoded(unpictured))
+            out = {e.type: e for e in await emitted(graphical_settings, 2)}
     printed, spoiled = out["card.printed"], out["card.spoiled"]
     assert isinstance(printed, events.CardPrinted)
     assert printed.card_id == pictured

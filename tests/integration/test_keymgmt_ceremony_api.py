@@ -4,18 +4,14 @@ recorded, and bureau keys generated inside the HSM."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.session import Hsm, describe_key
 from services.keymgmt.settings import KeymgmtSettings
 from shared.service import ServiceRuntime
-from tests.conftest import running
-from tests.support.bus import wait_for
 from tests.support.hsm import soft_des_kcv
 from tests.support.keymgmt import auth
 
@@ -34,30 +30,18 @@ def component(part: bytes) -> dict[str, str]:
 
 
 @pytest.fixture
-async def api(
-    settings: KeymgmtSettings,
-    unique: str,
-) -> AsyncIterator[tuple[ServiceRuntime, httpx.AsyncClient]]:
-    u = unique
-    more = f",custodian:dave=cd-{u},custodian:erin=ce-{u}"
-    runtime = bootstrap(settings.model_copy(update={"principals": settings.principals + more}))
-    async with running(runtime):
-        transport = httpx.ASGITransport(app=build_app(runtime))
-        async with httpx.AsyncClient(transport=transport, base_url="http://keymgmt") as http:
-
-            async def hsm_open() -> bool:
-                return runtime.deps.gate.hsm is not None
-
-            await wait_for(hsm_open)
-            yield runtime, http
+def settings(settings: KeymgmtSettings, unique: str) -> KeymgmtSettings:
+    """Two more custodians than the registered settings name, for the ceremonies here."""
+    more = f",custodian:dave=cd-{unique},custodian:erin=ce-{unique}"
+    return settings.model_copy(update={"principals": settings.principals + more})
 
 
 async def test_ceremony_api_dual_control_refusals_abort_and_generated_keys(
     unique: str,
-    api: tuple[ServiceRuntime, httpx.AsyncClient],
+    keymgmt: tuple[ServiceRuntime, httpx.AsyncClient],
     keymgmt_hsm: Hsm,
 ) -> None:
-    _, http = api
+    _, http = keymgmt
     issuer = f"ia{unique}"
     carol, dave, root = auth(f"cu-{unique}"), auth(f"cd-{unique}"), auth(f"ad-{unique}")
     spec: dict[str, Any] = {

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.keymgmt.app import MIGRATIONS, bootstrap, build_app
+from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.mechanisms import LUNA_XOR_BASE_AND_KEY
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys import cli
@@ -34,7 +34,6 @@ from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.keys.ceremony_kek import ensure_kek
 from services.keymgmt.keys.repository import KeysRepository
 from services.keymgmt.settings import KeymgmtSettings
-from shared.db import make_engine, migrate
 from tests.conftest import running
 from tests.support.bus import wait_for
 from tests.support.hsm import soft_des_kcv
@@ -59,14 +58,6 @@ def wrap(public_pem: bytes, component: bytes) -> bytes:
 
 
 @pytest.fixture
-async def engine(settings: KeymgmtSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url, settings.keymgmt_schema)
-    await migrate(engine, settings.keymgmt_schema, MIGRATIONS)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
 async def kek_pem(settings: KeymgmtSettings, keymgmt_hsm: Hsm) -> bytes:
     der, _ = await keymgmt_hsm.call(ensure_kek, settings.ceremony_kek_label)
     public = serialization.load_der_public_key(der)
@@ -82,16 +73,16 @@ async def history(engine: AsyncEngine, label: str) -> list[dict[str, Any]]:
 
 
 async def test_production_refuses_a_clear_component_and_its_ceremony(
-    settings: KeymgmtSettings, unique: str, engine: AsyncEngine, keymgmt_hsm: Hsm
+    settings: KeymgmtSettings, unique: str, keymgmt_engine: AsyncEngine, keymgmt_hsm: Hsm
 ) -> None:
     label = f"pa{unique}/IMK-AC/1"
     spec = CeremonySpec(label, f"pa{unique}", CeremonyKeyType.DES2, KeyUsage.DERIVE, 2, "t")
     policy = CeremonyPolicy(True, settings.ceremony_kek_label, LUNA_XOR_BASE_AND_KEY)
-    ceremony = KeyCeremony(engine, keymgmt_hsm, spec, policy)
+    ceremony = KeyCeremony(keymgmt_engine, keymgmt_hsm, spec, policy)
     await ceremony.open()
     with pytest.raises(CeremonyRefused, match="clear component is refused in production"):
         await ceremony.add_component("alice", PART1.hex(), soft_des_kcv(PART1))
-    (record,) = await history(engine, label)
+    (record,) = await history(keymgmt_engine, label)
     assert (record["outcome"], record["reason"]) == ("refused", CLEAR_REFUSED)
     assert PART1.hex().upper() not in json.dumps(record, default=str).upper()
     assert await keymgmt_hsm.call(Hsm.find_key, label) is None
@@ -106,7 +97,7 @@ async def wrapped_ceremony(ceremony: KeyCeremony, kek_pem: bytes) -> None:
 async def test_production_combines_only_in_the_hsm(
     settings: KeymgmtSettings,
     unique: str,
-    engine: AsyncEngine,
+    keymgmt_engine: AsyncEngine,
     keymgmt_hsm: Hsm,
     kek_pem: bytes,
 ) -> None:
@@ -118,7 +109,7 @@ async def test_production_combines_only_in_the_hsm(
         label = f"pb{unique}/IMK-AC/{n + 1}"
         spec = CeremonySpec(label, f"pb{unique}", CeremonyKeyType.DES2, KeyUsage.DERIVE, 2, "t")
         policy = CeremonyPolicy(True, settings.ceremony_kek_label, xor)
-        ceremony = KeyCeremony(engine, keymgmt_hsm, spec, policy)
+        ceremony = KeyCeremony(keymgmt_engine, keymgmt_hsm, spec, policy)
         await ceremony.open()
         with pytest.raises(CeremonyRefused) as refused:
             await wrapped_ceremony(ceremony, kek_pem)
@@ -128,7 +119,7 @@ async def test_production_combines_only_in_the_hsm(
             assert str(refused.value) == (
                 "the HSM refused to combine the components (MechanismInvalid)"
             )
-        (record,) = await history(engine, label)
+        (record,) = await history(keymgmt_engine, label)
         assert record["outcome"] == "refused"
         assert await keymgmt_hsm.call(Hsm.find_key, label) is None
     assert await keymgmt_hsm.call(Hsm.count_objects) == before

@@ -9,7 +9,6 @@ import builtins
 import getpass
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.keymgmt.app import MIGRATIONS, bootstrap, build_app
+from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys import cli
 from services.keymgmt.keys.ceremonies import (
@@ -31,7 +30,7 @@ from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.keys.repository import KeysRepository
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from shared.db import make_engine, migrate
+from shared.db import make_engine
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import wait_for
@@ -83,14 +82,6 @@ async def test_issuers_see_only_their_own_keys_and_custodians_retire_them(
     assert (await http.post(vault_key, headers=auth(f"ad-{unique}"))).status_code == 409
 
 
-@pytest.fixture
-async def engine(settings: KeymgmtSettings) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings.database_url, settings.keymgmt_schema)
-    await migrate(engine, settings.keymgmt_schema, MIGRATIONS)
-    yield engine
-    await engine.dispose()
-
-
 async def run(engine: AsyncEngine, hsm: Hsm, spec: CeremonySpec, *steps: Any) -> str | None:
     """Run a ceremony; each step is (custodian, component, declared KCV). Returns the refusal."""
     ceremony = KeyCeremony(engine, hsm, spec)
@@ -107,7 +98,7 @@ async def run(engine: AsyncEngine, hsm: Hsm, spec: CeremonySpec, *steps: Any) ->
 async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
     settings: KeymgmtSettings,
     unique: str,
-    engine: AsyncEngine,
+    keymgmt_engine: AsyncEngine,
     keymgmt_hsm: Hsm,
 ) -> None:
     label = f"ia{unique}/CVK/1"
@@ -116,13 +107,13 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
         (who, part, soft_des_kcv(part))
         for who, part in zip(("alice", "bob", "carol"), PARTS, strict=True)
     )
-    twice = await run(engine, keymgmt_hsm, spec, alice, ("alice", *bob[1:]))
-    wrong_kcv = await run(engine, keymgmt_hsm, spec, alice, (bob[0], bob[1], "123456"))
-    missing = await run(engine, keymgmt_hsm, spec, alice, bob)
-    blank = await run(engine, keymgmt_hsm, spec, alice, ("bob", b"", bob[2]))
+    twice = await run(keymgmt_engine, keymgmt_hsm, spec, alice, ("alice", *bob[1:]))
+    wrong_kcv = await run(keymgmt_engine, keymgmt_hsm, spec, alice, (bob[0], bob[1], "123456"))
+    missing = await run(keymgmt_engine, keymgmt_hsm, spec, alice, bob)
+    blank = await run(keymgmt_engine, keymgmt_hsm, spec, alice, ("bob", b"", bob[2]))
     expected = replace(spec, expected_kcv="000000")
-    other_key = await run(engine, keymgmt_hsm, expected, alice, bob, carol)
-    async with engine.connect() as conn:
+    other_key = await run(keymgmt_engine, keymgmt_hsm, expected, alice, bob, carol)
+    async with keymgmt_engine.connect() as conn:
         assert await KeysRepository(conn).key(label) is None
     assert await keymgmt_hsm.call(Hsm.find_key, label) is None
     assert twice == "alice already entered a component: dual control needs another custodian"
@@ -132,8 +123,8 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
     assert other_key == "combined key KCV differs from the expected KCV"
 
     right = replace(spec, expected_kcv=soft_des_kcv(CVK))
-    assert await run(engine, keymgmt_hsm, right, alice, bob, carol) is None
-    async with engine.connect() as conn:
+    assert await run(keymgmt_engine, keymgmt_hsm, right, alice, bob, carol) is None
+    async with keymgmt_engine.connect() as conn:
         repo = KeysRepository(conn)
         key = await repo.key(label)
         history = await repo.ceremonies(label)
@@ -146,7 +137,7 @@ async def test_refused_ceremonies_leave_no_key_and_every_step_is_recorded(
     assert [s["custodian"] for s in history[-1]["steps"]] == [None, "alice", "bob", "carol", None]
     recorded = json.dumps(history, default=str).upper()
     assert all(part.hex().upper() not in recorded for part in PARTS)
-    again = await run(engine, keymgmt_hsm, spec, alice, bob, carol)
+    again = await run(keymgmt_engine, keymgmt_hsm, spec, alice, bob, carol)
     assert again == f"{label} is already in the inventory"
 
 

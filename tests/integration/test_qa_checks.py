@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -28,13 +28,12 @@ from tests.support.electrical import (
     ISSUER,
     FeederProcess,
     assert_no_clear_pan,
-    feeder_process,
     print_face,
     publish,
     qa_machine,
     read_events,
 )
-from tests.support.electrical_keymgmt import KeymgmtTestDouble, new_record, station_keymgmt
+from tests.support.electrical_keymgmt import KeymgmtTestDouble, new_record
 from tests.support.emv_cards import card_profile_on, issuer_oda_on
 from tests.support.hsm import TEST_KMC, IssuerKeys
 from tests.support.purge_scan import spool_hits
@@ -51,22 +50,6 @@ GET_CPLC = bytes.fromhex("80CA9F7F00")
 WRONG_KMC = bytes.fromhex(WRONG_KMC_HEX)
 # A full-profile card's whole terminal transaction, contact and contactless (docs/terminal.md)
 EMV_CHECKS = ["emv-contact", "oda", "chip-readback", "arqc", "emv-contactless"]
-
-
-@pytest.fixture(scope="module")
-async def keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
-    async with station_keymgmt(hsm, test_keys) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
-async def feeder(
-    pcsc: PcscClient, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[FeederProcess]:
-    async with feeder_process(
-        tmp_path_factory.mktemp("feeder"), pcsc, stations=0, with_qa=True
-    ) as process:
-        yield process
 
 
 async def personalised_chip(
@@ -125,23 +108,24 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
     unique: str,
     hsm: Hsm,
     test_keys: IssuerKeys,
-    keymgmt: KeymgmtTestDouble,
-    feeder: FeederProcess,
+    station_keymgmt: KeymgmtTestDouble,
+    qa_feeder: FeederProcess,
     pcsc: PcscClient,
     tmp_path: Path,
 ) -> None:
     spool, batch = tmp_path / "spool", uuid.uuid4()
     cards: dict[str, uuid.UUID] = {}
     faces: list[events.CardPrinted] = []
-    wrong_kmc = keymgmt.records[keymgmt.add_card()]  # a chip of a perso machine with other keys
-    assert await personalised_chip(hsm, test_keys, feeder, wrong_kmc, WRONG_KMC) is None
+    # A chip of a perso machine with other keys.
+    wrong_kmc = station_keymgmt.records[station_keymgmt.add_card()]
+    assert await personalised_chip(hsm, test_keys, qa_feeder, wrong_kmc, WRONG_KMC) is None
     for case in ("good", "readback", "image-mismatch", "image-missing", "no-chip"):
-        card_id = keymgmt.add_card()
-        record = keymgmt.records[card_id]
+        card_id = station_keymgmt.add_card()
+        record = station_keymgmt.records[card_id]
         if case == "readback":  # the chip holds another cardholder's records
             record = new_record("OTHER/CARDHOLDER")
-        data = keymgmt.cards[card_id].data  # the ICC pair and certificate keymgmt prepared
-        chip = await personalised_chip(hsm, test_keys, feeder, record, data=data) or ""
+        data = station_keymgmt.cards[card_id].data  # the ICC pair and certificate keymgmt prepared
+        chip = await personalised_chip(hsm, test_keys, qa_feeder, record, data=data) or ""
         if case == "no-chip":
             chip = "0000DEAD0001"
         face = print_face(spool, card_id, batch, chip)
@@ -151,7 +135,7 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
             (spool / f"1-card-{card_id}.png").unlink()
         cards[case] = card_id
         faces.append(face)
-    qa = qa_machine(unique, keymgmt, feeder, pcsc, spool)
+    qa = qa_machine(unique, station_keymgmt, qa_feeder, pcsc, spool)
     async with running(qa):
         await publish(qa.settings, "graphical", *faces)
         verdicts, raw = await read_events(qa.settings, "qa", lambda s: len(s) >= len(faces))
@@ -177,9 +161,9 @@ async def test_qa_passes_good_cards_and_fails_wrong_arqc_readback_and_print(
     )
     assert reasons["image-missing"] == "print-image: the printer holds no job for this card"
     assert reasons["no-chip"] == "chip: the feeder has no chip 0000DEAD0001"
-    pans = [record.pan for record in keymgmt.records.values()]
+    pans = [record.pan for record in station_keymgmt.records.values()]
     assert_no_clear_pan(pans, raw, [])
-    qa_reader = (await feeder.http.get(f"/readers/{feeder.qa_reader}")).json()
+    qa_reader = (await qa_feeder.http.get(f"/readers/{qa_feeder.qa_reader}")).json()
     assert qa_reader["card"] is None  # every checked card was ejected
     assert qa_reader["cards_inserted"] == 2  # the misprinted cards never went in
 
@@ -188,26 +172,26 @@ async def test_keymgmt_away_delays_qa_without_failing_the_card(
     unique: str,
     hsm: Hsm,
     test_keys: IssuerKeys,
-    keymgmt: KeymgmtTestDouble,
-    feeder: FeederProcess,
+    station_keymgmt: KeymgmtTestDouble,
+    qa_feeder: FeederProcess,
     pcsc: PcscClient,
     tmp_path: Path,
 ) -> None:
-    card_id = keymgmt.add_card()
-    record, data = keymgmt.records[card_id], keymgmt.cards[card_id].data
-    chip = await personalised_chip(hsm, test_keys, feeder, record, data=data) or ""
+    card_id = station_keymgmt.add_card()
+    record, data = station_keymgmt.records[card_id], station_keymgmt.cards[card_id].data
+    chip = await personalised_chip(hsm, test_keys, qa_feeder, record, data=data) or ""
     face = print_face(tmp_path / "spool", card_id, uuid.uuid4(), chip)
-    qa = qa_machine(unique, keymgmt, feeder, pcsc, tmp_path / "spool")
-    keymgmt.available = False
+    qa = qa_machine(unique, station_keymgmt, qa_feeder, pcsc, tmp_path / "spool")
+    station_keymgmt.available = False
     try:
         async with running(qa):
             await publish(qa.settings, "graphical", face, face)  # and once redelivered
 
             async def retried() -> bool:
-                return keymgmt.refused_while_down >= 3
+                return station_keymgmt.refused_while_down >= 3
 
             await wait_for(retried)
-            keymgmt.available = True
+            station_keymgmt.available = True
             verdicts, _raw = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
             assert qa.consumer is not None
             assert qa.consumer.duplicates == 1
@@ -215,24 +199,24 @@ async def test_keymgmt_away_delays_qa_without_failing_the_card(
             async with httpx.AsyncClient(transport=transport, base_url="http://qa") as http:
                 ready = (await http.get("/ready")).json()
     finally:
-        keymgmt.available = True
+        station_keymgmt.available = True
     assert [type(v) for v in verdicts] == [events.CardQaPassed], verdicts
     assert ready["ready"] is True, ready
-    assert ready["reader"] == feeder.qa_reader
+    assert ready["reader"] == qa_feeder.qa_reader
     assert ready["machine"]["passed"] == 1
 
 
 async def test_the_spool_keeps_no_face_qa_decided_or_graphical_spoiled(
     unique: str,
-    keymgmt: KeymgmtTestDouble,
-    feeder: FeederProcess,
+    station_keymgmt: KeymgmtTestDouble,
+    qa_feeder: FeederProcess,
     pcsc: PcscClient,
     tmp_path: Path,
 ) -> None:
     spool, batch = tmp_path / "spool", uuid.uuid4()
-    decided, spoiled, stranger = keymgmt.add_card(), uuid.uuid4(), uuid.uuid4()
+    decided, spoiled, stranger = station_keymgmt.add_card(), uuid.uuid4(), uuid.uuid4()
     face = print_face(spool, decided, batch, "0000DEAD0002")  # no such chip: failed at once
-    async with running(qa_machine(unique, keymgmt, feeder, pcsc, spool)) as qa:
+    async with running(qa_machine(unique, station_keymgmt, qa_feeder, pcsc, spool)) as qa:
         await publish(qa.settings, "graphical", face)
         [verdict], _raw = await read_events(qa.settings, "qa", lambda s: len(s) >= 1)
         assert isinstance(verdict, events.CardQaFailed)
@@ -250,7 +234,7 @@ async def test_the_spool_keeps_no_face_qa_decided_or_graphical_spoiled(
         stage="graphical",
         reason="printer aborted the job",
     )
-    async with running(qa_machine(unique, keymgmt, feeder, pcsc, spool)) as qa:
+    async with running(qa_machine(unique, station_keymgmt, qa_feeder, pcsc, spool)) as qa:
         await publish(qa.settings, "graphical", aborted)
         await wait_for(spool_left_nothing(spool, [decided, spoiled]))
     assert len(spool_hits([spool], [stranger])) == 2, "a card still to check keeps its face"

@@ -7,38 +7,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.qa.app import MIGRATIONS
 from services.qa.repository import QaCard, QaRepository
-from shared.db import make_engine, migrate
 from shared.settings import BureauSettings
+from tests.support.schemas import FreshSchema, fresh_schema
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass(frozen=True)
-class Queue:
-    engine: AsyncEngine
-    schema: str
-
-
 @pytest.fixture
-async def queue(bureau_settings: BureauSettings, unique: str) -> AsyncIterator[Queue]:
-    schema = f"qa_claims_{unique}"
-    instance = make_engine(bureau_settings.database_url, schema, pool_size=8)
-    await migrate(instance, schema, MIGRATIONS)
-    yield Queue(instance, schema)
-    async with instance.begin() as db:
-        await db.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    await instance.dispose()
+async def queue(bureau_settings: BureauSettings, unique: str) -> AsyncIterator[FreshSchema]:
+    url, schema = bureau_settings.database_url, f"qa_claims_{unique}"
+    async with fresh_schema(url, schema, MIGRATIONS) as fresh:
+        yield fresh
 
 
-async def enqueue(queue: Queue, count: int) -> list[uuid.UUID]:
+async def enqueue(queue: FreshSchema, count: int) -> list[uuid.UUID]:
     cards = [uuid.uuid4() for _ in range(count)]
     batch = uuid.uuid4()
     async with queue.engine.begin() as db:
@@ -49,7 +37,9 @@ async def enqueue(queue: Queue, count: int) -> list[uuid.UUID]:
     return cards
 
 
-async def claim(queue: Queue, station: str, reader: str, hold_s: float = 0.0) -> QaCard | None:
+async def claim(
+    queue: FreshSchema, station: str, reader: str, hold_s: float = 0.0
+) -> QaCard | None:
     """One claim in its own transaction, held open `hold_s` so the others run meanwhile."""
     async with queue.engine.begin() as db:
         card = await QaRepository(db, queue.schema).claim_next(station, reader)
@@ -58,7 +48,7 @@ async def claim(queue: Queue, station: str, reader: str, hold_s: float = 0.0) ->
 
 
 async def test_concurrent_positions_and_stations_each_claim_a_different_card(
-    queue: Queue,
+    queue: FreshSchema,
 ) -> None:
     cards = await enqueue(queue, 12)
     positions = [(station, f"reader-{n}") for station in ("qa-1", "qa-2") for n in range(3)]
@@ -78,7 +68,7 @@ async def test_concurrent_positions_and_stations_each_claim_a_different_card(
     assert {attempts for *_, attempts in rows} == {1}
 
 
-async def test_a_restarting_station_puts_back_only_its_own_cards(queue: Queue) -> None:
+async def test_a_restarting_station_puts_back_only_its_own_cards(queue: FreshSchema) -> None:
     first, second, third = await enqueue(queue, 3)
     assert (await claim(queue, "qa-1", "reader-a")).card_id == first  # type: ignore[union-attr]
     assert (await claim(queue, "qa-2", "reader-b")).card_id == second  # type: ignore[union-attr]

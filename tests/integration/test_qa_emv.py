@@ -8,7 +8,6 @@ test_qa_checks.py then covers the HTTP side)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from shared import events
 from shared.pcsc import PcscClient
 from tests.conftest import running
 from tests.support import emv_issuer
-from tests.support.electrical import FeederProcess, feeder_process, print_face, publish, read_events
+from tests.support.electrical import FeederProcess, print_face, publish, read_events
 from tests.support.emv_oracle import IssuerOracle
 from tests.support.vcard import personalize_dgis
 from vcard.card import VirtualCard
@@ -30,16 +29,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-async def feeder(
-    pcsc: PcscClient, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[FeederProcess]:
-    async with feeder_process(
-        tmp_path_factory.mktemp("feeder"), pcsc, stations=0, with_qa=True
-    ) as process:
-        yield process
 
 
 def personalized_chip(
@@ -56,26 +45,26 @@ def personalized_chip(
 
 
 async def test_qa_passes_a_good_card_and_names_each_emv_failure(
-    unique: str, feeder: FeederProcess, pcsc: PcscClient, tmp_path: Path
+    unique: str, qa_feeder: FeederProcess, pcsc: PcscClient, tmp_path: Path
 ) -> None:
     spool, batch, oracle = tmp_path / "spool", uuid.uuid4(), IssuerOracle()
     cards: dict[str, uuid.UUID] = {}
     faces = []
     for case in ("good", "ssad", "icc_key", "issuer_cert"):
         card_id = uuid.uuid4()
-        chip, data = personalized_chip(feeder, None if case == "good" else case)  # type: ignore[arg-type]
+        chip, data = personalized_chip(qa_feeder, None if case == "good" else case)  # type: ignore[arg-type]
         oracle.add(card_id, data)
         faces.append(print_face(spool, card_id, batch, chip))
         cards[case] = card_id
     settings = QaSettings(
         environment="test",
         topic_prefix=f"t{unique}",
-        feeder_url=feeder.url,
+        feeder_url=qa_feeder.url,
         card_printer_spool=spool,
         queue_poll_s=0.2,
     )
     qa = qa_bootstrap(
-        settings, schema=f"qa_{unique}", reader=feeder.qa_reader, pcsc=pcsc, keymgmt=oracle
+        settings, schema=f"qa_{unique}", reader=qa_feeder.qa_reader, pcsc=pcsc, keymgmt=oracle
     )
     async with running(qa):
         await publish(qa.settings, "graphical", *faces)

@@ -287,3 +287,14 @@ async def pcsc_client(stack_env: dict[str, str]) -> AsyncIterator[PcscClient]:
     client = PcscClient()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="module")
+async def qa_feeder(
+    pcsc: PcscClient, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FeederProcess]:
+    """The feeder of a QA machine alone (no station readers), one per test module."""
+    async with feeder_process(
+        tmp_path_factory.mktemp("feeder"), pcsc, stations=0, with_qa=True
+    ) as process:
+        yield process

@@ -4,7 +4,8 @@ docs/services.md the station and QA call (/v1/perso/secure-scripts, /v1/qa/readb
 /v1/arqc/verify) over real HTTP on 127.0.0.1,
 computed by the REAL HSM core (services/keymgmt/emv/perso.py, gp/secure_channel.py,
 emv/keys.py, the full EMV profile of docs/emv-profile.md; sim/perso.py for a SIM added with
-add_sim) on a fresh SoftHSM token."""
+add_sim) on a fresh SoftHSM token. Its fixture `station_keymgmt` is registered in
+tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import secrets
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import pytest
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
@@ -208,7 +210,9 @@ class KeymgmtTestDouble:
         await self._task
 
 
-def station_keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> KeymgmtTestDouble:
-    """The double as the station and QA call it. Each electrical test module serves it as its
-    own `keymgmt` fixture: everywhere else that name is the real keymgmt service."""
-    return KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN)
+@pytest.fixture(scope="module")
+async def station_keymgmt(hsm: Hsm, test_keys: IssuerKeys) -> AsyncIterator[KeymgmtTestDouble]:
+    """The double as the station and QA call it, one per test module (its cards and counters
+    live as long as the module's feeder). Not named `keymgmt`: that is the real service."""
+    async with KeymgmtTestDouble(hsm, test_keys, STATION_TOKEN, QA_TOKEN) as double:
+        yield double

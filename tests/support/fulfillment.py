@@ -1,5 +1,5 @@
-"""The fulfillment service for tests: its runtime and HTTP client (fixtures registered in
-tests/conftest.py), the service's settings, and events in and out of Kafka."""
+"""The fulfillment service for tests: its settings, keymgmt's double, its runtime and HTTP
+client (fixtures registered in tests/conftest.py), and events in and out of Kafka."""
 
 from __future__ import annotations
 
@@ -53,8 +53,11 @@ def count_of(kind: str, n: int) -> Any:
 
 
 @pytest.fixture
-async def runtime(settings: FulfillmentSettings, unique: str) -> AsyncIterator[ServiceRuntime]:
-    async with running(bootstrap(settings, schema=f"fulfillment_{unique}")) as started:
+async def runtime(
+    fulfillment_settings: FulfillmentSettings, unique: str
+) -> AsyncIterator[ServiceRuntime]:
+    schema = f"fulfillment_{unique}"
+    async with running(bootstrap(fulfillment_settings, schema=schema)) as started:
         yield started
 
 
@@ -68,11 +71,20 @@ async def http(runtime: ServiceRuntime, unique: str) -> AsyncIterator[httpx.Asyn
         yield client
 
 
+@pytest.fixture
+async def fulfillment_keymgmt() -> AsyncIterator[KeymgmtDouble]:
+    """keymgmt as fulfillment calls it: graphical's double, taking fulfillment's token."""
+    async with KeymgmtDouble(SERVICE_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
 def fulfillment_settings(
-    unique: str, keymgmt: KeymgmtDouble, tmp_path: Path
+    stack_env: dict[str, str], unique: str, fulfillment_keymgmt: KeymgmtDouble, tmp_path: Path
 ) -> FulfillmentSettings:
-    """The service's settings for a test: each test module serves them as its `settings` fixture
-    (the name is per service, so it is not registered for every tier)."""
+    """The service's settings for a test: its own topic prefix, two operators and an auditor,
+    the keymgmt double, and manifest and inserter folders under the test's own."""
+    keymgmt = fulfillment_keymgmt
     return FulfillmentSettings(
         environment="test",
         topic_prefix=f"t{unique}",

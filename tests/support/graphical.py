@@ -1,5 +1,6 @@
-"""The graphical service for tests: keymgmt's HTTP double, the IPP printer fixture (registered
-in tests/conftest.py), the service's settings, and events in and out of Kafka."""
+"""The graphical service for tests: keymgmt's HTTP double, the fixtures (registered in
+tests/conftest.py) of the IPP printer, the double and the service's settings, and events in and
+out of Kafka."""
 
 from __future__ import annotations
 
@@ -140,11 +141,20 @@ def graphical(settings: GraphicalSettings, unique: str) -> ServiceRuntime:
     return bootstrap(settings, schema=f"graphical_{unique}")
 
 
+@pytest.fixture
+async def graphical_keymgmt() -> AsyncIterator[KeymgmtDouble]:
+    """keymgmt as graphical calls it: the double over real HTTP, taking graphical's token."""
+    async with KeymgmtDouble(SERVICE_TOKEN) as double:
+        yield double
+
+
+@pytest.fixture
 def graphical_settings(
-    unique: str, keymgmt: KeymgmtDouble, printer: TestPrinter
+    stack_env: dict[str, str], unique: str, graphical_keymgmt: KeymgmtDouble, printer: TestPrinter
 ) -> GraphicalSettings:
-    """The service's settings for a test: each test module serves them as its `settings` fixture
-    (the name is per service, so it is not registered for every tier)."""
+    """The service's settings for a test: its own topic prefix and tokens, the keymgmt double,
+    and the test's TLS card printer."""
+    keymgmt = graphical_keymgmt
     return GraphicalSettings(
         environment="test",
         topic_prefix=f"t{unique}",

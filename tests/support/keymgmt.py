@@ -13,14 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.app import MIGRATIONS, bootstrap, build_app
 from services.keymgmt.hsm.process import process_hsm
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import CeremonySpec, run_demo_ceremony
 from services.keymgmt.keys.ceremony import CeremonyKeyType, KeyUsage
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
+from shared.db import make_engine, migrate
 from shared.service import ServiceRuntime
 from tests.conftest import running
 from tests.support.bus import collect, publish_events, wait_for
@@ -121,6 +123,16 @@ async def pin_printer(
         yield device
     finally:
         device.stop()
+
+
+@pytest.fixture
+async def keymgmt_engine(settings: KeymgmtSettings) -> AsyncIterator[AsyncEngine]:
+    """keymgmt's schema of the test, migrated, for tests that drive its repositories directly
+    (a ceremony without the HTTP service)."""
+    engine = make_engine(settings.database_url, settings.keymgmt_schema)
+    await migrate(engine, settings.keymgmt_schema, MIGRATIONS)
+    yield engine
+    await engine.dispose()
 
 
 def auth(token: str) -> dict[str, str]:
