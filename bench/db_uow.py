@@ -1,0 +1,211 @@
+"""bench/db_uow: one typical unit of work (SELECT ... FOR UPDATE of a card, UPDATE of it, one
+event into the outbox, commit) through our engine and ServiceRuntime.unit_of_work(), against
+raw asyncpg doing the same statements in one transaction on one connection, in the same run on
+the stack's PostgreSQL.
+
+Two figures per path: the time of a unit (no relay between client and server) and the client's
+round trips per unit, counted by a byte-forwarding relay that sees every turn on the wire
+(tests/support/wire_turns.py), after a warm-up so that connections and statement caches are
+made. Prints both paths, the ratio of their times and the round trips of each.
+
+    source .run/env.sh; .venv/bin/python -m bench.db_uow [--units 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import text
+
+from shared.db import make_engine, migrate
+from shared.events import CardPrepared, encode_event
+from shared.service import ServiceRuntime
+from shared.settings import BureauSettings
+from tests.conftest import load_stack_env
+from tests.support.bus import prepared_event
+from tests.support.wire_turns import via_port, wire_turns
+
+NO_SERVICE_MIGRATIONS = Path(__file__).parent / "no_migrations"  # the shared ones only
+SELECT = "SELECT state FROM cards WHERE card_id = {p} FOR UPDATE"
+UPDATE = "UPDATE cards SET state = {p}, version = version + 1 WHERE card_id = {c}"
+OUTBOX = (
+    "INSERT INTO outbox (event_id, topic, key, payload, headers)"
+    " VALUES ($1, $2, $3, $4, CAST($5 AS jsonb)) ON CONFLICT (event_id) DO NOTHING"
+)
+Unit = Callable[[CardPrepared], Awaitable[None]]
+
+
+async def make_schema(settings: BureauSettings, schema: str, cards: list[uuid.UUID]) -> None:
+    engine = make_engine(settings.database_url, schema, pool_size=1)
+    try:
+        await migrate(engine, schema, NO_SERVICE_MIGRATIONS)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    f"CREATE TABLE {schema}.cards (card_id uuid PRIMARY KEY,"
+                    " state text NOT NULL, version int NOT NULL DEFAULT 0)"
+                )
+            )
+            await conn.execute(
+                text(f"INSERT INTO {schema}.cards (card_id, state) VALUES (:c, 'new')"),
+                [{"c": card} for card in cards],
+            )
+    finally:
+        await engine.dispose()
+
+
+async def drop_schema(settings: BureauSettings, schema: str) -> None:
+    engine = make_engine(settings.database_url, schema, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+def runtime_for(settings: BureauSettings, schema: str) -> ServiceRuntime:
+    """keymgmt's runtime shape (it emits card.prepared) on the bench schema; not started: the
+    unit of work needs only the engine (no relay is woken)."""
+    return ServiceRuntime(
+        name="keymgmt", settings=settings, migrations=NO_SERVICE_MIGRATIONS, schema=schema
+    )
+
+
+def ours(runtime: ServiceRuntime) -> Unit:
+    select = text(SELECT.format(p=":c"))
+    update = text(UPDATE.format(p=":s", c=":c"))
+
+    async def unit(event: CardPrepared) -> None:
+        async with runtime.unit_of_work() as uow:
+            state = (await uow.conn.execute(select, {"c": event.card_id})).scalar_one()
+            await uow.conn.execute(update, {"c": event.card_id, "s": f"{state}+"})
+            await uow.emit(event)
+
+    return unit
+
+
+def raw(conn: asyncpg.Connection, topic: str) -> Unit:
+    select = SELECT.format(p="$1")
+    update = UPDATE.format(p="$2", c="$1")
+
+    async def unit(event: CardPrepared) -> None:
+        async with conn.transaction():
+            state = await conn.fetchval(select, event.card_id)
+            await conn.execute(update, event.card_id, f"{state}+")
+            await conn.execute(
+                OUTBOX, event.event_id, topic, event.partition_key(), encode_event(event), "{}"
+            )
+
+    return unit
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def raw_connection(url: str, schema: str) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        asyncpg_dsn(url), server_settings={"search_path": f"{schema},public"}
+    )
+
+
+def workload(cards: list[uuid.UUID], units: int) -> list[CardPrepared]:
+    return [
+        prepared_event().model_copy(update={"card_id": cards[i % len(cards)]}) for i in range(units)
+    ]
+
+
+async def timed(unit: Unit, events: list[CardPrepared]) -> float:
+    """Seconds per unit, the units run one after the other."""
+    start = time.perf_counter()
+    for event in events:
+        await unit(event)
+    return (time.perf_counter() - start) / len(events)
+
+
+async def timings(
+    settings: BureauSettings, schema: str, cards: list[uuid.UUID], units: int, rounds: int
+) -> tuple[float, float]:
+    """Best seconds per unit of each path over `rounds` rounds, the paths taking turns."""
+    runtime = runtime_for(settings, schema)
+    conn = await raw_connection(settings.database_url, schema)
+    best_raw = best_ours = float("inf")
+    try:
+        ours_unit, raw_unit = ours(runtime), raw(conn, runtime.emit_topic)
+        await timed(ours_unit, workload(cards, 50))  # warm-up: connections, caches
+        await timed(raw_unit, workload(cards, 50))
+        for _ in range(rounds):
+            best_raw = min(best_raw, await timed(raw_unit, workload(cards, units)))
+            best_ours = min(best_ours, await timed(ours_unit, workload(cards, units)))
+    finally:
+        await conn.close()
+        await runtime.engine.dispose()
+    return best_raw, best_ours
+
+
+async def round_trips(
+    settings: BureauSettings, schema: str, cards: list[uuid.UUID], units: int
+) -> dict[str, Any]:
+    """Client turns per unit on the wire for each path, warm (after 20 units)."""
+    host_port = settings.database_url.rpartition("@")[2].partition("/")[0]
+    host, _, port = host_port.rpartition(":")
+    counts: dict[str, Any] = {}
+    async with wire_turns(host, int(port)) as seen:
+        url = via_port(settings.database_url, seen.port)
+        runtime = runtime_for(settings.model_copy(update={"database_url": url}), schema)
+        conn = await raw_connection(url, schema)
+        try:
+            for name, unit in (("raw", raw(conn, runtime.emit_topic)), ("ours", ours(runtime))):
+                await timed(unit, workload(cards, 20))
+                seen.reset()
+                await timed(unit, workload(cards, units))
+                counts[f"{name}_round_trips_per_unit"] = round(seen.turns / units, 2)
+                counts[f"{name}_connections_opened"] = seen.connections
+        finally:
+            await conn.close()
+            await runtime.engine.dispose()
+    return counts
+
+
+async def main(units: int, rounds: int) -> None:
+    for key, value in load_stack_env().items():
+        os.environ.setdefault(key, value)
+    settings = BureauSettings(environment="test")
+    schema = f"bench_uow_{uuid.uuid4().hex[:8]}"
+    cards = [uuid.uuid4() for _ in range(64)]
+    await make_schema(settings, schema, cards)
+    try:
+        counts = await round_trips(settings, schema, cards, 200)
+        raw_s, ours_s = await timings(settings, schema, cards, units, rounds)
+    finally:
+        await drop_schema(settings, schema)
+    print(  # noqa: T201 - a benchmark prints its figures
+        json.dumps(
+            {
+                "bench": "db_uow",
+                "units": units,
+                "rounds": rounds,
+                "raw_asyncpg_ms_per_unit": round(raw_s * 1000, 3),
+                "ours_ms_per_unit": round(ours_s * 1000, 3),
+                "ratio_ours_to_raw_time": round(ours_s / raw_s, 2),
+                **counts,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--units", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.units, args.rounds))
