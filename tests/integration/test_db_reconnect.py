@@ -46,9 +46,8 @@ def runtime_on(url: str) -> ServiceRuntime:
     )
 
 
-@pytest.fixture
-async def runtime(postgres: PrivatePostgres) -> AsyncIterator[ServiceRuntime]:
-    runtime = runtime_on(postgres.url)
+async def prepare(runtime: ServiceRuntime) -> None:
+    """The shared migrations (the outbox) and a table of cards, each at state 0."""
     await migrate(runtime.engine, SCHEMA, NO_SERVICE_MIGRATIONS)
     async with runtime.engine.begin() as conn:
         await conn.execute(
@@ -58,6 +57,12 @@ async def runtime(postgres: PrivatePostgres) -> AsyncIterator[ServiceRuntime]:
         await conn.execute(
             text("INSERT INTO cards (card_id, state) VALUES (:c, 0)"), [{"c": c} for c in CARDS]
         )
+
+
+@pytest.fixture
+async def runtime(postgres: PrivatePostgres) -> AsyncIterator[ServiceRuntime]:
+    runtime = runtime_on(postgres.url)
+    await prepare(runtime)
     yield runtime
     await runtime.engine.dispose()
 
@@ -95,7 +100,7 @@ async def test_a_unit_of_work_costs_five_round_trips(postgres: PrivatePostgres) 
     async with wire_turns("127.0.0.1", postgres.port) as seen:
         runtime = runtime_on(via_port(postgres.url, seen.port))
         try:
-            await migrate(runtime.engine, SCHEMA, NO_SERVICE_MIGRATIONS)
+            await prepare(runtime)
             for card in CARDS:  # warm: the connection made, its statements prepared
                 await card_unit(runtime, card)
             seen.reset()
