@@ -6,6 +6,10 @@ the stack's PostgreSQL.
 A third path, "pre-ping", is our unit of work on an engine made as make_engine made it before
 issue 17 (SQLAlchemy's pool_pre_ping on every checkout), for the before/after in one run.
 
+The relay's pass that each commit wakes (shared/relay.py: claim the new outbox rows, publish
+them to Kafka, delete them) is counted too, on a bench topic of the stack's Kafka: its round
+trips to PostgreSQL per pass, on our engine and on the former one.
+
 Two figures per path: the time of a unit (no relay between client and server) and the client's
 round trips per unit, counted by a byte-forwarding relay that sees every turn on the wire
 (tests/support/wire_turns.py), after a warm-up so that connections and statement caches are
@@ -32,6 +36,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import make_engine, migrate
 from shared.events import CardPrepared, encode_event
+from shared.kafka_client import KafkaSecurity, ensure_topics, make_producer
+from shared.relay import OutboxRelay
 from shared.service import ServiceRuntime
 from shared.settings import BureauSettings
 from tests.conftest import load_stack_env
@@ -63,6 +69,15 @@ async def make_schema(settings: BureauSettings, schema: str, cards: list[uuid.UU
                 text(f"INSERT INTO {schema}.cards (card_id, state) VALUES (:c, 'new')"),
                 [{"c": card} for card in cards],
             )
+    finally:
+        await engine.dispose()
+
+
+async def clear_outbox(settings: BureauSettings, schema: str) -> None:
+    engine = make_engine(settings.database_url, schema, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DELETE FROM {schema}.outbox"))
     finally:
         await engine.dispose()
 
@@ -202,15 +217,58 @@ async def round_trips(
     return counts
 
 
+async def relay_round_trips(
+    settings: BureauSettings, schema: str, cards: list[uuid.UUID], units: int
+) -> dict[str, Any]:
+    """Client turns to PostgreSQL per relay pass, one pass after each unit (as a commit wakes
+    it when the service is not busy), on our engine and on the former one."""
+    host_port = settings.database_url.rpartition("@")[2].partition("/")[0]
+    host, _, port = host_port.rpartition(":")
+    security = KafkaSecurity.of(settings)
+    await ensure_topics(settings.kafka_bootstrap, [settings.topic("keymgmt")], security=security)
+    producer = make_producer(settings.kafka_bootstrap, "bench-db-uow", security)
+    await producer.start()
+    counts: dict[str, Any] = {}
+    try:
+        async with wire_turns(host, int(port)) as seen:
+            proxied = settings.model_copy(
+                update={"database_url": via_port(settings.database_url, seen.port)}
+            )
+            for name, runtime in (
+                ("ours", runtime_for(proxied, schema)),
+                ("pre_ping", with_pre_ping(runtime_for(proxied, schema))),
+            ):
+                relay, unit, turns = OutboxRelay(runtime.engine, schema, producer), ours(runtime), 0
+                try:
+                    for i, event in enumerate(workload(cards, units + 10)):
+                        await unit(event)
+                        before = seen.turns
+                        if await relay.publish_once() != 1:
+                            raise SystemExit(
+                                "bench/db_uow: the relay did not publish the unit's row"
+                            )
+                        turns += (seen.turns - before) if i >= 10 else 0  # 10 to warm up
+                finally:
+                    await runtime.engine.dispose()
+                counts[f"{name}_relay_round_trips_per_pass"] = round(turns / units, 2)
+    finally:
+        await producer.stop()
+    return counts
+
+
 async def main(units: int, rounds: int) -> None:
     for key, value in load_stack_env().items():
         os.environ.setdefault(key, value)
-    settings = BureauSettings(environment="test")
-    schema = f"bench_uow_{uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex[:8]
+    # Bench topics: the outbox rows of the bench never reach the bureau's own topics.
+    settings = BureauSettings(environment="test", topic_prefix=f"bench{run}")
+    schema = f"bench_uow_{run}"
     cards = [uuid.uuid4() for _ in range(64)]
     await make_schema(settings, schema, cards)
     try:
         counts = await round_trips(settings, schema, cards, 200)
+        await clear_outbox(settings, schema)  # the relay passes below publish their own rows only
+        counts |= await relay_round_trips(settings, schema, cards, 100)
         best = await timings(settings, schema, cards, units, rounds)
     finally:
         await drop_schema(settings, schema)
