@@ -25,6 +25,8 @@ from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from shared.outage import is_outage
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -268,8 +270,11 @@ async def _begin_now(conn: AsyncConnection) -> None:
     try:
         await adapted._start_transaction()
     except Exception as exc:
+        # Dead: closed under the BEGIN, or the server's own answer says it is going away (its
+        # "terminating connection" can arrive before the close is read).
         driver = raw.driver_connection
-        if driver is None or not driver.is_closed():
+        closed = driver is not None and driver.is_closed()
+        if not closed and not is_outage(exc.__cause__ or exc):
             raise
         await conn.invalidate(exc)
         raise _DeadConnection(
