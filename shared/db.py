@@ -16,11 +16,16 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from shared.outage import is_outage
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -34,14 +39,31 @@ def checked_identifier(name: str) -> str:
 
 
 def make_engine(url: str, schema: str, pool_size: int = 5) -> AsyncEngine:
+    """The service's engine. A pooled connection is checked without a round trip when it is
+    taken (`_closed_on_checkout`), not pinged: SQLAlchemy's pre-ping costs three (BEGIN, an
+    empty query, ROLLBACK) on every checkout, more than half of a typical unit of work's five
+    (bench/db_uow.py, docs/architecture.md "Round trips per unit of work")."""
     checked_identifier(schema)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         connect_args={"server_settings": {"search_path": f"{schema},public"}},
     )
+    event.listen(engine.sync_engine.pool, "checkout", _closed_on_checkout)
+    return engine
+
+
+def _closed_on_checkout(
+    _dbapi_connection: object, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """A pooled connection whose server went away (PostgreSQL stopped or restarted, its backend
+    terminated) is closed on our side as soon as the event loop reads the server's goodbye; such
+    a one is replaced here, before the unit of work that takes it sends anything, with no round
+    trip. The pool discards it and connects afresh (DisconnectionError)."""
+    driver = record.driver_connection
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the pooled connection was closed by the server")
 
 
 def _migration_files(directory: Path) -> list[Path]:
@@ -208,6 +230,53 @@ async def _apply(conn: AsyncConnection, schema: str, name: str, sql: str, checks
 
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """The unit of work: one connection, one transaction, committed by the entrypoint."""
-    async with engine.begin() as conn:
-        yield conn
+    """The unit of work: one connection, one transaction, committed when the block ends (rolled
+    back when it raises).
+
+    Its BEGIN goes out at once, not with the first statement (the same round trip, earlier): a
+    pooled connection found dead by it (the server restarted while nobody used the connection,
+    and the event loop had not read its goodbye yet) is discarded and the unit starts once more
+    on a fresh one, before any of the block ran. A failure after that is the block's (its
+    statements may have reached the server, its commit may have): never retried here."""
+    for attempt in (1, 2):
+        stack = AsyncExitStack()
+        conn = await stack.enter_async_context(engine.begin())
+        try:
+            await _begin_now(conn)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)  # rolled back, returned
+            if not isinstance(exc, _DeadConnection):
+                raise
+            if attempt == 2:
+                raise exc.error from exc.error.orig
+            continue
+        async with stack:
+            yield conn
+        return
+
+
+class _DeadConnection(Exception):
+    def __init__(self, error: OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _begin_now(conn: AsyncConnection) -> None:
+    """Send the transaction's BEGIN now. SQLAlchemy's asyncpg adapter starts it lazily with the
+    first statement (AsyncAdapt_asyncpg_connection._start_transaction, which that statement
+    then finds done); a disconnect here means nothing of the unit reached the server."""
+    raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    try:
+        await adapted._start_transaction()
+    except Exception as exc:
+        # Dead: closed under the BEGIN, or the server's own answer says it is going away (its
+        # "terminating connection" can arrive before the close is read).
+        driver = raw.driver_connection
+        closed = driver is not None and driver.is_closed()
+        if not closed and not is_outage(exc.__cause__ or exc):
+            raise
+        await conn.invalidate(exc)
+        raise _DeadConnection(
+            OperationalError("BEGIN", None, exc, connection_invalidated=True)
+        ) from exc

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
-from shared.db import checked_identifier
+from shared.db import checked_identifier, transaction
 from shared.events import Event, ShipmentDispatched, encode_event
 from shared.events.producers import UndeclaredProducer, check_emit
 from shared.relay import OutboxRelay as OutboxRelay  # the relay of these rows
@@ -186,7 +186,7 @@ async def unit_of_work(
     repository: RepositoryFactory[Any] | None = None,
 ) -> AsyncIterator[UnitOfWork[Any]]:
     """An entrypoint's transaction: state changes and emitted events commit together."""
-    async with engine.begin() as conn:
+    async with transaction(engine) as conn:
         uow: UnitOfWork[Any] = UnitOfWork(
             conn, schema, default_topic, buffered=True, repository=repository
         )

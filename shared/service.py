@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared import metrics
 from shared.auth import Authenticator, StaticTokens
 from shared.bus import DEAD_LETTER_STREAM, EventConsumer, ensure_topics, make_producer
-from shared.db import make_engine, migrate, require_migrated
+from shared.db import make_engine, migrate, require_migrated, transaction
 from shared.errors import install_error_handlers
 from shared.handlers import HandlerTable
 from shared.kafka_client import KafkaSecurity
@@ -121,8 +121,9 @@ class ServiceRuntime:
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork[Any]]:
         """An entrypoint's transaction with the service's repository: the state change and the
-        events it emits commit together, then the relay is woken to publish them."""
-        async with self.engine.begin() as conn:
+        events it emits commit together, then the relay is woken to publish them. A pooled
+        connection the server dropped is replaced before the block runs (shared.db.transaction)."""
+        async with transaction(self.engine) as conn:
             uow: UnitOfWork[Any] = UnitOfWork(
                 conn, self.schema, self.emit_topic, buffered=True, repository=self.repository
             )
