@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics
-from shared.db import checked_identifier
+from shared.db import checked_identifier, transaction
 from shared.dead_letter import record_dead_letter
 from shared.events import Event, UndecodableEvent, decode_event
 from shared.events.producers import forgeable, forgery, parse_forgery
@@ -198,7 +198,7 @@ class EventConsumer:
         if not decoded:
             return True
         try:
-            async with self._engine.begin() as conn:
+            async with transaction(self._engine) as conn:
                 fresh = await record_many_in_inbox(conn, self._schema, decoded)
                 uow: UnitOfWork[Any] = UnitOfWork(
                     conn,
@@ -325,7 +325,7 @@ class EventConsumer:
                 attributes={"event.type": event.type, "event.id": str(event.event_id)},
             ),
         ):
-            async with self._engine.begin() as conn:
+            async with transaction(self._engine) as conn:
                 first_time = await record_in_inbox(conn, self._schema, event, record)
                 if not first_time:
                     self.duplicates += 1
@@ -344,7 +344,7 @@ class EventConsumer:
     async def _dead_letter(self, record: Any, reason: str) -> None:
         """The raw record to the DLQ topic and a counted event, in one transaction, at most
         once (shared/dead_letter.py: nothing of the record is decoded, and it always fits)."""
-        async with self._engine.begin() as conn:
+        async with transaction(self._engine) as conn:
             source = await record_dead_letter(
                 conn,
                 schema=self._schema,

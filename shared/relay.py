@@ -17,7 +17,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
-from shared.db import checked_identifier
+from shared.db import checked_identifier, transaction
 from shared.outage import DATABASE, KAFKA, is_outage, report_failure
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         """Claim up to a batch of unparked rows, publish them, delete those the broker took and
         count a refusal against the others. Returns the rows published."""
-        async with self._engine.begin() as conn:
+        async with transaction(self._engine) as conn:
             rows = (
                 await conn.execute(
                     text(
