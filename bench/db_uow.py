@@ -73,20 +73,12 @@ async def make_schema(settings: BureauSettings, schema: str, cards: list[uuid.UU
         await engine.dispose()
 
 
-async def clear_outbox(settings: BureauSettings, schema: str) -> None:
+async def run_sql(settings: BureauSettings, schema: str, sql: str) -> None:
+    """One statement on its own short-lived engine (the bench's set-up and clean-up)."""
     engine = make_engine(settings.database_url, schema, pool_size=1)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text(f"DELETE FROM {schema}.outbox"))
-    finally:
-        await engine.dispose()
-
-
-async def drop_schema(settings: BureauSettings, schema: str) -> None:
-    engine = make_engine(settings.database_url, schema, pool_size=1)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            await conn.execute(text(sql))
     finally:
         await engine.dispose()
 
@@ -267,11 +259,12 @@ async def main(units: int, rounds: int) -> None:
     await make_schema(settings, schema, cards)
     try:
         counts = await round_trips(settings, schema, cards, 200)
-        await clear_outbox(settings, schema)  # the relay passes below publish their own rows only
+        # The relay passes below publish their own rows only.
+        await run_sql(settings, schema, f"DELETE FROM {schema}.outbox")
         counts |= await relay_round_trips(settings, schema, cards, 100)
         best = await timings(settings, schema, cards, units, rounds)
     finally:
-        await drop_schema(settings, schema)
+        await run_sql(settings, schema, f"DROP SCHEMA {schema} CASCADE")
     print(  # noqa: T201 - a benchmark prints its figures
         json.dumps(
             {
