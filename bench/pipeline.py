@@ -7,7 +7,8 @@ next blank in and answering) and their raw APDU round trip, for the APDUs a card
 Prints, while it runs, cards/s per stage over the last interval; at the end JSON figures: per
 stage the sustained rate and the latency from the previous stage (p50/p95, from the audit log's
 event times), the end-to-end rate (ordered -> packed), each process's CPU share and peak RSS,
-and the ratio of the end-to-end rate to the devices' rate.
+and the ratio of the end-to-end rate to the devices' rate; and the machine's CPU over the window
+(busy cores, and the stack's daemons: PostgreSQL, Kafka, pcscd, printers: bench/machine_cpu.py).
 
     .venv/bin/python -m bench.pipeline [--cards 10000] [--interval 30]
 
@@ -32,6 +33,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import machine_cpu
 from demo.client import Bureau, demo_cards
 from shared.pcsc import PcscClient
 from shared.pcsc.config import load_readers
@@ -324,13 +326,13 @@ async def bench_on_floor(
         token = await bureau.onboard_issuer(ISSUER, "Bench Bank", PRODUCT, cards=1)
         devices["icc_pool"] = await fill_icc_pool(bureau, cards)
         await bureau.receive_stock(ISSUER, PRODUCT, cards)
-        cpu_before = proc_times(run_dir)
+        cpu_before, machine_before = proc_times(run_dir), machine_cpu.sample(run_dir)
         started = time.monotonic()
         order = await bureau.post_order(token, PRODUCT, demo_cards(cards, seed=cards))
         batch = str(order["batch_id"])
         view = await follow(bureau, batch, cards, interval)
         wall = time.monotonic() - started
-        cpu_after = proc_times(run_dir)
+        cpu_after, machine_after = proc_times(run_dir), machine_cpu.sample(run_dir)
         per_card = await stage_times(env["BUREAU_DATABASE_URL"], batch)
         apdus, readers = await station_work(env["BUREAU_DATABASE_URL"], batch)
     finally:
@@ -356,6 +358,7 @@ async def bench_on_floor(
         "ratio_end_to_end_to_devices": round(end_to_end / device_rate, 3) if device_rate else 0,
         "cpu_share_per_process": cpu,
         "busiest_process": max(cpu, key=lambda name: cpu[name]) if cpu else None,
+        "machine": machine_cpu.shares(machine_before, machine_after, wall),
         "limiting_stage": limiting_stage(stages),
         "peak_rss_mib": {name: round(v[1] / 2**20, 1) for name, v in cpu_after.items()},
     }

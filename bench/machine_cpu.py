@@ -1,0 +1,88 @@
+"""The whole machine's CPU during a bench window, beside our services': how busy the cores
+were (/proc/stat) and what the stack's own daemons took (PostgreSQL with its backends, the
+Kafka broker, pcscd, the IPP printers), so a run says whether the software, the stack or
+another tenant of the machine had the CPU. Linux /proc only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+Proc = tuple[int, float]  # parent pid, CPU seconds
+GROUPS = {"postgres": "postgres", "java": "kafka", "pcscd": "pcscd", "ippeveprinter": "printers"}
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    busy_s: float  # all cores' non-idle time since boot
+    total_s: float
+    stack_s: dict[str, float]  # the stack's daemons (with their children) since they started
+
+
+def _proc(pid: str) -> Proc | None:
+    """(parent pid, CPU seconds) of a live process; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _roots(run_dir: Path) -> dict[int, str]:
+    """The stack's daemons of this run directory: pid -> group."""
+    mark = str(run_dir).encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        group = GROUPS.get(Path(argv.split(b"\0", 1)[0].decode(errors="replace")).name)
+        if group is not None and mark in argv:
+            found[int(entry.name)] = group
+    return found
+
+
+def _group_of(pid: int, procs: Mapping[int, Proc | None], roots: dict[int, str]) -> str | None:
+    """The daemon group `pid` belongs to: itself or one of its parents a daemon of the stack."""
+    for _ in range(64):
+        if pid in roots:
+            return roots[pid]
+        info = procs.get(pid)
+        if info is None or info[0] <= 1:
+            return None
+        pid = info[0]
+    return None
+
+
+def sample(run_dir: Path) -> CpuSample:
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    roots = _roots(run_dir)
+    procs = {int(p.name): _proc(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    stack: dict[str, float] = {}
+    for pid, info in procs.items():
+        group = _group_of(pid, procs, roots)
+        if group is not None and info is not None:
+            stack[group] = stack.get(group, 0.0) + info[1]
+    return CpuSample((sum(ticks) - idle) / TICKS, sum(ticks) / TICKS, stack)
+
+
+def shares(before: CpuSample, after: CpuSample, wall_s: float) -> dict[str, object]:
+    """Cores used over the window: the machine's, and each stack daemon group's."""
+    cores = os.cpu_count() or 1
+    busy = (after.busy_s - before.busy_s) / wall_s
+    return {
+        "machine_cores": cores,
+        "machine_busy_cores": round(busy, 3),
+        "stack_daemons_cores": {
+            name: round((after.stack_s[name] - before.stack_s.get(name, 0.0)) / wall_s, 3)
+            for name in sorted(after.stack_s)
+        },
+    }
