@@ -1,0 +1,357 @@
+"""bench/keymgmt_memory: keymgmt's memory per card under load (issue 17, "memory and state stay
+bounded"). One keymgmt runs in this process (its ServiceRuntime: consumer, outbox relay, HSM
+keeper, ICC pool refiller; its ASGI app) on the shared stack's Postgres, Kafka and SoftHSM, and
+the bench plays every other service for N cards of a full-profile EMV product
+(demo/emv_product.py), in batches:
+
+  intake       POST /v1/vault/cards, then card.ordered on Kafka; keymgmt prepares each card
+               (PIN blocks, CVVs, an ICC pair from the pool) and emits card.prepared
+  station      SELECT + INITIALIZE UPDATE on a virtual chip (vcard), POST
+               /v1/perso/secure-scripts, the SCP03 script run on the chip
+  graphical    GET /v1/vault/cards/{id}/print-data (CVV2 computed in the HSM)
+  QA           the chip's AFL records -> POST /v1/qa/readback; GENERATE AC -> POST /v1/arqc/verify
+  fulfillment  GET /v1/vault/cards/{id}/mailing, and (--pin-mailers) POST /v1/pin-mailers on a
+               private IPPS printer (ippeveprinter) of the bench's own
+
+The process' RSS (VmRSS) is sampled after every batch and, with --trace, the Python heap
+(tracemalloc, 25 frames) is snapshotted after the warm-up batches and at the end. Printed
+(JSON): RSS growth per 1,000 cards over the measured window against the first half of that
+window (a leak grows both halves alike; a warm-up settles in the first), the Python heap's own
+growth per 1,000 cards (what tracemalloc sees; RSS growing beyond it is C memory: SoftHSM,
+OpenSSL, the allocator), and the allocation sites that grew most, by traceback.
+
+    source /work/main/.run/env.sh
+    .venv/bin/python -m bench.keymgmt_memory [--cards 600] [--batch 50] [--trace] [--pin-mailers]
+
+Compare MALLOC_ARENA_MAX=2 (glibc arenas per thread) by running it again with that variable set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+from pkcs11 import Attribute
+from sqlalchemy import text
+
+from demo.emv_product import set_up_emv_product
+from services.keymgmt.app import bootstrap, build_app
+from services.keymgmt.hsm.process import process_hsm
+from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.keys.ceremonies import load_demo_keys
+from services.keymgmt.settings import KeymgmtSettings
+from shared import events
+from shared.db import make_engine
+from shared.pan import luhn_check_digit
+from shared.service import ServiceRuntime
+from tests.conftest import load_stack_env, running
+from tests.support.bus import publish_events
+from tests.support.perso_chip import new_chip, personalize, read_records
+from tests.support.printer import TestPrinter
+from tests.support.tls import TestCa
+from vcard.card import VirtualCard
+from vcard.store import CardStore
+
+CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400") + bytes.fromhex(
+    "3804823E"
+)  # amount, country, TVR, currency, date, type, UN (EMV Book 3 CDOL1 of the profile)
+ADDRESS = {"lines": ["1 Bench Road"], "postcode": "B1 1BB", "city": "Bench", "country": "GB"}
+BIN = "476173"
+
+
+def settings_for(tag: str) -> KeymgmtSettings:
+    """A keymgmt of the bench's own: topic prefix, schema and key labels named by `tag`; the
+    callers' tokens are the bench's (nothing here is a production secret)."""
+    return KeymgmtSettings(
+        environment="test",
+        topic_prefix=f"km{tag}",
+        keymgmt_schema=f"keymgmt_km{tag}",
+        vault_key_label=f"km{tag}/VAULT/1",
+        pan_hash_key_label=f"km{tag}/PANHASH/1",
+        kmc_label=f"km{tag}/KMC/1",
+        service_tokens=f"intake=in-{tag},graphical=gr-{tag},fulfillment=fu-{tag},qa=qa-{tag}",
+        principals=f"custodian:carol=cu-{tag},station:station-a=st-{tag}",
+        perso_stations="station-a",
+        icc_pool_low=20,
+        icc_pool_target=60,
+    )
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def pan_of(i: int) -> str:
+    body = f"{BIN}{i:09d}"
+    return body + luhn_check_digit(body)
+
+
+def rss_kib() -> int:
+    """The process' resident set (VmRSS, KiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class Bench:
+    """The other services' side of N cards through one in-process keymgmt."""
+
+    def __init__(
+        self, tag: str, http: httpx.AsyncClient, runtime: ServiceRuntime, chips: Path
+    ) -> None:
+        self.tag, self.http, self.engine = tag, http, runtime.engine
+        self.hsm: Hsm = runtime.deps.gate.get()
+        self.settings = settings_for(tag)
+        self.issuer = f"km{tag}"
+        self.store = CardStore(chips)
+        self.done = 0
+        self.pin_mailers = False
+
+    async def batch(self, count: int) -> None:
+        cards = await self._vault(count)
+        batch_id = uuid.uuid4()
+        ordered = [self._ordered(card, batch_id, seq) for seq, card in enumerate(cards)]
+        await publish_events(self.settings, *(("intake", e) for e in ordered))
+        await self._wait_prepared(self.done + count)
+        for card in cards:
+            await self._card(card, batch_id)
+        self.done += count
+
+    async def _vault(self, count: int) -> list[dict[str, Any]]:
+        cards = [
+            {"card_id": str(uuid.uuid4()), "pan": pan_of(self.done + i), "psn": "01"}
+            | {"expiry": "2812", "cardholder_name": "BENCH/CARD", "address": ADDRESS}
+            for i in range(count)
+        ]
+        answer = await self.http.post(
+            "/v1/vault/cards",
+            json={"issuer_id": self.issuer, "cards": cards},
+            headers=auth(f"in-{self.tag}"),
+        )
+        _ok("vault", answer)
+        return [c | v for c, v in zip(cards, answer.json()["cards"], strict=True)]
+
+    def _ordered(self, card: dict[str, Any], batch_id: uuid.UUID, seq: int) -> events.Event:
+        return events.CardOrdered(
+            issuer_id=self.issuer, actor="intake", card_id=uuid.UUID(card["card_id"]),
+            order_id=batch_id, batch_id=batch_id, product_id="visa-classic",
+            pan_token=card["pan_token"], masked_pan=card["masked_pan"], expiry="2812",
+            sequence=seq,
+        )  # fmt: skip
+
+    async def _wait_prepared(self, total: int) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            async with self.engine.connect() as conn:
+                query = text("SELECT count(*) FROM prepared_cards")
+                if int((await conn.execute(query)).scalar_one()) >= total:
+                    return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"keymgmt did not prepare {total} cards within 120 s")
+
+    async def _card(self, card: dict[str, Any], batch_id: uuid.UUID) -> None:
+        card_id, tag = card["card_id"], self.tag
+        chip = new_chip(self.store)
+        await personalize(self.http, f"st-{tag}", card_id, chip)
+        face = await self.http.get(
+            f"/v1/vault/cards/{card_id}/print-data", headers=auth(f"gr-{tag}")
+        )
+        _ok("print-data", face)
+        records = read_records(chip)
+        body = {"card_id": card_id, "chip_serial": chip.chip_serial, "qa_station": "qa-1"}
+        readback = await self.http.post(
+            "/v1/qa/readback", json=body | {"records": records}, headers=auth(f"qa-{tag}")
+        )
+        if _ok("readback", readback) != {"ok": True, "problems": []}:
+            raise RuntimeError(f"readback of card {card_id}: {readback.text}")
+        await self._arqc(card_id, chip)
+        fu = auth(f"fu-{tag}")
+        _ok("mailing", await self.http.get(f"/v1/vault/cards/{card_id}/mailing", headers=fu))
+        if self.pin_mailers:
+            body = {"card_id": card_id, "batch_id": str(batch_id)}
+            _ok("pin mailer", await self.http.post("/v1/pin-mailers", json=body, headers=fu))
+
+    async def _arqc(self, card_id: str, chip: VirtualCard) -> None:
+        response = chip.process(bytes.fromhex("80AE80001D") + CDOL1 + b"\x00")
+        atc, arqc = response[3:5].hex(), response[5:13].hex()
+        body = {"card_id": card_id, "cdol1": CDOL1.hex(), "atc": atc, "arqc": arqc}
+        verified = await self.http.post(
+            "/v1/arqc/verify", json=body, headers=auth(f"qa-{self.tag}")
+        )
+        if _ok("arqc", verified) != {"ok": True}:
+            raise RuntimeError(f"ARQC of card {card_id} did not verify: {verified.text}")
+
+
+def _ok(step: str, answer: httpx.Response) -> Any:
+    if answer.status_code != 200:
+        raise RuntimeError(f"{step}: keymgmt answered {answer.status_code}: {answer.text}")
+    return answer.json()
+
+
+@asynccontextmanager
+async def pin_printer(home: Path, wanted: bool) -> AsyncIterator[None]:
+    """A private IPPS PIN printer (the stack's own is shared: its spool is not the bench's)."""
+    if not wanted:
+        yield
+        return
+    ca = TestCa.create(home / "pin-ca")
+    ca.issue(home / "pin-keys")
+    device = TestPrinter(home / "pin-printer", name="bench-pin", tls_keys=home / "pin-keys")
+    device.start()
+    os.environ["BUREAU_PIN_PRINTER_URI"] = device.uri
+    os.environ["BUREAU_PIN_PRINTER_CA"] = str(ca.cert_file)
+    try:
+        await device.wait_up()
+        yield
+    finally:
+        device.stop()
+
+
+def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> list[str]:
+    """The allocation sites that grew most between the snapshots, by traceback (innermost
+    frames of our code and the libraries, newest last)."""
+    stats = after.compare_to(before, "traceback")[:8]
+    lines = []
+    for stat in stats:
+        frames = [f"{f.filename.rsplit('/', 3)[-1]}:{f.lineno}" for f in stat.traceback[-4:]]
+        lines.append(
+            f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks: "
+            + " < ".join(reversed(frames))
+        )
+    return lines
+
+
+async def drive(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    try:
+        return await _drive(tag, args, home)
+    finally:
+        await cleanup(tag)
+
+
+async def _drive(tag: str, args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    async with pin_printer(home, args.pin_mailers):
+        settings = settings_for(tag)
+        await load_demo_keys(settings, f"km{tag}", emv=True)
+        runtime = bootstrap(settings)
+        async with running(runtime):
+            transport = httpx.ASGITransport(app=build_app(runtime))
+            async with httpx.AsyncClient(transport=transport, base_url="http://keymgmt") as http:
+                while runtime.deps.gate.hsm is None:
+                    await asyncio.sleep(0.1)
+                await set_up_emv_product(
+                    http, f"km{tag}", "visa-classic", bin_=BIN, pairs=args.batch,
+                    headers=auth(f"cu-{tag}"),
+                )  # fmt: skip
+                bench = Bench(tag, http, runtime, home / "chips")
+                bench.pin_mailers = args.pin_mailers
+                return await measure(bench, args)
+
+
+async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    for _ in range(args.warmup):
+        await bench.batch(args.batch)
+    if args.trace:
+        tracemalloc.start(25)
+    first = tracemalloc.take_snapshot() if args.trace else None
+    samples = [await sample(bench)]
+    started = time.monotonic()
+    while bench.done < args.warmup * args.batch + args.cards:
+        await bench.batch(args.batch)
+        samples.append(await sample(bench))
+    elapsed = time.monotonic() - started
+    figures = summarise(samples, args.cards / elapsed)
+    if first is not None:
+        figures["python_heap_top_growth"] = top_growth(first, tracemalloc.take_snapshot())
+    return figures
+
+
+def _objects(hsm: Hsm) -> int:
+    return hsm.count_objects()
+
+
+async def sample(bench: Bench) -> Sample:
+    """Cards done, RSS (KiB), traced Python heap (bytes), PKCS#11 objects the session sees."""
+    traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+    return Sample(bench.done, rss_kib(), traced, await bench.hsm.call(_objects))
+
+
+class Sample(NamedTuple):
+    cards: int
+    rss_kib: int
+    traced_bytes: int
+    hsm_objects: int
+
+
+def per_1000(a: Sample, b: Sample, at: int) -> float:
+    return round((b[at] - a[at]) / 1024 / (b.cards - a.cards) * 1000, 2)
+
+
+def summarise(samples: list[Sample], rate: float) -> dict[str, Any]:
+    start, middle, end = samples[0], samples[len(samples) // 2], samples[-1]
+    figures: dict[str, Any] = {
+        "cards": end[0] - start[0],
+        "cards_per_s": round(rate, 2),
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX", "unset"),
+        "rss_mib_at_start": round(start[1] / 1024, 1),
+        "rss_mib_at_end": round(end[1] / 1024, 1),
+        "rss_mib_per_1000_cards": per_1000(start, end, 1),
+        "rss_mib_per_1000_cards_first_half": per_1000(start, middle, 1),
+        "rss_mib_per_1000_cards_second_half": per_1000(middle, end, 1),
+        "rss_mib_samples": [(s.cards, round(s.rss_kib / 1024, 1)) for s in samples],
+        "hsm_objects_at_start": start.hsm_objects,
+        "hsm_objects_at_end": end.hsm_objects,
+    }
+    if end.traced_bytes:
+        figures["python_heap_mib_per_1000_cards"] = round(per_1000(start, end, 2) / 1024, 2)
+    return figures
+
+
+def _drop_token_objects(hsm: Hsm, prefix: str) -> int:
+    doomed = [o for o in hsm.session.get_objects() if str(o[Attribute.LABEL]).startswith(prefix)]
+    for obj in doomed:
+        obj.destroy()
+    return len(doomed)
+
+
+async def cleanup(tag: str) -> None:
+    """Drop the bench keymgmt's schema and destroy its keys on the dev token."""
+    settings = settings_for(tag)
+    engine = make_engine(settings.database_url, settings.keymgmt_schema)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP SCHEMA IF EXISTS {settings.keymgmt_schema} CASCADE"))
+    await engine.dispose()
+    async with process_hsm(settings) as hsm:
+        await hsm.call(_drop_token_objects, f"km{tag}/")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cards", type=int, default=600, help="cards measured after warm-up")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=2, help="batches before measuring")
+    parser.add_argument("--trace", action="store_true", help="tracemalloc snapshots (slower)")
+    parser.add_argument("--pin-mailers", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.update({k: v for k, v in load_stack_env().items() if k not in os.environ})
+    with tempfile.TemporaryDirectory(prefix="bench-kmem-") as home:
+        figures = asyncio.run(drive(args, Path(home)))
+    print(json.dumps(figures, indent=2))  # noqa: T201 - a benchmark prints its figures
+
+
+if __name__ == "__main__":
+    main()
