@@ -14,7 +14,7 @@ the bench plays every other service for N cards of a full-profile EMV product
                private IPPS printer (ippeveprinter) of the bench's own
 
 The process' RSS (VmRSS) is sampled after every batch and, with --trace, the Python heap
-(tracemalloc, 25 frames) is snapshotted after the warm-up batches and at the end. Printed
+(tracemalloc, --frames deep) is snapshotted after the warm-up batches and at the end. Printed
 (JSON): RSS growth per 1,000 cards over the measured window against the first half of that
 window (a leak grows both halves alike; a warm-up settles in the first), the Python heap's own
 growth per 1,000 cards (what tracemalloc sees; RSS growing beyond it is C memory: SoftHSM,
@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 import tracemalloc
 import uuid
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,6 +61,7 @@ from shared.pan import luhn_check_digit
 from shared.service import ServiceRuntime
 from tests.conftest import load_stack_env, running
 from tests.support.bus import publish_events
+from tests.support.memory import malloc_held, malloc_in_use
 from tests.support.perso_chip import new_chip, personalize, read_records
 from tests.support.printer import TestPrinter
 from tests.support.tls import TestCa
@@ -69,6 +73,7 @@ CDOL1 = bytes.fromhex("00000000100000000000000008260000008000097825112400") + by
 )  # amount, country, TVR, currency, date, type, UN (EMV Book 3 CDOL1 of the profile)
 ADDRESS = {"lines": ["1 Bench Road"], "postcode": "B1 1BB", "city": "Bench", "country": "GB"}
 BIN = "476173"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def settings_for(tag: str) -> KeymgmtSettings:
@@ -96,6 +101,53 @@ def auth(token: str) -> dict[str, str]:
 def pan_of(i: int) -> str:
     body = f"{BIN}{i:09d}"
     return body + luhn_check_digit(body)
+
+
+def malloc_kib() -> tuple[int, int]:
+    """glibc malloc's bytes in use and bytes held from the system (KiB): what C code (SoftHSM,
+    OpenSSL, CPython's larger objects) holds, and the heap it holds it in. In use flat while
+    held grows is fragmentation; both growing, C memory kept."""
+    return malloc_in_use() // 1024, malloc_held() // 1024
+
+
+def type_counts() -> Counter[str]:
+    """Live objects the garbage collector tracks, by type (module.qualname)."""
+    gc.collect()
+    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
+_CONTAINERS = (dict, list, set, deque)
+
+
+def container_sizes() -> dict[int, int]:
+    """len() of every container the collector tracks, by id (to find one that grows)."""
+    return {id(o): len(o) for o in gc.get_objects() if isinstance(o, _CONTAINERS)}
+
+
+def grown_containers(before: dict[int, int], top: int = 6) -> list[str]:
+    """The containers alive at both snapshots whose len() grew most, each named by where it
+    hangs: the attribute or key holding it and the type that holds it."""
+    alive = {id(o): o for o in gc.get_objects() if isinstance(o, _CONTAINERS)}
+    growth = sorted(
+        ((len(o) - before[i], i) for i, o in alive.items() if i in before), reverse=True
+    )[:top]
+    return [f"+{n} {_held_by(alive[i])}" for n, i in growth if n > 0]
+
+
+def _held_by(obj: object) -> str:
+    kind = type(obj).__qualname__
+    for ref in gc.get_referrers(obj):
+        if isinstance(ref, dict):
+            keys = [k for k, v in ref.items() if v is obj]
+            owners = [type(o).__qualname__ for o in gc.get_referrers(ref) if not _is_frame(o)]
+            return f"{kind} at key {keys[:1]} of a dict held by {owners[:3]}"
+        if not _is_frame(ref):
+            return f"{kind} held by {type(ref).__qualname__}"
+    return kind
+
+
+def _is_frame(obj: object) -> bool:
+    return type(obj).__name__ in ("frame", "list", "generator", "coroutine")
 
 
 def rss_kib() -> int:
@@ -220,17 +272,19 @@ async def pin_printer(home: Path, wanted: bool) -> AsyncIterator[None]:
         device.stop()
 
 
+def _where(frame: tracemalloc.Frame) -> str:
+    """A frame as package/module.py:line (site-packages and the repository's prefix dropped)."""
+    path = frame.filename.split("site-packages/")[-1].removeprefix(str(REPO) + "/")
+    return f"{path}:{frame.lineno}"
+
+
 def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> list[str]:
     """The allocation sites that grew most between the snapshots, by traceback (innermost
-    frames of our code and the libraries, newest last)."""
-    stats = after.compare_to(before, "traceback")[:8]
+    frame first)."""
     lines = []
-    for stat in stats:
-        frames = [f"{f.filename.rsplit('/', 3)[-1]}:{f.lineno}" for f in stat.traceback[-4:]]
-        lines.append(
-            f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks: "
-            + " < ".join(reversed(frames))
-        )
+    for stat in after.compare_to(before, "traceback")[:15]:
+        frames = " < ".join(_where(f) for f in reversed(stat.traceback))
+        lines.append(f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks: {frames}")
     return lines
 
 
@@ -265,8 +319,9 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.warmup):
         await bench.batch(args.batch)
     if args.trace:
-        tracemalloc.start(25)
+        tracemalloc.start(args.frames)
     first = tracemalloc.take_snapshot() if args.trace else None
+    types_before, sizes_before = type_counts(), container_sizes()
     samples = [await sample(bench)]
     started = time.monotonic()
     while bench.done < args.warmup * args.batch + args.cards:
@@ -274,6 +329,10 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         samples.append(await sample(bench))
     elapsed = time.monotonic() - started
     figures = summarise(samples, args.cards / elapsed)
+    grown = (type_counts() - types_before).most_common(12)
+    figures["live_objects_grown_by_type"] = [f"+{n} {name}" for name, n in grown]
+    figures["containers_grown"] = grown_containers(sizes_before)
+    figures["hsm_library_recycles"] = bench.hsm.recycles
     if first is not None:
         figures["python_heap_top_growth"] = top_growth(first, tracemalloc.take_snapshot())
     return figures
@@ -286,7 +345,9 @@ def _objects(hsm: Hsm) -> int:
 async def sample(bench: Bench) -> Sample:
     """Cards done, RSS (KiB), traced Python heap (bytes), PKCS#11 objects the session sees."""
     traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
-    return Sample(bench.done, rss_kib(), traced, await bench.hsm.call(_objects))
+    used, held = malloc_kib()
+    objects = await bench.hsm.call(_objects)
+    return Sample(bench.done, rss_kib(), traced, objects, used, held, sys.getallocatedblocks())
 
 
 class Sample(NamedTuple):
@@ -294,6 +355,9 @@ class Sample(NamedTuple):
     rss_kib: int
     traced_bytes: int
     hsm_objects: int
+    malloc_used_kib: int
+    malloc_held_kib: int
+    python_blocks: int
 
 
 def per_1000(a: Sample, b: Sample, at: int) -> float:
@@ -312,6 +376,11 @@ def summarise(samples: list[Sample], rate: float) -> dict[str, Any]:
         "rss_mib_per_1000_cards_first_half": per_1000(start, middle, 1),
         "rss_mib_per_1000_cards_second_half": per_1000(middle, end, 1),
         "rss_mib_samples": [(s.cards, round(s.rss_kib / 1024, 1)) for s in samples],
+        "malloc_used_mib_per_1000_cards": per_1000(start, end, 4),
+        "malloc_held_mib_per_1000_cards": per_1000(start, end, 5),
+        "python_blocks_per_card": round(
+            (end.python_blocks - start.python_blocks) / (end.cards - start.cards), 1
+        ),
         "hsm_objects_at_start": start.hsm_objects,
         "hsm_objects_at_end": end.hsm_objects,
     }
@@ -344,6 +413,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=2, help="batches before measuring")
     parser.add_argument("--trace", action="store_true", help="tracemalloc snapshots (slower)")
+    parser.add_argument("--frames", type=int, default=6, help="traceback depth with --trace")
     parser.add_argument("--pin-mailers", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
