@@ -34,6 +34,7 @@ import gc
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -282,6 +283,8 @@ def top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> lis
     """The allocation sites that grew most between the snapshots, by traceback (innermost
     frame first)."""
     lines = []
+    ours = tracemalloc.Filter(False, __file__)  # the bench's own samples
+    before, after = before.filter_traces([ours]), after.filter_traces([ours])
     for stat in after.compare_to(before, "traceback")[:15]:
         frames = " < ".join(_where(f) for f in reversed(stat.traceback))
         lines.append(f"{stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks: {frames}")
@@ -318,10 +321,10 @@ async def _drive(tag: str, args: argparse.Namespace, home: Path) -> dict[str, An
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.warmup):
         await bench.batch(args.batch)
-    if args.trace:
+    types_before, sizes_before = type_counts(), container_sizes()
+    if args.trace:  # after the bench's own bookkeeping, which it must not count
         tracemalloc.start(args.frames)
     first = tracemalloc.take_snapshot() if args.trace else None
-    types_before, sizes_before = type_counts(), container_sizes()
     samples = [await sample(bench)]
     started = time.monotonic()
     while bench.done < args.warmup * args.batch + args.cards:
@@ -407,6 +410,26 @@ async def cleanup(tag: str) -> None:
         await hsm.call(_drop_token_objects, f"km{tag}/")
 
 
+def compare(argv: list[str]) -> None:
+    """The baseline and the setting as configured, one process each; the ratio of their RSS
+    growth per 1,000 cards."""
+    own = [a for a in argv if a != "--compare"]
+    runs = {}
+    for name, extra in (("baseline_never_reinitialized", {"BUREAU_HSM_RECYCLE_CALLS": "0"}),
+                        ("as_configured", {})):  # fmt: skip
+        child = subprocess.run(
+            [sys.executable, "-m", "bench.keymgmt_memory", *own],
+            env=os.environ | extra, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        runs[name] = json.loads(child.stdout)
+    keys = ("rss_mib_per_1000_cards", "malloc_used_mib_per_1000_cards")
+    summary: dict[str, Any] = {k: {n: r[k] for n, r in runs.items()} for k in keys}
+    base, now = (runs[n]["rss_mib_per_1000_cards"] for n in runs)
+    summary["rss_growth_ratio_to_baseline"] = round(now / base, 2) if base else None
+    summary["runs"] = runs
+    print(json.dumps(summary, indent=2))  # noqa: T201 - a benchmark prints its figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cards", type=int, default=600, help="cards measured after warm-up")
@@ -415,9 +438,17 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="tracemalloc snapshots (slower)")
     parser.add_argument("--frames", type=int, default=6, help="traceback depth with --trace")
     parser.add_argument("--pin-mailers", action="store_true")
+    parser.add_argument(
+        "--compare", action="store_true",
+        help="run twice, each in its own process: keymgmt never re-initializing the PKCS#11 "
+        "library (BUREAU_HSM_RECYCLE_CALLS=0, the old behaviour: the baseline), then as set",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.update({k: v for k, v in load_stack_env().items() if k not in os.environ})
+    if args.compare:
+        compare(sys.argv[1:])
+        return
     with tempfile.TemporaryDirectory(prefix="bench-kmem-") as home:
         figures = asyncio.run(drive(args, Path(home)))
     print(json.dumps(figures, indent=2))  # noqa: T201 - a benchmark prints its figures

@@ -36,8 +36,8 @@ class KeymgmtSettings(BureauSettings):
     hsm_recycle_calls: int = Field(
         default=RECYCLE_CALLS,
         ge=0,
-        description="re-initialize the PKCS#11 library after this many HSM calls, which frees "
-        "SoftHSM 2.6's destroyed session objects (hsm/session.py; 0: never)",
+        description="on SoftHSM, re-initialize the PKCS#11 library after this many HSM calls: "
+        "only C_Finalize frees its destroyed session objects (hsm/session.py; 0: never)",
     )
     # Bureau-owned keys: generated inside the HSM at startup when absent.
     vault_key_label: str = "bureau/VAULT/1"

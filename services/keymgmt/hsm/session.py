@@ -42,10 +42,11 @@ _LABEL_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # SoftHSM 2.6.1 frees no session object before C_Finalize: C_DestroyObject only invalidates it
 # (SessionObjectStore::deleteObject drops it from the live set, never from the set it frees at
 # C_Finalize), and C_CloseSession does the same. Every per-card key derived, unwrapped or
-# generated (~25 a card) so stays, ~190 bytes each: keymgmt's RSS grew ~5 MiB per 1,000 cards
-# (bench/keymgmt_memory.py). The Hsm therefore finalizes and re-initializes the library
-# after this many dispatched calls (each makes a bounded number of session objects; ~6 ms).
-RECYCLE_CALLS = 2000
+# generated (~25 a card) so stays, ~190 bytes each: keymgmt's C heap grew ~5 MiB per 1,000
+# cards (bench/keymgmt_memory.py). On SoftHSM the Hsm therefore finalizes and re-initializes
+# the library after this many dispatched calls (each makes a bounded number of session
+# objects; ~6 ms). A vendor HSM frees what is destroyed and is never re-initialized.
+RECYCLE_CALLS = 1000
 _SESSIONS_OF_MODULE: Counter[str] = Counter()  # open Hsm sessions per module path, this process
 
 
@@ -157,6 +158,7 @@ class Hsm:
         self._keys: dict[str, SymKey] = {}
         self.recycle_calls = recycle_calls
         self._softhsm_conf: tuple[str | None] | None = None  # SOFTHSM2_CONF at the first open
+        self._keeps_destroyed = False
         self._calls = 0
         self.recycles = 0
 
@@ -180,6 +182,7 @@ class Hsm:
         if self._openssl_conf:
             load_openssl_config(self._openssl_conf)
         lib = pkcs11.lib(self._module_path)
+        self._keeps_destroyed = lib.manufacturer_id == "SoftHSM"  # the C_GetInfo of 2.x
         if self._softhsm_conf is None:
             self._softhsm_conf = (os.environ.get("SOFTHSM2_CONF"),)
         token = lib.get_token(token_label=self._token_label)
@@ -199,15 +202,14 @@ class Hsm:
             self._session = None
 
     def _recycle(self) -> None:
-        """C_Finalize + C_Initialize, then a new session (worker only, between two calls, so
-        no handle of the old session is in use; the key-handle cache is emptied). Skipped while
-        another Hsm of this process holds a session on the same library: C_Finalize would end
-        it too, and while SOFTHSM2_CONF differs from what C_Initialize read (a test's private
-        token): C_Initialize would read another configuration."""
+        """C_Finalize + C_Initialize and a new session, on SoftHSM (RECYCLE_CALLS says why);
+        on the worker between two calls, so no old handle is in use (the key cache is emptied).
+        Never while another Hsm of the process has a session on the library (C_Finalize would
+        end it) or SOFTHSM2_CONF differs from what C_Initialize read (a test's own token)."""
         self._calls = 0
-        if self._session is None or _SESSIONS_OF_MODULE[self._module_path] != 1:
-            return
-        if (os.environ.get("SOFTHSM2_CONF"),) != self._softhsm_conf:
+        alone = _SESSIONS_OF_MODULE[self._module_path] == 1
+        same_conf = (os.environ.get("SOFTHSM2_CONF"),) == self._softhsm_conf
+        if not (self._keeps_destroyed and self._session is not None and alone and same_conf):
             return
         self._close()
         pkcs11.lib(self._module_path).reinitialize()
