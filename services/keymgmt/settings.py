@@ -8,7 +8,7 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.keymgmt.hsm.mechanisms import LUNA_XOR_BASE_AND_KEY
-from services.keymgmt.hsm.session import Hsm
+from services.keymgmt.hsm.session import RECYCLE_CALLS, Hsm
 from services.keymgmt.perso.stations import station_names
 from shared.settings import BureauSettings
 
@@ -32,6 +32,12 @@ class KeymgmtSettings(BureauSettings):
         default=None,
         validation_alias=AliasChoices("OPENSSL_CONF", "openssl_conf"),
         description="OpenSSL config activating the legacy provider (single DES, retail MAC)",
+    )
+    hsm_recycle_calls: int = Field(
+        default=RECYCLE_CALLS,
+        ge=0,
+        description="on SoftHSM, re-initialize the PKCS#11 library after this many HSM calls: "
+        "only C_Finalize frees its destroyed session objects (hsm/session.py; 0: never)",
     )
     # Bureau-owned keys: generated inside the HSM at startup when absent.
     vault_key_label: str = "bureau/VAULT/1"
@@ -97,4 +103,10 @@ class KeymgmtSettings(BureauSettings):
         return station_names(self.perso_stations)
 
     def make_hsm(self) -> Hsm:
-        return Hsm(self.pkcs11_module, self.hsm_token, self.hsm_pin, self.openssl_conf)
+        return Hsm(
+            self.pkcs11_module,
+            self.hsm_token,
+            self.hsm_pin,
+            self.openssl_conf,
+            recycle_calls=self.hsm_recycle_calls,
+        )

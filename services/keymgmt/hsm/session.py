@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _LABEL_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# SoftHSM 2.6.1 frees no session object before C_Finalize: C_DestroyObject only invalidates it
+# (SessionObjectStore::deleteObject drops it from the live set, never from the set it frees at
+# C_Finalize), and C_CloseSession does the same. Every per-card key derived, unwrapped or
+# generated (~25 a card) so stays, ~190 bytes each: keymgmt's C heap grew ~5 MiB per 1,000
+# cards (bench/keymgmt_memory.py). On SoftHSM the Hsm therefore finalizes and re-initializes
+# the library after this many dispatched calls (each makes a bounded number of session
+# objects; ~6 ms). A vendor HSM frees what is destroyed and is never re-initialized.
+RECYCLE_CALLS = 1000
+_SESSIONS_OF_MODULE: Counter[str] = Counter()  # open Hsm sessions per module path, this process
 
 
 class HsmError(Exception):
@@ -132,9 +143,11 @@ class Hsm:
         token_label: str,
         user_pin: str,
         openssl_conf: str | None = None,
+        recycle_calls: int = RECYCLE_CALLS,
     ) -> None:
         """``openssl_conf``: a config activating OpenSSL's default and legacy providers, applied
-        before the module is loaded (single DES for the retail MAC; see load_openssl_config)."""
+        before the module is loaded (single DES for the retail MAC; see load_openssl_config).
+        ``recycle_calls``: re-initialize the library after this many calls (0: never)."""
         self._module_path = module_path
         self._openssl_conf = openssl_conf
         self._token_label = token_label
@@ -143,6 +156,11 @@ class Hsm:
         self._worker_ident: int | None = None
         self._session: pkcs11.Session | None = None
         self._keys: dict[str, SymKey] = {}
+        self.recycle_calls = recycle_calls
+        self._softhsm_conf: tuple[str | None] | None = None  # SOFTHSM2_CONF at the first open
+        self._keeps_destroyed = False
+        self._calls = 0
+        self.recycles = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Hsm:
@@ -164,9 +182,13 @@ class Hsm:
         if self._openssl_conf:
             load_openssl_config(self._openssl_conf)
         lib = pkcs11.lib(self._module_path)
+        self._keeps_destroyed = lib.manufacturer_id == "SoftHSM"  # the C_GetInfo of 2.x
+        if self._softhsm_conf is None:
+            self._softhsm_conf = (os.environ.get("SOFTHSM2_CONF"),)
         token = lib.get_token(token_label=self._token_label)
         # An empty PIN: a token that needs no login (never a production setting).
         self._session = token.open(rw=True, user_pin=self._pin or None)
+        _SESSIONS_OF_MODULE[self._module_path] += 1
         log.info("hsm session open", extra={"token": self._token_label})
 
     def __repr__(self) -> str:  # never show the PIN
@@ -175,8 +197,32 @@ class Hsm:
     def _close(self) -> None:
         self._keys.clear()
         if self._session is not None:
+            _SESSIONS_OF_MODULE[self._module_path] -= 1
             self._session.close()
             self._session = None
+
+    def _recycle(self) -> None:
+        """C_Finalize + C_Initialize and a new session, on SoftHSM (RECYCLE_CALLS says why);
+        on the worker between two calls, so no old handle is in use (the key cache is emptied).
+        Never while another Hsm of the process has a session on the library (C_Finalize would
+        end it) or SOFTHSM2_CONF differs from what C_Initialize read (a test's own token)."""
+        self._calls = 0
+        alone = _SESSIONS_OF_MODULE[self._module_path] == 1
+        same_conf = (os.environ.get("SOFTHSM2_CONF"),) == self._softhsm_conf
+        if not (self._keeps_destroyed and self._session is not None and alone and same_conf):
+            return
+        self._close()
+        pkcs11.lib(self._module_path).reinitialize()
+        self._open()
+        self.recycles += 1
+        log.info("hsm library re-initialized", extra={"recycles": self.recycles})
+
+    def _dispatched(self, fn: Callable[Concatenate[Hsm, P], T], *args: Any, **kw: Any) -> T:
+        """A call or run as the worker takes it: the library recycled first when due."""
+        self._calls += 1
+        if self.recycle_calls and self._calls > self.recycle_calls:
+            self._recycle()
+        return fn(self, *args, **kw)
 
     def open(self) -> None:
         self._executor.submit(self._open).result()
@@ -204,13 +250,15 @@ class Hsm:
         if self._session is None:
             self.open()
         with time_hsm_operation(fn):
-            return self._executor.submit(fn, self, *args, **kw).result()
+            return self._executor.submit(
+                functools.partial(self._dispatched, fn, *args, **kw)
+            ).result()
 
     async def call(self, fn: Callable[Concatenate[Hsm, P], T], *args: P.args, **kw: P.kwargs) -> T:
         """Run ``fn(self, ...)`` on the HSM worker without blocking the event loop."""
         if self._session is None:
             await self.start()
-        bound = functools.partial(fn, self, *args, **kw)
+        bound = functools.partial(self._dispatched, fn, *args, **kw)
         with time_hsm_operation(fn):
             return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
 
