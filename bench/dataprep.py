@@ -230,26 +230,27 @@ def raw_loop(tag: str, cards: int, start_at: float) -> dict[str, float]:
     return {"cards": cards, "begin": begin, "end": time.time()}
 
 
-def _drop_token_keys(hsm: Hsm, prefix: str) -> int:
-    doomed = [
-        o
-        for o in hsm.session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})
-        if str(o[Attribute.LABEL]).startswith(prefix)
-    ]
+def _drop_token_objects(hsm: Hsm, prefix: str) -> int:
+    doomed = [o for o in hsm.session.get_objects() if str(o[Attribute.LABEL]).startswith(prefix)]
     for obj in doomed:
         obj.destroy()
     return len(doomed)
 
 
-async def cleanup(tag: str) -> None:
-    """Drop the run's schema and destroy its keys on the dev token."""
-    settings = settings_for(tag)
+async def drop_keymgmt_run(settings: KeymgmtSettings, label_prefix: str) -> None:
+    """Drop a bench keymgmt's schema and destroy its objects (labels under `label_prefix`) on
+    the dev token."""
     engine = make_engine(settings.database_url, settings.keymgmt_schema)
     async with engine.begin() as conn:
         await conn.execute(text(f"DROP SCHEMA IF EXISTS {settings.keymgmt_schema} CASCADE"))
     await engine.dispose()
     async with process_hsm(settings) as hsm:
-        await hsm.call(_drop_token_keys, f"dp{tag}/")
+        await hsm.call(_drop_token_objects, label_prefix)
+
+
+async def cleanup(tag: str) -> None:
+    """Drop the run's schema and destroy its keys on the dev token."""
+    await drop_keymgmt_run(settings_for(tag), f"dp{tag}/")
 
 
 def spawn(args: list[str], count: int) -> list[subprocess.Popen[str]]:

@@ -26,7 +26,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,22 +160,33 @@ async def timings(
     settings: BureauSettings, schema: str, cards: list[uuid.UUID], units: int, rounds: int
 ) -> dict[str, float]:
     """Best seconds per unit of each path over `rounds` rounds, the paths taking turns."""
-    runtime = runtime_for(settings, schema)
-    former = with_pre_ping(runtime_for(settings, schema))
-    conn = await raw_connection(settings.database_url, schema)
-    paths = {"raw": raw(conn, runtime.emit_topic), "ours": ours(runtime), "pre_ping": ours(former)}
-    best = dict.fromkeys(paths, float("inf"))
-    try:
+    async with three_paths(settings, schema) as paths:
+        best = dict.fromkeys(paths, float("inf"))
         for unit in paths.values():  # warm-up: connections, caches
             await timed(unit, workload(cards, 50))
         for _ in range(rounds):
             for name, unit in paths.items():
                 best[name] = min(best[name], await timed(unit, workload(cards, units)))
+    return best
+
+
+@asynccontextmanager
+async def three_paths(settings: BureauSettings, schema: str) -> AsyncIterator[dict[str, Unit]]:
+    """The same unit by raw asyncpg, by our unit of work, and by it with the former pre-ping;
+    their connections closed after."""
+    runtime = runtime_for(settings, schema)
+    former = with_pre_ping(runtime_for(settings, schema))
+    conn = await raw_connection(settings.database_url, schema)
+    try:
+        yield {
+            "raw": raw(conn, runtime.emit_topic),
+            "ours": ours(runtime),
+            "pre_ping": ours(former),
+        }
     finally:
         await conn.close()
         await runtime.engine.dispose()
         await former.engine.dispose()
-    return best
 
 
 async def round_trips(
@@ -187,25 +199,13 @@ async def round_trips(
     async with wire_turns(host, int(port)) as seen:
         url = via_port(settings.database_url, seen.port)
         proxied = settings.model_copy(update={"database_url": url})
-        runtime = runtime_for(proxied, schema)
-        former = with_pre_ping(runtime_for(proxied, schema))
-        conn = await raw_connection(url, schema)
-        paths = {
-            "raw": raw(conn, runtime.emit_topic),
-            "ours": ours(runtime),
-            "pre_ping": ours(former),
-        }
-        try:
+        async with three_paths(proxied, schema) as paths:
             for name, unit in paths.items():
                 await timed(unit, workload(cards, 20))
                 seen.reset()
                 await timed(unit, workload(cards, units))
                 counts[f"{name}_round_trips_per_unit"] = round(seen.turns / units, 2)
                 counts[f"{name}_connections_opened"] = seen.connections
-        finally:
-            await conn.close()
-            await runtime.engine.dispose()
-            await former.engine.dispose()
     return counts
 
 

@@ -47,17 +47,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
-from pkcs11 import Attribute
 from sqlalchemy import text
 
+from bench.dataprep import drop_keymgmt_run
 from demo.emv_product import set_up_emv_product
 from services.keymgmt.app import bootstrap, build_app
-from services.keymgmt.hsm.process import process_hsm
 from services.keymgmt.hsm.session import Hsm
 from services.keymgmt.keys.ceremonies import load_demo_keys
 from services.keymgmt.settings import KeymgmtSettings
 from shared import events
-from shared.db import make_engine
 from shared.pan import luhn_check_digit
 from shared.service import ServiceRuntime
 from tests.conftest import load_stack_env, running
@@ -392,22 +390,9 @@ def summarise(samples: list[Sample], rate: float) -> dict[str, Any]:
     return figures
 
 
-def _drop_token_objects(hsm: Hsm, prefix: str) -> int:
-    doomed = [o for o in hsm.session.get_objects() if str(o[Attribute.LABEL]).startswith(prefix)]
-    for obj in doomed:
-        obj.destroy()
-    return len(doomed)
-
-
 async def cleanup(tag: str) -> None:
     """Drop the bench keymgmt's schema and destroy its keys on the dev token."""
-    settings = settings_for(tag)
-    engine = make_engine(settings.database_url, settings.keymgmt_schema)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"DROP SCHEMA IF EXISTS {settings.keymgmt_schema} CASCADE"))
-    await engine.dispose()
-    async with process_hsm(settings) as hsm:
-        await hsm.call(_drop_token_objects, f"km{tag}/")
+    await drop_keymgmt_run(settings_for(tag), f"km{tag}/")
 
 
 def compare(argv: list[str]) -> None:
