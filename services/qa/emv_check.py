@@ -10,6 +10,7 @@ PIN try counter is at its limit (GET DATA 9F17) instead of presenting one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,10 +156,18 @@ async def emv_chip_checks(
         out = await kernel.contact(pin=None, second=False)
     except KernelFailure as exc:
         raise QaFailure(f"{CHECK_EMV_CONTACT}: {exc}") from exc
-    await _readback(oracle, at, out)
     card_id = at.card_id
     assert out.first is not None
-    await _verify(oracle, card_id, out.first, "contact")
+    # keymgmt's two checks of the contact transaction at once (one round trip less a card at
+    # the floor's slowest stage); a failed read-back is named before a failed ARQC, as in turn.
+    results = await asyncio.gather(
+        _readback(oracle, at, out),
+        _verify(oracle, card_id, out.first, "contact"),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     try:
         await kernel.complete(out, approved=True)
         tries, sw = await transmit(get_data(0x9F17))

@@ -14,6 +14,7 @@ import pytest
 from services.qa.emv.kernel import TerminalConfig
 from services.qa.emv_check import QaPlace, ca_key_source, emv_chip_checks
 from services.qa.service import QaFailure
+from shared.keymgmt.contract import ArqcRequest, ReadbackRequest, Verdict
 from tests.support import emv_issuer
 from tests.support.emv_oracle import IssuerOracle
 from tests.support.vcard import card_transmit, new_card, personalize_dgis
@@ -85,3 +86,34 @@ def test_a_ca_keymgmt_does_not_trust_fails_oda_naming_it(tmp_path: Path) -> None
     with pytest.raises(QaFailure) as failure:
         check(card, IssuerOracle(trusts_ca=False), data)
     assert str(failure.value) == "emv-contact: oda: no CA public key for RID A000000003 index 92"
+
+
+class OverlapOracle(IssuerOracle):
+    """keymgmt's stand-in whose read-back answers only once the ARQC is being verified: QA
+    must have both questions in flight at once (one round trip less a card)."""
+
+    def __init__(self, **kw: bool) -> None:
+        super().__init__(**kw)
+        self.arqc_asked = asyncio.Event()
+
+    async def readback(self, request: ReadbackRequest) -> Verdict:
+        await asyncio.wait_for(self.arqc_asked.wait(), timeout=2)
+        return await super().readback(request)
+
+    async def verify_arqc(self, request: ArqcRequest) -> Verdict:
+        self.arqc_asked.set()
+        return await super().verify_arqc(request)
+
+
+def test_the_readback_and_the_contact_arqc_are_asked_at_once(tmp_path: Path) -> None:
+    card, data = issued(tmp_path)
+    checks = check(card, OverlapOracle(), data)
+    assert checks == ["emv-contact", "oda", "chip-readback", "arqc", "emv-contactless"]
+
+
+def test_a_failed_readback_is_named_before_a_failed_arqc(tmp_path: Path) -> None:
+    card, _ = issued(tmp_path)
+    other, _ = issued(tmp_path)
+    other_data = emv_issuer.build_card(other.state.cplc, TEST_KMC, pan="5413330089010020")
+    with pytest.raises(QaFailure, match="chip-readback: records-differ"):
+        check(card, OverlapOracle(arqc_ok=False), other_data)
