@@ -30,7 +30,7 @@ from services.keymgmt.emv.schemas import (
 )
 from services.keymgmt.emv.service import expected_records, imks_of, verify_card_arqc
 from services.keymgmt.hsm.session import HsmError
-from services.keymgmt.vault.api import vault_row
+from services.keymgmt.vault.api import vault_row_in
 from shared.keymgmt.contract import ReadbackProblem
 from shared.service import RuntimeDep
 
@@ -98,11 +98,10 @@ async def readback(
     """Compare the chip's records with the prepared ones: pass, or fail with reason codes that
     name no field and no value; only for a card in QA on that chip at that QA station, a
     bounded number of times (readback.py)."""
-    async with runtime.unit_of_work() as uow:
-        require_in_qa(await uow.repo.readback.qa_card(body.card_id), body)
     hsm, settings = deps.hsm(), deps.settings
-    row = await vault_row(runtime, body.card_id, who, "qa-readback")
-    async with runtime.unit_of_work() as uow:
+    async with runtime.unit_of_work() as uow:  # the access is recorded even when refused below
+        require_in_qa(await uow.repo.readback.qa_card(body.card_id), body)
+        row = await vault_row_in(uow.repo, body.card_id, who, "qa-readback")
         prepared = await uow.repo.perso.prepared(body.card_id)
         rows = None
         if prepared is not None:
@@ -125,8 +124,8 @@ async def readback(
 @router.post("/arqc/verify", tags=["qa"])
 async def arqc_verify(body: ArqcRequest, who: Qa, runtime: RuntimeDep, deps: KeymgmtDepsDep) -> Any:
     hsm = deps.hsm()
-    row = await vault_row(runtime, body.card_id, who, "arqc-verify")
-    async with runtime.unit_of_work() as uow:
+    async with runtime.unit_of_work() as uow:  # the access is recorded even when refused below
+        row = await vault_row_in(uow.repo, body.card_id, who, "arqc-verify")
         prepared = await uow.repo.perso.prepared(body.card_id)
         product = None
         if prepared is not None:

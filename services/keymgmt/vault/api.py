@@ -21,6 +21,7 @@ from services.keymgmt.deps import (
 )
 from services.keymgmt.emv.card_rows import print_cvk
 from services.keymgmt.emv.security import print_view
+from services.keymgmt.repository import KeymgmtRepository
 from services.keymgmt.vault.retention import purge_due
 from services.keymgmt.vault.schemas import (
     DuplicateCard,
@@ -121,11 +122,16 @@ async def purge_now(who: Conductor, runtime: RuntimeDep, deps: KeymgmtDepsDep) -
 async def vault_row(runtime: RuntimeDep, card_id: UUID, who: Principal, purpose: str) -> Any:
     """The card's vault row; every access is recorded (who, card, purpose, when)."""
     async with runtime.unit_of_work() as uow:
-        row = await uow.repo.vault.vault_card(card_id)
-        if row is None:
-            raise NotInVault("no such card in the vault")
-        await uow.repo.vault.record_access([(card_id, who_of(who), purpose)])
-        return row
+        return await vault_row_in(uow.repo, card_id, who, purpose)
+
+
+async def vault_row_in(repo: KeymgmtRepository, card_id: UUID, who: Principal, purpose: str) -> Any:
+    """vault_row inside the caller's unit of work (its access recorded when that commits)."""
+    row = await repo.vault.vault_card(card_id)
+    if row is None:
+        raise NotInVault("no such card in the vault")
+    await repo.vault.record_access([(card_id, who_of(who), purpose)])
+    return row
 
 
 @router.get("/cards/{card_id}/print-data")
@@ -136,8 +142,8 @@ async def print_data(
     the CVK pair its values were prepared with, or after their purge its product's pair, so a
     reprint carries it too) when its product has one. Nothing keeps the CVV2: it is in this
     answer only."""
-    row = await vault_row(runtime, card_id, who, "print-data")
     async with runtime.unit_of_work() as uow:
+        row = await vault_row_in(uow.repo, card_id, who, "print-data")
         cvk = await print_cvk(uow.repo, card_id)
     view = await deps.hsm().call(print_view, row, cvk)
     answer = {
