@@ -13,9 +13,12 @@ from shared.db import checked_identifier
 
 _QUEUED = "card_id, batch_id, batch_seq, seq, issuer_id, product_id, traceparent"
 # Station planning: a queued card this station may claim, its batch assigned to the station.
+# A batch (alias b) whose cards the station :station may claim: the claim's rule and readiness's
+# count of "for this station" are this one condition.
+_BATCH_FOR_STATION = "(b.any_station OR :station = ANY(b.stations))"
 _FOR_STATION = (
     "state = 'queued' AND EXISTS (SELECT 1 FROM {s}.batches b WHERE b.batch_id = c.batch_id"
-    " AND (b.any_station OR :station = ANY(b.stations)))"
+    f" AND {_BATCH_FOR_STATION})"
 )
 
 
@@ -137,8 +140,7 @@ class StationRepository:
         batch_seq) and each batch's count goes to where its assignment sends it."""
         row = await self._conn.execute(
             text(
-                "SELECT coalesce(sum(n) FILTER (WHERE b.any_station"
-                " OR :station = ANY(b.stations)), 0),"
+                f"SELECT coalesce(sum(n) FILTER (WHERE {_BATCH_FOR_STATION}), 0),"
                 " coalesce(sum(n) FILTER (WHERE NOT b.any_station AND cardinality(b.stations) > 0"
                 " AND NOT :station = ANY(b.stations)), 0),"
                 " coalesce(sum(n) FILTER (WHERE NOT b.any_station AND b.stations = '{}'), 0),"
