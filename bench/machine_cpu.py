@@ -22,7 +22,7 @@ class CpuSample:
     stack_s: dict[str, float]  # the stack's daemons (with their children) since they started
 
 
-def _proc(pid: str) -> Proc | None:
+def process_cpu(pid: str) -> Proc | None:
     """(parent pid, CPU seconds) of a live process; None once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -65,7 +65,7 @@ def sample(run_dir: Path) -> CpuSample:
     ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = ticks[3] + ticks[4]  # idle + iowait
     roots = _roots(run_dir)
-    procs = {int(p.name): _proc(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    procs = {int(p.name): process_cpu(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
     stack: dict[str, float] = {}
     for pid, info in procs.items():
         group = _group_of(pid, procs, roots)

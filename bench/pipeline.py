@@ -168,19 +168,20 @@ async def qa_swaps(
 
 def proc_times(run_dir: Path) -> dict[str, tuple[float, int]]:
     """Per process: CPU seconds so far and peak RSS (bytes), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
     found: dict[str, tuple[float, int]] = {}
     for pid_file in sorted((run_dir / "pids").glob("*.pid")):
         if pid_file.name.endswith(".keeper.pid"):
             continue  # the bash loop restarting the service: no work of its own
         pid = pid_file.read_text().strip()
+        cpu = machine_cpu.process_cpu(pid)
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
+        if cpu is None:
+            continue
         hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-        found[pid_file.stem] = ((int(fields[11]) + int(fields[12])) / ticks, hwm * 1024)
+        found[pid_file.stem] = (cpu[1], hwm * 1024)
     return found
 
 
