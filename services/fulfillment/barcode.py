@@ -32,6 +32,7 @@ PATTERNS: tuple[str, ...] = (
 START_B = 104
 STOP = 106
 QUIET_MODULES = 10
+DARK_BELOW = 128  # a grey level below this is a bar
 _BY_PATTERN = {pattern: value for value, pattern in enumerate(PATTERNS)}
 
 
@@ -76,7 +77,7 @@ def _symbol(widths: Sequence[int], module: float) -> int | None:
     return _BY_PATTERN.get(pattern)
 
 
-def decode_row(row: Sequence[int], threshold: int = 128) -> str:
+def decode_row(row: Sequence[int], threshold: int = DARK_BELOW) -> str:
     """The text of the first valid Code 128 B symbol on a scanline of grey levels."""
     runs = _runs(row, threshold)
     for start in range(len(runs) - 6):

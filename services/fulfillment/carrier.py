@@ -15,12 +15,19 @@ from uuid import UUID
 import pypdfium2  # type: ignore[import-untyped]
 from PIL import Image
 
-from services.fulfillment.barcode import QUIET_MODULES, BarcodeError, decode_row, encode_modules
+from services.fulfillment.barcode import (
+    DARK_BELOW,
+    QUIET_MODULES,
+    BarcodeError,
+    decode_row,
+    encode_modules,
+)
 
 A4 = (595.28, 841.89)  # points
 MODULE_PT = 72 / 300 * 3  # 0.254 mm: three pixels of a 300 dpi scan
 BAR_HEIGHT_PT = 42.0
 SCAN_DPI = 300
+_LIGHT = bytes(range(DARK_BELOW, 256))  # deleted from a scanline, leaves its dark pixels
 
 
 @dataclass(frozen=True)
@@ -109,30 +116,37 @@ def render_carrier(letter: CarrierLetter) -> bytes:
     return bytes(out)
 
 
-def rasterise(pdf: bytes, dpi: int = SCAN_DPI) -> Image.Image:
-    """The first page as a greyscale PIL image, as the scanner sees it."""
+def rasterise(pdf: bytes, dpi: int = SCAN_DPI, *, skip_top_pt: float = 0.0) -> Image.Image:
+    """The first page as a greyscale PIL image, as the scanner sees it, without its top
+    `skip_top_pt` points."""
     document = pypdfium2.PdfDocument(pdf)
     try:
         page = document[0]
-        bitmap = page.render(scale=dpi / 72, grayscale=True)
-        image: Image.Image = bitmap.to_pil().convert("L")
-        return image
+        bitmap = page.render(scale=dpi / 72, grayscale=True, crop=(0, 0, 0, skip_top_pt))
+        image: Image.Image = bitmap.to_pil()
+        return image if image.mode == "L" else image.convert("L")
     finally:
         document.close()
 
 
 def scan_carrier(pdf: bytes) -> str:
-    """The text of the barcode on a carrier letter, read from its rendered pixels."""
+    """The text of the barcode on a carrier letter, read from its rendered pixels.
+
+    The scanner sweeps scanlines over the lower half of the page, where the barcode is printed;
+    only that half is rendered, and a scanline with no dark pixel is passed over without being
+    decoded (the page is mostly white: this was the fulfillment floor's hottest loop)."""
     try:
-        image = rasterise(pdf)
+        image = rasterise(pdf, skip_top_pt=A4[1] / 2)
     except pypdfium2.PdfiumError as exc:
         raise BarcodeError(f"the carrier is not a readable PDF: {exc}") from exc
     width, height = image.size
-    # Sweep scanlines over the lower half of the page, where the barcode is printed.
-    for y in range(height // 2, height, 6):
-        row = list(image.crop((0, y, width, y + 1)).tobytes())
+    pixels = image.tobytes()
+    for y in range(0, height, 6):
+        row = pixels[y * width : (y + 1) * width]
+        if not row.translate(None, _LIGHT):
+            continue
         try:
-            return decode_row(row)
+            return decode_row(row, DARK_BELOW)
         except BarcodeError:
             continue
     raise BarcodeError("no readable barcode on the carrier")
