@@ -22,8 +22,14 @@ def _image(png: bytes) -> Image.Image:
 
 def test_the_mailer_is_a_grayscale_png_of_a5_at_150_dpi() -> None:
     image = _image(render_pin_mailer(MAILER, bytearray([4, 3, 2, 1])))
-    assert (image.format, image.mode, image.size) == ("PNG", "L", MAILER_SIZE)
+    assert (image.format, image.mode, image.size) == ("PNG", "P", MAILER_SIZE)
     assert round(image.info["dpi"][0]) == 150
+    palette = image.getpalette()
+    assert palette is not None
+    used = {value for value, count in enumerate(image.histogram()) if count}
+    # every colour used is a grey: the letter prints the same on a monochrome printer
+    assert all(palette[3 * i] == palette[3 * i + 1] == palette[3 * i + 2] for i in used)
+    assert len(used) > 2  # anti-aliased text, the tinted PIN panel: greys, not black and white
 
 
 def test_two_pins_differ_only_inside_the_panel() -> None:
