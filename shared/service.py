@@ -82,7 +82,9 @@ class ServiceRuntime:
         self.subscribe = [settings.topic(stream) for stream in subscribe]
         self.workers = list(workers)
         self.consumer_group = consumer_group or f"{settings.topic_prefix}.{name}"
-        self.engine: AsyncEngine = make_engine(settings.database_url, self.schema)
+        self.engine: AsyncEngine = make_engine(
+            settings.database_url, self.schema, settings.database_pool_size
+        )
         # aiokafka clients bind to the running loop, so they are made in start(), not here.
         self._producer: AIOKafkaProducer | None = None
         self._relay: OutboxRelay | None = None

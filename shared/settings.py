@@ -42,6 +42,10 @@ class BureauSettings(BaseSettings):
     # runtime role runs with migrate_on_start false and only checks its schema is migrated;
     # `python -m shared.migrate <service>` migrates it as the owner (shared/migrate.py).
     migrate_on_start: bool = True
+    # Connections the service keeps open to PostgreSQL; as many more are opened in a burst and
+    # closed after it. Each opened one costs a backend fork, SCRAM and preparing every
+    # statement again: at 5 pool connections keymgmt opened hundreds a minute under load.
+    database_pool_size: int = Field(default=10, ge=1, le=50)
     kafka_bootstrap: str = "127.0.0.1:19092"
     # Kafka security (shared/kafka_client.py builds every client's keywords from these): the
     # local stack and Kubernetes use SASL_SSL with SCRAM-SHA-512 and one user per workload.
