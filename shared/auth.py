@@ -86,7 +86,9 @@ class StaticTokens:
         return None
 
 
-def bearer_token(request: Request) -> str:
+async def bearer_token(request: Request) -> str:
+    """`async def`, though it never waits: a plain `def` dependency costs FastAPI a thread
+    handoff on every request."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:

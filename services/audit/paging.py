@@ -24,7 +24,7 @@ class LogPage:
         return {key: found, "next_after_seq": found[-1]["seq"] if full else None}
 
 
-def log_page(
+async def log_page(
     after_seq: Annotated[int, Query(ge=0, description="Entries after this log seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Entries a page")] = 100,
 ) -> LogPage:
