@@ -91,5 +91,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "uvicorn.access", "sqlalchemy.engine"):
+    # httpx logs every request at INFO: two lines a card from keymgmt alone.
+    for noisy in ("aiokafka", "uvicorn.access", "sqlalchemy.engine", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
