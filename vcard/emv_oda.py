@@ -32,7 +32,7 @@ def unwrap_icc_key(k_dek: bytes, wrapped: bytes) -> bytes:
     der = unwrapped[: der_length(unwrapped)]
     if any(unwrapped[len(der) :]):
         raise ValueError("DGI 8201 has data after its PKCS#8 key")
-    load_icc_key(der)
+    icc_key_numbers(der)
     return der
 
 
@@ -54,26 +54,12 @@ def der_length(data: bytes) -> int:
     return total
 
 
-def load_icc_key(der: bytes) -> rsa.RSAPrivateKey:
-    """The key, validated (its primes tested): done once, when the card is personalised."""
-    try:
-        key = load_der_private_key(der, password=None)
-    except ValueError as exc:
-        raise ValueError("DGI 8201 is not a PKCS#8 private key") from exc
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("DGI 8201 is not an RSA private key")
-    return key
-
-
-def icc_dynamic_number() -> bytes:
-    return secrets.token_bytes(ICC_DYNAMIC_NUMBER_LENGTH)
-
-
 @functools.lru_cache(maxsize=64)
-def _signing_numbers(der: bytes) -> rsa.RSAPrivateNumbers:
-    """The numbers of a key the card already validated when it was personalised
-    (`unwrap_icc_key`): validating an RSA key again on every QA transaction tests its primes,
-    and cost a quarter of the card feeder's CPU at 1,000 cards."""
+def icc_key_numbers(der: bytes) -> rsa.RSAPrivateNumbers:
+    """The numbers of a PKCS#8 RSA key; ValueError if it is not one. Its primes are not
+    tested (`unsafe_skip_rsa_key_validation`), as a card's RSA engine does not test them: a
+    wrong key shows in the first dynamic signature a terminal checks, and the test was the
+    card feeder's costliest step (a quarter of its CPU at 1,000 cards)."""
     try:
         key = load_der_private_key(der, password=None, unsafe_skip_rsa_key_validation=True)
     except ValueError as exc:
@@ -83,12 +69,16 @@ def _signing_numbers(der: bytes) -> rsa.RSAPrivateNumbers:
     return key.private_numbers()
 
 
+def icc_dynamic_number() -> bytes:
+    return secrets.token_bytes(ICC_DYNAMIC_NUMBER_LENGTH)
+
+
 def sign_dynamic_data(der: bytes, icc_dynamic_data: bytes, terminal_data: bytes) -> bytes:
     """Signed Dynamic Application Data (Book 2 Table 17): the recovered data is
     6A || 05 || 01 || LDD || ICC dynamic data || BB padding || SHA-1 || BC, N_IC bytes long; the
     hash covers format through padding, then the terminal's dynamic data (the DDOL data for DDA,
     the unpredictable number for CDA)."""
-    numbers = _signing_numbers(der)
+    numbers = icc_key_numbers(der)
     n = numbers.public_numbers.n
     size = (n.bit_length() + 7) // 8
     pad = size - 25 - len(icc_dynamic_data)
