@@ -23,6 +23,10 @@ class KeymgmtSettings(BureauSettings):
 
     port: int = Field(default=8102, validation_alias=AliasChoices("BUREAU_KEYMGMT_PORT", "port"))
     keymgmt_schema: str = Field(default="keymgmt", description="the Postgres schema it owns")
+    # Every station and QA position calls keymgmt at once, and a call keeps its connection
+    # while it waits its turn on the one HSM worker: with 10 kept, a 1,000-card run opened
+    # ~5 connections a second (each a fork, SCRAM and statements prepared again).
+    database_pool_size: int = Field(default=24, ge=1, le=50)
     pkcs11_module: str = Field(
         default="/usr/lib/softhsm/libsofthsm2.so", description="BUREAU_PKCS11_MODULE"
     )
