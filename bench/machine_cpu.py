@@ -23,13 +23,15 @@ class CpuSample:
 
 
 def process_cpu(pid: str) -> Proc | None:
-    """(parent pid, CPU seconds) of a live process; None once it is gone."""
+    """(parent pid, CPU seconds) of a live process, with those of its children that ended and
+    were waited for (cutime, cstime): a PostgreSQL backend that lived less than the window is
+    counted in the postmaster's, a print command in its printer's. None once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[1]), sum(int(v) for v in fields[11:15]) / TICKS
 
 
 def _roots(run_dir: Path) -> dict[int, str]:

@@ -3,9 +3,12 @@ backends), other processes as nobody's, and shares are cores over the window."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from bench.machine_cpu import CpuSample, _group_of, sample, shares
+from bench.machine_cpu import CpuSample, _group_of, process_cpu, sample, shares
 
 PROCS = {
     100: (1, 5.0),  # the postmaster
@@ -37,3 +40,19 @@ def test_a_sample_of_this_machine_has_no_daemons_for_an_unused_run_dir(tmp_path:
     taken = sample(tmp_path)
     assert taken.stack_s == {}
     assert 0 < taken.busy_s < taken.total_s
+
+
+def test_a_child_that_ended_counts_in_its_parents_cpu() -> None:
+    """A PostgreSQL backend shorter than the bench's window is seen in neither sample: its time
+    must reach the postmaster's figure once the postmaster has waited for it."""
+    me = str(os.getpid())
+    before, children_before = process_cpu(me), os.times()
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    after, children_after = process_cpu(me), os.times()
+    assert before is not None and after is not None
+    children = (children_after.children_user + children_after.children_system) - (
+        children_before.children_user + children_before.children_system
+    )
+    assert children >= 0.25
+    assert after[1] - before[1] >= children - 0.05
