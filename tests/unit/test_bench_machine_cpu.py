@@ -50,7 +50,8 @@ def test_a_child_that_ended_counts_in_its_parents_cpu() -> None:
     burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
     subprocess.run([sys.executable, "-c", burn], check=True)
     after, children_after = process_cpu(me), os.times()
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     children = (children_after.children_user + children_after.children_system) - (
         children_before.children_user + children_before.children_system
     )
