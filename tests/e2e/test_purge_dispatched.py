@@ -114,7 +114,12 @@ def cardholder_secrets(cards: list[dict[str, Any]]) -> list[Secret]:
 
 
 async def scan(
-    engine: AsyncEngine, env: dict[str, str], card_ids: list[str], secrets: list[Secret]
+    engine: AsyncEngine,
+    env: dict[str, str],
+    card_ids: list[str],
+    secrets: list[Secret],
+    *,
+    records_expected: bool = True,
 ) -> list[str]:
     schemas = await bureau_schemas(engine)
     assert {"intake", "keymgmt", "electrical", "graphical", "qa", "fulfillment", "audit"} <= set(
@@ -129,8 +134,19 @@ async def scan(
     count, in_topics = await topic_hits(
         env["BUREAU_KAFKA_BOOTSTRAP"], env["BUREAU_TOPIC_PREFIX"], secrets
     )
-    assert count > 0, "the scan read the run's records"
+    assert count > 0 or not records_expected, "the scan read the run's records"
     return hits + in_topics
+
+
+async def cards_unlike_the_setup(engine: AsyncEngine, env: dict[str, str]) -> list[dict[str, Any]]:
+    """Two cards none of whose values the scan finds before they exist. A CVV is three digits:
+    now and then one equals a value of the issuer's own set-up by chance (the product's EMV
+    data in keymgmt.card_products held one), which no purge removes nor should."""
+    for _ in range(20):
+        cards = unique_cards(2)
+        if not await scan(engine, env, [], cardholder_secrets(cards), records_expected=False):
+            return cards
+    raise AssertionError("every draw of cards met the set-up's values: the scan is too loose")
 
 
 async def dispatched(bureau: Bureau, batch: str, card_ids: set[str]) -> None:
@@ -175,7 +191,7 @@ async def test_after_the_purge_nothing_of_a_dispatched_card_remains_anywhere(
 ) -> None:
     token = await bureau.onboard_issuer(ISSUER, "E2E Purge Bank", PRODUCT, cards=2)
     await bureau.receive_stock(ISSUER, PRODUCT, 2)
-    cards = unique_cards(2)
+    cards = await cards_unlike_the_setup(engine, e2e_env)
     order = await bureau.post_order(token, PRODUCT, cards)
     batch = str(order["batch_id"])
     view = await bureau.wait_for_batch(batch, {"closed", "held"}, timeout=600)
