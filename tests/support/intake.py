@@ -237,6 +237,9 @@ async def started_intake(
                     ),
                     201,
                 )
+            if runtime.consumer is not None:  # as behind a readiness probe: /ready is 200
+                async with asyncio.timeout(60):
+                    await runtime.consumer.ready.wait()
             yield intake
 
 
