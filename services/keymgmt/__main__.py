@@ -2,11 +2,11 @@
 `python -m services.keymgmt ceremony ...`: the key custodians' CLI (keys/cli.py).
 """
 
-import asyncio
 import logging
 import sys
 
 import uvicorn
+import uvloop
 
 from services.keymgmt.app import bootstrap, build_app
 from services.keymgmt.hsm.mechanisms import ProductionRefused
@@ -14,6 +14,7 @@ from services.keymgmt.hsm.process import production_check
 from services.keymgmt.keys.cli import main as ceremony
 from services.keymgmt.settings import KeymgmtSettings
 from shared.logs import configure_logging
+from shared.service import HTTP, LOOP
 from shared.telemetry import configure_tracing
 
 
@@ -25,7 +26,13 @@ async def serve_keymgmt(settings: KeymgmtSettings) -> None:
     await production_check(settings)  # ProductionRefused: no port is opened
     app = build_app(bootstrap(settings))
     config = uvicorn.Config(
-        app, host=settings.http_host, port=settings.port, log_config=None, access_log=False
+        app,
+        host=settings.http_host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop=LOOP,
+        http=HTTP,
     )
     await uvicorn.Server(config).serve()
 
@@ -34,7 +41,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["ceremony"]:
         return ceremony(argv[1:])
     try:
-        asyncio.run(serve_keymgmt(KeymgmtSettings()))
+        uvloop.run(serve_keymgmt(KeymgmtSettings()))  # the loop shared.service.LOOP names
     except ProductionRefused as exc:
         logging.getLogger("services.keymgmt").critical("%s", exc)
         sys.stderr.write(f"REFUSED: {exc}\n")
