@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import uvloop
-
 from vcard.card import Faults, VirtualCard
 from vcard.crypto import TEST_KMC
 from vcard.store import CardState, CardStore, Protocol, Scp
@@ -271,7 +269,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     await feeder.start()
     config = uvicorn.Config(
-        create_app(feeder), host="127.0.0.1", port=args.port, log_level="warning", http="httptools"
+        create_app(feeder), host="127.0.0.1", port=args.port, log_level="warning"
     )
     try:
         await uvicorn.Server(config).serve()
@@ -296,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         level=os.environ.get("BUREAU_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    uvloop.run(serve(args))  # as the services run (shared/service.py LOOP)
+    asyncio.run(serve(args))
 
 
 if __name__ == "__main__":

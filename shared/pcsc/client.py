@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 from smartcard import scard as sc
 
@@ -41,6 +41,9 @@ class PcscClient:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             wait.cancel()
+            # The woken thread ends the future with CancelledError: taken here, not logged
+            # as "never retrieved" when the future is collected.
+            future.add_done_callback(_taken)
             raise
 
     async def status(self, reader: str) -> ReaderStatus:
@@ -95,3 +98,8 @@ class PcscClient:
 
     async def aclose(self) -> None:
         self._waits.shutdown(wait=False, cancel_futures=True)
+
+
+def _taken(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
