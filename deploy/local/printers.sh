@@ -264,7 +264,7 @@ EOF
     local tls=()
     is_tls "$name" && tls=(-K "$home/keys")
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET setsid ippeveprinter -n localhost -p "$port" \
-        "${tls[@]}" $keep -c "$home/print-command" -d "$home/spool" -f image/png,application/pdf \
+        "${tls[@]}" $keep -c "$home/print-command" -d "$home/spool" -f image/jpeg,image/png,application/pdf \
         -l "cardbureau $name printer" -m "$name" "bureau-$name" \
         </dev/null >>"$LOG_DIR/printer-$name.log" 2>&1 9>&- &
     echo $! >"$home/pid"

@@ -22,10 +22,10 @@ ADDRESS = ("12 Demo Street", "1000 Brussels", "BE")
 design = default_design("Demo Bank").model_copy(
     update={"photo": PhotoBox(x=800, y=40, width=165, height=220)}
 )
-face = FaceRenderer(DEJAVU_SANS).render(
+face = FaceRenderer(DEJAVU_SANS).draw(  # the face's pixels; the printer gets them as JPEG
     design, FaceData("ADA LOVELACE", "400000******0002", "3011", sample_photo())
 )
-(HERE / "card-face.png").write_bytes(face)
+face.save(HERE / "card-face.png", optimize=True)
 letter = CarrierLetter(
     DEMO_CARD, "4D21A0B3C4F5", "CR-7F3A-19C2-0B44-E1D0", "ADA LOVELACE", ADDRESS, "Demo Bank"
 )

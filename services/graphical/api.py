@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from PIL import Image, ImageDraw
 
 from services.graphical.deps import GraphicalDepsDep
-from services.graphical.render import MAX_PHOTO_BYTES, RenderError, check_photo
+from services.graphical.render import FACE_FORMAT, MAX_PHOTO_BYTES, RenderError, check_photo
 from services.graphical.repository import GraphicalRepository
 from services.graphical.service import CardDesign, FaceData, default_design
 from shared.auth import Principal, require
@@ -85,9 +85,9 @@ async def put_design(
 
 @router.post(
     "/designs/{issuer_id}/preview",
-    summary="Render the issuer's design with sample data (PNG)",
+    summary="Render the issuer's design with sample data (JPEG, as it goes to the printer)",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {FACE_FORMAT: {}}}},
 )
 async def preview_design(
     issuer_id: str, principal: DesignReader, runtime: RuntimeDep, deps: GraphicalDepsDep
@@ -97,10 +97,10 @@ async def preview_design(
         design = await uow.repo.design_for(issuer_id)
     design = design or default_design(issuer_id)
     try:
-        png = await asyncio.to_thread(deps.renderer.render, design, SAMPLE_FACE)
+        face = await asyncio.to_thread(deps.renderer.render, design, SAMPLE_FACE)
     except RenderError as exc:
         raise Invalid(str(exc)) from exc
-    return Response(content=png, media_type="image/png")
+    return Response(content=face, media_type=FACE_FORMAT)
 
 
 PHOTO_TYPES = {"image/png", "image/jpeg"}
@@ -161,9 +161,9 @@ async def get_print_job(card_id: UUID, _: Operator, runtime: RuntimeDep) -> dict
 
 @router.get(
     "/print-jobs/{card_id}/render",
-    summary="The rendered face of a job waiting for the printer (PNG); dropped once printed",
+    summary="The rendered face of a job waiting for the printer (JPEG); dropped once printed",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {FACE_FORMAT: {}}}},
 )
 async def get_expected_render(card_id: UUID, who: PrintChecker, runtime: RuntimeDep) -> Response:
     if who.role == "service" and who.name != "qa":
@@ -172,8 +172,8 @@ async def get_expected_render(card_id: UUID, who: PrintChecker, runtime: Runtime
         found = await uow.repo.document_of_card(card_id)
     if found is None:
         raise NotFound(f"no rendered face for {card_id}")
-    digest, png = found
-    return Response(content=png, media_type="image/png", headers={"X-Image-Sha256": digest})
+    digest, face = found
+    return Response(content=face, media_type=FACE_FORMAT, headers={"X-Image-Sha256": digest})
 
 
 @router.get("/printer", summary="The card printer and its waiting jobs, as the operator sees it")

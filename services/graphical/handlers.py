@@ -72,12 +72,12 @@ async def print_card_face(
         traceparent=event.trace.traceparent if event.trace else None,
     )
     try:
-        png = await asyncio.to_thread(deps.renderer.render, design, face)
+        image = await asyncio.to_thread(deps.renderer.render, design, face)
     except RenderError as exc:
         await _spoil(uow, repo, job, f"render failed: {exc}", deps.actor)
         return
-    digest = hashlib.sha256(png).hexdigest()
-    await repo.add_job(replace(job, image_sha256=digest), png)
+    digest = hashlib.sha256(image).hexdigest()
+    await repo.add_job(replace(job, image_sha256=digest), image)
     deps.spooler.wake()  # before the commit is harmless: the spooler also polls
     log.info("card face rendered; print job queued", extra={"card_id": str(event.card_id)})
 

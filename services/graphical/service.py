@@ -187,8 +187,3 @@ def lay_out_face(design: CardDesign, data: FaceData) -> list[PlacedText]:
         colour = field.colour or design.text_colour
         placed.append(PlacedText(text, field.x, field.y, field.font_size, colour))
     return placed
-
-
-def spool_name(batch_id: object, card_id: object) -> str:
-    """Where a card's image goes in the spool: one folder per batch, one file per card."""
-    return f"{batch_id}/{card_id}.png"

@@ -1,8 +1,9 @@
 """Print QA: what came out of the card printer against the face graphical rendered.
 
 The card printer (an IPP printer, deploy/local/printers.sh) keeps, per job named
-`card-<card id>`, the document it received (`<job>-card-<id>.png`) and its output
-(`<job>-card-<id>.prn`, in a real line an inspection camera's capture). The document must be
+`card-<card id>`, the document it received (`<job>-card-<id>.jpg`, graphical's JPEG face; `.png`
+for a PNG one) and its output (`<job>-card-<id>.prn`, in a real line an inspection camera's
+capture). The document must be
 the render card.printed announced (its sha256); the output must look like it: compared pixel
 by pixel, not byte by byte, so a re-encoded but identical image passes while a wrong name or
 photo fails. Two documents for one card mean the card was printed twice.
@@ -27,8 +28,11 @@ from uuid import UUID
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 CHECK = "print-image"
-# ippeveprinter's names: <IPP job id>-<job name>.<png|prn>, the job named card-<card id>.
-_SPOOLED = re.compile(r"\d+-card-([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})\.(?:png|prn)")
+# ippeveprinter's names: <IPP job id>-<job name>.<ext>, the job named card-<card id>; the
+# extension is the document's format (jpg for image/jpeg, png for image/png), prn the output.
+DOCUMENT_EXTENSIONS = (".jpg", ".png")
+OUTPUT_EXTENSION = ".prn"
+_SPOOLED = re.compile(r"\d+-card-([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})\.(?:jpg|png|prn)")
 
 
 @dataclass(frozen=True)
@@ -47,14 +51,17 @@ def printed_files(spool: Path, card_id: UUID) -> tuple[list[Path], list[Path]]:
     """The documents the printer received for the card, and its outputs: one pass over the
     spool (which holds every job the printer kept), plain suffix tests rather than two glob
     patterns matched against every name."""
-    document, output = f"-card-{card_id}.png", f"-card-{card_id}.prn"
+    stem = f"-card-{card_id}"
     documents: list[Path] = []
     outputs: list[Path] = []
     with os.scandir(spool) as entries:
         for entry in entries:
-            if entry.name.endswith(document):
+            name, dot, extension = entry.name.rpartition(".")
+            if not name.endswith(stem):
+                continue
+            if dot + extension in DOCUMENT_EXTENSIONS:
                 documents.append(Path(entry.path))
-            elif entry.name.endswith(output):
+            elif dot + extension == OUTPUT_EXTENSION:
                 outputs.append(Path(entry.path))
     return sorted(documents), sorted(outputs)
 

@@ -61,10 +61,11 @@ async def test_encoded_card_is_printed_once_even_when_redelivered_or_re_encoded(
     assert printed.chip_serial == event.chip_serial
     assert printed.printer == "test-card"
     [document] = printer.documents(job_name_for(card_id))  # one Print-Job, never two
-    png = document.read_bytes()
-    assert hashlib.sha256(png).hexdigest() == printed.image_sha256
-    image = Image.open(io.BytesIO(png))
-    assert (image.format, image.size) == ("PNG", (1011, 638))
+    face = document.read_bytes()
+    assert document.suffix == ".jpg"  # sent as image/jpeg
+    assert hashlib.sha256(face).hexdigest() == printed.image_sha256
+    image = Image.open(io.BytesIO(face))
+    assert (image.format, image.size) == ("JPEG", (1011, 638))
     assert graphical_keymgmt.calls["print-data"] == 1
     assert CLEAR_PAN.encode() not in events.encode_event(printed)
 
@@ -146,7 +147,10 @@ async def test_issuer_design_is_used_and_a_clear_pan_spoils_the_card_unprinted(
     assert CLEAR_PAN not in spoiled.reason
     [document] = printer.outputs(job_name_for(good))
     face = Image.open(document)
-    assert face.convert("RGB").getpixel((5, 5)) == (0xC9, 0xA2, 0x27)
+    pixel = face.convert("RGB").getpixel((5, 5))
+    assert isinstance(pixel, tuple)
+    # The issuer's background colour, within a JPEG's rounding (print QA allows 48 levels).
+    assert all(abs(got - want) <= 4 for got, want in zip(pixel, (0xC9, 0xA2, 0x27), strict=True))
     assert not printer.documents(job_name_for(leaky))
 
 

@@ -4,7 +4,7 @@ on the private D-Bus that deploy/local/printers.sh runs (ippeveprinter needs DNS
 
 The print command copies the document to the job's output (`<job>-<name>.prn`, what came out
 of the printer); two faults can be armed like the card feeder's: `jam()` makes the printer
-abort every job until `unjam()`, `misprint(png)` makes the next job print that image instead.
+abort every job until `unjam()`, `misprint(image)` makes the next job print that image instead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from pathlib import Path
 from tests.conftest import REPO
 from tests.support.tls import TestCa
 
+# What the stack's printers take (deploy/local/printers.sh): graphical's JPEG faces, the PIN
+# mailer's PNG, the carrier letters' PDF.
+FORMATS = "image/jpeg,image/png,application/pdf"
 RUN_DIR = Path(os.environ.get("BUREAU_RUN_DIR", REPO / ".run"))
 BUS_SOCKET = RUN_DIR / "printers" / "dbus.sock"
 
@@ -45,7 +48,7 @@ class TestPrinter:
         self,
         home: Path,
         name: str = "test-card",
-        formats: str = "image/png,application/pdf",
+        formats: str = FORMATS,
         tls_keys: Path | None = None,
         ca_file: Path | None = None,
     ) -> None:
@@ -64,9 +67,7 @@ class TestPrinter:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def tls(
-        cls, home: Path, name: str = "test-card", formats: str = "image/png,application/pdf"
-    ) -> TestPrinter:
+    def tls(cls, home: Path, name: str = "test-card", formats: str = FORMATS) -> TestPrinter:
         """A printer serving IPPS with a certificate for localhost from a CA of its own
         (`ca_file`, what the client is told to trust)."""
         ca = TestCa.create(home / "ca", f"{name} test CA")
@@ -125,14 +126,19 @@ class TestPrinter:
     def unjam(self) -> None:
         (self.home / "jammed").unlink(missing_ok=True)
 
-    def misprint(self, png: bytes) -> None:
+    def misprint(self, image: bytes) -> None:
         partial = self.home / "misprint.partial"
-        partial.write_bytes(png)
+        partial.write_bytes(image)
         partial.rename(self.home / "misprint")
 
     def documents(self, job_name: str) -> list[Path]:
-        """The documents the printer received under that job name (one per Print-Job)."""
-        return sorted(self.spool.glob(f"*-{job_name}.png"))
+        """The documents the printer received under that job name (one per Print-Job), of any
+        format it keeps them in (jpg, png, pdf)."""
+        return sorted(
+            path
+            for extension in ("jpg", "png", "pdf")
+            for path in self.spool.glob(f"*-{job_name}.{extension}")
+        )
 
     def outputs(self, job_name: str) -> list[Path]:
         return sorted(self.spool.glob(f"*-{job_name}.prn"))

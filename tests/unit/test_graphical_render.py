@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,20 +21,40 @@ from services.graphical.service import (
     default_design,
 )
 from services.graphical.settings import DEJAVU_SANS
+from services.qa.print_check import compare_prints
 
 FACE = FaceData("Jane Public", "411111******1111", "2812")
 
 
-def _image(png: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(png))
+def _image(face: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(face))
 
 
-def test_face_is_a_png_of_1011_by_638_at_300_dpi() -> None:
-    png = FaceRenderer(DEJAVU_SANS).render(default_design("Acme"), FACE)
-    image = _image(png)
-    assert image.format == "PNG"
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_face_is_a_jpeg_of_1011_by_638_at_300_dpi() -> None:
+    face = FaceRenderer(DEJAVU_SANS).render(default_design("Acme"), FACE)
+    image = _image(face)
+    assert image.format == "JPEG"
     assert image.size == (1011, 638)
     assert tuple(round(v) for v in image.info["dpi"]) == (300, 300)
+
+
+def test_the_jpeg_face_passes_print_qa_against_its_own_pixels_and_a_wrong_name_does_not() -> None:
+    """JPEG is lossy: at the quality graphical saves, the face is within print QA's tolerance of
+    the lossless drawing, while a face with one letter of the name changed is not."""
+    renderer = FaceRenderer(DEJAVU_SANS)
+    design = default_design("Acme")
+    face = renderer.render(design, FACE)
+    assert compare_prints(_png(renderer.draw(design, FACE)), face) is None
+    other = replace(FACE, cardholder_name=FACE.cardholder_name[:-1] + "X")
+    problem = compare_prints(face, renderer.render(design, other))
+    assert problem is not None
+    assert "differs from the render" in problem
 
 
 def test_rendering_is_deterministic_so_a_reprint_has_the_same_digest() -> None:
@@ -47,8 +68,8 @@ def test_missing_font_falls_back_to_pillows_font_with_a_warning(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        png = FaceRenderer(tmp_path / "no-such-font.ttf").render(default_design("Acme"), FACE)
-    assert _image(png).size == (1011, 638)
+        face = FaceRenderer(tmp_path / "no-such-font.ttf").render(default_design("Acme"), FACE)
+    assert _image(face).size == (1011, 638)
     assert any("falling back" in record.getMessage() for record in caplog.records)
 
 
@@ -84,7 +105,7 @@ WITH_PHOTO = default_design("Acme").model_copy(
 def test_the_photo_fills_its_box_and_a_missing_or_bad_photo_is_a_render_error() -> None:
     renderer = FaceRenderer(DEJAVU_SANS)
     face = FaceData("JANE Q PUBLIC", "411111******1111", "2812", photo("#d01010", (600, 400)))
-    image = Image.open(io.BytesIO(renderer.render(WITH_PHOTO, face))).convert("RGB")
+    image = renderer.draw(WITH_PHOTO, face).convert("RGB")  # its pixels, before JPEG
     assert image.getpixel((780, 40)) == (0xD0, 0x10, 0x10)  # centre-cropped to fill the box
     assert image.getpixel((959, 279)) == (0xD0, 0x10, 0x10)
     assert image.getpixel((770, 40)) != (0xD0, 0x10, 0x10)

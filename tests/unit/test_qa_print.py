@@ -99,7 +99,7 @@ def test_spool_checks_missing_doubled_and_foreign_documents(tmp_path: Path) -> N
     assert print_image_problem(tmp_path, card, digest) == (
         "print-image: the printer holds no job for this card"
     )
-    (tmp_path / f"7-card-{card}.png").write_bytes(expected)
+    (tmp_path / f"7-card-{card}.jpg").write_bytes(expected)  # the JPEG graphical sends
     assert print_image_problem(tmp_path, card, digest) == (
         "print-image: the printer produced no output for this card"
     )
@@ -109,7 +109,7 @@ def test_spool_checks_missing_doubled_and_foreign_documents(tmp_path: Path) -> N
     assert print_image_problem(tmp_path, card, "00" * 32) == (
         "print-image: the printed document is not the render card.printed announced"
     )
-    (tmp_path / f"9-card-{card}.png").write_bytes(expected)
+    (tmp_path / f"9-card-{card}.png").write_bytes(expected)  # a second job, in any format
     assert print_image_problem(tmp_path, card, digest) == (
         "print-image: the card was printed 2 times"
     )
@@ -120,14 +120,16 @@ def test_a_cards_prints_leave_the_spool_and_nothing_else_does(tmp_path: Path) ->
     assert spooled_cards(spool) == set()  # no spool yet: nothing kept
     spool.mkdir()
     card, other = uuid.uuid4(), uuid.uuid4()
-    for name in (f"1-card-{card}.png", f"1-card-{card}.prn", f"2-card-{card}.png"):
+    for name in (f"1-card-{card}.jpg", f"1-card-{card}.prn", f"2-card-{card}.png"):
         (spool / name).write_bytes(b"face")
-    (spool / f"3-card-{other}.png").write_bytes(b"another face")
+    (spool / f"1-card-{card}.jpg.tmp").write_bytes(b"being written")  # not a document yet
+    (spool / f"3-card-{other}.jpg").write_bytes(b"another face")
     (spool / "4-stack-test-1234.png").write_bytes(b"not a card")
     assert spooled_cards(spool) == {card, other}
     assert discard_prints(spool, card) == 3
     assert sorted(p.name for p in spool.iterdir()) == [
-        f"3-card-{other}.png",
+        f"1-card-{card}.jpg.tmp",
+        f"3-card-{other}.jpg",
         "4-stack-test-1234.png",
     ]
     assert discard_prints(spool, card) == 0
