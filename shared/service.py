@@ -46,8 +46,7 @@ from shared.settings import BureauSettings
 from shared.supervise import Supervision, Supervisor
 from shared.telemetry import configure_tracing
 
-# The servers' event loop and HTTP implementation (uvicorn names), for serve() and for the
-# processes that build their server inside a loop of their own (keymgmt, the card feeder).
+# The servers' event loop and HTTP implementation (uvicorn's names): server_options().
 LOOP, HTTP = "uvloop", "httptools"
 
 log = logging.getLogger(__name__)
@@ -333,6 +332,20 @@ def service_principals(settings: BureauSettings) -> str:
     )
 
 
+def server_options(settings: BureauSettings, port: int) -> dict[str, Any]:
+    """uvicorn's settings for every service: on uvloop with httptools, the event loop and HTTP
+    parser in C, a measured cut of every service's CPU a card (docs/architecture.md); our own
+    JSON logging, no access log."""
+    return {
+        "host": settings.http_host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "loop": LOOP,
+        "http": HTTP,
+    }
+
+
 def serve(app: FastAPI, settings: BureauSettings, name: str, port: int) -> None:
     configure_logging(name, settings.log_level)
     configure_tracing(name, settings.trace_file)
@@ -346,17 +359,7 @@ def serve(app: FastAPI, settings: BureauSettings, name: str, port: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     runtime.on_give_up = end_process
-    # uvloop and httptools: the event loop and HTTP parser in C, a measured cut of every
-    # service's CPU a card (docs/architecture.md); LOOP and HTTP name them for every server.
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        loop=LOOP,
-        http=HTTP,
-    )
+    uvicorn.run(app, **server_options(settings, port))
     if gave_up:
         raise SystemExit(f"{name}: task {gave_up[0]} cannot run; exiting so it is restarted")
 

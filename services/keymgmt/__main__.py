@@ -14,7 +14,7 @@ from services.keymgmt.hsm.process import production_check
 from services.keymgmt.keys.cli import main as ceremony
 from services.keymgmt.settings import KeymgmtSettings
 from shared.logs import configure_logging
-from shared.service import HTTP, LOOP
+from shared.service import server_options
 from shared.telemetry import configure_tracing
 
 
@@ -25,23 +25,14 @@ async def serve_keymgmt(settings: KeymgmtSettings) -> None:
     configure_tracing("keymgmt", settings.trace_file)
     await production_check(settings)  # ProductionRefused: no port is opened
     app = build_app(bootstrap(settings))
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop=LOOP,
-        http=HTTP,
-    )
-    await uvicorn.Server(config).serve()
+    await uvicorn.Server(uvicorn.Config(app, **server_options(settings, settings.port))).serve()
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["ceremony"]:
         return ceremony(argv[1:])
     try:
-        uvloop.run(serve_keymgmt(KeymgmtSettings()))  # the loop shared.service.LOOP names
+        uvloop.run(serve_keymgmt(KeymgmtSettings()))  # the loop server_options names
     except ProductionRefused as exc:
         logging.getLogger("services.keymgmt").critical("%s", exc)
         sys.stderr.write(f"REFUSED: {exc}\n")
