@@ -46,9 +46,6 @@ from shared.settings import BureauSettings
 from shared.supervise import Supervision, Supervisor
 from shared.telemetry import configure_tracing
 
-# The servers' event loop and HTTP implementation (uvicorn's names): server_options().
-LOOP, HTTP = "uvloop", "httptools"
-
 log = logging.getLogger(__name__)
 
 Worker = Callable[["ServiceRuntime"], Awaitable[None]]
@@ -341,8 +338,8 @@ def server_options(settings: BureauSettings, port: int) -> dict[str, Any]:
         "port": port,
         "log_config": None,
         "access_log": False,
-        "loop": LOOP,
-        "http": HTTP,
+        "loop": "uvloop",
+        "http": "httptools",
     }
 
 

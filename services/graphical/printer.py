@@ -7,11 +7,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.graphical.render import FACE_FORMAT
 from shared.ipp import IppClient, PrinterStatus
 from shared.print_jobs import JobPrinter
-
-DOCUMENT_FORMAT = FACE_FORMAT
 
 
 class Printer(JobPrinter, Protocol):

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.graphical.printer import DOCUMENT_FORMAT, Printer
+from services.graphical.printer import Printer
+from services.graphical.render import FACE_FORMAT
 from services.graphical.repository import GraphicalRepository, PrintJob
 from shared.events import CardPrinted, CardSpoiled
 from shared.ipp import IppError, JobStatus
@@ -80,7 +81,7 @@ class PrintSpooler:
         self.view = PrinterView(printer.name, printer.uri)
         policy = PrintPolicy(poll_s, backoff_s, backoff_max_s, max_rejections, lease_s)
         self.machine = PrintJobMachine(
-            printer, document_format=DOCUMENT_FORMAT, policy=policy, watch=self
+            printer, document_format=FACE_FORMAT, policy=policy, watch=self
         )
         self._wake = asyncio.Event()
 

@@ -32,7 +32,12 @@ CHECK = "print-image"
 # extension is the document's format (jpg for image/jpeg, png for image/png), prn the output.
 DOCUMENT_EXTENSIONS = (".jpg", ".png")
 OUTPUT_EXTENSION = ".prn"
-_SPOOLED = re.compile(r"\d+-card-([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})\.(?:jpg|png|prn)")
+_SPOOLED = re.compile(
+    r"\d+-card-([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"
+    + "(?:"
+    + "|".join(re.escape(e) for e in (*DOCUMENT_EXTENSIONS, OUTPUT_EXTENSION))
+    + ")"
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,12 @@ def printed_files(spool: Path, card_id: UUID) -> tuple[list[Path], list[Path]]:
     outputs: list[Path] = []
     with os.scandir(spool) as entries:
         for entry in entries:
-            name, dot, extension = entry.name.rpartition(".")
+            name, extension = os.path.splitext(entry.name)
             if not name.endswith(stem):
                 continue
-            if dot + extension in DOCUMENT_EXTENSIONS:
+            if extension in DOCUMENT_EXTENSIONS:
                 documents.append(Path(entry.path))
-            elif dot + extension == OUTPUT_EXTENSION:
+            elif extension == OUTPUT_EXTENSION:
                 outputs.append(Path(entry.path))
     return sorted(documents), sorted(outputs)
 
