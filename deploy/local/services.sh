@@ -27,6 +27,10 @@ alive() { [[ -f "$RUN/pids/$1.pid" ]] && proc_alive "$(cat "$RUN/pids/$1.pid")";
 
 kept() { [[ -f "$RUN/pids/$1.keeper.pid" ]] && proc_alive "$(cat "$RUN/pids/$1.keeper.pid")"; }
 
+write_pid() {  # file pid: written whole and renamed into place, so a reader never sees it empty
+    echo "$2" >"$1.new" && mv -f "$1.new" "$1"
+}
+
 keep() {  # name command...: run it; whenever it exits, start it again (backoff 1 s doubling to
     # 30 s, back to 1 s after a run of a minute), until this keeper is told to stop (TERM).
     local name=$1 child="" delay=1 started rc
@@ -36,7 +40,7 @@ keep() {  # name command...: run it; whenever it exits, start it again (backoff 
         started=$SECONDS
         "$@" &
         child=$!
-        echo "$child" >"$RUN/pids/$name.pid"
+        write_pid "$RUN/pids/$name.pid" "$child"
         rc=0
         wait "$child" || rc=$?
         if ((SECONDS - started >= 60)); then delay=1; fi
@@ -110,7 +114,7 @@ start_one() {  # name command...
     if alive "$name" || kept "$name"; then echo "services: $name already running"; return 0; fi
     rm -f "$RUN/pids/$name.pid"
     (cd "$REPO" && load_creds "$name" && keep "$name" "$@") >>"$RUN/logs/$name.log" 2>&1 &
-    echo $! >"$RUN/pids/$name.keeper.pid"
+    write_pid "$RUN/pids/$name.keeper.pid" $!
     for _ in $(seq 1 50); do [[ -f "$RUN/pids/$name.pid" ]] && break; sleep 0.1; done
 }
 
