@@ -1,11 +1,19 @@
 """The whole machine's CPU during a bench window, beside our services': how busy the cores
 were (/proc/stat) and what the stack's own daemons took (PostgreSQL with its backends, the
 Kafka broker, pcscd, the IPP printers), so a run says whether the software, the stack or
-another tenant of the machine had the CPU. Linux /proc only."""
+another tenant of the machine had the CPU. Linux /proc only.
+
+Another tenant shows two ways: as steal (time the hypervisor gave our cores to someone else,
+/proc/stat) and as a slower core while it runs beside us (shared caches and memory), which no
+counter shows. `speed` measures the second: a fixed pure-Python workload timed just before
+and just after the bench's window, as operations a second; two runs are comparable only when
+their speeds are (on this machine they have differed by half between two runs an hour apart)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +25,8 @@ GROUPS = {"postgres": "postgres", "java": "kafka", "pcscd": "pcscd", "ippeveprin
 
 @dataclass(frozen=True)
 class CpuSample:
-    busy_s: float  # all cores' non-idle time since boot
+    busy_s: float  # all cores' non-idle time since boot (steal included)
+    steal_s: float  # time the hypervisor ran another guest on our cores
     total_s: float
     stack_s: dict[str, float]  # the stack's daemons (with their children) since they started
 
@@ -73,7 +82,25 @@ def sample(run_dir: Path) -> CpuSample:
         group = _group_of(pid, procs, roots)
         if group is not None and info is not None:
             stack[group] = stack.get(group, 0.0) + info[1]
-    return CpuSample((sum(ticks) - idle) / TICKS, sum(ticks) / TICKS, stack)
+    steal = ticks[7] if len(ticks) > 7 else 0
+    return CpuSample((sum(ticks) - idle) / TICKS, steal / TICKS, sum(ticks) / TICKS, stack)
+
+
+def speed(seconds: float = 1.0) -> float:
+    """Operations a second of a fixed single-core workload (interpreted loop and SHA-256, the
+    mix our services spend their CPU on), best of three rounds of `seconds` / 3."""
+    block = bytes(4096)
+    best = 0.0
+    for _ in range(3):
+        ops, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds / 3:
+            total = 0
+            for i in range(2000):
+                total += i * i
+            hashlib.sha256(block).digest()
+            ops += 1
+        best = max(best, ops / elapsed)
+    return round(best, 1)
 
 
 def shares(before: CpuSample, after: CpuSample, wall_s: float) -> dict[str, object]:
@@ -83,6 +110,7 @@ def shares(before: CpuSample, after: CpuSample, wall_s: float) -> dict[str, obje
     return {
         "machine_cores": cores,
         "machine_busy_cores": round(busy, 3),
+        "machine_stolen_cores": round((after.steal_s - before.steal_s) / wall_s, 3),
         "stack_daemons_cores": {
             name: round((after.stack_s[name] - before.stack_s.get(name, 0.0)) / wall_s, 3)
             for name in sorted(after.stack_s)

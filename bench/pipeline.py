@@ -8,7 +8,9 @@ Prints, while it runs, cards/s per stage over the last interval; at the end JSON
 stage the sustained rate and the latency from the previous stage (p50/p95, from the audit log's
 event times), the end-to-end rate (ordered -> packed), each process's CPU share and peak RSS,
 and the ratio of the end-to-end rate to the devices' rate; and the machine's CPU over the window
-(busy cores, and the stack's daemons: PostgreSQL, Kafka, pcscd, printers: bench/machine_cpu.py).
+(busy cores, cores stolen by the hypervisor, the stack's daemons: PostgreSQL, Kafka, pcscd,
+printers) with the machine's speed just before and after it (bench/machine_cpu.py): runs on
+this shared machine compare only at like speeds.
 
     .venv/bin/python -m bench.pipeline [--cards 10000] [--interval 30]
 
@@ -327,6 +329,7 @@ async def bench_on_floor(
         token = await bureau.onboard_issuer(ISSUER, "Bench Bank", PRODUCT, cards=1)
         devices["icc_pool"] = await fill_icc_pool(bureau, cards)
         await bureau.receive_stock(ISSUER, PRODUCT, cards)
+        speed_before = machine_cpu.speed()
         cpu_before, machine_before = proc_times(run_dir), machine_cpu.sample(run_dir)
         started = time.monotonic()
         order = await bureau.post_order(token, PRODUCT, demo_cards(cards, seed=cards))
@@ -334,6 +337,7 @@ async def bench_on_floor(
         view = await follow(bureau, batch, cards, interval)
         wall = time.monotonic() - started
         cpu_after, machine_after = proc_times(run_dir), machine_cpu.sample(run_dir)
+        speed_after = machine_cpu.speed()
         per_card = await stage_times(env["BUREAU_DATABASE_URL"], batch)
         apdus, readers = await station_work(env["BUREAU_DATABASE_URL"], batch)
     finally:
@@ -359,7 +363,8 @@ async def bench_on_floor(
         "ratio_end_to_end_to_devices": round(end_to_end / device_rate, 3) if device_rate else 0,
         "cpu_share_per_process": cpu,
         "busiest_process": max(cpu, key=lambda name: cpu[name]) if cpu else None,
-        "machine": machine_cpu.shares(machine_before, machine_after, wall),
+        "machine": machine_cpu.shares(machine_before, machine_after, wall)
+        | {"speed_ops_per_s": {"before": speed_before, "after": speed_after}},
         "limiting_stage": limiting_stage(stages),
         "peak_rss_mib": {name: round(v[1] / 2**20, 1) for name, v in cpu_after.items()},
     }

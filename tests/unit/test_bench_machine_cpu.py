@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.machine_cpu import CpuSample, _group_of, process_cpu, sample, shares
+from bench.machine_cpu import CpuSample, _group_of, process_cpu, sample, shares, speed
 
 PROCS = {
     100: (1, 5.0),  # the postmaster
@@ -29,10 +29,13 @@ def test_a_daemons_descendants_are_its_group_and_others_none() -> None:
 
 
 def test_shares_are_cores_over_the_window() -> None:
-    before = CpuSample(busy_s=100.0, total_s=400.0, stack_s={"postgres": 10.0})
-    after = CpuSample(busy_s=130.0, total_s=440.0, stack_s={"postgres": 16.0, "kafka": 2.0})
+    before = CpuSample(busy_s=100.0, steal_s=1.0, total_s=400.0, stack_s={"postgres": 10.0})
+    after = CpuSample(
+        busy_s=130.0, steal_s=3.0, total_s=440.0, stack_s={"postgres": 16.0, "kafka": 2.0}
+    )
     got = shares(before, after, wall_s=20.0)
     assert got["machine_busy_cores"] == 1.5
+    assert got["machine_stolen_cores"] == 0.1
     assert got["stack_daemons_cores"] == {"kafka": 0.1, "postgres": 0.3}
 
 
@@ -40,6 +43,11 @@ def test_a_sample_of_this_machine_has_no_daemons_for_an_unused_run_dir(tmp_path:
     taken = sample(tmp_path)
     assert taken.stack_s == {}
     assert 0 < taken.busy_s < taken.total_s
+    assert 0 <= taken.steal_s <= taken.busy_s
+
+
+def test_the_speed_probe_counts_operations_a_second() -> None:
+    assert speed(0.03) > 0
 
 
 def test_a_child_that_ended_counts_in_its_parents_cpu() -> None:
