@@ -110,11 +110,11 @@ def _imks(issuer_id: str) -> ImkLabels:
         raise PoisonEvent(f"issuer id {issuer_id!r} cannot name keys") from exc
 
 
-# Cards per HSM-worker call. The worker is one thread, first come first served, and the next
-# chunk is queued only when this one returns, so a station's script or QA's check waits behind
-# at most one chunk: 5 cards, ~0.1 s. With 50 (~1 s), a 10,000-card batch's preparation held
-# the floor at 1.5-3.8 cards/s for its first minutes (issue 17).
-PREP_CHUNK = 5
+# Cards per HSM-worker call: other HSM work (stations, QA) interleaves between two calls. 5 was
+# tried (issue 17): a station then waited behind ~0.1 s of preparation instead of ~1 s, but a
+# 10,000-card batch took three times as long to prepare and the floor went no faster (the
+# machine's CPU, not the HSM's queue, limits it).
+PREP_CHUNK = 50
 
 
 @dataclass(frozen=True)
