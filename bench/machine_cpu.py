@@ -5,9 +5,10 @@ another tenant of the machine had the CPU. Linux /proc only.
 
 Another tenant shows two ways: as steal (time the hypervisor gave our cores to someone else,
 /proc/stat) and as a slower core while it runs beside us (shared caches and memory), which no
-counter shows. `speed` measures the second: a fixed pure-Python workload timed just before
-and just after the bench's window, as operations a second; two runs are comparable only when
-their speeds are (on this machine they have differed by half between two runs an hour apart)."""
+counter shows. `speed` measures the second: a fixed pure-Python workload, as operations per
+CPU-second, taken before, during (every progress interval) and after the bench's window; two
+runs are comparable only when their speeds are (on this machine a fixed loop took half as
+long again from one hour to the next)."""
 
 from __future__ import annotations
 
@@ -87,19 +88,22 @@ def sample(run_dir: Path) -> CpuSample:
 
 
 def speed(seconds: float = 1.0) -> float:
-    """Operations a second of a fixed single-core workload (interpreted loop and SHA-256, the
-    mix our services spend their CPU on), best of three rounds of `seconds` / 3."""
+    """Operations per CPU-second of a fixed single-core workload (an interpreted loop and
+    SHA-256, the mix our services spend their CPU on), best of three rounds of `seconds` / 3
+    of this thread's CPU time. Counted against the thread's own CPU time, not the wall clock,
+    so cores busy with the bench's services do not lower it; a core slowed by another tenant
+    (shared caches, memory, clock) does."""
     block = bytes(4096)
     best = 0.0
     for _ in range(3):
-        ops, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds / 3:
+        ops, started = 0, time.thread_time()
+        while (used := time.thread_time() - started) < seconds / 3:
             total = 0
             for i in range(2000):
                 total += i * i
             hashlib.sha256(block).digest()
             ops += 1
-        best = max(best, ops / elapsed)
+        best = max(best, ops / used)
     return round(best, 1)
 
 

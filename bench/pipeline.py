@@ -248,8 +248,11 @@ def stage_figures(cards: dict[str, dict[str, float]]) -> dict[str, dict[str, flo
     return figures
 
 
-async def follow(bureau: Bureau, batch: str, cards: int, interval: float) -> dict[str, Any]:
-    """Print each stage's rate over the last interval until the batch closes (or is held)."""
+async def follow(
+    bureau: Bureau, batch: str, cards: int, interval: float, speeds: list[float]
+) -> dict[str, Any]:
+    """Print each stage's rate over the last interval, and the machine's speed then (appended
+    to `speeds`), until the batch closes (or is held)."""
     last: dict[str, int] = {}
     last_t = time.monotonic()
     while True:
@@ -261,7 +264,12 @@ async def follow(bureau: Bureau, batch: str, cards: int, interval: float) -> dic
             stage: round((counts.get(stage, 0) - last.get(stage, 0)) / (now - last_t), 2)
             for stage, _ in STAGES[1:]
         }
-        say(json.dumps({"status": view["status"], "counts": counts, "per_s": rates}))
+        speeds.append(machine_cpu.speed(0.15))
+        say(
+            json.dumps(
+                {"status": view["status"], "counts": counts, "per_s": rates, "speed": speeds[-1]}
+            )
+        )
         last, last_t = counts, now
         if view["status"] in ("closed", "held"):
             return view
@@ -334,7 +342,8 @@ async def bench_on_floor(
         started = time.monotonic()
         order = await bureau.post_order(token, PRODUCT, demo_cards(cards, seed=cards))
         batch = str(order["batch_id"])
-        view = await follow(bureau, batch, cards, interval)
+        speeds: list[float] = []
+        view = await follow(bureau, batch, cards, interval, speeds)
         wall = time.monotonic() - started
         cpu_after, machine_after = proc_times(run_dir), machine_cpu.sample(run_dir)
         speed_after = machine_cpu.speed()
@@ -364,7 +373,14 @@ async def bench_on_floor(
         "cpu_share_per_process": cpu,
         "busiest_process": max(cpu, key=lambda name: cpu[name]) if cpu else None,
         "machine": machine_cpu.shares(machine_before, machine_after, wall)
-        | {"speed_ops_per_s": {"before": speed_before, "after": speed_after}},
+        | {
+            "speed_ops_per_s": {
+                "before": speed_before,
+                "during_min": min(speeds, default=0.0),
+                "during_median": statistics.median(speeds) if speeds else 0.0,
+                "after": speed_after,
+            }
+        },
         "limiting_stage": limiting_stage(stages),
         "peak_rss_mib": {name: round(v[1] / 2**20, 1) for name, v in cpu_after.items()},
     }
