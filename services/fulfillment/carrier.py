@@ -140,7 +140,7 @@ def scan_carrier(pdf: bytes) -> str:
     only that half is rendered, and a scanline with no dark pixel is passed over without being
     decoded (the page is mostly white: this was the fulfillment floor's hottest loop). The
     scanlines are read in place from PDFium's bitmap: a copy of the whole half page (a PIL
-    image's bytes, 4 MB at 300 dpi) took a third of the scan."""
+    image's bytes, 4 MB at 300 dpi) took most of the scan."""
     try:
         bitmap = _render(pdf, SCAN_DPI, A4[1] / 2)
     except pypdfium2.PdfiumError as exc:
