@@ -9,8 +9,8 @@ stage the sustained rate and the latency from the previous stage (p50/p95, from 
 event times), the end-to-end rate (ordered -> packed), each process's CPU share and peak RSS,
 and the ratio of the end-to-end rate to the devices' rate; and the machine's CPU over the window
 (busy cores, cores stolen by the hypervisor, the stack's daemons: PostgreSQL, Kafka, pcscd,
-printers) with the machine's speed just before and after it (bench/machine_cpu.py): runs on
-this shared machine compare only at like speeds.
+printers) with the machine's speed before, every interval during, and after it
+(bench/machine_cpu.py): runs on this shared machine compare only at like speeds.
 
     .venv/bin/python -m bench.pipeline [--cards 10000] [--interval 30]
 
@@ -249,11 +249,12 @@ def stage_figures(cards: dict[str, dict[str, float]]) -> dict[str, dict[str, flo
 
 
 async def follow(
-    bureau: Bureau, batch: str, cards: int, interval: float, speeds: list[float]
-) -> dict[str, Any]:
-    """Print each stage's rate over the last interval, and the machine's speed then (appended
-    to `speeds`), until the batch closes (or is held)."""
+    bureau: Bureau, batch: str, cards: int, interval: float
+) -> tuple[dict[str, Any], list[float]]:
+    """Print each stage's rate over the last interval, and the machine's speed then, until the
+    batch closes (or is held). Returns the last view and the speeds taken."""
     last: dict[str, int] = {}
+    speeds: list[float] = []
     last_t = time.monotonic()
     while True:
         await asyncio.sleep(interval)
@@ -272,7 +273,7 @@ async def follow(
         )
         last, last_t = counts, now
         if view["status"] in ("closed", "held"):
-            return view
+            return view, speeds
 
 
 PCSCD = REPO / "deploy" / "local" / "pcscd.sh"
@@ -342,8 +343,7 @@ async def bench_on_floor(
         started = time.monotonic()
         order = await bureau.post_order(token, PRODUCT, demo_cards(cards, seed=cards))
         batch = str(order["batch_id"])
-        speeds: list[float] = []
-        view = await follow(bureau, batch, cards, interval, speeds)
+        view, speeds = await follow(bureau, batch, cards, interval)
         wall = time.monotonic() - started
         cpu_after, machine_after = proc_times(run_dir), machine_cpu.sample(run_dir)
         speed_after = machine_cpu.speed()
